@@ -1,0 +1,73 @@
+// Shared helpers of the native core: host/device qualifiers, dtype dispatch,
+// finite checks and a small OpenMP parallel_for. No torch headers here: the
+// Python layer hands us raw pointers, shapes and a dtype code.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#if defined(__CUDACC__)
+#define DC_HOST_DEVICE __host__ __device__
+#define DC_INLINE __forceinline__
+#else
+#define DC_HOST_DEVICE
+#define DC_INLINE inline
+#endif
+
+namespace diffcomb {
+
+// dtype codes shared with diffcomb/_native.py (DTYPE_CODES there).
+enum class DType : int { Float32 = 0, Float64 = 1 };
+
+inline DType to_dtype(int code) {
+  if (code == 0) return DType::Float32;
+  if (code == 1) return DType::Float64;
+  throw std::invalid_argument("diffcomb native: unsupported dtype code " + std::to_string(code));
+}
+
+// Calls f(T{}) with T = float or double according to the dtype code.
+template <class F>
+void dispatch_float(int dtype_code, F&& f) {
+  switch (to_dtype(dtype_code)) {
+    case DType::Float32: f(float{}); break;
+    case DType::Float64: f(double{}); break;
+  }
+}
+
+// Calls f(std::integral_constant<bool, b>{}) so a runtime flag becomes a
+// compile-time template parameter chosen once at the entry point.
+template <class F>
+void dispatch_bool(bool b, F&& f) {
+  if (b) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+template <class T>
+DC_HOST_DEVICE DC_INLINE bool is_finite(T x) {
+#if defined(__CUDA_ARCH__)
+  return isfinite(x);
+#else
+  return std::isfinite(x);
+#endif
+}
+
+template <class T>
+DC_HOST_DEVICE DC_INLINE T quiet_nan() {
+  return static_cast<T>(NAN);
+}
+
+// log(exp(a) + exp(b)) without overflow; -inf + -inf = -inf.
+DC_HOST_DEVICE DC_INLINE double logaddexp(double a, double b) {
+  const double hi = a > b ? a : b;
+  const double lo = a > b ? b : a;
+  if (hi == -INFINITY) return hi;
+  return hi + log1p(exp(lo - hi));
+}
+
+}  // namespace diffcomb

@@ -1,0 +1,56 @@
+// Entry points of the isotonic family. Arguments are raw addresses of
+// contiguous arrays owned by the Python layer (diffcomb/_native.py), the
+// batch shape, a dtype code (common.h) and, on the CPU, a thread count; CUDA
+// entry points take the device index and the stream to launch on.
+//
+// Array shapes (B rows of length n, all row-major and contiguous):
+//   a, out, weights, g, dx: (B, n) of the dtype;  perm: (B, n) int32;
+//   starts: (B, n + 1) int32 (isotonic.h, finish_starts);  c: (n) shared
+//   for projections, (B, n) sample weights for isotonic regression.
+#pragma once
+
+#include <cstdint>
+
+namespace diffcomb {
+namespace isotonic {
+
+// Vjp mode codes shared with diffcomb/isotonic.py.
+enum VjpCode : int { kVjpRank = 0, kVjpSort = 1, kVjpPlain = 2 };
+
+// sorted = (scale * x) sorted descending (stable), perm = its input indices.
+void argsort_descending_cpu(std::uintptr_t x, std::uintptr_t sorted, std::uintptr_t perm, int64_t rows,
+                            int64_t n, double scale, int dtype, int threads);
+
+// Permutahedron projection on rows already sorted descending (isotonic.h,
+// Projection). rank=true: out[perm[i]] = a_i - v_i; rank=false: out[i] =
+// out_scale * (c_i - v_i). chunk > 0 runs the chunked (GPU) algorithm.
+void project_cpu(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
+                 std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double out_scale,
+                 bool rank, bool kl, int dtype, int threads, int64_t chunk);
+
+// Weighted isotonic regression, non-increasing fit of sign * y times sign;
+// c = sample weights (0: unweighted).
+void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
+                  std::uintptr_t weights, int64_t rows, int64_t n, double sign, int dtype, int threads,
+                  int64_t chunk);
+
+// Block VJP (isotonic.h, vjp_row); perm is ignored for kVjpPlain.
+void vjp_cpu(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,
+             std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int threads);
+
+// CUDA versions (csrc/isotonic/cuda.cu): same arrays, device addresses; no
+// argsort (torch.sort serves it on the GPU). work_* are device work arrays
+// of at least isotonic_cuda_work_bytes(rows, n) bytes.
+int64_t cuda_work_bytes(int64_t rows, int64_t n);
+void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
+                  std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
+                  double out_scale, bool rank, bool kl, int dtype, int device, std::uintptr_t stream);
+void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
+                   std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n, double sign, int dtype,
+                   int device, std::uintptr_t stream);
+void vjp_cuda(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,
+              std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int device,
+              std::uintptr_t stream);
+
+}  // namespace isotonic
+}  // namespace diffcomb

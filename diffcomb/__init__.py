@@ -1,0 +1,32 @@
+"""diffcomb: differentiable sorting, ranking and combinatorial layers for PyTorch.
+
+Functional API (every op takes a batch: any leading dimensions, the op's own
+axes last or chosen with ``dim``):
+
+- :func:`soft_sort`, :func:`soft_rank`, :func:`soft_topk`, :func:`soft_quantile`,
+  :func:`isotonic_regression` (permutahedron projections, PAV)
+- :func:`spearman_loss`, :func:`soft_lts` (losses)
+
+Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`.
+"""
+
+from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
+from .losses import soft_lts, soft_spearman, spearman_loss
+from .nn import SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SoftLTSLoss",
+    "SoftRank",
+    "SoftSort",
+    "SpearmanLoss",
+    "isotonic_regression",
+    "soft_lts",
+    "soft_quantile",
+    "soft_rank",
+    "soft_sort",
+    "soft_spearman",
+    "soft_topk",
+    "spearman_loss",
+]

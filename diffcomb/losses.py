@@ -1,0 +1,182 @@
+"""Losses built on soft ranks and soft sorts (SPEC.md section 2).
+
+Each is a plain composition of the family ops, so its backward is the chain
+rule through their O(n) VJPs. Reductions follow torch.nn.functional:
+``reduction="mean" | "sum" | "none"`` over the batch dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .isotonic import _check_dim, _check_tensor, soft_rank, soft_sort
+
+__all__ = ["soft_lts", "soft_spearman", "spearman_loss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(fn: str, reduction: str) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"diffcomb.{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
+
+
+def _reduce(values: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    return values
+
+
+def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
+    """Hard 1-based ranks of ``t`` along ``dim``, ties given their average rank (no gradient)."""
+    moved = t.detach().movedim(dim, -1)
+    lead, n = moved.shape[:-1], moved.shape[-1]
+    rows = moved.reshape(math.prod(lead), n)
+    values, order = torch.sort(rows, dim=-1, stable=True)
+    new_group = torch.ones_like(values, dtype=torch.bool)
+    new_group[:, 1:] = values[:, 1:] != values[:, :-1]
+    group = new_group.long().cumsum(-1) - 1
+    position = torch.arange(1, n + 1, dtype=torch.float64, device=t.device).expand_as(values)
+    total = torch.zeros_like(position).scatter_add_(1, group, position)
+    count = torch.zeros_like(position).scatter_add_(1, group, torch.ones_like(position))
+    average = (total / count.clamp_min(1)).gather(1, group)
+    ranks = torch.empty_like(average).scatter_(1, order, average)
+    return ranks.reshape(*lead, n).movedim(-1, dim)
+
+
+def soft_spearman(
+    pred: Tensor,
+    target: Tensor,
+    dim: int = -1,
+    regularization_strength: float = 1.0,
+    regularization: str = "l2",
+) -> Tensor:
+    r"""Soft Spearman rank correlation between ``pred`` and ``target`` along ``dim``.
+
+    With :math:`r` = the ascending soft rank of ``pred`` and :math:`t` = the hard ranks of
+    ``target`` (ties averaged), both centered:
+
+    .. math::
+        \rho_\varepsilon = \frac{\langle \tilde r, \tilde t \rangle}{\|\tilde r\| \, \|\tilde t\|}
+
+    Args:
+        pred (Tensor[..., n, ...]): predicted scores (differentiable).
+        target (Tensor[..., n, ...]): target scores, same shape; only their order matters.
+        dim (int): the dimension holding the n items. Default -1.
+        regularization_strength (float): :math:`\varepsilon > 0` of the soft rank. Default 1.0.
+        regularization (str): ``"l2"`` or ``"kl"``. Default ``"l2"``.
+
+    Returns:
+        Tensor[...]: the correlation per slice, in [-1, 1].
+
+    Note:
+        :math:`\varepsilon \to 0` gives the exact Spearman correlation, :math:`\varepsilon \to
+        \infty` the Pearson correlation between ``pred`` and the target ranks. Undefined (NaN)
+        for n <= 1 or a constant target.
+
+    Example:
+        >>> diffcomb.soft_spearman(torch.tensor([0.1, 0.9, 0.4, 0.5]), torch.tensor([1.0, 4.0, 2.0, 3.0]))
+        tensor(0.9768)
+
+    References:
+        M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
+        ICML 2020. arXiv:2002.08871
+    """
+    _check_tensor("soft_spearman", "pred", pred)
+    dim = _check_dim("soft_spearman", pred, dim)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"diffcomb.soft_spearman: target must be a torch.Tensor, got {type(target).__name__}")
+    if target.shape != pred.shape:
+        raise ValueError(
+            f"diffcomb.soft_spearman: target must have pred's shape {tuple(pred.shape)}, got {tuple(target.shape)}"
+        )
+    if target.device != pred.device:
+        raise RuntimeError(f"diffcomb.soft_spearman: target is on {target.device} but pred is on {pred.device}")
+    r = soft_rank(pred, dim=dim, regularization_strength=regularization_strength, regularization=regularization)
+    t = average_ranks(target, dim).to(r.dtype)
+    r = r - r.mean(dim, keepdim=True)
+    t = t - t.mean(dim, keepdim=True)
+    return (r * t).sum(dim) / (r.norm(dim=dim) * t.norm(dim=dim))
+
+
+def spearman_loss(
+    pred: Tensor,
+    target: Tensor,
+    dim: int = -1,
+    regularization_strength: float = 1.0,
+    regularization: str = "l2",
+    reduction: str = "mean",
+) -> Tensor:
+    r"""One minus the soft Spearman rank correlation (:func:`soft_spearman`), reduced over the batch.
+
+    .. math::
+        \ell = 1 - \rho_\varepsilon(\text{pred}, \text{target})
+
+    Args:
+        pred (Tensor[..., n, ...]): predicted scores.
+        target (Tensor[..., n, ...]): target scores, same shape.
+        dim (int): the dimension holding the n items. Default -1.
+        regularization_strength (float): :math:`\varepsilon > 0`. Default 1.0.
+        regularization (str): ``"l2"`` or ``"kl"``. Default ``"l2"``.
+        reduction (str): ``"mean"``, ``"sum"`` or ``"none"``. Default ``"mean"``.
+
+    Returns:
+        Tensor: a scalar, or Tensor[...] for ``reduction="none"``; each term in [0, 2].
+
+    Example:
+        >>> diffcomb.spearman_loss(torch.tensor([[0.1, 0.9, 0.4, 0.5]]), torch.tensor([[1.0, 4.0, 2.0, 3.0]]))
+        tensor(0.0232)
+    """
+    _check_reduction("spearman_loss", reduction)
+    rho = soft_spearman(pred, target, dim, regularization_strength, regularization)
+    return _reduce(1.0 - rho, reduction)
+
+
+def soft_lts(
+    losses: Tensor,
+    k: int,
+    dim: int = -1,
+    regularization_strength: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Soft least trimmed squares: the mean of the n - k smallest losses, softly.
+
+    .. math::
+        L_\varepsilon(\ell) = \frac{1}{n - k} \sum_{i = k + 1}^{n} \mathrm{soft\_sort\_desc}(\ell; \varepsilon)_i
+
+    Args:
+        losses (Tensor[..., n, ...]): per-sample losses (e.g. squared residuals).
+        k (int): how many of the largest losses to trim, ``0 <= k < n``.
+        dim (int): the sample dimension. Default -1.
+        regularization_strength (float): :math:`\varepsilon > 0` (l2 soft sort). Default 1.0.
+        reduction (str): ``"mean"``, ``"sum"`` or ``"none"`` over the batch. Default ``"mean"``.
+
+    Returns:
+        Tensor: a scalar, or Tensor[...] for ``reduction="none"``.
+
+    Note:
+        :math:`\varepsilon \to 0` gives the hard trimmed mean, :math:`\varepsilon \to \infty`
+        the plain mean (least squares); k = 0 gives the mean for every :math:`\varepsilon`.
+
+    Example:
+        >>> diffcomb.soft_lts(torch.tensor([0.1, 4.0, 0.3, 0.2, 9.0]), k=2, regularization_strength=1e-3)
+        tensor(0.2000)
+
+    References:
+        M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
+        ICML 2020. arXiv:2002.08871
+    """
+    _check_tensor("soft_lts", "losses", losses)
+    dim = _check_dim("soft_lts", losses, dim)
+    _check_reduction("soft_lts", reduction)
+    n = losses.shape[dim]
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
+        raise ValueError(f"diffcomb.soft_lts: k must be an int with 0 <= k < n = {n}, got {k!r}")
+    s = soft_sort(losses, dim=dim, descending=True, regularization_strength=regularization_strength)
+    return _reduce(s.narrow(dim, k, n - k).mean(dim), reduction)
