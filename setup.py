@@ -39,15 +39,23 @@ def log(message):
     print(f"[diffcomb setup] {message}", file=sys.stderr, flush=True)
 
 
+def is_cuda_home(path):
+    return path is not None and (path / "bin" / "nvcc").exists() and (path / "include" / "cuda_runtime.h").exists()
+
+
 def find_cuda_home():
+    """CUDA_HOME / CUDA_PATH, else the toolkit around nvcc on PATH, else
+    /usr/local/cuda (where a bare nvcc wrapper script points)."""
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):
             return Path(os.environ[var])
     nvcc = shutil.which("nvcc")
     if nvcc:
-        return Path(nvcc).resolve().parent.parent
+        home = Path(nvcc).resolve().parent.parent
+        if is_cuda_home(home):
+            return home
     default = Path("/usr/local/cuda")
-    return default if (default / "bin" / "nvcc").exists() else None
+    return default if is_cuda_home(default) else None
 
 
 def cuda_setting():
@@ -57,7 +65,7 @@ def cuda_setting():
         log("DIFFCOMB_CUDA=0: building the CPU module only")
         return None
     home = find_cuda_home()
-    if home is None or not (home / "bin" / "nvcc").exists():
+    if not is_cuda_home(home):
         if choice == "1":
             raise RuntimeError("DIFFCOMB_CUDA=1 but nvcc was not found: set CUDA_HOME or put nvcc on PATH")
         log("nvcc not found: building the CPU module only (CUDA tensors will raise a clear error)")

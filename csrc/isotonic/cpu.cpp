@@ -17,11 +17,10 @@ T* ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
-// Solves every row of a batch; make_problem(row) builds the row's Problem.
-template <class Problem, class MakeProblem>
-void solve_rows(int64_t rows, int64_t n, int threads, int64_t chunk, int32_t* starts,
-                MakeProblem make_problem) {
-  using Stats = typename Problem::Stats;
+// Solves every row of a batch (isotonic.h, ProjectionBatch / IsotonicBatch).
+template <class Batch>
+void solve_rows(const Batch& batch, int64_t rows, int64_t n, int threads, int64_t chunk, int32_t* starts) {
+  using Stats = typename Batch::Problem::Stats;
   const int32_t len = static_cast<int32_t>(n);
   parallel_rows(rows, threads, 8 * n, [&](int64_t begin, int64_t end) {
     std::vector<Stats> stats(n);
@@ -34,13 +33,12 @@ void solve_rows(int64_t rows, int64_t n, int threads, int64_t chunk, int32_t* st
       pieces.resize((n + chunk - 1) / chunk + 1);
     }
     for (int64_t r = begin; r < end; ++r) {
-      const Problem problem = make_problem(r);
       int32_t* row_starts = starts + r * (n + 1);
       if (chunk > 0) {
-        solve_row_chunked(problem, len, static_cast<int32_t>(chunk), row_starts, ws_start.data(),
+        solve_row_chunked(batch.row(r), len, static_cast<int32_t>(chunk), row_starts, ws_start.data(),
                           stats.data(), compact.data(), pieces.data());
       } else {
-        solve_row(problem, len, row_starts, stats.data());
+        solve_row(batch.row(r), len, row_starts, stats.data());
       }
     }
   });
@@ -50,12 +48,9 @@ template <class T, Reg R, bool kRank>
 void project_typed(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
                    std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double out_scale,
                    int threads, int64_t chunk) {
-  using Problem = Projection<T, R, kRank>;
-  solve_rows<Problem>(rows, n, threads, chunk, ptr<int32_t>(starts), [&](int64_t r) {
-    const int64_t off = r * n;
-    return Problem{ptr<const T>(a) + off,     ptr<const T>(c),  ptr<const int32_t>(perm) + off,
-                   ptr<T>(out) + off,         ptr<T>(weights) + off, T(out_scale)};
-  });
+  const ProjectionBatch<T, R, kRank> batch{ptr<const T>(a), ptr<const T>(c),  ptr<const int32_t>(perm),
+                                           ptr<T>(out),     ptr<T>(weights), T(out_scale), n};
+  solve_rows(batch, rows, n, threads, chunk, ptr<int32_t>(starts));
 }
 
 }  // namespace
@@ -97,12 +92,9 @@ void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::u
     using T = decltype(tag);
     dispatch_bool(c != 0, [&](auto weighted_tag) {
       constexpr bool kWeighted = decltype(weighted_tag)::value;
-      using Problem = Isotonic<T, kWeighted>;
-      solve_rows<Problem>(rows, n, threads, chunk, ptr<int32_t>(starts), [&](int64_t r) {
-        const int64_t off = r * n;
-        return Problem{ptr<const T>(y) + off, kWeighted ? ptr<const T>(c) + off : nullptr,
-                       ptr<T>(out) + off, ptr<T>(weights) + off, T(sign)};
-      });
+      const IsotonicBatch<T, kWeighted> batch{ptr<const T>(y), ptr<const T>(c), ptr<T>(out), ptr<T>(weights),
+                                              T(sign), n};
+      solve_rows(batch, rows, n, threads, chunk, ptr<int32_t>(starts));
     });
   });
 }

@@ -239,6 +239,38 @@ struct Isotonic {
   }
 };
 
+// Batches: B contiguous rows of length n; row(r) builds row r's Problem.
+template <class T, Reg R, bool kRank>
+struct ProjectionBatch {
+  using Problem = Projection<T, R, kRank>;
+  const T* a;
+  const T* c;
+  const int32_t* perm;
+  T* out;
+  T* weights;
+  T out_scale;
+  int64_t n;
+  DC_HOST_DEVICE DC_INLINE Problem row(int64_t r) const {
+    const int64_t off = r * n;
+    return Problem{a + off, c, perm + off, out + off, weights + off, out_scale};
+  }
+};
+
+template <class T, bool kWeighted>
+struct IsotonicBatch {
+  using Problem = Isotonic<T, kWeighted>;
+  const T* y;
+  const T* c;
+  T* out;
+  T* weights;
+  T sign;
+  int64_t n;
+  DC_HOST_DEVICE DC_INLINE Problem row(int64_t r) const {
+    const int64_t off = r * n;
+    return Problem{y + off, kWeighted ? c + off : nullptr, out + off, weights + off, sign};
+  }
+};
+
 // The saved block structure of a row is int32 starts[0..n]: starts[b] is the
 // first element of block b for b < nblocks, starts[n] = nblocks (-1 marks a
 // non-finite row), and the unused entries hold n so outputs are deterministic.
