@@ -86,6 +86,17 @@ def _check_regularization(fn: str, regularization: str) -> bool:
     return regularization == "kl"
 
 
+def _prepare(fn: str, x: Tensor, dim: int, strength: float,
+             regularization: str) -> tuple[Tensor, Callable[[Tensor], Tensor], float, bool]:
+    """Validates a soft sort/rank call; returns (rows, restore, eps, kl)."""
+    _check_tensor(fn, "x", x)
+    dim = _check_dim(fn, x, dim)
+    eps = _check_strength(fn, strength)
+    kl = _check_regularization(fn, regularization)
+    rows, restore = _to_rows(x, dim)
+    return rows, restore, eps, kl
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
@@ -326,11 +337,7 @@ def soft_rank(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    _check_tensor("soft_rank", "x", x)
-    dim = _check_dim("soft_rank", x, dim)
-    eps = _check_strength("soft_rank", regularization_strength)
-    kl = _check_regularization("soft_rank", regularization)
-    rows, restore = _to_rows(x, dim)
+    rows, restore, eps, kl = _prepare("soft_rank", x, dim, regularization_strength, regularization)
     n = rows.shape[-1]
     rho = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device)
     scale = (-1.0 if descending else 1.0) / eps
@@ -381,11 +388,7 @@ def soft_sort(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    _check_tensor("soft_sort", "x", x)
-    dim = _check_dim("soft_sort", x, dim)
-    eps = _check_strength("soft_sort", regularization_strength)
-    kl = _check_regularization("soft_sort", regularization)
-    rows, restore = _to_rows(x, dim)
+    rows, restore, eps, kl = _prepare("soft_sort", x, dim, regularization_strength, regularization)
     n = rows.shape[-1]
     c = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device) / eps
     sign = 1.0 if descending else -1.0

@@ -28,6 +28,7 @@
 #include "../common/common.h"
 #include "../common/cuda_utils.cuh"
 #include "api.h"
+#include "dispatch.h"
 #include "isotonic.h"
 
 namespace diffcomb {
@@ -40,11 +41,6 @@ constexpr int32_t kRowwiseMaxN = 32;
 constexpr int32_t kMaxLargeBlocks = 1024;  // queue of cooperatively reduced blocks, per row
 
 static_assert(sizeof(MeanStats) == sizeof(LogSumExpStats), "work layout assumes equal Stats sizes");
-
-template <class T>
-T* ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
 
 // ---------------------------------------------------------------------------
 // Forward kernels.
@@ -128,12 +124,12 @@ void launch_solve(const Batch& batch, int64_t rows, int64_t n, std::uintptr_t st
   if (rows == 0) return;
   DeviceGuard guard(device);
   const cudaStream_t stream = as_stream(stream_handle);
-  int32_t* row_starts = ptr<int32_t>(starts);
+  int32_t* row_starts = as_ptr<int32_t>(starts);
   if (n == 0) {  // every row: zero blocks
     cuda_check(cudaMemsetAsync(row_starts, 0, rows * sizeof(int32_t), stream), "cudaMemsetAsync");
     return;
   }
-  Stats* ws_stats = ptr<Stats>(work);
+  Stats* ws_stats = as_ptr<Stats>(work);
   Stats* compact = ws_stats + rows * n;
   int32_t* ws_start = reinterpret_cast<int32_t*>(compact + rows * n);
   const int32_t len = static_cast<int32_t>(n);
@@ -222,15 +218,15 @@ void launch_vjp(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, st
   const int32_t len = static_cast<int32_t>(n);
   if (len <= kRowwiseMaxN) {
     vjp_rowwise_kernel<T, M><<<grid_for(rows, kRowThreads), kRowThreads, 0, stream>>>(
-        ptr<const T>(g), ptr<const int32_t>(perm), ptr<const int32_t>(starts), ptr<const T>(weights), T(scale),
-        rows, len, ptr<T>(dx));
+        as_ptr<const T>(g), as_ptr<const int32_t>(perm), as_ptr<const int32_t>(starts), as_ptr<const T>(weights), T(scale),
+        rows, len, as_ptr<T>(dx));
     check_launch("vjp_rowwise_kernel");
   } else {
     const int32_t by_count = (len + kMaxLargeBlocks - 1) / kMaxLargeBlocks;
     const int32_t large = by_count > 4 * kChunkThreads ? by_count : 4 * kChunkThreads;
     vjp_blockwise_kernel<T, M><<<static_cast<unsigned int>(rows), kChunkThreads, 0, stream>>>(
-        ptr<const T>(g), ptr<const int32_t>(perm), ptr<const int32_t>(starts), ptr<const T>(weights), T(scale),
-        len, large, ptr<T>(dx));
+        as_ptr<const T>(g), as_ptr<const int32_t>(perm), as_ptr<const int32_t>(starts), as_ptr<const T>(weights), T(scale),
+        len, large, as_ptr<T>(dx));
     check_launch("vjp_blockwise_kernel");
   }
 }
@@ -244,34 +240,16 @@ int64_t cuda_work_bytes(int64_t rows, int64_t n) {
 void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
                   std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
                   double out_scale, bool rank, bool kl, int dtype, int device, std::uintptr_t stream) {
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    dispatch_bool(rank, [&](auto rank_tag) {
-      constexpr bool kRank = decltype(rank_tag)::value;
-      if (kl) {
-        const ProjectionBatch<T, Reg::KL, kRank> batch{ptr<const T>(a), ptr<const T>(c),  ptr<const int32_t>(perm),
-                                                      ptr<T>(out),     ptr<T>(weights), T(out_scale), n};
-        launch_solve(batch, rows, n, starts, work, device, stream);
-      } else {
-        const ProjectionBatch<T, Reg::L2, kRank> batch{ptr<const T>(a), ptr<const T>(c),  ptr<const int32_t>(perm),
-                                                      ptr<T>(out),     ptr<T>(weights), T(out_scale), n};
-        launch_solve(batch, rows, n, starts, work, device, stream);
-      }
-    });
+  with_projection_batch(a, c, perm, out, weights, n, out_scale, rank, kl, dtype, [&](const auto& batch) {
+    launch_solve(batch, rows, n, starts, work, device, stream);
   });
 }
 
 void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
                    std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n, double sign, int dtype,
                    int device, std::uintptr_t stream) {
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    dispatch_bool(c != 0, [&](auto weighted_tag) {
-      constexpr bool kWeighted = decltype(weighted_tag)::value;
-      const IsotonicBatch<T, kWeighted> batch{ptr<const T>(y), ptr<const T>(c), ptr<T>(out), ptr<T>(weights),
-                                              T(sign), n};
-      launch_solve(batch, rows, n, starts, work, device, stream);
-    });
+  with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
+    launch_solve(batch, rows, n, starts, work, device, stream);
   });
 }
 
@@ -281,14 +259,9 @@ void vjp_cuda(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std:
   if (rows == 0 || n == 0) return;
   DeviceGuard guard(device);
   const cudaStream_t stream = as_stream(stream_handle);
-  dispatch_float(dtype, [&](auto tag) {
+  with_vjp_mode(dtype, mode, [&](auto tag, auto mode_tag) {
     using T = decltype(tag);
-    switch (mode) {
-      case kVjpRank: launch_vjp<T, Vjp::Rank>(g, perm, starts, weights, dx, rows, n, scale, stream); break;
-      case kVjpSort: launch_vjp<T, Vjp::Sort>(g, perm, starts, weights, dx, rows, n, scale, stream); break;
-      case kVjpPlain: launch_vjp<T, Vjp::Plain>(g, perm, starts, weights, dx, rows, n, scale, stream); break;
-      default: throw std::invalid_argument("diffcomb native: unknown vjp mode");
-    }
+    launch_vjp<T, decltype(mode_tag)::value>(g, perm, starts, weights, dx, rows, n, scale, stream);
   });
 }
 
