@@ -73,8 +73,8 @@ def _check_strength(fn: str, strength: float) -> float:
         raise TypeError(
             f"diffcomb.{fn}: regularization_strength must be a Python float, got {type(strength).__name__}"
         )
-    strength = float(strength)
-    if not (strength > 0 and math.isfinite(strength)):
+    # Comparisons only (no math.isfinite), so a symbolic float under torch.compile passes.
+    if not 0.0 < strength < math.inf:
         raise ValueError(f"diffcomb.{fn}: regularization_strength must be positive and finite, got {strength}")
     return strength
 
@@ -481,13 +481,11 @@ def soft_quantile(
     n = x.shape[dim]
     if n == 0:
         raise ValueError(f"diffcomb.soft_quantile: x must have at least one element along dim={dim}")
-    scalar = not isinstance(q, (Tensor, Sequence))
-    levels = [float(q)] if scalar else [float(v) for v in (q.tolist() if isinstance(q, Tensor) else q)]
-    if isinstance(q, Tensor) and q.dim() > 1:
-        raise ValueError(f"diffcomb.soft_quantile: q must be a float or a 1-D tensor, got shape {tuple(q.shape)}")
-    for level in levels:
-        if not 0.0 <= level <= 1.0:
-            raise ValueError(f"diffcomb.soft_quantile: q must be in [0, 1], got {level}")
+    scalar, levels = _quantile_levels(q)
+    if not levels:
+        shape = list(x.shape)
+        del shape[dim]
+        return x.new_empty((0, *shape))
     s = soft_sort(x, dim=dim, regularization_strength=regularization_strength, regularization=regularization)
     results = []
     for level in levels:
@@ -497,6 +495,26 @@ def soft_quantile(
         frac = pos - lo
         results.append((1.0 - frac) * s.select(dim, lo) + frac * s.select(dim, hi))
     return results[0] if scalar else torch.stack(results)
+
+
+def _quantile_levels(q: object) -> tuple[bool, list[float]]:
+    """(is_scalar, levels) of soft_quantile's q, validated."""
+    if isinstance(q, Tensor):
+        if q.dim() > 1:
+            raise ValueError(f"diffcomb.soft_quantile: q must be a float or a 1-D tensor, got shape {tuple(q.shape)}")
+        scalar, levels = q.dim() == 0, [float(v) for v in q.reshape(-1).tolist()]
+    elif isinstance(q, (int, float)) and not isinstance(q, bool):
+        scalar, levels = True, [float(q)]
+    elif isinstance(q, Sequence) and not isinstance(q, str) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in q
+    ):
+        scalar, levels = False, [float(v) for v in q]
+    else:
+        raise TypeError(f"diffcomb.soft_quantile: q must be a float, a sequence of floats or a tensor, got {q!r}")
+    for level in levels:
+        if not 0.0 <= level <= 1.0:
+            raise ValueError(f"diffcomb.soft_quantile: q must be in [0, 1], got {level}")
+    return scalar, levels
 
 
 def isotonic_regression(
