@@ -1,7 +1,7 @@
 """Build of diffcomb's native modules, driven by environment variables.
 
   diffcomb._C       csrc/bindings.cpp + csrc/common/*.cpp + csrc/<family>/cpu.cpp
-                    (C++17, -O3, std::thread over the batch)
+                    (C++17, -O3, OpenMP over the batch)
   diffcomb._C_cuda  csrc/bindings_cuda.cpp + csrc/<family>/*.cu, linked with the
                     static CUDA runtime, so importing it needs no GPU or driver;
                     built when nvcc is found (or CUDA_HOME is set).
@@ -153,8 +153,8 @@ class NinjaBuildExt(build_ext):
                 lib = ext.cuda_home / "lib64"
                 ldflags += [f"-L{lib}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
             else:
-                flags.append("-pthread")
-                ldflags.append("-pthread")
+                flags.append("-fopenmp")
+                ldflags.append("-fopenmp")
             if sys.platform == "darwin":
                 ldflags += ["-undefined", "dynamic_lookup"]
             for src in ext.cxx_sources:

@@ -40,7 +40,9 @@ constexpr int kChunkThreads = 256;  // threads (and chunks) per row in the block
 constexpr int32_t kRowwiseMaxN = 32;
 constexpr int32_t kMaxLargeBlocks = 1024;  // queue of cooperatively reduced blocks, per row
 
-static_assert(sizeof(MeanStats) == sizeof(LogSumExpStats), "work layout assumes equal Stats sizes");
+// Work arrays per row: two arrays of n block statistics and n int32 starts.
+constexpr int64_t kStatsBytes =
+    sizeof(MeanStats) > sizeof(LogSumExpStats) ? sizeof(MeanStats) : sizeof(LogSumExpStats);
 
 // ---------------------------------------------------------------------------
 // Forward kernels.
@@ -234,7 +236,7 @@ void launch_vjp(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, st
 }  // namespace
 
 int64_t cuda_work_bytes(int64_t rows, int64_t n) {
-  return rows * n * static_cast<int64_t>(2 * sizeof(MeanStats) + sizeof(int32_t));
+  return rows * n * (2 * kStatsBytes + static_cast<int64_t>(sizeof(int32_t)));
 }
 
 void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,

@@ -34,23 +34,50 @@ namespace isotonic {
 
 enum class Reg { L2, KL };
 
-// L2 and weighted L2: the block value is the weighted mean.
+// L2 and weighted L2: the block value is the weighted mean (cached, so a
+// comparison reads it instead of dividing).
 struct MeanStats {
   double sum;
   double weight;
-  DC_HOST_DEVICE DC_INLINE double value() const { return sum / weight; }
+  double mean;
+  DC_HOST_DEVICE DC_INLINE static MeanStats leaf(double value, double weight) {
+    return {value * weight, weight, value};
+  }
+  DC_HOST_DEVICE DC_INLINE double value() const { return mean; }
   DC_HOST_DEVICE DC_INLINE MeanStats pooled(const MeanStats& right) const {
-    return {sum + right.sum, weight + right.weight};
+    const double s = sum + right.sum;
+    const double w = weight + right.weight;
+    return {s, w, s / w};
   }
 };
 
-// KL: the block value is LSE(s_B) - LSE(w_B) (SPEC 1.2).
+// A log-sum-exp kept as anchor + log(sum of exp(x - anchor)), anchor = the
+// largest x. In a projection both sorted vectors decrease, so a block's first
+// element is its largest: a leaf is (x, 1), pooling costs one exp, and sums
+// stay >= 1 (no underflow, no overflow).
+struct AnchoredLse {
+  double anchor;
+  double sum;
+  DC_HOST_DEVICE DC_INLINE double lse() const { return anchor + log(sum); }
+  DC_HOST_DEVICE DC_INLINE AnchoredLse pooled(const AnchoredLse& other) const {
+    if (anchor >= other.anchor) return {anchor, sum + other.sum * exp(other.anchor - anchor)};
+    return {other.anchor, other.sum + sum * exp(anchor - other.anchor)};
+  }
+};
+
+// KL: the block value is LSE(s_B) - LSE(w_B) (SPEC 1.2), cached.
 struct LogSumExpStats {
-  double lse_s;
-  double lse_w;
-  DC_HOST_DEVICE DC_INLINE double value() const { return lse_s - lse_w; }
+  AnchoredLse s;
+  AnchoredLse w;
+  double val;
+  DC_HOST_DEVICE DC_INLINE static LogSumExpStats leaf(double s, double w) { return {{s, 1.0}, {w, 1.0}, s - w}; }
+  DC_HOST_DEVICE DC_INLINE double value() const { return val; }
+  DC_HOST_DEVICE DC_INLINE double lse_s() const { return s.lse(); }
+  DC_HOST_DEVICE DC_INLINE double lse_w() const { return w.lse(); }
   DC_HOST_DEVICE DC_INLINE LogSumExpStats pooled(const LogSumExpStats& right) const {
-    return {logaddexp(lse_s, right.lse_s), logaddexp(lse_w, right.lse_w)};
+    const AnchoredLse ps = s.pooled(right.s);
+    const AnchoredLse pw = w.pooled(right.w);
+    return {ps, pw, (ps.anchor - pw.anchor) + log(ps.sum / pw.sum)};
   }
 };
 
@@ -172,9 +199,9 @@ struct Projection {
     const double s = kRank ? double(a[i]) : double(c[i]);
     const double w = kRank ? double(c[i]) : double(a[i]);
     if constexpr (R == Reg::L2) {
-      return Stats{s - w, 1.0};
+      return Stats::leaf(s - w, 1.0);
     } else {
-      return Stats{s, w};
+      return Stats::leaf(s, w);
     }
   }
 
@@ -189,8 +216,8 @@ struct Projection {
     if constexpr (R == Reg::L2) {
       weights[i] = T(1.0 / block.weight);
     } else {
-      const double lse = kRank ? block.lse_s : block.lse_w;
-      weights[i] = T(exp(double(a[i]) - lse));
+      const AnchoredLse& lse = kRank ? block.s : block.w;
+      weights[i] = T(exp(double(a[i]) - lse.anchor) / lse.sum);
     }
   }
 
@@ -224,8 +251,7 @@ struct Isotonic {
   }
 
   DC_HOST_DEVICE DC_INLINE Stats leaf(int32_t i) const {
-    const double ci = weight(i);
-    return Stats{ci * double(sign) * double(y[i]), ci};
+    return Stats::leaf(double(sign) * double(y[i]), weight(i));
   }
 
   DC_HOST_DEVICE DC_INLINE void emit(int32_t i, const Stats& block) const {
