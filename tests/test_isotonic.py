@@ -276,19 +276,44 @@ def test_soft_quantile_limits(device, reg, gen):
 @pytest.mark.parametrize("reg", REGULARIZATIONS)
 def test_large_n_matches_reference(device, dtype, op, reg, gen):
     n = 100_000
-    # Integer values (exact in float32) spread so that sorted gaps straddle eps = 1: a mix of
-    # singleton and long blocks.
+    # Integer values (exact in float32) spread so that sorted gaps straddle eps: a mix of
+    # singleton and long blocks. eps = 1.5 keeps every isotonic input away from exact ties
+    # (integer gaps never equal 1.5), where the function is not differentiable and the pooling
+    # decision of any two implementations is rounding noise (see test_kl_exact_ties_pool).
+    eps = 1.5
     x = torch.randint(-n // 2, n // 2, (1, n), generator=gen).double()
     desc = op == "sort"
     if op == "rank":
-        fn = lambda t: diffcomb.soft_rank(t, descending=desc, regularization=reg)
-        f_ref = lambda r: ref.soft_rank(r, 1.0, reg, desc)
-        v_ref = lambda r, g: ref.soft_rank_vjp(r, g, 1.0, reg, desc)
+        fn = lambda t: diffcomb.soft_rank(t, descending=desc, regularization_strength=eps, regularization=reg)
+        f_ref = lambda r: ref.soft_rank(r, eps, reg, desc)
+        v_ref = lambda r, g: ref.soft_rank_vjp(r, g, eps, reg, desc)
     else:
-        fn = lambda t: diffcomb.soft_sort(t, descending=desc, regularization=reg)
-        f_ref = lambda r: ref.soft_sort(r, 1.0, reg, desc)
-        v_ref = lambda r, g: ref.soft_sort_vjp(r, g, 1.0, reg, desc)
+        fn = lambda t: diffcomb.soft_sort(t, descending=desc, regularization_strength=eps, regularization=reg)
+        f_ref = lambda r: ref.soft_sort(r, eps, reg, desc)
+        v_ref = lambda r, g: ref.soft_sort_vjp(r, g, eps, reg, desc)
     check_fwd_bwd(fn, f_ref, v_ref, x, -1, dtype, device, gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [2, 7, 300, 5000])
+def test_kl_exact_ties_pool(device, dtype, n):
+    # Equally spaced values with gap = eps make the KL soft sort's isotonic input exactly
+    # constant. diffcomb keeps block log-sum-exps anchored at the block's first element, so
+    # tied blocks get exactly equal values and pool into one block: the one-sided derivative
+    # of SPEC 1.3's "merge ties" rule, on every path (sequential, chunked, CUDA).
+    x = torch.arange(n, dtype=dtype, device=device).flip(0)
+    out = diffcomb.soft_sort(x.requires_grad_(), regularization="kl")
+    expected = torch.tensor(ref.soft_sort(x.detach().double().cpu().numpy(), 1.0, "kl", False), dtype=dtype)
+    assert_close(out.detach().cpu(), expected)
+    out.sum().backward()
+    # One block: the ascending soft sort's w = sort_desc(-x) and, through pi = argsort(x),
+    # d(sum out)/d x[pi[j]] = n * softmax(w)_j (SPEC 1.4).
+    xs = x.detach().double().cpu()
+    w = (-xs).sort(descending=True).values
+    grad = torch.empty(n, dtype=torch.float64)
+    grad[torch.argsort(xs, stable=True)] = n * torch.softmax(w, 0)
+    assert_close(x.grad.cpu(), grad.to(dtype))
 
 
 @pytest.mark.slow
@@ -799,11 +824,9 @@ ROW_NAMES = list(adversarial_rows(1, torch.Generator()))
 def test_chunked_pav_matches_sequential(dtype, kind, reg, n, row, gen):
     # "decreasing"/"increasing" at eps = 0.5 and "unit-gaps" at eps = 1 make the isotonic input of
     # the soft sort exactly constant (rho / eps - w = const): every neighbour is an exact tie, which
-    # SPEC 1.3 merges. L2 block means of such integer data are exact, so both paths must find the
-    # same blocks. KL block values are LSE differences whose rounding depends on the pooling order,
-    # so at exact ties the two paths may split the tied run differently: the values agree, and each
-    # block structure is a valid one-sided Jacobian of a function that is not differentiable there
-    # (SPEC 1.6). For those rows only the values are compared.
+    # SPEC 1.3 merges. L2 block means of such integer data are exact, and KL block values are
+    # log-sum-exps anchored at the block's first element, whose s and w sums then hold identical
+    # terms: both paths must find the same blocks here too (exactly one, pooling every tie).
     if kind == "topk" and reg == "kl":
         pytest.skip("top-k is L2 only")
     rtol, atol = (1e-12, 1e-12) if dtype == torch.float64 else (1e-5, 1e-5)
@@ -817,8 +840,6 @@ def test_chunked_pav_matches_sequential(dtype, kind, reg, n, row, gen):
                      f"{int(starts[0, -1])} (chunked)")
             scale = max(1.0, float(out0.abs().max()))
             torch.testing.assert_close(out, out0, rtol=rtol, atol=atol * scale, msg=where)
-            if kl and kind == "sort" and row in ("decreasing", "increasing", "unit-gaps"):
-                continue
             assert torch.equal(starts, starts0), where
             torch.testing.assert_close(w, w0, rtol=rtol, atol=atol, msg=where)
 

@@ -1,0 +1,218 @@
+"""``python -m benchmarks`` / ``diffcomb-bench``: run a suite, print, save.
+
+Examples::
+
+    python -m benchmarks                          # the "sort" suite on CPU
+    python -m benchmarks --list                   # workloads and contenders
+    python -m benchmarks --quick --workload 128x1000
+    python -m benchmarks --device cuda --json /tmp/sort-cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import peers, report, runner
+from .progress import Progress
+from .timing import Budget
+from .workloads import DTYPES, SUITES, select
+
+__all__ = ["main", "build_parser", "RESULTS_DIR"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Sized so the default sort suite, fast-soft-sort included (its backward runs
+# seconds per call at n >= 1000), finishes in about a minute on 2 cores.
+DEFAULT_BUDGET = Budget(repeat=5, min_time=0.1, max_time=0.5, warmup=2)
+QUICK_BUDGET = Budget(repeat=3, min_time=0.02, max_time=0.1, warmup=1)
+BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="diffcomb-bench",
+        description="Time diffcomb against peer libraries on named workloads "
+        "(median forward and forward+backward, same run).",
+    )
+    p.add_argument("--suite", default="sort", choices=sorted(SUITES), help="workload suite (default: sort)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="override the workloads' dtype (default: the suite's, float32)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="override regularization_strength (default: the suite's, 1.0)")
+    p.add_argument("-w", "--workload", action="append", default=[], metavar="PATTERN",
+                   help="run only matching workloads (names read op/regularization/batchxn): "
+                   "whole /-separated segments such as kl, 128x1000, soft_rank/l2, or a glob "
+                   "such as '*x1000'; repeatable")
+    p.add_argument("-c", "--contender", action="append", default=[], metavar="NAME",
+                   help="run only these contenders (repeatable; default: all of the suite's)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help=f"minimum samples per measurement (default {DEFAULT_BUDGET.repeat})")
+    p.add_argument("--min-time", type=float, default=None,
+                   help=f"minimum seconds of sampling per measurement (default {DEFAULT_BUDGET.min_time})")
+    p.add_argument("--max-time", type=float, default=None,
+                   help=f"cap on seconds of sampling per measurement (default {DEFAULT_BUDGET.max_time})")
+    p.add_argument("--warmup", type=int, default=None,
+                   help=f"warm-up calls per measurement (default {DEFAULT_BUDGET.warmup})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"small budget (repeat {QUICK_BUDGET.repeat}, min-time {QUICK_BUDGET.min_time}, "
+                   f"max-time {QUICK_BUDGET.max_time}); default output gets a -quick suffix")
+    p.add_argument("--seed", type=int, default=0, help="input seed (default 0)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="JSON output (default: benchmarks/results/<suite>-<device>.json); "
+                   "the printed table goes beside it as .md")
+    p.add_argument("--no-save", action="store_true", help="print only; write no files")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="always draw the progress bar (default: only when stderr is a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before starting, wait up to SECONDS until other processes use less than "
+                   f"{BUSY_FRACTION * 100:.0f}%% of the CPUs (default 0: do not wait)")
+    p.add_argument("--list", action="store_true", help="list suites, workloads and contenders, then exit")
+    return p
+
+
+def _budget(args: argparse.Namespace) -> Budget:
+    base = QUICK_BUDGET if args.quick else DEFAULT_BUDGET
+    return Budget(
+        repeat=base.repeat if args.repeat is None else max(args.repeat, 1),
+        min_time=base.min_time if args.min_time is None else args.min_time,
+        max_time=base.max_time if args.max_time is None else args.max_time,
+        warmup=base.warmup if args.warmup is None else args.warmup,
+    )
+
+
+def _default_json(args: argparse.Namespace) -> Path:
+    device = torch.device(args.device).type
+    parts = [args.suite, device]
+    if args.dtype not in (None, "float32"):
+        parts.append(args.dtype)
+    if args.strength is not None:
+        parts.append(f"eps{args.strength:g}")
+    if args.workload or args.contender:
+        parts.append("partial")
+    if args.quick:
+        parts.append("quick")
+    return RESULTS_DIR / ("-".join(parts) + ".json")
+
+
+def _wait_quiet(max_wait: float) -> dict:
+    """Probe the other processes' CPU use; with ``max_wait`` > 0, retry until quiet."""
+    deadline = time.perf_counter() + max_wait
+    while True:
+        probe = report.probe_other_load(0.5 if max_wait <= 0 else 2.0)
+        frac = probe["other_fraction"]
+        if frac is None or frac <= BUSY_FRACTION or time.perf_counter() >= deadline:
+            return probe
+        print(f"diffcomb-bench: waiting for a quiet machine (others use {frac:.0%} of the CPUs)",
+              file=sys.stderr)
+        time.sleep(min(10.0, max(deadline - time.perf_counter(), 0.0)))
+
+
+def _list(suite_names: Sequence[str], loaded_by_name: dict) -> str:
+    lines = []
+    for s in suite_names:
+        lines.append(f"suite {s}:")
+        for w in SUITES[s]:
+            lines.append(f"  {w.name:<26} dtype={w.dtype} strength={w.strength:g}")
+        lines.append("  contenders:")
+        for name in peers.SUITE_CONTENDERS[s]:
+            ld = loaded_by_name[name]
+            ver = f" {ld.version}" if ld.version else ""
+            lines.append(f"    {name:<16} {ld.status}{ver}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+
+    names = list(peers.SUITE_CONTENDERS[args.suite])
+    if args.contender:
+        unknown = [c for c in args.contender if c not in names]
+        if unknown:
+            print(f"diffcomb-bench: unknown contender(s) {unknown}; choose from {names}", file=sys.stderr)
+            return 2
+        names = [n for n in names if n in args.contender]
+    loaded = [peers.load(peers.CONTENDERS[n]) for n in names]
+
+    if args.list:
+        all_names = {n for s in SUITES for n in peers.SUITE_CONTENDERS[s]}
+        by_name = {ld.contender.name: ld for ld in loaded}
+        by_name.update({n: peers.load(peers.CONTENDERS[n]) for n in all_names if n not in by_name})
+        print(_list(sorted(SUITES), by_name))
+        return 0
+
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as e:
+        print(f"diffcomb-bench: --device: {e}", file=sys.stderr)
+        return 2
+    if dev.type not in ("cpu", "cuda"):
+        print(f"diffcomb-bench: --device must be cpu or cuda[:N], got {args.device!r}", file=sys.stderr)
+        return 2
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("diffcomb-bench: --device cuda, but torch.cuda.is_available() is False", file=sys.stderr)
+        return 2
+
+    workloads = select(SUITES[args.suite], args.workload, args.dtype, args.strength)
+    if not workloads:
+        print(f"diffcomb-bench: no workload of suite {args.suite!r} matches {args.workload}", file=sys.stderr)
+        return 2
+
+    budget = _budget(args)
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    idle_probe = _wait_quiet(args.wait_quiet)
+    snap0 = report.cpu_snapshot()
+    t0 = time.perf_counter()
+    total = runner.count_units(workloads, loaded, args.device)
+    with Progress(total, enabled=args.progress) as bar:
+        results = runner.run(workloads, loaded, args.device, args.seed, budget, bar)
+    wall = time.perf_counter() - t0
+    during = report.other_load(snap0, report.cpu_snapshot())
+
+    machine = report.machine_info(args.device, loaded)
+    machine["other_load_before"] = idle_probe
+    machine["other_load_during"] = during
+    machine["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    dtypes = sorted({w.dtype for w in workloads})
+    versions = ", ".join(
+        f"{ld.contender.name} {ld.version or ''}".strip() if ld.status == "ok" else f"{ld.contender.name}: {ld.status}"
+        for ld in loaded
+    )
+    header = [
+        f"diffcomb-bench suite={args.suite} device={args.device} dtype={'/'.join(dtypes)} "
+        f"seed={args.seed} created={created}",
+        f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "
+        f"({machine['torch_num_threads']} threads), {machine['platform']}",
+        f"contenders: {versions}",
+        f"budget: warmup {budget.warmup}, >= {budget.repeat} samples and >= {budget.min_time:g} s, "
+        f"<= {budget.max_time:g} s per measurement; wall time {wall:.1f} s",
+    ]
+    busy = [(label, d["other_fraction"]) for label, d in (("before", idle_probe), ("during", during))
+            if d["other_fraction"] is not None and d["other_fraction"] > BUSY_FRACTION]
+    if busy:
+        what = ", ".join(f"{frac:.0%} of the CPUs {label} the run" for label, frac in busy)
+        header.append(f"WARNING: other processes used {what}; they inflate timings "
+                      "(most of all multi-threaded ones). Rerun on a quiet machine.")
+    if "cuda_device" in machine:
+        header.insert(2, f"gpu: {machine['cuda_device']} (CUDA {machine['cuda_runtime']})")
+    table = report.format_table(results, header)
+    print(table, end="")
+
+    if not args.no_save:
+        path = args.json if args.json is not None else _default_json(args)
+        doc = report.to_json(args.suite, args.device, budget, args.seed, wall, machine,
+                             results, created, argv_list)
+        report.write_text_atomic(path, report.dumps(doc))
+        report.write_text_atomic(path.with_suffix(".md"), table)
+        print(f"\nwrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
+    return 0

@@ -1,0 +1,232 @@
+"""Run a list of workloads against the contenders: check, then time.
+
+For every workload: build the seeded input, run each contender once with a
+backward (the correctness check, which also triggers any JIT compilation),
+compare values and gradients with the reference (diffcomb, or the first
+available soft contender when diffcomb is missing), then time the forward on
+an input that does not require grad, and forward+backward, i.e.
+``(fn(x) * g).sum().backward()`` with the workload's fixed ``g``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .peers import Contender, Loaded, OpFn, Unsupported
+from .progress import Progress
+from .timing import Budget, Timing, measure
+from .workloads import Workload, make_inputs
+
+__all__ = ["ContenderResult", "WorkloadResult", "run", "TOLERANCE"]
+
+# Values (and gradients) agree when max|a - b| <= TOLERANCE * max(1, max|ref|).
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+
+
+@dataclass
+class ContenderResult:
+    name: str
+    status: str  # "ok" | "not installed" | "unsupported: ..." | "error: ..."
+    version: str | None = None
+    is_reference: bool = False
+    is_floor: bool = False
+    max_abs_diff: float | None = None
+    grad_max_abs_diff: float | None = None
+    agree: bool | None = None
+    grad_agree: bool | None = None
+    fwd: Timing | None = None
+    fwd_bwd: Timing | None = None
+    ratio_fwd: float | None = None  # this / diffcomb, same run
+    ratio_fwd_bwd: float | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name, "status": self.status, "version": self.version,
+            "is_check_reference": self.is_reference, "is_floor": self.is_floor,
+            "check": {
+                "max_abs_diff": self.max_abs_diff, "agree": self.agree,
+                "grad_max_abs_diff": self.grad_max_abs_diff, "grad_agree": self.grad_agree,
+            },
+            "fwd": None if self.fwd is None else self.fwd.as_dict(),
+            "fwd_bwd": None if self.fwd_bwd is None else self.fwd_bwd.as_dict(),
+            "ratio_fwd": self.ratio_fwd, "ratio_fwd_bwd": self.ratio_fwd_bwd,
+        }
+
+
+@dataclass
+class WorkloadResult:
+    workload: Workload
+    check_reference: str | None
+    contenders: list[ContenderResult] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "workload": self.workload.as_dict(),
+            "check_reference": self.check_reference,
+            "tolerance": TOLERANCE[self.workload.dtype],
+            "contenders": [c.as_dict() for c in self.contenders],
+        }
+
+
+def _error(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"error: {type(e).__name__}: {msg[0] if msg else ''}"[:200]
+
+
+def _sync_for(device: str) -> Callable[[], None]:
+    if device.startswith("cuda"):
+        dev = torch.device(device)
+        return lambda: torch.cuda.synchronize(dev)
+    return lambda: None
+
+
+def _fwd_bwd(fn: OpFn, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    xg = x.detach().clone().requires_grad_(True)
+    out = fn(xg)
+    if out.shape != x.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
+    (out * g).sum().backward()
+    assert xg.grad is not None
+    return out.detach(), xg.grad.detach()
+
+
+def _fwd_step(fn: OpFn, x: torch.Tensor) -> None:
+    fn(x)
+
+
+def _fwd_bwd_step(fn: OpFn, x: torch.Tensor, g: torch.Tensor) -> None:
+    x.grad = None
+    (fn(x) * g).sum().backward()
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+
+
+def _scale(t: torch.Tensor) -> float:
+    return max(1.0, float(t.double().abs().max())) if t.numel() else 1.0
+
+
+@dataclass
+class _Entry:
+    contender: Contender
+    result: ContenderResult
+    fn: OpFn | None  # None: cannot run (status says why)
+
+
+def _plan(w: Workload, loaded: Sequence[Loaded], device: str) -> list[_Entry]:
+    plan = []
+    for ld in loaded:
+        c = ld.contender
+        res = ContenderResult(c.name, ld.status, ld.version, is_floor=c.is_floor)
+        fn = None
+        if ld.status == "ok":
+            if torch.device(device).type not in c.devices:
+                res.status = f"unsupported: {'/'.join(c.devices)} only"
+            else:
+                try:
+                    fn = c.build(ld.module, w)
+                except Unsupported as e:
+                    res.status = f"unsupported: {e}"
+                except Exception as e:
+                    res.status = _error(e)
+        plan.append(_Entry(c, res, fn))
+    return plan
+
+
+def _run_one(
+    w: Workload, loaded: Sequence[Loaded], device: str, seed: int,
+    budget: Budget, progress: Progress,
+) -> WorkloadResult:
+    plan = _plan(w, loaded, device)
+    inputs = make_inputs(w, device, seed)
+    x, g = inputs.x, inputs.g
+    sync = _sync_for(device)
+
+    # 1. correctness check (one forward + backward each)
+    progress.step(f"{w.name} check")
+    outs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    check_time: dict[str, float] = {}
+    for e in plan:
+        if e.fn is None:
+            continue
+        try:
+            t0 = time.perf_counter()
+            outs[e.result.name] = _fwd_bwd(e.fn, x, g)
+            sync()
+            check_time[e.result.name] = time.perf_counter() - t0
+        except Exception as exc:
+            e.result.status = _error(exc)
+    soft = [e for e in plan if e.result.name in outs and not e.contender.is_floor]
+    ref = next((e for e in soft if e.contender.is_baseline), soft[0] if soft else None)
+    if ref is not None:
+        ref.result.is_reference = True
+        ref_out, ref_grad = outs[ref.result.name]
+        tol = TOLERANCE[w.dtype]
+        for e in soft:
+            if e is ref:
+                continue
+            res = e.result
+            out, grad = outs[res.name]
+            res.max_abs_diff = _max_abs_diff(out, ref_out)
+            res.grad_max_abs_diff = _max_abs_diff(grad, ref_grad)
+            res.agree = res.max_abs_diff <= tol * _scale(ref_out)
+            res.grad_agree = res.grad_max_abs_diff <= tol * _scale(ref_grad)
+
+    # 2. timing
+    x_fwd = x.detach()
+    x_bwd = x.detach().clone().requires_grad_(True)
+    for e in plan:
+        res = e.result
+        if e.fn is None:
+            continue
+        if res.name not in outs:  # failed the check run: skip its two timings
+            progress.step(f"{w.name} {res.name} skipped", units=2)
+            continue
+        del outs[res.name]
+        # The check run was a forward+backward too: when it alone took longer
+        # than the warm-up cap (max_time / 4, see timing.measure), it was the
+        # warm-up. Keeps slow peers (seconds per call) within the budget.
+        bwd_budget = budget
+        if check_time[res.name] > budget.max_time / 4:
+            bwd_budget = dataclasses.replace(budget, warmup=0)
+        try:
+            progress.step(f"{w.name} {res.name} fwd")
+            res.fwd = measure(functools.partial(_fwd_step, e.fn, x_fwd), budget, sync)
+            progress.step(f"{w.name} {res.name} fwd+bwd")
+            res.fwd_bwd = measure(functools.partial(_fwd_bwd_step, e.fn, x_bwd, g), bwd_budget, sync)
+        except Exception as exc:
+            res.status = _error(exc)
+
+    # 3. ratios against the baseline (diffcomb), same run
+    base = next((e.result for e in plan if e.contender.is_baseline and e.result.fwd is not None), None)
+    for e in plan:
+        res = e.result
+        if base is None:
+            break
+        if res.fwd is not None:
+            res.ratio_fwd = res.fwd.median / base.fwd.median
+        if res.fwd_bwd is not None and base.fwd_bwd is not None:
+            res.ratio_fwd_bwd = res.fwd_bwd.median / base.fwd_bwd.median
+    return WorkloadResult(w, None if ref is None else ref.result.name, [e.result for e in plan])
+
+
+def count_units(workloads: Sequence[Workload], loaded: Sequence[Loaded], device: str) -> int:
+    """Progress units: one check per workload, two timings per runnable contender."""
+    total = 0
+    for w in workloads:
+        total += 1 + 2 * sum(e.fn is not None for e in _plan(w, loaded, device))
+    return total
+
+
+def run(
+    workloads: Sequence[Workload], loaded: Sequence[Loaded], device: str, seed: int,
+    budget: Budget, progress: Progress,
+) -> list[WorkloadResult]:
+    return [_run_one(w, loaded, device, seed, budget, progress) for w in workloads]
