@@ -104,9 +104,13 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _to_rows(x: Tensor, dim: int) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """(B, n) contiguous view of x with `dim` last, and the function that maps
     a (B, n) result back to x's layout and dtype."""
+    shape = x.shape
+    n = shape[dim]
+    if dim == x.dim() - 1 and x.dtype in (torch.float32, torch.float64) and x.is_contiguous():
+        # The common case, views only (per-call overhead matters for small inputs).
+        return x.view(-1, n) if n else x.reshape(math.prod(shape[:-1]), 0), lambda out: out.view(shape)
     moved = x.movedim(dim, -1)
     lead = moved.shape[:-1]
-    n = moved.shape[-1]
     rows = moved.reshape(math.prod(lead), n).to(_compute_dtype(x.dtype)).contiguous()
 
     def restore(out: Tensor) -> Tensor:
