@@ -1183,3 +1183,15 @@ def test_thread_count_does_not_change_result(name, gen):
         torch.set_num_threads(default)
     torch.testing.assert_close(out_one, out_default, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad_one, grad_default, rtol=1e-12, atol=1e-12)
+
+
+def test_missing_cuda_module_error_says_how_to_rebuild(monkeypatch):
+    # Without diffcomb._C_cuda, a CUDA tensor reaches _native.cuda(), whose error must name the
+    # function and the rebuild command (exercised here without a GPU by hiding the module).
+    monkeypatch.setattr(_native, "_cuda_module", None)
+    monkeypatch.setattr(_native, "_cuda_error", ImportError("simulated"))
+    assert not _native.cuda_available()
+    with pytest.raises(RuntimeError, match=r"diffcomb\.soft_rank: got a CUDA tensor.*built without CUDA") as info:
+        _native.cuda("soft_rank")
+    assert "pip install --no-build-isolation -e ." in str(info.value)
+    assert "nvcc" in str(info.value)
