@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _REGULARIZATIONS = ("l2", "kl")
+_MAX_N = 2**31 - 1  # perm and block starts are int32
 _VJP_RANK, _VJP_SORT, _VJP_PLAIN = 0, 1, 2  # csrc/isotonic/api.h, VjpCode
 
 
@@ -106,6 +107,8 @@ def _to_rows(x: Tensor, dim: int) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     a (B, n) result back to x's layout and dtype."""
     shape = x.shape
     n = shape[dim]
+    if n >= _MAX_N:
+        raise ValueError(f"diffcomb: the sorted dimension has length {n}; at most {_MAX_N - 1} is supported (int32 indices)")
     if dim == x.dim() - 1 and x.dtype in (torch.float32, torch.float64) and x.is_contiguous():
         # The common case, views only (per-call overhead matters for small inputs).
         return x.view(-1, n) if n else x.reshape(math.prod(shape[:-1]), 0), lambda out: out.view(shape)

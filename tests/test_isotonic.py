@@ -1195,3 +1195,11 @@ def test_missing_cuda_module_error_says_how_to_rebuild(monkeypatch):
         _native.cuda("soft_rank")
     assert "pip install --no-build-isolation -e ." in str(info.value)
     assert "nvcc" in str(info.value)
+
+
+def test_row_length_limit_is_an_error():
+    # Indices and block starts are int32; an expanded (no memory) row of 2**31 elements must be
+    # refused with a clear message rather than overflow.
+    x = torch.zeros(1).expand(2**31)
+    with pytest.raises(ValueError, match="int32 indices"):
+        diffcomb.soft_rank(x)
