@@ -4,9 +4,11 @@
 #include <pybind11/pybind11.h>
 
 #include "isotonic/api.h"
+#include "softdtw/api.h"
 
 namespace py = pybind11;
 namespace iso = diffcomb::isotonic;
+namespace sdtw = diffcomb::softdtw;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "diffcomb native CPU kernels (raw-pointer entry points; use diffcomb's Python API)";
@@ -15,4 +17,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("project", &iso::project_cpu, nogil);
   m.def("isotonic", &iso::isotonic_cpu, nogil);
   m.def("vjp", &iso::vjp_cpu, nogil);
+  m.def("softdtw_forward", &sdtw::forward_cpu, nogil);
+  m.def("softdtw_backward", &sdtw::backward_cpu, nogil);
 }

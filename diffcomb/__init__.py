@@ -6,6 +6,7 @@ axes last or chosen with ``dim``):
 - :func:`soft_sort`, :func:`soft_rank`, :func:`soft_topk`, :func:`soft_quantile`,
   :func:`isotonic_regression` (permutahedron projections, PAV)
 - :func:`spearman_loss`, :func:`soft_lts` (losses)
+- :func:`soft_dtw`, :func:`soft_dtw_from_cost`, :func:`soft_dtw_alignment` (soft-DTW; CPU only so far)
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`.
 """
@@ -13,6 +14,7 @@ Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`So
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
 from .nn import SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+from .softdtw import pairwise_cost, soft_dtw, soft_dtw_alignment, soft_dtw_from_cost
 
 __version__ = "0.1.0"
 
@@ -22,6 +24,10 @@ __all__ = [
     "SoftSort",
     "SpearmanLoss",
     "isotonic_regression",
+    "pairwise_cost",
+    "soft_dtw",
+    "soft_dtw_alignment",
+    "soft_dtw_from_cost",
     "soft_lts",
     "soft_quantile",
     "soft_rank",

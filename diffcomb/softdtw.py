@@ -1,0 +1,305 @@
+"""Soft-DTW (SPEC.md section 3): a differentiable dynamic time warping loss.
+
+The native kernel (csrc/softdtw) solves the DP on a contiguous batch of cost
+matrices ``(B, N, M)`` with optional per-pair lengths and a Sakoe-Chiba band,
+and computes the expected alignment (the gradient with respect to the costs)
+in its backward. Costs between series are formed here with one matrix product
+(no ``(N, M, D)`` difference tensor), so gradients with respect to the series
+flow through torch's autograd.
+
+Status: CPU kernels (scalar DP, parallel over the batch). The CUDA wavefront
+kernel, the vectorized CPU layout, and the divergence and sharp variants are
+not written yet; calling these functions on CUDA tensors raises an error.
+
+References:
+    M. Cuturi, M. Blondel. Soft-DTW: a Differentiable Loss Function for Time-Series. ICML 2017.
+    arXiv:1703.01353
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _native
+
+__all__ = ["pairwise_cost", "soft_dtw", "soft_dtw_alignment", "soft_dtw_from_cost"]
+
+_COSTS = ("sqeuclidean", "half_sqeuclidean", "log_augmented")
+
+
+# ---------------------------------------------------------------------------
+# Validation.
+
+
+def _check_float(fn: str, name: str, t: object, min_dim: int) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"diffcomb.{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"diffcomb.{fn}: {name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.dim() < min_dim:
+        raise ValueError(f"diffcomb.{fn}: {name} must have at least {min_dim} dimensions, got shape {tuple(t.shape)}")
+    if t.device.type == "cuda":
+        raise NotImplementedError(
+            f"diffcomb.{fn}: soft-DTW has no CUDA kernel yet; move {name} to the CPU (x.cpu())"
+        )
+    if t.device.type not in ("cpu", "meta"):
+        raise RuntimeError(f"diffcomb.{fn}: {name} is on device {t.device}; diffcomb supports cpu and cuda")
+    return t
+
+
+def _check_gamma(fn: str, gamma: float) -> float:
+    if isinstance(gamma, (Tensor, bool)) or not isinstance(gamma, (int, float)):
+        raise TypeError(f"diffcomb.{fn}: gamma must be a Python float, got {type(gamma).__name__}")
+    if not 0.0 <= gamma < math.inf:
+        raise ValueError(f"diffcomb.{fn}: gamma must be >= 0 and finite (0 is hard DTW), got {gamma}")
+    return float(gamma)
+
+
+def _check_band(fn: str, bandwidth: Optional[int]) -> int:
+    if bandwidth is None:
+        return -1
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, int) or bandwidth < 0:
+        raise ValueError(f"diffcomb.{fn}: bandwidth must be None or an int >= 0, got {bandwidth!r}")
+    return bandwidth
+
+
+def _check_lengths(fn: str, name: str, lengths: Optional[Tensor], batch_shape: torch.Size, size: int,
+                   device: torch.device) -> Optional[Tensor]:
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor) or lengths.is_floating_point() or lengths.is_complex() \
+            or lengths.dtype == torch.bool:
+        raise TypeError(f"diffcomb.{fn}: {name} must be an integer tensor")
+    if lengths.device != device:
+        raise RuntimeError(f"diffcomb.{fn}: {name} is on {lengths.device}, the series are on {device}")
+    try:
+        lengths = lengths.broadcast_to(batch_shape)
+    except RuntimeError as exc:
+        raise ValueError(f"diffcomb.{fn}: {name} of shape {tuple(lengths.shape)} does not match the batch "
+                         f"shape {tuple(batch_shape)}") from exc
+    flat = lengths.reshape(-1).to(torch.int64).contiguous()
+    if flat.numel() and not torch.compiler.is_compiling() and (int(flat.min()) < 1 or int(flat.max()) > size):
+        raise ValueError(f"diffcomb.{fn}: {name} must lie in [1, {size}], got values in "
+                         f"[{int(flat.min())}, {int(flat.max())}]")
+    return flat
+
+
+# ---------------------------------------------------------------------------
+# Custom ops on (B, N, M) cost batches.
+
+
+@torch.library.custom_op("diffcomb::soft_dtw_cost", mutates_args=())
+def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                 band: int) -> tuple[Tensor, Tensor]:
+    """Soft-DTW values (B,) of costs C (B, N, M) and the DP table R (B, N + 1, M + 1)."""
+    batch, m, n = C.shape
+    value = C.new_empty(batch)
+    R = C.new_empty((batch, m + 1, n + 1))
+    _native.cpu().softdtw_forward(
+        _native.address(C), _native.address(R), _native.address(value), _native.address(lengths_x),
+        _native.address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C), _native.threads())
+    return value, R
+
+
+@torch.library.custom_op("diffcomb::soft_dtw_cost_backward", mutates_args=())
+def _soft_dtw_backward_op(C: Tensor, R: Tensor, grad: Tensor, lengths_x: Optional[Tensor],
+                          lengths_y: Optional[Tensor], gamma: float, band: int) -> Tensor:
+    """grad (B,) times the expected alignments (B, N, M)."""
+    batch, m, n = C.shape
+    E = torch.empty_like(C)
+    _native.cpu().softdtw_backward(
+        _native.address(C), _native.address(R), _native.address(grad), _native.address(E),
+        _native.address(lengths_x), _native.address(lengths_y), batch, m, n, gamma, band,
+        _native.dtype_code(C), _native.threads())
+    return E
+
+
+@_soft_dtw_op.register_fake
+def _(C, lengths_x, lengths_y, gamma, band):
+    batch, m, n = C.shape
+    return C.new_empty(batch), C.new_empty((batch, m + 1, n + 1))
+
+
+@_soft_dtw_backward_op.register_fake
+def _(C, R, grad, lengths_x, lengths_y, gamma, band):
+    return torch.empty_like(C)
+
+
+def _setup(ctx, inputs, output) -> None:
+    C, lengths_x, lengths_y, gamma, band = inputs
+    _, R = output
+    ctx.mark_non_differentiable(R)
+    ctx.save_for_backward(C, R, lengths_x, lengths_y)
+    ctx.gamma, ctx.band = gamma, band
+
+
+def _backward(ctx, grad_value, _grad_R):
+    C, R, lengths_x, lengths_y = ctx.saved_tensors
+    g = torch.zeros(C.shape[0], dtype=C.dtype) if grad_value is None else grad_value.contiguous()
+    E = torch.ops.diffcomb.soft_dtw_cost_backward(C, R, g, lengths_x, lengths_y, ctx.gamma, ctx.band)
+    return E, None, None, None, None
+
+
+torch.library.register_autograd("diffcomb::soft_dtw_cost", _backward, setup_context=_setup)
+
+
+def _batched(fn: str, C: Tensor, gamma: float, bandwidth: Optional[int], x_lengths: Optional[Tensor],
+             y_lengths: Optional[Tensor]):
+    _check_float(fn, "C", C, 2)
+    gamma = _check_gamma(fn, gamma)
+    band = _check_band(fn, bandwidth)
+    *lead, m, n = C.shape
+    if m == 0 or n == 0:
+        raise ValueError(f"diffcomb.{fn}: both series need at least one step, got a {m} x {n} cost matrix")
+    batch_shape = torch.Size(lead)
+    lx = _check_lengths(fn, "x_lengths", x_lengths, batch_shape, m, C.device)
+    ly = _check_lengths(fn, "y_lengths", y_lengths, batch_shape, n, C.device)
+    dtype = torch.float32 if C.dtype in (torch.float16, torch.bfloat16) else C.dtype
+    rows = C.reshape(math.prod(lead), m, n).to(dtype).contiguous()
+    return rows, lx, ly, gamma, band, batch_shape
+
+
+# ---------------------------------------------------------------------------
+# Public functions.
+
+
+def soft_dtw_from_cost(
+    C: Tensor,
+    gamma: float = 1.0,
+    *,
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Soft-DTW value of cost matrices ``C``, differentiable in ``C``.
+
+    .. math::
+        \mathrm{sdtw}_\gamma(C) = \min{}^{\gamma}_{A \in \mathcal{A}(N, M)} \langle A, C \rangle,
+        \qquad \min{}^{\gamma}(a) = -\gamma \log \sum_i e^{-a_i / \gamma}
+
+    over the monotone alignments from (1, 1) to (N, M) with steps right, down and diagonal.
+
+    Args:
+        C (Tensor[..., N, M]): costs; float16/bfloat16 are computed in float32.
+        gamma (float): smoothing, >= 0; 0 gives the hard DTW. Default 1.0.
+        bandwidth (int, optional): Sakoe-Chiba band: only cells with ``|i - j| <= bandwidth``.
+        x_lengths (Tensor[...] of ints, optional): used rows per pair, in [1, N] (padding ignored).
+        y_lengths (Tensor[...] of ints, optional): used columns per pair, in [1, M].
+
+    Returns:
+        Tensor[...]: the soft-DTW values, dtype of ``C``.
+
+    Note:
+        O(N M) time and memory per pair (the DP table is kept for the backward). The gradient
+        with respect to ``C`` is the expected alignment. A band narrower than ``|N - M|``
+        leaves (N, M) unreachable: the value is +inf and the gradient 0. A pair whose used
+        costs contain NaN or +/-inf gives NaN; padding beyond the lengths and cells outside the
+        band are never read, so they may hold anything. CPU only for now.
+
+    Example:
+        >>> diffcomb.soft_dtw_from_cost(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
+        tensor(0.6734)
+
+    References:
+        M. Cuturi, M. Blondel. Soft-DTW: a Differentiable Loss Function for Time-Series.
+        ICML 2017. arXiv:1703.01353
+    """
+    rows, lx, ly, gamma, band, batch_shape = _batched("soft_dtw_from_cost", C, gamma, bandwidth, x_lengths,
+                                                       y_lengths)
+    value = torch.ops.diffcomb.soft_dtw_cost(rows, lx, ly, gamma, band)[0]
+    return value.reshape(batch_shape).to(C.dtype)
+
+
+def soft_dtw_alignment(
+    C: Tensor,
+    gamma: float = 1.0,
+    *,
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Expected alignment :math:`E = \nabla_C \mathrm{sdtw}_\gamma(C)` under the Gibbs distribution
+    :math:`p(A) \propto e^{-\langle A, C \rangle / \gamma}` over alignments.
+
+    Args:
+        C (Tensor[..., N, M]): costs.
+        gamma, bandwidth, x_lengths, y_lengths: as in :func:`soft_dtw_from_cost`.
+
+    Returns:
+        Tensor[..., N, M]: entries in [0, 1], E[0, 0] = E[N-1, M-1] = 1 (zero outside the used
+        lengths and the band). Not differentiable yet (that needs the Hessian-vector product of
+        the sharp variant).
+
+    Example:
+        >>> diffcomb.soft_dtw_alignment(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
+        tensor([[1.0000, 0.0132],
+                [0.2654, 1.0000]])
+    """
+    rows, lx, ly, gamma, band, batch_shape = _batched("soft_dtw_alignment", C, gamma, bandwidth, x_lengths,
+                                                       y_lengths)
+    with torch.no_grad():
+        _, R = torch.ops.diffcomb.soft_dtw_cost(rows, lx, ly, gamma, band)
+        ones = rows.new_ones(rows.shape[0])
+        E = torch.ops.diffcomb.soft_dtw_cost_backward(rows, R, ones, lx, ly, gamma, band)
+    return E.reshape(C.shape).to(C.dtype)
+
+
+def pairwise_cost(x: Tensor, y: Tensor, cost: str = "sqeuclidean") -> Tensor:
+    r"""Cost matrices between the steps of series ``x`` (..., N, D) and ``y`` (..., M, D).
+
+    ``"sqeuclidean"``: :math:`\|x_i - y_j\|^2`; ``"half_sqeuclidean"``: half of it;
+    ``"log_augmented"``: :math:`c + \log(2 - e^{-c})` with :math:`c = \tfrac12 \|x_i - y_j\|^2`.
+    Formed as :math:`\|x\|^2 + \|y\|^2 - 2 x y^\top` (one matrix product, no (N, M, D) tensor),
+    clamped at 0; in float32 this loses relative accuracy for nearly equal steps of large norm.
+    """
+    if cost not in _COSTS:
+        raise ValueError(f"diffcomb.soft_dtw: cost must be one of {_COSTS}, got {cost!r}")
+    sq = (x.pow(2).sum(-1).unsqueeze(-1) + y.pow(2).sum(-1).unsqueeze(-2) - 2.0 * (x @ y.transpose(-1, -2)))
+    sq = sq.clamp_min(0.0)
+    if cost == "sqeuclidean":
+        return sq
+    half = 0.5 * sq
+    if cost == "half_sqeuclidean":
+        return half
+    return half + torch.log(2.0 - torch.exp(-half))
+
+
+def soft_dtw(
+    x: Tensor,
+    y: Tensor,
+    gamma: float = 1.0,
+    *,
+    cost: str = "sqeuclidean",
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Soft-DTW between series ``x`` and ``y``: :func:`soft_dtw_from_cost` of :func:`pairwise_cost`.
+
+    Args:
+        x (Tensor[..., N, D]): first series (batch dimensions broadcast with ``y``'s).
+        y (Tensor[..., M, D]): second series, same D.
+        gamma (float): smoothing >= 0 (0: hard DTW). Default 1.0.
+        cost (str): ``"sqeuclidean"`` (default), ``"half_sqeuclidean"`` or ``"log_augmented"``.
+        bandwidth, x_lengths, y_lengths: as in :func:`soft_dtw_from_cost`.
+
+    Returns:
+        Tensor[...]: the values; differentiable in ``x`` and ``y``.
+
+    Example:
+        >>> diffcomb.soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
+        tensor(0.6734)
+    """
+    _check_float("soft_dtw", "x", x, 2)
+    _check_float("soft_dtw", "y", y, 2)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"diffcomb.soft_dtw: x and y must have the same feature size D, got x of shape "
+                         f"{tuple(x.shape)} and y of shape {tuple(y.shape)}")
+    if x.dtype != y.dtype:
+        raise TypeError(f"diffcomb.soft_dtw: x and y must have the same dtype, got {x.dtype} and {y.dtype}")
+    C = pairwise_cost(x, y, cost)
+    return soft_dtw_from_cost(C, gamma, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)

@@ -1,0 +1,252 @@
+"""Soft-DTW (diffcomb/softdtw.py, csrc/softdtw) against SPEC.md section 3 and 7.3 and the
+numpy reference in tests/reference/softdtw.py. CPU only so far (no CUDA kernel yet)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import diffcomb
+from tests.conftest import assert_close
+from tests.reference import softdtw as ref
+
+DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
+C_SPEC = [[0.0, 4.0], [1.0, 1.0]]
+
+
+def delannoy(a: int, b: int) -> int:
+    table = [[1] * (b + 1) for _ in range(a + 1)]
+    for i in range(1, a + 1):
+        for j in range(1, b + 1):
+            table[i][j] = table[i - 1][j] + table[i][j - 1] + table[i - 1][j - 1]
+    return table[a][b]
+
+
+# ------------------------------------------------------------------------------------------------
+# SPEC 7.3 reference values.
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gamma, value, E", [
+    (1.0, 0.6734373587, [[1, 0.013213], [0.265388, 1]]),
+    (0.1, 0.9999954601, [[1, 4.2e-18], [0.000045, 1]]),
+    (0.01, 1.0, [[1, 0], [0, 1]]),
+    (0.0, 1.0, [[1, 0], [0, 1]]),
+])
+def test_spec_values(dtype, gamma, value, E):
+    C = torch.tensor(C_SPEC, dtype=dtype)
+    assert_close(diffcomb.soft_dtw_from_cost(C, gamma), value, rtol=1e-6 if dtype == torch.float64 else 1e-5)
+    assert_close(diffcomb.soft_dtw_alignment(C, gamma), E, rtol=0, atol=1e-6)
+
+
+def test_spec_series_values_and_gradient():
+    x = torch.tensor([[0.0], [1.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[0.0], [2.0]], dtype=torch.float64)
+    value = diffcomb.soft_dtw(x, y)
+    value.backward()
+    assert_close(value, 0.6734373587)
+    assert_close(x.grad.flatten(), [-0.052852, -1.469224], rtol=0, atol=1e-6)
+    assert_close(diffcomb.soft_dtw(x.detach(), x.detach()), -0.5514447139)
+    assert_close(diffcomb.soft_dtw(y, y), -0.0359762997)
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (2, 2), (3, 3), (2, 3), (4, 5), (7, 3)])
+def test_zero_cost_is_minus_gamma_log_delannoy(m, n):
+    for gamma in (0.5, 1.0, 3.0):
+        value = diffcomb.soft_dtw_from_cost(torch.zeros(m, n, dtype=torch.float64), gamma)
+        assert_close(value, -gamma * math.log(delannoy(m - 1, n - 1)))
+
+
+def test_single_row_and_band_zero():
+    for gamma in (0.0, 0.1, 1.0, 10.0):
+        assert_close(diffcomb.soft_dtw_from_cost(torch.tensor([[1.0, 2.0, 3.0]]), gamma), 6.0)
+        assert_close(diffcomb.soft_dtw_alignment(torch.tensor([[1.0], [2.0], [3.0]]), gamma), [[1.0]] * 3)
+    C = torch.rand(6, 6, dtype=torch.float64)
+    assert_close(diffcomb.soft_dtw_from_cost(C, 1.0, bandwidth=0), C.trace())
+
+
+# ------------------------------------------------------------------------------------------------
+# Against the numpy reference.
+
+SHAPES = [(1, 1), (1, 6), (6, 1), (2, 2), (7, 4), (4, 9), (33, 40)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n", SHAPES)
+@pytest.mark.parametrize("gamma", [0.0, 0.1, 1.0, 10.0])
+@pytest.mark.parametrize("bandwidth", [None, 0, 2, 5])
+def test_matches_reference(dtype, m, n, gamma, bandwidth):
+    gen = torch.Generator().manual_seed(m * 1000 + n * 10 + int(gamma * 7) + (bandwidth or 0))
+    C = torch.rand(3, m, n, generator=gen, dtype=torch.float64) * 3
+    value = diffcomb.soft_dtw_from_cost(C.to(dtype), gamma, bandwidth=bandwidth)
+    E = diffcomb.soft_dtw_alignment(C.to(dtype), gamma, bandwidth=bandwidth)
+    for b in range(3):
+        expected = ref.soft_dtw_from_cost(C[b].numpy(), gamma, bandwidth)
+        if math.isinf(expected):
+            assert math.isinf(value[b].item()) and value[b].item() > 0
+            assert torch.all(E[b] == 0)
+            continue
+        assert_close(value[b], expected)
+        if gamma > 0:
+            assert_close(E[b], ref.soft_dtw_alignment(C[b].numpy(), gamma, bandwidth), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("m, n", [(5, 5), (8, 3), (12, 17)])
+def test_small_gamma_is_hard_dtw_and_bounds_hold(m, n):
+    gen = torch.Generator().manual_seed(m * n)
+    C = torch.rand(m, n, generator=gen, dtype=torch.float64)
+    dtw = ref.dtw_from_cost(C.numpy())
+    assert_close(diffcomb.soft_dtw_from_cost(C, 0.0), dtw)
+    assert_close(diffcomb.soft_dtw_from_cost(C, 1e-4), dtw, rtol=0, atol=1e-3)
+    for gamma in (0.01, 0.5, 2.0):
+        value = diffcomb.soft_dtw_from_cost(C, gamma).item()
+        assert dtw - gamma * math.log(delannoy(m - 1, n - 1)) - 1e-12 <= value <= dtw + 1e-12
+
+
+def test_symmetry_and_swap():
+    gen = torch.Generator().manual_seed(3)
+    C = torch.rand(2, 6, 9, generator=gen, dtype=torch.float64)
+    assert_close(diffcomb.soft_dtw_from_cost(C.transpose(-1, -2)), diffcomb.soft_dtw_from_cost(C))
+    assert_close(diffcomb.soft_dtw_alignment(C.transpose(-1, -2)), diffcomb.soft_dtw_alignment(C).transpose(-1, -2))
+    x = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(2, 9, 3, generator=gen, dtype=torch.float64)
+    assert_close(diffcomb.soft_dtw(x, y, 0.5), diffcomb.soft_dtw(y, x, 0.5))
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "half_sqeuclidean", "log_augmented"])
+def test_pairwise_cost_matches_reference(cost):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    assert_close(diffcomb.pairwise_cost(x, y, cost), ref.cost_matrix(x.numpy(), y.numpy(), cost))
+
+
+# ------------------------------------------------------------------------------------------------
+# Batching, lengths, gradients.
+
+
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
+def test_leading_dims(lead):
+    gen = torch.Generator().manual_seed(len(lead))
+    C = torch.rand(*lead, 5, 4, generator=gen, dtype=torch.float64)
+    value = diffcomb.soft_dtw_from_cost(C, 0.5)
+    assert value.shape == lead
+    flat = C.reshape(-1, 5, 4)
+    for k, v in enumerate(value.reshape(-1)):
+        assert_close(v, ref.soft_dtw_from_cost(flat[k].numpy(), 0.5, None))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_variable_lengths_equal_each_pair_alone(dtype):
+    gen = torch.Generator().manual_seed(11)
+    C = (torch.rand(4, 9, 7, generator=gen, dtype=torch.float64) * 2).to(dtype).requires_grad_()
+    lx = torch.tensor([9, 4, 1, 6])
+    ly = torch.tensor([7, 7, 3, 1])
+    value = diffcomb.soft_dtw_from_cost(C, 0.3, x_lengths=lx, y_lengths=ly)
+    value.sum().backward()
+    for b in range(4):
+        alone = C.detach()[b, : lx[b], : ly[b]].clone().requires_grad_()
+        v = diffcomb.soft_dtw_from_cost(alone, 0.3)
+        v.backward()
+        assert_close(value[b], v)
+        assert_close(C.grad[b, : lx[b], : ly[b]], alone.grad)
+        padding = torch.ones_like(C.grad[b], dtype=torch.bool)
+        padding[: lx[b], : ly[b]] = False
+        assert torch.all(C.grad[b][padding] == 0)
+
+
+def test_gradcheck_cost_band_lengths():
+    gen = torch.Generator().manual_seed(2)
+    C = torch.rand(3, 6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    lx = torch.tensor([6, 3, 1])
+    assert gradcheck(lambda c: diffcomb.soft_dtw_from_cost(c, 0.7), (C,))
+    assert gradcheck(lambda c: diffcomb.soft_dtw_from_cost(c, 0.4, bandwidth=2), (C,))
+    assert gradcheck(lambda c: diffcomb.soft_dtw_from_cost(c, 1.3, x_lengths=lx), (C,))
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "half_sqeuclidean", "log_augmented"])
+def test_gradcheck_series(cost):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda a, b: diffcomb.soft_dtw(a, b, 0.5, cost=cost), (x, y))
+
+
+def test_infeasible_band_gives_inf_and_zero_gradient():
+    C = torch.rand(3, 8, dtype=torch.float64, requires_grad=True)
+    value = diffcomb.soft_dtw_from_cost(C, 1.0, bandwidth=2)
+    assert value.item() == math.inf
+    value.backward()
+    assert torch.all(C.grad == 0)
+
+
+def test_nan_pair_gives_nan_for_that_pair_only():
+    C = torch.rand(3, 4, 5, dtype=torch.float64)
+    C[1, 2, 3] = float("nan")
+    C[2, 0, 4] = float("inf")
+    C.requires_grad_()
+    value = diffcomb.soft_dtw_from_cost(C, 1.0)
+    value.sum().backward()
+    assert torch.isfinite(value[0]) and torch.isnan(value[1]) and torch.isnan(value[2])
+    assert torch.isfinite(C.grad[0]).all() and torch.isnan(C.grad[1]).all() and torch.isnan(C.grad[2]).all()
+
+
+def test_long_series_and_half_precision():
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 2048, 1, generator=gen)
+    y = torch.randn(2, 1500, 1, generator=gen)
+    value = diffcomb.soft_dtw(x, y, 0.1)
+    assert torch.isfinite(value).all()
+    half = diffcomb.soft_dtw_from_cost(diffcomb.pairwise_cost(x[:, :64], y[:, :64]).to(torch.bfloat16), 1.0)
+    assert half.dtype == torch.bfloat16
+    full = diffcomb.soft_dtw_from_cost(diffcomb.pairwise_cost(x[:, :64], y[:, :64]).to(torch.bfloat16).float(), 1.0)
+    assert_close(half.float(), full, rtol=1e-2, atol=1e-2)
+
+
+def test_opcheck_and_compile():
+    gen = torch.Generator().manual_seed(8)
+    C = torch.rand(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, None, None, 0.5, -1))
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, torch.tensor([5, 2]), None, 0.5, 1))
+    compiled = torch.compile(lambda c: diffcomb.soft_dtw_from_cost(c, 0.5, bandwidth=3).sum(), backend="aot_eager",
+                             fullgraph=True)
+    eager = diffcomb.soft_dtw_from_cost(C, 0.5, bandwidth=3).sum()
+    (g_eager,) = torch.autograd.grad(eager, C)
+    out = compiled(C)
+    (g_compiled,) = torch.autograd.grad(out, C)
+    assert_close(out, eager)
+    assert_close(g_compiled, g_eager)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input.
+
+
+def test_bad_input_errors():
+    x = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="same feature size"):
+        diffcomb.soft_dtw(x, torch.randn(4, 2))
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        diffcomb.soft_dtw(x, x, -0.1)
+    with pytest.raises(ValueError, match="gamma"):
+        diffcomb.soft_dtw(x, x, float("nan"))
+    with pytest.raises(ValueError, match="bandwidth"):
+        diffcomb.soft_dtw(x, x, bandwidth=-1)
+    with pytest.raises(ValueError, match=r"x_lengths must lie in \[1, 5\]"):
+        diffcomb.soft_dtw(x, x, x_lengths=torch.tensor(6))
+    with pytest.raises(ValueError, match="y_lengths must lie"):
+        diffcomb.soft_dtw(x, x, y_lengths=torch.tensor(0))
+    with pytest.raises(TypeError, match="integer tensor"):
+        diffcomb.soft_dtw(x, x, x_lengths=torch.tensor(2.0))
+    with pytest.raises(TypeError, match="floating-point"):
+        diffcomb.soft_dtw_from_cost(torch.ones(3, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        diffcomb.soft_dtw_from_cost(torch.ones(3))
+    with pytest.raises(ValueError, match="at least one step"):
+        diffcomb.soft_dtw_from_cost(torch.ones(0, 3))
+    with pytest.raises(ValueError, match="cost must be one of"):
+        diffcomb.soft_dtw(x, x, cost="l1")
