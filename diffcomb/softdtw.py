@@ -95,52 +95,53 @@ def _check_lengths(fn: str, name: str, lengths: Optional[Tensor], batch_shape: t
 @torch.library.custom_op("diffcomb::soft_dtw_cost", mutates_args=())
 def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
                  band: int) -> tuple[Tensor, Tensor]:
-    """Soft-DTW values (B,) of costs C (B, N, M) and the DP table R (B, N + 1, M + 1)."""
+    """Soft-DTW values (B,) of costs C (B, N, M) and the transition weights P (B, N, M, 3)."""
     batch, m, n = C.shape
     value = C.new_empty(batch)
-    R = C.new_empty((batch, m + 1, n + 1))
+    P = C.new_empty((batch, m, n, 3))
     _native.cpu().softdtw_forward(
-        _native.address(C), _native.address(R), _native.address(value), _native.address(lengths_x),
+        _native.address(C), _native.address(P), _native.address(value), _native.address(lengths_x),
         _native.address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C), _native.threads())
-    return value, R
+    return value, P
 
 
 @torch.library.custom_op("diffcomb::soft_dtw_cost_backward", mutates_args=())
-def _soft_dtw_backward_op(C: Tensor, R: Tensor, grad: Tensor, lengths_x: Optional[Tensor],
-                          lengths_y: Optional[Tensor], gamma: float, band: int) -> Tensor:
-    """grad (B,) times the expected alignments (B, N, M)."""
-    batch, m, n = C.shape
-    E = torch.empty_like(C)
+def _soft_dtw_backward_op(P: Tensor, value: Tensor, grad: Tensor, lengths_x: Optional[Tensor],
+                          lengths_y: Optional[Tensor], band: int) -> Tensor:
+    """grad (B,) times the expected alignments (B, N, M), from the saved weights P."""
+    batch, m, n, _ = P.shape
+    E = P.new_empty((batch, m, n))
     _native.cpu().softdtw_backward(
-        _native.address(C), _native.address(R), _native.address(grad), _native.address(E),
-        _native.address(lengths_x), _native.address(lengths_y), batch, m, n, gamma, band,
-        _native.dtype_code(C), _native.threads())
+        _native.address(P), _native.address(value), _native.address(grad), _native.address(E),
+        _native.address(lengths_x), _native.address(lengths_y), batch, m, n, band,
+        _native.dtype_code(P), _native.threads())
     return E
 
 
 @_soft_dtw_op.register_fake
 def _(C, lengths_x, lengths_y, gamma, band):
     batch, m, n = C.shape
-    return C.new_empty(batch), C.new_empty((batch, m + 1, n + 1))
+    return C.new_empty(batch), C.new_empty((batch, m, n, 3))
 
 
 @_soft_dtw_backward_op.register_fake
-def _(C, R, grad, lengths_x, lengths_y, gamma, band):
-    return torch.empty_like(C)
+def _(P, value, grad, lengths_x, lengths_y, band):
+    batch, m, n, _ = P.shape
+    return P.new_empty((batch, m, n))
 
 
 def _setup(ctx, inputs, output) -> None:
-    C, lengths_x, lengths_y, gamma, band = inputs
-    _, R = output
-    ctx.mark_non_differentiable(R)
-    ctx.save_for_backward(C, R, lengths_x, lengths_y)
-    ctx.gamma, ctx.band = gamma, band
+    _, lengths_x, lengths_y, _, band = inputs
+    value, P = output
+    ctx.mark_non_differentiable(P)
+    ctx.save_for_backward(P, value, lengths_x, lengths_y)
+    ctx.band = band
 
 
-def _backward(ctx, grad_value, _grad_R):
-    C, R, lengths_x, lengths_y = ctx.saved_tensors
-    g = torch.zeros(C.shape[0], dtype=C.dtype) if grad_value is None else grad_value.contiguous()
-    E = torch.ops.diffcomb.soft_dtw_cost_backward(C, R, g, lengths_x, lengths_y, ctx.gamma, ctx.band)
+def _backward(ctx, grad_value, _grad_P):
+    P, value, lengths_x, lengths_y = ctx.saved_tensors
+    g = torch.zeros_like(value) if grad_value is None else grad_value.contiguous()
+    E = torch.ops.diffcomb.soft_dtw_cost_backward(P, value, g, lengths_x, lengths_y, ctx.band)
     return E, None, None, None, None
 
 
@@ -194,7 +195,8 @@ def soft_dtw_from_cost(
         Tensor[...]: the soft-DTW values, dtype of ``C``.
 
     Note:
-        O(N M) time and memory per pair (the DP table is kept for the backward). The gradient
+        O(N M) time per pair; the backward keeps the three transition weights of every cell
+        (3 N M values per pair; the DP itself holds two rows). The gradient
         with respect to ``C`` is the expected alignment. A band narrower than ``|N - M|``
         leaves (N, M) unreachable: the value is +inf and the gradient 0. A pair whose used
         costs contain NaN or +/-inf gives NaN; padding beyond the lengths and cells outside the
@@ -242,9 +244,8 @@ def soft_dtw_alignment(
     rows, lx, ly, gamma, band, batch_shape = _batched("soft_dtw_alignment", C, gamma, bandwidth, x_lengths,
                                                        y_lengths)
     with torch.no_grad():
-        _, R = torch.ops.diffcomb.soft_dtw_cost(rows, lx, ly, gamma, band)
-        ones = rows.new_ones(rows.shape[0])
-        E = torch.ops.diffcomb.soft_dtw_cost_backward(rows, R, ones, lx, ly, gamma, band)
+        value, P = torch.ops.diffcomb.soft_dtw_cost(rows, lx, ly, gamma, band)
+        E = torch.ops.diffcomb.soft_dtw_cost_backward(P, value, torch.ones_like(value), lx, ly, band)
     return E.reshape(C.shape).to(C.dtype)
 
 

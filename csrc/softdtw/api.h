@@ -1,5 +1,5 @@
 // Entry points of the soft-DTW family (raw addresses from diffcomb/softdtw.py).
-//   C: (B, m, n) costs;  R: (B, m + 1, n + 1) DP table (saved for backward);
+//   C: (B, m, n) costs;  P: (B, m, n, 3) transition weights (saved for backward);
 //   value, grad: (B);  E: (B, m, n) gradient w.r.t. C;
 //   lengths_x, lengths_y: (B) int64 used lengths (0: all rows use m, n);
 //   band < 0: no band.
@@ -10,13 +10,13 @@
 namespace diffcomb {
 namespace softdtw {
 
-void forward_cpu(std::uintptr_t C, std::uintptr_t R, std::uintptr_t value, std::uintptr_t lengths_x,
+void forward_cpu(std::uintptr_t C, std::uintptr_t P, std::uintptr_t value, std::uintptr_t lengths_x,
                  std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma, int64_t band,
                  int dtype, int threads);
 
-void backward_cpu(std::uintptr_t C, std::uintptr_t R, std::uintptr_t grad, std::uintptr_t E,
+void backward_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t grad, std::uintptr_t E,
                   std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
-                  double gamma, int64_t band, int dtype, int threads);
+                  int64_t band, int dtype, int threads);
 
 }  // namespace softdtw
 }  // namespace diffcomb

@@ -3,6 +3,7 @@
 // layout of DESIGN.md's performance notes is the next step.)
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "../common/common.h"
 #include "../common/parallel.h"
@@ -19,42 +20,42 @@ T* as_ptr(std::uintptr_t address) {
 }
 
 template <class T>
-Problem<T> make_problem(std::uintptr_t C, std::uintptr_t R, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
+Problem<T> make_problem(std::uintptr_t C, std::uintptr_t P, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
                         int64_t b, int64_t m, int64_t n, double gamma, int64_t band) {
   const int64_t mb = lengths_x ? as_ptr<const int64_t>(lengths_x)[b] : m;
   const int64_t nb = lengths_y ? as_ptr<const int64_t>(lengths_y)[b] : n;
-  return Problem<T>{as_ptr<const T>(C) + b * m * n, n, as_ptr<T>(R) + b * (m + 1) * (n + 1), n + 1, mb, nb,
-                    gamma, band};
+  return Problem<T>{as_ptr<const T>(C) + b * m * n, n, as_ptr<T>(P) + b * m * n * 3, 3 * n, mb, nb, gamma, band};
 }
 
 }  // namespace
 
-void forward_cpu(std::uintptr_t C, std::uintptr_t R, std::uintptr_t value, std::uintptr_t lengths_x,
+void forward_cpu(std::uintptr_t C, std::uintptr_t P, std::uintptr_t value, std::uintptr_t lengths_x,
                  std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma, int64_t band,
                  int dtype, int threads) {
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     parallel_rows(batch, threads, 20 * m * n, [&](int64_t begin, int64_t end) {
+      std::vector<double> rows(2 * (n + 1));
       for (int64_t b = begin; b < end; ++b) {
-        const Problem<T> problem = make_problem<T>(C, R, lengths_x, lengths_y, b, m, n, gamma, band);
-        std::fill_n(problem.R, (m + 1) * (n + 1), T(INFINITY));
-        as_ptr<T>(value)[b] = T(problem.forward());
+        const Problem<T> problem = make_problem<T>(C, P, lengths_x, lengths_y, b, m, n, gamma, band);
+        std::fill_n(problem.P, m * n * 3, T(0));
+        as_ptr<T>(value)[b] = T(problem.forward(rows.data(), rows.data() + n + 1));
       }
     });
   });
 }
 
-void backward_cpu(std::uintptr_t C, std::uintptr_t R, std::uintptr_t grad, std::uintptr_t E,
+void backward_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t grad, std::uintptr_t E,
                   std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
-                  double gamma, int64_t band, int dtype, int threads) {
+                  int64_t band, int dtype, int threads) {
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    parallel_rows(batch, threads, 20 * m * n, [&](int64_t begin, int64_t end) {
+    parallel_rows(batch, threads, 4 * m * n, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
-        const Problem<T> problem = make_problem<T>(C, R, lengths_x, lengths_y, b, m, n, gamma, band);
+        const Problem<T> problem = make_problem<T>(0, P, lengths_x, lengths_y, b, m, n, 0.0, band);
         T* e = as_ptr<T>(E) + b * m * n;
-        std::memset(e, 0, sizeof(T) * m * n);
-        problem.backward(double(as_ptr<const T>(grad)[b]), e, n);
+        std::fill_n(e, m * n, T(0));
+        problem.backward(double(as_ptr<const T>(value)[b]), double(as_ptr<const T>(grad)[b]), e, n);
       }
     });
   });
