@@ -6,19 +6,23 @@ axes last or chosen with ``dim``):
 - :func:`soft_sort`, :func:`soft_rank`, :func:`soft_topk`, :func:`soft_quantile`,
   :func:`isotonic_regression` (permutahedron projections, PAV)
 - :func:`spearman_loss`, :func:`soft_lts` (losses)
-- :func:`soft_dtw`, :func:`soft_dtw_from_cost`, :func:`soft_dtw_alignment` (soft-DTW; CPU only so far)
+- :func:`soft_dtw`, :func:`soft_dtw_from_cost`, :func:`soft_dtw_alignment`, :func:`soft_dtw_divergence`
+  (soft-DTW; CPU only so far)
 
-Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`.
+Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
+:class:`SoftDTW`, :class:`SoftDTWDivergence`.
 """
 
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
-from .nn import SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
-from .softdtw import pairwise_cost, soft_dtw, soft_dtw_alignment, soft_dtw_from_cost
+from .nn import SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+from .softdtw import pairwise_cost, soft_dtw, soft_dtw_alignment, soft_dtw_divergence, soft_dtw_from_cost
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SoftDTW",
+    "SoftDTWDivergence",
     "SoftLTSLoss",
     "SoftRank",
     "SoftSort",
@@ -27,6 +31,7 @@ __all__ = [
     "pairwise_cost",
     "soft_dtw",
     "soft_dtw_alignment",
+    "soft_dtw_divergence",
     "soft_dtw_from_cost",
     "soft_lts",
     "soft_quantile",

@@ -3,12 +3,14 @@ in ``__init__``, shows them in ``extra_repr``, and its ``forward`` is one call."
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
-from . import losses
+from . import losses, softdtw
 from .isotonic import _check_regularization, _check_strength, soft_rank, soft_sort
 
-__all__ = ["SoftLTSLoss", "SoftRank", "SoftSort", "SpearmanLoss"]
+__all__ = ["SoftDTW", "SoftDTWDivergence", "SoftLTSLoss", "SoftRank", "SoftSort", "SpearmanLoss"]
 
 
 class _SoftPermutahedron(nn.Module):
@@ -90,3 +92,41 @@ class SoftLTSLoss(nn.Module):
 
     def forward(self, values: Tensor) -> Tensor:
         return losses.soft_lts(values, self.k, self.dim, self.regularization_strength, self.reduction)
+
+
+class SoftDTW(nn.Module):
+    """Module form of :func:`diffcomb.soft_dtw`: ``forward(x, y, x_lengths=None, y_lengths=None)``.
+
+    ``normalize=True`` gives the soft-DTW divergence (:func:`diffcomb.soft_dtw_divergence`),
+    which is 0 for identical series. ``reduction`` over the batch: "mean", "sum" or "none".
+    """
+
+    def __init__(self, gamma: float = 1.0, normalize: bool = False, bandwidth: Optional[int] = None,
+                 cost: str = "sqeuclidean", reduction: str = "mean") -> None:
+        super().__init__()
+        self.gamma = softdtw._check_gamma("SoftDTW", gamma)
+        self.bandwidth = None if bandwidth is None else softdtw._check_band("SoftDTW", bandwidth)
+        if cost not in softdtw._COSTS:
+            raise ValueError(f"diffcomb.SoftDTW: cost must be one of {softdtw._COSTS}, got {cost!r}")
+        self.cost = cost
+        self.normalize = bool(normalize)
+        self.reduction = losses._check_reduction("SoftDTW", reduction)
+
+    def extra_repr(self) -> str:
+        return (f"gamma={self.gamma}, normalize={self.normalize}, bandwidth={self.bandwidth}, "
+                f"cost={self.cost!r}, reduction={self.reduction!r}")
+
+    def forward(self, x: Tensor, y: Tensor, x_lengths: Optional[Tensor] = None,
+                y_lengths: Optional[Tensor] = None) -> Tensor:
+        fn = softdtw.soft_dtw_divergence if self.normalize else softdtw.soft_dtw
+        values = fn(x, y, self.gamma, cost=self.cost, bandwidth=self.bandwidth, x_lengths=x_lengths,
+                    y_lengths=y_lengths)
+        return losses._reduce(values, self.reduction)
+
+
+class SoftDTWDivergence(SoftDTW):
+    """:class:`SoftDTW` with ``normalize=True``: the soft-DTW divergence as a loss."""
+
+    def __init__(self, gamma: float = 1.0, bandwidth: Optional[int] = None, cost: str = "sqeuclidean",
+                 reduction: str = "mean") -> None:
+        super().__init__(gamma, True, bandwidth, cost, reduction)

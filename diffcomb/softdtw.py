@@ -26,7 +26,7 @@ from torch import Tensor
 
 from . import _native
 
-__all__ = ["pairwise_cost", "soft_dtw", "soft_dtw_alignment", "soft_dtw_from_cost"]
+__all__ = ["pairwise_cost", "soft_dtw", "soft_dtw_alignment", "soft_dtw_divergence", "soft_dtw_from_cost"]
 
 _COSTS = ("sqeuclidean", "half_sqeuclidean", "log_augmented")
 
@@ -304,3 +304,41 @@ def soft_dtw(
         raise TypeError(f"diffcomb.soft_dtw: x and y must have the same dtype, got {x.dtype} and {y.dtype}")
     C = pairwise_cost(x, y, cost)
     return soft_dtw_from_cost(C, gamma, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
+
+
+def soft_dtw_divergence(
+    x: Tensor,
+    y: Tensor,
+    gamma: float = 1.0,
+    *,
+    cost: str = "sqeuclidean",
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Soft-DTW divergence (Blondel, Mensch, Vert 2021):
+
+    .. math::
+        D_\gamma(x, y) = \mathrm{sdtw}_\gamma(x, y) - \tfrac12 \mathrm{sdtw}_\gamma(x, x)
+        - \tfrac12 \mathrm{sdtw}_\gamma(y, y)
+
+    Args:
+        x (Tensor[..., N, D]), y (Tensor[..., M, D]): the series.
+        gamma, cost, bandwidth, x_lengths, y_lengths: as in :func:`soft_dtw`.
+
+    Returns:
+        Tensor[...]: the divergences; 0 when x equals y, symmetric in x and y; differentiable.
+
+    Note:
+        Three soft-DTW evaluations. Non-negative for the ``"log_augmented"`` cost; with the
+        squared Euclidean cost it is typically, but not provably, non-negative.
+
+    References:
+        M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
+        AISTATS 2021. arXiv:2010.08354
+    """
+    options = dict(cost=cost, bandwidth=bandwidth)
+    xy = soft_dtw(x, y, gamma, x_lengths=x_lengths, y_lengths=y_lengths, **options)
+    xx = soft_dtw(x, x, gamma, x_lengths=x_lengths, y_lengths=x_lengths, **options)
+    yy = soft_dtw(y, y, gamma, x_lengths=y_lengths, y_lengths=y_lengths, **options)
+    return xy - 0.5 * (xx + yy)

@@ -250,3 +250,57 @@ def test_bad_input_errors():
         diffcomb.soft_dtw_from_cost(torch.ones(0, 3))
     with pytest.raises(ValueError, match="cost must be one of"):
         diffcomb.soft_dtw(x, x, cost="l1")
+
+
+# ------------------------------------------------------------------------------------------------
+# Divergence and modules.
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "half_sqeuclidean", "log_augmented"])
+@pytest.mark.parametrize("bandwidth", [None, 3])
+def test_divergence_matches_reference(cost, bandwidth):
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(6, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    value = diffcomb.soft_dtw_divergence(x, y, 0.7, cost=cost, bandwidth=bandwidth)
+    value.backward()
+    xn, yn = x.detach().numpy(), y.detach().numpy()
+    assert_close(value, ref.soft_dtw_divergence(xn, yn, 0.7, cost, bandwidth))
+    gx, gy = ref.soft_dtw_divergence_grad(xn, yn, 0.7, cost, bandwidth)
+    assert_close(x.grad, gx)
+    assert_close(y.grad, gy)
+
+
+def test_divergence_properties_and_gradcheck():
+    gen = torch.Generator().manual_seed(22)
+    x = torch.randn(3, 7, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 6, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert_close(diffcomb.soft_dtw_divergence(x, x, 0.5), torch.zeros(3), atol=1e-12)
+    assert_close(diffcomb.soft_dtw_divergence(x, y, 0.5), diffcomb.soft_dtw_divergence(y, x, 0.5))
+    assert bool((diffcomb.soft_dtw_divergence(x, y, 0.5, cost="log_augmented") >= 0).all())
+    assert gradcheck(lambda a, b: diffcomb.soft_dtw_divergence(a, b, 0.5), (x, y))
+    lx = torch.tensor([7, 3, 5])
+    ly = torch.tensor([6, 6, 2])
+    value = diffcomb.soft_dtw_divergence(x, y, 0.5, x_lengths=lx, y_lengths=ly)
+    for b in range(3):
+        alone = diffcomb.soft_dtw_divergence(x[b, : lx[b]], y[b, : ly[b]], 0.5)
+        assert_close(value[b], alone)
+
+
+def test_modules():
+    gen = torch.Generator().manual_seed(23)
+    x = torch.randn(4, 6, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(4, 5, 2, generator=gen, dtype=torch.float64)
+    loss = diffcomb.SoftDTW(gamma=0.3, bandwidth=None)
+    assert "gamma=0.3" in repr(loss)
+    assert_close(loss(x, y), diffcomb.soft_dtw(x, y, 0.3).mean())
+    div = diffcomb.SoftDTWDivergence(gamma=0.3, reduction="none")
+    assert_close(div(x, y), diffcomb.soft_dtw_divergence(x, y, 0.3))
+    assert_close(diffcomb.SoftDTW(0.3, normalize=True, reduction="sum")(x, y),
+                 diffcomb.soft_dtw_divergence(x, y, 0.3).sum())
+    with pytest.raises(ValueError, match="gamma"):
+        diffcomb.SoftDTW(gamma=-1.0)
+    with pytest.raises(ValueError, match="cost"):
+        diffcomb.SoftDTW(cost="l1")
+    with pytest.raises(ValueError, match="reduction"):
+        diffcomb.SoftDTW(reduction="max")
