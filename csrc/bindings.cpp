@@ -19,4 +19,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("vjp", &iso::vjp_cpu, nogil);
   m.def("softdtw_forward", &sdtw::forward_cpu, nogil);
   m.def("softdtw_backward", &sdtw::backward_cpu, nogil);
+  m.def("softdtw_second_order", &sdtw::second_order_cpu, nogil);
 }

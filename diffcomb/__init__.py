@@ -16,7 +16,16 @@ Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`So
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
 from .nn import SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
-from .softdtw import pairwise_cost, soft_dtw, soft_dtw_alignment, soft_dtw_divergence, soft_dtw_from_cost
+from .softdtw import (
+    pairwise_cost,
+    sharp_soft_dtw,
+    sharp_soft_dtw_divergence,
+    sharp_soft_dtw_from_cost,
+    soft_dtw,
+    soft_dtw_alignment,
+    soft_dtw_divergence,
+    soft_dtw_from_cost,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +38,9 @@ __all__ = [
     "SpearmanLoss",
     "isotonic_regression",
     "pairwise_cost",
+    "sharp_soft_dtw",
+    "sharp_soft_dtw_divergence",
+    "sharp_soft_dtw_from_cost",
     "soft_dtw",
     "soft_dtw_alignment",
     "soft_dtw_divergence",

@@ -26,7 +26,16 @@ from torch import Tensor
 
 from . import _native
 
-__all__ = ["pairwise_cost", "soft_dtw", "soft_dtw_alignment", "soft_dtw_divergence", "soft_dtw_from_cost"]
+__all__ = [
+    "pairwise_cost",
+    "sharp_soft_dtw",
+    "sharp_soft_dtw_divergence",
+    "sharp_soft_dtw_from_cost",
+    "soft_dtw",
+    "soft_dtw_alignment",
+    "soft_dtw_divergence",
+    "soft_dtw_from_cost",
+]
 
 _COSTS = ("sqeuclidean", "half_sqeuclidean", "log_augmented")
 
@@ -88,14 +97,22 @@ def _check_lengths(fn: str, name: str, lengths: Optional[Tensor], batch_shape: t
     return flat
 
 
+def _check_series(fn: str, x: Tensor, y: Tensor) -> None:
+    _check_float(fn, "x", x, 2)
+    _check_float(fn, "y", y, 2)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"diffcomb.{fn}: x and y must have the same feature size D, got x of shape "
+                         f"{tuple(x.shape)} and y of shape {tuple(y.shape)}")
+    if x.dtype != y.dtype:
+        raise TypeError(f"diffcomb.{fn}: x and y must have the same dtype, got {x.dtype} and {y.dtype}")
+
+
 # ---------------------------------------------------------------------------
 # Custom ops on (B, N, M) cost batches.
 
 
-@torch.library.custom_op("diffcomb::soft_dtw_cost", mutates_args=())
-def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-                 band: int) -> tuple[Tensor, Tensor]:
-    """Soft-DTW values (B,) of costs C (B, N, M) and the transition weights P (B, N, M, 3)."""
+def _forward_native(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                    band: int) -> tuple[Tensor, Tensor]:
     batch, m, n = C.shape
     value = C.new_empty(batch)
     P = C.new_empty((batch, m, n, 3))
@@ -103,6 +120,52 @@ def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Ten
         _native.address(C), _native.address(P), _native.address(value), _native.address(lengths_x),
         _native.address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C), _native.threads())
     return value, P
+
+
+def _second_order_native(P: Tensor, value: Tensor, Z: Tensor, lengths_x: Optional[Tensor],
+                         lengths_y: Optional[Tensor], gamma: float, band: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(<E, Z>, E, H Z) for directions Z (B, N, M) (SPEC 3.8)."""
+    batch, m, n, _ = P.shape
+    jvp = value.new_empty(batch)
+    E = P.new_empty((batch, m, n))
+    HZ = P.new_empty((batch, m, n))
+    _native.cpu().softdtw_second_order(
+        _native.address(P), _native.address(value), _native.address(Z), _native.address(jvp), _native.address(E),
+        _native.address(HZ), _native.address(lengths_x), _native.address(lengths_y), batch, m, n, gamma, band,
+        _native.dtype_code(P), _native.threads())
+    return jvp, E, HZ
+
+
+@torch.library.custom_op("diffcomb::soft_dtw_cost", mutates_args=())
+def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                 band: int) -> tuple[Tensor, Tensor]:
+    """Soft-DTW values (B,) of costs C (B, N, M) and the transition weights P (B, N, M, 3)."""
+    return _forward_native(C, lengths_x, lengths_y, gamma, band)
+
+
+@torch.library.custom_op("diffcomb::sharp_soft_dtw_cost", mutates_args=())
+def _sharp_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+              band: int) -> tuple[Tensor, Tensor]:
+    """Sharp soft-DTW values <E, C> (B,) and their gradients E + H C (B, N, M)."""
+    value, P = _forward_native(C, lengths_x, lengths_y, gamma, band)
+    sharp, E, HC = _second_order_native(P, value, C, lengths_x, lengths_y, gamma, band)
+    return sharp, E + HC
+
+
+@torch.library.custom_op("diffcomb::soft_dtw_alignment_cost", mutates_args=())
+def _alignment_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                  band: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Expected alignments E (B, N, M), with the weights P and values (B,) saved for the backward."""
+    value, P = _forward_native(C, lengths_x, lengths_y, gamma, band)
+    E = torch.ops.diffcomb.soft_dtw_cost_backward(P, value, torch.ones_like(value), lengths_x, lengths_y, band)
+    return E, P, value
+
+
+@torch.library.custom_op("diffcomb::soft_dtw_hvp", mutates_args=())
+def _hvp_op(P: Tensor, value: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor],
+            gamma: float, band: int) -> Tensor:
+    """Hessian-vector products H Z (B, N, M) of soft-DTW at the saved weights P."""
+    return _second_order_native(P, value, Z, lengths_x, lengths_y, gamma, band)[2]
 
 
 @torch.library.custom_op("diffcomb::soft_dtw_cost_backward", mutates_args=())
@@ -130,6 +193,22 @@ def _(P, value, grad, lengths_x, lengths_y, band):
     return P.new_empty((batch, m, n))
 
 
+@_sharp_op.register_fake
+def _(C, lengths_x, lengths_y, gamma, band):
+    return C.new_empty(C.shape[0]), torch.empty_like(C)
+
+
+@_alignment_op.register_fake
+def _(C, lengths_x, lengths_y, gamma, band):
+    batch, m, n = C.shape
+    return torch.empty_like(C), C.new_empty((batch, m, n, 3)), C.new_empty(batch)
+
+
+@_hvp_op.register_fake
+def _(P, value, Z, lengths_x, lengths_y, gamma, band):
+    return torch.empty_like(Z)
+
+
 def _setup(ctx, inputs, output) -> None:
     _, lengths_x, lengths_y, _, band = inputs
     value, P = output
@@ -146,6 +225,42 @@ def _backward(ctx, grad_value, _grad_P):
 
 
 torch.library.register_autograd("diffcomb::soft_dtw_cost", _backward, setup_context=_setup)
+
+
+def _setup_sharp(ctx, inputs, output) -> None:
+    _, grad = output
+    ctx.mark_non_differentiable(grad)
+    ctx.save_for_backward(grad)
+
+
+def _backward_sharp(ctx, grad_value, _grad_grad):
+    (grad,) = ctx.saved_tensors
+    g = torch.zeros(grad.shape[0], dtype=grad.dtype) if grad_value is None else grad_value
+    return g[:, None, None] * grad, None, None, None, None
+
+
+torch.library.register_autograd("diffcomb::sharp_soft_dtw_cost", _backward_sharp, setup_context=_setup_sharp)
+
+
+def _setup_alignment(ctx, inputs, output) -> None:
+    _, lengths_x, lengths_y, gamma, band = inputs
+    _, P, value = output
+    ctx.mark_non_differentiable(P, value)
+    ctx.save_for_backward(P, value, lengths_x, lengths_y)
+    ctx.gamma, ctx.band = gamma, band
+
+
+def _backward_alignment(ctx, grad_E, _grad_P, _grad_value):
+    # E = grad sdtw, so its VJP in the direction G is H G (the Hessian is symmetric).
+    P, value, lengths_x, lengths_y = ctx.saved_tensors
+    if grad_E is None:
+        return None, None, None, None, None
+    HG = torch.ops.diffcomb.soft_dtw_hvp(P, value, grad_E.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
+    return HG, None, None, None, None
+
+
+torch.library.register_autograd("diffcomb::soft_dtw_alignment_cost", _backward_alignment,
+                                setup_context=_setup_alignment)
 
 
 def _batched(fn: str, C: Tensor, gamma: float, bandwidth: Optional[int], x_lengths: Optional[Tensor],
@@ -233,8 +348,8 @@ def soft_dtw_alignment(
 
     Returns:
         Tensor[..., N, M]: entries in [0, 1], E[0, 0] = E[N-1, M-1] = 1 (zero outside the used
-        lengths and the band). Not differentiable yet (that needs the Hessian-vector product of
-        the sharp variant).
+        lengths and the band). Differentiable in ``C``: the backward is the Hessian-vector
+        product of soft-DTW (SPEC 3.8), O(N M).
 
     Example:
         >>> diffcomb.soft_dtw_alignment(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
@@ -243,9 +358,7 @@ def soft_dtw_alignment(
     """
     rows, lx, ly, gamma, band, batch_shape = _batched("soft_dtw_alignment", C, gamma, bandwidth, x_lengths,
                                                        y_lengths)
-    with torch.no_grad():
-        value, P = torch.ops.diffcomb.soft_dtw_cost(rows, lx, ly, gamma, band)
-        E = torch.ops.diffcomb.soft_dtw_cost_backward(P, value, torch.ones_like(value), lx, ly, band)
+    E = torch.ops.diffcomb.soft_dtw_alignment_cost(rows, lx, ly, gamma, band)[0]
     return E.reshape(C.shape).to(C.dtype)
 
 
@@ -295,13 +408,7 @@ def soft_dtw(
         >>> diffcomb.soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
         tensor(0.6734)
     """
-    _check_float("soft_dtw", "x", x, 2)
-    _check_float("soft_dtw", "y", y, 2)
-    if x.shape[-1] != y.shape[-1]:
-        raise ValueError(f"diffcomb.soft_dtw: x and y must have the same feature size D, got x of shape "
-                         f"{tuple(x.shape)} and y of shape {tuple(y.shape)}")
-    if x.dtype != y.dtype:
-        raise TypeError(f"diffcomb.soft_dtw: x and y must have the same dtype, got {x.dtype} and {y.dtype}")
+    _check_series("soft_dtw", x, y)
     C = pairwise_cost(x, y, cost)
     return soft_dtw_from_cost(C, gamma, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
 
@@ -341,4 +448,74 @@ def soft_dtw_divergence(
     xy = soft_dtw(x, y, gamma, x_lengths=x_lengths, y_lengths=y_lengths, **options)
     xx = soft_dtw(x, x, gamma, x_lengths=x_lengths, y_lengths=x_lengths, **options)
     yy = soft_dtw(y, y, gamma, x_lengths=y_lengths, y_lengths=y_lengths, **options)
+    return xy - 0.5 * (xx + yy)
+
+
+def sharp_soft_dtw_from_cost(
+    C: Tensor,
+    gamma: float = 1.0,
+    *,
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Sharp soft-DTW: the cost of the expected alignment, :math:`\langle E_\gamma(C), C \rangle`.
+
+    Args:
+        C (Tensor[..., N, M]): costs. gamma, bandwidth, x_lengths, y_lengths: as in
+            :func:`soft_dtw_from_cost`.
+
+    Returns:
+        Tensor[...]: the values, >= the soft-DTW value; differentiable in ``C`` with the exact
+        gradient :math:`E + H C` (H the soft-DTW Hessian, by the forward-on-backward pass of
+        SPEC 3.8).
+
+    Note:
+        Tends to the DTW as :math:`\gamma \to 0` and to the mean alignment cost as
+        :math:`\gamma \to \infty`. Three O(N M) passes. An unreachable end (band narrower than
+        ``|N - M|``) gives +inf and a zero gradient.
+
+    References:
+        M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
+        AISTATS 2021. arXiv:2010.08354
+    """
+    rows, lx, ly, gamma, band, batch_shape = _batched("sharp_soft_dtw_from_cost", C, gamma, bandwidth, x_lengths,
+                                                       y_lengths)
+    value = torch.ops.diffcomb.sharp_soft_dtw_cost(rows, lx, ly, gamma, band)[0]
+    return value.reshape(batch_shape).to(C.dtype)
+
+
+def sharp_soft_dtw(
+    x: Tensor,
+    y: Tensor,
+    gamma: float = 1.0,
+    *,
+    cost: str = "sqeuclidean",
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    """Sharp soft-DTW between series: :func:`sharp_soft_dtw_from_cost` of :func:`pairwise_cost`
+    (arguments as in :func:`soft_dtw`)."""
+    _check_series("sharp_soft_dtw", x, y)
+    C = pairwise_cost(x, y, cost)
+    return sharp_soft_dtw_from_cost(C, gamma, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
+
+
+def sharp_soft_dtw_divergence(
+    x: Tensor,
+    y: Tensor,
+    gamma: float = 1.0,
+    *,
+    cost: str = "sqeuclidean",
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Sharp soft-DTW divergence: :math:`s(x, y) - \tfrac12 s(x, x) - \tfrac12 s(y, y)` with
+    :math:`s` = :func:`sharp_soft_dtw` (arguments as in :func:`soft_dtw`); 0 when x equals y."""
+    options = dict(cost=cost, bandwidth=bandwidth)
+    xy = sharp_soft_dtw(x, y, gamma, x_lengths=x_lengths, y_lengths=y_lengths, **options)
+    xx = sharp_soft_dtw(x, x, gamma, x_lengths=x_lengths, y_lengths=x_lengths, **options)
+    yy = sharp_soft_dtw(y, y, gamma, x_lengths=y_lengths, y_lengths=y_lengths, **options)
     return xy - 0.5 * (xx + yy)

@@ -304,3 +304,84 @@ def test_modules():
         diffcomb.SoftDTW(cost="l1")
     with pytest.raises(ValueError, match="reduction"):
         diffcomb.SoftDTW(reduction="max")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharp soft-DTW, its divergence, and the differentiable alignment (second order, SPEC 3.8).
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gamma, sharp", [(1.0, 1.3182394766), (0.1, 1.0000453979), (0.01, 1.0),
+                                          (1e4, 2.666378)])
+def test_sharp_spec_values(dtype, gamma, sharp):
+    C = torch.tensor(C_SPEC, dtype=dtype)
+    assert_close(diffcomb.sharp_soft_dtw_from_cost(C, gamma), sharp, rtol=1e-6 if dtype == torch.float64 else 1e-5)
+
+
+def test_spec_divergences():
+    x = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    y = torch.tensor([[0.0], [2.0]], dtype=torch.float64)
+    assert_close(diffcomb.soft_dtw_divergence(x, y, 1.0), 0.9671478656)
+    assert_close(diffcomb.sharp_soft_dtw_divergence(x, y, 1.0), 1.0356242309)
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (1, 4), (5, 1), (6, 5), (9, 12)])
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 2.0])
+@pytest.mark.parametrize("bandwidth", [None, 1, 4])
+def test_sharp_and_hvp_match_reference(m, n, gamma, bandwidth):
+    gen = torch.Generator().manual_seed(m * 31 + n)
+    C0 = torch.rand(m, n, generator=gen, dtype=torch.float64) * 2
+    Z = torch.randn(m, n, generator=gen, dtype=torch.float64)
+    expected = ref.sharp_soft_dtw_from_cost(C0.numpy(), gamma, bandwidth)
+    C = C0.clone().requires_grad_()
+    value = diffcomb.sharp_soft_dtw_from_cost(C, gamma, bandwidth=bandwidth)
+    value.backward()
+    if math.isinf(expected):
+        assert value.item() == math.inf and torch.all(C.grad == 0)
+        return
+    assert_close(value, expected)
+    if gamma > 0:
+        assert_close(C.grad, ref.sharp_soft_dtw_from_cost_grad(C0.numpy(), gamma, bandwidth))
+        C = C0.clone().requires_grad_()
+        E = diffcomb.soft_dtw_alignment(C, gamma, bandwidth=bandwidth)
+        (E * Z).sum().backward()
+        assert_close(C.grad, ref.soft_dtw_hvp(C0.numpy(), gamma, Z.numpy(), bandwidth))
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "log_augmented"])
+def test_sharp_divergence_matches_reference(cost):
+    gen = torch.Generator().manual_seed(41)
+    x = torch.randn(5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(7, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    value = diffcomb.sharp_soft_dtw_divergence(x, y, 0.8, cost=cost)
+    value.backward()
+    xn, yn = x.detach().numpy(), y.detach().numpy()
+    assert_close(value, ref.sharp_soft_dtw_divergence(xn, yn, 0.8, cost))
+    gx, gy = ref.sharp_soft_dtw_divergence_grad(xn, yn, 0.8, cost)
+    assert_close(x.grad, gx)
+    assert_close(y.grad, gy)
+    assert_close(diffcomb.sharp_soft_dtw_divergence(x, x, 0.8, cost=cost), 0.0, atol=1e-12)
+
+
+def test_sharp_bounds_lengths_and_gradcheck():
+    gen = torch.Generator().manual_seed(42)
+    C = torch.rand(3, 7, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    for gamma in (0.1, 1.0, 5.0):
+        assert bool((diffcomb.sharp_soft_dtw_from_cost(C, gamma) >= diffcomb.soft_dtw_from_cost(C, gamma) - 1e-12).all())
+    lx = torch.tensor([7, 2, 5])
+    ly = torch.tensor([6, 6, 1])
+    value = diffcomb.sharp_soft_dtw_from_cost(C, 0.5, x_lengths=lx, y_lengths=ly)
+    for b in range(3):
+        assert_close(value[b], diffcomb.sharp_soft_dtw_from_cost(C[b, : lx[b], : ly[b]], 0.5))
+    assert gradcheck(lambda c: diffcomb.sharp_soft_dtw_from_cost(c, 0.6, bandwidth=3), (C,))
+    assert gradcheck(lambda c: diffcomb.soft_dtw_alignment(c, 0.6, x_lengths=lx), (C,))
+    x = torch.randn(2, 5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 4, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda a, b: diffcomb.sharp_soft_dtw(a, b, 0.5), (x, y))
+
+
+def test_second_order_opcheck():
+    gen = torch.Generator().manual_seed(43)
+    C = torch.rand(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.diffcomb.sharp_soft_dtw_cost.default, (C, None, None, 0.5, -1))
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_alignment_cost.default, (C, torch.tensor([5, 3]), None, 0.5, 2))

@@ -18,5 +18,11 @@ void backward_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t grad, s
                   std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
                   int64_t band, int dtype, int threads);
 
+// Second order for a direction Z (B, m, n): jvp (B) = <E, Z>, E (B, m, n) the
+// expected alignment and HZ (B, m, n) the Hessian-vector product (SPEC 3.8).
+void second_order_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t Z, std::uintptr_t jvp,
+                      std::uintptr_t E, std::uintptr_t HZ, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
+                      int64_t batch, int64_t m, int64_t n, double gamma, int64_t band, int dtype, int threads);
+
 }  // namespace softdtw
 }  // namespace diffcomb

@@ -61,5 +61,32 @@ void backward_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t grad, s
   });
 }
 
+void second_order_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t Z, std::uintptr_t jvp,
+                      std::uintptr_t E, std::uintptr_t HZ, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
+                      int64_t batch, int64_t m, int64_t n, double gamma, int64_t band, int dtype, int threads) {
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_rows(batch, threads, 8 * m * n, [&](int64_t begin, int64_t end) {
+      std::vector<double> dR((m + 1) * (n + 1)), e(m * n), hz(m * n);
+      for (int64_t b = begin; b < end; ++b) {
+        const Problem<T> problem = make_problem<T>(0, P, lengths_x, lengths_y, b, m, n, gamma, band);
+        const double d = problem.second_order(double(as_ptr<const T>(value)[b]), as_ptr<const T>(Z) + b * m * n,
+                                              n, dR.data(), e.data(), hz.data());
+        as_ptr<T>(jvp)[b] = T(d);
+        T* e_out = as_ptr<T>(E) + b * m * n;
+        T* hz_out = as_ptr<T>(HZ) + b * m * n;
+        std::fill_n(e_out, m * n, T(0));
+        std::fill_n(hz_out, m * n, T(0));
+        for (int64_t i = 0; i < problem.mb; ++i) {
+          for (int64_t j = 0; j < problem.nb; ++j) {
+            e_out[i * n + j] = T(e[i * problem.nb + j]);
+            hz_out[i * n + j] = T(hz[i * problem.nb + j]);
+          }
+        }
+      }
+    });
+  });
+}
+
 }  // namespace softdtw
 }  // namespace diffcomb

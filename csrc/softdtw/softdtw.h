@@ -144,6 +144,58 @@ struct Problem {
       }
     }
   }
+
+  // Second order (SPEC 3.8), for a direction Z (row stride ldz) on the used
+  // block: the tangent dR of the DP (dR[mb][nb] = <E, Z>, returned) and the
+  // Hessian-vector product HZ = dE, by the forward-on-backward pass. Scratch:
+  // dR (mb + 1) x (nb + 1), E and HZ mb x nb, all double and row-major with
+  // the stated sizes as strides. Needs the saved weights P; value = the
+  // forward's result (NaN -> NaN everywhere, +inf -> +inf and zeros).
+  DC_HOST_DEVICE double second_order(double value, const T* Z, int64_t ldz, double* dR, double* E,
+                                     double* HZ) const {
+    const int64_t ld = nb + 1;
+    for (int64_t k = 0; k < mb * nb; ++k) {
+      E[k] = value != value ? NAN : 0.0;
+      HZ[k] = E[k];
+    }
+    if (value != value) return NAN;
+    if (value == INFINITY) return INFINITY;
+    for (int64_t k = 0; k < (mb + 1) * ld; ++k) dR[k] = 0.0;
+    for (int64_t i = 1; i <= mb; ++i) {
+      for (int64_t j = band_first(i, band); j <= band_last(i, nb, band); ++j) {
+        const T* w = p(i, j);
+        dR[i * ld + j] = double(Z[(i - 1) * ldz + (j - 1)]) + double(w[0]) * dR[i * ld + j - 1] +
+                         double(w[1]) * dR[(i - 1) * ld + j - 1] + double(w[2]) * dR[(i - 1) * ld + j];
+      }
+    }
+    E[(mb - 1) * nb + (nb - 1)] = 1.0;
+    for (int64_t i = mb; i >= 1; --i) {
+      for (int64_t j = band_last(i, nb, band); j >= band_first(i, band); --j) {
+        const double e = E[(i - 1) * nb + (j - 1)];
+        const double de = HZ[(i - 1) * nb + (j - 1)];
+        if (e == 0.0 && de == 0.0) continue;
+        const T* w = p(i, j);
+        const double wl = double(w[0]), wd = double(w[1]), wu = double(w[2]);
+        const double rl = dR[i * ld + j - 1], rd = dR[(i - 1) * ld + j - 1], ru = dR[(i - 1) * ld + j];
+        // Tangent of the weights: dp_k = p_k (mu - dR_k) / gamma (0 for the hard DTW).
+        const double mu = wl * rl + wd * rd + wu * ru;
+        const double s = gamma > 0.0 ? 1.0 / gamma : 0.0;
+        if (j > 1) {
+          E[(i - 1) * nb + (j - 2)] += wl * e;
+          HZ[(i - 1) * nb + (j - 2)] += wl * (mu - rl) * s * e + wl * de;
+        }
+        if (i > 1 && j > 1) {
+          E[(i - 2) * nb + (j - 2)] += wd * e;
+          HZ[(i - 2) * nb + (j - 2)] += wd * (mu - rd) * s * e + wd * de;
+        }
+        if (i > 1) {
+          E[(i - 2) * nb + (j - 1)] += wu * e;
+          HZ[(i - 2) * nb + (j - 1)] += wu * (mu - ru) * s * e + wu * de;
+        }
+      }
+    }
+    return dR[mb * ld + nb];
+  }
 };
 
 }  // namespace softdtw
