@@ -27,12 +27,16 @@ from torch import Tensor
 from . import _native
 
 __all__ = [
+    "mean_cost",
+    "mean_cost_divergence",
+    "mean_cost_from_cost",
     "pairwise_cost",
     "sharp_soft_dtw",
     "sharp_soft_dtw_divergence",
     "sharp_soft_dtw_from_cost",
     "soft_dtw",
     "soft_dtw_alignment",
+    "soft_dtw_barycenter",
     "soft_dtw_divergence",
     "soft_dtw_from_cost",
 ]
@@ -519,3 +523,115 @@ def sharp_soft_dtw_divergence(
     xx = sharp_soft_dtw(x, x, gamma, x_lengths=x_lengths, y_lengths=x_lengths, **options)
     yy = sharp_soft_dtw(y, y, gamma, x_lengths=y_lengths, y_lengths=y_lengths, **options)
     return xy - 0.5 * (xx + yy)
+
+
+def mean_cost_from_cost(
+    C: Tensor,
+    *,
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Mean alignment cost :math:`\langle \bar E, C \rangle`, :math:`\bar E` the average of all
+    alignments (in the band, within the lengths): the :math:`\gamma \to \infty` limit of
+    :func:`sharp_soft_dtw_from_cost`. Linear in ``C`` (gradient :math:`\bar E`).
+
+    Note:
+        With zero costs the soft-DTW table is :math:`-\gamma \log N` (N the path counts), so its
+        transition weights are the counting weights of SPEC 3.9 and :math:`\bar E` is the
+        alignment of a zero cost matrix, computed in the log domain (no overflow of the path
+        counts). An unreachable end gives +inf and a zero gradient.
+    """
+    zeros = torch.zeros_like(C).detach()
+    reachable = soft_dtw_from_cost(zeros, 1.0, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
+    E_bar = soft_dtw_alignment(zeros, 1.0, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
+    value = (E_bar * C).sum((-2, -1))
+    return torch.where(torch.isinf(reachable), torch.full_like(value, math.inf), value)
+
+
+def mean_cost(
+    x: Tensor,
+    y: Tensor,
+    *,
+    cost: str = "sqeuclidean",
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    """:func:`mean_cost_from_cost` of :func:`pairwise_cost` (arguments as in :func:`soft_dtw`)."""
+    _check_series("mean_cost", x, y)
+    return mean_cost_from_cost(pairwise_cost(x, y, cost), bandwidth=bandwidth, x_lengths=x_lengths,
+                               y_lengths=y_lengths)
+
+
+def mean_cost_divergence(
+    x: Tensor,
+    y: Tensor,
+    *,
+    cost: str = "sqeuclidean",
+    bandwidth: Optional[int] = None,
+    x_lengths: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+) -> Tensor:
+    r""":math:`m(x, y) - \tfrac12 m(x, x) - \tfrac12 m(y, y)` with :math:`m` = :func:`mean_cost`."""
+    options = dict(cost=cost, bandwidth=bandwidth)
+    xy = mean_cost(x, y, x_lengths=x_lengths, y_lengths=y_lengths, **options)
+    xx = mean_cost(x, x, x_lengths=x_lengths, y_lengths=x_lengths, **options)
+    yy = mean_cost(y, y, x_lengths=y_lengths, y_lengths=y_lengths, **options)
+    return xy - 0.5 * (xx + yy)
+
+
+def soft_dtw_barycenter(
+    Y: Tensor,
+    gamma: float = 1.0,
+    *,
+    weights: Optional[Tensor] = None,
+    y_lengths: Optional[Tensor] = None,
+    init: Optional[Tensor] = None,
+    divergence: bool = False,
+    cost: str = "sqeuclidean",
+    bandwidth: Optional[int] = None,
+    max_iter: int = 100,
+    tol: float = 1e-9,
+) -> Tensor:
+    r"""Soft-DTW barycenter of series ``Y``: the ``X`` minimizing :math:`\sum_k w_k f(X, Y_k)`
+    with :math:`f` = :func:`soft_dtw` (or :func:`soft_dtw_divergence`), by L-BFGS.
+
+    Args:
+        Y (Tensor[K, M, D]): the series (padded to a common length M; see ``y_lengths``).
+        gamma (float): soft-DTW smoothing. Default 1.0.
+        weights (Tensor[K], optional): non-negative weights; default uniform 1/K.
+        y_lengths (Tensor[K] of ints, optional): used length of each series.
+        init (Tensor[L, D], optional): starting point; default the Euclidean mean of ``Y``
+            (which requires equal lengths).
+        divergence (bool): minimize the soft-DTW divergence instead (then ``Y_k`` itself is a
+            stationary point for K = 1).
+        cost, bandwidth: as in :func:`soft_dtw`.
+        max_iter (int): L-BFGS iterations. tol: its gradient tolerance.
+
+    Returns:
+        Tensor[L, D]: the barycenter (no gradient).
+
+    Note:
+        All K pairs go through one batched soft-DTW call per evaluation.
+    """
+    _check_float("soft_dtw_barycenter", "Y", Y, 3)
+    K = Y.shape[0]
+    if init is None:
+        if y_lengths is not None:
+            raise ValueError("diffcomb.soft_dtw_barycenter: pass init when the series have different lengths")
+        init = Y.mean(0)
+    w = torch.full((K,), 1.0 / K, dtype=Y.dtype) if weights is None else weights.to(Y.dtype)
+    X = init.detach().clone().requires_grad_()
+    fn = soft_dtw_divergence if divergence else soft_dtw
+    optimizer = torch.optim.LBFGS([X], max_iter=max_iter, tolerance_grad=tol, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        values = fn(X.expand(K, *X.shape), Y, gamma, cost=cost, bandwidth=bandwidth, y_lengths=y_lengths)
+        loss = (w * values).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return X.detach()

@@ -385,3 +385,54 @@ def test_second_order_opcheck():
     C = torch.rand(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.diffcomb.sharp_soft_dtw_cost.default, (C, None, None, 0.5, -1))
     torch.library.opcheck(torch.ops.diffcomb.soft_dtw_alignment_cost.default, (C, torch.tensor([5, 3]), None, 0.5, 2))
+
+
+# ------------------------------------------------------------------------------------------------
+# Mean cost and barycenter.
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (2, 2), (5, 7), (40, 33)])
+@pytest.mark.parametrize("bandwidth", [None, 2])
+def test_mean_cost_matches_reference(m, n, bandwidth):
+    gen = torch.Generator().manual_seed(m + 100 * n)
+    C0 = torch.rand(m, n, generator=gen, dtype=torch.float64)
+    C = C0.clone().requires_grad_()
+    value = diffcomb.mean_cost_from_cost(C, bandwidth=bandwidth)
+    expected = ref.mean_cost_from_cost(C0.numpy(), bandwidth)
+    value.backward()
+    if math.isinf(expected):
+        assert value.item() == math.inf and torch.all(C.grad == 0)
+        return
+    assert_close(value, expected)
+    assert_close(C.grad, ref.mean_alignment(m, n, bandwidth))
+
+
+def test_mean_cost_spec_and_limits():
+    C = torch.tensor(C_SPEC, dtype=torch.float64)
+    assert_close(diffcomb.mean_cost_from_cost(C), 8.0 / 3.0)
+    # Long series: the path counts overflow float64 near n = 400; the log domain does not.
+    big = torch.rand(600, 500, dtype=torch.float64)
+    assert torch.isfinite(diffcomb.mean_cost_from_cost(big))
+    gen = torch.Generator().manual_seed(51)
+    x = torch.randn(6, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 2, generator=gen, dtype=torch.float64)
+    value = diffcomb.mean_cost_divergence(x, y)
+    value.backward()
+    assert_close(value, ref.mean_cost_divergence(x.detach().numpy(), y.numpy()))
+    assert_close(x.grad, ref.mean_cost_divergence_grad(x.detach().numpy(), y.numpy())[0])
+
+
+def test_barycenter():
+    gen = torch.Generator().manual_seed(52)
+    y = torch.randn(1, 12, 2, generator=gen, dtype=torch.float64)
+    # K = 1 with the divergence: the series itself is a stationary point (SPEC 3.10).
+    X = diffcomb.soft_dtw_barycenter(y, 0.5, divergence=True, init=y[0].clone())
+    assert_close(X, y[0], atol=1e-6)
+    Y = torch.randn(4, 12, 2, generator=gen, dtype=torch.float64)
+    X = diffcomb.soft_dtw_barycenter(Y, 0.5, max_iter=50)
+    start = diffcomb.soft_dtw(Y.mean(0).expand(4, 12, 2), Y, 0.5).mean()
+    end = diffcomb.soft_dtw(X.expand(4, 12, 2), Y, 0.5).mean()
+    assert end < start
+    Xg = X.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(diffcomb.soft_dtw(Xg.expand(4, 12, 2), Y, 0.5).mean(), Xg)
+    assert grad.abs().max() < 1e-4  # L-BFGS reached a stationary point
