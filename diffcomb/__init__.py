@@ -10,12 +10,12 @@ axes last or chosen with ``dim``):
   (soft-DTW; CPU only so far)
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
-:class:`SoftDTW`, :class:`SoftDTWDivergence`.
+:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`.
 """
 
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
-from .nn import SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
 from .softdtw import (
     mean_cost,
     mean_cost_divergence,
@@ -34,6 +34,7 @@ from .softdtw import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "SharpSoftDTW",
     "SoftDTW",
     "SoftDTWDivergence",
     "SoftLTSLoss",

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from . import losses, softdtw
 from .isotonic import _check_regularization, _check_strength, soft_rank, soft_sort
 
-__all__ = ["SoftDTW", "SoftDTWDivergence", "SoftLTSLoss", "SoftRank", "SoftSort", "SpearmanLoss"]
+__all__ = ["SharpSoftDTW", "SoftDTW", "SoftDTWDivergence", "SoftLTSLoss", "SoftRank", "SoftSort", "SpearmanLoss"]
 
 
 class _SoftPermutahedron(nn.Module):
@@ -116,9 +116,11 @@ class SoftDTW(nn.Module):
         return (f"gamma={self.gamma}, normalize={self.normalize}, bandwidth={self.bandwidth}, "
                 f"cost={self.cost!r}, reduction={self.reduction!r}")
 
+    _functions = (softdtw.soft_dtw, softdtw.soft_dtw_divergence)
+
     def forward(self, x: Tensor, y: Tensor, x_lengths: Optional[Tensor] = None,
                 y_lengths: Optional[Tensor] = None) -> Tensor:
-        fn = softdtw.soft_dtw_divergence if self.normalize else softdtw.soft_dtw
+        fn = self._functions[1] if self.normalize else self._functions[0]
         values = fn(x, y, self.gamma, cost=self.cost, bandwidth=self.bandwidth, x_lengths=x_lengths,
                     y_lengths=y_lengths)
         return losses._reduce(values, self.reduction)
@@ -130,3 +132,10 @@ class SoftDTWDivergence(SoftDTW):
     def __init__(self, gamma: float = 1.0, bandwidth: Optional[int] = None, cost: str = "sqeuclidean",
                  reduction: str = "mean") -> None:
         super().__init__(gamma, True, bandwidth, cost, reduction)
+
+
+class SharpSoftDTW(SoftDTW):
+    """Module form of :func:`diffcomb.sharp_soft_dtw` (``normalize=True``: the sharp divergence,
+    :func:`diffcomb.sharp_soft_dtw_divergence`)."""
+
+    _functions = (softdtw.sharp_soft_dtw, softdtw.sharp_soft_dtw_divergence)

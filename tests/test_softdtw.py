@@ -436,3 +436,13 @@ def test_barycenter():
     Xg = X.clone().requires_grad_()
     (grad,) = torch.autograd.grad(diffcomb.soft_dtw(Xg.expand(4, 12, 2), Y, 0.5).mean(), Xg)
     assert grad.abs().max() < 1e-4  # L-BFGS reached a stationary point
+
+
+def test_sharp_module():
+    gen = torch.Generator().manual_seed(53)
+    x = torch.randn(3, 6, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 5, 2, generator=gen, dtype=torch.float64)
+    assert_close(diffcomb.SharpSoftDTW(0.4)(x, y), diffcomb.sharp_soft_dtw(x, y, 0.4).mean())
+    assert_close(diffcomb.SharpSoftDTW(0.4, normalize=True, reduction="none")(x, y),
+                 diffcomb.sharp_soft_dtw_divergence(x, y, 0.4))
+    assert "gamma=0.4" in repr(diffcomb.SharpSoftDTW(0.4))
