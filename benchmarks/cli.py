@@ -3,6 +3,7 @@
 Examples::
 
     python -m benchmarks                          # the "sort" suite on CPU
+    python -m benchmarks --suite softdtw          # soft-DTW vs tslearn and pysdtw
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --json /tmp/sort-cuda.json
@@ -16,7 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -33,6 +34,17 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # seconds per call at n >= 1000), finishes in about a minute on 2 cores.
 DEFAULT_BUDGET = Budget(repeat=5, min_time=0.1, max_time=0.5, warmup=2)
 QUICK_BUDGET = Budget(repeat=3, min_time=0.02, max_time=0.1, warmup=1)
+# Soft-DTW calls take 0.03-1.5 s on 2 cores (numba peers: 3-12 s of JIT on
+# their first call): the max_time cap leaves the largest workloads with 3-5
+# samples, and a forward+backward above max_call (twice) is reported
+# "too slow". About 75 s with both peers, well under the 3-minute target.
+SOFTDTW_BUDGET = Budget(repeat=5, min_time=1.0, max_time=4.0, warmup=1, max_call=10.0)
+SOFTDTW_QUICK_BUDGET = Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=5.0)
+# (default, --quick) per suite
+SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
+    "sort": (DEFAULT_BUDGET, QUICK_BUDGET),
+    "softdtw": (SOFTDTW_BUDGET, SOFTDTW_QUICK_BUDGET),
+}
 BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
 
 
@@ -47,24 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="override the workloads' dtype (default: the suite's, float32)")
     p.add_argument("--strength", type=float, default=None,
-                   help="override regularization_strength (default: the suite's, 1.0)")
+                   help="suite sort: override regularization_strength (default: the suite's, 1.0)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="suite softdtw: override gamma (default: the suite's, 0.1)")
     p.add_argument("-w", "--workload", action="append", default=[], metavar="PATTERN",
-                   help="run only matching workloads (names read op/regularization/batchxn): "
-                   "whole /-separated segments such as kl, 128x1000, soft_rank/l2, or a glob "
-                   "such as '*x1000'; repeatable")
+                   help="run only matching workloads (names read op/regularization/batchxn, "
+                   "or soft_dtw/batchxnxmxd): whole /-separated segments such as kl, 128x1000, "
+                   "soft_rank/l2, or a glob such as '*x1000'; repeatable")
     p.add_argument("-c", "--contender", action="append", default=[], metavar="NAME",
                    help="run only these contenders (repeatable; default: all of the suite's)")
+    sd = SOFTDTW_BUDGET
     p.add_argument("--repeat", type=int, default=None,
-                   help=f"minimum samples per measurement (default {DEFAULT_BUDGET.repeat})")
+                   help=f"minimum samples per measurement (default {DEFAULT_BUDGET.repeat}; "
+                   f"softdtw {sd.repeat})")
     p.add_argument("--min-time", type=float, default=None,
-                   help=f"minimum seconds of sampling per measurement (default {DEFAULT_BUDGET.min_time})")
+                   help=f"minimum seconds of sampling per measurement (default {DEFAULT_BUDGET.min_time}; "
+                   f"softdtw {sd.min_time})")
     p.add_argument("--max-time", type=float, default=None,
-                   help=f"cap on seconds of sampling per measurement (default {DEFAULT_BUDGET.max_time})")
+                   help=f"cap on seconds of sampling per measurement (default {DEFAULT_BUDGET.max_time}; "
+                   f"softdtw {sd.max_time})")
     p.add_argument("--warmup", type=int, default=None,
-                   help=f"warm-up calls per measurement (default {DEFAULT_BUDGET.warmup})")
+                   help=f"warm-up calls per measurement (default {DEFAULT_BUDGET.warmup}; softdtw {sd.warmup})")
+    p.add_argument("--max-call", type=float, default=None, metavar="SECONDS",
+                   help="report a contender whose forward+backward call takes longer than SECONDS "
+                   f"(twice) as 'too slow' instead of timing it (default: none; softdtw {sd.max_call:g}); "
+                   "0 disables the cap")
     p.add_argument("--quick", action="store_true",
                    help=f"small budget (repeat {QUICK_BUDGET.repeat}, min-time {QUICK_BUDGET.min_time}, "
-                   f"max-time {QUICK_BUDGET.max_time}); default output gets a -quick suffix")
+                   f"max-time {QUICK_BUDGET.max_time}; softdtw: one sample, max-time "
+                   f"{SOFTDTW_QUICK_BUDGET.max_time}, too slow above {SOFTDTW_QUICK_BUDGET.max_call:g} s); "
+                   "default output gets a -quick suffix")
     p.add_argument("--seed", type=int, default=0, help="input seed (default 0)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="JSON output (default: benchmarks/results/<suite>-<device>.json); "
@@ -81,12 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _budget(args: argparse.Namespace) -> Budget:
-    base = QUICK_BUDGET if args.quick else DEFAULT_BUDGET
+    default, quick = SUITE_BUDGETS[args.suite]
+    base = quick if args.quick else default
+    if args.max_call is None:
+        max_call = base.max_call
+    else:
+        max_call = args.max_call if args.max_call > 0 else None
     return Budget(
         repeat=base.repeat if args.repeat is None else max(args.repeat, 1),
         min_time=base.min_time if args.min_time is None else args.min_time,
         max_time=base.max_time if args.max_time is None else args.max_time,
         warmup=base.warmup if args.warmup is None else args.warmup,
+        max_call=max_call,
     )
 
 
@@ -97,6 +127,8 @@ def _default_json(args: argparse.Namespace) -> Path:
         parts.append(args.dtype)
     if args.strength is not None:
         parts.append(f"eps{args.strength:g}")
+    if args.gamma is not None:
+        parts.append(f"gamma{args.gamma:g}")
     if args.workload or args.contender:
         parts.append("partial")
     if args.quick:
@@ -122,7 +154,7 @@ def _list(suite_names: Sequence[str], loaded_by_name: dict) -> str:
     for s in suite_names:
         lines.append(f"suite {s}:")
         for w in SUITES[s]:
-            lines.append(f"  {w.name:<26} dtype={w.dtype} strength={w.strength:g}")
+            lines.append(f"  {w.name:<26} {w.settings}")
         lines.append("  contenders:")
         for name in peers.SUITE_CONTENDERS[s]:
             ld = loaded_by_name[name]
@@ -163,7 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("diffcomb-bench: --device cuda, but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
 
-    workloads = select(SUITES[args.suite], args.workload, args.dtype, args.strength)
+    try:
+        workloads = select(SUITES[args.suite], args.workload, args.dtype, args.strength, args.gamma)
+    except ValueError as e:
+        flag = "--strength" if args.strength is not None else "--gamma"
+        print(f"diffcomb-bench: {flag} does not apply to suite {args.suite!r}: {e}", file=sys.stderr)
+        return 2
     if not workloads:
         print(f"diffcomb-bench: no workload of suite {args.suite!r} matches {args.workload}", file=sys.stderr)
         return 2
@@ -188,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{ld.contender.name} {ld.version or ''}".strip() if ld.status == "ok" else f"{ld.contender.name}: {ld.status}"
         for ld in loaded
     )
+    cap = "" if budget.max_call is None else f"; too slow above {budget.max_call:g} s per fwd+bwd call"
     header = [
         f"diffcomb-bench suite={args.suite} device={args.device} dtype={'/'.join(dtypes)} "
         f"seed={args.seed} created={created}",
@@ -195,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({machine['torch_num_threads']} threads), {machine['platform']}",
         f"contenders: {versions}",
         f"budget: warmup {budget.warmup}, >= {budget.repeat} samples and >= {budget.min_time:g} s, "
-        f"<= {budget.max_time:g} s per measurement; wall time {wall:.1f} s",
+        f"<= {budget.max_time:g} s per measurement{cap}; wall time {wall:.1f} s",
     ]
     busy = [(label, d["other_fraction"]) for label, d in (("before", idle_probe), ("during", during))
             if d["other_fraction"] is not None and d["other_fraction"] > BUSY_FRACTION]
@@ -205,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(most of all multi-threaded ones). Rerun on a quiet machine.")
     if "cuda_device" in machine:
         header.insert(2, f"gpu: {machine['cuda_device']} (CUDA {machine['cuda_runtime']})")
-    table = report.format_table(results, header)
+    table = report.format_table(results, header, report.table_notes(args.suite))
     print(table, end="")
 
     if not args.no_save:

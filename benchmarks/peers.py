@@ -2,7 +2,8 @@
 
 Each contender is a frozen record: the module to import, the distribution
 name for its version, the devices it runs on, and a ``build`` function that
-turns (module, workload) into a one-argument callable ``fn(x) -> Tensor``.
+turns (module, workload) into a callable ``fn(x, *others) -> Tensor`` (sort:
+``fn(x)``; soft-DTW: ``fn(x, y)``, see ``workloads.Inputs``).
 Nothing is imported at module load: ``load`` imports on demand and reports
 "not installed" instead of raising.
 """
@@ -18,11 +19,11 @@ from typing import Callable, Mapping
 
 import torch
 
-from .workloads import Workload
+from .workloads import AnyWorkload
 
 __all__ = ["Contender", "Loaded", "CONTENDERS", "SUITE_CONTENDERS", "load", "Unsupported"]
 
-OpFn = Callable[[torch.Tensor], torch.Tensor]
+OpFn = Callable[..., torch.Tensor]  # fn(x, *others)
 
 
 class Unsupported(Exception):
@@ -35,7 +36,7 @@ class Contender:
     module: str  # what to import
     distribution: str | None  # pip distribution name, for the version
     devices: tuple[str, ...]
-    build: Callable[[ModuleType, Workload], OpFn]
+    build: Callable[[ModuleType, AnyWorkload], OpFn]
     is_baseline: bool = False  # the library under test: ratios and checks are taken against it
     is_floor: bool = False  # a hard op: no value check
 
@@ -71,16 +72,19 @@ def load(contender: Contender) -> Loaded:
     return Loaded(contender, mod, _version(mod, contender.distribution), "ok")
 
 
-def _op(module: ModuleType, w: Workload, qualname: str):
+def _op(module: ModuleType, w: AnyWorkload, qualname: str):
     fn = getattr(module, w.op, None)
     if fn is None:
         raise Unsupported(f"{qualname} has no {w.op}")
     return fn
 
 
-# --- diffcomb: (x, dim=-1, descending=False, regularization_strength, regularization)
-def _build_diffcomb(mod: ModuleType, w: Workload) -> OpFn:
+# --- diffcomb: (x, dim=-1, descending=False, regularization_strength, regularization);
+# soft_dtw(x, y, gamma, cost="sqeuclidean") -> (B,)
+def _build_diffcomb(mod: ModuleType, w: AnyWorkload) -> OpFn:
     fn = _op(mod, w, "diffcomb")
+    if w.op == "soft_dtw":
+        return functools.partial(fn, gamma=w.gamma, cost="sqeuclidean")
     return functools.partial(
         fn, dim=-1, descending=False,
         regularization_strength=w.strength, regularization=w.regularization,
@@ -88,14 +92,14 @@ def _build_diffcomb(mod: ModuleType, w: Workload) -> OpFn:
 
 
 # --- torchsort: 2-D input, ascending only
-def _build_torchsort(mod: ModuleType, w: Workload) -> OpFn:
+def _build_torchsort(mod: ModuleType, w: AnyWorkload) -> OpFn:
     fn = _op(mod, w, "torchsort")
     return functools.partial(fn, regularization=w.regularization, regularization_strength=w.strength)
 
 
 # --- fast-soft-sort: numpy + numba behind a torch.autograd.Function, CPU only,
 # one Python call per row. Its soft_sort returns float64 for float32 input.
-def _build_fast_soft_sort(mod: ModuleType, w: Workload) -> OpFn:
+def _build_fast_soft_sort(mod: ModuleType, w: AnyWorkload) -> OpFn:
     fn = _op(mod, w, "fast_soft_sort.pytorch_ops")
     return functools.partial(
         fn, direction="ASCENDING", regularization_strength=w.strength,
@@ -108,8 +112,29 @@ def _torch_sort_values(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, dim=-1).values
 
 
-def _build_torch_sort(mod: ModuleType, w: Workload) -> OpFn:
+def _build_torch_sort(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return _torch_sort_values
+
+
+# --- tslearn: SoftDTWLossPyTorch(gamma, normalize, dist_func, global_constraint,
+# sakoe_chiba_radius, itakura_max_slope), called as loss(x, y) -> (B,). Its
+# default dist_func is the squared Euclidean cost, formed by broadcasting
+# x - y to a (B, N, M, D) tensor. normalize=False: plain soft-DTW, not the
+# divergence. Numba DP in the input's dtype, round-tripped through float32.
+def _build_tslearn(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if w.op != "soft_dtw":
+        raise Unsupported(f"tslearn has no {w.op}")
+    return mod.SoftDTWLossPyTorch(gamma=w.gamma, normalize=False)
+
+
+# --- pysdtw: SoftDTW(gamma, dist_func, use_cuda, bandwidth), called as
+# sdtw(x, y) -> (B,). Default dist_func: squared Euclidean by the quadratic
+# expansion (as diffcomb), clamped at 0. Numba DP in float64, but R and the
+# gradient are round-tripped through float32 (torch.Tensor(ndarray)).
+def _build_pysdtw(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if w.op != "soft_dtw":
+        raise Unsupported(f"pysdtw has no {w.op}")
+    return mod.SoftDTW(gamma=w.gamma, use_cuda=False)
 
 
 CONTENDERS: Mapping[str, Contender] = {
@@ -122,9 +147,14 @@ CONTENDERS: Mapping[str, Contender] = {
                   _build_fast_soft_sort),
         Contender("torch.sort", "torch", "torch", ("cpu", "cuda"), _build_torch_sort,
                   is_floor=True),
+        # Both soft-DTW peers compute on the host with numba; pysdtw's CUDA
+        # path (numba.cuda, use_cuda=True) is not wired here.
+        Contender("tslearn", "tslearn.metrics", "tslearn", ("cpu",), _build_tslearn),
+        Contender("pysdtw", "pysdtw", "pysdtw", ("cpu",), _build_pysdtw),
     )
 }
 
 SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sort": ("diffcomb", "torchsort", "fast-soft-sort", "torch.sort"),
+    "softdtw": ("diffcomb", "tslearn", "pysdtw"),
 }

@@ -5,7 +5,11 @@ backward (the correctness check, which also triggers any JIT compilation),
 compare values and gradients with the reference (diffcomb, or the first
 available soft contender when diffcomb is missing), then time the forward on
 an input that does not require grad, and forward+backward, i.e.
-``(fn(x) * g).sum().backward()`` with the workload's fixed ``g``.
+``(fn(x) * g).sum().backward()`` with the workload's fixed ``g`` (or
+``fn(x, y).sum().backward()`` for soft-DTW: see ``workloads.Inputs``).
+
+With ``Budget.max_call`` set, a contender whose forward+backward call takes
+longer than that is reported ``too slow (> N s)`` instead of being timed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from .peers import Contender, Loaded, OpFn, Unsupported
 from .progress import Progress
 from .timing import Budget, Timing, measure
-from .workloads import Workload, make_inputs
+from .workloads import AnyWorkload, Inputs, make_inputs
 
 __all__ = ["ContenderResult", "WorkloadResult", "run", "TOLERANCE"]
 
@@ -61,7 +65,7 @@ class ContenderResult:
 
 @dataclass
 class WorkloadResult:
-    workload: Workload
+    workload: AnyWorkload
     check_reference: str | None
     contenders: list[ContenderResult] = field(default_factory=list)
 
@@ -74,9 +78,15 @@ class WorkloadResult:
         }
 
 
+_OOM_MESSAGES = ("can't allocate memory", "out of memory", "not enough memory")
+
+
 def _error(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
-    return f"error: {type(e).__name__}: {msg[0] if msg else ''}"[:200]
+    first = msg[0] if msg else ""
+    # MemoryError (numpy), RuntimeError from torch's allocators
+    head = "out of memory" if isinstance(e, MemoryError) or any(m in first for m in _OOM_MESSAGES) else "error"
+    return f"{head}: {type(e).__name__}: {first}"[:200]
 
 
 def _sync_for(device: str) -> Callable[[], None]:
@@ -86,23 +96,28 @@ def _sync_for(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def _fwd_bwd(fn: OpFn, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(out: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    return out.sum() if g is None else (out * g).sum()
+
+
+def _fwd_bwd(fn: OpFn, inputs: Inputs, out_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = inputs.x
     xg = x.detach().clone().requires_grad_(True)
-    out = fn(xg)
-    if out.shape != x.shape:
-        raise ValueError(f"output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
-    (out * g).sum().backward()
+    out = fn(xg, *inputs.others)
+    if tuple(out.shape) != tuple(out_shape):
+        raise ValueError(f"output shape {tuple(out.shape)} != expected {tuple(out_shape)}")
+    _loss(out, inputs.g).backward()
     assert xg.grad is not None
     return out.detach(), xg.grad.detach()
 
 
-def _fwd_step(fn: OpFn, x: torch.Tensor) -> None:
-    fn(x)
+def _fwd_step(fn: OpFn, x: torch.Tensor, others: tuple[torch.Tensor, ...]) -> None:
+    fn(x, *others)
 
 
-def _fwd_bwd_step(fn: OpFn, x: torch.Tensor, g: torch.Tensor) -> None:
+def _fwd_bwd_step(fn: OpFn, x: torch.Tensor, g: torch.Tensor | None, others: tuple[torch.Tensor, ...]) -> None:
     x.grad = None
-    (fn(x) * g).sum().backward()
+    _loss(fn(x, *others), g).backward()
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,7 +135,7 @@ class _Entry:
     fn: OpFn | None  # None: cannot run (status says why)
 
 
-def _plan(w: Workload, loaded: Sequence[Loaded], device: str) -> list[_Entry]:
+def _plan(w: AnyWorkload, loaded: Sequence[Loaded], device: str) -> list[_Entry]:
     plan = []
     for ld in loaded:
         c = ld.contender
@@ -141,12 +156,12 @@ def _plan(w: Workload, loaded: Sequence[Loaded], device: str) -> list[_Entry]:
 
 
 def _run_one(
-    w: Workload, loaded: Sequence[Loaded], device: str, seed: int,
+    w: AnyWorkload, loaded: Sequence[Loaded], device: str, seed: int,
     budget: Budget, progress: Progress,
 ) -> WorkloadResult:
     plan = _plan(w, loaded, device)
     inputs = make_inputs(w, device, seed)
-    x, g = inputs.x, inputs.g
+    x, g, others = inputs.x, inputs.g, inputs.others
     sync = _sync_for(device)
 
     # 1. correctness check (one forward + backward each)
@@ -158,10 +173,10 @@ def _run_one(
             continue
         try:
             t0 = time.perf_counter()
-            outs[e.result.name] = _fwd_bwd(e.fn, x, g)
+            outs[e.result.name] = _fwd_bwd(e.fn, inputs, w.out_shape)
             sync()
             check_time[e.result.name] = time.perf_counter() - t0
-        except Exception as exc:
+        except Exception as exc:  # MemoryError too: report it, go on
             e.result.status = _error(exc)
     soft = [e for e in plan if e.result.name in outs and not e.contender.is_floor]
     ref = next((e for e in soft if e.contender.is_baseline), soft[0] if soft else None)
@@ -190,6 +205,25 @@ def _run_one(
             progress.step(f"{w.name} {res.name} skipped", units=2)
             continue
         del outs[res.name]
+        step_fwd = functools.partial(_fwd_step, e.fn, x_fwd, others)
+        step_fwd_bwd = functools.partial(_fwd_bwd_step, e.fn, x_bwd, g, others)
+        if budget.max_call is not None and check_time[res.name] > budget.max_call:
+            # Numba peers compile on their first call: give one more call
+            # before calling the contender too slow. (A native call cannot be
+            # interrupted, so the cap is judged after the call.)
+            try:
+                t0 = time.perf_counter()
+                step_fwd_bwd()
+                sync()
+                check_time[res.name] = time.perf_counter() - t0
+            except Exception as exc:
+                res.status = _error(exc)
+                progress.step(f"{w.name} {res.name} failed", units=2)
+                continue
+            if check_time[res.name] > budget.max_call:
+                res.status = f"too slow (> {budget.max_call:g} s)"
+                progress.step(f"{w.name} {res.name} too slow", units=2)
+                continue
         # The check run was a forward+backward too: when it alone took longer
         # than the warm-up cap (max_time / 4, see timing.measure), it was the
         # warm-up. Keeps slow peers (seconds per call) within the budget.
@@ -198,9 +232,9 @@ def _run_one(
             bwd_budget = dataclasses.replace(budget, warmup=0)
         try:
             progress.step(f"{w.name} {res.name} fwd")
-            res.fwd = measure(functools.partial(_fwd_step, e.fn, x_fwd), budget, sync)
+            res.fwd = measure(step_fwd, budget, sync)
             progress.step(f"{w.name} {res.name} fwd+bwd")
-            res.fwd_bwd = measure(functools.partial(_fwd_bwd_step, e.fn, x_bwd, g), bwd_budget, sync)
+            res.fwd_bwd = measure(step_fwd_bwd, bwd_budget, sync)
         except Exception as exc:
             res.status = _error(exc)
 
@@ -217,7 +251,7 @@ def _run_one(
     return WorkloadResult(w, None if ref is None else ref.result.name, [e.result for e in plan])
 
 
-def count_units(workloads: Sequence[Workload], loaded: Sequence[Loaded], device: str) -> int:
+def count_units(workloads: Sequence[AnyWorkload], loaded: Sequence[Loaded], device: str) -> int:
     """Progress units: one check per workload, two timings per runnable contender."""
     total = 0
     for w in workloads:
@@ -226,7 +260,7 @@ def count_units(workloads: Sequence[Workload], loaded: Sequence[Loaded], device:
 
 
 def run(
-    workloads: Sequence[Workload], loaded: Sequence[Loaded], device: str, seed: int,
+    workloads: Sequence[AnyWorkload], loaded: Sequence[Loaded], device: str, seed: int,
     budget: Budget, progress: Progress,
 ) -> list[WorkloadResult]:
     return [_run_one(w, loaded, device, seed, budget, progress) for w in workloads]

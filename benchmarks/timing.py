@@ -24,12 +24,18 @@ class Budget:
     max_time: float = 1.0  # cap on seconds of sampling (checked after each sample)
     warmup: int = 2  # warm-up calls (fewer if they exceed max_time / 4)
     max_samples: int = 100_000
+    # A contender whose forward+backward call takes longer than this (seconds)
+    # is reported "too slow" and not timed (see runner). None: no cap.
+    max_call: float | None = None
 
     def as_dict(self) -> dict:
-        return {
+        d = {
             "repeat": self.repeat, "min_time_s": self.min_time,
             "max_time_s": self.max_time, "warmup": self.warmup,
         }
+        if self.max_call is not None:
+            d["max_call_s"] = self.max_call
+        return d
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,29 @@
 
 A workload names one op call on one input shape. Suites are tuples of
 workloads; the contenders that can run a workload are chosen in
-``benchmarks.peers`` from ``Workload.op``.
+``benchmarks.peers`` from ``Workload.op``. Suite ``sort`` uses ``Workload``
+(one ``(batch, n)`` input), suite ``softdtw`` uses ``SoftDTWWorkload`` (two
+series ``x (batch, n, d)`` and ``y (batch, m, d)``; the gradient is taken
+with respect to ``x``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Union
 
 import torch
 
 __all__ = [
     "Workload",
+    "SoftDTWWorkload",
+    "AnyWorkload",
     "Inputs",
     "SORT_SHAPES",
     "SORT_SUITE",
+    "SOFTDTW_SHAPES",
+    "SOFTDTW_SUITE",
     "SUITES",
     "DTYPES",
     "select",
@@ -42,8 +49,48 @@ class Workload:
     def name(self) -> str:
         return f"{self.op}/{self.regularization}/{self.batch}x{self.n}"
 
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.n)
+
+    @property
+    def settings(self) -> str:
+        return f"dtype={self.dtype} strength={self.strength:g}"
+
     def as_dict(self) -> dict:
         return {"name": self.name, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class SoftDTWWorkload:
+    """Soft-DTW between ``x (batch, n, d)`` and ``y (batch, m, d)``, squared
+    Euclidean cost, one value per pair: output ``(batch,)``."""
+
+    batch: int
+    n: int
+    m: int
+    d: int
+    gamma: float = 0.1
+    dtype: str = "float32"
+    op: str = "soft_dtw"
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}/{self.batch}x{self.n}x{self.m}x{self.d}"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.batch,)
+
+    @property
+    def settings(self) -> str:
+        return f"dtype={self.dtype} gamma={self.gamma:g}"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+AnyWorkload = Union[Workload, SoftDTWWorkload]
 
 
 # (batch, n): one short row, many short rows, many medium rows, a few long
@@ -63,21 +110,37 @@ SORT_SUITE: tuple[Workload, ...] = tuple(
     for reg in ("l2", "kl")
 )
 
-SUITES: Mapping[str, tuple[Workload, ...]] = {"sort": SORT_SUITE}
+# (batch, n, m, d): many short univariate pairs, medium multivariate pairs,
+# a few long univariate pairs (4M cells each).
+SOFTDTW_SHAPES: Sequence[tuple[int, int, int, int]] = (
+    (64, 128, 128, 1),
+    (32, 512, 512, 8),
+    (4, 2048, 2048, 1),
+)
+
+SOFTDTW_SUITE: tuple[SoftDTWWorkload, ...] = tuple(
+    SoftDTWWorkload(batch=b, n=n, m=m, d=d, gamma=0.1) for b, n, m, d in SOFTDTW_SHAPES
+)
+
+SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {"sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE}
 
 
 def select(
-    workloads: Sequence[Workload],
+    workloads: Sequence[AnyWorkload],
     patterns: Sequence[str] = (),
     dtype: str | None = None,
     strength: float | None = None,
-) -> list[Workload]:
-    """Workloads whose name matches any pattern, with dtype/strength overrides.
+    gamma: float | None = None,
+) -> list[AnyWorkload]:
+    """Workloads whose name matches any pattern, with dtype/strength/gamma overrides.
 
-    Names read ``op/regularization/batchxn``. A pattern with a glob character
-    (``*?[``) is matched with fnmatch against the whole name; otherwise it
-    matches whole ``/``-separated segments in order: ``kl``, ``128x1000``,
-    ``soft_rank/l2`` (but ``128x100`` does not match ``128x1000``).
+    Names read ``op/regularization/batchxn`` (sort) or ``op/batchxnxmxd``
+    (softdtw). A pattern with a glob character (``*?[``) is matched with
+    fnmatch against the whole name; otherwise it matches whole
+    ``/``-separated segments in order: ``kl``, ``128x1000``, ``soft_rank/l2``
+    (but ``128x100`` does not match ``128x1000``). ``strength`` applies to
+    workloads that have one (sort), ``gamma`` to those with a ``gamma``
+    (softdtw); an override a workload lacks raises ``ValueError``.
     """
     from fnmatch import fnmatchcase
 
@@ -101,29 +164,45 @@ def select(
             continue
         if dtype is not None:
             w = dataclasses.replace(w, dtype=dtype)
-        if strength is not None:
-            w = dataclasses.replace(w, strength=strength)
+        for field_name, value in (("strength", strength), ("gamma", gamma)):
+            if value is None:
+                continue
+            if not hasattr(w, field_name):
+                raise ValueError(f"workload {w.name} has no {field_name} to override")
+            w = dataclasses.replace(w, **{field_name: value})
         out.append(w)
     return out
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """The input ``x`` and the fixed upstream gradient ``g`` of a workload."""
+    """The arguments of one call and the fixed upstream gradient ``g``.
+
+    A contender is called as ``fn(x, *others)``; gradients are taken with
+    respect to ``x`` only. The loss is ``(out * g).sum()``, or ``out.sum()``
+    when ``g`` is None.
+    """
 
     x: torch.Tensor
-    g: torch.Tensor
+    g: torch.Tensor | None
+    others: tuple[torch.Tensor, ...] = ()
 
 
-def make_inputs(workload: Workload, device: str, seed: int) -> Inputs:
-    """Seeded ``torch.randn`` input and upstream gradient.
+def make_inputs(workload: AnyWorkload, device: str, seed: int) -> Inputs:
+    """Seeded ``torch.randn`` inputs (and upstream gradient, for sort).
 
     Drawn on the CPU in float64 and then converted, so every device and dtype
-    sees the same numbers.
+    sees the same numbers. Sort: ``x`` then ``g``, both ``(batch, n)``.
+    Soft-DTW: ``x (batch, n, d)`` then ``y (batch, m, d)``; no ``g``, the loss
+    is the sum of the batch's values.
     """
     gen = torch.Generator().manual_seed(seed)
+    dt = DTYPES[workload.dtype]
+    if isinstance(workload, SoftDTWWorkload):
+        x = torch.randn((workload.batch, workload.n, workload.d), generator=gen, dtype=torch.float64)
+        y = torch.randn((workload.batch, workload.m, workload.d), generator=gen, dtype=torch.float64)
+        return Inputs(x=x.to(device=device, dtype=dt), g=None, others=(y.to(device=device, dtype=dt),))
     shape = (workload.batch, workload.n)
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     g = torch.randn(shape, generator=gen, dtype=torch.float64)
-    dt = DTYPES[workload.dtype]
     return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
