@@ -111,6 +111,19 @@ def _check_series(fn: str, x: Tensor, y: Tensor) -> None:
         raise TypeError(f"diffcomb.{fn}: x and y must have the same dtype, got {x.dtype} and {y.dtype}")
 
 
+def _on_series(fn: str, from_cost, x: Tensor, y: Tensor, cost: str, **kwargs) -> Tensor:
+    """A cost-matrix function applied to the pairwise costs of series x and y."""
+    _check_series(fn, x, y)
+    return from_cost(pairwise_cost(x, y, cost), **kwargs)
+
+
+def _divergence(value, x: Tensor, y: Tensor, x_lengths: Optional[Tensor], y_lengths: Optional[Tensor]) -> Tensor:
+    """f(x, y) - 1/2 f(x, x) - 1/2 f(y, y) for a series function value(a, b, a_lengths, b_lengths)
+    (SPEC 3.9); gradients follow by autograd through the three evaluations."""
+    return value(x, y, x_lengths, y_lengths) - 0.5 * (value(x, x, x_lengths, x_lengths)
+                                                       + value(y, y, y_lengths, y_lengths))
+
+
 # ---------------------------------------------------------------------------
 # Custom ops on (B, N, M) cost batches.
 
@@ -412,9 +425,8 @@ def soft_dtw(
         >>> diffcomb.soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
         tensor(0.6734)
     """
-    _check_series("soft_dtw", x, y)
-    C = pairwise_cost(x, y, cost)
-    return soft_dtw_from_cost(C, gamma, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
+    return _on_series("soft_dtw", soft_dtw_from_cost, x, y, cost, gamma=gamma, bandwidth=bandwidth,
+                      x_lengths=x_lengths, y_lengths=y_lengths)
 
 
 def soft_dtw_divergence(
@@ -448,11 +460,8 @@ def soft_dtw_divergence(
         M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
         AISTATS 2021. arXiv:2010.08354
     """
-    options = dict(cost=cost, bandwidth=bandwidth)
-    xy = soft_dtw(x, y, gamma, x_lengths=x_lengths, y_lengths=y_lengths, **options)
-    xx = soft_dtw(x, x, gamma, x_lengths=x_lengths, y_lengths=x_lengths, **options)
-    yy = soft_dtw(y, y, gamma, x_lengths=y_lengths, y_lengths=y_lengths, **options)
-    return xy - 0.5 * (xx + yy)
+    return _divergence(lambda a, b, la, lb: soft_dtw(a, b, gamma, cost=cost, bandwidth=bandwidth, x_lengths=la,
+                                                     y_lengths=lb), x, y, x_lengths, y_lengths)
 
 
 def sharp_soft_dtw_from_cost(
@@ -501,9 +510,8 @@ def sharp_soft_dtw(
 ) -> Tensor:
     """Sharp soft-DTW between series: :func:`sharp_soft_dtw_from_cost` of :func:`pairwise_cost`
     (arguments as in :func:`soft_dtw`)."""
-    _check_series("sharp_soft_dtw", x, y)
-    C = pairwise_cost(x, y, cost)
-    return sharp_soft_dtw_from_cost(C, gamma, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
+    return _on_series("sharp_soft_dtw", sharp_soft_dtw_from_cost, x, y, cost, gamma=gamma, bandwidth=bandwidth,
+                      x_lengths=x_lengths, y_lengths=y_lengths)
 
 
 def sharp_soft_dtw_divergence(
@@ -518,11 +526,8 @@ def sharp_soft_dtw_divergence(
 ) -> Tensor:
     r"""Sharp soft-DTW divergence: :math:`s(x, y) - \tfrac12 s(x, x) - \tfrac12 s(y, y)` with
     :math:`s` = :func:`sharp_soft_dtw` (arguments as in :func:`soft_dtw`); 0 when x equals y."""
-    options = dict(cost=cost, bandwidth=bandwidth)
-    xy = sharp_soft_dtw(x, y, gamma, x_lengths=x_lengths, y_lengths=y_lengths, **options)
-    xx = sharp_soft_dtw(x, x, gamma, x_lengths=x_lengths, y_lengths=x_lengths, **options)
-    yy = sharp_soft_dtw(y, y, gamma, x_lengths=y_lengths, y_lengths=y_lengths, **options)
-    return xy - 0.5 * (xx + yy)
+    return _divergence(lambda a, b, la, lb: sharp_soft_dtw(a, b, gamma, cost=cost, bandwidth=bandwidth,
+                                                           x_lengths=la, y_lengths=lb), x, y, x_lengths, y_lengths)
 
 
 def mean_cost_from_cost(
@@ -559,9 +564,8 @@ def mean_cost(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     """:func:`mean_cost_from_cost` of :func:`pairwise_cost` (arguments as in :func:`soft_dtw`)."""
-    _check_series("mean_cost", x, y)
-    return mean_cost_from_cost(pairwise_cost(x, y, cost), bandwidth=bandwidth, x_lengths=x_lengths,
-                               y_lengths=y_lengths)
+    return _on_series("mean_cost", mean_cost_from_cost, x, y, cost, bandwidth=bandwidth, x_lengths=x_lengths,
+                      y_lengths=y_lengths)
 
 
 def mean_cost_divergence(
@@ -574,11 +578,8 @@ def mean_cost_divergence(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     r""":math:`m(x, y) - \tfrac12 m(x, x) - \tfrac12 m(y, y)` with :math:`m` = :func:`mean_cost`."""
-    options = dict(cost=cost, bandwidth=bandwidth)
-    xy = mean_cost(x, y, x_lengths=x_lengths, y_lengths=y_lengths, **options)
-    xx = mean_cost(x, x, x_lengths=x_lengths, y_lengths=x_lengths, **options)
-    yy = mean_cost(y, y, x_lengths=y_lengths, y_lengths=y_lengths, **options)
-    return xy - 0.5 * (xx + yy)
+    return _divergence(lambda a, b, la, lb: mean_cost(a, b, cost=cost, bandwidth=bandwidth, x_lengths=la,
+                                                      y_lengths=lb), x, y, x_lengths, y_lengths)
 
 
 def soft_dtw_barycenter(
