@@ -1,8 +1,8 @@
 """Build of diffcomb's native modules, driven by environment variables.
 
-  diffcomb._C       csrc/bindings.cpp + csrc/common/*.cpp + csrc/<family>/cpu.cpp
+  diffcomb._C       csrc/bindings.cpp + csrc/common/*.cpp + csrc/<family>/{cpu,bind}.cpp
                     (C++17, -O3, OpenMP over the batch)
-  diffcomb._C_cuda  csrc/bindings_cuda.cpp + csrc/<family>/*.cu, linked with the
+  diffcomb._C_cuda  csrc/bindings_cuda.cpp + csrc/<family>/{*.cu,bind_cuda.cpp}, linked with the
                     static CUDA runtime, so importing it needs no GPU or driver;
                     built when nvcc is found (or CUDA_HOME is set).
 
@@ -193,7 +193,7 @@ def extensions():
     exts = [
         NativeExtension(
             "diffcomb._C",
-            sources(["bindings.cpp", "common/*.cpp", "*/cpu.cpp"]),
+            sources(["bindings.cpp", "common/*.cpp", "*/cpu.cpp", "*/bind.cpp"]),
         )
     ]
     cuda_home = cuda_setting()
@@ -201,7 +201,7 @@ def extensions():
         exts.append(
             NativeExtension(
                 "diffcomb._C_cuda",
-                sources(["bindings_cuda.cpp"]),
+                sources(["bindings_cuda.cpp", "*/bind_cuda.cpp"]),
                 sources(["*/*.cu"]),
                 cuda_home=cuda_home,
             )

@@ -1,19 +1,21 @@
 // pybind11 module diffcomb._C_cuda: the CUDA entry points. Same raw-pointer
 // convention as diffcomb._C, plus the device index and the stream handle
 // (torch.cuda.current_stream().cuda_stream) to launch on. Linked with the
-// static CUDA runtime: importing needs no GPU or driver.
+// static CUDA runtime: importing needs no GPU or driver. Each family
+// registers its functions from csrc/<family>/bind_cuda.cpp (common/registry.h).
 #include <pybind11/pybind11.h>
 
-#include "isotonic/api.h"
+#include "common/registry.h"
 
-namespace py = pybind11;
-namespace iso = diffcomb::isotonic;
+namespace diffcomb {
+std::vector<Binder>& module_binders() {
+  static std::vector<Binder> binders;
+  return binders;
+}
+}  // namespace diffcomb
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "diffcomb native CUDA kernels (raw-pointer entry points; use diffcomb's Python API)";
-  py::call_guard<py::gil_scoped_release> nogil;
-  m.def("work_bytes", &iso::cuda_work_bytes);
-  m.def("project", &iso::project_cuda, nogil);
-  m.def("isotonic", &iso::isotonic_cuda, nogil);
-  m.def("vjp", &iso::vjp_cuda, nogil);
+  pybind11::call_guard<pybind11::gil_scoped_release> nogil;
+  for (auto bind : diffcomb::module_binders()) bind(m, nogil);
 }

@@ -1,0 +1,11 @@
+// diffcomb._C entry points of the soft-DTW family (api.h).
+#include "common/registry.h"
+#include "softdtw/api.h"
+
+namespace sdtw = diffcomb::softdtw;
+
+DC_BIND_CPU(softdtw) {
+  m.def("softdtw_forward", &sdtw::forward_cpu, nogil);
+  m.def("softdtw_backward", &sdtw::backward_cpu, nogil);
+  m.def("softdtw_second_order", &sdtw::second_order_cpu, nogil);
+}
