@@ -153,11 +153,32 @@ def _second_order_native(P: Tensor, value: Tensor, Z: Tensor, lengths_x: Optiona
     return jvp, E, HZ
 
 
+def _value_and_alignment_native(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                                band: int, alignment: bool) -> tuple[Tensor, Tensor]:
+    """Values (B,) and, when asked, expected alignments (B, N, M) (else an empty tensor)."""
+    batch, m, n = C.shape
+    value = C.new_empty(batch)
+    if gamma == 0.0:
+        # The hard DTW's tie-breaks need the stored transition weights.
+        value, P = _forward_native(C, lengths_x, lengths_y, gamma, band)
+        if not alignment:
+            return value, C.new_empty(0)
+        return value, torch.ops.diffcomb.soft_dtw_cost_backward(P, value, torch.ones_like(value), lengths_x,
+                                                                lengths_y, band)
+    E = C.new_empty((batch, m, n)) if alignment else C.new_empty(0)
+    _native.cpu().softdtw_value_and_alignment(
+        _native.address(C), _native.address(value), _native.address(E) if alignment else 0,
+        _native.address(lengths_x), _native.address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C),
+        _native.threads())
+    return value, E
+
+
 @torch.library.custom_op("diffcomb::soft_dtw_cost", mutates_args=())
 def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-                 band: int) -> tuple[Tensor, Tensor]:
-    """Soft-DTW values (B,) of costs C (B, N, M) and the transition weights P (B, N, M, 3)."""
-    return _forward_native(C, lengths_x, lengths_y, gamma, band)
+                 band: int, alignment: bool) -> tuple[Tensor, Tensor]:
+    """Soft-DTW values (B,) of costs C (B, N, M) and, when ``alignment``, their gradients, the expected
+    alignments (B, N, M) (else an empty tensor), computed in the same pass."""
+    return _value_and_alignment_native(C, lengths_x, lengths_y, gamma, band, alignment)
 
 
 @torch.library.custom_op("diffcomb::sharp_soft_dtw_cost", mutates_args=())
@@ -199,9 +220,9 @@ def _soft_dtw_backward_op(P: Tensor, value: Tensor, grad: Tensor, lengths_x: Opt
 
 
 @_soft_dtw_op.register_fake
-def _(C, lengths_x, lengths_y, gamma, band):
+def _(C, lengths_x, lengths_y, gamma, band, alignment):
     batch, m, n = C.shape
-    return C.new_empty(batch), C.new_empty((batch, m, n, 3))
+    return C.new_empty(batch), C.new_empty((batch, m, n) if alignment else (0,))
 
 
 @_soft_dtw_backward_op.register_fake
@@ -227,18 +248,22 @@ def _(P, value, Z, lengths_x, lengths_y, gamma, band):
 
 
 def _setup(ctx, inputs, output) -> None:
-    _, lengths_x, lengths_y, _, band = inputs
-    value, P = output
-    ctx.mark_non_differentiable(P)
-    ctx.save_for_backward(P, value, lengths_x, lengths_y)
-    ctx.band = band
+    C, lengths_x, lengths_y, gamma, band, _ = inputs
+    _, E = output
+    ctx.mark_non_differentiable(E)
+    ctx.save_for_backward(C, E, lengths_x, lengths_y)
+    ctx.gamma, ctx.band = gamma, band
 
 
-def _backward(ctx, grad_value, _grad_P):
-    P, value, lengths_x, lengths_y = ctx.saved_tensors
-    g = torch.zeros_like(value) if grad_value is None else grad_value.contiguous()
-    E = torch.ops.diffcomb.soft_dtw_cost_backward(P, value, g, lengths_x, lengths_y, ctx.band)
-    return E, None, None, None, None
+def _backward(ctx, grad_value, _grad_E):
+    C, E, lengths_x, lengths_y = ctx.saved_tensors
+    if grad_value is None:
+        return None, None, None, None, None, None
+    if torch.is_grad_enabled() or E.dim() != 3:
+        # Double backward (create_graph=True), or a forward that did not compute E: the
+        # alignment op's E is differentiable (its backward is the Hessian-vector product).
+        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)[0]
+    return grad_value[:, None, None] * E, None, None, None, None, None
 
 
 torch.library.register_autograd("diffcomb::soft_dtw_cost", _backward, setup_context=_setup)
@@ -344,7 +369,8 @@ def soft_dtw_from_cost(
     """
     rows, lx, ly, gamma, band, batch_shape = _batched("soft_dtw_from_cost", C, gamma, bandwidth, x_lengths,
                                                        y_lengths)
-    value = torch.ops.diffcomb.soft_dtw_cost(rows, lx, ly, gamma, band)[0]
+    alignment = rows.requires_grad and torch.is_grad_enabled()
+    value = torch.ops.diffcomb.soft_dtw_cost(rows, lx, ly, gamma, band, alignment)[0]
     return value.reshape(batch_shape).to(C.dtype)
 
 

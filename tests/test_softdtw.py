@@ -11,6 +11,7 @@ import torch
 from torch.autograd import gradcheck
 
 import diffcomb
+import diffcomb.softdtw as softdtw_module
 from tests.conftest import assert_close
 from tests.reference import softdtw as ref
 
@@ -210,8 +211,10 @@ def test_long_series_and_half_precision():
 def test_opcheck_and_compile():
     gen = torch.Generator().manual_seed(8)
     C = torch.rand(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, None, None, 0.5, -1))
-    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, torch.tensor([5, 2]), None, 0.5, 1))
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, None, None, 0.5, -1, True))
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, None, None, 0.0, -1, True))
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, None, None, 0.5, -1, False))
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_cost.default, (C, torch.tensor([5, 2]), None, 0.5, 1, True))
     compiled = torch.compile(lambda c: diffcomb.soft_dtw_from_cost(c, 0.5, bandwidth=3).sum(), backend="aot_eager",
                              fullgraph=True)
     eager = diffcomb.soft_dtw_from_cost(C, 0.5, bandwidth=3).sum()
@@ -446,3 +449,67 @@ def test_sharp_module():
     assert_close(diffcomb.SharpSoftDTW(0.4, normalize=True, reduction="none")(x, y),
                  diffcomb.sharp_soft_dtw_divergence(x, y, 0.4))
     assert "gamma=0.4" in repr(diffcomb.SharpSoftDTW(0.4))
+
+
+# ------------------------------------------------------------------------------------------------
+# The anti-diagonal engine (gamma > 0 value and gradient) against the row-by-row DP with stored
+# weights (soft_dtw_alignment's engine, itself checked against the numpy reference above).
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, bandwidth", [(1, 9, None), (9, 1, None), (2, 2, 0), (17, 17, 0), (31, 40, 9),
+                                             (64, 48, None), (700, 650, None), (700, 650, 60), (301, 300, 1)])
+@pytest.mark.parametrize("gamma", [0.01, 0.1, 1.0])
+def test_engine_gradient_matches_alignment(dtype, m, n, bandwidth, gamma):
+    gen = torch.Generator().manual_seed(m + n + int(100 * gamma))
+    C = (torch.rand(2, m, n, generator=gen, dtype=torch.float64) * 2).to(dtype).requires_grad_()
+    value = diffcomb.soft_dtw_from_cost(C, gamma, bandwidth=bandwidth)
+    (grad,) = torch.autograd.grad(value.sum(), C)
+    expected_E = diffcomb.soft_dtw_alignment(C.detach().double(), gamma, bandwidth=bandwidth)
+    band = -1 if bandwidth is None else bandwidth
+    expected = softdtw_module._forward_native(C.detach().double(), None, None, gamma, band)[0]
+    if m * n <= 2000:
+        assert_close(expected, [ref.soft_dtw_from_cost(c.numpy(), gamma, bandwidth) for c in C.detach().double()])
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    assert_close(value.double(), expected, rtol=tol["rtol"], atol=1e-4 * m)
+    assert_close(grad.double(), expected_E, **tol)
+
+
+@pytest.mark.parametrize("bandwidth", [None, 40])
+def test_engine_threads_split_diagonals_identically(bandwidth):
+    # A batch smaller than the thread count splits each diagonal among the threads; the result
+    # must be bit-identical to one thread per pair.
+    gen = torch.Generator().manual_seed(3)
+    C = torch.rand(1, 400, 330, generator=gen, dtype=torch.float64, requires_grad=True)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            value = diffcomb.soft_dtw_from_cost(C, 0.1, bandwidth=bandwidth)
+            results.append((value.detach(), torch.autograd.grad(value.sum(), C)[0]))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_engine_extreme_costs_and_small_gamma():
+    # Costs whose soft-min exponents underflow (differences / gamma far below -708) and large
+    # magnitudes: the value is the hard DTW up to the bounds, the gradient a path indicator.
+    gen = torch.Generator().manual_seed(4)
+    C = torch.rand(12, 15, generator=gen, dtype=torch.float64) * 1e4
+    dtw = ref.dtw_from_cost(C.numpy())
+    C.requires_grad_()
+    value = diffcomb.soft_dtw_from_cost(C, 1e-3)
+    (E,) = torch.autograd.grad(value, C)
+    assert dtw - 1e-3 * math.log(delannoy(11, 14)) - 1e-9 <= value.item() <= dtw + 1e-9
+    assert_close(E, diffcomb.soft_dtw_alignment(C.detach(), 0.0), rtol=0, atol=1e-12)
+
+
+def test_double_backward_is_the_hessian():
+    gen = torch.Generator().manual_seed(5)
+    C = torch.rand(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradgradcheck(lambda c: diffcomb.soft_dtw_from_cost(c, 0.7, bandwidth=2), (C,))
+    x = torch.randn(2, 6, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 5, 2, generator=gen, dtype=torch.float64)
+    torch.autograd.gradgradcheck(lambda a: diffcomb.soft_dtw(a, y, 0.5), (x,))

@@ -10,6 +10,14 @@
 namespace diffcomb {
 namespace softdtw {
 
+// Value (B) and, when E != 0, expected alignment E (B, m, n) for gamma > 0
+// by the anti-diagonal engine (softdtw.h, Diagonals); E is 0 outside the
+// band and the used block, NaN on the used block of a pair with a
+// non-finite used cost.
+void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
+                             std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma,
+                             int64_t band, int dtype, int threads);
+
 void forward_cpu(std::uintptr_t C, std::uintptr_t P, std::uintptr_t value, std::uintptr_t lengths_x,
                  std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma, int64_t band,
                  int dtype, int threads);

@@ -60,6 +60,127 @@ DC_HOST_DEVICE DC_INLINE int64_t band_last(int64_t i, int64_t nb, int64_t band) 
   return band < 0 || i + band > nb ? nb : i + band;
 }
 
+// ---------------------------------------------------------------------------
+// Anti-diagonal engine (SPEC 3.5): value and expected alignment for gamma > 0.
+//
+// Cell (i, j) lies on anti-diagonal k = i + j and depends on diagonals k - 1
+// (left = (i, j-1) at index i, up = (i-1, j) at index i-1) and k - 2 (diag =
+// (i-1, j-1) at index i-1). Each diagonal is stored contiguously, indexed by
+// i, with one pad slot on each side, so every read of a diagonal sweep is a
+// unit-stride load and the cells of a diagonal are independent: the CPU
+// vectorizes them across SIMD lanes, the GPU across threads. Only in-band
+// cells are stored (memory and time O((N + M) b) with a band b), diagonals
+// 0 .. mb + nb + 1, where diagonal 0 holds R[0][0] = 0 and diagonals 1 and
+// mb + nb + 1 hold pads only.
+//
+// Two arrays per problem, both double: A holds R during the forward and is
+// overwritten by E in the backward; B holds the costs and is overwritten by
+// V = R - C (the cell's soft minimum) in the forward. Pads are +inf in both:
+// the forward reads +inf as an unreachable predecessor, and the backward
+// masks successors whose V is +inf (never inf - inf arithmetic). The
+// backward recomputes the transition weights from V and R (SPEC 3.2):
+//   p(s -> c) = exp((V[s] - R[c]) / gamma),
+// so nothing of size 3 N M is kept.
+struct Diagonals {
+  int64_t mb, nb;  // used lengths
+  int64_t band;    // < 0: none
+
+  // floor(x / 2) for any sign.
+  DC_HOST_DEVICE DC_INLINE static int64_t floor_half(int64_t x) { return x >= 0 ? x / 2 : -((1 - x) / 2); }
+
+  DC_HOST_DEVICE DC_INLINE int64_t last() const { return mb + nb; }
+  DC_HOST_DEVICE DC_INLINE bool feasible() const {
+    const int64_t d = mb > nb ? mb - nb : nb - mb;
+    return band < 0 || band >= d;
+  }
+  // Rows i of diagonal k: lo(k) <= i <= hi(k) (empty when lo > hi).
+  DC_HOST_DEVICE DC_INLINE int64_t lo(int64_t k) const {
+    if (k == 0) return 0;
+    int64_t v = k - nb > 1 ? k - nb : 1;
+    if (band >= 0) {
+      const int64_t b = floor_half(k - band + 1);  // ceil((k - band) / 2)
+      v = b > v ? b : v;
+    }
+    return v;
+  }
+  DC_HOST_DEVICE DC_INLINE int64_t hi(int64_t k) const {
+    if (k == 0) return 0;
+    int64_t v = k - 1 < mb ? k - 1 : mb;
+    if (band >= 0) {
+      const int64_t b = floor_half(k + band);
+      v = b < v ? b : v;
+    }
+    return v;
+  }
+  DC_HOST_DEVICE DC_INLINE int64_t length(int64_t k) const {
+    const int64_t d = hi(k) - lo(k) + 1;
+    return d > 0 ? d : 0;
+  }
+  // start[k] for k = 0 .. last() + 1: cell (i, k - i) is at start[k] + i and
+  // the pads at start[k] + lo(k) - 1 and start[k] + hi(k) + 1 (for an empty
+  // diagonal, hi + 1 = lo: the two pads are adjacent). Returns the size.
+  DC_HOST_DEVICE int64_t layout(int64_t* start) const {
+    int64_t offset = 0;
+    for (int64_t k = 0; k <= last() + 1; ++k) {
+      start[k] = offset + 1 - lo(k);
+      offset += length(k) + 2;
+    }
+    return offset;
+  }
+};
+
+// exp and log for the cell functions: the C library's (CUDA, scalar CPU code)
+// or the vectorizable ones of common/vmath.h (CPU sweeps).
+struct LibMath {
+  DC_HOST_DEVICE DC_INLINE static double exp(double x) { return ::exp(x); }
+  DC_HOST_DEVICE DC_INLINE static double log(double x) { return ::log(x); }
+};
+
+// Soft minimum of a cell's predecessors, branch-free: with lo <= mid <= hi,
+// min^gamma = lo - gamma log(1 + e^{(lo - mid)/gamma} + e^{(lo - hi)/gamma})
+// (two exponentials; +inf predecessors contribute e^{-inf} = 0). lo is finite
+// for every stored cell of a feasible problem.
+template <class M>
+DC_HOST_DEVICE DC_INLINE double soft_min_value(double left, double diag, double up, double gamma, double inv_gamma) {
+  const double a = left < diag ? left : diag;
+  const double b = left < diag ? diag : left;
+  const double lo = a < up ? a : up;
+  const double hi = b < up ? up : b;
+  const double t = a < up ? up : a;
+  const double mid = t < b ? t : b;
+  return lo - gamma * M::log(1.0 + M::exp((lo - mid) * inv_gamma) + M::exp((lo - hi) * inv_gamma));
+}
+
+// One successor's share of E[c]: E[s] p(s -> c), 0 for a pad successor.
+template <class M>
+DC_HOST_DEVICE DC_INLINE double pull(double e_s, double v_s, double r_c, double inv_gamma) {
+  const double w = M::exp((v_s - r_c) * inv_gamma);
+  return v_s < INFINITY ? e_s * w : 0.0;
+}
+
+// Forward over the rows [i0, i1] of diagonal k (any sub-range: cells of a
+// diagonal are independent). A, B as above; start from Diagonals::layout.
+template <class M>
+DC_HOST_DEVICE DC_INLINE void forward_cell(double* A, double* B, const int64_t* start, int64_t k, int64_t i,
+                                           double gamma, double inv_gamma) {
+  const double* r1 = A + start[k - 1];
+  const double v = soft_min_value<M>(r1[i], A[start[k - 2] + i - 1], r1[i - 1], gamma, inv_gamma);
+  const int64_t at = start[k] + i;
+  A[at] = B[at] + v;
+  B[at] = v;
+}
+
+// Backward for cell (i, k - i): E[c] from its successors right (k + 1, i),
+// down (k + 1, i + 1) and diagonal (k + 2, i + 1); overwrites R[c] with E[c].
+template <class M>
+DC_HOST_DEVICE DC_INLINE void backward_cell(double* A, const double* B, const int64_t* start, int64_t k, int64_t i,
+                                            double inv_gamma) {
+  const int64_t s1 = start[k + 1], s2 = start[k + 2], at = start[k] + i;
+  const double r = A[at];
+  A[at] = pull<M>(A[s1 + i], B[s1 + i], r, inv_gamma) + pull<M>(A[s1 + i + 1], B[s1 + i + 1], r, inv_gamma) +
+          pull<M>(A[s2 + i + 1], B[s2 + i + 1], r, inv_gamma);
+}
+
 // One soft-DTW problem (see the file comment). C points at the pair's costs
 // (row stride ldc); P receives the transition weights of every used cell
 // (left, diag, up; row stride ldp = 3 * row length), which is all the backward
