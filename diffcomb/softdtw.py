@@ -305,6 +305,95 @@ torch.library.register_autograd("diffcomb::soft_dtw_alignment_cost", _backward_a
                                 setup_context=_setup_alignment)
 
 
+@torch.library.custom_op("diffcomb::soft_dtw_series", mutates_args=())
+def _series_op(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+               band: int, cost: int, grad_x: bool, grad_y: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft-DTW values (B,) between series x (B, N, D) and y (B, M, D), gamma > 0, the costs computed
+    inside the kernel; with grad_x / grad_y also the gradients (B, N, D) / (B, M, D) (else empty)."""
+    batch, m, d = x.shape
+    n = y.shape[1]
+    value = x.new_empty(batch)
+    gx = x.new_empty((batch, m, d)) if grad_x else x.new_empty(0)
+    gy = y.new_empty((batch, n, d)) if grad_y else y.new_empty(0)
+    _native.cpu().softdtw_series(
+        _native.address(x), _native.address(y), _native.address(value), _native.address(gx) if grad_x else 0,
+        _native.address(gy) if grad_y else 0, _native.address(lengths_x), _native.address(lengths_y), batch, m, n, d,
+        cost, gamma, band, _native.dtype_code(x), _native.threads())
+    return value, gx, gy
+
+
+@_series_op.register_fake
+def _(x, y, lengths_x, lengths_y, gamma, band, cost, grad_x, grad_y):
+    return (x.new_empty(x.shape[0]), x.new_empty(x.shape if grad_x else (0,)),
+            y.new_empty(y.shape if grad_y else (0,)))
+
+
+def _setup_series(ctx, inputs, output) -> None:
+    x, y, lengths_x, lengths_y, gamma, band, cost, _, _ = inputs
+    _, gx, gy = output
+    ctx.mark_non_differentiable(gx, gy)
+    ctx.save_for_backward(x, y, gx, gy, lengths_x, lengths_y)
+    ctx.gamma, ctx.band, ctx.cost = gamma, band, _COSTS[cost]
+
+
+def _backward_series(ctx, grad_value, _grad_gx, _grad_gy):
+    x, y, gx, gy, lengths_x, lengths_y = ctx.saved_tensors
+    need_x, need_y = ctx.needs_input_grad[:2]
+    if grad_value is None:
+        return None, None, None, None, None, None, None, None, None
+    g = grad_value[:, None, None]
+    if torch.is_grad_enabled() or (need_x and gx.dim() != 3) or (need_y and gy.dim() != 3):
+        # Double backward (create_graph=True), or a forward that did not compute the gradients:
+        # E from the alignment op is differentiable (its backward is the Hessian-vector product).
+        C = pairwise_cost(x, y, ctx.cost)
+        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)[0]
+        gx, gy = _cost_vjp(x, y, g * E, ctx.cost)
+        return gx, gy, None, None, None, None, None, None, None
+    return (g * gx if need_x else None), (g * gy if need_y else None), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("diffcomb::soft_dtw_series", _backward_series, setup_context=_setup_series)
+
+
+def _cost_vjp(x: Tensor, y: Tensor, G: Tensor, cost: str) -> tuple[Tensor, Tensor]:
+    """Gradients with respect to x (B, N, D) and y (B, M, D) of <G, C(x, y)> (SPEC 3.3), in torch ops
+    (differentiable again)."""
+    if cost == "sqeuclidean":
+        G = 2.0 * G
+    elif cost == "log_augmented":
+        e = torch.exp(-0.5 * pairwise_cost(x, y, "sqeuclidean"))
+        G = G * (1.0 + e / (2.0 - e))
+    gx = G.sum(-1, keepdim=True) * x - G @ y
+    gy = G.sum(-2).unsqueeze(-1) * y - G.transpose(-1, -2) @ x
+    return gx, gy
+
+
+def _soft_dtw_series(fn: str, x: Tensor, y: Tensor, gamma: float, cost: str, bandwidth: Optional[int],
+                     x_lengths: Optional[Tensor], y_lengths: Optional[Tensor]) -> Tensor:
+    """soft_dtw on series: the in-kernel cost path (CPU, gamma > 0), else the cost-matrix path."""
+    _check_series(fn, x, y)
+    if cost not in _COSTS:
+        raise ValueError(f"diffcomb.{fn}: cost must be one of {_COSTS}, got {cost!r}")
+    gamma = _check_gamma(fn, gamma)
+    if gamma == 0.0 or x.device.type != "cpu" or x.shape[-2] == 0 or y.shape[-2] == 0:
+        return soft_dtw_from_cost(pairwise_cost(x, y, cost), gamma, bandwidth=bandwidth, x_lengths=x_lengths,
+                                  y_lengths=y_lengths)
+    band = _check_band(fn, bandwidth)
+    *lead_x, m, d = x.shape
+    *lead_y, n, _ = y.shape
+    batch_shape = torch.broadcast_shapes(torch.Size(lead_x), torch.Size(lead_y))
+    lx = _check_lengths(fn, "x_lengths", x_lengths, batch_shape, m, x.device)
+    ly = _check_lengths(fn, "y_lengths", y_lengths, batch_shape, n, x.device)
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    batch = math.prod(batch_shape)
+    xs = x.expand(*batch_shape, m, d).reshape(batch, m, d).to(dtype).contiguous()
+    ys = y.expand(*batch_shape, n, d).reshape(batch, n, d).to(dtype).contiguous()
+    grad = torch.is_grad_enabled()
+    value = torch.ops.diffcomb.soft_dtw_series(xs, ys, lx, ly, gamma, band, _COSTS.index(cost),
+                                               grad and xs.requires_grad, grad and ys.requires_grad)[0]
+    return value.reshape(batch_shape).to(x.dtype)
+
+
 def _batched(fn: str, C: Tensor, gamma: float, bandwidth: Optional[int], x_lengths: Optional[Tensor],
              y_lengths: Optional[Tensor]):
     _check_float(fn, "C", C, 2)
@@ -451,8 +540,7 @@ def soft_dtw(
         >>> diffcomb.soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
         tensor(0.6734)
     """
-    return _on_series("soft_dtw", soft_dtw_from_cost, x, y, cost, gamma=gamma, bandwidth=bandwidth,
-                      x_lengths=x_lengths, y_lengths=y_lengths)
+    return _soft_dtw_series("soft_dtw", x, y, gamma, cost, bandwidth, x_lengths, y_lengths)
 
 
 def soft_dtw_divergence(

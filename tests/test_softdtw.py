@@ -513,3 +513,50 @@ def test_double_backward_is_the_hessian():
     x = torch.randn(2, 6, 2, generator=gen, dtype=torch.float64, requires_grad=True)
     y = torch.randn(2, 5, 2, generator=gen, dtype=torch.float64)
     torch.autograd.gradgradcheck(lambda a: diffcomb.soft_dtw(a, y, 0.5), (x,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cost", ["sqeuclidean", "half_sqeuclidean", "log_augmented"])
+@pytest.mark.parametrize("bandwidth, lengths", [(None, False), (6, False), (None, True), (9, True)])
+def test_series_engine_matches_cost_matrix_path(dtype, cost, bandwidth, lengths):
+    # soft_dtw on series computes the costs inside the kernel and returns gradients for x and y
+    # directly; the cost-matrix path (pairwise_cost + soft_dtw_from_cost) is the independent check.
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 1, 23, 3, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+    y = torch.randn(1, 2, 19, 3, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+    kw = dict(bandwidth=bandwidth)
+    if lengths:
+        kw.update(x_lengths=torch.tensor([[23, 17], [20, 21], [12, 23]]), y_lengths=torch.tensor([[19, 11], [19, 15],
+                                                                                                  [19, 19]]))
+    value = diffcomb.soft_dtw(x, y, 0.3, cost=cost, **kw)
+    gx, gy = torch.autograd.grad(value.sum(), (x, y))
+    expected = diffcomb.soft_dtw_from_cost(diffcomb.pairwise_cost(x, y, cost), 0.3, **kw)
+    ex, ey = torch.autograd.grad(expected.sum(), (x, y))
+    assert value.shape == (3, 2) and value.dtype == dtype
+    finite = torch.isfinite(expected)
+    assert torch.equal(finite, torch.isfinite(value))
+    rtol = 1e-9 if dtype == torch.float64 else 2e-4
+    assert_close(value[finite], expected[finite], rtol=rtol, atol=rtol)
+    assert_close(gx, ex, rtol=rtol, atol=rtol * 10)
+    assert_close(gy, ey, rtol=rtol, atol=rtol * 10)
+
+
+def test_series_engine_nan_and_no_grad_paths():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 8, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 6, 2, generator=gen, dtype=torch.float64)
+    x[1, 7, 0] = float("nan")
+    x.requires_grad_()
+    value = diffcomb.soft_dtw(x, y, 0.5)
+    (gx,) = torch.autograd.grad(value.sum(), x)
+    assert torch.isnan(value[1]) and torch.isfinite(value[[0, 2]]).all()
+    assert torch.isnan(gx[1]).all() and torch.isfinite(gx[[0, 2]]).all()
+    with torch.no_grad():
+        torch.testing.assert_close(diffcomb.soft_dtw(x, y, 0.5), value.detach(), equal_nan=True)
+    # Only y requires a gradient.
+    yg = y.clone().requires_grad_()
+    (gy,) = torch.autograd.grad(diffcomb.soft_dtw(x.detach()[[0, 2]], yg[[0, 2]], 0.5).sum(), yg)
+    ref_y = y.clone().requires_grad_()
+    expected = diffcomb.soft_dtw_from_cost(diffcomb.pairwise_cost(x.detach()[[0, 2]], ref_y[[0, 2]]), 0.5)
+    (ey,) = torch.autograd.grad(expected.sum(), ref_y)
+    assert_close(gy, ey, rtol=1e-9, atol=1e-9)

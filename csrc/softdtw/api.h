@@ -18,6 +18,17 @@ void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintpt
                              std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma,
                              int64_t band, int dtype, int threads);
 
+// Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
+enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
+
+// Value (B) of series x (B, m, D) and y (B, n, D) under a cost code, the
+// costs computed on the fly inside the engine (no (B, m, n) matrix), and,
+// when gx / gy != 0, the gradients gx (B, m, D), gy (B, n, D) (0 past the
+// lengths; NaN on the used rows of a pair with a non-finite cost).
+void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::uintptr_t gx, std::uintptr_t gy,
+                std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, int64_t D,
+                int cost, double gamma, int64_t band, int dtype, int threads);
+
 void forward_cpu(std::uintptr_t C, std::uintptr_t P, std::uintptr_t value, std::uintptr_t lengths_x,
                  std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma, int64_t band,
                  int dtype, int threads);

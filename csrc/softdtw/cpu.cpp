@@ -93,17 +93,28 @@ DC_SIMD_CLONES void backward_rows(double* A, const double* B, const int64_t* sta
 struct Scratch {
   std::vector<double> A, B;
   std::vector<int64_t> start;
+  std::vector<double> gx, gy;  // series gradients
 };
 
-// The pair's diagonals and arrays, ready for the sweeps; false when a used
-// cost is not finite.
-template <class T>
-bool load(const Diagonals& g, const T* C, int64_t ldc, Scratch& s) {
+// Lays out the pair's diagonals: pads +inf, R[0][0] = 0; the cells of B
+// are left for a loader.
+inline void prepare(const Diagonals& g, Scratch& s) {
   s.start.resize(g.last() + 2);
   const int64_t size = g.layout(s.start.data());
-  s.A.assign(size, INFINITY);
-  s.B.assign(size, INFINITY);
+  s.A.resize(size);
+  s.B.resize(size);
+  for (int64_t k = 0; k <= g.last() + 1; ++k) {
+    const int64_t lo = g.lo(k), hi = g.hi(k), at = s.start[k];
+    s.A[at + lo - 1] = s.A[at + hi + 1] = INFINITY;
+    s.B[at + lo - 1] = s.B[at + hi + 1] = INFINITY;
+  }
   s.A[s.start[0]] = 0.0;
+}
+
+// Loads a cost matrix C (row stride ldc) into B; false when a used cost is
+// not finite.
+template <class T>
+bool load_matrix(const Diagonals& g, const T* C, int64_t ldc, Scratch& s) {
   double poison = 0.0;  // becomes NaN when a cost is NaN or +/-inf
   for (int64_t k = 2; k <= g.last(); ++k) {
     double* b = s.B.data() + s.start[k];
@@ -114,6 +125,46 @@ bool load(const Diagonals& g, const T* C, int64_t ldc, Scratch& s) {
       const double x = double(c[(i - 1) * (ldc - 1) - 1]);
       b[i] = x;
       poison += x * 0.0;
+    }
+  }
+  return poison == 0.0;
+}
+
+// Cost of one pair of steps (SPEC 3.1) from h = |x - y|^2 / 2, and the
+// factor f with d cost / d x = f (x - y).
+DC_INLINE double cost_of(double h, int kind) {
+  if (kind == kCostSqEuclidean) return 2.0 * h;
+  if (kind == kCostHalfSqEuclidean) return h;
+  return h + vmath::log_positive(2.0 - vmath::exp(-h));
+}
+DC_INLINE double cost_factor(double h, int kind) {
+  if (kind == kCostSqEuclidean) return 2.0;
+  if (kind == kCostHalfSqEuclidean) return 1.0;
+  const double e = vmath::exp(-h);
+  return 1.0 + e / (2.0 - e);
+}
+
+// Loads the costs between series x (m, D) and y (n, D) into B, computed on
+// the fly from the differences (no N x M matrix); false when a cost is not
+// finite.
+template <class T>
+bool load_series(const Diagonals& g, const T* x, const T* y, int64_t D, int kind, Scratch& s) {
+  double poison = 0.0;
+  for (int64_t k = 2; k <= g.last(); ++k) {
+    double* b = s.B.data() + s.start[k];
+    const int64_t i0 = g.lo(k), i1 = g.hi(k);
+#pragma omp simd reduction(+ : poison)
+    for (int64_t i = i0; i <= i1; ++i) {
+      const T* xi = x + (i - 1) * D;
+      const T* yj = y + (k - i - 1) * D;
+      double h = 0.0;
+      for (int64_t d = 0; d < D; ++d) {
+        const double diff = double(xi[d]) - double(yj[d]);
+        h += diff * diff;
+      }
+      const double c = cost_of(0.5 * h, kind);
+      b[i] = c;
+      poison += c * 0.0;
     }
   }
   return poison == 0.0;
@@ -131,6 +182,50 @@ void store_alignment(const Diagonals& g, const Scratch& s, T* E, int64_t lde) {
   }
 }
 
+// Gradients of the value with respect to the series from E in A (SPEC 3.3):
+// gx_i = sum_j E_ij f_ij (x_i - y_j), gy_j = -sum_i E_ij f_ij (x_i - y_j).
+template <class T>
+void store_series_gradients(const Diagonals& g, Scratch& s, const T* x, const T* y, int64_t D, int kind, T* gx,
+                            T* gy) {
+  s.gx.assign(g.mb * D, 0.0);
+  s.gy.assign(g.nb * D, 0.0);
+  double* ax = s.gx.data();
+  double* ay = s.gy.data();
+  for (int64_t k = 2; k <= g.last(); ++k) {
+    const double* a = s.A.data() + s.start[k];
+    const int64_t i0 = g.lo(k), i1 = g.hi(k);
+    for (int64_t i = i0; i <= i1; ++i) {
+      double w = a[i];
+      if (w == 0.0) continue;
+      const T* xi = x + (i - 1) * D;
+      const T* yj = y + (k - i - 1) * D;
+      if (kind == kCostLogAugmented) {
+        double h = 0.0;
+        for (int64_t d = 0; d < D; ++d) {
+          const double diff = double(xi[d]) - double(yj[d]);
+          h += diff * diff;
+        }
+        w *= cost_factor(0.5 * h, kind);
+      } else {
+        w *= cost_factor(0.0, kind);
+      }
+      double* gxi = ax + (i - 1) * D;
+      double* gyj = ay + (k - i - 1) * D;
+      for (int64_t d = 0; d < D; ++d) {
+        const double t = w * (double(xi[d]) - double(yj[d]));
+        gxi[d] += t;
+        gyj[d] -= t;
+      }
+    }
+  }
+  if (gx) {
+    for (int64_t q = 0; q < g.mb * D; ++q) gx[q] = T(ax[q]);
+  }
+  if (gy) {
+    for (int64_t q = 0; q < g.nb * D; ++q) gy[q] = T(ay[q]);
+  }
+}
+
 // Splits [i0, i1] among `team` threads in pieces of whole SIMD widths.
 inline void share(int64_t i0, int64_t i1, int64_t t, int64_t team, int64_t* b, int64_t* e) {
   const int64_t blocks = (i1 - i0 + 8) / 8;
@@ -138,61 +233,111 @@ inline void share(int64_t i0, int64_t i1, int64_t t, int64_t team, int64_t* b, i
   *e = std::min(i1, i0 + 8 * (blocks * (t + 1) / team) - 1);
 }
 
-// One pair: the value, and E (row stride lde, zeroed by the caller where the
-// band or the lengths leave cells out) when E is not null. team > 1 splits
-// each diagonal among that many threads.
-template <class T>
-double solve(const Diagonals& g, const T* C, int64_t ldc, T* E, int64_t lde, double gamma, int team, Scratch& s) {
-  if (!g.feasible()) return INFINITY;
-  if (!load(g, C, ldc, s)) {
-    if (E) {
-      for (int64_t i = 0; i < g.mb; ++i) std::fill_n(E + i * lde, g.nb, quiet_nan<T>());
-    }
-    return NAN;
-  }
+// Threads that split one pair's diagonals (1: the calling thread alone).
+inline int team_for(const Diagonals& g, int team) { return g.mb * g.nb >= (int64_t(1) << 16) ? team : 1; }
+
+// The sweeps on a loaded pair: returns R[mb][nb]; with `backward`, A then
+// holds E.
+inline double sweep(const Diagonals& g, double gamma, bool backward, int team, Scratch& s) {
   const double inv_gamma = 1.0 / gamma;
   double* A = s.A.data();
   double* B = s.B.data();
   const int64_t* start = s.start.data();
   const int64_t K = g.last();
-  const int64_t cells = g.mb * g.nb;
-  if (team > 1 && cells >= (int64_t(1) << 16)) {
+  team = team_for(g, team);
+  double value = 0.0;
 #if defined(_OPENMP)
-#pragma omp parallel num_threads(team)
-    {
-      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-      int64_t b, e;
-      for (int64_t k = 2; k <= K; ++k) {
-        share(g.lo(k), g.hi(k), t, nt, &b, &e);
-        if (b <= e) forward_rows(A, B, start, k, b, e, gamma, inv_gamma);
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+  {
+#if defined(_OPENMP)
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int64_t t = 0, nt = 1;
+#endif
+    int64_t b, e;
+    for (int64_t k = 2; k <= K; ++k) {
+      share(g.lo(k), g.hi(k), t, nt, &b, &e);
+      if (b <= e) forward_rows(A, B, start, k, b, e, gamma, inv_gamma);
+      if (nt > 1) {
 #pragma omp barrier
       }
     }
-#endif
-  } else {
-    for (int64_t k = 2; k <= K; ++k) forward_rows(A, B, start, k, g.lo(k), g.hi(k), gamma, inv_gamma);
-  }
-  const double value = A[start[K] + g.mb];
-  if (!E) return value;
-  A[start[K] + g.mb] = 1.0;
-  if (team > 1 && cells >= (int64_t(1) << 16)) {
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(team)
-    {
-      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-      int64_t b, e;
+    if (t == 0) {
+      value = A[start[K] + g.mb];
+      A[start[K] + g.mb] = 1.0;  // E[mb][nb]
+    }
+    if (backward) {
+      if (nt > 1) {
+#pragma omp barrier
+      }
       for (int64_t k = K - 1; k >= 2; --k) {
         share(g.lo(k), g.hi(k), t, nt, &b, &e);
         if (b <= e) backward_rows(A, B, start, k, b, e, inv_gamma);
+        if (nt > 1) {
 #pragma omp barrier
+        }
       }
     }
-#endif
-  } else {
-    for (int64_t k = K - 1; k >= 2; --k) backward_rows(A, B, start, k, g.lo(k), g.hi(k), inv_gamma);
   }
-  store_alignment(g, s, E, lde);
   return value;
+}
+
+// One pair from its cost matrix: the value, and E (row stride lde; zeroed by
+// the caller where the band or the lengths leave cells out) when E != null.
+template <class T>
+double solve_matrix(const Diagonals& g, const T* C, int64_t ldc, T* E, int64_t lde, double gamma, int team,
+                    Scratch& s) {
+  if (!g.feasible()) return INFINITY;
+  prepare(g, s);
+  if (!load_matrix(g, C, ldc, s)) {
+    if (E) {
+      for (int64_t i = 0; i < g.mb; ++i) std::fill_n(E + i * lde, g.nb, quiet_nan<T>());
+    }
+    return NAN;
+  }
+  const double value = sweep(g, gamma, E != nullptr, team, s);
+  if (E) store_alignment(g, s, E, lde);
+  return value;
+}
+
+// One pair of series: the value, and the gradients gx (m, D), gy (n, D) when
+// not null (rows past the lengths zeroed by the caller).
+template <class T>
+double solve_series(const Diagonals& g, const T* x, const T* y, int64_t D, int kind, T* gx, T* gy, double gamma,
+                    int team, Scratch& s) {
+  const bool grads = gx || gy;
+  if (!g.feasible()) return INFINITY;
+  prepare(g, s);
+  if (!load_series(g, x, y, D, kind, s)) {
+    if (gx) std::fill_n(gx, g.mb * D, quiet_nan<T>());
+    if (gy) std::fill_n(gy, g.nb * D, quiet_nan<T>());
+    return NAN;
+  }
+  const double value = sweep(g, gamma, grads, team, s);
+  if (grads) store_series_gradients(g, s, x, y, D, kind, gx, gy);
+  return value;
+}
+
+// Runs pair(b, team, scratch) for every pair: over the batch, or, for a
+// batch smaller than the thread count, one pair at a time with its
+// diagonals split among the threads.
+template <class Pair>
+void for_each_pair(int64_t batch, int64_t cells, int threads, Pair&& pair) {
+  const int team = std::max(threads, 1);
+  if (batch < team && cells >= (int64_t(1) << 16)) {
+    Scratch s;
+    for (int64_t b = 0; b < batch; ++b) pair(b, team, s);
+    return;
+  }
+  parallel_rows(batch, threads, 40 * cells, [&](int64_t begin, int64_t end) {
+    Scratch s;
+    for (int64_t b = begin; b < end; ++b) pair(b, 1, s);
+  });
+}
+
+int64_t length_of(std::uintptr_t lengths, int64_t b, int64_t full) {
+  return lengths ? as_ptr<const int64_t>(lengths)[b] : full;
 }
 
 }  // namespace
@@ -202,26 +347,29 @@ void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintpt
                              int64_t band, int dtype, int threads) {
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const T* costs = as_ptr<const T>(C);
-    T* values = as_ptr<T>(value);
-    T* alignments = E ? as_ptr<T>(E) : nullptr;
     const bool partial = band >= 0 || lengths_x || lengths_y;
-    auto pair = [&](int64_t b, int team, Scratch& s) {
-      const Diagonals g{lengths_x ? as_ptr<const int64_t>(lengths_x)[b] : m,
-                        lengths_y ? as_ptr<const int64_t>(lengths_y)[b] : n, band};
-      T* e = alignments ? alignments + b * m * n : nullptr;
+    for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
+      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      T* e = E ? as_ptr<T>(E) + b * m * n : nullptr;
       if (e && partial) std::fill_n(e, m * n, T(0));
-      values[b] = T(solve(g, costs + b * m * n, n, e, n, gamma, team, s));
-    };
-    const int team = std::max(threads, 1);
-    if (batch < team && m * n >= (int64_t(1) << 16)) {
-      Scratch s;
-      for (int64_t b = 0; b < batch; ++b) pair(b, team, s);
-      return;
-    }
-    parallel_rows(batch, threads, 40 * m * n, [&](int64_t begin, int64_t end) {
-      Scratch s;
-      for (int64_t b = begin; b < end; ++b) pair(b, 1, s);
+      as_ptr<T>(value)[b] = T(solve_matrix(g, as_ptr<const T>(C) + b * m * n, n, e, n, gamma, team, s));
+    });
+  });
+}
+
+void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::uintptr_t gx, std::uintptr_t gy,
+                std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, int64_t D,
+                int cost, double gamma, int64_t band, int dtype, int threads) {
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
+      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      T* gxb = gx ? as_ptr<T>(gx) + b * m * D : nullptr;
+      T* gyb = gy ? as_ptr<T>(gy) + b * n * D : nullptr;
+      if (gxb) std::fill_n(gxb, m * D, T(0));
+      if (gyb) std::fill_n(gyb, n * D, T(0));
+      as_ptr<T>(value)[b] = T(solve_series(g, as_ptr<const T>(x) + b * m * D, as_ptr<const T>(y) + b * n * D, D,
+                                           cost, gxb, gyb, gamma, team, s));
     });
   });
 }
