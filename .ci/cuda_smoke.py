@@ -47,5 +47,34 @@ x = torch.randn(3, 20000, dtype=torch.float32)
 check("soft_rank/large-blocks", lambda t: diffcomb.soft_rank(t, regularization_strength=1e4), x)
 check("soft_sort/large-blocks", lambda t: diffcomb.soft_sort(t, regularization_strength=1e4), x)
 
+# Soft-DTW: cost matrices (band, lengths, NaN pair, infeasible band) and series (three costs,
+# gradients for both series), diagonals longer than the block.
+def check_many(name, fn, *inputs):
+    cpu = [t.detach().clone().requires_grad_() for t in inputs]
+    gpu = [t.detach().cuda().requires_grad_() for t in inputs]
+    yc, yg = fn(*cpu), fn(*gpu)
+    yc.sum().backward()
+    yg.sum().backward()
+    torch.cuda.synchronize()
+    pairs = [("value", yc, yg)] + [(f"grad{i}", a.grad, b.grad) for i, (a, b) in enumerate(zip(cpu, gpu))]
+    for what, a, b in pairs:
+        if not torch.allclose(a.detach(), b.detach().cpu(), rtol=1e-4, atol=1e-4, equal_nan=True):
+            failures.append(f"{name} {what}: max diff {(a.detach() - b.detach().cpu()).abs().nan_to_num().max().item():.3g}")
+
+
+for m, n in ((1, 5), (6, 1), (40, 33), (300, 280)):
+    C = torch.rand(3, m, n, dtype=torch.float64)
+    C[1, 0, 0] = float("nan")
+    check_many(f"soft_dtw_from_cost {m}x{n}", lambda c: diffcomb.soft_dtw_from_cost(c, 0.3), C)
+    check_many(f"soft_dtw_from_cost {m}x{n} band", lambda c: diffcomb.soft_dtw_from_cost(
+        c, 0.3, bandwidth=abs(m - n) + 2), C)
+    check_many(f"soft_dtw_from_cost {m}x{n} infeasible band", lambda c: diffcomb.soft_dtw_from_cost(
+        c, 0.3, bandwidth=0) if m != n else diffcomb.soft_dtw_from_cost(c, 0.3), C)
+    x, y = torch.randn(3, m, 2, dtype=torch.float64), torch.randn(3, n, 2, dtype=torch.float64)
+    lx = torch.tensor([m, max(1, m // 2), m])
+    for cost in ("sqeuclidean", "half_sqeuclidean", "log_augmented"):
+        check_many(f"soft_dtw {cost} {m}x{n}", lambda a, b: diffcomb.soft_dtw(
+            a, b, 0.3, cost=cost, x_lengths=lx.to(a.device)), x, y)
+
 print("\n".join(failures) if failures else "cuda smoke: all paths agree with the CPU")
 sys.exit(1 if failures else 0)

@@ -134,7 +134,17 @@ def _build_tslearn(mod: ModuleType, w: AnyWorkload) -> OpFn:
 def _build_pysdtw(mod: ModuleType, w: AnyWorkload) -> OpFn:
     if w.op != "soft_dtw":
         raise Unsupported(f"pysdtw has no {w.op}")
-    return mod.SoftDTW(gamma=w.gamma, use_cuda=False)
+    on_cpu = mod.SoftDTW(gamma=w.gamma, use_cuda=False)
+    on_cuda = []
+
+    def fn(x, y):  # its numba.cuda path for CUDA tensors
+        if not x.is_cuda:
+            return on_cpu(x, y)
+        if not on_cuda:
+            on_cuda.append(mod.SoftDTW(gamma=w.gamma, use_cuda=True))
+        return on_cuda[0](x, y)
+
+    return fn
 
 
 CONTENDERS: Mapping[str, Contender] = {
@@ -147,10 +157,9 @@ CONTENDERS: Mapping[str, Contender] = {
                   _build_fast_soft_sort),
         Contender("torch.sort", "torch", "torch", ("cpu", "cuda"), _build_torch_sort,
                   is_floor=True),
-        # Both soft-DTW peers compute on the host with numba; pysdtw's CUDA
-        # path (numba.cuda, use_cuda=True) is not wired here.
+        # tslearn computes on the host with numba; pysdtw also has a numba.cuda path.
         Contender("tslearn", "tslearn.metrics", "tslearn", ("cpu",), _build_tslearn),
-        Contender("pysdtw", "pysdtw", "pysdtw", ("cpu",), _build_pysdtw),
+        Contender("pysdtw", "pysdtw", "pysdtw", ("cpu", "cuda"), _build_pysdtw),
     )
 }
 

@@ -56,10 +56,8 @@ def _check_float(fn: str, name: str, t: object, min_dim: int) -> Tensor:
     if t.dim() < min_dim:
         raise ValueError(f"diffcomb.{fn}: {name} must have at least {min_dim} dimensions, got shape {tuple(t.shape)}")
     if t.device.type == "cuda":
-        raise NotImplementedError(
-            f"diffcomb.{fn}: soft-DTW has no CUDA kernel yet; move {name} to the CPU (x.cpu())"
-        )
-    if t.device.type not in ("cpu", "meta"):
+        _native.cuda(fn)
+    if t.device.type not in ("cpu", "cuda", "meta"):
         raise RuntimeError(f"diffcomb.{fn}: {name} is on device {t.device}; diffcomb supports cpu and cuda")
     return t
 
@@ -128,8 +126,21 @@ def _divergence(value, x: Tensor, y: Tensor, x_lengths: Optional[Tensor], y_leng
 # Custom ops on (B, N, M) cost batches.
 
 
+def _cpu_only(t: Tensor, what: str) -> None:
+    if t.device.type == "cuda":
+        raise NotImplementedError(
+            f"diffcomb: {what} run on the CPU only for now (move the input with .cpu()); on CUDA, soft_dtw, "
+            "soft_dtw_from_cost and soft_dtw_divergence with gamma > 0 and their first derivatives are native")
+
+
+def _cuda_work(t: Tensor, fn: str, m: int, n: int, band: int) -> Tensor:
+    nbytes = _native.cuda(fn).softdtw_work_bytes(t.shape[0], m, n, band)
+    return torch.empty(nbytes, dtype=torch.uint8, device=t.device)
+
+
 def _forward_native(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
                     band: int) -> tuple[Tensor, Tensor]:
+    _cpu_only(C, "the hard DTW (gamma = 0), the sharp and mean-cost variants and soft_dtw_alignment")
     batch, m, n = C.shape
     value = C.new_empty(batch)
     P = C.new_empty((batch, m, n, 3))
@@ -165,6 +176,14 @@ def _value_and_alignment_native(C: Tensor, lengths_x: Optional[Tensor], lengths_
             return value, C.new_empty(0)
         return value, torch.ops.diffcomb.soft_dtw_cost_backward(P, value, torch.ones_like(value), lengths_x,
                                                                 lengths_y, band)
+    if C.is_cuda:
+        partial = band >= 0 or lengths_x is not None or lengths_y is not None
+        E = (C.new_zeros if partial else C.new_empty)((batch, m, n)) if alignment else C.new_empty(0)
+        _native.cuda("soft_dtw").softdtw_value_and_alignment(
+            _native.address(C), _native.address(value), _native.address(E), _native.address(lengths_x),
+            _native.address(lengths_y), _native.address(_cuda_work(C, "soft_dtw", m, n, band)), batch, m, n, gamma,
+            band, _native.dtype_code(C), *_native.stream_of(C))
+        return value, E
     E = C.new_empty((batch, m, n)) if alignment else C.new_empty(0)
     _native.cpu().softdtw_value_and_alignment(
         _native.address(C), _native.address(value), _native.address(E) if alignment else 0,
@@ -313,6 +332,15 @@ def _series_op(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Opt
     batch, m, d = x.shape
     n = y.shape[1]
     value = x.new_empty(batch)
+    if x.is_cuda:
+        gx = x.new_zeros((batch, m, d)) if grad_x else x.new_empty(0)
+        gy = y.new_zeros((batch, n, d)) if grad_y else y.new_empty(0)
+        _native.cuda("soft_dtw").softdtw_series(
+            _native.address(x), _native.address(y), _native.address(value), _native.address(gx),
+            _native.address(gy), _native.address(lengths_x), _native.address(lengths_y),
+            _native.address(_cuda_work(x, "soft_dtw", m, n, band)), batch, m, n, d, cost, gamma, band,
+            _native.dtype_code(x), *_native.stream_of(x))
+        return value, gx, gy
     gx = x.new_empty((batch, m, d)) if grad_x else x.new_empty(0)
     gy = y.new_empty((batch, n, d)) if grad_y else y.new_empty(0)
     _native.cpu().softdtw_series(
@@ -375,7 +403,7 @@ def _soft_dtw_series(fn: str, x: Tensor, y: Tensor, gamma: float, cost: str, ban
     if cost not in _COSTS:
         raise ValueError(f"diffcomb.{fn}: cost must be one of {_COSTS}, got {cost!r}")
     gamma = _check_gamma(fn, gamma)
-    if gamma == 0.0 or x.device.type != "cpu" or x.shape[-2] == 0 or y.shape[-2] == 0:
+    if gamma == 0.0 or x.device.type not in ("cpu", "cuda") or x.shape[-2] == 0 or y.shape[-2] == 0:
         return soft_dtw_from_cost(pairwise_cost(x, y, cost), gamma, bandwidth=bandwidth, x_lengths=x_lengths,
                                   y_lengths=y_lengths)
     band = _check_band(fn, bandwidth)

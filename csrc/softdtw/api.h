@@ -43,5 +43,18 @@ void second_order_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t Z, 
                       std::uintptr_t E, std::uintptr_t HZ, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
                       int64_t batch, int64_t m, int64_t n, double gamma, int64_t band, int dtype, int threads);
 
+// CUDA versions (csrc/softdtw/cuda.cu), gamma > 0: same arrays, device
+// addresses, plus a device work array of softdtw_cuda_work_bytes bytes.
+// E, gx and gy must be zeroed by the caller wherever the kernel leaves cells
+// out (band, lengths, infeasible band).
+int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band);
+void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
+                              std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch, int64_t m, int64_t n,
+                              double gamma, int64_t band, int dtype, int device, std::uintptr_t stream);
+void series_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::uintptr_t gx, std::uintptr_t gy,
+                 std::uintptr_t lengths_x, std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch, int64_t m,
+                 int64_t n, int64_t D, int cost, double gamma, int64_t band, int dtype, int device,
+                 std::uintptr_t stream);
+
 }  // namespace softdtw
 }  // namespace diffcomb

@@ -1,0 +1,104 @@
+"""CPU vs CUDA agreement for soft-DTW (the anti-diagonal engine on both devices), and the CUDA
+limits: what runs on the CPU only raises a clear error. Every test here is marked `cuda` and
+skipped without a GPU and a diffcomb built with CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import diffcomb
+from tests.conftest import CUDA_SKIP_REASON, HAS_CUDA, assert_close
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)]
+
+DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+# (batch, N, M, bandwidth): N != M, N = 1, diagonals longer than the 256-thread block, bands.
+SHAPES = [(3, 1, 7, None), (3, 7, 1, None), (2, 2, 2, 0), (4, 33, 40, None), (4, 33, 40, 9), (2, 300, 301, 1),
+          (2, 700, 650, None), (2, 700, 650, 60), (1, 2048, 1500, None), (0, 5, 4, None)]
+
+
+def _grad(fn, *inputs):
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*inputs)
+    grads = torch.autograd.grad(out.sum(), inputs) if out.numel() else [torch.zeros_like(t) for t in inputs]
+    return out.detach().cpu(), [g.cpu() for g in grads]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("gamma", [0.05, 1.0])
+def test_from_cost_matches_cpu(dtype, shape, gamma):
+    batch, m, n, bandwidth = shape
+    gen = torch.Generator().manual_seed(m * n + batch)
+    C = (torch.rand(batch, m, n, generator=gen, dtype=torch.float64) * 2).to(dtype)
+    fn = lambda c: diffcomb.soft_dtw_from_cost(c, gamma, bandwidth=bandwidth)  # noqa: E731
+    value_cpu, (grad_cpu,) = _grad(fn, C)
+    value_gpu, (grad_gpu,) = _grad(fn, C.cuda())
+    assert_close(value_gpu, value_cpu, **TOL[dtype])
+    assert_close(grad_gpu, grad_cpu, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cost", ["sqeuclidean", "half_sqeuclidean", "log_augmented"])
+@pytest.mark.parametrize("bandwidth", [None, 5])
+def test_series_and_divergence_match_cpu(dtype, cost, bandwidth):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(5, 40, 3, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randn(5, 37, 3, generator=gen, dtype=torch.float64).to(dtype)
+    lx, ly = torch.tensor([40, 33, 40, 12, 40]), torch.tensor([37, 37, 30, 10, 37])
+    for fn in (lambda a, b: diffcomb.soft_dtw(a, b, 0.2, cost=cost, bandwidth=bandwidth),
+               lambda a, b: diffcomb.soft_dtw(a, b, 0.2, cost=cost, bandwidth=bandwidth,
+                                              x_lengths=lx.to(a.device), y_lengths=ly.to(a.device)),
+               lambda a, b: diffcomb.soft_dtw_divergence(a, b, 0.2, cost=cost, bandwidth=bandwidth)):
+        value_cpu, grads_cpu = _grad(fn, x, y)
+        value_gpu, grads_gpu = _grad(fn, x.cuda(), y.cuda())
+        finite = torch.isfinite(value_cpu)
+        assert torch.equal(finite, torch.isfinite(value_gpu))
+        assert_close(value_gpu[finite], value_cpu[finite], **TOL[dtype])
+        for g_gpu, g_cpu in zip(grads_gpu, grads_cpu):
+            assert_close(g_gpu, g_cpu, **TOL[dtype])
+
+
+def test_nan_infeasible_half_and_modules():
+    gen = torch.Generator().manual_seed(12)
+    C = torch.rand(3, 6, 9, generator=gen)
+    C[1, 2, 3] = float("nan")
+    value, (grad,) = _grad(lambda c: diffcomb.soft_dtw_from_cost(c, 0.5), C.cuda())
+    assert torch.isnan(value[1]) and torch.isnan(grad[1]).all() and torch.isfinite(grad[[0, 2]]).all()
+    value, (grad,) = _grad(lambda c: diffcomb.soft_dtw_from_cost(c, 0.5, bandwidth=2), C.cuda())
+    assert torch.isinf(value).all() and torch.equal(grad, torch.zeros_like(grad))
+    half = diffcomb.soft_dtw_from_cost(C[[0, 2]].cuda().half(), 0.5)
+    assert half.dtype == torch.float16
+    assert_close(half.float().cpu(), diffcomb.soft_dtw_from_cost(C[[0, 2]].half().float(), 0.5), rtol=1e-2,
+                 atol=1e-2)
+    x = torch.randn(4, 20, 2, generator=gen).cuda().requires_grad_()
+    y = torch.randn(4, 25, 2, generator=gen).cuda()
+    for module in (diffcomb.SoftDTW(0.1), diffcomb.SoftDTW(0.1, normalize=True), diffcomb.SoftDTWDivergence(0.1)):
+        loss = module(x, y).mean()
+        loss.backward()
+        assert loss.device.type == "cuda" and torch.isfinite(x.grad).all()
+        x.grad = None
+
+
+def test_long_pairs_run():
+    # The issue's size: no sequence-length limit on the GPU.
+    gen = torch.Generator(device="cuda").manual_seed(13)
+    x = torch.randn(4, 4096, 1, generator=gen, device="cuda", requires_grad=True)
+    y = torch.randn(4, 4096, 1, generator=gen, device="cuda")
+    value = diffcomb.soft_dtw(x, y, 0.1)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(x.grad).all()
+    cpu = diffcomb.soft_dtw(x[:1].detach().cpu().double(), y[:1].cpu().double(), 0.1)
+    assert_close(value[:1].double().cpu(), cpu, rtol=1e-4, atol=1e-2)
+
+
+def test_cpu_only_parts_raise_clearly():
+    C = torch.rand(2, 5, 4, device="cuda")
+    with pytest.raises(NotImplementedError, match="CPU only"):
+        diffcomb.soft_dtw_from_cost(C, 0.0)
+    with pytest.raises(NotImplementedError, match="CPU only"):
+        diffcomb.sharp_soft_dtw_from_cost(C, 0.5)
+    with pytest.raises(NotImplementedError, match="CPU only"):
+        diffcomb.soft_dtw_alignment(C, 0.5)
