@@ -5,8 +5,8 @@
 // layout, and each diagonal is one vectorized loop (common/vmath.h exp/log,
 // compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time).
 // Pairs run in parallel over the batch; a batch smaller than the thread count
-// instead splits every diagonal of one pair among the threads, with a
-// barrier between diagonals.
+// instead runs one pair at a time on all threads, cut into tiles processed
+// along tile anti-diagonals.
 //
 // forward_cpu / backward_cpu / second_order_cpu keep the row-by-row DP with
 // stored transition weights: the hard DTW (gamma = 0, whose tie-breaks need
@@ -226,18 +226,23 @@ void store_series_gradients(const Diagonals& g, Scratch& s, const T* x, const T*
   }
 }
 
-// Splits [i0, i1] among `team` threads in pieces of whole SIMD widths.
-inline void share(int64_t i0, int64_t i1, int64_t t, int64_t team, int64_t* b, int64_t* e) {
-  const int64_t blocks = (i1 - i0 + 8) / 8;
-  *b = i0 + 8 * (blocks * t / team);
-  *e = std::min(i1, i0 + 8 * (blocks * (t + 1) / team) - 1);
-}
-
-// Threads that split one pair's diagonals (1: the calling thread alone).
+// Threads that share one pair's sweeps (1: the calling thread alone).
 inline int team_for(const Diagonals& g, int team) { return g.mb * g.nb >= (int64_t(1) << 16) ? team : 1; }
 
+// The cells of diagonal k inside the tile of rows [i0, i1] x columns
+// [j0, j1], as a row range [*b, *e] (empty when *b > *e).
+inline void tile_rows(const Diagonals& g, int64_t k, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t* b,
+                      int64_t* e) {
+  *b = std::max({g.lo(k), i0, k - j1});
+  *e = std::min({g.hi(k), i1, k - j0});
+}
+
 // The sweeps on a loaded pair: returns R[mb][nb]; with `backward`, A then
-// holds E.
+// holds E. team > 1: the pair is cut into square tiles processed along tile
+// anti-diagonals (tiles of one tile diagonal are independent; one barrier
+// per tile diagonal), each tile diagonal by diagonal as in the serial sweep:
+// every cell gets the same formula as with team = 1 (a SIMD loop's scalar
+// remainder falls elsewhere, which can change a result by an ulp).
 inline double sweep(const Diagonals& g, double gamma, bool backward, int team, Scratch& s) {
   const double inv_gamma = 1.0 / gamma;
   double* A = s.A.data();
@@ -245,38 +250,60 @@ inline double sweep(const Diagonals& g, double gamma, bool backward, int team, S
   const int64_t* start = s.start.data();
   const int64_t K = g.last();
   team = team_for(g, team);
-  double value = 0.0;
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(team) if (team > 1)
-#endif
-  {
-#if defined(_OPENMP)
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    const int64_t t = 0, nt = 1;
-#endif
+  if (team <= 1) {
+    for (int64_t k = 2; k <= K; ++k) forward_rows(A, B, start, k, g.lo(k), g.hi(k), gamma, inv_gamma);
+    const double value = A[start[K] + g.mb];
+    if (backward) {
+      A[start[K] + g.mb] = 1.0;  // E[mb][nb]
+      for (int64_t k = K - 1; k >= 2; --k) backward_rows(A, B, start, k, g.lo(k), g.hi(k), inv_gamma);
+    }
+    return value;
+  }
+  // About four tiles per thread along the shorter side, a multiple of 8 rows.
+  const int64_t side = std::max<int64_t>(64, (std::min(g.mb, g.nb) / (4 * team) + 7) / 8 * 8);
+  const int64_t tm = (g.mb + side - 1) / side, tn = (g.nb + side - 1) / side;
+  auto tile = [&](int64_t ti, int64_t tj, bool forward) {
+    const int64_t i0 = ti * side + 1, i1 = std::min(g.mb, (ti + 1) * side);
+    const int64_t j0 = tj * side + 1, j1 = std::min(g.nb, (tj + 1) * side);
     int64_t b, e;
-    for (int64_t k = 2; k <= K; ++k) {
-      share(g.lo(k), g.hi(k), t, nt, &b, &e);
-      if (b <= e) forward_rows(A, B, start, k, b, e, gamma, inv_gamma);
-      if (nt > 1) {
-#pragma omp barrier
+    if (forward) {
+      for (int64_t k = i0 + j0; k <= i1 + j1; ++k) {
+        tile_rows(g, k, i0, i1, j0, j1, &b, &e);
+        if (b <= e) forward_rows(A, B, start, k, b, e, gamma, inv_gamma);
+      }
+    } else {
+      for (int64_t k = std::min(i1 + j1, K - 1); k >= i0 + j0; --k) {
+        tile_rows(g, k, i0, i1, j0, j1, &b, &e);
+        if (b <= e) backward_rows(A, B, start, k, b, e, inv_gamma);
       }
     }
-    if (t == 0) {
+  };
+  double value = 0.0;
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(team)
+#endif
+  {
+    for (int64_t t = 0; t <= tm + tn - 2; ++t) {
+      const int64_t first = std::max<int64_t>(0, t - (tn - 1)), last = std::min(t, tm - 1);
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (int64_t ti = first; ti <= last; ++ti) tile(ti, t - ti, true);
+    }
+#if defined(_OPENMP)
+#pragma omp single
+#endif
+    {
       value = A[start[K] + g.mb];
       A[start[K] + g.mb] = 1.0;  // E[mb][nb]
     }
     if (backward) {
-      if (nt > 1) {
-#pragma omp barrier
-      }
-      for (int64_t k = K - 1; k >= 2; --k) {
-        share(g.lo(k), g.hi(k), t, nt, &b, &e);
-        if (b <= e) backward_rows(A, B, start, k, b, e, inv_gamma);
-        if (nt > 1) {
-#pragma omp barrier
-        }
+      for (int64_t t = tm + tn - 2; t >= 0; --t) {
+        const int64_t first = std::max<int64_t>(0, t - (tn - 1)), last = std::min(t, tm - 1);
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t ti = first; ti <= last; ++ti) tile(ti, t - ti, false);
       }
     }
   }
@@ -320,8 +347,8 @@ double solve_series(const Diagonals& g, const T* x, const T* y, int64_t D, int k
 }
 
 // Runs pair(b, team, scratch) for every pair: over the batch, or, for a
-// batch smaller than the thread count, one pair at a time with its
-// diagonals split among the threads.
+// batch smaller than the thread count, one pair at a time on all threads
+// (tiles, see sweep).
 template <class Pair>
 void for_each_pair(int64_t batch, int64_t cells, int threads, Pair&& pair) {
   const int team = std::max(threads, 1);
