@@ -7,7 +7,7 @@ axes last or chosen with ``dim``):
   :func:`isotonic_regression` (permutahedron projections, PAV)
 - :func:`spearman_loss`, :func:`soft_lts` (losses)
 - :func:`soft_dtw`, :func:`soft_dtw_from_cost`, :func:`soft_dtw_alignment`, :func:`soft_dtw_divergence`
-  (soft-DTW; CPU only so far)
+  (soft-DTW; CPU and CUDA)
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
 :class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`.

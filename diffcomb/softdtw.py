@@ -1,15 +1,17 @@
 """Soft-DTW (SPEC.md section 3): a differentiable dynamic time warping loss.
 
-The native kernel (csrc/softdtw) solves the DP on a contiguous batch of cost
-matrices ``(B, N, M)`` with optional per-pair lengths and a Sakoe-Chiba band,
-and computes the expected alignment (the gradient with respect to the costs)
-in its backward. Costs between series are formed here with one matrix product
-(no ``(N, M, D)`` difference tensor), so gradients with respect to the series
-flow through torch's autograd.
+The native engine (csrc/softdtw, CPU and CUDA) runs the DP along
+anti-diagonals, with optional per-pair lengths and a Sakoe-Chiba band, storing
+only the in-band cells. One pass gives the value and, when a gradient is
+needed, the expected alignment (the gradient with respect to the costs); a
+second-order pass gives the sharp variant and Hessian-vector products.
 
-Status: CPU kernels (scalar DP, parallel over the batch). The CUDA wavefront
-kernel, the vectorized CPU layout, and the divergence and sharp variants are
-not written yet; calling these functions on CUDA tensors raises an error.
+For series, :func:`soft_dtw` computes the costs inside the kernel from the
+differences x_i - y_j and returns the gradients with respect to x and y from
+the same pass: no ``(B, N, M)`` cost matrix and no ``(B, N, M, D)`` difference
+tensor is formed, and with a band the memory is O((N + M) b). The cost-matrix
+functions (``*_from_cost``) take a given ``(B, N, M)`` matrix;
+:func:`pairwise_cost` forms one with a matrix product.
 
 References:
     M. Cuturi, M. Blondel. Soft-DTW: a Differentiable Loss Function for Time-Series. ICML 2017.
@@ -126,42 +128,9 @@ def _divergence(value, x: Tensor, y: Tensor, x_lengths: Optional[Tensor], y_leng
 # Custom ops on (B, N, M) cost batches.
 
 
-def _cpu_only(t: Tensor, what: str) -> None:
-    if t.device.type == "cuda":
-        raise NotImplementedError(
-            f"diffcomb: {what} run on the CPU only for now (move the input with .cpu()); on CUDA, soft_dtw, "
-            "soft_dtw_from_cost and soft_dtw_divergence with gamma > 0 and their first derivatives are native")
-
-
-def _cuda_work(t: Tensor, fn: str, m: int, n: int, band: int) -> Tensor:
-    nbytes = _native.cuda(fn).softdtw_work_bytes(t.shape[0], m, n, band)
+def _cuda_work(t: Tensor, m: int, n: int, band: int, second_order: bool = False) -> Tensor:
+    nbytes = _native.cuda("soft_dtw").softdtw_work_bytes(t.shape[0], m, n, band, second_order)
     return torch.empty(nbytes, dtype=torch.uint8, device=t.device)
-
-
-def _forward_native(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-                    band: int) -> tuple[Tensor, Tensor]:
-    _cpu_only(C, "the hard DTW (gamma = 0), the sharp and mean-cost variants and soft_dtw_alignment")
-    batch, m, n = C.shape
-    value = C.new_empty(batch)
-    P = C.new_empty((batch, m, n, 3))
-    _native.cpu().softdtw_forward(
-        _native.address(C), _native.address(P), _native.address(value), _native.address(lengths_x),
-        _native.address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C), _native.threads())
-    return value, P
-
-
-def _second_order_native(P: Tensor, value: Tensor, Z: Tensor, lengths_x: Optional[Tensor],
-                         lengths_y: Optional[Tensor], gamma: float, band: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(<E, Z>, E, H Z) for directions Z (B, N, M) (SPEC 3.8)."""
-    batch, m, n, _ = P.shape
-    jvp = value.new_empty(batch)
-    E = P.new_empty((batch, m, n))
-    HZ = P.new_empty((batch, m, n))
-    _native.cpu().softdtw_second_order(
-        _native.address(P), _native.address(value), _native.address(Z), _native.address(jvp), _native.address(E),
-        _native.address(HZ), _native.address(lengths_x), _native.address(lengths_y), batch, m, n, gamma, band,
-        _native.dtype_code(P), _native.threads())
-    return jvp, E, HZ
 
 
 def _value_and_alignment_native(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
@@ -169,27 +138,40 @@ def _value_and_alignment_native(C: Tensor, lengths_x: Optional[Tensor], lengths_
     """Values (B,) and, when asked, expected alignments (B, N, M) (else an empty tensor)."""
     batch, m, n = C.shape
     value = C.new_empty(batch)
-    if gamma == 0.0:
-        # The hard DTW's tie-breaks need the stored transition weights.
-        value, P = _forward_native(C, lengths_x, lengths_y, gamma, band)
-        if not alignment:
-            return value, C.new_empty(0)
-        return value, torch.ops.diffcomb.soft_dtw_cost_backward(P, value, torch.ones_like(value), lengths_x,
-                                                                lengths_y, band)
+    if not alignment:
+        E = C.new_empty(0)
+    elif C.is_cuda and (band >= 0 or lengths_x is not None or lengths_y is not None):
+        E = C.new_zeros((batch, m, n))  # the kernel writes only the used, in-band cells
+    else:
+        E = C.new_empty((batch, m, n))
     if C.is_cuda:
-        partial = band >= 0 or lengths_x is not None or lengths_y is not None
-        E = (C.new_zeros if partial else C.new_empty)((batch, m, n)) if alignment else C.new_empty(0)
         _native.cuda("soft_dtw").softdtw_value_and_alignment(
             _native.address(C), _native.address(value), _native.address(E), _native.address(lengths_x),
-            _native.address(lengths_y), _native.address(_cuda_work(C, "soft_dtw", m, n, band)), batch, m, n, gamma,
-            band, _native.dtype_code(C), *_native.stream_of(C))
-        return value, E
-    E = C.new_empty((batch, m, n)) if alignment else C.new_empty(0)
-    _native.cpu().softdtw_value_and_alignment(
-        _native.address(C), _native.address(value), _native.address(E) if alignment else 0,
-        _native.address(lengths_x), _native.address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C),
-        _native.threads())
+            _native.address(lengths_y), _native.address(_cuda_work(C, m, n, band)), batch, m, n, gamma, band,
+            _native.dtype_code(C), *_native.stream_of(C))
+    else:
+        _native.cpu().softdtw_value_and_alignment(
+            _native.address(C), _native.address(value), _native.address(E), _native.address(lengths_x),
+            _native.address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C), _native.threads())
     return value, E
+
+
+def _second_order_native(C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor],
+                         gamma: float, band: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(<E, Z>, E, H Z) of costs C for directions Z, both (B, N, M) (SPEC 3.8)."""
+    batch, m, n = C.shape
+    jvp = C.new_empty(batch)
+    E = C.new_zeros((batch, m, n)) if C.is_cuda else C.new_empty((batch, m, n))
+    HZ = C.new_zeros((batch, m, n)) if C.is_cuda else C.new_empty((batch, m, n))
+    args = (_native.address(C), _native.address(Z), _native.address(jvp), _native.address(E), _native.address(HZ),
+            _native.address(lengths_x), _native.address(lengths_y))
+    if C.is_cuda:
+        _native.cuda("soft_dtw").softdtw_second_order(
+            *args, _native.address(_cuda_work(C, m, n, band, True)), batch, m, n, gamma, band, _native.dtype_code(C),
+            *_native.stream_of(C))
+    else:
+        _native.cpu().softdtw_second_order(*args, batch, m, n, gamma, band, _native.dtype_code(C), _native.threads())
+    return jvp, E, HZ
 
 
 @torch.library.custom_op("diffcomb::soft_dtw_cost", mutates_args=())
@@ -204,50 +186,28 @@ def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Ten
 def _sharp_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
               band: int) -> tuple[Tensor, Tensor]:
     """Sharp soft-DTW values <E, C> (B,) and their gradients E + H C (B, N, M)."""
-    value, P = _forward_native(C, lengths_x, lengths_y, gamma, band)
-    sharp, E, HC = _second_order_native(P, value, C, lengths_x, lengths_y, gamma, band)
+    sharp, E, HC = _second_order_native(C, C, lengths_x, lengths_y, gamma, band)
     return sharp, E + HC
 
 
 @torch.library.custom_op("diffcomb::soft_dtw_alignment_cost", mutates_args=())
 def _alignment_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-                  band: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Expected alignments E (B, N, M), with the weights P and values (B,) saved for the backward."""
-    value, P = _forward_native(C, lengths_x, lengths_y, gamma, band)
-    E = torch.ops.diffcomb.soft_dtw_cost_backward(P, value, torch.ones_like(value), lengths_x, lengths_y, band)
-    return E, P, value
+                  band: int) -> Tensor:
+    """Expected alignments E (B, N, M) of costs C."""
+    return _value_and_alignment_native(C, lengths_x, lengths_y, gamma, band, True)[1]
 
 
 @torch.library.custom_op("diffcomb::soft_dtw_hvp", mutates_args=())
-def _hvp_op(P: Tensor, value: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor],
-            gamma: float, band: int) -> Tensor:
-    """Hessian-vector products H Z (B, N, M) of soft-DTW at the saved weights P."""
-    return _second_order_native(P, value, Z, lengths_x, lengths_y, gamma, band)[2]
-
-
-@torch.library.custom_op("diffcomb::soft_dtw_cost_backward", mutates_args=())
-def _soft_dtw_backward_op(P: Tensor, value: Tensor, grad: Tensor, lengths_x: Optional[Tensor],
-                          lengths_y: Optional[Tensor], band: int) -> Tensor:
-    """grad (B,) times the expected alignments (B, N, M), from the saved weights P."""
-    batch, m, n, _ = P.shape
-    E = P.new_empty((batch, m, n))
-    _native.cpu().softdtw_backward(
-        _native.address(P), _native.address(value), _native.address(grad), _native.address(E),
-        _native.address(lengths_x), _native.address(lengths_y), batch, m, n, band,
-        _native.dtype_code(P), _native.threads())
-    return E
+def _hvp_op(C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+            band: int) -> Tensor:
+    """Hessian-vector products H Z (B, N, M) of soft-DTW at costs C."""
+    return _second_order_native(C, Z, lengths_x, lengths_y, gamma, band)[2]
 
 
 @_soft_dtw_op.register_fake
 def _(C, lengths_x, lengths_y, gamma, band, alignment):
     batch, m, n = C.shape
     return C.new_empty(batch), C.new_empty((batch, m, n) if alignment else (0,))
-
-
-@_soft_dtw_backward_op.register_fake
-def _(P, value, grad, lengths_x, lengths_y, band):
-    batch, m, n, _ = P.shape
-    return P.new_empty((batch, m, n))
 
 
 @_sharp_op.register_fake
@@ -257,12 +217,11 @@ def _(C, lengths_x, lengths_y, gamma, band):
 
 @_alignment_op.register_fake
 def _(C, lengths_x, lengths_y, gamma, band):
-    batch, m, n = C.shape
-    return torch.empty_like(C), C.new_empty((batch, m, n, 3)), C.new_empty(batch)
+    return torch.empty_like(C)
 
 
 @_hvp_op.register_fake
-def _(P, value, Z, lengths_x, lengths_y, gamma, band):
+def _(C, Z, lengths_x, lengths_y, gamma, band):
     return torch.empty_like(Z)
 
 
@@ -281,7 +240,7 @@ def _backward(ctx, grad_value, _grad_E):
     if torch.is_grad_enabled() or E.dim() != 3:
         # Double backward (create_graph=True), or a forward that did not compute E: the
         # alignment op's E is differentiable (its backward is the Hessian-vector product).
-        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)[0]
+        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)
     return grad_value[:, None, None] * E, None, None, None, None, None
 
 
@@ -296,7 +255,7 @@ def _setup_sharp(ctx, inputs, output) -> None:
 
 def _backward_sharp(ctx, grad_value, _grad_grad):
     (grad,) = ctx.saved_tensors
-    g = torch.zeros(grad.shape[0], dtype=grad.dtype) if grad_value is None else grad_value
+    g = torch.zeros(grad.shape[0], dtype=grad.dtype, device=grad.device) if grad_value is None else grad_value
     return g[:, None, None] * grad, None, None, None, None
 
 
@@ -304,19 +263,17 @@ torch.library.register_autograd("diffcomb::sharp_soft_dtw_cost", _backward_sharp
 
 
 def _setup_alignment(ctx, inputs, output) -> None:
-    _, lengths_x, lengths_y, gamma, band = inputs
-    _, P, value = output
-    ctx.mark_non_differentiable(P, value)
-    ctx.save_for_backward(P, value, lengths_x, lengths_y)
+    C, lengths_x, lengths_y, gamma, band = inputs
+    ctx.save_for_backward(C, lengths_x, lengths_y)
     ctx.gamma, ctx.band = gamma, band
 
 
-def _backward_alignment(ctx, grad_E, _grad_P, _grad_value):
+def _backward_alignment(ctx, grad_E):
     # E = grad sdtw, so its VJP in the direction G is H G (the Hessian is symmetric).
-    P, value, lengths_x, lengths_y = ctx.saved_tensors
+    C, lengths_x, lengths_y = ctx.saved_tensors
     if grad_E is None:
         return None, None, None, None, None
-    HG = torch.ops.diffcomb.soft_dtw_hvp(P, value, grad_E.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
+    HG = torch.ops.diffcomb.soft_dtw_hvp(C, grad_E.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
     return HG, None, None, None, None
 
 
@@ -327,7 +284,7 @@ torch.library.register_autograd("diffcomb::soft_dtw_alignment_cost", _backward_a
 @torch.library.custom_op("diffcomb::soft_dtw_series", mutates_args=())
 def _series_op(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
                band: int, cost: int, grad_x: bool, grad_y: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Soft-DTW values (B,) between series x (B, N, D) and y (B, M, D), gamma > 0, the costs computed
+    """Soft-DTW values (B,) between series x (B, N, D) and y (B, M, D), the costs computed
     inside the kernel; with grad_x / grad_y also the gradients (B, N, D) / (B, M, D) (else empty)."""
     batch, m, d = x.shape
     n = y.shape[1]
@@ -338,7 +295,7 @@ def _series_op(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Opt
         _native.cuda("soft_dtw").softdtw_series(
             _native.address(x), _native.address(y), _native.address(value), _native.address(gx),
             _native.address(gy), _native.address(lengths_x), _native.address(lengths_y),
-            _native.address(_cuda_work(x, "soft_dtw", m, n, band)), batch, m, n, d, cost, gamma, band,
+            _native.address(_cuda_work(x, m, n, band)), batch, m, n, d, cost, gamma, band,
             _native.dtype_code(x), *_native.stream_of(x))
         return value, gx, gy
     gx = x.new_empty((batch, m, d)) if grad_x else x.new_empty(0)
@@ -374,7 +331,7 @@ def _backward_series(ctx, grad_value, _grad_gx, _grad_gy):
         # Double backward (create_graph=True), or a forward that did not compute the gradients:
         # E from the alignment op is differentiable (its backward is the Hessian-vector product).
         C = pairwise_cost(x, y, ctx.cost)
-        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)[0]
+        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)
         gx, gy = _cost_vjp(x, y, g * E, ctx.cost)
         return gx, gy, None, None, None, None, None, None, None
     return (g * gx if need_x else None), (g * gy if need_y else None), None, None, None, None, None, None, None
@@ -398,12 +355,12 @@ def _cost_vjp(x: Tensor, y: Tensor, G: Tensor, cost: str) -> tuple[Tensor, Tenso
 
 def _soft_dtw_series(fn: str, x: Tensor, y: Tensor, gamma: float, cost: str, bandwidth: Optional[int],
                      x_lengths: Optional[Tensor], y_lengths: Optional[Tensor]) -> Tensor:
-    """soft_dtw on series: the in-kernel cost path (CPU, gamma > 0), else the cost-matrix path."""
+    """soft_dtw on series: the in-kernel cost path (no (B, N, M) matrix), from CPU or CUDA tensors."""
     _check_series(fn, x, y)
     if cost not in _COSTS:
         raise ValueError(f"diffcomb.{fn}: cost must be one of {_COSTS}, got {cost!r}")
     gamma = _check_gamma(fn, gamma)
-    if gamma == 0.0 or x.device.type not in ("cpu", "cuda") or x.shape[-2] == 0 or y.shape[-2] == 0:
+    if x.device.type not in ("cpu", "cuda") or x.shape[-2] == 0 or y.shape[-2] == 0:
         return soft_dtw_from_cost(pairwise_cost(x, y, cost), gamma, bandwidth=bandwidth, x_lengths=x_lengths,
                                   y_lengths=y_lengths)
     band = _check_band(fn, bandwidth)
@@ -469,12 +426,13 @@ def soft_dtw_from_cost(
         Tensor[...]: the soft-DTW values, dtype of ``C``.
 
     Note:
-        O(N M) time per pair; the backward keeps the three transition weights of every cell
-        (3 N M values per pair; the DP itself holds two rows). The gradient
+        O(N M) time per pair (O((N + M) b) with a band b), computed in double precision; when
+        ``C`` requires a gradient, the forward also computes it (two values per cell of
+        scratch, no transition weights kept). The gradient
         with respect to ``C`` is the expected alignment. A band narrower than ``|N - M|``
         leaves (N, M) unreachable: the value is +inf and the gradient 0. A pair whose used
         costs contain NaN or +/-inf gives NaN; padding beyond the lengths and cells outside the
-        band are never read, so they may hold anything. CPU only for now.
+        band are never read, so they may hold anything. CPU and CUDA.
 
     Example:
         >>> diffcomb.soft_dtw_from_cost(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
@@ -518,7 +476,7 @@ def soft_dtw_alignment(
     """
     rows, lx, ly, gamma, band, batch_shape = _batched("soft_dtw_alignment", C, gamma, bandwidth, x_lengths,
                                                        y_lengths)
-    E = torch.ops.diffcomb.soft_dtw_alignment_cost(rows, lx, ly, gamma, band)[0]
+    E = torch.ops.diffcomb.soft_dtw_alignment_cost(rows, lx, ly, gamma, band)
     return E.reshape(C.shape).to(C.dtype)
 
 

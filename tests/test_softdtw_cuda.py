@@ -94,11 +94,35 @@ def test_long_pairs_run():
     assert_close(value[:1].double().cpu(), cpu, rtol=1e-4, atol=1e-2)
 
 
-def test_cpu_only_parts_raise_clearly():
-    C = torch.rand(2, 5, 4, device="cuda")
-    with pytest.raises(NotImplementedError, match="CPU only"):
-        diffcomb.soft_dtw_from_cost(C, 0.0)
-    with pytest.raises(NotImplementedError, match="CPU only"):
-        diffcomb.sharp_soft_dtw_from_cost(C, 0.5)
-    with pytest.raises(NotImplementedError, match="CPU only"):
-        diffcomb.soft_dtw_alignment(C, 0.5)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bandwidth", [None, 4])
+def test_second_order_and_hard_dtw_match_cpu(dtype, bandwidth):
+    # The hard DTW (gamma = 0), the sharp variants (second-order pass), the expected alignment and
+    # its backward (Hessian-vector product), the mean cost and double backward, on both devices.
+    gen = torch.Generator().manual_seed(14)
+    C = (torch.rand(3, 30, 27, generator=gen, dtype=torch.float64) * 2).to(dtype)
+    G = torch.randn(3, 30, 27, generator=gen, dtype=torch.float64).to(dtype)
+    x = torch.randn(3, 12, 2, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randn(3, 10, 2, generator=gen, dtype=torch.float64).to(dtype)
+    kw = dict(bandwidth=bandwidth)
+    cost_fns = [lambda c: diffcomb.soft_dtw_from_cost(c, 0.0, **kw),
+                lambda c: diffcomb.sharp_soft_dtw_from_cost(c, 0.3, **kw),
+                lambda c: (diffcomb.soft_dtw_alignment(c, 0.3, **kw) * G.to(c.device)).sum((-2, -1)),
+                lambda c: diffcomb.mean_cost_from_cost(c, **kw)]
+    for fn in cost_fns:
+        value_cpu, grads_cpu = _grad(fn, C)
+        value_gpu, grads_gpu = _grad(fn, C.cuda())
+        assert_close(value_gpu, value_cpu, **TOL[dtype])
+        assert_close(grads_gpu[0], grads_cpu[0], **TOL[dtype])
+    for fn in (lambda a, b: diffcomb.sharp_soft_dtw_divergence(a, b, 0.3, **kw),
+               lambda a, b: diffcomb.soft_dtw(a, b, 0.0, **kw),
+               lambda a, b: diffcomb.mean_cost_divergence(a, b, **kw)):
+        value_cpu, grads_cpu = _grad(fn, x, y)
+        value_gpu, grads_gpu = _grad(fn, x.cuda(), y.cuda())
+        assert_close(value_gpu, value_cpu, **TOL[dtype])
+        for g_gpu, g_cpu in zip(grads_gpu, grads_cpu):
+            assert_close(g_gpu, g_cpu, **TOL[dtype])
+    if dtype == torch.float64:
+        c = C[:, :6, :5].cuda().requires_grad_()
+        torch.autograd.gradgradcheck(lambda t: diffcomb.soft_dtw_from_cost(t, 0.7, **kw), (c,))
+        torch.autograd.gradcheck(lambda t: diffcomb.sharp_soft_dtw_from_cost(t, 0.7, **kw), (c,))

@@ -1,8 +1,11 @@
 // Entry points of the soft-DTW family (raw addresses from diffcomb/softdtw.py).
-//   C: (B, m, n) costs;  P: (B, m, n, 3) transition weights (saved for backward);
-//   value, grad: (B);  E: (B, m, n) gradient w.r.t. C;
-//   lengths_x, lengths_y: (B) int64 used lengths (0: all rows use m, n);
-//   band < 0: no band.
+// The kernels are the anti-diagonal engine of softdtw.h, on CPU and CUDA.
+//   C, Z, E, HZ: (B, m, n);  x: (B, m, D), y: (B, n, D);  value, jvp: (B);
+//   lengths_x, lengths_y: (B) int64 used lengths (0: every pair uses m, n);
+//   band < 0: no band;  gamma >= 0 (0: hard DTW).
+// Results for a pair: +inf (and zero derivatives) when the band makes (m, n)
+// unreachable; NaN (and NaN derivatives on the used block) when a used cost
+// is not finite.
 #pragma once
 
 #include <cstdint>
@@ -10,44 +13,33 @@
 namespace diffcomb {
 namespace softdtw {
 
-// Value (B) and, when E != 0, expected alignment E (B, m, n) for gamma > 0
-// by the anti-diagonal engine (softdtw.h, Diagonals); E is 0 outside the
-// band and the used block, NaN on the used block of a pair with a
-// non-finite used cost.
+// Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
+enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
+
+// Values, and when E != 0 the expected alignments E (0 outside the band and
+// the used block).
 void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
                              std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma,
                              int64_t band, int dtype, int threads);
 
-// Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
-enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
-
-// Value (B) of series x (B, m, D) and y (B, n, D) under a cost code, the
-// costs computed on the fly inside the engine (no (B, m, n) matrix), and,
-// when gx / gy != 0, the gradients gx (B, m, D), gy (B, n, D) (0 past the
-// lengths; NaN on the used rows of a pair with a non-finite cost).
+// Values of series x and y under a cost code, the costs computed on the fly
+// inside the engine (no (B, m, n) matrix), and, when gx / gy != 0, the
+// gradients gx (B, m, D), gy (B, n, D) (0 past the lengths).
 void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::uintptr_t gx, std::uintptr_t gy,
                 std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, int64_t D,
                 int cost, double gamma, int64_t band, int dtype, int threads);
 
-void forward_cpu(std::uintptr_t C, std::uintptr_t P, std::uintptr_t value, std::uintptr_t lengths_x,
-                 std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma, int64_t band,
-                 int dtype, int threads);
+// Second order (SPEC 3.8) for directions Z: jvp = <E, Z>, E the expected
+// alignment and HZ the Hessian-vector product.
+void second_order_cpu(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, std::uintptr_t E, std::uintptr_t HZ,
+                      std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
+                      double gamma, int64_t band, int dtype, int threads);
 
-void backward_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t grad, std::uintptr_t E,
-                  std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
-                  int64_t band, int dtype, int threads);
-
-// Second order for a direction Z (B, m, n): jvp (B) = <E, Z>, E (B, m, n) the
-// expected alignment and HZ (B, m, n) the Hessian-vector product (SPEC 3.8).
-void second_order_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t Z, std::uintptr_t jvp,
-                      std::uintptr_t E, std::uintptr_t HZ, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
-                      int64_t batch, int64_t m, int64_t n, double gamma, int64_t band, int dtype, int threads);
-
-// CUDA versions (csrc/softdtw/cuda.cu), gamma > 0: same arrays, device
-// addresses, plus a device work array of softdtw_cuda_work_bytes bytes.
-// E, gx and gy must be zeroed by the caller wherever the kernel leaves cells
-// out (band, lengths, infeasible band).
-int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band);
+// CUDA versions (csrc/softdtw/cuda.cu): same arrays, device addresses, plus
+// a device work array of cuda_work_bytes(batch, m, n, band, second_order)
+// bytes. E, HZ, gx and gy must be zeroed by the caller wherever the kernel
+// leaves cells out (band, lengths, infeasible band).
+int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band, bool second_order);
 void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
                               std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch, int64_t m, int64_t n,
                               double gamma, int64_t band, int dtype, int device, std::uintptr_t stream);
@@ -55,6 +47,10 @@ void series_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::
                  std::uintptr_t lengths_x, std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch, int64_t m,
                  int64_t n, int64_t D, int cost, double gamma, int64_t band, int dtype, int device,
                  std::uintptr_t stream);
+void second_order_cuda(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, std::uintptr_t E, std::uintptr_t HZ,
+                       std::uintptr_t lengths_x, std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch,
+                       int64_t m, int64_t n, double gamma, int64_t band, int dtype, int device,
+                       std::uintptr_t stream);
 
 }  // namespace softdtw
 }  // namespace diffcomb

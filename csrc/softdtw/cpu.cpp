@@ -1,17 +1,11 @@
-// Batched CPU kernels of soft-DTW, the cell math from softdtw.h.
+// Batched CPU kernels of soft-DTW on the anti-diagonal layout of softdtw.h.
 //
-// value_and_alignment_cpu (gamma > 0, the training path) runs the
-// anti-diagonal engine: each problem's costs are copied into the diagonal
-// layout, and each diagonal is one vectorized loop (common/vmath.h exp/log,
-// compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time).
-// Pairs run in parallel over the batch; a batch smaller than the thread count
-// instead runs one pair at a time on all threads, cut into tiles processed
-// along tile anti-diagonals.
-//
-// forward_cpu / backward_cpu / second_order_cpu keep the row-by-row DP with
-// stored transition weights: the hard DTW (gamma = 0, whose tie-breaks need
-// the weights), and the sharp variant and the alignment's Hessian-vector
-// product, which need the weights of every cell twice.
+// Each pair's costs are copied (cost matrix) or computed (series) into the
+// diagonal layout; each diagonal is then one vectorized loop (common/vmath.h
+// exp/log, compiled for x86-64-v4 (AVX-512), v3 (AVX2) and the baseline, the
+// best picked at load time). Pairs run in parallel over the batch; a batch
+// smaller than the thread count instead runs one pair at a time on all
+// threads, cut into tiles processed along tile anti-diagonals.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -35,94 +29,158 @@ T* as_ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
-template <class T>
-Problem<T> make_problem(std::uintptr_t C, std::uintptr_t P, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
-                        int64_t b, int64_t m, int64_t n, double gamma, int64_t band) {
-  const int64_t mb = lengths_x ? as_ptr<const int64_t>(lengths_x)[b] : m;
-  const int64_t nb = lengths_y ? as_ptr<const int64_t>(lengths_y)[b] : n;
-  return Problem<T>{as_ptr<const T>(C) + b * m * n, n, as_ptr<T>(P) + b * m * n * 3, 3 * n, mb, nb, gamma, band};
-}
-
+struct VecMath {
+  static inline double exp(double x) { return vmath::exp(x); }
+  static inline double log(double x) { return vmath::log_positive(x); }
+};
 
 // ---------------------------------------------------------------------------
-// Anti-diagonal engine.
+// Row loops: rows [i0, i1] of diagonal k, one vector loop each.
 
+template <bool Hard>
+inline void forward_rows(double* A, double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1, double gamma,
+                         double inv_gamma) {
+  const double* r1 = A + start[k - 1];
+  const double* r2 = A + start[k - 2];
+  double* r = A + start[k];
+  double* b = B + start[k];
+#pragma omp simd
+  for (int64_t i = i0; i <= i1; ++i) {
+    double code;
+    r[i] = forward_value<VecMath, Hard>(r1[i], r2[i - 1], r1[i - 1], b[i], gamma, inv_gamma, &code);
+    b[i] = code;
+  }
+}
+
+template <bool Hard>
+inline void tangent_rows(double* A, double* B, double* D, double* Z, const int64_t* start, int64_t k, int64_t i0,
+                         int64_t i1, double gamma, double inv_gamma) {
+  const double* r1 = A + start[k - 1];
+  const double* r2 = A + start[k - 2];
+  const double* d1 = D + start[k - 1];
+  const double* d2 = D + start[k - 2];
+  double* r = A + start[k];
+  double* b = B + start[k];
+  double* d = D + start[k];
+  double* z = Z + start[k];
+#pragma omp simd
+  for (int64_t i = i0; i <= i1; ++i) {
+    const double l = r1[i], g = r2[i - 1], u = r1[i - 1];
+    double code;
+    r[i] = forward_value<VecMath, Hard>(l, g, u, b[i], gamma, inv_gamma, &code);
+    b[i] = code;
+    const double mu = tangent_mu<VecMath, Hard>(code, l, g, u, d1[i], d2[i - 1], d1[i - 1], inv_gamma);
+    d[i] = z[i] + mu;
+    z[i] = mu;
+  }
+}
+
+template <bool Hard>
+inline void backward_rows(double* A, const double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
+                          double inv_gamma) {
+  const int64_t s1 = start[k + 1], s2 = start[k + 2], at = start[k];
+#pragma omp simd
+  for (int64_t i = i0; i <= i1; ++i) {
+    const Successors s{s1 + i, s1 + i + 1, s2 + i + 1};
+    A[at + i] = pull<VecMath, Hard>(A, B, s, A[at + i], inv_gamma);
+  }
+}
+
+template <bool Hard>
+inline void second_backward_rows(double* A, const double* B, double* D, const double* Z, const int64_t* start,
+                                 int64_t k, int64_t i0, int64_t i1, double inv_gamma) {
+  const int64_t s1 = start[k + 1], s2 = start[k + 2], at = start[k];
+#pragma omp simd
+  for (int64_t i = i0; i <= i1; ++i) {
+    const Successors s{s1 + i, s1 + i + 1, s2 + i + 1};
+    double e, de;
+    second_pull<VecMath, Hard>(A, B, D, Z, s, A[at + i], D[at + i], inv_gamma, &e, &de);
+    A[at + i] = e;
+    D[at + i] = de;
+  }
+}
+
+// The entry points the sweeps call: one function per (pass, mode), each
+// compiled for several instruction sets (GCC function multiversioning).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DC_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define DC_SIMD_CLONES
 #endif
 
-struct VecMath {
-  static inline double exp(double x) { return vmath::exp(x); }
-  static inline double log(double x) { return vmath::log_positive(x); }
+struct Arrays {
+  double* A;
+  double* B;
+  double* D;  // second order only
+  double* Z;  // second order only
+  const int64_t* start;
+  double gamma, inv_gamma;
 };
 
-// Rows [i0, i1] of diagonal k, forward (softdtw.h, forward_cell).
-DC_SIMD_CLONES void forward_rows(double* A, double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
-                                 double gamma, double inv_gamma) {
-  const double* r1 = A + start[k - 1];
-  const double* r2 = A + start[k - 2];
-  double* r = A + start[k];
-  double* cv = B + start[k];
-#pragma omp simd
-  for (int64_t i = i0; i <= i1; ++i) {
-    const double v = soft_min_value<VecMath>(r1[i], r2[i - 1], r1[i - 1], gamma, inv_gamma);
-    r[i] = cv[i] + v;
-    cv[i] = v;
+#define DC_DEFINE_ROWS(NAME, HARD)                                                                               \
+  DC_SIMD_CLONES void forward_##NAME(const Arrays& a, int64_t k, int64_t i0, int64_t i1) {                       \
+    forward_rows<HARD>(a.A, a.B, a.start, k, i0, i1, a.gamma, a.inv_gamma);                                      \
+  }                                                                                                              \
+  DC_SIMD_CLONES void tangent_##NAME(const Arrays& a, int64_t k, int64_t i0, int64_t i1) {                       \
+    tangent_rows<HARD>(a.A, a.B, a.D, a.Z, a.start, k, i0, i1, a.gamma, a.inv_gamma);                            \
+  }                                                                                                              \
+  DC_SIMD_CLONES void backward_##NAME(const Arrays& a, int64_t k, int64_t i0, int64_t i1) {                      \
+    backward_rows<HARD>(a.A, a.B, a.start, k, i0, i1, a.inv_gamma);                                              \
+  }                                                                                                              \
+  DC_SIMD_CLONES void second_backward_##NAME(const Arrays& a, int64_t k, int64_t i0, int64_t i1) {               \
+    second_backward_rows<HARD>(a.A, a.B, a.D, a.Z, a.start, k, i0, i1, a.inv_gamma);                             \
   }
-}
 
-// Rows [i0, i1] of diagonal k, backward (softdtw.h, backward_cell).
-DC_SIMD_CLONES void backward_rows(double* A, const double* B, const int64_t* start, int64_t k, int64_t i0,
-                                  int64_t i1, double inv_gamma) {
-  const double* e1 = A + start[k + 1];
-  const double* v1 = B + start[k + 1];
-  const double* e2 = A + start[k + 2];
-  const double* v2 = B + start[k + 2];
-  double* a = A + start[k];
-#pragma omp simd
-  for (int64_t i = i0; i <= i1; ++i) {
-    const double r = a[i];
-    a[i] = pull<VecMath>(e1[i], v1[i], r, inv_gamma) + pull<VecMath>(e1[i + 1], v1[i + 1], r, inv_gamma) +
-           pull<VecMath>(e2[i + 1], v2[i + 1], r, inv_gamma);
-  }
-}
+DC_DEFINE_ROWS(soft, false)
+DC_DEFINE_ROWS(hard, true)
+#undef DC_DEFINE_ROWS
 
-// Per-thread scratch of the engine.
+using RowsFn = void (*)(const Arrays&, int64_t, int64_t, int64_t);
+
+// ---------------------------------------------------------------------------
+// One pair.
+
+// Per-thread scratch.
 struct Scratch {
-  std::vector<double> A, B;
+  std::vector<double> A, B, D, Z;
   std::vector<int64_t> start;
   std::vector<double> gx, gy;  // series gradients
 };
 
-// Lays out the pair's diagonals: pads +inf, R[0][0] = 0; the cells of B
-// are left for a loader.
-inline void prepare(const Diagonals& g, Scratch& s) {
+// Lays out the pair's diagonals: pads +inf in A and B, 0 in D and Z,
+// R[0][0] = 0; the cells of B (and Z) are left for a loader.
+inline void prepare(const Diagonals& g, bool second_order, Scratch& s) {
   s.start.resize(g.last() + 2);
   const int64_t size = g.layout(s.start.data());
   s.A.resize(size);
   s.B.resize(size);
+  if (second_order) {
+    s.D.resize(size);
+    s.Z.resize(size);
+  }
   for (int64_t k = 0; k <= g.last() + 1; ++k) {
-    const int64_t lo = g.lo(k), hi = g.hi(k), at = s.start[k];
-    s.A[at + lo - 1] = s.A[at + hi + 1] = INFINITY;
-    s.B[at + lo - 1] = s.B[at + hi + 1] = INFINITY;
+    const int64_t pads[2] = {s.start[k] + g.lo(k) - 1, s.start[k] + g.hi(k) + 1};
+    for (int64_t p : pads) {
+      s.A[p] = s.B[p] = INFINITY;
+      if (second_order) s.D[p] = s.Z[p] = 0.0;
+    }
   }
   s.A[s.start[0]] = 0.0;
+  if (second_order) s.D[s.start[0]] = s.Z[s.start[0]] = 0.0;
 }
 
-// Loads a cost matrix C (row stride ldc) into B; false when a used cost is
-// not finite.
+// Copies the used cells of a matrix M (row stride ld) into `out`; false when
+// one is not finite.
 template <class T>
-bool load_matrix(const Diagonals& g, const T* C, int64_t ldc, Scratch& s) {
-  double poison = 0.0;  // becomes NaN when a cost is NaN or +/-inf
+bool load_matrix(const Diagonals& g, const T* M, int64_t ld, const std::vector<int64_t>& start, double* out) {
+  double poison = 0.0;  // becomes NaN when a value is NaN or +/-inf
   for (int64_t k = 2; k <= g.last(); ++k) {
-    double* b = s.B.data() + s.start[k];
-    const T* c = C + (k - 1);  // C[i - 1][k - i - 1] = c[(i - 1) * (ldc - 1) - 1]
+    double* b = out + start[k];
+    const T* c = M + (k - 1);  // M[i - 1][k - i - 1] = c[(i - 1) * (ld - 1) - 1]
     const int64_t i0 = g.lo(k), i1 = g.hi(k);
 #pragma omp simd reduction(+ : poison)
     for (int64_t i = i0; i <= i1; ++i) {
-      const double x = double(c[(i - 1) * (ldc - 1) - 1]);
+      const double x = double(c[(i - 1) * (ld - 1) - 1]);
       b[i] = x;
       poison += x * 0.0;
     }
@@ -132,21 +190,20 @@ bool load_matrix(const Diagonals& g, const T* C, int64_t ldc, Scratch& s) {
 
 // Cost of one pair of steps (SPEC 3.1) from h = |x - y|^2 / 2, and the
 // factor f with d cost / d x = f (x - y).
-DC_INLINE double cost_of(double h, int kind) {
+inline double cost_of(double h, int kind) {
   if (kind == kCostSqEuclidean) return 2.0 * h;
   if (kind == kCostHalfSqEuclidean) return h;
   return h + vmath::log_positive(2.0 - vmath::exp(-h));
 }
-DC_INLINE double cost_factor(double h, int kind) {
+inline double cost_factor(double h, int kind) {
   if (kind == kCostSqEuclidean) return 2.0;
   if (kind == kCostHalfSqEuclidean) return 1.0;
   const double e = vmath::exp(-h);
   return 1.0 + e / (2.0 - e);
 }
 
-// Loads the costs between series x (m, D) and y (n, D) into B, computed on
-// the fly from the differences (no N x M matrix); false when a cost is not
-// finite.
+// Costs between series x (m, D) and y (n, D) into B, from the differences
+// (no N x M matrix); false when a cost is not finite.
 template <class T>
 bool load_series(const Diagonals& g, const T* x, const T* y, int64_t D, int kind, Scratch& s) {
   double poison = 0.0;
@@ -170,16 +227,21 @@ bool load_series(const Diagonals& g, const T* x, const T* y, int64_t D, int kind
   return poison == 0.0;
 }
 
-// E (row stride lde) of the used block from A after the backward; cells
-// outside the band stay as the caller left them.
+// The used cells of `in` (diagonal layout) into matrix M (row stride ld);
+// cells outside the band stay as the caller left them.
 template <class T>
-void store_alignment(const Diagonals& g, const Scratch& s, T* E, int64_t lde) {
+void store_matrix(const Diagonals& g, const std::vector<int64_t>& start, const double* in, T* M, int64_t ld) {
   for (int64_t k = 2; k <= g.last(); ++k) {
-    const double* a = s.A.data() + s.start[k];
-    T* e = E + (k - 1);
+    const double* a = in + start[k];
+    T* e = M + (k - 1);
     const int64_t i0 = g.lo(k), i1 = g.hi(k);
-    for (int64_t i = i0; i <= i1; ++i) e[(i - 1) * (lde - 1) - 1] = T(a[i]);
+    for (int64_t i = i0; i <= i1; ++i) e[(i - 1) * (ld - 1) - 1] = T(a[i]);
   }
+}
+
+template <class T>
+void fill_used(const Diagonals& g, T* M, int64_t ld, T value) {
+  for (int64_t i = 0; i < g.mb; ++i) std::fill_n(M + i * ld, g.nb, value);
 }
 
 // Gradients of the value with respect to the series from E in A (SPEC 3.3):
@@ -237,27 +299,48 @@ inline void tile_rows(const Diagonals& g, int64_t k, int64_t i0, int64_t i1, int
   *e = std::min({g.hi(k), i1, k - j0});
 }
 
-// The sweeps on a loaded pair: returns R[mb][nb]; with `backward`, A then
-// holds E. team > 1: the pair is cut into square tiles processed along tile
-// anti-diagonals (tiles of one tile diagonal are independent; one barrier
-// per tile diagonal), each tile diagonal by diagonal as in the serial sweep:
-// every cell gets the same formula as with team = 1 (a SIMD loop's scalar
-// remainder falls elsewhere, which can change a result by an ulp).
-inline double sweep(const Diagonals& g, double gamma, bool backward, int team, Scratch& s) {
-  const double inv_gamma = 1.0 / gamma;
-  double* A = s.A.data();
-  double* B = s.B.data();
-  const int64_t* start = s.start.data();
+enum class Pass { kValue, kAlignment, kSecondOrder };
+
+struct SweepResult {
+  double value;    // R[mb][nb]
+  double tangent;  // dR[mb][nb] (second order)
+};
+
+// The sweeps on a loaded pair. Afterwards A holds E (kAlignment,
+// kSecondOrder) and D holds H Z (kSecondOrder). team > 1: the pair is cut
+// into square tiles processed along tile anti-diagonals (the tiles of one
+// tile diagonal are independent; one barrier per tile diagonal), each tile
+// diagonal by diagonal as in the serial sweep: every cell gets the same
+// formula as with team = 1 (a SIMD loop's scalar remainder falls elsewhere,
+// which can change a result by an ulp).
+inline SweepResult sweep(const Diagonals& g, double gamma, Pass pass, int team, Scratch& s) {
+  const bool hard = gamma == 0.0;
+  const bool second = pass == Pass::kSecondOrder;
+  const Arrays arrays{s.A.data(), s.B.data(), second ? s.D.data() : nullptr, second ? s.Z.data() : nullptr,
+                      s.start.data(), gamma, hard ? 0.0 : 1.0 / gamma};
+  const RowsFn fwd = second ? (hard ? tangent_hard : tangent_soft) : (hard ? forward_hard : forward_soft);
+  const RowsFn bwd = second ? (hard ? second_backward_hard : second_backward_soft)
+                            : (hard ? backward_hard : backward_soft);
+  const bool backward = pass != Pass::kValue;
   const int64_t K = g.last();
+  const int64_t end = s.start[K] + g.mb;
+  SweepResult result{0.0, 0.0};
+  auto finish_forward = [&] {
+    result.value = s.A[end];
+    s.A[end] = 1.0;  // E[mb][nb]
+    if (second) {
+      result.tangent = s.D[end];
+      s.D[end] = 0.0;  // dE[mb][nb]
+    }
+  };
   team = team_for(g, team);
   if (team <= 1) {
-    for (int64_t k = 2; k <= K; ++k) forward_rows(A, B, start, k, g.lo(k), g.hi(k), gamma, inv_gamma);
-    const double value = A[start[K] + g.mb];
+    for (int64_t k = 2; k <= K; ++k) fwd(arrays, k, g.lo(k), g.hi(k));
+    finish_forward();
     if (backward) {
-      A[start[K] + g.mb] = 1.0;  // E[mb][nb]
-      for (int64_t k = K - 1; k >= 2; --k) backward_rows(A, B, start, k, g.lo(k), g.hi(k), inv_gamma);
+      for (int64_t k = K - 1; k >= 2; --k) bwd(arrays, k, g.lo(k), g.hi(k));
     }
-    return value;
+    return result;
   }
   // About four tiles per thread along the shorter side, a multiple of 8 rows.
   const int64_t side = std::max<int64_t>(64, (std::min(g.mb, g.nb) / (4 * team) + 7) / 8 * 8);
@@ -269,16 +352,15 @@ inline double sweep(const Diagonals& g, double gamma, bool backward, int team, S
     if (forward) {
       for (int64_t k = i0 + j0; k <= i1 + j1; ++k) {
         tile_rows(g, k, i0, i1, j0, j1, &b, &e);
-        if (b <= e) forward_rows(A, B, start, k, b, e, gamma, inv_gamma);
+        if (b <= e) fwd(arrays, k, b, e);
       }
     } else {
       for (int64_t k = std::min(i1 + j1, K - 1); k >= i0 + j0; --k) {
         tile_rows(g, k, i0, i1, j0, j1, &b, &e);
-        if (b <= e) backward_rows(A, B, start, k, b, e, inv_gamma);
+        if (b <= e) bwd(arrays, k, b, e);
       }
     }
   };
-  double value = 0.0;
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(team)
 #endif
@@ -293,10 +375,7 @@ inline double sweep(const Diagonals& g, double gamma, bool backward, int team, S
 #if defined(_OPENMP)
 #pragma omp single
 #endif
-    {
-      value = A[start[K] + g.mb];
-      A[start[K] + g.mb] = 1.0;  // E[mb][nb]
-    }
+    finish_forward();
     if (backward) {
       for (int64_t t = tm + tn - 2; t >= 0; --t) {
         const int64_t first = std::max<int64_t>(0, t - (tn - 1)), last = std::min(t, tm - 1);
@@ -307,7 +386,7 @@ inline double sweep(const Diagonals& g, double gamma, bool backward, int team, S
       }
     }
   }
-  return value;
+  return result;
 }
 
 // One pair from its cost matrix: the value, and E (row stride lde; zeroed by
@@ -316,15 +395,13 @@ template <class T>
 double solve_matrix(const Diagonals& g, const T* C, int64_t ldc, T* E, int64_t lde, double gamma, int team,
                     Scratch& s) {
   if (!g.feasible()) return INFINITY;
-  prepare(g, s);
-  if (!load_matrix(g, C, ldc, s)) {
-    if (E) {
-      for (int64_t i = 0; i < g.mb; ++i) std::fill_n(E + i * lde, g.nb, quiet_nan<T>());
-    }
+  prepare(g, false, s);
+  if (!load_matrix(g, C, ldc, s.start, s.B.data())) {
+    if (E) fill_used(g, E, lde, quiet_nan<T>());
     return NAN;
   }
-  const double value = sweep(g, gamma, E != nullptr, team, s);
-  if (E) store_alignment(g, s, E, lde);
+  const double value = sweep(g, gamma, E ? Pass::kAlignment : Pass::kValue, team, s).value;
+  if (E) store_matrix(g, s.start, s.A.data(), E, lde);
   return value;
 }
 
@@ -335,15 +412,34 @@ double solve_series(const Diagonals& g, const T* x, const T* y, int64_t D, int k
                     int team, Scratch& s) {
   const bool grads = gx || gy;
   if (!g.feasible()) return INFINITY;
-  prepare(g, s);
+  prepare(g, false, s);
   if (!load_series(g, x, y, D, kind, s)) {
     if (gx) std::fill_n(gx, g.mb * D, quiet_nan<T>());
     if (gy) std::fill_n(gy, g.nb * D, quiet_nan<T>());
     return NAN;
   }
-  const double value = sweep(g, gamma, grads, team, s);
+  const double value = sweep(g, gamma, grads ? Pass::kAlignment : Pass::kValue, team, s).value;
   if (grads) store_series_gradients(g, s, x, y, D, kind, gx, gy);
   return value;
+}
+
+// One pair, second order for the direction Z: returns <E, Z>; E and HZ
+// (row stride n, zeroed by the caller) receive E and H Z.
+template <class T>
+double solve_second_order(const Diagonals& g, const T* C, const T* Zm, int64_t ld, T* E, T* HZ, double gamma,
+                          int team, Scratch& s) {
+  if (!g.feasible()) return INFINITY;
+  prepare(g, true, s);
+  if (!load_matrix(g, C, ld, s.start, s.B.data())) {
+    fill_used(g, E, ld, quiet_nan<T>());
+    fill_used(g, HZ, ld, quiet_nan<T>());
+    return NAN;
+  }
+  load_matrix(g, Zm, ld, s.start, s.Z.data());
+  const double tangent = sweep(g, gamma, Pass::kSecondOrder, team, s).tangent;
+  store_matrix(g, s.start, s.A.data(), E, ld);
+  store_matrix(g, s.start, s.D.data(), HZ, ld);
+  return tangent;
 }
 
 // Runs pair(b, team, scratch) for every pair: over the batch, or, for a
@@ -401,61 +497,19 @@ void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::u
   });
 }
 
-void forward_cpu(std::uintptr_t C, std::uintptr_t P, std::uintptr_t value, std::uintptr_t lengths_x,
-                 std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma, int64_t band,
-                 int dtype, int threads) {
+void second_order_cpu(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, std::uintptr_t E, std::uintptr_t HZ,
+                      std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
+                      double gamma, int64_t band, int dtype, int threads) {
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    parallel_rows(batch, threads, 20 * m * n, [&](int64_t begin, int64_t end) {
-      std::vector<double> rows(2 * (n + 1));
-      for (int64_t b = begin; b < end; ++b) {
-        const Problem<T> problem = make_problem<T>(C, P, lengths_x, lengths_y, b, m, n, gamma, band);
-        std::fill_n(problem.P, m * n * 3, T(0));
-        as_ptr<T>(value)[b] = T(problem.forward(rows.data(), rows.data() + n + 1));
-      }
-    });
-  });
-}
-
-void backward_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t grad, std::uintptr_t E,
-                  std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
-                  int64_t band, int dtype, int threads) {
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    parallel_rows(batch, threads, 4 * m * n, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const Problem<T> problem = make_problem<T>(0, P, lengths_x, lengths_y, b, m, n, 0.0, band);
-        T* e = as_ptr<T>(E) + b * m * n;
-        std::fill_n(e, m * n, T(0));
-        problem.backward(double(as_ptr<const T>(value)[b]), double(as_ptr<const T>(grad)[b]), e, n);
-      }
-    });
-  });
-}
-
-void second_order_cpu(std::uintptr_t P, std::uintptr_t value, std::uintptr_t Z, std::uintptr_t jvp,
-                      std::uintptr_t E, std::uintptr_t HZ, std::uintptr_t lengths_x, std::uintptr_t lengths_y,
-                      int64_t batch, int64_t m, int64_t n, double gamma, int64_t band, int dtype, int threads) {
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    parallel_rows(batch, threads, 8 * m * n, [&](int64_t begin, int64_t end) {
-      std::vector<double> dR((m + 1) * (n + 1)), e(m * n), hz(m * n);
-      for (int64_t b = begin; b < end; ++b) {
-        const Problem<T> problem = make_problem<T>(0, P, lengths_x, lengths_y, b, m, n, gamma, band);
-        const double d = problem.second_order(double(as_ptr<const T>(value)[b]), as_ptr<const T>(Z) + b * m * n,
-                                              n, dR.data(), e.data(), hz.data());
-        as_ptr<T>(jvp)[b] = T(d);
-        T* e_out = as_ptr<T>(E) + b * m * n;
-        T* hz_out = as_ptr<T>(HZ) + b * m * n;
-        std::fill_n(e_out, m * n, T(0));
-        std::fill_n(hz_out, m * n, T(0));
-        for (int64_t i = 0; i < problem.mb; ++i) {
-          for (int64_t j = 0; j < problem.nb; ++j) {
-            e_out[i * n + j] = T(e[i * problem.nb + j]);
-            hz_out[i * n + j] = T(hz[i * problem.nb + j]);
-          }
-        }
-      }
+    for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
+      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      T* e = as_ptr<T>(E) + b * m * n;
+      T* hz = as_ptr<T>(HZ) + b * m * n;
+      std::fill_n(e, m * n, T(0));
+      std::fill_n(hz, m * n, T(0));
+      as_ptr<T>(jvp)[b] = T(solve_second_order(g, as_ptr<const T>(C) + b * m * n, as_ptr<const T>(Z) + b * m * n, n,
+                                               e, hz, gamma, team, s));
     });
   });
 }

@@ -1,13 +1,14 @@
-// CUDA kernels of soft-DTW (gamma > 0): the anti-diagonal engine of
-// softdtw.h (Diagonals, forward_cell, backward_cell), run by one thread block
-// per pair.
+// CUDA kernels of soft-DTW: the anti-diagonal engine of softdtw.h
+// (Diagonals and the cell functions, soft and hard, first and second
+// order), run by one thread block per pair.
 //
 // Design.
 // - Wavefront: the block walks the diagonals k = 2 .. mb + nb (forward) and
 //   back (backward) with a __syncthreads between diagonals; the threads take
 //   the cells of a diagonal in strides of blockDim.x, so there is no length
 //   limit (a diagonal longer than the block is looped over).
-// - Memory: the pair's A, B (double) and diagonal offsets live in a global
+// - Memory: the pair's A, B (and D, Z for the second order; double) and
+//   diagonal offsets live in a global
 //   work array from Python (softdtw_cuda_work_bytes), laid out like the CPU
 //   engine's: consecutive cells of a diagonal are consecutive in memory, so
 //   a warp's loads and stores are coalesced. Only in-band cells are stored.
@@ -44,12 +45,15 @@ int64_t cells_per_pair(int64_t m, int64_t n, int64_t band) {
 }
 
 struct WorkLayout {
-  int64_t cells;   // doubles of A and of B per pair
+  int64_t cells;   // doubles of each array per pair
+  int64_t arrays;  // A, B (and D, Z for the second order)
   int64_t starts;  // int64 offsets per pair
-  int64_t bytes(int64_t batch) const { return batch * (2 * cells * 8 + starts * 8); }
+  int64_t bytes(int64_t batch) const { return batch * (arrays * cells * 8 + starts * 8); }
 };
 
-WorkLayout work_layout(int64_t m, int64_t n, int64_t band) { return {cells_per_pair(m, n, band), m + n + 2}; }
+WorkLayout work_layout(int64_t m, int64_t n, int64_t band, bool second_order) {
+  return {cells_per_pair(m, n, band), second_order ? 4 : 2, m + n + 2};
+}
 
 // Cost sources: a matrix (row stride n) or two series.
 template <class T>
@@ -93,24 +97,30 @@ struct SeriesSource {
 struct PairWork {
   double* A;
   double* B;
+  double* D;  // second order only
+  double* Z;  // second order only
   int64_t* start;
 };
 
 __device__ PairWork pair_work(void* work, WorkLayout layout, int64_t b) {
-  double* base = static_cast<double*>(work) + b * 2 * layout.cells;
-  int64_t* starts = reinterpret_cast<int64_t*>(static_cast<double*>(work) + gridDim.x * 2 * layout.cells);
-  return {base, base + layout.cells, starts + b * layout.starts};
+  double* base = static_cast<double*>(work) + b * layout.arrays * layout.cells;
+  int64_t* starts = reinterpret_cast<int64_t*>(static_cast<double*>(work) + gridDim.x * layout.arrays * layout.cells);
+  const bool second = layout.arrays == 4;
+  return {base, base + layout.cells, second ? base + 2 * layout.cells : nullptr,
+          second ? base + 3 * layout.cells : nullptr, starts + b * layout.starts};
 }
 
 // Forward (and, with `backward`, the backward) of this block's pair; returns
 // in every thread: 0 ok, 1 infeasible band, 2 non-finite cost. A holds E
-// afterwards when `backward`.
-template <class Source>
+// afterwards when `backward`. With a direction (w.D, w.Z and dir non-null),
+// the second order: *tangent = <E, Z> and D holds H Z afterwards.
+template <bool Hard, class Source, class T = double>
 __device__ int run_pair(const Diagonals& g, const Source& source, PairWork w, double gamma, bool backward,
-                        double* value) {
+                        double* value, const T* dir = nullptr, int64_t ld = 0, double* tangent = nullptr) {
   __shared__ int bad;
   if (!g.feasible()) return 1;
-  const double inv_gamma = 1.0 / gamma;
+  const bool second = dir != nullptr;
+  const double inv_gamma = Hard ? 0.0 : 1.0 / gamma;
   const int64_t K = g.last();
   if (threadIdx.x == 0) {
     g.layout(w.start);
@@ -118,41 +128,75 @@ __device__ int run_pair(const Diagonals& g, const Source& source, PairWork w, do
   }
   __syncthreads();
   for (int64_t k = threadIdx.x; k <= K + 1; k += blockDim.x) {
-    const int64_t at = w.start[k];
-    w.A[at + g.lo(k) - 1] = w.A[at + g.hi(k) + 1] = INFINITY;
-    w.B[at + g.lo(k) - 1] = w.B[at + g.hi(k) + 1] = INFINITY;
+    const int64_t pads[2] = {w.start[k] + g.lo(k) - 1, w.start[k] + g.hi(k) + 1};
+    for (int64_t p : pads) {
+      w.A[p] = w.B[p] = INFINITY;
+      if (second) w.D[p] = w.Z[p] = 0.0;
+    }
   }
   __syncthreads();
-  if (threadIdx.x == 0) w.A[w.start[0]] = 0.0;
+  if (threadIdx.x == 0) {
+    w.A[w.start[0]] = 0.0;
+    if (second) w.D[w.start[0]] = w.Z[w.start[0]] = 0.0;
+  }
   __syncthreads();
   for (int64_t k = 2; k <= K; ++k) {
     for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
       const double c = source.cost(i, k - i);
       if (!is_finite(c)) atomicOr(&bad, 1);
       w.B[w.start[k] + i] = c;
-      forward_cell<LibMath>(w.A, w.B, w.start, k, i, gamma, inv_gamma);
+      if (second) {
+        w.Z[w.start[k] + i] = double(dir[(i - 1) * ld + (k - i - 1)]);
+        tangent_cell<LibMath, Hard>(w.A, w.B, w.D, w.Z, w.start, k, i, gamma, inv_gamma);
+      } else {
+        forward_cell<LibMath, Hard>(w.A, w.B, w.start, k, i, gamma, inv_gamma);
+      }
     }
     __syncthreads();
   }
-  *value = w.A[w.start[K] + g.mb];
+  const int64_t end = w.start[K] + g.mb;
+  *value = w.A[end];
+  if (second) *tangent = w.D[end];
   __syncthreads();
   if (bad) return 2;
   if (!backward) return 0;
-  if (threadIdx.x == 0) w.A[w.start[K] + g.mb] = 1.0;
+  if (threadIdx.x == 0) {
+    w.A[end] = 1.0;  // E[mb][nb]
+    if (second) w.D[end] = 0.0;  // dE[mb][nb]
+  }
   __syncthreads();
   for (int64_t k = K - 1; k >= 2; --k) {
     for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
-      backward_cell<LibMath>(w.A, w.B, w.start, k, i, inv_gamma);
+      if (second) {
+        second_backward_cell<LibMath, Hard>(w.A, w.B, w.D, w.Z, w.start, k, i, inv_gamma);
+      } else {
+        backward_cell<LibMath, Hard>(w.A, w.B, w.start, k, i, inv_gamma);
+      }
     }
     __syncthreads();
   }
   return 0;
 }
 
+// The used cells of `in` (diagonal layout) into matrix M (row stride ld);
+// with `nan`, NaN on the whole used block instead.
+template <class T>
+__device__ void store_matrix(const Diagonals& g, const PairWork& w, const double* in, T* M, int64_t ld, bool nan) {
+  if (nan) {
+    for (int64_t q = threadIdx.x; q < g.mb * g.nb; q += blockDim.x) M[(q / g.nb) * ld + q % g.nb] = quiet_nan<T>();
+    return;
+  }
+  for (int64_t k = 2; k <= g.last(); ++k) {
+    for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
+      M[(i - 1) * ld + (k - i - 1)] = T(in[w.start[k] + i]);
+    }
+  }
+}
+
 __device__ int64_t used(const int64_t* lengths, int64_t b, int64_t full) { return lengths ? lengths[b] : full; }
 
 // value (B); E (B, m, n), zeroed by the caller, or null.
-template <class T>
+template <class T, bool Hard>
 __global__ void matrix_kernel(const T* C, T* value, T* E, const int64_t* lengths_x, const int64_t* lengths_y,
                               int64_t m, int64_t n, double gamma, int64_t band, void* work, WorkLayout layout) {
   const int64_t b = blockIdx.x;
@@ -160,22 +204,30 @@ __global__ void matrix_kernel(const T* C, T* value, T* E, const int64_t* lengths
   const MatrixSource<T> source{C + b * m * n, n};
   const PairWork w = pair_work(work, layout, b);
   double v = 0.0;
-  const int status = run_pair(g, source, w, gamma, E != nullptr, &v);
+  const int status = run_pair<Hard>(g, source, w, gamma, E != nullptr, &v);
   if (threadIdx.x == 0) value[b] = status == 1 ? T(INFINITY) : (status == 2 ? quiet_nan<T>() : T(v));
-  if (!E || status == 1) return;
-  T* e = E + b * m * n;
-  for (int64_t k = 2; k <= g.last(); ++k) {
-    for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
-      e[(i - 1) * n + (k - i - 1)] = status == 2 ? quiet_nan<T>() : T(w.A[w.start[k] + i]);
-    }
-  }
-  if (status == 2) {  // NaN on the whole used block, out-of-band cells included
-    for (int64_t q = threadIdx.x; q < g.mb * g.nb; q += blockDim.x) e[(q / g.nb) * n + q % g.nb] = quiet_nan<T>();
-  }
+  if (E && status != 1) store_matrix(g, w, w.A, E + b * m * n, n, status == 2);
+}
+
+// jvp (B) = <E, Z>; E and HZ (B, m, n), zeroed by the caller.
+template <class T, bool Hard>
+__global__ void second_order_kernel(const T* C, const T* Z, T* jvp, T* E, T* HZ, const int64_t* lengths_x,
+                                    const int64_t* lengths_y, int64_t m, int64_t n, double gamma, int64_t band,
+                                    void* work, WorkLayout layout) {
+  const int64_t b = blockIdx.x;
+  const Diagonals g{used(lengths_x, b, m), used(lengths_y, b, n), band};
+  const MatrixSource<T> source{C + b * m * n, n};
+  const PairWork w = pair_work(work, layout, b);
+  double v = 0.0, t = 0.0;
+  const int status = run_pair<Hard>(g, source, w, gamma, true, &v, Z + b * m * n, n, &t);
+  if (threadIdx.x == 0) jvp[b] = status == 1 ? T(INFINITY) : (status == 2 ? quiet_nan<T>() : T(t));
+  if (status == 1) return;
+  store_matrix(g, w, w.A, E + b * m * n, n, status == 2);
+  store_matrix(g, w, w.D, HZ + b * m * n, n, status == 2);
 }
 
 // value (B); gx (B, m, D), gy (B, n, D), zeroed by the caller, or null.
-template <class T>
+template <class T, bool Hard>
 __global__ void series_kernel(const T* x, const T* y, T* value, T* gx, T* gy, const int64_t* lengths_x,
                               const int64_t* lengths_y, int64_t m, int64_t n, int64_t D, int kind, double gamma,
                               int64_t band, void* work, WorkLayout layout) {
@@ -185,7 +237,7 @@ __global__ void series_kernel(const T* x, const T* y, T* value, T* gx, T* gy, co
   const PairWork w = pair_work(work, layout, b);
   const bool grads = gx != nullptr || gy != nullptr;
   double v = 0.0;
-  const int status = run_pair(g, source, w, gamma, grads, &v);
+  const int status = run_pair<Hard>(g, source, w, gamma, grads, &v);
   if (threadIdx.x == 0) value[b] = status == 1 ? T(INFINITY) : (status == 2 ? quiet_nan<T>() : T(v));
   if (!grads || status == 1) return;
   T* gxb = gx ? gx + b * m * D : nullptr;
@@ -204,7 +256,7 @@ __global__ void series_kernel(const T* x, const T* y, T* value, T* gx, T* gy, co
   }
   __syncthreads();
   for (int64_t i = 1 + threadIdx.x; gxb && i <= g.mb; i += blockDim.x) {
-    const int64_t j0 = band_first(i, band), j1 = band_last(i, g.nb, band);
+    const int64_t j0 = g.first_col(i), j1 = g.last_col(i);
     for (int64_t d = 0; d < D; ++d) {
       const double xd = double(source.x[(i - 1) * D + d]);
       double acc = 0.0;
@@ -213,7 +265,7 @@ __global__ void series_kernel(const T* x, const T* y, T* value, T* gx, T* gy, co
     }
   }
   for (int64_t j = 1 + threadIdx.x; gyb && j <= g.nb; j += blockDim.x) {
-    const int64_t i0 = band_first(j, band), i1 = band_last(j, g.mb, band);
+    const int64_t i0 = g.first_row(j), i1 = g.last_row(j);
     for (int64_t d = 0; d < D; ++d) {
       const double yd = double(source.y[(j - 1) * D + d]);
       double acc = 0.0;
@@ -230,8 +282,8 @@ T* ptr(std::uintptr_t address) {
 
 }  // namespace
 
-int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band) {
-  return work_layout(m, n, band).bytes(batch);
+int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band, bool second_order) {
+  return work_layout(m, n, band, second_order).bytes(batch);
 }
 
 void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
@@ -239,13 +291,15 @@ void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintp
                               double gamma, int64_t band, int dtype, int device, std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
-  const WorkLayout layout = work_layout(m, n, band);
+  const WorkLayout layout = work_layout(m, n, band, false);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    matrix_kernel<T><<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
-        ptr<const T>(C), ptr<T>(value), E ? ptr<T>(E) : nullptr, ptr<const int64_t>(lengths_x),
-        ptr<const int64_t>(lengths_y), m, n, gamma, band, ptr<void>(work), layout);
-    check_launch("softdtw matrix_kernel");
+    dispatch_bool(gamma == 0.0, [&](auto hard) {
+      matrix_kernel<T, decltype(hard)::value><<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
+          ptr<const T>(C), ptr<T>(value), E ? ptr<T>(E) : nullptr, ptr<const int64_t>(lengths_x),
+          ptr<const int64_t>(lengths_y), m, n, gamma, band, ptr<void>(work), layout);
+      check_launch("softdtw matrix_kernel");
+    });
   });
 }
 
@@ -255,14 +309,35 @@ void series_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::
                  std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
-  const WorkLayout layout = work_layout(m, n, band);
+  const WorkLayout layout = work_layout(m, n, band, false);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    series_kernel<T><<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
-        ptr<const T>(x), ptr<const T>(y), ptr<T>(value), gx ? ptr<T>(gx) : nullptr, gy ? ptr<T>(gy) : nullptr,
-        ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, D, cost, gamma, band, ptr<void>(work),
-        layout);
-    check_launch("softdtw series_kernel");
+    dispatch_bool(gamma == 0.0, [&](auto hard) {
+      series_kernel<T, decltype(hard)::value><<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
+          ptr<const T>(x), ptr<const T>(y), ptr<T>(value), gx ? ptr<T>(gx) : nullptr, gy ? ptr<T>(gy) : nullptr,
+          ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, D, cost, gamma, band, ptr<void>(work),
+          layout);
+      check_launch("softdtw series_kernel");
+    });
+  });
+}
+
+void second_order_cuda(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, std::uintptr_t E, std::uintptr_t HZ,
+                       std::uintptr_t lengths_x, std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch,
+                       int64_t m, int64_t n, double gamma, int64_t band, int dtype, int device,
+                       std::uintptr_t stream) {
+  if (batch == 0) return;
+  DeviceGuard guard(device);
+  const WorkLayout layout = work_layout(m, n, band, true);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_bool(gamma == 0.0, [&](auto hard) {
+      second_order_kernel<T, decltype(hard)::value>
+          <<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
+              ptr<const T>(C), ptr<const T>(Z), ptr<T>(jvp), ptr<T>(E), ptr<T>(HZ), ptr<const int64_t>(lengths_x),
+              ptr<const int64_t>(lengths_y), m, n, gamma, band, ptr<void>(work), layout);
+      check_launch("softdtw second_order_kernel");
+    });
   });
 }
 

@@ -1,18 +1,35 @@
-// Soft-DTW: the dynamic program over a cost matrix and its expected-alignment
-// backward (SPEC.md sections 3.2-3.4, 3.6). Header-only, DC_HOST_DEVICE: the
-// CPU kernel (cpu.cpp) runs it cell by cell; a wavefront CUDA kernel runs the
-// same cell functions along anti-diagonals.
+// Soft-DTW on anti-diagonals: the forward DP, the expected-alignment
+// backward and the second-order pass (SPEC.md sections 3.2-3.8), as cell
+// functions shared by the CPU sweeps (cpu.cpp, vectorized along a diagonal)
+// and the CUDA wavefront (cuda.cu, threads along a diagonal).
 //
-// One problem is a cost matrix C (m x n, row-major with row stride ldc) of
-// which the leading mb x nb block is used (variable lengths), smoothing
-// gamma >= 0 (0: hard DTW) and an optional Sakoe-Chiba band b (cells with
+// One problem is a cost matrix of which the leading mb x nb block is used
+// (variable lengths), smoothing gamma >= 0 (0: hard DTW, ties broken diag,
+// up, left as SPEC 3.6) and an optional Sakoe-Chiba band b (cells with
 // |i - j| > b are excluded; b < 0: no band). R[0][0] = 0, the rest of row 0 /
 // column 0 is +inf.
 //
-// The forward stores each cell's three transition weights (SPEC 3.2), so the
-// backward (push form: E[mb][nb] = 1 and, in reverse order, every cell passes
-// E times its weights to its predecessors) needs no exp or log: measured
-// about 2x on value+gradient against recomputing them from R.
+// Layout. Cell (i, j) lies on anti-diagonal k = i + j and depends on
+// diagonals k - 1 (left = (i, j-1) at index i, up = (i-1, j) at index i-1)
+// and k - 2 (diag = (i-1, j-1) at index i-1). Each diagonal is stored
+// contiguously, indexed by i, with one pad slot on each side, so every read
+// of a sweep is a unit-stride load and the cells of a diagonal are
+// independent. Only in-band cells are stored (memory and time O((N + M) b)
+// with a band b), diagonals 0 .. mb + nb + 1, where diagonal 0 holds
+// R[0][0] = 0 and diagonals 1 and mb + nb + 1 hold pads only.
+//
+// Arrays (double, one value per stored cell, same layout):
+//   A: R in the forward, overwritten by E in the backward;
+//   B: the costs, overwritten in the forward by the cell's soft minimum
+//      V = R - C (gamma > 0) or by the code of the chosen predecessor
+//      (gamma = 0: 0 left, 1 diag, 2 up);
+//   second order only: D: the tangent dR, overwritten by dE = H Z; Z: the
+//   direction, overwritten by mu = dR - Z (SPEC 3.8).
+// Pads: +inf in A and B (an unreachable predecessor in the forward; a
+// successor the backward masks out, never inf - inf arithmetic), 0 in D.
+// The backward recomputes the transition weights (SPEC 3.2),
+//   p(s -> c) = exp((V[s] - R[c]) / gamma),
+// so nothing of size 3 N M is kept.
 #pragma once
 
 #include "../common/common.h"
@@ -20,67 +37,6 @@
 namespace diffcomb {
 namespace softdtw {
 
-// Transition weights of a cell from its predecessors' values (left =
-// R[i][j-1], diag = R[i-1][j-1], up = R[i-1][j]) and the soft minimum they
-// give. gamma = 0: the argmin one-hot with ties broken diag, up, left (SPEC
-// 3.6). All predecessors +inf (outside the band): value +inf, weights 0.
-struct Transition {
-  double value;
-  double left, diag, up;
-};
-
-DC_HOST_DEVICE DC_INLINE Transition soft_min3(double left, double diag, double up, double gamma) {
-  double lo = diag < up ? diag : up;
-  lo = left < lo ? left : lo;
-  if (lo == INFINITY) return {INFINITY, 0.0, 0.0, 0.0};
-  if (gamma == 0.0) {
-    if (diag == lo) return {lo, 0.0, 1.0, 0.0};
-    if (up == lo) return {lo, 0.0, 0.0, 1.0};
-    return {lo, 1.0, 0.0, 0.0};
-  }
-  const double inv_gamma = 1.0 / gamma;
-  const double el = exp((lo - left) * inv_gamma);
-  const double ed = exp((lo - diag) * inv_gamma);
-  const double eu = exp((lo - up) * inv_gamma);
-  const double sum = el + ed + eu;
-  const double inv_sum = 1.0 / sum;
-  return {lo - gamma * log(sum), el * inv_sum, ed * inv_sum, eu * inv_sum};
-}
-
-DC_HOST_DEVICE DC_INLINE bool in_band(int64_t i, int64_t j, int64_t band) {
-  const int64_t d = i - j;
-  return band < 0 || (d <= band && -d <= band);
-}
-
-// First and last column (1-based, inclusive) of row i inside the band.
-DC_HOST_DEVICE DC_INLINE int64_t band_first(int64_t i, int64_t band) {
-  return band < 0 || i - band < 1 ? 1 : i - band;
-}
-DC_HOST_DEVICE DC_INLINE int64_t band_last(int64_t i, int64_t nb, int64_t band) {
-  return band < 0 || i + band > nb ? nb : i + band;
-}
-
-// ---------------------------------------------------------------------------
-// Anti-diagonal engine (SPEC 3.5): value and expected alignment for gamma > 0.
-//
-// Cell (i, j) lies on anti-diagonal k = i + j and depends on diagonals k - 1
-// (left = (i, j-1) at index i, up = (i-1, j) at index i-1) and k - 2 (diag =
-// (i-1, j-1) at index i-1). Each diagonal is stored contiguously, indexed by
-// i, with one pad slot on each side, so every read of a diagonal sweep is a
-// unit-stride load and the cells of a diagonal are independent: the CPU
-// vectorizes them across SIMD lanes, the GPU across threads. Only in-band
-// cells are stored (memory and time O((N + M) b) with a band b), diagonals
-// 0 .. mb + nb + 1, where diagonal 0 holds R[0][0] = 0 and diagonals 1 and
-// mb + nb + 1 hold pads only.
-//
-// Two arrays per problem, both double: A holds R during the forward and is
-// overwritten by E in the backward; B holds the costs and is overwritten by
-// V = R - C (the cell's soft minimum) in the forward. Pads are +inf in both:
-// the forward reads +inf as an unreachable predecessor, and the backward
-// masks successors whose V is +inf (never inf - inf arithmetic). The
-// backward recomputes the transition weights from V and R (SPEC 3.2):
-//   p(s -> c) = exp((V[s] - R[c]) / gamma),
-// so nothing of size 3 N M is kept.
 struct Diagonals {
   int64_t mb, nb;  // used lengths
   int64_t band;    // < 0: none
@@ -89,11 +45,14 @@ struct Diagonals {
   DC_HOST_DEVICE DC_INLINE static int64_t floor_half(int64_t x) { return x >= 0 ? x / 2 : -((1 - x) / 2); }
 
   DC_HOST_DEVICE DC_INLINE int64_t last() const { return mb + nb; }
+  // A band narrower than |mb - nb| leaves (mb, nb) unreachable (SPEC 3.4).
   DC_HOST_DEVICE DC_INLINE bool feasible() const {
     const int64_t d = mb > nb ? mb - nb : nb - mb;
     return band < 0 || band >= d;
   }
-  // Rows i of diagonal k: lo(k) <= i <= hi(k) (empty when lo > hi).
+  // Rows i of diagonal k: lo(k) <= i <= hi(k) (empty when lo > hi). Both
+  // grow by 0 or 1 per diagonal, which keeps every neighbour read of a
+  // sweep inside the neighbouring diagonal or on one of its pads.
   DC_HOST_DEVICE DC_INLINE int64_t lo(int64_t k) const {
     if (k == 0) return 0;
     int64_t v = k - nb > 1 ? k - nb : 1;
@@ -116,6 +75,11 @@ struct Diagonals {
     const int64_t d = hi(k) - lo(k) + 1;
     return d > 0 ? d : 0;
   }
+  // Row i's columns inside the band and the used block (1-based, inclusive).
+  DC_HOST_DEVICE DC_INLINE int64_t first_col(int64_t i) const { return band < 0 || i - band < 1 ? 1 : i - band; }
+  DC_HOST_DEVICE DC_INLINE int64_t last_col(int64_t i) const { return band < 0 || i + band > nb ? nb : i + band; }
+  DC_HOST_DEVICE DC_INLINE int64_t first_row(int64_t j) const { return band < 0 || j - band < 1 ? 1 : j - band; }
+  DC_HOST_DEVICE DC_INLINE int64_t last_row(int64_t j) const { return band < 0 || j + band > mb ? mb : j + band; }
   // start[k] for k = 0 .. last() + 1: cell (i, k - i) is at start[k] + i and
   // the pads at start[k] + lo(k) - 1 and start[k] + hi(k) + 1 (for an empty
   // diagonal, hi + 1 = lo: the two pads are adjacent). Returns the size.
@@ -129,12 +93,16 @@ struct Diagonals {
   }
 };
 
-// exp and log for the cell functions: the C library's (CUDA, scalar CPU code)
-// or the vectorizable ones of common/vmath.h (CPU sweeps).
+// exp and log for the cell functions: the C library's (CUDA) or the
+// vectorizable ones of common/vmath.h (CPU sweeps).
 struct LibMath {
   DC_HOST_DEVICE DC_INLINE static double exp(double x) { return ::exp(x); }
   DC_HOST_DEVICE DC_INLINE static double log(double x) { return ::log(x); }
 };
+
+// Predecessor codes (gamma = 0) and the direction from a successor to the
+// cell it pulls from.
+constexpr double kLeft = 0.0, kDiag = 1.0, kUp = 2.0;
 
 // Soft minimum of a cell's predecessors, branch-free: with lo <= mid <= hi,
 // min^gamma = lo - gamma log(1 + e^{(lo - mid)/gamma} + e^{(lo - hi)/gamma})
@@ -151,173 +119,128 @@ DC_HOST_DEVICE DC_INLINE double soft_min_value(double left, double diag, double 
   return lo - gamma * M::log(1.0 + M::exp((lo - mid) * inv_gamma) + M::exp((lo - hi) * inv_gamma));
 }
 
-// One successor's share of E[c]: E[s] p(s -> c), 0 for a pad successor.
-template <class M>
-DC_HOST_DEVICE DC_INLINE double pull(double e_s, double v_s, double r_c, double inv_gamma) {
-  const double w = M::exp((v_s - r_c) * inv_gamma);
-  return v_s < INFINITY ? e_s * w : 0.0;
+// Forward of one cell with cost c: R (returned) and B's new value (*b).
+template <class M, bool Hard>
+DC_HOST_DEVICE DC_INLINE double forward_value(double left, double diag, double up, double c, double gamma,
+                                              double inv_gamma, double* b) {
+  if (Hard) {
+    const double du = diag <= up ? diag : up;
+    const double du_code = diag <= up ? kDiag : kUp;
+    *b = du <= left ? du_code : kLeft;
+    return c + (du <= left ? du : left);
+  }
+  const double v = soft_min_value<M>(left, diag, up, gamma, inv_gamma);
+  *b = v;
+  return c + v;
 }
 
-// Forward over the rows [i0, i1] of diagonal k (any sub-range: cells of a
-// diagonal are independent). A, B as above; start from Diagonals::layout.
-template <class M>
+// p(s -> c): the weight successor s (B value b_s) puts on its predecessor c
+// (R value r_c) in direction dir; 0 for a pad successor.
+template <class M, bool Hard>
+DC_HOST_DEVICE DC_INLINE double weight(double b_s, double r_c, double inv_gamma, double dir) {
+  if (Hard) return b_s == dir ? 1.0 : 0.0;
+  const double w = M::exp((b_s - r_c) * inv_gamma);
+  return b_s < INFINITY ? w : 0.0;
+}
+
+// The three successors of cell (k, i): right (k + 1, i), down (k + 1, i + 1)
+// and diagonal (k + 2, i + 1), with the direction they pull from.
+struct Successors {
+  int64_t right, down, diag;
+};
+
+DC_HOST_DEVICE DC_INLINE Successors successors(const int64_t* start, int64_t k, int64_t i) {
+  return {start[k + 1] + i, start[k + 1] + i + 1, start[k + 2] + i + 1};
+}
+
+// E[c] = sum_s p(s -> c) E[s] (SPEC 3.3). A pad's E is never read: the
+// select drops it, so +inf pads cannot turn into NaN.
+template <class M, bool Hard>
+DC_HOST_DEVICE DC_INLINE double pull(const double* A, const double* B, const Successors& s, double r,
+                                     double inv_gamma) {
+  const double wr = weight<M, Hard>(B[s.right], r, inv_gamma, kLeft);
+  const double wd = weight<M, Hard>(B[s.down], r, inv_gamma, kUp);
+  const double wg = weight<M, Hard>(B[s.diag], r, inv_gamma, kDiag);
+  return (wr != 0.0 ? wr * A[s.right] : 0.0) + (wd != 0.0 ? wd * A[s.down] : 0.0) +
+         (wg != 0.0 ? wg * A[s.diag] : 0.0);
+}
+
+// Second-order backward of one cell (SPEC 3.8): E[c] as pull, and
+//   dE[c] = sum_s p(s -> c) (E[s] (mu[s] - dR[c]) / gamma + dE[s])
+// (the first term is the tangent of the weight; 0 for the hard DTW).
+template <class M, bool Hard>
+DC_HOST_DEVICE DC_INLINE void second_pull(const double* A, const double* B, const double* D, const double* Z,
+                                          const Successors& s, double r, double dr, double inv_gamma, double* e,
+                                          double* de) {
+  const int64_t at[3] = {s.right, s.down, s.diag};
+  const double dir[3] = {kLeft, kUp, kDiag};
+  double se = 0.0, sde = 0.0;
+  for (int q = 0; q < 3; ++q) {
+    const double w = weight<M, Hard>(B[at[q]], r, inv_gamma, dir[q]);
+    const double es = w != 0.0 ? A[at[q]] : 0.0;
+    const double des = w != 0.0 ? D[at[q]] : 0.0;
+    const double mus = w != 0.0 ? Z[at[q]] : 0.0;
+    se += w * es;
+    sde += Hard ? w * des : w * (es * (mus - dr) * inv_gamma + des);
+  }
+  *e = se;
+  *de = sde;
+}
+
+// Tangent of the forward at one cell (SPEC 3.8): dR[c] = Z[c] + mu[c],
+// mu[c] = sum_q p(c -> q) dR[q] over the predecessors (R values l, d, u;
+// tangents dl, dd, du; B value b_c of the cell). Returns mu.
+template <class M, bool Hard>
+DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, double u, double dl, double dd, double du,
+                                           double inv_gamma) {
+  if (Hard) return b_c == kLeft ? dl : (b_c == kDiag ? dd : du);
+  // R = +inf predecessors get weight e^{-inf} = 0 and their tangent is 0.
+  return M::exp((b_c - l) * inv_gamma) * dl + M::exp((b_c - d) * inv_gamma) * dd + M::exp((b_c - u) * inv_gamma) * du;
+}
+
+// ---------------------------------------------------------------------------
+// Whole-cell steps on the arrays, for code that walks cells one at a time
+// (the CUDA wavefront); the CPU sweeps inline the same functions into
+// vector loops over a diagonal.
+
+template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE void forward_cell(double* A, double* B, const int64_t* start, int64_t k, int64_t i,
                                            double gamma, double inv_gamma) {
-  const double* r1 = A + start[k - 1];
-  const double v = soft_min_value<M>(r1[i], A[start[k - 2] + i - 1], r1[i - 1], gamma, inv_gamma);
-  const int64_t at = start[k] + i;
-  A[at] = B[at] + v;
-  B[at] = v;
+  const int64_t p1 = start[k - 1], p2 = start[k - 2], at = start[k] + i;
+  double b;
+  A[at] = forward_value<M, Hard>(A[p1 + i], A[p2 + i - 1], A[p1 + i - 1], B[at], gamma, inv_gamma, &b);
+  B[at] = b;
 }
 
-// Backward for cell (i, k - i): E[c] from its successors right (k + 1, i),
-// down (k + 1, i + 1) and diagonal (k + 2, i + 1); overwrites R[c] with E[c].
-template <class M>
+template <class M, bool Hard>
+DC_HOST_DEVICE DC_INLINE void tangent_cell(double* A, double* B, double* D, double* Z, const int64_t* start, int64_t k,
+                                           int64_t i, double gamma, double inv_gamma) {
+  const int64_t p1 = start[k - 1], p2 = start[k - 2], at = start[k] + i;
+  const double l = A[p1 + i], d = A[p2 + i - 1], u = A[p1 + i - 1];
+  double b;
+  A[at] = forward_value<M, Hard>(l, d, u, B[at], gamma, inv_gamma, &b);
+  B[at] = b;
+  const double mu = tangent_mu<M, Hard>(b, l, d, u, D[p1 + i], D[p2 + i - 1], D[p1 + i - 1], inv_gamma);
+  D[at] = Z[at] + mu;
+  Z[at] = mu;
+}
+
+template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE void backward_cell(double* A, const double* B, const int64_t* start, int64_t k, int64_t i,
                                             double inv_gamma) {
-  const int64_t s1 = start[k + 1], s2 = start[k + 2], at = start[k] + i;
-  const double r = A[at];
-  A[at] = pull<M>(A[s1 + i], B[s1 + i], r, inv_gamma) + pull<M>(A[s1 + i + 1], B[s1 + i + 1], r, inv_gamma) +
-          pull<M>(A[s2 + i + 1], B[s2 + i + 1], r, inv_gamma);
+  const int64_t at = start[k] + i;
+  A[at] = pull<M, Hard>(A, B, successors(start, k, i), A[at], inv_gamma);
 }
 
-// One soft-DTW problem (see the file comment). C points at the pair's costs
-// (row stride ldc); P receives the transition weights of every used cell
-// (left, diag, up; row stride ldp = 3 * row length), which is all the backward
-// needs. R lives in two scratch rows of length nb + 1 during the forward.
-template <class T>
-struct Problem {
-  const T* C;
-  int64_t ldc;
-  T* P;
-  int64_t ldp;
-  int64_t mb, nb;
-  double gamma;
-  int64_t band;
-
-  DC_HOST_DEVICE DC_INLINE double c(int64_t i, int64_t j) const { return double(C[(i - 1) * ldc + (j - 1)]); }
-  DC_HOST_DEVICE DC_INLINE T* p(int64_t i, int64_t j) const { return P + (i - 1) * ldp + 3 * (j - 1); }
-
-  // Only the used mb x nb block and, with a band, only its cells are read:
-  // padding and out-of-band costs may hold anything.
-  DC_HOST_DEVICE DC_INLINE bool finite_costs() const {
-    for (int64_t i = 1; i <= mb; ++i) {
-      for (int64_t j = band_first(i, band); j <= band_last(i, nb, band); ++j) {
-        if (!is_finite(c(i, j))) return false;
-      }
-    }
-    return true;
-  }
-
-  // Forward DP with scratch rows prev, cur (nb + 1 doubles each); returns
-  // R[mb][nb]: +inf when the band makes the end unreachable, NaN when a used
-  // cost is not finite. The caller zeroes P first (cells never written keep
-  // weight 0, so the saved weights are deterministic).
-  DC_HOST_DEVICE double forward(double* prev, double* cur) const {
-    if (!finite_costs()) return NAN;
-    prev[0] = 0.0;
-    for (int64_t j = 1; j <= nb; ++j) prev[j] = INFINITY;
-    for (int64_t i = 1; i <= mb; ++i) {
-      for (int64_t j = 0; j <= nb; ++j) cur[j] = INFINITY;
-      for (int64_t j = band_first(i, band); j <= band_last(i, nb, band); ++j) {
-        const Transition t = soft_min3(cur[j - 1], prev[j - 1], prev[j], gamma);
-        cur[j] = c(i, j) + t.value;
-        T* w = p(i, j);
-        w[0] = T(t.left);
-        w[1] = T(t.diag);
-        w[2] = T(t.up);
-      }
-      double* swap = prev;
-      prev = cur;
-      cur = swap;
-    }
-    return prev[nb];
-  }
-
-  // Backward: E (row stride lde, zeroed by the caller) = grad * expected
-  // alignment on the used block, pushed from (mb, nb) back through the saved
-  // weights (no transcendental functions). value = the forward's result:
-  // NaN gives a NaN gradient, +inf (unreachable end) a zero gradient.
-  DC_HOST_DEVICE void backward(double value, double grad, T* E, int64_t lde) const {
-    if (value != value) {
-      for (int64_t i = 0; i < mb; ++i) {
-        for (int64_t j = 0; j < nb; ++j) E[i * lde + j] = quiet_nan<T>();
-      }
-      return;
-    }
-    if (value == INFINITY) return;
-    // E holds probabilities in [0, 1] and each cell receives at most three
-    // pushes, so accumulating in T is accurate also for float32.
-    E[(mb - 1) * lde + (nb - 1)] = T(1);
-    for (int64_t i = mb; i >= 1; --i) {
-      for (int64_t j = band_last(i, nb, band); j >= band_first(i, band); --j) {
-        const double e = double(E[(i - 1) * lde + (j - 1)]);
-        if (e == 0.0) continue;
-        const T* w = p(i, j);
-        if (j > 1) E[(i - 1) * lde + (j - 2)] += T(double(w[0]) * e);
-        if (i > 1 && j > 1) E[(i - 2) * lde + (j - 2)] += T(double(w[1]) * e);
-        if (i > 1) E[(i - 2) * lde + (j - 1)] += T(double(w[2]) * e);
-      }
-    }
-    if (grad != 1.0) {
-      for (int64_t i = 0; i < mb; ++i) {
-        for (int64_t j = 0; j < nb; ++j) E[i * lde + j] = T(double(E[i * lde + j]) * grad);
-      }
-    }
-  }
-
-  // Second order (SPEC 3.8), for a direction Z (row stride ldz) on the used
-  // block: the tangent dR of the DP (dR[mb][nb] = <E, Z>, returned) and the
-  // Hessian-vector product HZ = dE, by the forward-on-backward pass. Scratch:
-  // dR (mb + 1) x (nb + 1), E and HZ mb x nb, all double and row-major with
-  // the stated sizes as strides. Needs the saved weights P; value = the
-  // forward's result (NaN -> NaN everywhere, +inf -> +inf and zeros).
-  DC_HOST_DEVICE double second_order(double value, const T* Z, int64_t ldz, double* dR, double* E,
-                                     double* HZ) const {
-    const int64_t ld = nb + 1;
-    for (int64_t k = 0; k < mb * nb; ++k) {
-      E[k] = value != value ? NAN : 0.0;
-      HZ[k] = E[k];
-    }
-    if (value != value) return NAN;
-    if (value == INFINITY) return INFINITY;
-    for (int64_t k = 0; k < (mb + 1) * ld; ++k) dR[k] = 0.0;
-    for (int64_t i = 1; i <= mb; ++i) {
-      for (int64_t j = band_first(i, band); j <= band_last(i, nb, band); ++j) {
-        const T* w = p(i, j);
-        dR[i * ld + j] = double(Z[(i - 1) * ldz + (j - 1)]) + double(w[0]) * dR[i * ld + j - 1] +
-                         double(w[1]) * dR[(i - 1) * ld + j - 1] + double(w[2]) * dR[(i - 1) * ld + j];
-      }
-    }
-    E[(mb - 1) * nb + (nb - 1)] = 1.0;
-    for (int64_t i = mb; i >= 1; --i) {
-      for (int64_t j = band_last(i, nb, band); j >= band_first(i, band); --j) {
-        const double e = E[(i - 1) * nb + (j - 1)];
-        const double de = HZ[(i - 1) * nb + (j - 1)];
-        if (e == 0.0 && de == 0.0) continue;
-        const T* w = p(i, j);
-        const double wl = double(w[0]), wd = double(w[1]), wu = double(w[2]);
-        const double rl = dR[i * ld + j - 1], rd = dR[(i - 1) * ld + j - 1], ru = dR[(i - 1) * ld + j];
-        // Tangent of the weights: dp_k = p_k (mu - dR_k) / gamma (0 for the hard DTW).
-        const double mu = wl * rl + wd * rd + wu * ru;
-        const double s = gamma > 0.0 ? 1.0 / gamma : 0.0;
-        if (j > 1) {
-          E[(i - 1) * nb + (j - 2)] += wl * e;
-          HZ[(i - 1) * nb + (j - 2)] += wl * (mu - rl) * s * e + wl * de;
-        }
-        if (i > 1 && j > 1) {
-          E[(i - 2) * nb + (j - 2)] += wd * e;
-          HZ[(i - 2) * nb + (j - 2)] += wd * (mu - rd) * s * e + wd * de;
-        }
-        if (i > 1) {
-          E[(i - 2) * nb + (j - 1)] += wu * e;
-          HZ[(i - 2) * nb + (j - 1)] += wu * (mu - ru) * s * e + wu * de;
-        }
-      }
-    }
-    return dR[mb * ld + nb];
-  }
-};
+template <class M, bool Hard>
+DC_HOST_DEVICE DC_INLINE void second_backward_cell(double* A, const double* B, double* D, const double* Z,
+                                                   const int64_t* start, int64_t k, int64_t i, double inv_gamma) {
+  const int64_t at = start[k] + i;
+  double e, de;
+  second_pull<M, Hard>(A, B, D, Z, successors(start, k, i), A[at], D[at], inv_gamma, &e, &de);
+  A[at] = e;
+  D[at] = de;
+}
 
 }  // namespace softdtw
 }  // namespace diffcomb
