@@ -281,6 +281,28 @@ torch.library.register_autograd("diffcomb::soft_dtw_alignment_cost", _backward_a
                                 setup_context=_setup_alignment)
 
 
+def _setup_hvp(ctx, inputs, output) -> None:
+    C, _, lengths_x, lengths_y, gamma, band = inputs
+    ctx.save_for_backward(C, lengths_x, lengths_y)
+    ctx.gamma, ctx.band = gamma, band
+
+
+def _backward_hvp(ctx, grad):
+    # H Z is linear in Z with the symmetric H: its VJP in Z is H grad. Its derivative in C would
+    # be the third derivative of soft-DTW.
+    C, lengths_x, lengths_y = ctx.saved_tensors
+    if ctx.needs_input_grad[0]:
+        raise NotImplementedError("diffcomb: third derivatives of soft-DTW (the gradient of a Hessian-vector "
+                                  "product with respect to the costs) are not implemented")
+    if grad is None or not ctx.needs_input_grad[1]:
+        return None, None, None, None, None, None
+    HG = torch.ops.diffcomb.soft_dtw_hvp(C, grad.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
+    return None, HG, None, None, None, None
+
+
+torch.library.register_autograd("diffcomb::soft_dtw_hvp", _backward_hvp, setup_context=_setup_hvp)
+
+
 @torch.library.custom_op("diffcomb::soft_dtw_series", mutates_args=())
 def _series_op(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
                band: int, cost: int, grad_x: bool, grad_y: bool) -> tuple[Tensor, Tensor, Tensor]:

@@ -388,6 +388,30 @@ def test_second_order_opcheck():
     C = torch.rand(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.diffcomb.sharp_soft_dtw_cost.default, (C, None, None, 0.5, -1))
     torch.library.opcheck(torch.ops.diffcomb.soft_dtw_alignment_cost.default, (C, torch.tensor([5, 3]), None, 0.5, 2))
+    Z = torch.rand(2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    C0 = C.detach()
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_hvp.default, (C0, Z, None, torch.tensor([4, 2]), 0.5, 3))
+    torch.library.opcheck(torch.ops.diffcomb.soft_dtw_hvp.default, (C0, Z, None, None, 0.0, -1))
+    gradcheck(lambda z: torch.ops.diffcomb.soft_dtw_hvp(C0, z, None, None, 0.5, 1), (Z,))
+    with pytest.raises(NotImplementedError, match="third derivatives"):
+        torch.ops.diffcomb.soft_dtw_hvp(C, Z, None, None, 0.5, -1).sum().backward()
+
+
+@pytest.mark.parametrize("grads", [(True, True), (True, False), (False, False)])
+def test_series_op_opcheck_and_compile(grads):
+    gen = torch.Generator().manual_seed(44)
+    x = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64, requires_grad=grads[0])
+    y = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64, requires_grad=grads[1])
+    for cost in range(3):
+        torch.library.opcheck(torch.ops.diffcomb.soft_dtw_series.default,
+                              (x, y, torch.tensor([6, 4]), None, 0.5, 2, cost, *grads))
+    if not grads[0]:
+        return
+    compiled = torch.compile(lambda a, b: diffcomb.soft_dtw_divergence(a, b, 0.5, bandwidth=2).sum(),
+                             backend="aot_eager", fullgraph=True)
+    (g_compiled,) = torch.autograd.grad(compiled(x, y), x)
+    (g_eager,) = torch.autograd.grad(diffcomb.soft_dtw_divergence(x, y, 0.5, bandwidth=2).sum(), x)
+    assert_close(g_compiled, g_eager)
 
 
 # ------------------------------------------------------------------------------------------------
