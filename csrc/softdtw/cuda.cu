@@ -1,27 +1,32 @@
 // CUDA kernels of soft-DTW: the anti-diagonal engine of softdtw.h
 // (Diagonals and the cell functions, soft and hard, first and second
-// order), run by one thread block per pair.
+// order) as a tiled wavefront.
 //
 // Design.
-// - Wavefront: the block walks the diagonals k = 2 .. mb + nb (forward) and
-//   back (backward) with a __syncthreads between diagonals; the threads take
-//   the cells of a diagonal in strides of blockDim.x, so there is no length
-//   limit (a diagonal longer than the block is looped over).
-// - Memory: the pair's A, B (and D, Z for the second order; double) and
-//   diagonal offsets live in a global
-//   work array from Python (softdtw_cuda_work_bytes), laid out like the CPU
-//   engine's: consecutive cells of a diagonal are consecutive in memory, so
-//   a warp's loads and stores are coalesced. Only in-band cells are stored.
-// - Costs are read (matrix) or computed from the series (x_i, y_j) when the
-//   cell is reached, by the thread that computes the cell: no pass of its
-//   own and no (B, N, M) intermediate for series.
-// - Gradients: E to a matrix, or, for series, gx (one thread per row i) and
-//   gy (one thread per column j) summed in a fixed order: deterministic, no
-//   atomics.
-// - A non-finite cost raises a block-wide flag; the pair's value and
-//   outputs become NaN (SPEC section 0).
-// - One block per pair keeps one SM per pair: large batches fill the GPU; a
-//   batch of a few very long pairs runs on a few SMs.
+// - Tiles: every pair is cut into kTile x kTile tiles. The tiles of one tile
+//   anti-diagonal (ti + tj = t) are independent, so one launch per tile
+//   diagonal runs all of them, for all pairs of the batch, as one thread
+//   block each: grid (batch, tiles of diagonal t). Inside a tile the block
+//   walks the cell diagonals with a __syncthreads between them, one cell per
+//   thread. A pass is tm + tn - 1 launches on the caller's stream and no
+//   host synchronization; there is no sequence-length limit, and a few long
+//   pairs still spread over many SMs.
+// - Memory: each pair's arrays A, B (and D, Z for the second order; double)
+//   and diagonal offsets live in one global work array from Python
+//   (softdtw_cuda_work_bytes), in the CPU engine's layout: consecutive cells
+//   of a diagonal are consecutive in memory, so a warp's accesses to A, B, D
+//   and Z are coalesced. Only in-band cells are stored.
+// - Costs are read (matrix) or computed from the series (x_i, y_j) by the
+//   thread that computes the cell, when it computes it: no pass of its own
+//   and no (B, N, M) intermediate for series.
+// - Per-pair status in the work array: 1 infeasible band, 2 a non-finite
+//   cost (raised with atomicOr by any tile); the final kernels turn it into
+//   +inf / NaN results (SPEC section 0).
+// - Gradients: E (and H Z) to matrices; for series, gx (one thread per row)
+//   and gy (one thread per column) summed in a fixed order: deterministic,
+//   no atomics.
+// The CPU sweeps (cpu.cpp) run the same tiles, diagonal by diagonal, when a
+// small batch shares the threads, so the CPU tests cover this order.
 #include <cstdint>
 
 #include "../common/common.h"
@@ -33,10 +38,12 @@ namespace diffcomb {
 namespace softdtw {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kTile = 256;     // tile side, in cells
+constexpr int kThreads = 256;  // threads per tile block: one per cell of a tile diagonal
+constexpr int kPairThreads = 256;
 
-// Doubles of A (and of B) per pair: the layout of the full (m, n) problem,
-// the largest any lengths can need.
+// Doubles of each array per pair: the layout of the full (m, n) problem, the
+// largest any lengths can need.
 int64_t cells_per_pair(int64_t m, int64_t n, int64_t band) {
   const Diagonals g{m, n, band};
   int64_t size = 0;
@@ -44,55 +51,19 @@ int64_t cells_per_pair(int64_t m, int64_t n, int64_t band) {
   return size;
 }
 
+// Per pair: arrays * cells doubles, starts int64 offsets, one int64 status
+// and two doubles (value, tangent).
 struct WorkLayout {
-  int64_t cells;   // doubles of each array per pair
-  int64_t arrays;  // A, B (and D, Z for the second order)
-  int64_t starts;  // int64 offsets per pair
-  int64_t bytes(int64_t batch) const { return batch * (arrays * cells * 8 + starts * 8); }
+  int64_t cells;
+  int64_t arrays;  // 2: A, B;  4: A, B, D, Z (second order)
+  int64_t starts;
+  int64_t batch;
+  int64_t bytes() const { return batch * (arrays * cells * 8 + starts * 8 + 8 + 16); }
 };
 
-WorkLayout work_layout(int64_t m, int64_t n, int64_t band, bool second_order) {
-  return {cells_per_pair(m, n, band), second_order ? 4 : 2, m + n + 2};
+WorkLayout work_layout(int64_t batch, int64_t m, int64_t n, int64_t band, bool second_order) {
+  return {cells_per_pair(m, n, band), second_order ? 4 : 2, m + n + 2, batch};
 }
-
-// Cost sources: a matrix (row stride n) or two series.
-template <class T>
-struct MatrixSource {
-  const T* C;
-  int64_t n;
-  __device__ double cost(int64_t i, int64_t j) const { return double(C[(i - 1) * n + (j - 1)]); }
-};
-
-template <class T>
-struct SeriesSource {
-  const T* x;
-  const T* y;
-  int64_t D;
-  int kind;
-  __device__ double half_sq(int64_t i, int64_t j) const {
-    const T* xi = x + (i - 1) * D;
-    const T* yj = y + (j - 1) * D;
-    double h = 0.0;
-    for (int64_t d = 0; d < D; ++d) {
-      const double diff = double(xi[d]) - double(yj[d]);
-      h += diff * diff;
-    }
-    return 0.5 * h;
-  }
-  __device__ double cost(int64_t i, int64_t j) const {
-    const double h = half_sq(i, j);
-    if (kind == kCostSqEuclidean) return 2.0 * h;
-    if (kind == kCostHalfSqEuclidean) return h;
-    return h + log(2.0 - exp(-h));
-  }
-  // d cost / d x_i = factor (x_i - y_j)
-  __device__ double factor(int64_t i, int64_t j) const {
-    if (kind == kCostSqEuclidean) return 2.0;
-    if (kind == kCostHalfSqEuclidean) return 1.0;
-    const double e = exp(-half_sq(i, j));
-    return 1.0 + e / (2.0 - e);
-  }
-};
 
 struct PairWork {
   double* A;
@@ -100,38 +71,93 @@ struct PairWork {
   double* D;  // second order only
   double* Z;  // second order only
   int64_t* start;
+  int64_t* status;
+  double* result;  // value, tangent
 };
 
-__device__ PairWork pair_work(void* work, WorkLayout layout, int64_t b) {
-  double* base = static_cast<double*>(work) + b * layout.arrays * layout.cells;
-  int64_t* starts = reinterpret_cast<int64_t*>(static_cast<double*>(work) + gridDim.x * layout.arrays * layout.cells);
+__device__ PairWork pair_work(void* work, const WorkLayout& layout, int64_t b) {
+  double* base = static_cast<double*>(work);
+  double* arrays = base + b * layout.arrays * layout.cells;
+  int64_t* starts = reinterpret_cast<int64_t*>(base + layout.batch * layout.arrays * layout.cells);
+  int64_t* status = starts + layout.batch * layout.starts;
+  double* results = reinterpret_cast<double*>(status + layout.batch);
   const bool second = layout.arrays == 4;
-  return {base, base + layout.cells, second ? base + 2 * layout.cells : nullptr,
-          second ? base + 3 * layout.cells : nullptr, starts + b * layout.starts};
+  return {arrays,
+          arrays + layout.cells,
+          second ? arrays + 2 * layout.cells : nullptr,
+          second ? arrays + 3 * layout.cells : nullptr,
+          starts + b * layout.starts,
+          status + b,
+          results + 2 * b};
 }
 
-// Forward (and, with `backward`, the backward) of this block's pair; returns
-// in every thread: 0 ok, 1 infeasible band, 2 non-finite cost. A holds E
-// afterwards when `backward`. With a direction (w.D, w.Z and dir non-null),
-// the second order: *tangent = <E, Z> and D holds H Z afterwards.
-template <bool Hard, class Source, class T = double>
-__device__ int run_pair(const Diagonals& g, const Source& source, PairWork w, double gamma, bool backward,
-                        double* value, const T* dir = nullptr, int64_t ld = 0, double* tangent = nullptr) {
-  __shared__ int bad;
-  if (!g.feasible()) return 1;
-  const bool second = dir != nullptr;
-  const double inv_gamma = Hard ? 0.0 : 1.0 / gamma;
-  const int64_t K = g.last();
+// Cost sources for pair b: a matrix (B, m, n) or two series (B, m, D), (B, n, D).
+template <class T>
+struct MatrixSource {
+  const T* C;
+  int64_t m, n;
+  __device__ double cost(int64_t b, int64_t i, int64_t j) const {
+    return double(C[(b * m + (i - 1)) * n + (j - 1)]);
+  }
+};
+
+template <class T>
+struct SeriesSource {
+  const T* x;
+  const T* y;
+  int64_t m, n, D;
+  int kind;
+  __device__ double half_sq(int64_t b, int64_t i, int64_t j) const {
+    const T* xi = x + (b * m + (i - 1)) * D;
+    const T* yj = y + (b * n + (j - 1)) * D;
+    double h = 0.0;
+    for (int64_t d = 0; d < D; ++d) {
+      const double diff = double(xi[d]) - double(yj[d]);
+      h += diff * diff;
+    }
+    return 0.5 * h;
+  }
+  __device__ double cost(int64_t b, int64_t i, int64_t j) const {
+    const double h = half_sq(b, i, j);
+    if (kind == kCostSqEuclidean) return 2.0 * h;
+    if (kind == kCostHalfSqEuclidean) return h;
+    return h + log(2.0 - exp(-h));
+  }
+  // d cost / d x_i = factor (x_i - y_j)
+  __device__ double factor(int64_t b, int64_t i, int64_t j) const {
+    if (kind == kCostSqEuclidean) return 2.0;
+    if (kind == kCostHalfSqEuclidean) return 1.0;
+    const double e = exp(-half_sq(b, i, j));
+    return 1.0 + e / (2.0 - e);
+  }
+};
+
+struct Problem {
+  const int64_t* lengths_x;
+  const int64_t* lengths_y;
+  int64_t m, n, band;
+  __device__ Diagonals pair(int64_t b) const {
+    return {lengths_x ? lengths_x[b] : m, lengths_y ? lengths_y[b] : n, band};
+  }
+};
+
+// One block per pair: the diagonal offsets, the pads (+inf in A and B, 0 in
+// D and Z), R[0][0] = 0, and the status (0, or 1 for an infeasible band).
+__global__ void setup_kernel(Problem p, void* work, WorkLayout layout) {
+  const int64_t b = blockIdx.x;
+  const Diagonals g = p.pair(b);
+  const PairWork w = pair_work(work, layout, b);
   if (threadIdx.x == 0) {
     g.layout(w.start);
-    bad = 0;
+    *w.status = g.feasible() ? 0 : 1;
   }
   __syncthreads();
-  for (int64_t k = threadIdx.x; k <= K + 1; k += blockDim.x) {
+  const bool second = w.D != nullptr;
+  for (int64_t k = threadIdx.x; k <= g.last() + 1; k += blockDim.x) {
     const int64_t pads[2] = {w.start[k] + g.lo(k) - 1, w.start[k] + g.hi(k) + 1};
-    for (int64_t p : pads) {
-      w.A[p] = w.B[p] = INFINITY;
-      if (second) w.D[p] = w.Z[p] = 0.0;
+    for (int64_t q : pads) {
+      w.A[q] = w.B[q] = INFINITY;
+      if (second) w.D[q] = w.Z[q] = 0.0;
     }
   }
   __syncthreads();
@@ -139,14 +165,42 @@ __device__ int run_pair(const Diagonals& g, const Source& source, PairWork w, do
     w.A[w.start[0]] = 0.0;
     if (second) w.D[w.start[0]] = w.Z[w.start[0]] = 0.0;
   }
-  __syncthreads();
-  for (int64_t k = 2; k <= K; ++k) {
-    for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
-      const double c = source.cost(i, k - i);
-      if (!is_finite(c)) atomicOr(&bad, 1);
-      w.B[w.start[k] + i] = c;
-      if (second) {
-        w.Z[w.start[k] + i] = double(dir[(i - 1) * ld + (k - i - 1)]);
+}
+
+// The tile (first + blockIdx.y, t - ti) of tile diagonal t, for pair
+// blockIdx.x: rows [*i0, *i1] x columns [*j0, *j1] of the used block; false
+// when the tile is outside it.
+__device__ bool tile_of(const Diagonals& g, int64_t t, int64_t first, int64_t* i0, int64_t* i1, int64_t* j0,
+                        int64_t* j1) {
+  const int64_t ti = first + blockIdx.y, tj = t - ti;
+  *i0 = ti * kTile + 1;
+  *j0 = tj * kTile + 1;
+  *i1 = min(g.mb, (ti + 1) * kTile);
+  *j1 = min(g.nb, (tj + 1) * kTile);
+  return *i0 <= *i1 && *j0 <= *j1;
+}
+
+// Forward (or its tangent, with a direction Z) over the tiles of tile
+// diagonal t.
+template <bool Hard, class Source, class T>
+__global__ void forward_tiles_kernel(int64_t t, int64_t first, Problem p, Source source, const T* Z, double gamma,
+                                     void* work, WorkLayout layout) {
+  const int64_t b = blockIdx.x;
+  const Diagonals g = p.pair(b);
+  const PairWork w = pair_work(work, layout, b);
+  int64_t i0, i1, j0, j1;
+  if (*w.status == 1 || !tile_of(g, t, first, &i0, &i1, &j0, &j1)) return;
+  const double inv_gamma = Hard ? 0.0 : 1.0 / gamma;
+  for (int64_t k = i0 + j0; k <= i1 + j1; ++k) {
+    const int64_t lo = max(max(g.lo(k), i0), k - j1), hi = min(min(g.hi(k), i1), k - j0);
+    const int64_t i = lo + threadIdx.x;  // a tile diagonal has at most kTile = blockDim.x cells
+    if (i <= hi) {
+      const int64_t at = w.start[k] + i;
+      const double c = source.cost(b, i, k - i);
+      if (!is_finite(c)) atomicOr(reinterpret_cast<unsigned long long*>(w.status), 2ull);
+      w.B[at] = c;
+      if (Z) {
+        w.Z[at] = double(Z[(b * p.m + (i - 1)) * p.n + (k - i - 1)]);
         tangent_cell<LibMath, Hard>(w.A, w.B, w.D, w.Z, w.start, k, i, gamma, inv_gamma);
       } else {
         forward_cell<LibMath, Hard>(w.A, w.B, w.start, k, i, gamma, inv_gamma);
@@ -154,20 +208,23 @@ __device__ int run_pair(const Diagonals& g, const Source& source, PairWork w, do
     }
     __syncthreads();
   }
-  const int64_t end = w.start[K] + g.mb;
-  *value = w.A[end];
-  if (second) *tangent = w.D[end];
-  __syncthreads();
-  if (bad) return 2;
-  if (!backward) return 0;
-  if (threadIdx.x == 0) {
-    w.A[end] = 1.0;  // E[mb][nb]
-    if (second) w.D[end] = 0.0;  // dE[mb][nb]
-  }
-  __syncthreads();
-  for (int64_t k = K - 1; k >= 2; --k) {
-    for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
-      if (second) {
+}
+
+// Backward (first or second order) over the tiles of tile diagonal t.
+template <bool Hard>
+__global__ void backward_tiles_kernel(int64_t t, int64_t first, Problem p, double gamma, void* work,
+                                      WorkLayout layout) {
+  const int64_t b = blockIdx.x;
+  const Diagonals g = p.pair(b);
+  const PairWork w = pair_work(work, layout, b);
+  int64_t i0, i1, j0, j1;
+  if (*w.status != 0 || !tile_of(g, t, first, &i0, &i1, &j0, &j1)) return;
+  const double inv_gamma = Hard ? 0.0 : 1.0 / gamma;
+  for (int64_t k = min(i1 + j1, g.last() - 1); k >= i0 + j0; --k) {
+    const int64_t lo = max(max(g.lo(k), i0), k - j1), hi = min(min(g.hi(k), i1), k - j0);
+    const int64_t i = lo + threadIdx.x;
+    if (i <= hi) {
+      if (w.D) {
         second_backward_cell<LibMath, Hard>(w.A, w.B, w.D, w.Z, w.start, k, i, inv_gamma);
       } else {
         backward_cell<LibMath, Hard>(w.A, w.B, w.start, k, i, inv_gamma);
@@ -175,102 +232,95 @@ __device__ int run_pair(const Diagonals& g, const Source& source, PairWork w, do
     }
     __syncthreads();
   }
-  return 0;
 }
 
-// The used cells of `in` (diagonal layout) into matrix M (row stride ld);
-// with `nan`, NaN on the whole used block instead.
+// One thread per pair, between the passes: saves R[mb][nb] (and dR[mb][nb])
+// and seeds E[mb][nb] = 1 (dE[mb][nb] = 0); writes the value output
+// (the tangent for the second order) with the status applied.
 template <class T>
-__device__ void store_matrix(const Diagonals& g, const PairWork& w, const double* in, T* M, int64_t ld, bool nan) {
-  if (nan) {
-    for (int64_t q = threadIdx.x; q < g.mb * g.nb; q += blockDim.x) M[(q / g.nb) * ld + q % g.nb] = quiet_nan<T>();
-    return;
-  }
-  for (int64_t k = 2; k <= g.last(); ++k) {
-    for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
-      M[(i - 1) * ld + (k - i - 1)] = T(in[w.start[k] + i]);
+__global__ void finish_forward_kernel(Problem p, T* out, bool tangent, void* work, WorkLayout layout) {
+  const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= layout.batch) return;
+  const Diagonals g = p.pair(b);
+  const PairWork w = pair_work(work, layout, b);
+  const int64_t status = *w.status;
+  double v = INFINITY;
+  if (status == 0) {
+    const int64_t end = w.start[g.last()] + g.mb;
+    w.result[0] = w.A[end];
+    w.A[end] = 1.0;
+    if (w.D) {
+      w.result[1] = w.D[end];
+      w.D[end] = 0.0;
     }
+    v = tangent ? w.result[1] : w.result[0];
+  } else if (status != 1) {
+    v = NAN;
   }
+  out[b] = T(v);
 }
 
-__device__ int64_t used(const int64_t* lengths, int64_t b, int64_t full) { return lengths ? lengths[b] : full; }
-
-// value (B); E (B, m, n), zeroed by the caller, or null.
-template <class T, bool Hard>
-__global__ void matrix_kernel(const T* C, T* value, T* E, const int64_t* lengths_x, const int64_t* lengths_y,
-                              int64_t m, int64_t n, double gamma, int64_t band, void* work, WorkLayout layout) {
+// The used cells of `in` (A or D, by offset) into M (B, m, n), zeroed by the
+// caller; NaN on the used block for a pair with a non-finite cost. Grid
+// (batch, blocks).
+template <class T>
+__global__ void store_matrix_kernel(Problem p, int which, T* M, void* work, WorkLayout layout) {
   const int64_t b = blockIdx.x;
-  const Diagonals g{used(lengths_x, b, m), used(lengths_y, b, n), band};
-  const MatrixSource<T> source{C + b * m * n, n};
+  const Diagonals g = p.pair(b);
   const PairWork w = pair_work(work, layout, b);
-  double v = 0.0;
-  const int status = run_pair<Hard>(g, source, w, gamma, E != nullptr, &v);
-  if (threadIdx.x == 0) value[b] = status == 1 ? T(INFINITY) : (status == 2 ? quiet_nan<T>() : T(v));
-  if (E && status != 1) store_matrix(g, w, w.A, E + b * m * n, n, status == 2);
-}
-
-// jvp (B) = <E, Z>; E and HZ (B, m, n), zeroed by the caller.
-template <class T, bool Hard>
-__global__ void second_order_kernel(const T* C, const T* Z, T* jvp, T* E, T* HZ, const int64_t* lengths_x,
-                                    const int64_t* lengths_y, int64_t m, int64_t n, double gamma, int64_t band,
-                                    void* work, WorkLayout layout) {
-  const int64_t b = blockIdx.x;
-  const Diagonals g{used(lengths_x, b, m), used(lengths_y, b, n), band};
-  const MatrixSource<T> source{C + b * m * n, n};
-  const PairWork w = pair_work(work, layout, b);
-  double v = 0.0, t = 0.0;
-  const int status = run_pair<Hard>(g, source, w, gamma, true, &v, Z + b * m * n, n, &t);
-  if (threadIdx.x == 0) jvp[b] = status == 1 ? T(INFINITY) : (status == 2 ? quiet_nan<T>() : T(t));
+  const int64_t status = *w.status;
   if (status == 1) return;
-  store_matrix(g, w, w.A, E + b * m * n, n, status == 2);
-  store_matrix(g, w, w.D, HZ + b * m * n, n, status == 2);
+  const double* in = which == 0 ? w.A : w.D;
+  T* out = M + b * p.m * p.n;
+  const int64_t stride = int64_t(gridDim.y) * blockDim.x;
+  for (int64_t q = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; q < g.mb * g.nb; q += stride) {
+    const int64_t i = q / g.nb + 1, j = q % g.nb + 1;
+    if (status != 0) {
+      out[(i - 1) * p.n + (j - 1)] = quiet_nan<T>();
+    } else if (j >= g.first_col(i) && j <= g.last_col(i)) {
+      out[(i - 1) * p.n + (j - 1)] = T(in[w.start[i + j] + i]);
+    }
+  }
 }
 
-// value (B); gx (B, m, D), gy (B, n, D), zeroed by the caller, or null.
-template <class T, bool Hard>
-__global__ void series_kernel(const T* x, const T* y, T* value, T* gx, T* gy, const int64_t* lengths_x,
-                              const int64_t* lengths_y, int64_t m, int64_t n, int64_t D, int kind, double gamma,
-                              int64_t band, void* work, WorkLayout layout) {
+// Series gradients from E (SPEC 3.3): gx_i = sum_j E_ij f_ij (x_i - y_j)
+// with one thread per row, gy_j = -sum_i E_ij f_ij (x_i - y_j) with one
+// thread per column. Grid (batch, blocks); gx, gy zeroed by the caller.
+template <class T>
+__global__ void series_gradients_kernel(Problem p, SeriesSource<T> source, T* gx, T* gy, void* work,
+                                        WorkLayout layout) {
   const int64_t b = blockIdx.x;
-  const Diagonals g{used(lengths_x, b, m), used(lengths_y, b, n), band};
-  const SeriesSource<T> source{x + b * m * D, y + b * n * D, D, kind};
+  const Diagonals g = p.pair(b);
   const PairWork w = pair_work(work, layout, b);
-  const bool grads = gx != nullptr || gy != nullptr;
-  double v = 0.0;
-  const int status = run_pair<Hard>(g, source, w, gamma, grads, &v);
-  if (threadIdx.x == 0) value[b] = status == 1 ? T(INFINITY) : (status == 2 ? quiet_nan<T>() : T(v));
-  if (!grads || status == 1) return;
-  T* gxb = gx ? gx + b * m * D : nullptr;
-  T* gyb = gy ? gy + b * n * D : nullptr;
-  if (status == 2) {
-    for (int64_t q = threadIdx.x; gxb && q < g.mb * D; q += blockDim.x) gxb[q] = quiet_nan<T>();
-    for (int64_t q = threadIdx.x; gyb && q < g.nb * D; q += blockDim.x) gyb[q] = quiet_nan<T>();
-    return;
-  }
-  // W = E * factor in place, then the row and column sums of W (x_i - y_j).
-  for (int64_t k = 2; k <= g.last(); ++k) {
-    for (int64_t i = g.lo(k) + threadIdx.x; i <= g.hi(k); i += blockDim.x) {
-      double& a = w.A[w.start[k] + i];
-      if (a != 0.0) a *= source.factor(i, k - i);
+  const int64_t status = *w.status;
+  if (status == 1) return;
+  const int64_t D = source.D;
+  const T* x = source.x + b * p.m * D;
+  const T* y = source.y + b * p.n * D;
+  const int64_t stride = int64_t(gridDim.y) * blockDim.x;
+  const int64_t first = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  for (int64_t i = first + 1; gx && i <= g.mb; i += stride) {
+    for (int64_t d = 0; d < D; ++d) {
+      double acc = 0.0;
+      if (status == 0) {
+        for (int64_t j = g.first_col(i); j <= g.last_col(i); ++j) {
+          const double e = w.A[w.start[i + j] + i];
+          if (e != 0.0) acc += e * source.factor(b, i, j) * (double(x[(i - 1) * D + d]) - double(y[(j - 1) * D + d]));
+        }
+      }
+      gx[(b * p.m + (i - 1)) * D + d] = status == 0 ? T(acc) : quiet_nan<T>();
     }
   }
-  __syncthreads();
-  for (int64_t i = 1 + threadIdx.x; gxb && i <= g.mb; i += blockDim.x) {
-    const int64_t j0 = g.first_col(i), j1 = g.last_col(i);
+  for (int64_t j = first + 1; gy && j <= g.nb; j += stride) {
     for (int64_t d = 0; d < D; ++d) {
-      const double xd = double(source.x[(i - 1) * D + d]);
       double acc = 0.0;
-      for (int64_t j = j0; j <= j1; ++j) acc += w.A[w.start[i + j] + i] * (xd - double(source.y[(j - 1) * D + d]));
-      gxb[(i - 1) * D + d] = T(acc);
-    }
-  }
-  for (int64_t j = 1 + threadIdx.x; gyb && j <= g.nb; j += blockDim.x) {
-    const int64_t i0 = g.first_row(j), i1 = g.last_row(j);
-    for (int64_t d = 0; d < D; ++d) {
-      const double yd = double(source.y[(j - 1) * D + d]);
-      double acc = 0.0;
-      for (int64_t i = i0; i <= i1; ++i) acc += w.A[w.start[i + j] + i] * (double(source.x[(i - 1) * D + d]) - yd);
-      gyb[(j - 1) * D + d] = T(-acc);
+      if (status == 0) {
+        for (int64_t i = g.first_row(j); i <= g.last_row(j); ++i) {
+          const double e = w.A[w.start[i + j] + i];
+          if (e != 0.0) acc += e * source.factor(b, i, j) * (double(x[(i - 1) * D + d]) - double(y[(j - 1) * D + d]));
+        }
+      }
+      gy[(b * p.n + (j - 1)) * D + d] = status == 0 ? T(-acc) : quiet_nan<T>();
     }
   }
 }
@@ -280,10 +330,50 @@ T* ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
+unsigned int blocks_for(int64_t items, int threads, int64_t cap) {
+  const int64_t blocks = (items + threads - 1) / threads;
+  return static_cast<unsigned int>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+}
+
+// Runs the passes on a stream: setup, the forward tile diagonals, the
+// finish kernel (value or tangent into `out`), and, with `backward`, the
+// backward tile diagonals. A then holds E, D holds H Z.
+template <bool Hard, class Source, class T>
+void run_passes(const Problem& p, const Source& source, const T* Z, T* out, bool backward, double gamma, void* work,
+                const WorkLayout& layout, cudaStream_t stream) {
+  const auto batch = static_cast<unsigned int>(layout.batch);
+  setup_kernel<<<batch, kPairThreads, 0, stream>>>(p, work, layout);
+  check_launch("softdtw setup_kernel");
+  const int64_t tm = (p.m + kTile - 1) / kTile, tn = (p.n + kTile - 1) / kTile;
+  for (int64_t t = 0; t <= tm + tn - 2; ++t) {
+    const int64_t first = t - (tn - 1) > 0 ? t - (tn - 1) : 0, last = t < tm - 1 ? t : tm - 1;
+    const dim3 grid(batch, static_cast<unsigned int>(last - first + 1));
+    forward_tiles_kernel<Hard><<<grid, kThreads, 0, stream>>>(t, first, p, source, Z, gamma, work, layout);
+    check_launch("softdtw forward_tiles_kernel");
+  }
+  finish_forward_kernel<T><<<blocks_for(layout.batch, 256, 1 << 20), 256, 0, stream>>>(p, out, Z != nullptr, work,
+                                                                                       layout);
+  check_launch("softdtw finish_forward_kernel");
+  if (!backward) return;
+  for (int64_t t = tm + tn - 2; t >= 0; --t) {
+    const int64_t first = t - (tn - 1) > 0 ? t - (tn - 1) : 0, last = t < tm - 1 ? t : tm - 1;
+    const dim3 grid(batch, static_cast<unsigned int>(last - first + 1));
+    backward_tiles_kernel<Hard><<<grid, kThreads, 0, stream>>>(t, first, p, gamma, work, layout);
+    check_launch("softdtw backward_tiles_kernel");
+  }
+}
+
+template <class T>
+void store_matrix(const Problem& p, int which, T* M, void* work, const WorkLayout& layout, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned int>(layout.batch), blocks_for(p.m * p.n, 256, 1024));
+  store_matrix_kernel<T><<<grid, 256, 0, stream>>>(p, which, M, work, layout);
+  check_launch("softdtw store_matrix_kernel");
+}
+
 }  // namespace
 
 int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band, bool second_order) {
-  return work_layout(m, n, band, second_order).bytes(batch);
+  return work_layout(batch, m, n, band, second_order).bytes();
 }
 
 void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
@@ -291,15 +381,16 @@ void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintp
                               double gamma, int64_t band, int dtype, int device, std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
-  const WorkLayout layout = work_layout(m, n, band, false);
+  const WorkLayout layout = work_layout(batch, m, n, band, false);
+  const Problem p{ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, band};
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
+    const MatrixSource<T> source{ptr<const T>(C), m, n};
     dispatch_bool(gamma == 0.0, [&](auto hard) {
-      matrix_kernel<T, decltype(hard)::value><<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
-          ptr<const T>(C), ptr<T>(value), E ? ptr<T>(E) : nullptr, ptr<const int64_t>(lengths_x),
-          ptr<const int64_t>(lengths_y), m, n, gamma, band, ptr<void>(work), layout);
-      check_launch("softdtw matrix_kernel");
+      run_passes<decltype(hard)::value>(p, source, static_cast<const T*>(nullptr), ptr<T>(value), E != 0, gamma,
+                                        ptr<void>(work), layout, as_stream(stream));
     });
+    if (E) store_matrix(p, 0, ptr<T>(E), ptr<void>(work), layout, as_stream(stream));
   });
 }
 
@@ -309,16 +400,22 @@ void series_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::
                  std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
-  const WorkLayout layout = work_layout(m, n, band, false);
+  const WorkLayout layout = work_layout(batch, m, n, band, false);
+  const Problem p{ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, band};
+  const bool grads = gx || gy;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
+    const SeriesSource<T> source{ptr<const T>(x), ptr<const T>(y), m, n, D, cost};
     dispatch_bool(gamma == 0.0, [&](auto hard) {
-      series_kernel<T, decltype(hard)::value><<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
-          ptr<const T>(x), ptr<const T>(y), ptr<T>(value), gx ? ptr<T>(gx) : nullptr, gy ? ptr<T>(gy) : nullptr,
-          ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, D, cost, gamma, band, ptr<void>(work),
-          layout);
-      check_launch("softdtw series_kernel");
+      run_passes<decltype(hard)::value>(p, source, static_cast<const T*>(nullptr), ptr<T>(value), grads, gamma,
+                                        ptr<void>(work), layout, as_stream(stream));
     });
+    if (!grads) return;
+    const dim3 grid(static_cast<unsigned int>(batch), blocks_for(m > n ? m : n, 128, 64));
+    series_gradients_kernel<T><<<grid, 128, 0, as_stream(stream)>>>(p, source, gx ? ptr<T>(gx) : nullptr,
+                                                                     gy ? ptr<T>(gy) : nullptr, ptr<void>(work),
+                                                                     layout);
+    check_launch("softdtw series_gradients_kernel");
   });
 }
 
@@ -328,16 +425,17 @@ void second_order_cuda(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, s
                        std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
-  const WorkLayout layout = work_layout(m, n, band, true);
+  const WorkLayout layout = work_layout(batch, m, n, band, true);
+  const Problem p{ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, band};
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
+    const MatrixSource<T> source{ptr<const T>(C), m, n};
     dispatch_bool(gamma == 0.0, [&](auto hard) {
-      second_order_kernel<T, decltype(hard)::value>
-          <<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(
-              ptr<const T>(C), ptr<const T>(Z), ptr<T>(jvp), ptr<T>(E), ptr<T>(HZ), ptr<const int64_t>(lengths_x),
-              ptr<const int64_t>(lengths_y), m, n, gamma, band, ptr<void>(work), layout);
-      check_launch("softdtw second_order_kernel");
+      run_passes<decltype(hard)::value>(p, source, ptr<const T>(Z), ptr<T>(jvp), true, gamma, ptr<void>(work), layout,
+                                        as_stream(stream));
     });
+    store_matrix(p, 0, ptr<T>(E), ptr<void>(work), layout, as_stream(stream));
+    store_matrix(p, 1, ptr<T>(HZ), ptr<void>(work), layout, as_stream(stream));
   });
 }
 
