@@ -146,7 +146,7 @@ def _sortnet_op(x: Tensor, network: int, sigmoid: int, steepness: float, art_lam
             sigmoid, steepness, art_lambda, _native.dtype_code(x))
     if x.is_cuda:
         device, stream = _native.stream_of(x)
-        _native.cuda("sorting_network").sortnet_forward(*args, device, stream)
+        _native.cuda("sorting_network").sortnet_forward(*args[:10], lo.numel(), *args[10:], device, stream)
     else:
         _native.cpu().sortnet_forward(*args, _native.threads())
     return values, Pt, alpha
@@ -178,7 +178,7 @@ def _p_backward_cuda(alpha: Tensor, grad_Pt: Tensor, lo: Tensor, hi: Tensor, off
         module.sortnet_p_backward(
             _native.address(alpha[b0:b0 + rows]), _native.address(grad_Pt[b0:b0 + rows]), _native.address(tape),
             _native.address(state), _native.address(lo), _native.address(hi), _native.address(offsets), rows, n,
-            offsets.numel() - 1, _native.dtype_code(alpha), device, stream)
+            offsets.numel() - 1, comparators, _native.dtype_code(alpha), device, stream)
         torch.sum(tape[:rows], dim=-1, dtype=torch.float64, out=dalpha[b0:b0 + rows])
     return dalpha
 
@@ -202,8 +202,8 @@ def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor]
         module.sortnet_values_backward(
             _native.address(x), _native.address(alpha), _native.address(grad_values), _native.address(dalpha),
             _native.address(dx), _native.address(work), _native.address(lo), _native.address(hi),
-            _native.address(offsets), batch, n, layers, sigmoid, steepness, art_lambda, _native.dtype_code(x),
-            device, stream)
+            _native.address(offsets), batch, n, layers, lo.numel(), sigmoid, steepness, art_lambda,
+            _native.dtype_code(x), device, stream)
     else:
         _native.cpu().sortnet_backward(
             _native.address(x), _native.address(alpha), _native.address(grad_values), _native.address(grad_Pt),

@@ -26,7 +26,8 @@ void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_value
                   int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
                   int threads);
 
-// CUDA versions (cuda.cu), device addresses, launched on `stream`:
+// CUDA versions (cuda.cu), device addresses, launched on `stream`; comparators = C
+// (the layout's last offset, passed so that no device value is read on the host):
 //   forward: values/alpha (one block per row, a barrier per layer), then Pt
 //     (one thread per row of P) when Pt != 0.
 //   p_backward: for rows [0, batch) of this chunk, tape (batch, C, n) of the
@@ -36,16 +37,16 @@ void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_value
 //     ((B, C) float64, 0: none); work: B * (n * sizeof(T) + 2 * C * 8 + n * 8) bytes.
 void forward_cuda(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, std::uintptr_t Pt,
                   std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch, int64_t n,
-                  int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype, int device,
+                  int64_t layers, int64_t comparators, int sigmoid, double steepness, double art_lambda, int dtype, int device,
                   std::uintptr_t stream);
 void p_backward_cuda(std::uintptr_t alpha, std::uintptr_t g_Pt, std::uintptr_t tape, std::uintptr_t state,
                      std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch, int64_t n,
-                     int64_t layers, int dtype, int device, std::uintptr_t stream);
+                     int64_t layers, int64_t comparators, int dtype, int device, std::uintptr_t stream);
 int64_t values_backward_work_bytes(int64_t batch, int64_t n, int64_t comparators, int dtype);
 void values_backward_cuda(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_values, std::uintptr_t dalpha_p,
                           std::uintptr_t dx, std::uintptr_t work, std::uintptr_t lo, std::uintptr_t hi,
-                          std::uintptr_t offsets, int64_t batch, int64_t n, int64_t layers, int sigmoid,
-                          double steepness, double art_lambda, int dtype, int device, std::uintptr_t stream);
+                          std::uintptr_t offsets, int64_t batch, int64_t n, int64_t layers, int64_t comparators,
+                          int sigmoid, double steepness, double art_lambda, int dtype, int device, std::uintptr_t stream);
 
 }  // namespace sortnet
 }  // namespace diffcomb
