@@ -24,6 +24,15 @@
 #include "dispatch.h"
 #include "sortnet.h"
 
+// The lane loops are compiled for AVX-512, AVX2 and the baseline, chosen at
+// load time (GCC function multiversioning; never -march=native).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SN_CLONES
+#endif
+#define SN_ALWAYS_INLINE SN_INLINE
+
 namespace diffcomb {
 namespace sortnet {
 namespace {
@@ -52,7 +61,7 @@ struct LaneScratch {
 
 // Starts a block of rows [i0, i0 + rows) of P: e_i in lane i - i0.
 template <int R, class T>
-void start_block(T* state, int64_t n, int32_t i0, int32_t rows) {
+SN_ALWAYS_INLINE void start_block(T* state, int64_t n, int32_t i0, int32_t rows) {
   std::fill_n(state, n * R, T(0));
   for (int32_t r = 0; r < rows; ++r) state[int64_t(i0 + r) * R + r] = T(1);
 }
@@ -61,7 +70,7 @@ void start_block(T* state, int64_t n, int32_t i0, int32_t rows) {
 // the pre-swap differences of every active comparator in order and the
 // active range of every layer.
 template <int R, class T, bool kTape>
-void run_block(const SortNetwork& net, const T* alpha, T* state, int32_t i0, int32_t rows, T* tape,
+SN_ALWAYS_INLINE void run_block(const SortNetwork& net, const T* alpha, T* state, int32_t i0, int32_t rows, T* tape,
                int32_t* ranges) {
   int32_t s = i0;
   int32_t e = i0 + rows;
@@ -87,7 +96,8 @@ void run_block(const SortNetwork& net, const T* alpha, T* state, int32_t i0, int
 
 // Pt (n x n, wire-major) of one row of the batch.
 template <class T>
-void p_forward_row(const SortNetwork& net, const T* alpha, int64_t n, T* Pt, LaneScratch<T>& scratch) {
+SN_ALWAYS_INLINE void p_forward_row_impl(const SortNetwork& net, const T* alpha, int64_t n, T* Pt,
+                                         LaneScratch<T>& scratch) {
   constexpr int R = lanes<T>();
   T* state = scratch.state.data();
   for (int64_t i0 = 0; i0 < n; i0 += R) {
@@ -100,8 +110,8 @@ void p_forward_row(const SortNetwork& net, const T* alpha, int64_t n, T* Pt, Lan
 
 // dalpha[c] += the P part of dL/dalpha_c for one row of the batch (g_Pt wire-major).
 template <class T>
-void p_backward_row(const SortNetwork& net, const T* alpha, const T* g_Pt, int64_t n, double* dalpha,
-                    LaneScratch<T>& scratch) {
+SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha, const T* g_Pt, int64_t n,
+                                          double* dalpha, LaneScratch<T>& scratch) {
   constexpr int R = lanes<T>();
   T* state = scratch.state.data();
   T* grad = scratch.grad.data();
@@ -126,6 +136,24 @@ void p_backward_row(const SortNetwork& net, const T* alpha, const T* g_Pt, int64
       }
     }
   }
+}
+
+// The multiversioned entry points of the lane loops, one per dtype.
+SN_CLONES void p_forward_row(const SortNetwork& net, const float* alpha, int64_t n, float* Pt,
+                             LaneScratch<float>& scratch) {
+  p_forward_row_impl(net, alpha, n, Pt, scratch);
+}
+SN_CLONES void p_forward_row(const SortNetwork& net, const double* alpha, int64_t n, double* Pt,
+                             LaneScratch<double>& scratch) {
+  p_forward_row_impl(net, alpha, n, Pt, scratch);
+}
+SN_CLONES void p_backward_row(const SortNetwork& net, const float* alpha, const float* g_Pt, int64_t n,
+                              double* dalpha, LaneScratch<float>& scratch) {
+  p_backward_row_impl(net, alpha, g_Pt, n, dalpha, scratch);
+}
+SN_CLONES void p_backward_row(const SortNetwork& net, const double* alpha, const double* g_Pt, int64_t n,
+                              double* dalpha, LaneScratch<double>& scratch) {
+  p_backward_row_impl(net, alpha, g_Pt, n, dalpha, scratch);
 }
 
 template <class T>

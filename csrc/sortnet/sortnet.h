@@ -28,6 +28,16 @@
 
 #include "../common/common.h"
 
+// Forced inlining of the per-comparator steps, so that the CPU's
+// multiversioned lane loops (cpu.cpp) compile them for each instruction set.
+#if defined(__CUDACC__)
+#define SN_INLINE __forceinline__
+#elif defined(__GNUC__)
+#define SN_INLINE inline __attribute__((always_inline))
+#else
+#define SN_INLINE inline
+#endif
+
 namespace diffcomb {
 namespace sortnet {
 
@@ -98,7 +108,7 @@ DC_HOST_DEVICE DC_INLINE double sigmoid_grad(double d, double beta, double lambd
 // The mix of a comparator applied to one lane: (x, y) <- (a x + (1-a) y, (1-a) x + a y),
 // written with delta = x - y. Returns delta (the pre-swap difference).
 template <class T>
-DC_HOST_DEVICE DC_INLINE T mix(T& x, T& y, T alpha) {
+DC_HOST_DEVICE SN_INLINE T mix(T& x, T& y, T alpha) {
   const T x0 = x;
   const T y0 = y;
   const T delta = x0 - y0;
@@ -142,21 +152,32 @@ DC_HOST_DEVICE DC_INLINE void swap_values_vjp(double* gv, int32_t lo, int32_t hi
 // R lanes of P (R rows of P, entries of wires lo and hi at x[0..R), y[0..R)):
 // the forward mix, recording the pre-swap differences when tape != nullptr.
 template <int R, class T>
-DC_HOST_DEVICE DC_INLINE void mix_lanes(T* x, T* y, T alpha, T* tape) {
-  for (int r = 0; r < R; ++r) {
-    const T delta = mix(x[r], y[r], alpha);
-    if (tape != nullptr) tape[r] = delta;
+DC_HOST_DEVICE SN_INLINE void mix_lanes(T* x, T* y, T alpha, T* tape) {
+  // Whole-vector loads and stores through local arrays, so the compiler
+  // vectorizes the lanes without having to prove that x and y are disjoint.
+  T xs[R], ys[R], delta[R];
+  for (int r = 0; r < R; ++r) xs[r] = x[r];
+  for (int r = 0; r < R; ++r) ys[r] = y[r];
+  for (int r = 0; r < R; ++r) delta[r] = xs[r] - ys[r];
+  for (int r = 0; r < R; ++r) x[r] = ys[r] + alpha * delta[r];
+  for (int r = 0; r < R; ++r) y[r] = xs[r] - alpha * delta[r];
+  if (tape != nullptr) {
+    for (int r = 0; r < R; ++r) tape[r] = delta[r];
   }
 }
 
 // Adjoint of mix_lanes for the lane adjoints gx, gy (the same symmetric mix)
 // and the lanes' part of dL/dalpha, sum_r (gx_r - gy_r) delta_r.
 template <int R, class T>
-DC_HOST_DEVICE DC_INLINE T mix_lanes_vjp(T* gx, T* gy, T alpha, const T* delta) {
+DC_HOST_DEVICE SN_INLINE T mix_lanes_vjp(T* gx, T* gy, T alpha, const T* delta) {
+  T xs[R], ys[R], diff[R];
+  for (int r = 0; r < R; ++r) xs[r] = gx[r];
+  for (int r = 0; r < R; ++r) ys[r] = gy[r];
+  for (int r = 0; r < R; ++r) diff[r] = xs[r] - ys[r];
+  for (int r = 0; r < R; ++r) gx[r] = ys[r] + alpha * diff[r];
+  for (int r = 0; r < R; ++r) gy[r] = xs[r] - alpha * diff[r];
   T dalpha = T(0);
-  for (int r = 0; r < R; ++r) {
-    dalpha += mix(gx[r], gy[r], alpha) * delta[r];
-  }
+  for (int r = 0; r < R; ++r) dalpha += diff[r] * delta[r];
   return dalpha;
 }
 
@@ -167,9 +188,9 @@ struct SortNetwork {
   const int32_t* offsets;  // layers + 1 entries
   int32_t layers;
 
-  DC_HOST_DEVICE DC_INLINE int32_t comparators() const { return offsets[layers]; }
-  DC_HOST_DEVICE DC_INLINE int32_t min_wire(int32_t c) const { return lo[c] < hi[c] ? lo[c] : hi[c]; }
-  DC_HOST_DEVICE DC_INLINE int32_t max_wire(int32_t c) const { return lo[c] < hi[c] ? hi[c] : lo[c]; }
+  DC_HOST_DEVICE SN_INLINE int32_t comparators() const { return offsets[layers]; }
+  DC_HOST_DEVICE SN_INLINE int32_t min_wire(int32_t c) const { return lo[c] < hi[c] ? lo[c] : hi[c]; }
+  DC_HOST_DEVICE SN_INLINE int32_t max_wire(int32_t c) const { return lo[c] < hi[c] ? hi[c] : lo[c]; }
 
   // First comparator of [begin, end) whose min wire is >= w (binary search).
   DC_HOST_DEVICE DC_INLINE int32_t lower_bound(int32_t begin, int32_t end, int32_t w) const {
