@@ -326,9 +326,9 @@ def sorting_network(
             batch. float16/bfloat16 are computed in float32.
         network (str): ``"odd_even"`` (transposition network, depth n) or ``"bitonic"`` (depth
             :math:`k(k+1)/2`, :math:`k = \lceil \log_2 n \rceil`; for n not a power of two, the
-            network on :math:`2^k` wires without the comparators that touch the padding, which
-            is exactly padding with values that sort to the padding's wires and stripping them).
-            Default ``"odd_even"``.
+            network on :math:`2^k` wires without every comparator that touches its first
+            :math:`2^k - n` wires, SPEC 5.1: padding values never mix with real ones, and the
+            steep limit is the hard sort). Default ``"odd_even"``.
         sigmoid (str): ``"logistic"``, ``"logistic_phi"``, ``"gaussian"``, ``"reciprocal"``,
             ``"cauchy"`` or ``"optimal"``. Default ``"cauchy"``.
         steepness (float): :math:`\beta > 0`, finite. Default 10.
@@ -358,7 +358,7 @@ def sorting_network(
         >>> r.values
         tensor([0.5373, 0.9725, 1.4902])
         >>> r.matrix.sum(0), r.matrix.sum(1)
-        (tensor([1.0000, 1.0000, 1.0000]), tensor([1., 1., 1.]))
+        (tensor([1., 1., 1.]), tensor([1., 1., 1.]))
 
     References:
         F. Petersen, C. Borgelt, H. Kuehne, O. Deussen. Differentiable Sorting Networks for
@@ -461,7 +461,7 @@ class DiffSortNet(nn.Module):
         >>> sorter = diffcomb.DiffSortNet("bitonic", 4, steepness=50.0)
         >>> values, P = sorter(torch.tensor([[3.0, 1.0, 4.0, 2.0]]))
         >>> values.round(decimals=2)
-        tensor([[1.0100, 1.9900, 3.0100, 3.9900]])
+        tensor([[1.0200, 2.0100, 2.9900, 3.9800]])
     """
 
     def __init__(self, network: str = "odd_even", size: int = 2, steepness: float = 10.0, sigmoid: str = "cauchy",

@@ -454,3 +454,13 @@ def test_cuda_gradcheck_and_opcheck():
     assert gradcheck(lambda t: diffcomb.sorting_network(t, network="bitonic", steepness=2.0), (x,), eps=1e-6,
                      atol=1e-6)
     torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 0, 4, 5.0, 0.25, True))
+
+
+def test_docstring_examples():
+    import doctest
+
+    import diffcomb.sortnet
+
+    result = doctest.testmod(diffcomb.sortnet, extraglobs={"torch": torch, "diffcomb": diffcomb},
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
