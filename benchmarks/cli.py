@@ -4,6 +4,7 @@ Examples::
 
     python -m benchmarks                          # the "sort" suite on CPU
     python -m benchmarks --suite softdtw          # soft-DTW vs tslearn and pysdtw
+    python -m benchmarks --suite sortnet          # sorting networks vs diffsort, with peak memory
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --json /tmp/sort-cuda.json
@@ -40,10 +41,16 @@ QUICK_BUDGET = Budget(repeat=3, min_time=0.02, max_time=0.1, warmup=1)
 # "too slow". About 75 s with both peers, well under the 3-minute target.
 SOFTDTW_BUDGET = Budget(repeat=5, min_time=1.0, max_time=4.0, warmup=1, max_call=10.0)
 SOFTDTW_QUICK_BUDGET = Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=5.0)
+# Sorting networks: diffcomb takes 1 ms - 10 s per call, diffsort up to minutes
+# (bitonic 128x256 fwd+bwd: about 1.5 min on 2 cores), so slow calls get one
+# sample; nothing is cut as too slow below 10 minutes.
+SORTNET_BUDGET = Budget(repeat=3, min_time=0.5, max_time=3.0, warmup=1, max_call=600.0)
+SORTNET_QUICK_BUDGET = Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=120.0)
 # (default, --quick) per suite
 SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
     "sort": (DEFAULT_BUDGET, QUICK_BUDGET),
     "softdtw": (SOFTDTW_BUDGET, SOFTDTW_QUICK_BUDGET),
+    "sortnet": (SORTNET_BUDGET, SORTNET_QUICK_BUDGET),
 }
 BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
 
@@ -100,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before starting, wait up to SECONDS until other processes use less than "
                    f"{BUSY_FRACTION * 100:.0f}%% of the CPUs (default 0: do not wait)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="suite sortnet: skip the peak-memory measurements (one fresh process per "
+                   "workload and contender, benchmarks/memory.py)")
     p.add_argument("--list", action="store_true", help="list suites, workloads and contenders, then exit")
     return p
 
@@ -244,12 +254,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "cuda_device" in machine:
         header.insert(2, f"gpu: {machine['cuda_device']} (CUDA {machine['cuda_runtime']})")
     table = report.format_table(results, header, report.table_notes(args.suite))
+    memory_rows = []
+    if args.suite == "sortnet" and not args.no_memory and dev.type == "cpu":
+        from . import memory
+
+        for w in workloads:
+            for ld in loaded:
+                if ld.status != "ok":
+                    continue
+                print(f"diffcomb-bench: peak memory of {ld.contender.name} on {w.name}", file=sys.stderr)
+                memory_rows.append({"workload": w.name, "contender": ld.contender.name,
+                                    "result": memory.measure_or_extrapolate(ld.contender.name, w)})
+        table += "\n" + memory.format_table(memory_rows)
+        table += f"\nload average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
     print(table, end="")
 
     if not args.no_save:
         path = args.json if args.json is not None else _default_json(args)
         doc = report.to_json(args.suite, args.device, budget, args.seed, wall, machine,
                              results, created, argv_list)
+        if memory_rows:
+            doc["memory"] = memory_rows
         report.write_text_atomic(path, report.dumps(doc))
         report.write_text_atomic(path.with_suffix(".md"), table)
         print(f"\nwrote {path} and {path.with_suffix('.md')}", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .workloads import AnyWorkload
+from .workloads import DTYPES, AnyWorkload
 
 __all__ = ["Contender", "Loaded", "CONTENDERS", "SUITE_CONTENDERS", "load", "Unsupported"]
 
@@ -83,6 +83,9 @@ def _op(module: ModuleType, w: AnyWorkload, qualname: str):
 # soft_dtw(x, y, gamma, cost="sqeuclidean") -> (B,)
 def _build_diffcomb(mod: ModuleType, w: AnyWorkload) -> OpFn:
     fn = _op(mod, w, "diffcomb")
+    if w.op == "sorting_network":
+        return functools.partial(_sortnet_matrix, fn, dict(network=w.network, sigmoid=w.sigmoid,
+                                                           steepness=w.steepness))
     if w.op == "soft_dtw":
         return functools.partial(fn, gamma=w.gamma, cost="sqeuclidean")
     return functools.partial(
@@ -147,6 +150,50 @@ def _build_pysdtw(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return fn
 
 
+def _sortnet_matrix(fn, options: dict, x: torch.Tensor) -> torch.Tensor:
+    return fn(x, **options).matrix
+
+
+# --- diffsort: DiffSortNet(sorting_network_type, size, steepness, art_lambda,
+# distribution) -> (sorted, P), P[b, i, k] as diffcomb's (values = P^T x). Each
+# layer is a dense product with (n, n/2) split/combine matrices and autograd
+# keeps about four (B, n, n) tensors per layer (measured: 3.3 GB for odd-even
+# B=16 n=256, 0.6 GB for bitonic), so large workloads cannot run: those whose
+# estimate exceeds half the available memory are reported unsupported (their
+# peak memory is measured at small batches by benchmarks.memory instead).
+DIFFSORT_BYTES_PER_LAYER_ENTRY = 4  # (B, n, n) tensors kept per layer
+
+
+def diffsort_estimated_bytes(w: AnyWorkload) -> int:
+    depth = w.n if w.network == "odd_even" else (lambda k: k * (k + 1) // 2)(max(w.n - 1, 0).bit_length())
+    itemsize = torch.empty((), dtype=DTYPES[w.dtype]).element_size()
+    return DIFFSORT_BYTES_PER_LAYER_ENTRY * depth * w.batch * w.n * w.n * itemsize
+
+
+def available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _build_diffsort(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if w.op != "sorting_network":
+        raise Unsupported(f"diffsort has no {w.op}")
+    if w.network == "bitonic" and w.n & (w.n - 1):
+        raise Unsupported("diffsort's bitonic network needs n a power of two")
+    need, avail = diffsort_estimated_bytes(w), available_bytes()
+    if avail is not None and need > avail // 2:
+        raise Unsupported(f"needs about {need / 2**30:.0f} GiB (autograd keeps ~4 (B, n, n) tensors per layer), "
+                          f"{avail / 2**30:.0f} GiB available")
+    sorter = mod.DiffSortNet(w.network, w.n, steepness=w.steepness, distribution=w.sigmoid)
+    return lambda x: sorter(x)[1]
+
+
 CONTENDERS: Mapping[str, Contender] = {
     c.name: c
     for c in (
@@ -160,10 +207,12 @@ CONTENDERS: Mapping[str, Contender] = {
         # tslearn computes on the host with numba; pysdtw also has a numba.cuda path.
         Contender("tslearn", "tslearn.metrics", "tslearn", ("cpu",), _build_tslearn),
         Contender("pysdtw", "pysdtw", "pysdtw", ("cpu", "cuda"), _build_pysdtw),
+        Contender("diffsort", "diffsort", "diffsort", ("cpu", "cuda"), _build_diffsort),
     )
 }
 
 SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sort": ("diffcomb", "torchsort", "fast-soft-sort", "torch.sort"),
     "softdtw": ("diffcomb", "tslearn", "pysdtw"),
+    "sortnet": ("diffcomb", "diffsort"),
 }

@@ -5,7 +5,8 @@ workloads; the contenders that can run a workload are chosen in
 ``benchmarks.peers`` from ``Workload.op``. Suite ``sort`` uses ``Workload``
 (one ``(batch, n)`` input), suite ``softdtw`` uses ``SoftDTWWorkload`` (two
 series ``x (batch, n, d)`` and ``y (batch, m, d)``; the gradient is taken
-with respect to ``x``).
+with respect to ``x``), suite ``sortnet`` uses ``SortNetWorkload`` (``x (batch,
+n)``, output the relaxed permutation matrix ``(batch, n, n)``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ __all__ = [
     "SORT_SUITE",
     "SOFTDTW_SHAPES",
     "SOFTDTW_SUITE",
+    "SortNetWorkload",
+    "SORTNET_SHAPES",
+    "SORTNET_SUITE",
     "SUITES",
     "DTYPES",
     "select",
@@ -90,7 +94,37 @@ class SoftDTWWorkload:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-AnyWorkload = Union[Workload, SoftDTWWorkload]
+@dataclass(frozen=True)
+class SortNetWorkload:
+    """A differentiable sorting network on ``x (batch, n)`` returning the relaxed
+    permutation matrix P ``(batch, n, n)``; fwd+bwd is ``(P * g).sum().backward()``
+    with a fixed ``g (batch, n, n)``, so the whole P backward is exercised."""
+
+    network: str  # "odd_even" | "bitonic"
+    batch: int
+    n: int
+    sigmoid: str = "cauchy"
+    steepness: float = 10.0
+    dtype: str = "float32"
+    op: str = "sorting_network"
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}/{self.network}/{self.batch}x{self.n}"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.n, self.n)
+
+    @property
+    def settings(self) -> str:
+        return f"dtype={self.dtype} sigmoid={self.sigmoid} steepness={self.steepness:g}"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload]
 
 
 # (batch, n): one short row, many short rows, many medium rows, a few long
@@ -122,7 +156,25 @@ SOFTDTW_SUITE: tuple[SoftDTWWorkload, ...] = tuple(
     SoftDTWWorkload(batch=b, n=n, m=m, d=d, gamma=0.1) for b, n, m, d in SOFTDTW_SHAPES
 )
 
-SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {"sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE}
+# (network, batch, n): batch 128, n in {16, 256, 1024}. The odd-even network
+# has depth n and n(n-1)/2 comparators, so its P costs O(n^3) per row: at
+# n = 1024 one forward+backward of diffcomb takes minutes on 2 cores (and
+# the dense per-layer products of diffsort would need about 2 TB), so it is
+# left out; the bitonic network (depth 55 at n = 1024) covers n = 1024.
+SORTNET_SHAPES: Sequence[tuple[str, int, int]] = (
+    ("odd_even", 128, 16),
+    ("odd_even", 128, 256),
+    ("bitonic", 128, 16),
+    ("bitonic", 128, 256),
+    ("bitonic", 128, 1024),
+)
+
+SORTNET_SUITE: tuple[SortNetWorkload, ...] = tuple(
+    SortNetWorkload(network=net, batch=b, n=n) for net, b, n in SORTNET_SHAPES
+)
+
+SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {"sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE,
+                                                 "sortnet": SORTNET_SUITE}
 
 
 def select(
@@ -193,11 +245,16 @@ def make_inputs(workload: AnyWorkload, device: str, seed: int) -> Inputs:
 
     Drawn on the CPU in float64 and then converted, so every device and dtype
     sees the same numbers. Sort: ``x`` then ``g``, both ``(batch, n)``.
+    Sorting networks: ``x (batch, n)`` then ``g (batch, n, n)``.
     Soft-DTW: ``x (batch, n, d)`` then ``y (batch, m, d)``; no ``g``, the loss
     is the sum of the batch's values.
     """
     gen = torch.Generator().manual_seed(seed)
     dt = DTYPES[workload.dtype]
+    if isinstance(workload, SortNetWorkload):
+        x = torch.randn((workload.batch, workload.n), generator=gen, dtype=torch.float64)
+        g = torch.randn((workload.batch, workload.n, workload.n), generator=gen, dtype=torch.float64)
+        return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
     if isinstance(workload, SoftDTWWorkload):
         x = torch.randn((workload.batch, workload.n, workload.d), generator=gen, dtype=torch.float64)
         y = torch.randn((workload.batch, workload.m, workload.d), generator=gen, dtype=torch.float64)

@@ -8,9 +8,11 @@ axes last or chosen with ``dim``):
 - :func:`spearman_loss`, :func:`soft_lts` (losses)
 - :func:`soft_dtw`, :func:`soft_dtw_from_cost`, :func:`soft_dtw_alignment`, :func:`soft_dtw_divergence`
   (soft-DTW; CPU and CUDA)
+- :func:`sorting_network`, :func:`ranking_loss` (differentiable sorting networks)
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
-:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`.
+:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`DiffSortNet`,
+:class:`RankingLoss`.
 """
 
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
@@ -30,10 +32,14 @@ from .softdtw import (
     soft_dtw_divergence,
     soft_dtw_from_cost,
 )
+from .sortnet import DiffSortNet, RankingLoss, SortingNetworkResult, ranking_loss, sorting_network
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiffSortNet",
+    "RankingLoss",
+    "SortingNetworkResult",
     "SharpSoftDTW",
     "SoftDTW",
     "SoftDTWDivergence",
@@ -46,6 +52,7 @@ __all__ = [
     "mean_cost_divergence",
     "mean_cost_from_cost",
     "pairwise_cost",
+    "ranking_loss",
     "sharp_soft_dtw",
     "sharp_soft_dtw_divergence",
     "sharp_soft_dtw_from_cost",
@@ -60,5 +67,6 @@ __all__ = [
     "soft_sort",
     "soft_spearman",
     "soft_topk",
+    "sorting_network",
     "spearman_loss",
 ]

@@ -1,0 +1,131 @@
+"""Peak host memory of one forward+backward, each measured in a fresh process.
+
+CPU tensors come from malloc/mmap, which torch's allocator does not count, so
+the measure is the process's resident set: a child process imports the
+contender, builds the workload's input and upstream gradient, runs one
+forward+backward on one row (imports, JIT and caches warm up), then resets
+the kernel's high-water mark (``/proc/self/clear_refs``, Linux) and records
+``VmHWM - VmRSS``, i.e. the peak of everything one forward+backward
+allocates beyond its inputs: outputs, what autograd keeps, scratch, the
+gradient. Every contender is measured the same way. A contender that cannot
+run the workload's batch (``peers.Unsupported``, e.g. diffsort needing
+hundreds of GB) is measured at two small batches and extrapolated linearly
+in the batch (its memory is linear in B); the result says so.
+
+Run as ``python -m benchmarks.memory CONTENDER WORKLOAD_JSON``; ``measure``
+calls it and parses the one JSON line it prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import Sequence
+
+__all__ = ["measure", "measure_or_extrapolate"]
+
+SMALL_BATCHES = (2, 4)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def _child(contender_name: str, workload_json: str) -> dict:
+    import torch
+
+    from . import peers
+    from .workloads import SortNetWorkload, make_inputs
+
+    w = SortNetWorkload(**{k: v for k, v in json.loads(workload_json).items() if k != "name"})
+    ld = peers.load(peers.CONTENDERS[contender_name])
+    if ld.status != "ok":
+        return {"status": ld.status}
+    try:
+        fn = ld.contender.build(ld.module, w)
+    except peers.Unsupported as e:
+        return {"status": f"unsupported: {e}"}
+    inputs = make_inputs(w, "cpu", 0)
+    warm = inputs.x[:1].detach().clone().requires_grad_(True)
+    (fn(warm) * inputs.g[:1]).sum().backward()
+    del warm
+    gc.collect()
+    x = inputs.x.detach().clone().requires_grad_(True)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current VmRSS
+    base = _status_kib("VmRSS")
+    (fn(x) * inputs.g).sum().backward()
+    peak = _status_kib("VmHWM")
+    return {"status": "ok", "peak_bytes": (peak - base) * 1024, "torch_threads": torch.get_num_threads()}
+
+
+def measure(contender_name: str, workload, timeout: float = 1800.0) -> dict:
+    """{"status", "peak_bytes"} of one forward+backward of ``workload`` in a fresh process."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", contender_name,
+                               json.dumps(workload.as_dict())], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=root)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timeout (> {timeout:g} s)"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"status": f"error: {tail[:200]}"}
+    return json.loads(lines[-1])
+
+
+def measure_or_extrapolate(contender_name: str, workload) -> dict:
+    """``measure`` at the workload's batch, or, when the contender cannot run it, at
+    ``SMALL_BATCHES`` with a linear extrapolation to the workload's batch."""
+    result = measure(contender_name, workload)
+    if not result["status"].startswith("unsupported"):
+        result["batch"] = workload.batch
+        return result
+    small = [measure(contender_name, dataclasses.replace(workload, batch=b)) for b in SMALL_BATCHES]
+    if any(r["status"] != "ok" for r in small):
+        return {"status": result["status"], "small_batches": small}
+    (b1, b2), (p1, p2) = SMALL_BATCHES, (small[0]["peak_bytes"], small[1]["peak_bytes"])
+    slope = (p2 - p1) / (b2 - b1)
+    return {
+        "status": "extrapolated",
+        "reason": result["status"],
+        "peak_bytes": int(p1 + slope * (workload.batch - b1)),
+        "measured": {str(b): r["peak_bytes"] for b, r in zip(SMALL_BATCHES, small)},
+        "batch": workload.batch,
+    }
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown table of peak memory rows {workload, contender, result}."""
+    lines = ["| workload | contender | peak MiB (fwd+bwd) | ratio | note |", "|---|---|---:|---:|---|"]
+    base = {r["workload"]: r["result"].get("peak_bytes") for r in rows if r["contender"] == "diffcomb"}
+    for r in rows:
+        res = r["result"]
+        peak = res.get("peak_bytes")
+        ref = base.get(r["workload"])
+        ratio = f"{peak / ref:.1f}" if peak is not None and ref else ""
+        if res["status"] == "extrapolated":
+            measured = ", ".join(f"B={b}: {v / 2**20:.0f} MiB" for b, v in res["measured"].items())
+            note = f"extrapolated linearly from {measured} ({res['reason']})"
+        else:
+            note = "" if res["status"] == "ok" else res["status"]
+        cell = f"{peak / 2**20:,.1f}" if peak is not None else "-"
+        lines.append(f"| {r['workload']} | {r['contender']} | {cell} | {ratio} | {note} |")
+    lines.append("")
+    lines.append("Peak resident memory of one forward+backward beyond its inputs, each in a fresh process "
+                 "(VmHWM - VmRSS after a reset of the high-water mark; benchmarks/memory.py). "
+                 "ratio = contender / diffcomb.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(sys.argv[1], sys.argv[2])))

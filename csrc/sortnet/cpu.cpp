@@ -1,0 +1,258 @@
+// Batched CPU kernels of the sorting networks: OpenMP over the rows of the
+// batch, the math from sortnet.h.
+//
+// Values: one pass over the comparators (O(1) each). P: blocks of R rows of P
+// ("lanes", R = one cache line of the dtype) run through the network in a
+// scratch of n x R entries (wire-major, so a comparator touches two
+// contiguous R-vectors), then are written to Pt. A block of rows of P only
+// has nonzero entries on a range of wires that grows layer by layer from the
+// block's own rows; comparators outside that range are skipped
+// (SortNetwork::active), which saves most of the early layers' work.
+// Backward: per block, the same forward records the pre-swap differences of
+// the lanes (the tape, R entries per active comparator), then the upstream
+// gradient's rows run backward through the same comparators, adding the P
+// part of dL/dalpha; finally one backward pass over the comparators for the
+// values (SPEC 5.4). Nothing but alpha is kept from the forward.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../common/common.h"
+#include "../common/parallel.h"
+#include "api.h"
+#include "dispatch.h"
+#include "sortnet.h"
+
+// The lane loops are compiled for AVX-512, AVX2 and the baseline, chosen at
+// load time (GCC function multiversioning; never -march=native).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SN_CLONES
+#endif
+#define SN_ALWAYS_INLINE SN_INLINE
+
+namespace diffcomb {
+namespace sortnet {
+namespace {
+
+template <class T>
+constexpr int lanes() {
+  return int(64 / sizeof(T));  // one cache line
+}
+
+template <class T>
+bool row_finite(const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!is_finite(x[i])) return false;
+  }
+  return true;
+}
+
+// Scratch of one thread for the rows of P.
+template <class T>
+struct LaneScratch {
+  std::vector<T> state;  // n x R
+  std::vector<T> grad;   // n x R (backward)
+  std::vector<T> tape;   // C x R (backward)
+  std::vector<int32_t> ranges;  // 2 x layers (backward)
+};
+
+// Starts a block of rows [i0, i0 + rows) of P: e_i in lane i - i0.
+template <int R, class T>
+SN_ALWAYS_INLINE void start_block(T* state, int64_t n, int32_t i0, int32_t rows) {
+  std::fill_n(state, n * R, T(0));
+  for (int32_t r = 0; r < rows; ++r) state[int64_t(i0 + r) * R + r] = T(1);
+}
+
+// Runs lanes [i0, i0 + rows) of P through the network. With a tape, records
+// the pre-swap differences of every active comparator in order and the
+// active range of every layer.
+template <int R, class T, bool kTape>
+SN_ALWAYS_INLINE void run_block(const SortNetwork& net, const T* alpha, T* state, int32_t i0, int32_t rows, T* tape,
+               int32_t* ranges) {
+  int32_t s = i0;
+  int32_t e = i0 + rows;
+  int64_t k = 0;
+  for (int32_t l = 0; l < net.layers; ++l) {
+    int32_t cb, ce;
+    net.active(l, s, e, &cb, &ce);
+    for (int32_t c = cb; c < ce; ++c) {
+      mix_lanes<R>(state + int64_t(net.lo[c]) * R, state + int64_t(net.hi[c]) * R, alpha[c],
+                   kTape ? tape + k * R : static_cast<T*>(nullptr));
+      ++k;
+    }
+    if (kTape) {
+      ranges[2 * l] = cb;
+      ranges[2 * l + 1] = ce;
+    }
+    if (cb < ce) {
+      s = std::min(s, net.min_wire(cb));
+      e = std::max(e, net.max_wire(ce - 1) + 1);
+    }
+  }
+}
+
+// Pt (n x n, wire-major) of one row of the batch.
+template <class T>
+SN_ALWAYS_INLINE void p_forward_row_impl(const SortNetwork& net, const T* alpha, int64_t n, T* Pt,
+                                         LaneScratch<T>& scratch) {
+  constexpr int R = lanes<T>();
+  T* state = scratch.state.data();
+  for (int64_t i0 = 0; i0 < n; i0 += R) {
+    const int32_t rows = int32_t(std::min<int64_t>(R, n - i0));
+    start_block<R>(state, n, int32_t(i0), rows);
+    run_block<R, T, false>(net, alpha, state, int32_t(i0), rows, nullptr, nullptr);
+    for (int64_t w = 0; w < n; ++w) std::memcpy(Pt + w * n + i0, state + w * R, rows * sizeof(T));
+  }
+}
+
+// dalpha[c] += the P part of dL/dalpha_c for one row of the batch (g_Pt wire-major).
+template <class T>
+SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha, const T* g_Pt, int64_t n,
+                                          double* dalpha, LaneScratch<T>& scratch) {
+  constexpr int R = lanes<T>();
+  T* state = scratch.state.data();
+  T* grad = scratch.grad.data();
+  T* tape = scratch.tape.data();
+  int32_t* ranges = scratch.ranges.data();
+  for (int64_t i0 = 0; i0 < n; i0 += R) {
+    const int32_t rows = int32_t(std::min<int64_t>(R, n - i0));
+    start_block<R>(state, n, int32_t(i0), rows);
+    run_block<R, T, true>(net, alpha, state, int32_t(i0), rows, tape, ranges);
+    for (int64_t w = 0; w < n; ++w) {
+      T* gw = grad + w * R;
+      std::memcpy(gw, g_Pt + w * n + i0, rows * sizeof(T));
+      std::fill(gw + rows, gw + R, T(0));
+    }
+    int64_t k = 0;
+    for (int32_t l = 0; l < net.layers; ++l) k += ranges[2 * l + 1] - ranges[2 * l];
+    for (int32_t l = net.layers - 1; l >= 0; --l) {
+      for (int32_t c = ranges[2 * l + 1] - 1; c >= ranges[2 * l]; --c) {
+        --k;
+        dalpha[c] += double(mix_lanes_vjp<R>(grad + int64_t(net.lo[c]) * R, grad + int64_t(net.hi[c]) * R,
+                                             alpha[c], tape + k * R));
+      }
+    }
+  }
+}
+
+// The multiversioned entry points of the lane loops, one per dtype.
+SN_CLONES void p_forward_row(const SortNetwork& net, const float* alpha, int64_t n, float* Pt,
+                             LaneScratch<float>& scratch) {
+  p_forward_row_impl(net, alpha, n, Pt, scratch);
+}
+SN_CLONES void p_forward_row(const SortNetwork& net, const double* alpha, int64_t n, double* Pt,
+                             LaneScratch<double>& scratch) {
+  p_forward_row_impl(net, alpha, n, Pt, scratch);
+}
+SN_CLONES void p_backward_row(const SortNetwork& net, const float* alpha, const float* g_Pt, int64_t n,
+                              double* dalpha, LaneScratch<float>& scratch) {
+  p_backward_row_impl(net, alpha, g_Pt, n, dalpha, scratch);
+}
+SN_CLONES void p_backward_row(const SortNetwork& net, const double* alpha, const double* g_Pt, int64_t n,
+                              double* dalpha, LaneScratch<double>& scratch) {
+  p_backward_row_impl(net, alpha, g_Pt, n, dalpha, scratch);
+}
+
+template <class T>
+void fill_nan(T* p, int64_t count) {
+  std::fill_n(p, count, std::numeric_limits<T>::quiet_NaN());
+}
+
+}  // namespace
+
+void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, std::uintptr_t Pt,
+                 std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch, int64_t n,
+                 int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype, int threads) {
+  const SortNetwork net = make_network(lo, hi, offsets, layers);
+  const int64_t C = layers > 0 ? net.comparators() : 0;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_sigmoid(sigmoid, [&](auto sigmoid_tag) {
+      constexpr Sigmoid S = decltype(sigmoid_tag)::value;
+      const int64_t row_cost = 4 * C + (Pt ? C * n + n * n : 0);
+      parallel_rows(batch, threads, row_cost, [&](int64_t begin, int64_t end) {
+        LaneScratch<T> scratch;
+        if (Pt) scratch.state.resize(n * lanes<T>());
+        for (int64_t b = begin; b < end; ++b) {
+          const T* xb = as_ptr<const T>(x) + b * n;
+          T* v = as_ptr<T>(values) + b * n;
+          T* al = as_ptr<T>(alpha) + b * C;
+          T* pt = Pt ? as_ptr<T>(Pt) + b * n * n : nullptr;
+          if (!row_finite(xb, n)) {  // SPEC 0: the whole row is NaN
+            fill_nan(v, n);
+            fill_nan(al, C);
+            if (pt) fill_nan(pt, n * n);
+            continue;
+          }
+          std::copy(xb, xb + n, v);
+          for (int64_t c = 0; c < C; ++c) {
+            al[c] = swap_values<S>(v, net.lo[c], net.hi[c], steepness, art_lambda);
+          }
+          if (pt) p_forward_row(net, al, n, pt, scratch);
+        }
+      });
+    });
+  });
+}
+
+void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_values, std::uintptr_t g_Pt,
+                  std::uintptr_t dx, std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch,
+                  int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
+                  int threads) {
+  const SortNetwork net = make_network(lo, hi, offsets, layers);
+  const int64_t C = layers > 0 ? net.comparators() : 0;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_sigmoid(sigmoid, [&](auto sigmoid_tag) {
+      constexpr Sigmoid S = decltype(sigmoid_tag)::value;
+      const int64_t row_cost = 8 * C + (g_Pt ? 2 * C * n + n * n : 0);
+      parallel_rows(batch, threads, row_cost, [&](int64_t begin, int64_t end) {
+        LaneScratch<T> scratch;
+        std::vector<double> dalpha, a_minus_b(C), fprime(C), gv(n);
+        std::vector<T> v(n);
+        if (g_Pt) {
+          constexpr int R = lanes<T>();
+          scratch.state.resize(n * R);
+          scratch.grad.resize(n * R);
+          scratch.tape.resize(std::max<int64_t>(C, 1) * R);
+          scratch.ranges.resize(2 * std::max<int64_t>(layers, 1));
+          dalpha.resize(C);
+        }
+        for (int64_t b = begin; b < end; ++b) {
+          const T* xb = as_ptr<const T>(x) + b * n;
+          const T* al = as_ptr<const T>(alpha) + b * C;
+          T* out = as_ptr<T>(dx) + b * n;
+          if (!row_finite(xb, n)) {
+            fill_nan(out, n);
+            continue;
+          }
+          if (g_Pt) {
+            std::fill(dalpha.begin(), dalpha.end(), 0.0);
+            p_backward_row(net, al, as_ptr<const T>(g_Pt) + b * n * n, n, dalpha.data(), scratch);
+          }
+          std::copy(xb, xb + n, v.begin());
+          for (int64_t c = 0; c < C; ++c) {
+            replay_swap<S>(v.data(), net.lo[c], net.hi[c], al[c], steepness, art_lambda, &a_minus_b[c], &fprime[c]);
+          }
+          if (g_values) {
+            const T* g = as_ptr<const T>(g_values) + b * n;
+            for (int64_t i = 0; i < n; ++i) gv[i] = double(g[i]);
+          } else {
+            std::fill(gv.begin(), gv.end(), 0.0);
+          }
+          for (int64_t c = C - 1; c >= 0; --c) {
+            swap_values_vjp(gv.data(), net.lo[c], net.hi[c], double(al[c]), a_minus_b[c], fprime[c],
+                            g_Pt ? dalpha[c] : 0.0);
+          }
+          for (int64_t i = 0; i < n; ++i) out[i] = T(gv[i]);
+        }
+      });
+    });
+  });
+}
+
+}  // namespace sortnet
+}  // namespace diffcomb

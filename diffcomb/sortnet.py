@@ -1,0 +1,508 @@
+"""Monotonic differentiable sorting networks (SPEC.md section 5).
+
+A sorting network (odd-even transposition or bitonic) whose conditional swaps
+are relaxed by a sigmoid of the gap between the two values: the outputs are
+soft sorted values and a relaxed, doubly stochastic permutation matrix ``P``
+(``P[i, k]`` = weight of input ``i`` at output position ``k``; ``values =
+P^T x``). The native kernels (csrc/sortnet) run the swaps layer by layer:
+O(1) per comparator for the values and O(n) per comparator (O(n^2) per
+layer) for ``P``, whose rows evolve independently, and their backward keeps
+only the per-swap mixing weights from the forward.
+
+This module builds each network's layout once per ``(network, n)``, flattens
+the batch, and registers the kernels as ``torch.library`` custom ops with
+fake (meta) implementations and autograd, so the functions work under
+``torch.compile(fullgraph=True)``, ``torch.autograd.gradcheck`` and
+``torch.library.opcheck``.
+
+References:
+    F. Petersen, C. Borgelt, H. Kuehne, O. Deussen. Differentiable Sorting Networks for Scalable
+    Sorting and Ranking Supervision. ICML 2021. arXiv:2105.04019
+    F. Petersen, C. Borgelt, H. Kuehne, O. Deussen. Monotonic Differentiable Sorting Networks.
+    ICLR 2022. arXiv:2203.09630
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _native
+
+__all__ = [
+    "DiffSortNet",
+    "NETWORKS",
+    "RankingLoss",
+    "SIGMOIDS",
+    "SortingNetworkResult",
+    "network_layout",
+    "ranking_loss",
+    "sorting_network",
+]
+
+NETWORKS = ("odd_even", "bitonic")
+# Codes shared with csrc/sortnet/sortnet.h (enum Sigmoid).
+SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
+_MONOTONIC = ("reciprocal", "cauchy", "optimal")
+_MAX_COMPARATORS = 2**31 - 1  # int32 comparator indices
+_BCE_CLAMP = 1e-7  # SPEC 5.5
+_REDUCTIONS = ("mean", "sum", "none")
+# Bytes of scratch per chunk of the CUDA backward of P (see _p_backward_cuda).
+_CUDA_TAPE_BYTES = 1 << 31
+
+
+class SortingNetworkResult(NamedTuple):
+    """What :func:`sorting_network` returns."""
+
+    values: Tensor
+    """Tensor[..., n]: the relaxed sorted values."""
+    matrix: Optional[Tensor]
+    """Tensor[..., n, n]: the relaxed permutation matrix P (None when ``return_matrix=False``)."""
+
+
+# ---------------------------------------------------------------------------
+# Network layouts (SPEC 5.1).
+
+
+@functools.lru_cache(maxsize=64)
+def network_layout(network: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The comparators of a network on ``n`` wires: ``(lo, hi, offsets)``, int32 numpy arrays.
+
+    Comparator ``c`` puts the smaller value on wire ``lo[c]`` and the larger on ``hi[c]``;
+    layer ``l`` holds comparators ``offsets[l]:offsets[l + 1]`` (empty layers are left out).
+    Within a layer the comparators are disjoint, sorted by their smaller wire, and span the
+    same distance ``|hi - lo|`` (the kernels rely on both). Bitonic networks for ``n`` not a
+    power of two are the network on ``N = 2^ceil(log2 n)`` wires without the comparators
+    that touch the first ``N - n`` wires (SPEC 5.1).
+    """
+    layers: list[tuple[np.ndarray, np.ndarray]] = []
+    if network == "odd_even":
+        for l in range(n):
+            a = np.arange(l % 2, n - 1, 2)
+            layers.append((a, a + 1))
+    elif network == "bitonic":
+        N = 1 << max(n - 1, 0).bit_length()
+        k = N.bit_length() - 1
+        p = N - n
+        wires = np.arange(N)
+        for t in range(k):
+            for u in range(t + 1):
+                h = 1 << (t - u)
+                a = wires[(wires & h) == 0]
+                b = a + h
+                flip = ((a >> (t + 1)) & 1) == 1
+                keep = a >= p  # b > a, so this drops every comparator touching a deleted wire
+                lo = np.where(flip, b, a)[keep] - p
+                hi = np.where(flip, a, b)[keep] - p
+                layers.append((lo, hi))
+    else:  # pragma: no cover - checked by the callers
+        raise ValueError(f"unknown network {network!r}")
+    layers = [(lo, hi) for lo, hi in layers if len(lo)]
+    sizes = [len(lo) for lo, _ in layers]
+    if sum(sizes) > _MAX_COMPARATORS:
+        raise ValueError(f"diffcomb.sorting_network: the {network} network on n = {n} wires has {sum(sizes)} "
+                         f"comparators; at most {_MAX_COMPARATORS} are supported (int32 indices)")
+    offsets = np.zeros(len(layers) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(sizes)
+    lo = np.concatenate([lo for lo, _ in layers]).astype(np.int32) if layers else np.zeros(0, np.int32)
+    hi = np.concatenate([hi for _, hi in layers]).astype(np.int32) if layers else np.zeros(0, np.int32)
+    for arr in (lo, hi, offsets):
+        arr.setflags(write=False)
+    return lo, hi, offsets
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_tensors(network: str, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    lo, hi, offsets = network_layout(network, n)
+    return tuple(torch.from_numpy(a.copy()).to(device) for a in (lo, hi, offsets))  # type: ignore[return-value]
+
+
+def _comparators(network: str, n: int) -> int:
+    return int(network_layout(network, n)[2][-1])
+
+
+# ---------------------------------------------------------------------------
+# Custom ops on contiguous (B, n) rows. Pt is the transposed matrix,
+# Pt[b, k, i] = P[b, i, k]; the public function returns its transpose (a view).
+
+
+@torch.library.custom_op("diffcomb::sorting_network", mutates_args=())
+def _sortnet_op(x: Tensor, network: int, sigmoid: int, steepness: float, art_lambda: float,
+                with_matrix: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Relaxed sorted values (B, n), Pt (B, n, n) or (B, 0, 0), and the mixing weights alpha (B, C)."""
+    batch, n = x.shape
+    name = NETWORKS[network]
+    lo, hi, offsets = _layout_tensors(name, n, x.device)
+    values = torch.empty_like(x)
+    alpha = x.new_empty((batch, lo.numel()))
+    Pt = x.new_empty((batch, n, n) if with_matrix else (batch, 0, 0))
+    args = (_native.address(x), _native.address(values), _native.address(alpha), _native.address(Pt),
+            _native.address(lo), _native.address(hi), _native.address(offsets), batch, n, offsets.numel() - 1,
+            sigmoid, steepness, art_lambda, _native.dtype_code(x))
+    if x.is_cuda:
+        device, stream = _native.stream_of(x)
+        _native.cuda("sorting_network").sortnet_forward(*args[:10], lo.numel(), *args[10:], device, stream)
+    else:
+        _native.cpu().sortnet_forward(*args, _native.threads())
+    return values, Pt, alpha
+
+
+@_sortnet_op.register_fake
+def _(x: Tensor, network: int, sigmoid: int, steepness: float, art_lambda: float,
+      with_matrix: bool) -> tuple[Tensor, Tensor, Tensor]:
+    batch, n = x.shape
+    comparators = _comparators(NETWORKS[network], int(n))
+    return (torch.empty_like(x), x.new_empty((batch, n, n) if with_matrix else (batch, 0, 0)),
+            x.new_empty((batch, comparators)))
+
+
+def _p_backward_cuda(alpha: Tensor, grad_Pt: Tensor, lo: Tensor, hi: Tensor, offsets: Tensor) -> Tensor:
+    """The P part of dL/dalpha (B, C) in float64: the kernel leaves one term per row of P in a
+    tape (chunk, C, n); torch sums them. Chunks of the batch bound the tape's size."""
+    batch, comparators = alpha.shape
+    n = grad_Pt.shape[-1]
+    per_row = (comparators * n + n * n) * alpha.element_size()
+    chunk = max(1, min(batch, _CUDA_TAPE_BYTES // max(per_row, 1)))
+    tape = alpha.new_empty((chunk, comparators, n))
+    state = alpha.new_empty((chunk, n, n))
+    dalpha = torch.empty((batch, comparators), dtype=torch.float64, device=alpha.device)
+    device, stream = _native.stream_of(alpha)
+    module = _native.cuda("sorting_network")
+    for b0 in range(0, batch, chunk):
+        rows = min(chunk, batch - b0)
+        module.sortnet_p_backward(
+            _native.address(alpha[b0:b0 + rows]), _native.address(grad_Pt[b0:b0 + rows]), _native.address(tape),
+            _native.address(state), _native.address(lo), _native.address(hi), _native.address(offsets), rows, n,
+            offsets.numel() - 1, comparators, _native.dtype_code(alpha), device, stream)
+        torch.sum(tape[:rows], dim=-1, dtype=torch.float64, out=dalpha[b0:b0 + rows])
+    return dalpha
+
+
+@torch.library.custom_op("diffcomb::sorting_network_backward", mutates_args=())
+def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_Pt: Optional[Tensor],
+                         network: int, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+    """dL/dx (B, n) from the upstream gradients of the values and of Pt (None: zero)."""
+    batch, n = x.shape
+    lo, hi, offsets = _layout_tensors(NETWORKS[network], n, x.device)
+    dx = torch.empty_like(x)
+    layers = offsets.numel() - 1
+    if x.is_cuda:
+        device, stream = _native.stream_of(x)
+        module = _native.cuda("sorting_network")
+        dalpha = None
+        if grad_Pt is not None and alpha.numel():
+            dalpha = _p_backward_cuda(alpha, grad_Pt, lo, hi, offsets)
+        work = torch.empty(module.sortnet_values_backward_work_bytes(batch, n, alpha.shape[1], _native.dtype_code(x)),
+                           dtype=torch.uint8, device=x.device)
+        module.sortnet_values_backward(
+            _native.address(x), _native.address(alpha), _native.address(grad_values), _native.address(dalpha),
+            _native.address(dx), _native.address(work), _native.address(lo), _native.address(hi),
+            _native.address(offsets), batch, n, layers, lo.numel(), sigmoid, steepness, art_lambda,
+            _native.dtype_code(x), device, stream)
+    else:
+        _native.cpu().sortnet_backward(
+            _native.address(x), _native.address(alpha), _native.address(grad_values), _native.address(grad_Pt),
+            _native.address(dx), _native.address(lo), _native.address(hi), _native.address(offsets), batch, n,
+            layers, sigmoid, steepness, art_lambda, _native.dtype_code(x), _native.threads())
+    return dx
+
+
+@_sortnet_backward_op.register_fake
+def _(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_Pt: Optional[Tensor], network: int,
+      sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, network, sigmoid, steepness, art_lambda, with_matrix = inputs
+    _, _, alpha = output
+    ctx.mark_non_differentiable(alpha)
+    ctx.save_for_backward(x, alpha)
+    ctx.params = (network, sigmoid, steepness, art_lambda)
+    ctx.with_matrix = with_matrix
+
+
+def _backward(ctx, grad_values, grad_Pt, _grad_alpha):
+    x, alpha = ctx.saved_tensors
+    if grad_values is not None:
+        grad_values = grad_values.contiguous()
+    if grad_Pt is not None and ctx.with_matrix and grad_Pt.numel():
+        grad_Pt = grad_Pt.contiguous()
+    else:
+        grad_Pt = None
+    dx = torch.ops.diffcomb.sorting_network_backward(x, alpha, grad_values, grad_Pt, *ctx.params)
+    return dx, None, None, None, None, None
+
+
+torch.library.register_autograd("diffcomb::sorting_network", _backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------
+# Validation, at the public boundary.
+
+
+def _check_x(fn: str, x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"diffcomb.{fn}: x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"diffcomb.{fn}: x must be a floating-point tensor (float16, bfloat16, float32 or "
+                        f"float64), got dtype {x.dtype}")
+    if x.dim() == 0:
+        raise ValueError(f"diffcomb.{fn}: x must have at least one dimension (..., n), got a 0-d tensor")
+    if x.device.type not in ("cpu", "cuda", "meta"):
+        raise RuntimeError(f"diffcomb.{fn}: x is on device {x.device}; diffcomb supports cpu and cuda")
+    if x.device.type == "cuda":
+        _native.cuda(fn)
+    return x
+
+
+def _check_choice(fn: str, name: str, value: object, choices: tuple[str, ...]) -> int:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"diffcomb.{fn}: {name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return choices.index(value)
+
+
+def _check_steepness(fn: str, steepness: object) -> float:
+    if isinstance(steepness, (Tensor, bool)) or not isinstance(steepness, (int, float)):
+        raise TypeError(f"diffcomb.{fn}: steepness must be a Python float, got {type(steepness).__name__}")
+    # Comparisons only (no math.isfinite), so a symbolic float under torch.compile passes.
+    if not 0.0 < steepness < math.inf:
+        raise ValueError(f"diffcomb.{fn}: steepness must be positive and finite, got {steepness}")
+    return float(steepness)
+
+
+def _check_art_lambda(fn: str, art_lambda: object) -> float:
+    if isinstance(art_lambda, (Tensor, bool)) or not isinstance(art_lambda, (int, float)):
+        raise TypeError(f"diffcomb.{fn}: art_lambda must be a Python float, got {type(art_lambda).__name__}")
+    if not 0.0 <= art_lambda <= 1.0:
+        raise ValueError(f"diffcomb.{fn}: art_lambda must be in [0, 1], got {art_lambda}")
+    return float(art_lambda)
+
+
+def _check_bool(fn: str, name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"diffcomb.{fn}: {name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Public API.
+
+
+def sorting_network(
+    x: Tensor,
+    *,
+    network: str = "odd_even",
+    sigmoid: str = "cauchy",
+    steepness: float = 10.0,
+    art_lambda: float = 0.25,
+    return_matrix: bool = True,
+    descending: bool = False,
+) -> SortingNetworkResult:
+    r"""Differentiable sorting network: relaxed sorted values and relaxed permutation matrix of ``x``.
+
+    Every comparator ``(lo, hi)`` of the network replaces the values :math:`a` (wire lo) and
+    :math:`b` (wire hi) by a convex mix with :math:`\alpha = f(b - a)`:
+
+    .. math::
+        a' = \alpha a + (1 - \alpha) b, \qquad b' = (1 - \alpha) a + \alpha b, \qquad
+        P' = P\, M, \quad M_{lo,lo} = M_{hi,hi} = \alpha,\ M_{lo,hi} = M_{hi,lo} = 1 - \alpha
+
+    starting from :math:`P = I`, so that ``values`` :math:`= P^\top x`. With
+    :math:`v = \beta d` (:math:`\beta` = ``steepness``) the sigmoids :math:`f(d)` are
+    ``logistic`` :math:`1/(1 + e^{-v})`; ``logistic_phi`` the logistic of
+    :math:`\beta d / (|d| + 10^{-10})^{\lambda}`; ``gaussian`` :math:`\Phi(v)`;
+    ``reciprocal`` :math:`\tfrac12 (v / (2 + |v|) + 1)`; ``cauchy``
+    :math:`\arctan(v)/\pi + \tfrac12`; ``optimal`` :math:`v + \tfrac12` for :math:`|v| \le \tfrac14`,
+    :math:`1 - 1/(16 v)` above and :math:`-1/(16 v)` below.
+
+    Args:
+        x (Tensor[..., n]): values to sort along the last dimension; every other dimension is a
+            batch. float16/bfloat16 are computed in float32.
+        network (str): ``"odd_even"`` (transposition network, depth n) or ``"bitonic"`` (depth
+            :math:`k(k+1)/2`, :math:`k = \lceil \log_2 n \rceil`; for n not a power of two, the
+            network on :math:`2^k` wires without every comparator that touches its first
+            :math:`2^k - n` wires, SPEC 5.1: padding values never mix with real ones, and the
+            steep limit is the hard sort). Default ``"odd_even"``.
+        sigmoid (str): ``"logistic"``, ``"logistic_phi"``, ``"gaussian"``, ``"reciprocal"``,
+            ``"cauchy"`` or ``"optimal"``. Default ``"cauchy"``.
+        steepness (float): :math:`\beta > 0`, finite. Default 10.
+        art_lambda (float): :math:`\lambda \in [0, 1]` of ``logistic_phi`` (the activation
+            replacement trick). Default 0.25.
+        return_matrix (bool): also compute P. Default True.
+        descending (bool): largest value first (reverses the outputs and the columns of P).
+
+    Returns:
+        SortingNetworkResult: ``values`` (Tensor[..., n], x's dtype) and ``matrix``
+        (Tensor[..., n, n] with ``matrix[..., i, k]`` = weight of input i at output k, doubly
+        stochastic; a transposed view of a contiguous buffer), or ``matrix=None``.
+
+    Note:
+        Cost: O(n) per layer for the values and O(n^2) per layer for P (rows of P outside
+        the range a comparator can reach are skipped), forward and backward; memory: the
+        output, plus one mixing weight per comparator saved for the backward
+        (n(n-1)/2 for odd-even, about :math:`n k (k+1)/4` for bitonic).
+        As ``steepness`` grows the values tend to the hard sort and P to the permutation
+        matrix (an exact tie gives :math:`\alpha = 1/2`). ``reciprocal``, ``cauchy`` and
+        ``optimal`` are monotonic: every value is a non-decreasing function of every input,
+        so gradients never have the wrong sign; ``logistic`` is not.
+        A row containing NaN or +/-inf gives NaN values, P and gradients for that row only.
+
+    Example:
+        >>> r = diffcomb.sorting_network(torch.tensor([2.0, 0.0, 1.0]), steepness=1.0)
+        >>> r.values
+        tensor([0.5373, 0.9725, 1.4902])
+        >>> r.matrix.sum(0), r.matrix.sum(1)
+        (tensor([1., 1., 1.]), tensor([1., 1., 1.]))
+
+    References:
+        F. Petersen, C. Borgelt, H. Kuehne, O. Deussen. Differentiable Sorting Networks for
+        Scalable Sorting and Ranking Supervision. ICML 2021. arXiv:2105.04019;
+        Monotonic Differentiable Sorting Networks. ICLR 2022. arXiv:2203.09630
+    """
+    fn = "sorting_network"
+    _check_x(fn, x)
+    net = _check_choice(fn, "network", network, NETWORKS)
+    sig = _check_choice(fn, "sigmoid", sigmoid, SIGMOIDS)
+    beta = _check_steepness(fn, steepness)
+    lam = _check_art_lambda(fn, art_lambda)
+    with_matrix = _check_bool(fn, "return_matrix", return_matrix)
+    descending = _check_bool(fn, "descending", descending)
+    n = x.shape[-1]
+    lead = x.shape[:-1]
+    compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    rows = x.reshape(math.prod(lead), n).to(compute).contiguous()
+    values, Pt, _ = torch.ops.diffcomb.sorting_network(rows, net, sig, beta, lam, with_matrix)
+    values = values.reshape(*lead, n).to(x.dtype)
+    matrix = Pt.mT.reshape(*lead, n, n).to(x.dtype) if with_matrix else None
+    if descending:
+        values = values.flip(-1)
+        matrix = matrix.flip(-1) if matrix is not None else None
+    return SortingNetworkResult(values, matrix)
+
+
+def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean") -> Tensor:
+    r"""Ranking-supervision loss: binary cross-entropy between a relaxed permutation matrix and the
+    true one.
+
+    With :math:`Q_{ik} = 1` iff input :math:`i` has ascending rank :math:`k` (0-based) among
+    ``target_ranks`` (a stable argsort, so ties keep input order):
+
+    .. math::
+        L = -\frac{1}{n^2} \sum_{i,k} Q_{ik} \log P_{ik} + (1 - Q_{ik}) \log (1 - P_{ik})
+
+    with :math:`P` clamped to :math:`[10^{-7}, 1 - 10^{-7}]`.
+
+    Args:
+        P (Tensor[..., n, n]): relaxed permutation matrices (``sorting_network(...).matrix``),
+            ``P[..., i, k]`` = weight of input i at ascending position k.
+        target_ranks (Tensor[..., n]): the true ranks, or any values whose ascending order is
+            the target order (only their order is used; no gradient).
+        reduction (str): ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (shape ``...``).
+
+    Returns:
+        Tensor: the loss, reduced over the batch dimensions.
+
+    Note:
+        A row with non-finite targets gives NaN; n = 0 gives NaN (a mean over no entries).
+        The gradient is zero where the clamp is active. For a descending P, pass the negated
+        targets.
+
+    Example:
+        >>> P = diffcomb.sorting_network(torch.tensor([2.0, 0.0, 1.0]), steepness=1.0).matrix
+        >>> diffcomb.ranking_loss(P, torch.tensor([30.0, 10.0, 20.0]))
+        tensor(0.3407)
+
+    References:
+        F. Petersen, C. Borgelt, H. Kuehne, O. Deussen. Differentiable Sorting Networks for
+        Scalable Sorting and Ranking Supervision. ICML 2021. arXiv:2105.04019
+    """
+    fn = "ranking_loss"
+    if not isinstance(P, Tensor) or not P.is_floating_point():
+        raise TypeError(f"diffcomb.{fn}: P must be a floating-point torch.Tensor, got "
+                        f"{type(P).__name__ if not isinstance(P, Tensor) else P.dtype}")
+    if not isinstance(target_ranks, Tensor) or target_ranks.is_complex() or target_ranks.dtype == torch.bool:
+        raise TypeError(f"diffcomb.{fn}: target_ranks must be a real torch.Tensor")
+    if P.dim() < 2 or P.shape[-1] != P.shape[-2]:
+        raise ValueError(f"diffcomb.{fn}: P must have shape (..., n, n), got {tuple(P.shape)}")
+    if tuple(target_ranks.shape) != tuple(P.shape[:-1]):
+        raise ValueError(f"diffcomb.{fn}: target_ranks must have shape {tuple(P.shape[:-1])} (P's shape without "
+                         f"the last dimension), got {tuple(target_ranks.shape)}")
+    if target_ranks.device != P.device:
+        raise RuntimeError(f"diffcomb.{fn}: target_ranks is on {target_ranks.device} but P is on {P.device}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"diffcomb.{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    t = target_ranks.detach()
+    order = torch.argsort(t, dim=-1, stable=True)
+    Q = torch.zeros_like(P).scatter_(-2, order.unsqueeze(-2), 1.0)
+    p = P.clamp(_BCE_CLAMP, 1.0 - _BCE_CLAMP)
+    loss = -(Q * torch.log(p) + (1.0 - Q) * torch.log1p(-p)).mean(dim=(-2, -1))
+    if t.is_floating_point():
+        loss = torch.where(torch.isfinite(t).all(dim=-1), loss, torch.full_like(loss, math.nan))
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+class DiffSortNet(nn.Module):
+    """Module form of :func:`sorting_network` for inputs of a fixed ``size`` n.
+
+    ``forward(x)`` with x (Tensor[..., size]) returns a :class:`SortingNetworkResult`
+    ``(values, matrix)``.
+
+    Example:
+        >>> sorter = diffcomb.DiffSortNet("bitonic", 4, steepness=50.0)
+        >>> values, P = sorter(torch.tensor([[3.0, 1.0, 4.0, 2.0]]))
+        >>> values.round(decimals=2)
+        tensor([[1.0200, 2.0100, 2.9900, 3.9800]])
+    """
+
+    def __init__(self, network: str = "odd_even", size: int = 2, steepness: float = 10.0, sigmoid: str = "cauchy",
+                 art_lambda: float = 0.25, return_matrix: bool = True, descending: bool = False) -> None:
+        super().__init__()
+        name = "DiffSortNet"
+        _check_choice(name, "network", network, NETWORKS)
+        _check_choice(name, "sigmoid", sigmoid, SIGMOIDS)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"diffcomb.{name}: size must be an int >= 0, got {size!r}")
+        self.network = network
+        self.size = size
+        self.steepness = _check_steepness(name, steepness)
+        self.sigmoid = sigmoid
+        self.art_lambda = _check_art_lambda(name, art_lambda)
+        self.return_matrix = _check_bool(name, "return_matrix", return_matrix)
+        self.descending = _check_bool(name, "descending", descending)
+
+    def extra_repr(self) -> str:
+        return (f"network={self.network!r}, size={self.size}, steepness={self.steepness}, sigmoid={self.sigmoid!r}, "
+                f"art_lambda={self.art_lambda}, return_matrix={self.return_matrix}, descending={self.descending}")
+
+    def forward(self, x: Tensor) -> SortingNetworkResult:
+        if isinstance(x, Tensor) and x.dim() >= 1 and x.shape[-1] != self.size:
+            raise ValueError(f"diffcomb.DiffSortNet: expected x of shape (..., {self.size}), got {tuple(x.shape)}")
+        return sorting_network(x, network=self.network, sigmoid=self.sigmoid, steepness=self.steepness,
+                               art_lambda=self.art_lambda, return_matrix=self.return_matrix,
+                               descending=self.descending)
+
+
+class RankingLoss(nn.Module):
+    """Module form of :func:`ranking_loss`: ``forward(P, target_ranks)``."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"diffcomb.RankingLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+    def forward(self, P: Tensor, target_ranks: Tensor) -> Tensor:
+        return ranking_loss(P, target_ranks, self.reduction)

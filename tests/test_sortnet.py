@@ -1,0 +1,466 @@
+"""Differentiable sorting networks (diffcomb/sortnet.py, csrc/sortnet) against SPEC.md section 5
+and 7.5 and the float64 numpy reference in tests/reference/sortnet.py (which builds the network
+and applies every comparator's mix to the dense P): values, P and gradients for both networks,
+all sigmoids, n in {1, 2, 3, 5, 8, 33, 64}; properties (double stochasticity, the hard limit,
+monotonicity), gradcheck, opcheck, torch.compile, edge cases and errors; CUDA against the CPU."""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import diffcomb
+from diffcomb.sortnet import network_layout
+from tests.conftest import CUDA_SKIP_REASON, DEVICES, DTYPES, HAS_CUDA, assert_close
+from tests.reference import sortnet as ref
+
+NETWORKS = list(ref.NETWORKS)
+SIGMOIDS = list(ref.SIGMOIDS)
+MONOTONE = ["reciprocal", "cauchy", "optimal"]  # SPEC 5.2
+SIZES = [1, 2, 3, 5, 8, 33, 64]
+
+
+def separated_np(rng: np.random.Generator, shape, scale: float = 2.0, min_gap: float = 0.05) -> np.ndarray:
+    """Random rows whose sorted values differ by at least min_gap (no ties)."""
+    while True:
+        x = rng.normal(size=shape) * scale
+        if shape[-1] < 2 or np.min(np.diff(np.sort(x, axis=-1), axis=-1)) >= min_gap:
+            return x
+
+
+def rng_for(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32("/".join(str(k) for k in key).encode()))
+
+
+def run(x: torch.Tensor, G_values=None, G_P=None, **kwargs):
+    """(values, P, dx) of sorting_network with the loss <G_values, values> + <G_P, P>."""
+    x = x.detach().clone().requires_grad_(True)
+    r = diffcomb.sorting_network(x, **kwargs)
+    loss = x.new_zeros(())
+    if G_values is not None:
+        loss = loss + (r.values * G_values).sum()
+    if G_P is not None:
+        loss = loss + (r.matrix * G_P).sum()
+    loss.backward()
+    return r.values.detach(), None if r.matrix is None else r.matrix.detach(), x.grad
+
+
+# ------------------------------------------------------------------------------------------------
+# SPEC 7.5
+
+
+ALPHA_N2 = {"logistic": 0.268941, "logistic_phi": 0.268941, "gaussian": 0.158655,
+            "reciprocal": 0.333333, "cauchy": 0.25, "optimal": 0.0625}
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+def test_spec_7_5_n2(sigmoid, network):
+    a = ALPHA_N2[sigmoid]
+    for dtype in (torch.float32, torch.float64):
+        r = diffcomb.sorting_network(torch.tensor([1.0, 0.0], dtype=dtype), network=network, sigmoid=sigmoid,
+                                     steepness=1.0)
+        assert_close(r.values, [a, 1 - a], rtol=0, atol=1e-6)
+        assert_close(r.matrix, [[a, 1 - a], [1 - a, a]], rtol=0, atol=1e-6)
+
+
+def test_spec_7_5_n3_and_ranking_loss():
+    expected = {
+        "cauchy": ([0.537310, 0.972528, 1.490162],
+                   [[0.177087, 0.230116, 0.592796], [0.639777, 0.257589, 0.102634], [0.183135, 0.512295, 0.304570]]),
+        "logistic": ([0.507635, 0.973187, 1.519179],
+                     [[0.162417, 0.237144, 0.600439], [0.654782, 0.263957, 0.081261], [0.182800, 0.498899, 0.318300]]),
+    }
+    x = torch.tensor([2.0, 0.0, 1.0], dtype=torch.float64)
+    for sigmoid, (values, P) in expected.items():
+        r = diffcomb.sorting_network(x, sigmoid=sigmoid, steepness=1.0)
+        assert_close(r.values, values, rtol=0, atol=1e-6)
+        assert_close(r.matrix, P, rtol=0, atol=1e-6)
+    P = diffcomb.sorting_network(x, sigmoid="cauchy", steepness=1.0).matrix
+    assert_close(diffcomb.ranking_loss(P, torch.tensor([30.0, 10.0, 20.0])), 0.340718, rtol=0, atol=1e-6)
+
+
+def test_spec_7_5_bitonic_depths():
+    for n, depth, comparators in [(2, 1, 1), (4, 3, 6), (8, 6, 24), (16, 10, 80), (5, 6, 11)]:
+        lo, hi, offsets = network_layout("bitonic", n)
+        assert len(offsets) - 1 == depth and offsets[-1] == comparators == len(lo) == len(hi)
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_layout_is_the_reference_network(network):
+    for n in range(0, 41):
+        lo, hi, offsets = network_layout(network, n)
+        layers = [[(int(lo[c]), int(hi[c])) for c in range(offsets[l], offsets[l + 1])] for l in range(len(offsets) - 1)]
+        assert layers == [layer for layer in ref.network_layers(network, n) if layer]
+        for l in range(len(offsets) - 1):  # what the kernels rely on (sortnet.h)
+            a = np.minimum(lo[offsets[l]:offsets[l + 1]], hi[offsets[l]:offsets[l + 1]])
+            span = np.abs(hi - lo)[offsets[l]:offsets[l + 1]]
+            assert np.all(np.diff(a) > 0) and np.all(span == span[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Against the reference: values, P and the VJP, both networks, all sigmoids, SIZES, f32 and f64.
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_against_reference(network, sigmoid, n):
+    rng = rng_for("ref", network, sigmoid, n)
+    rows = 2 if n <= 8 else 1
+    steepness = 3.0
+    x = separated_np(rng, (rows, n), scale=1.0 if n > 8 else 2.0, min_gap=1e-3 if n > 8 else 0.05)
+    g_values = rng.normal(size=(rows, n))
+    g_P = rng.normal(size=(rows, n, n))
+    values, P, vjp_full, vjp_values = [], [], [], []
+    for b in range(rows):
+        s, p = ref.sorting_network(x[b], network, sigmoid, steepness)
+        values.append(s)
+        P.append(p)
+        vjp_full.append(ref.sorting_network_vjp(x[b], g_values[b], g_P[b], network, sigmoid, steepness))
+        vjp_values.append(ref.sorting_network_vjp(x[b], g_values[b], None, network, sigmoid, steepness))
+    for dtype in (torch.float32, torch.float64):
+        xt = torch.tensor(x, dtype=dtype)
+        gv = torch.tensor(g_values, dtype=dtype)
+        gP = torch.tensor(g_P, dtype=dtype)
+        kw = dict(network=network, sigmoid=sigmoid, steepness=steepness)
+        v, p, dx = run(xt, gv, gP, **kw)
+        # float32: the mixing weights are rounded to float32 at every comparator
+        tol = dict(rtol=1e-4, atol=2e-4) if dtype == torch.float32 else {}
+        assert_close(v, np.stack(values), **tol)
+        assert_close(p, np.stack(P), **tol)
+        assert_close(dx, np.stack(vjp_full), **(dict(rtol=1e-3, atol=1e-3) if dtype == torch.float32 else {}))
+        v2, p2, dx2 = run(xt, gv, None, return_matrix=False, **kw)
+        assert p2 is None
+        assert_close(v2, v, rtol=0, atol=0)
+        assert_close(dx2, np.stack(vjp_values), **tol)
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_descending(network):
+    rng = rng_for("desc", network)
+    x = torch.tensor(separated_np(rng, (3, 7)))
+    g = torch.tensor(rng.normal(size=(3, 7)))
+    G = torch.tensor(rng.normal(size=(3, 7, 7)))
+    v, P, dx = run(x, g, G, network=network, descending=True)
+    for b in range(3):
+        s, p = ref.sorting_network(x[b].numpy(), network, "cauchy", 10.0, descending=True)
+        assert_close(v[b], s)
+        assert_close(P[b], p)
+        assert_close(dx[b], ref.sorting_network_vjp(x[b].numpy(), g[b].numpy(), G[b].numpy(), network, "cauchy",
+                                                    10.0, descending=True))
+
+
+@pytest.mark.parametrize("sigmoid", ["logistic", "cauchy", "optimal"])
+@pytest.mark.parametrize("network", NETWORKS)
+def test_ranking_loss_against_reference(network, sigmoid):
+    rng = rng_for("rank", network, sigmoid)
+    x = separated_np(rng, (3, 6))
+    targets = rng.permutation(6)[None, :].repeat(3, 0) + np.arange(3)[:, None] * 0
+    for b in range(3):
+        targets[b] = rng.permutation(6)
+    xt = torch.tensor(x, requires_grad=True)
+    P = diffcomb.sorting_network(xt, network=network, sigmoid=sigmoid, steepness=2.0).matrix
+    loss = diffcomb.ranking_loss(P, torch.tensor(targets), reduction="none")
+    expected = [ref.ranking_loss(x[b], targets[b], network, sigmoid, 2.0) for b in range(3)]
+    assert_close(loss, expected)
+    loss.sum().backward()
+    grads = np.stack([ref.ranking_loss_vjp(x[b], targets[b], 1.0, network, sigmoid, 2.0) for b in range(3)])
+    assert_close(xt.grad, grads)
+    assert_close(diffcomb.ranking_loss(P, torch.tensor(targets)), np.mean(expected))
+    assert_close(diffcomb.ranking_loss(P, torch.tensor(targets), reduction="sum"), np.sum(expected))
+    module = diffcomb.RankingLoss(reduction="sum")
+    assert "sum" in repr(module)
+    assert_close(module(P, torch.tensor(targets)), np.sum(expected))
+
+
+def test_ranking_loss_ranks_and_values_agree():
+    P = diffcomb.sorting_network(torch.tensor([[0.3, -1.0, 2.0, 0.5]])).matrix
+    ranks = torch.tensor([[1, 0, 3, 2]])
+    values = torch.tensor([[10.0, -5.0, 99.0, 11.0]])
+    assert_close(diffcomb.ranking_loss(P, ranks), diffcomb.ranking_loss(P, values), rtol=0, atol=0)
+    assert math.isnan(float(diffcomb.ranking_loss(P, torch.tensor([[1.0, math.nan, 2.0, 3.0]]))))
+
+
+# ------------------------------------------------------------------------------------------------
+# Properties.
+
+
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_doubly_stochastic_and_values_are_PT_x(network, sigmoid):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 37, generator=gen, dtype=torch.float64) * 3
+    r = diffcomb.sorting_network(x, network=network, sigmoid=sigmoid)
+    P = r.matrix
+    assert bool((P >= 0).all()) and bool((P <= 1).all())
+    assert_close(P.sum(-1), torch.ones(4, 37))
+    assert_close(P.sum(-2), torch.ones(4, 37))
+    assert_close(r.values, (P.mT @ x.unsqueeze(-1)).squeeze(-1))
+
+
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_steep_limit_is_the_hard_sort(network, sigmoid):
+    rng = rng_for("hard", network, sigmoid)
+    x = torch.tensor(separated_np(rng, (3, 33), min_gap=0.01))
+    r = diffcomb.sorting_network(x, network=network, sigmoid=sigmoid, steepness=1e9)
+    hard = torch.sort(x, dim=-1)
+    assert_close(r.values, hard.values, rtol=0, atol=1e-6)
+    perm = torch.zeros(3, 33, 33, dtype=torch.float64).scatter_(-2, hard.indices.unsqueeze(-2), 1.0)
+    assert_close(r.matrix, perm, rtol=0, atol=1e-6)
+    r32 = diffcomb.sorting_network(x.float(), network=network, sigmoid=sigmoid, steepness=1e9)
+    assert_close(r32.values, hard.values, rtol=0, atol=1e-5)
+    assert_close(r32.matrix, perm, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sigmoid", MONOTONE)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_monotonic_sigmoids_have_nonnegative_jacobian(network, sigmoid):
+    gen = torch.Generator().manual_seed(11)
+    for n in (5, 16):
+        for _ in range(3):
+            x = torch.randn(n, generator=gen, dtype=torch.float64) * 0.3
+            J = torch.autograd.functional.jacobian(
+                lambda t: diffcomb.sorting_network(t, network=network, sigmoid=sigmoid, steepness=4.0,
+                                                   return_matrix=False).values, x)
+            assert float(J.min()) >= -1e-12, float(J.min())
+
+
+def test_logistic_is_not_monotonic():
+    # SPEC 5.2: the logistic sigmoid can give negative entries of d sorted / d x.
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(20):
+        x = torch.randn(8, generator=gen, dtype=torch.float64) * 0.3
+        J = torch.autograd.functional.jacobian(
+            lambda t: diffcomb.sorting_network(t, sigmoid="logistic", steepness=4.0).values, x)
+        worst = min(worst, float(J.min()))
+    assert worst < -1e-3
+
+
+def test_ties_blend_evenly_with_finite_gradients():
+    x = torch.tensor([[1.0, 1.0, 1.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    for sigmoid in SIGMOIDS:
+        r = diffcomb.sorting_network(x, network="bitonic", sigmoid=sigmoid)
+        assert_close(r.values, [[1.0] * 4])
+        assert_close(r.matrix.sum(-1), [[1.0] * 4])
+        (g,) = torch.autograd.grad((r.values * torch.arange(4.0)).sum() + r.matrix[..., 0, 0], x)
+        assert bool(torch.isfinite(g).all())
+        expected = ref.sorting_network_vjp([1.0] * 4, np.arange(4.0), np.eye(4)[0][:, None] * np.eye(4)[0][None, :],
+                                           "bitonic", sigmoid, 10.0)
+        assert_close(g[0], expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# gradcheck, opcheck, torch.compile.
+
+
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_gradcheck(network, sigmoid):
+    rng = rng_for("gradcheck", network, sigmoid)
+    x = torch.tensor(separated_np(rng, (2, 5), min_gap=0.1), requires_grad=True)
+    for return_matrix in (True, False):
+        def fn(t):
+            r = diffcomb.sorting_network(t, network=network, sigmoid=sigmoid, steepness=2.0,
+                                         return_matrix=return_matrix)
+            return (r.values, r.matrix) if return_matrix else r.values
+        assert gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
+
+
+def test_opcheck():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    for net in range(2):
+        for with_matrix in (True, False):
+            torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, net, 4, 5.0, 0.25, with_matrix))
+    alpha = diffcomb.sortnet._sortnet_op(x.detach(), 1, 1, 5.0, 0.25, True)[2]
+    g = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    G = torch.randn(3, 6, 6, generator=gen, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
+                          (x.detach(), alpha, g, G, 1, 1, 5.0, 0.25))
+    torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
+                          (x.detach(), alpha, None, G, 1, 1, 5.0, 0.25))
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_compile_fullgraph(network):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 9, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.randn(2, 3, 9, generator=gen, dtype=torch.float64)
+
+    def loss_fn(t):
+        r = diffcomb.sorting_network(t, network=network, sigmoid="optimal", steepness=5.0)
+        return diffcomb.ranking_loss(r.matrix, targets) + r.values.square().mean()
+
+    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
+    eager = loss_fn(x)
+    (g_eager,) = torch.autograd.grad(eager, x)
+    out = compiled(x)
+    (g_compiled,) = torch.autograd.grad(out, x)
+    assert_close(out, eager)
+    assert_close(g_compiled, g_eager)
+
+
+# ------------------------------------------------------------------------------------------------
+# Batches, dtypes, edge cases, errors.
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_leading_dims_and_non_contiguous(dtype):
+    gen = torch.Generator().manual_seed(6)
+    base = torch.randn(9, 2, 3, generator=gen, dtype=torch.float64).to(dtype)
+    x = base.permute(1, 2, 0)  # (2, 3, 9), non-contiguous
+    assert not x.is_contiguous()
+    g = torch.randn(2, 3, 9, generator=gen, dtype=torch.float64).to(dtype)
+    v, P, dx = run(x, g, None, network="bitonic")
+    assert v.shape == (2, 3, 9) and P.shape == (2, 3, 9, 9) and dx.shape == (2, 3, 9)
+    assert v.dtype == dtype and P.dtype == dtype
+    v2, P2, dx2 = run(x.contiguous().reshape(6, 9), g.reshape(6, 9), None, network="bitonic")
+    assert_close(v.reshape(6, 9), v2, rtol=0, atol=0)
+    assert_close(P.reshape(6, 9, 9), P2, rtol=0, atol=0)
+    assert_close(dx.reshape(6, 9), dx2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 12, generator=gen)
+    r = diffcomb.sorting_network(x.to(dtype), network="bitonic")
+    full = diffcomb.sorting_network(x.to(dtype).float(), network="bitonic")
+    assert r.values.dtype == dtype and r.matrix.dtype == dtype
+    assert_close(r.values.float(), full.values, rtol=1e-2, atol=1e-2)
+    assert_close(r.matrix.float(), full.matrix, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_empty_and_n1(network):
+    for shape in [(0,), (3, 0), (0, 5), (2, 0, 4)]:
+        x = torch.zeros(shape, requires_grad=True)
+        r = diffcomb.sorting_network(x, network=network)
+        assert r.values.shape == shape and r.matrix.shape == (*shape, shape[-1])
+        (r.values.sum() + r.matrix.sum()).backward()
+        assert x.grad.shape == shape
+    x = torch.tensor([[3.5], [-1.0]], dtype=torch.float64, requires_grad=True)
+    r = diffcomb.sorting_network(x, network=network)
+    assert_close(r.values, x)
+    assert_close(r.matrix, torch.ones(2, 1, 1))
+    loss = diffcomb.ranking_loss(r.matrix, torch.zeros(2, 1))
+    (g,) = torch.autograd.grad((r.values * 2).sum() + loss, x)
+    assert_close(g, [[2.0], [2.0]])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("network", NETWORKS)
+def test_nonfinite_rows_are_nan(network, bad):
+    x = torch.tensor([[0.5, 2.0, -1.0, 0.0, 3.0], [0.5, bad, -1.0, 0.0, 3.0]], dtype=torch.float64,
+                     requires_grad=True)
+    r = diffcomb.sorting_network(x, network=network)
+    assert bool(torch.isnan(r.values[1]).all()) and bool(torch.isnan(r.matrix[1]).all())
+    assert bool(torch.isfinite(r.values[0]).all()) and bool(torch.isfinite(r.matrix[0]).all())
+    (g,) = torch.autograd.grad(r.values.sum() + r.matrix[..., 0].sum(), x)
+    assert bool(torch.isnan(g[1]).all()) and bool(torch.isfinite(g[0]).all())
+    good = diffcomb.sorting_network(x[:1].detach(), network=network)
+    assert_close(r.values[0], good.values[0], rtol=0, atol=0)
+
+
+def test_module():
+    sorter = diffcomb.DiffSortNet("bitonic", 6, steepness=20.0, sigmoid="reciprocal")
+    assert "bitonic" in repr(sorter) and "reciprocal" in repr(sorter)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    values, P = sorter(x)
+    expected = diffcomb.sorting_network(x, network="bitonic", steepness=20.0, sigmoid="reciprocal")
+    assert_close(values, expected.values, rtol=0, atol=0)
+    assert_close(P, expected.matrix, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"DiffSortNet: expected x of shape \(\.\.\., 6\)"):
+        sorter(torch.randn(4, 5))
+    with pytest.raises(ValueError, match="network"):
+        diffcomb.DiffSortNet("bubble", 4)
+    with pytest.raises(ValueError, match="size"):
+        diffcomb.DiffSortNet("bitonic", -1)
+    with pytest.raises(ValueError, match="steepness"):
+        diffcomb.DiffSortNet("bitonic", 4, steepness=0.0)
+
+
+def test_errors():
+    x = torch.randn(3, 4)
+    sn = diffcomb.sorting_network
+    with pytest.raises(TypeError, match="sorting_network: x must be a torch.Tensor"):
+        sn([1.0, 2.0])
+    with pytest.raises(TypeError, match="floating-point"):
+        sn(torch.arange(4))
+    with pytest.raises(ValueError, match="at least one dimension"):
+        sn(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="network must be one of 'odd_even', 'bitonic', got 'bubble'"):
+        sn(x, network="bubble")
+    with pytest.raises(ValueError, match="sigmoid must be one of"):
+        sn(x, sigmoid="relu")
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="steepness must be positive and finite"):
+            sn(x, steepness=bad)
+    with pytest.raises(TypeError, match="steepness must be a Python float"):
+        sn(x, steepness=torch.tensor(1.0))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"art_lambda must be in \[0, 1\]"):
+            sn(x, art_lambda=bad)
+    with pytest.raises(TypeError, match="return_matrix must be a bool"):
+        sn(x, return_matrix=1)
+    with pytest.raises(TypeError):
+        sn(x, "bitonic")  # keyword-only options
+    P = sn(x).matrix
+    with pytest.raises(ValueError, match=r"target_ranks must have shape \(3, 4\)"):
+        diffcomb.ranking_loss(P, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match=r"P must have shape \(\.\.\., n, n\)"):
+        diffcomb.ranking_loss(torch.zeros(3, 4), torch.zeros(3))
+    with pytest.raises(ValueError, match="reduction"):
+        diffcomb.ranking_loss(P, torch.zeros(3, 4), reduction="avg")
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA against the CPU (skipped without a GPU).
+
+
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("n", [1, 2, 5, 33, 64, 200])
+def test_device_matches_cpu(device, dtype, sigmoid, network, n):
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(3, n, generator=gen, dtype=torch.float64).to(dtype)
+    x[2, 0] = math.nan if n else 0.0
+    g = torch.randn(3, n, generator=gen, dtype=torch.float64).to(dtype)
+    G = torch.randn(3, n, n, generator=gen, dtype=torch.float64).to(dtype)
+    kw = dict(network=network, sigmoid=sigmoid, steepness=3.0)
+    v, P, dx = run(x, g, G, **kw)
+    vd, Pd, dxd = run(x.to(device), g.to(device), G.to(device), **kw)
+    assert_close(vd, v)
+    assert_close(Pd, P)
+    assert_close(dxd, dx, **(dict(rtol=1e-3, atol=1e-3) if dtype == torch.float32 else {}))
+    v2, _, dx2 = run(x.to(device), g.to(device), None, return_matrix=False, **kw)
+    assert_close(v2, v)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)
+def test_cuda_gradcheck_and_opcheck():
+    x = torch.randn(2, 6, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert gradcheck(lambda t: diffcomb.sorting_network(t, network="bitonic", steepness=2.0), (x,), eps=1e-6,
+                     atol=1e-6)
+    torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 0, 4, 5.0, 0.25, True))
+
+
+def test_docstring_examples():
+    import doctest
+
+    import diffcomb.sortnet
+
+    result = doctest.testmod(diffcomb.sortnet, extraglobs={"torch": torch, "diffcomb": diffcomb},
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
