@@ -179,7 +179,7 @@ def _history_shapes(batch: int, n: int, m: int, max_iter: int, unroll: bool) -> 
 def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
                  unroll: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(P, f, g, cost, n_iter, err, f_hist, g_hist) for costs C (B, n, m) and weights a (B, n), b (B, m).
-    tol < 0: exactly max_iter iterations. f_hist/g_hist: recorded iterates when unroll."""
+    tol <= 0: exactly max_iter iterations. f_hist/g_hist: recorded iterates when unroll."""
     batch, n, m = C.shape
     fh_shape, gh_shape = _history_shapes(batch, n, m, max_iter, unroll)
     if C.numel() == 0:
@@ -280,6 +280,7 @@ def _setup(ctx, inputs, output) -> None:
     C, a, b, eps, _max_iter, tol, _check_every, unroll = inputs
     P, f, g, cost, n_iter, err, f_hist, g_hist = output
     ctx.mark_non_differentiable(f, g, n_iter, err, f_hist, g_hist)
+    ctx.set_materialize_grads(False)  # an unused plan gradient stays None: envelope only, no CG
     ctx.eps = eps
     ctx.unroll = unroll
     ctx.tol = tol
@@ -299,7 +300,7 @@ def _backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
         dC, da, db = torch.ops.diffcomb.sinkhorn_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, G, gc, ctx.eps)
     else:
         C, a, b, P, f, g, err = ctx.saved_tensors
-        if G is not None and ctx.tol >= 0 and not torch.compiler.is_compiling() and C.device.type != "meta" \
+        if G is not None and ctx.tol > 0 and not torch.compiler.is_compiling() and C.device.type != "meta" \
                 and bool((err > ctx.tol).any()):
             warnings.warn("diffcomb.sinkhorn: implicit differentiation of a Sinkhorn run that did not converge "
                           "(raise max_iter or epsilon, or use backward='unroll'); the plan's gradient is "

@@ -4,7 +4,7 @@
 //   cost, gcost: (B) of the dtype;  n_iter: (B) int64;  err: (B) float64;
 //   f_hist: (B, max_iter, n) and g_hist: (B, max_iter + 1, m) iterates kept
 //   for the unrolled backward (address 0: not kept).
-// f and g are the full log-sum-exp potentials (sinkhorn.h). tol < 0 runs
+// f and g are the full log-sum-exp potentials (sinkhorn.h). tol <= 0 runs
 // exactly max_iter iterations with no convergence check. G = 0 (no plan
 // gradient) gives the envelope gradients gcost * (P, f, g) only; gcost = 0
 // means no cost gradient. dC = 0: the cost gradient is not written.

@@ -4,7 +4,7 @@
 // contiguous rows (f: rows of C, g: rows of C^T). Each log-sum-exp is two
 // sweeps over a row that stays in L1 (maximum, then the sum of exp), the
 // sweeps vectorized through exp_fast and GCC target clones (AVX-512, AVX2
-// with FMA, baseline), float32 summed in float blocks of 256 then in double.
+// and the baseline), float32 summed in float blocks of 256 then in double.
 // The convergence test is free: the row sums of P(f, g) follow from the next
 // f-update (sinkhorn.h, row_error). Batches of at least `threads` problems
 // run one problem per thread; smaller batches split the rows and columns of
@@ -31,9 +31,17 @@
 #include "sinkhorn.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define DC_VECTOR_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define DC_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DC_VECTOR_CLONES
+#endif
+
+// The sweeps' bodies are inlined into each clone (a separate function would
+// be compiled once, for the baseline instruction set).
+#if defined(__GNUC__)
+#define DC_SWEEP inline __attribute__((always_inline))
+#else
+#define DC_SWEEP inline
 #endif
 
 namespace diffcomb {
@@ -50,25 +58,81 @@ constexpr int64_t kBlock = 256;  // float32 sums: blocks summed in float, then i
 // ---------------------------------------------------------------------------
 // Vectorized sweeps (one clone per instruction set; float and double).
 
+// The sweeps use GCC vector types of one AVX-512 register (16 floats or 8
+// doubles): each clone compiles them to its own instructions (two AVX2
+// registers, four SSE registers). Lane k of an accumulator takes the entries
+// j = k mod width, so sums do not depend on the instruction set. Float32
+// sums run in float over blocks of 256 entries, then in double; values that
+// accumulate over rows (backward) are kept in double.
+template <class T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float V __attribute__((vector_size(64)));
+  typedef uint32_t U __attribute__((vector_size(64)));
+  typedef double D __attribute__((vector_size(128)));
+  static constexpr int kWidth = 16;
+  static DC_SWEEP V exp(V x) { return exp_poly_f32<V, U>(x); }
+};
+template <>
+struct Vec<double> {
+  typedef double V __attribute__((vector_size(64)));
+  typedef uint64_t U __attribute__((vector_size(64)));
+  typedef double D __attribute__((vector_size(64)));
+  static constexpr int kWidth = 8;
+  static DC_SWEEP V exp(V x) { return exp_poly_f64<V, U>(x); }
+};
+
+template <class V, class T>
+DC_SWEEP V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V, class T>
+DC_SWEEP void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <class T, class V>
+DC_SWEEP double lane_sum(const V& v, int width) {
+  T s = 0;
+  for (int k = 0; k < width; ++k) s += v[k];
+  return double(s);
+}
+
 // max_j (w_j - c_j / eps), then sum_j exp(w_j - c_j / eps - max).
 template <class T>
-DC_INLINE void lse_sweep_impl(const T* __restrict c, const T* __restrict w, int64_t len, T inv_eps,
-                              double* max_out, double* sum_out) {
-  T mx = -std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < len; ++j) {
-    const T v = term(w[j], c[j], inv_eps);
+DC_SWEEP void lse_sweep_impl(const T* __restrict c, const T* __restrict w, int64_t len, T inv_eps,
+                             double* max_out, double* sum_out) {
+  using X = Vec<T>;
+  using V = typename X::V;
+  constexpr int L = X::kWidth;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  V mx = V{} + ninf;
+  int64_t j = 0;
+  for (; j + L <= len; j += L) {
+    const V v = load<V>(w + j) - load<V>(c + j) * inv_eps;
     mx = v > mx ? v : mx;
   }
+  T m = ninf;
+  for (int k = 0; k < L; ++k) m = mx[k] > m ? mx[k] : m;
+  for (; j < len; ++j) {
+    const T v = term(w[j], c[j], inv_eps);
+    m = v > m ? v : m;
+  }
   double total = 0.0;
-  if (mx != -std::numeric_limits<T>::infinity()) {
+  if (m != ninf) {
     for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
       const int64_t j1 = std::min(len, j0 + kBlock);
-      T s = 0;
-      for (int64_t j = j0; j < j1; ++j) s += exp_fast(term(w[j], c[j], inv_eps) - mx);
+      V acc = V{};
+      int64_t jj = j0;
+      for (; jj + L <= j1; jj += L) acc += X::exp(load<V>(w + jj) - load<V>(c + jj) * inv_eps - m);
+      T s = T(lane_sum<T>(acc, L));
+      for (; jj < j1; ++jj) s += exp_fast(term(w[jj], c[jj], inv_eps) - m);
       total += double(s);
     }
   }
-  *max_out = double(mx);
+  *max_out = double(m);
   *sum_out = total;
 }
 
@@ -81,15 +145,26 @@ DC_VECTOR_CLONES void lse_sweep(const double* c, const double* w, int64_t len, d
   lse_sweep_impl(c, w, len, inv_eps, mx, sum);
 }
 
-// p_j = exp(wa + wb_j - c_j / eps); returns sum_j p_j (g_j) in *gsum and sum_j p_j.
+// p_j = exp(wa + wb_j - c_j / eps); returns sum_j p_j, and sum_j p_j g_j in *gsum.
 template <class T>
-DC_INLINE double plan_row_impl(const T* __restrict c, const T* __restrict wb, const T* __restrict g, T wa,
-                               int64_t len, T inv_eps, T* __restrict p, double* gsum) {
+DC_SWEEP double plan_row_impl(const T* __restrict c, const T* __restrict wb, const T* __restrict g, T wa,
+                              int64_t len, T inv_eps, T* __restrict p, double* gsum) {
+  using X = Vec<T>;
+  using V = typename X::V;
+  constexpr int L = X::kWidth;
   double total = 0.0, gtotal = 0.0;
   for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
     const int64_t j1 = std::min(len, j0 + kBlock);
-    T s = 0, sg = 0;
-    for (int64_t j = j0; j < j1; ++j) {
+    V acc = V{}, gacc = V{};
+    int64_t j = j0;
+    for (; j + L <= j1; j += L) {
+      const V v = X::exp(wa + load<V>(wb + j) - load<V>(c + j) * inv_eps);
+      store(p + j, v);
+      acc += v;
+      gacc += v * load<V>(g + j);
+    }
+    T s = T(lane_sum<T>(acc, L)), sg = T(lane_sum<T>(gacc, L));
+    for (; j < j1; ++j) {
       const T v = exp_fast(wa + term(wb[j], c[j], inv_eps));
       p[j] = v;
       s += v;
@@ -112,12 +187,23 @@ DC_VECTOR_CLONES double plan_row(const double* c, const double* wb, const double
 }
 
 // Unrolled backward, one row of one iteration (sinkhorn.h):
-// e1_j = exp(fe + ge_t_j - c_j/eps) (g-update), s1 = sum_j e1_j gbar_j.
+// e1_j = exp(fe + ge_t_j - c_j/eps) (g-update), returns s1 = sum_j e1_j gbar_j.
 template <class T>
-DC_INLINE double unroll_pass1_impl(const T* __restrict c, const T* __restrict ge, T fe, const double* __restrict gbar,
-                                   int64_t len, T inv_eps, T* __restrict e1) {
-  double s1 = 0.0;
-  for (int64_t j = 0; j < len; ++j) {
+DC_SWEEP double unroll_pass1_impl(const T* __restrict c, const T* __restrict ge, T fe,
+                                  const double* __restrict gbar, int64_t len, T inv_eps, T* __restrict e1) {
+  using X = Vec<T>;
+  using V = typename X::V;
+  using D = typename X::D;
+  constexpr int L = X::kWidth;
+  D acc = D{};
+  int64_t j = 0;
+  for (; j + L <= len; j += L) {
+    const V v = X::exp(fe + load<V>(ge + j) - load<V>(c + j) * inv_eps);
+    store(e1 + j, v);
+    acc += __builtin_convertvector(v, D) * load<D>(gbar + j);
+  }
+  double s1 = lane_sum<double>(acc, L);
+  for (; j < len; ++j) {
     const T v = exp_fast(fe + term(ge[j], c[j], inv_eps));
     e1[j] = v;
     s1 += double(v) * gbar[j];
@@ -128,16 +214,30 @@ DC_INLINE double unroll_pass1_impl(const T* __restrict c, const T* __restrict ge
 // With fbar_i known: Cbar_j += a_i e1_j gbar_j + b_j e0_j fbar_i, e0_j = exp(fe + ge_prev_j - c_j/eps);
 // gnew_j -= b_j e0_j fbar_i; db_j -= eps e0_j fbar_i.
 template <class T>
-DC_INLINE void unroll_pass2_impl(const T* __restrict c, const T* __restrict ge_prev, T fe, const T* __restrict e1,
-                                 const double* __restrict gbar, const T* __restrict bw, double ai, double fbar,
-                                 int64_t len, T inv_eps, double eps, T* __restrict cbar, double* __restrict gnew,
-                                 double* __restrict db) {
-  for (int64_t j = 0; j < len; ++j) {
+DC_SWEEP void unroll_pass2_impl(const T* __restrict c, const T* __restrict ge_prev, T fe, const T* __restrict e1,
+                                const double* __restrict gbar, const T* __restrict bw, double ai, double fbar,
+                                int64_t len, T inv_eps, double eps, T* __restrict cbar, double* __restrict gnew,
+                                double* __restrict db) {
+  using X = Vec<T>;
+  using V = typename X::V;
+  using D = typename X::D;
+  constexpr int L = X::kWidth;
+  const double efbar = eps * fbar;
+  int64_t j = 0;
+  for (; j + L <= len; j += L) {
+    const D e0 = __builtin_convertvector(X::exp(fe + load<V>(ge_prev + j) - load<V>(c + j) * inv_eps), D);
+    const D k0 = __builtin_convertvector(load<V>(bw + j), D) * e0 * fbar;
+    const D add = ai * __builtin_convertvector(load<V>(e1 + j), D) * load<D>(gbar + j) + k0;
+    store(cbar + j, load<V>(cbar + j) + __builtin_convertvector(add, V));
+    store(gnew + j, load<D>(gnew + j) - k0);
+    store(db + j, load<D>(db + j) - efbar * e0);
+  }
+  for (; j < len; ++j) {
     const double e0 = double(exp_fast(fe + term(ge_prev[j], c[j], inv_eps)));
     const double k0 = double(bw[j]) * e0 * fbar;
     cbar[j] += T(ai * double(e1[j]) * gbar[j] + k0);
     gnew[j] -= k0;
-    db[j] -= eps * e0 * fbar;
+    db[j] -= efbar * e0;
   }
 }
 
@@ -162,10 +262,21 @@ DC_VECTOR_CLONES void unroll_pass2(const double* c, const double* ge_prev, doubl
 
 // H-matvec row: returns sum_j p_j y_j and adds p_j x_i to out_j.
 template <class T>
-DC_INLINE double matvec_row_impl(const T* __restrict p, const double* __restrict y, double xi, int64_t len,
-                                 double* __restrict out) {
-  double s = 0.0;
-  for (int64_t j = 0; j < len; ++j) {
+DC_SWEEP double matvec_row_impl(const T* __restrict p, const double* __restrict y, double xi, int64_t len,
+                                double* __restrict out) {
+  using X = Vec<T>;
+  using V = typename X::V;
+  using D = typename X::D;
+  constexpr int L = X::kWidth;
+  D acc = D{};
+  int64_t j = 0;
+  for (; j + L <= len; j += L) {
+    const D v = __builtin_convertvector(load<V>(p + j), D);
+    acc += v * load<D>(y + j);
+    store(out + j, load<D>(out + j) + v * xi);
+  }
+  double s = lane_sum<double>(acc, L);
+  for (; j < len; ++j) {
     const double v = double(p[j]);
     s += v * y[j];
     out[j] += v * xi;
@@ -294,7 +405,7 @@ void forward_problem(const ForwardArgs& A, int64_t bi, ForwardScratch<T>& s, int
   team_barrier(nt);
 
   const int64_t last = iteration_limit(n, m, A.max_iter);
-  const bool check = A.tol >= 0;
+  const bool check = A.tol > 0;
   int64_t iters = 0;
   double err = NAN;
   for (int64_t t = 1;; ++t) {

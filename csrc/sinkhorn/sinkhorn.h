@@ -21,6 +21,16 @@
 
 #include "../common/common.h"
 
+// Forced inlining on the host, so that the CPU's vectorized clones (cpu.cpp)
+// compile these helpers for their own instruction set.
+#if defined(__CUDACC__)
+#define DC_MATH_INLINE DC_HOST_DEVICE DC_INLINE
+#elif defined(__GNUC__)
+#define DC_MATH_INLINE inline __attribute__((always_inline))
+#else
+#define DC_MATH_INLINE inline
+#endif
+
 namespace diffcomb {
 namespace sinkhorn {
 
@@ -34,50 +44,49 @@ namespace sinkhorn {
 // unspecified values: rows with non-finite inputs are handled before (SPEC 0).
 // On the GPU the device's own exp is used.
 
-DC_HOST_DEVICE DC_INLINE float exp_fast(float x) {
-#if defined(__CUDA_ARCH__)
-  return expf(x);
-#else
-  const float lo = -87.0f, hi = 88.0f;
-  const bool underflow = x < lo;
+// V is a float (double) or a GCC vector of them, U the unsigned integer
+// (vector) of the same width: the same code serves one value and a register.
+template <class V, class U>
+DC_MATH_INLINE V exp_poly_f32(V x) {
+  const V zero = V{} + 0.0f;
+  const V lo = zero - 87.0f, hi = zero + 88.0f;
+  const auto underflow = x < lo;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: rounds x log2(e) to an integer in the low bits
-  const float t = x * 1.44269504088896341f + shifter;
-  const float k = t - shifter;
-  float r = x - k * 0.693145751953125f;
+  const V shifter = zero + 12582912.0f;  // 1.5 * 2^23: rounds x log2(e) to an integer in the low bits
+  const V t = x * 1.44269504088896341f + shifter;
+  const V k = t - shifter;
+  V r = x - k * 0.693145751953125f;
   r = r - k * 1.428606765330187045e-06f;
-  float p = 1.0f / 720.0f;
+  V p = zero + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
   p = p * r + 1.0f / 6.0f;
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  uint32_t bits;
+  U bits;
   std::memcpy(&bits, &t, sizeof bits);
   bits = (bits + 127u) << 23;
-  float scale;
+  V scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  const float out = p * scale;
-  return underflow ? 0.0f : out;
-#endif
+  const V out = p * scale;
+  return underflow ? zero : out;
 }
 
-DC_HOST_DEVICE DC_INLINE double exp_fast(double x) {
-#if defined(__CUDA_ARCH__)
-  return exp(x);
-#else
-  const double lo = -708.0, hi = 709.0;
-  const bool underflow = x < lo;
+template <class V, class U>
+DC_MATH_INLINE V exp_poly_f64(V x) {
+  const V zero = V{} + 0.0;
+  const V lo = zero - 708.0, hi = zero + 709.0;
+  const auto underflow = x < lo;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const double shifter = 6755399441055744.0;  // 1.5 * 2^52
-  const double t = x * 1.4426950408889634074 + shifter;
-  const double k = t - shifter;
-  double r = x - k * 6.93147180369123816490e-01;
+  const V shifter = zero + 6755399441055744.0;  // 1.5 * 2^52
+  const V t = x * 1.4426950408889634074 + shifter;
+  const V k = t - shifter;
+  V r = x - k * 6.93147180369123816490e-01;
   r = r - k * 1.90821492927058770002e-10;
-  double p = 1.0 / 479001600.0;
+  V p = zero + 1.0 / 479001600.0;
   p = p * r + 1.0 / 39916800.0;
   p = p * r + 1.0 / 3628800.0;
   p = p * r + 1.0 / 362880.0;
@@ -90,13 +99,28 @@ DC_HOST_DEVICE DC_INLINE double exp_fast(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  uint64_t bits;
+  U bits;
   std::memcpy(&bits, &t, sizeof bits);
   bits = (bits + 1023u) << 52;
-  double scale;
+  V scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  const double out = p * scale;
-  return underflow ? 0.0 : out;
+  const V out = p * scale;
+  return underflow ? zero : out;
+}
+
+DC_MATH_INLINE float exp_fast(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  return exp_poly_f32<float, uint32_t>(x);
+#endif
+}
+
+DC_MATH_INLINE double exp_fast(double x) {
+#if defined(__CUDA_ARCH__)
+  return exp(x);
+#else
+  return exp_poly_f64<double, uint64_t>(x);
 #endif
 }
 
@@ -107,7 +131,7 @@ DC_HOST_DEVICE DC_INLINE double log_weight(double w) {
 
 // One term of a log-sum-exp sweep: w - c / eps, written with 1/eps.
 template <class T>
-DC_HOST_DEVICE DC_INLINE T term(T w, T c, T inv_eps) {
+DC_MATH_INLINE T term(T w, T c, T inv_eps) {
   return w - c * inv_eps;
 }
 
