@@ -5,6 +5,7 @@ Examples::
     python -m benchmarks                          # the "sort" suite on CPU
     python -m benchmarks --suite softdtw          # soft-DTW vs tslearn and pysdtw
     python -m benchmarks --suite sortnet          # sorting networks vs diffsort, with peak memory
+    python -m benchmarks --suite sinkhorn         # Sinkhorn vs POT and geomloss; OT ranks vs torchsort
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --json /tmp/sort-cuda.json
@@ -46,11 +47,17 @@ SOFTDTW_QUICK_BUDGET = Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, ma
 # sample; nothing is cut as too slow below 10 minutes.
 SORTNET_BUDGET = Budget(repeat=3, min_time=0.5, max_time=3.0, warmup=1, max_call=600.0)
 SORTNET_QUICK_BUDGET = Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=120.0)
+# Sinkhorn: POT's per-problem torch loop takes seconds per batch-32 call at n = 1000 (its
+# backward more): max_call is high so that the batch-32, n = 1000 comparison is measured (it
+# takes about 10 minutes on 2 busy cores; -w selects fewer workloads).
+SINKHORN_BUDGET = Budget(repeat=3, min_time=0.5, max_time=4.0, warmup=1, max_call=900.0)
+SINKHORN_QUICK_BUDGET = Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=30.0)
 # (default, --quick) per suite
 SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
     "sort": (DEFAULT_BUDGET, QUICK_BUDGET),
     "softdtw": (SOFTDTW_BUDGET, SOFTDTW_QUICK_BUDGET),
     "sortnet": (SORTNET_BUDGET, SORTNET_QUICK_BUDGET),
+    "sinkhorn": (SINKHORN_BUDGET, SINKHORN_QUICK_BUDGET),
 }
 BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
 

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .workloads import DTYPES, AnyWorkload
+from .workloads import DTYPES, AnyWorkload, SinkhornWorkload
 
 __all__ = ["Contender", "Loaded", "CONTENDERS", "SUITE_CONTENDERS", "load", "Unsupported"]
 
@@ -82,6 +82,8 @@ def _op(module: ModuleType, w: AnyWorkload, qualname: str):
 # --- diffcomb: (x, dim=-1, descending=False, regularization_strength, regularization);
 # soft_dtw(x, y, gamma, cost="sqeuclidean") -> (B,)
 def _build_diffcomb(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if isinstance(w, SinkhornWorkload):
+        return _build_diffcomb_sinkhorn(mod, w, "unroll")
     fn = _op(mod, w, "diffcomb")
     if w.op == "sorting_network":
         return functools.partial(_sortnet_matrix, fn, dict(network=w.network, sigmoid=w.sigmoid,
@@ -194,6 +196,98 @@ def _build_diffsort(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return lambda x: sorter(x)[1]
 
 
+# --- Sinkhorn suite (workloads.SinkhornWorkload). Every contender of the plan workloads runs
+# exactly w.n_iter log-domain iterations from zero potentials (no early stop), so the plans
+# agree; "diffcomb" differentiates by unrolling (the same derivative as the peers' autograd),
+# "diffcomb-implicit" by implicit differentiation (its default; inexact before convergence, so
+# its grad diff is expected).
+def _build_diffcomb_sinkhorn(mod: ModuleType, w: SinkhornWorkload, backward: str) -> OpFn:
+    if w.op == "sinkhorn":
+        def plan(cost: torch.Tensor) -> torch.Tensor:
+            return mod.sinkhorn(cost, epsilon=w.epsilon, max_iter=w.n_iter, tol=0.0, backward=backward).plan
+        return plan
+    if backward != "unroll":
+        raise Unsupported(f"diffcomb-implicit runs only the plan workloads, not {w.op}")
+    if w.op == "sinkhorn_divergence":
+        return functools.partial(mod.sinkhorn_divergence, epsilon=w.epsilon)
+    return functools.partial(mod.sinkhorn_rank, epsilon=w.epsilon)
+
+
+def _build_diffcomb_implicit(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, SinkhornWorkload):
+        raise Unsupported("suite sinkhorn only")
+    return _build_diffcomb_sinkhorn(mod, w, "implicit")
+
+
+# --- POT: ot.sinkhorn(a, b, M, reg, method="sinkhorn_log", numItermax, stopThr) per problem
+# (its log-domain solver takes one cost matrix; a Python loop over the batch). stopThr=0 and
+# numItermax=n_iter: exactly n_iter iterations. Torch backend: autograd through the loop.
+def _build_pot_torch(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn":
+        raise Unsupported("POT runs the sinkhorn plan workloads")
+
+    def plan(cost: torch.Tensor) -> torch.Tensor:
+        a = torch.full((w.n,), 1.0 / w.n, dtype=cost.dtype, device=cost.device)
+        b = torch.full((w.m,), 1.0 / w.m, dtype=cost.dtype, device=cost.device)
+        return torch.stack([mod.sinkhorn(a, b, c, w.epsilon, method="sinkhorn_log", numItermax=w.n_iter,
+                                         stopThr=0.0, warn=False) for c in cost])
+    return plan
+
+
+class _NumpyPlan(torch.autograd.Function):
+    """POT's numpy backend has no gradient: the forward runs it; the backward returns zeros
+    (so its fwd+bwd column is its forward time, and its grad diff is meaningless)."""
+
+    @staticmethod
+    def forward(ctx, cost, fn):
+        return torch.from_numpy(fn(cost.detach().cpu().numpy())).to(cost.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad), None
+
+
+def _build_pot_numpy(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn":
+        raise Unsupported("POT runs the sinkhorn plan workloads")
+    import numpy as np
+
+    def run(cost):
+        a = np.full(w.n, 1.0 / w.n, dtype=cost.dtype)
+        b = np.full(w.m, 1.0 / w.m, dtype=cost.dtype)
+        return np.stack([mod.sinkhorn(a, b, c, w.epsilon, method="sinkhorn_log", numItermax=w.n_iter,
+                                      stopThr=0.0, warn=False) for c in cost])
+
+    return lambda cost: _NumpyPlan.apply(cost, run)
+
+
+# --- geomloss: SamplesLoss("sinkhorn", p=2, blur, debias=True, scaling) on point clouds; its
+# p = 2 cost is |x - y|^2 / 2 with epsilon = blur^2, so blur = sqrt(epsilon / 2) and twice its
+# value is the divergence for the cost |x - y|^2 at epsilon. Its own epsilon-annealing schedule
+# (scaling 0.95, many iterations): values agree to the solvers' accuracy, not to the last digit.
+def _build_geomloss(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn_divergence":
+        raise Unsupported("geomloss runs the sinkhorn_divergence workloads")
+    loss = mod.SamplesLoss("sinkhorn", p=2, blur=(w.epsilon / 2) ** 0.5, debias=True, scaling=0.95,
+                           backend="tensorized")
+    return lambda x, y: 2.0 * loss(x, y)
+
+
+# --- OT ranks against the permutahedron soft ranks of the same input (different operators:
+# the value check compares different quantities). torchsort / diffcomb.soft_rank: L2,
+# regularization_strength 1.
+def _build_torchsort_rank(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn_rank":
+        raise Unsupported("only the sinkhorn_rank workloads")
+    return functools.partial(mod.soft_rank, regularization="l2", regularization_strength=1.0)
+
+
+def _build_diffcomb_soft_rank(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn_rank":
+        raise Unsupported("only the sinkhorn_rank workloads")
+    return functools.partial(mod.soft_rank, regularization="l2", regularization_strength=1.0)
+
+
 CONTENDERS: Mapping[str, Contender] = {
     c.name: c
     for c in (
@@ -208,6 +302,12 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("tslearn", "tslearn.metrics", "tslearn", ("cpu",), _build_tslearn),
         Contender("pysdtw", "pysdtw", "pysdtw", ("cpu", "cuda"), _build_pysdtw),
         Contender("diffsort", "diffsort", "diffsort", ("cpu", "cuda"), _build_diffsort),
+        Contender("diffcomb-implicit", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_implicit),
+        Contender("POT-torch", "ot", "pot", ("cpu", "cuda"), _build_pot_torch),
+        Contender("POT-numpy", "ot", "pot", ("cpu",), _build_pot_numpy),
+        Contender("geomloss", "geomloss", "geomloss", ("cpu", "cuda"), _build_geomloss),
+        Contender("torchsort.soft_rank", "torchsort", "torchsort", ("cpu", "cuda"), _build_torchsort_rank),
+        Contender("diffcomb.soft_rank", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_soft_rank),
     )
 }
 
@@ -215,4 +315,6 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sort": ("diffcomb", "torchsort", "fast-soft-sort", "torch.sort"),
     "softdtw": ("diffcomb", "tslearn", "pysdtw"),
     "sortnet": ("diffcomb", "diffsort"),
+    "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-numpy", "geomloss", "torchsort.soft_rank",
+                 "diffcomb.soft_rank"),
 }

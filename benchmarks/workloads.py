@@ -29,6 +29,8 @@ __all__ = [
     "SortNetWorkload",
     "SORTNET_SHAPES",
     "SORTNET_SUITE",
+    "SinkhornWorkload",
+    "SINKHORN_SUITE",
     "SUITES",
     "DTYPES",
     "select",
@@ -120,11 +122,52 @@ class SortNetWorkload:
     def settings(self) -> str:
         return f"dtype={self.dtype} sigmoid={self.sigmoid} steepness={self.steepness:g}"
 
+
+@dataclass(frozen=True)
+class SinkhornWorkload:
+    """Entropic OT (suite ``sinkhorn``), one of three ops:
+
+    - ``sinkhorn``: the plan ``(batch, n, m)`` of a unit-scale cost (half the squared distances
+      of uniform points in the unit square, so entries lie in [0, 1]) with uniform weights,
+      exactly ``n_iter`` iterations for every contender; loss ``(plan * g).sum()``, gradient
+      with respect to the cost.
+    - ``sinkhorn_divergence``: debiased divergence ``(batch,)`` between uniform point clouds
+      ``x (batch, n, 2)`` and ``y (batch, m, 2)``, squared Euclidean cost; gradient w.r.t. ``x``.
+    - ``sinkhorn_rank``: soft ranks ``(batch, n)`` of ``randn`` values (OT ranks against the
+      permutahedron soft rank of the same input).
+    """
+
+    op: str
+    batch: int
+    n: int
+    m: int
+    epsilon: float = 0.1
+    n_iter: int = 100
+    dtype: str = "float32"
+
+    @property
+    def name(self) -> str:
+        if self.op == "sinkhorn_rank":
+            return f"{self.op}/{self.batch}x{self.n}"
+        return f"{self.op}/{self.batch}x{self.n}x{self.m}"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        if self.op == "sinkhorn":
+            return (self.batch, self.n, self.m)
+        if self.op == "sinkhorn_divergence":
+            return (self.batch,)
+        return (self.batch, self.n)
+
+    @property
+    def settings(self) -> str:
+        return f"dtype={self.dtype} epsilon={self.epsilon:g} n_iter={self.n_iter}"
+
     def as_dict(self) -> dict:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload]
+AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload]
 
 
 # (batch, n): one short row, many short rows, many medium rows, a few long
@@ -173,8 +216,16 @@ SORTNET_SUITE: tuple[SortNetWorkload, ...] = tuple(
     SortNetWorkload(network=net, batch=b, n=n) for net, b, n in SORTNET_SHAPES
 )
 
+# batch in {1, 32}, n = m in {100, 1000}, epsilon 0.1 on a unit-scale cost, 100 iterations.
+SINKHORN_SUITE: tuple[SinkhornWorkload, ...] = tuple(
+    SinkhornWorkload(op=op, batch=b, n=n, m=n)
+    for op in ("sinkhorn", "sinkhorn_divergence", "sinkhorn_rank")
+    for b in (1, 32)
+    for n in (100, 1000)
+)
+
 SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {"sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE,
-                                                 "sortnet": SORTNET_SUITE}
+                                                 "sortnet": SORTNET_SUITE, "sinkhorn": SINKHORN_SUITE}
 
 
 def select(
@@ -255,6 +306,8 @@ def make_inputs(workload: AnyWorkload, device: str, seed: int) -> Inputs:
         x = torch.randn((workload.batch, workload.n), generator=gen, dtype=torch.float64)
         g = torch.randn((workload.batch, workload.n, workload.n), generator=gen, dtype=torch.float64)
         return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
+    if isinstance(workload, SinkhornWorkload):
+        return _sinkhorn_inputs(workload, gen, device, dt)
     if isinstance(workload, SoftDTWWorkload):
         x = torch.randn((workload.batch, workload.n, workload.d), generator=gen, dtype=torch.float64)
         y = torch.randn((workload.batch, workload.m, workload.d), generator=gen, dtype=torch.float64)
@@ -262,4 +315,22 @@ def make_inputs(workload: AnyWorkload, device: str, seed: int) -> Inputs:
     shape = (workload.batch, workload.n)
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     g = torch.randn(shape, generator=gen, dtype=torch.float64)
+    return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
+
+
+def _sinkhorn_inputs(w: SinkhornWorkload, gen: torch.Generator, device: str, dt: torch.dtype) -> Inputs:
+    """Sinkhorn suite: see SinkhornWorkload (float64 draws, then converted)."""
+    f64 = torch.float64
+    if w.op == "sinkhorn":
+        p = torch.rand((w.batch, w.n, 2), generator=gen, dtype=f64)
+        q = torch.rand((w.batch, w.m, 2), generator=gen, dtype=f64)
+        cost = 0.5 * (p.unsqueeze(-2) - q.unsqueeze(-3)).square().sum(-1)
+        g = torch.randn((w.batch, w.n, w.m), generator=gen, dtype=f64)
+        return Inputs(x=cost.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
+    if w.op == "sinkhorn_divergence":
+        p = torch.rand((w.batch, w.n, 2), generator=gen, dtype=f64)
+        q = torch.rand((w.batch, w.m, 2), generator=gen, dtype=f64)
+        return Inputs(x=p.to(device=device, dtype=dt), g=None, others=(q.to(device=device, dtype=dt),))
+    x = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
+    g = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
     return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))

@@ -9,15 +9,27 @@ axes last or chosen with ``dim``):
 - :func:`soft_dtw`, :func:`soft_dtw_from_cost`, :func:`soft_dtw_alignment`, :func:`soft_dtw_divergence`
   (soft-DTW; CPU and CUDA)
 - :func:`sorting_network`, :func:`ranking_loss` (differentiable sorting networks)
+- :func:`sinkhorn`, :func:`sinkhorn_sort`, :func:`sinkhorn_rank`, :func:`sinkhorn_quantile`,
+  :func:`gumbel_sinkhorn`, :func:`sinkhorn_divergence` (entropic optimal transport)
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
 :class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`DiffSortNet`,
-:class:`RankingLoss`.
+:class:`RankingLoss`, :class:`Sinkhorn`.
 """
 
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
 from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+from .nn import Sinkhorn
+from .sinkhorn import (
+    SinkhornResult,
+    gumbel_sinkhorn,
+    sinkhorn,
+    sinkhorn_divergence,
+    sinkhorn_quantile,
+    sinkhorn_rank,
+    sinkhorn_sort,
+)
 from .softdtw import (
     mean_cost,
     mean_cost_divergence,
@@ -41,12 +53,15 @@ __all__ = [
     "RankingLoss",
     "SortingNetworkResult",
     "SharpSoftDTW",
+    "Sinkhorn",
+    "SinkhornResult",
     "SoftDTW",
     "SoftDTWDivergence",
     "SoftLTSLoss",
     "SoftRank",
     "SoftSort",
     "SpearmanLoss",
+    "gumbel_sinkhorn",
     "isotonic_regression",
     "mean_cost",
     "mean_cost_divergence",
@@ -56,6 +71,11 @@ __all__ = [
     "sharp_soft_dtw",
     "sharp_soft_dtw_divergence",
     "sharp_soft_dtw_from_cost",
+    "sinkhorn",
+    "sinkhorn_divergence",
+    "sinkhorn_quantile",
+    "sinkhorn_rank",
+    "sinkhorn_sort",
     "soft_dtw",
     "soft_dtw_alignment",
     "soft_dtw_barycenter",

@@ -1,0 +1,187 @@
+// The math of entropic optimal transport by log-domain Sinkhorn (SPEC.md
+// section 4), shared by cpu.cpp and cuda.cu: the exponential used in the
+// log-sum-exp sweeps, the dual updates, the free marginal error, the plan
+// read-out, and the steps of the two backward passes (implicit
+// differentiation by conjugate gradient, SPEC 4.3 b; unrolling, SPEC 4.3 a).
+//
+// Notation for one problem: cost C (n, m) row-major, weights a (n), b (m),
+// eps > 0, potentials f (n), g (m). With
+//     wa_i = log a_i + f_i / eps,    wb_j = log b_j + g_j / eps
+// the plan is P_ij = exp(wa_i + wb_j - C_ij / eps) and the updates are
+//     f_i = -eps LSE_j(wb_j - C_ij / eps)     (g-terms only: log b_j + g_j / eps)
+//     g_j = -eps LSE_i(wa_i - C_ij / eps)
+// The potentials are kept as the full log-sum-exp values even where a weight
+// is zero (log a_i = -inf takes that row out of every other sum), so the
+// backward has the one-sided derivatives at zero weights; the Python layer
+// reports f_i = 0 there (SPEC 4.4).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "../common/common.h"
+
+// Forced inlining on the host, so that the CPU's vectorized clones (cpu.cpp)
+// compile these helpers for their own instruction set.
+#if defined(__CUDACC__)
+#define DC_MATH_INLINE DC_HOST_DEVICE DC_INLINE
+#elif defined(__GNUC__)
+#define DC_MATH_INLINE inline __attribute__((always_inline))
+#else
+#define DC_MATH_INLINE inline
+#endif
+
+namespace diffcomb {
+namespace sinkhorn {
+
+// ---------------------------------------------------------------------------
+// exp without branches, so that a loop of it vectorizes (GCC target clones on
+// the CPU). Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, a Taylor
+// polynomial for exp(r) (degree 6 for float: ~1 ulp; degree 12 for double:
+// ~2 ulp), and 2^k built in the exponent bits. Arguments below the smallest
+// normal result give 0 (so exp(-inf) = 0: zero weights drop out of sums);
+// arguments above the largest give a large finite value. NaN arguments give
+// unspecified values: rows with non-finite inputs are handled before (SPEC 0).
+// On the GPU the device's own exp is used.
+
+// V is a float (double) or a GCC vector of them, U the unsigned integer
+// (vector) of the same width: the same code serves one value and a register.
+template <class V, class U>
+DC_MATH_INLINE V exp_poly_f32(V x) {
+  const V zero = V{} + 0.0f;
+  const V lo = zero - 87.0f, hi = zero + 88.0f;
+  const auto underflow = x < lo;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const V shifter = zero + 12582912.0f;  // 1.5 * 2^23: rounds x log2(e) to an integer in the low bits
+  const V t = x * 1.44269504088896341f + shifter;
+  const V k = t - shifter;
+  V r = x - k * 0.693145751953125f;
+  r = r - k * 1.428606765330187045e-06f;
+  V p = zero + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  U bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits = (bits + 127u) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const V out = p * scale;
+  return underflow ? zero : out;
+}
+
+template <class V, class U>
+DC_MATH_INLINE V exp_poly_f64(V x) {
+  const V zero = V{} + 0.0;
+  const V lo = zero - 708.0, hi = zero + 709.0;
+  const auto underflow = x < lo;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const V shifter = zero + 6755399441055744.0;  // 1.5 * 2^52
+  const V t = x * 1.4426950408889634074 + shifter;
+  const V k = t - shifter;
+  V r = x - k * 6.93147180369123816490e-01;
+  r = r - k * 1.90821492927058770002e-10;
+  V p = zero + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  U bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits = (bits + 1023u) << 52;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const V out = p * scale;
+  return underflow ? zero : out;
+}
+
+DC_MATH_INLINE float exp_fast(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  return exp_poly_f32<float, uint32_t>(x);
+#endif
+}
+
+DC_MATH_INLINE double exp_fast(double x) {
+#if defined(__CUDA_ARCH__)
+  return exp(x);
+#else
+  return exp_poly_f64<double, uint64_t>(x);
+#endif
+}
+
+DC_HOST_DEVICE DC_INLINE double log_weight(double w) {
+  // log of a non-negative weight; log 0 = -inf (the row/column drops out).
+  return w > 0 ? log(w) : -INFINITY;
+}
+
+// One term of a log-sum-exp sweep: w - c / eps, written with 1/eps.
+template <class T>
+DC_MATH_INLINE T term(T w, T c, T inv_eps) {
+  return w - c * inv_eps;
+}
+
+// The potential from a sweep's maximum and its sum of exp(term - max):
+// -eps (max + log sum). A sweep whose terms are all -inf (every weight zero)
+// cannot happen for valid marginals; it gives +inf.
+DC_HOST_DEVICE DC_INLINE double potential(double max, double sum, double eps) {
+  return -eps * (max + log(sum));
+}
+
+// Row marginal error of the state (f_old, g): the f-update from g computes
+// f_new with exp(-f_new_i / eps) = sum_j b_j exp((g_j - C_ij) / eps), so the
+// row sums of P(f_old, g) are a_i exp((f_old_i - f_new_i) / eps): the error
+// of SPEC 4.1 costs nothing beyond the next f-update.
+DC_HOST_DEVICE DC_INLINE double row_error(double a, double f_old, double f_new, double inv_eps) {
+  return a > 0 ? fabs(a * (exp((f_old - f_new) * inv_eps) - 1.0)) : 0.0;
+}
+
+// Whether iteration t (1-based) of a run of at most `last` is a convergence
+// check (SPEC 4.1: every check_every iterations and at the last one).
+DC_HOST_DEVICE DC_INLINE bool is_check(int64_t t, int64_t last, int64_t check_every) {
+  return t == last || t % check_every == 0;
+}
+
+// n = 1 or m = 1: one iteration gives the exact plan a b^T (SPEC 4.4).
+DC_HOST_DEVICE DC_INLINE int64_t iteration_limit(int64_t n, int64_t m, int64_t max_iter) {
+  return (n == 1 || m == 1) ? (max_iter < 1 ? max_iter : 1) : max_iter;
+}
+
+// ---------------------------------------------------------------------------
+// Implicit backward (SPEC 4.3 b): H [u; v] = [Q 1; Q^T 1] with
+// H = [[diag(a), P], [P^T, diag(b)]], solved by conjugate gradient
+// preconditioned with diag(a, b) (zero weights: the variable stays 0).
+// Then
+//   dC_ij = (P_ij (u_i + v_j) - Q_ij) / eps + gcost P_ij
+//   da_i  = sum_j K_ij (G_ij - v_j) + gcost f_i,   K_ij = P_ij / a_i
+//   db_j  = sum_i K'_ij (G_ij - u_i) + gcost g_j,  K'_ij = P_ij / b_j
+// (the a/b formulas are SPEC's (Q 1 - P v)/a and (Q^T 1 - P^T u)/b written so
+// that a zero weight gets the one-sided limit, with K from the full potentials).
+DC_HOST_DEVICE DC_INLINE double precondition(double x, double w) { return w > 0 ? x / w : 0.0; }
+
+// ---------------------------------------------------------------------------
+// Unrolled backward (SPEC 4.3 a), one iteration t in reverse, for row i:
+//   g-update adjoint: K'_ij = a_i E'_ij, E'_ij = exp((f^t_i + g^t_j - C_ij)/eps)
+//     fbar_i -= a_i sum_j E'_ij gbar_j;  Cbar_ij += a_i E'_ij gbar_j;  da_i -= eps sum_j E'_ij gbar_j
+//   f-update adjoint: K_ij = b_j E_ij, E_ij = exp((f^t_i + g^{t-1}_j - C_ij)/eps)
+//     gbar'_j -= b_j E_ij fbar_i;  Cbar_ij += b_j E_ij fbar_i;  db_j -= eps E_ij fbar_i
+// after which fbar restarts at 0 and gbar = gbar'. The read-out adds
+// fbar = Q 1 / eps, gbar = Q^T 1 / eps, Cbar = -Q / eps, da = sum_j b_j E G,
+// db = sum_i a_i E G with E from the final potentials.
+
+}  // namespace sinkhorn
+}  // namespace diffcomb
