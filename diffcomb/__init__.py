@@ -8,6 +8,10 @@ axes last or chosen with ``dim``):
 - :func:`spearman_loss`, :func:`soft_lts` (losses)
 - :func:`soft_dtw`, :func:`soft_dtw_from_cost`, :func:`soft_dtw_alignment`, :func:`soft_dtw_divergence`
   (soft-DTW; CPU only so far)
+- :func:`perturbed`, :func:`perturbed_fenchel_young_loss`, :func:`imle`, :func:`blackbox` (gradient
+  estimators around MAP solvers), the solvers :func:`argmax_onehot`, :func:`topk_mask`,
+  :func:`sort_permutation`, :func:`grid_shortest_path`, :func:`linear_assignment` and the noise
+  samplers :func:`sample_gumbel`, :func:`sample_normal`, :func:`sample_sum_of_gamma`
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
 :class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`.
@@ -16,6 +20,23 @@ Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`So
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
 from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+from .perturb import (
+    BlackboxSolver,
+    IMLESolver,
+    PerturbedSolver,
+    argmax_onehot,
+    blackbox,
+    grid_shortest_path,
+    imle,
+    linear_assignment,
+    perturbed,
+    perturbed_fenchel_young_loss,
+    sample_gumbel,
+    sample_normal,
+    sample_sum_of_gamma,
+    sort_permutation,
+    topk_mask,
+)
 from .softdtw import (
     mean_cost,
     mean_cost_divergence,
@@ -34,6 +55,21 @@ from .softdtw import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlackboxSolver",
+    "IMLESolver",
+    "PerturbedSolver",
+    "argmax_onehot",
+    "blackbox",
+    "grid_shortest_path",
+    "imle",
+    "linear_assignment",
+    "perturbed",
+    "perturbed_fenchel_young_loss",
+    "sample_gumbel",
+    "sample_normal",
+    "sample_sum_of_gamma",
+    "sort_permutation",
+    "topk_mask",
     "SharpSoftDTW",
     "SoftDTW",
     "SoftDTWDivergence",

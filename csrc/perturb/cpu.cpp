@@ -1,0 +1,251 @@
+// CPU kernels of the perturb family: the batch is split over OpenMP threads
+// (common/parallel.h); each row runs perturb.h's math.
+#include <algorithm>
+#include <cstdint>
+#include <queue>
+#include <utility>
+#include <vector>
+
+#include "../common/common.h"
+#include "../common/parallel.h"
+#include "../common/radix_sort.h"
+#include "api.h"
+#include "perturb.h"
+
+namespace diffcomb {
+namespace perturb {
+namespace {
+
+template <class T>
+T* as_ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+template <class T>
+bool all_finite(const T* x, int64_t n) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= is_finite(x[i]);
+  return ok;
+}
+
+template <class T>
+void fill_nan(T* out, int64_t n) {
+  std::fill(out, out + n, quiet_nan<T>());
+}
+
+// Dijkstra with a binary heap on (dist, hops) labels (perturb.h, grid section).
+template <class T>
+void grid_row(const T* w, T* out, int32_t H, int32_t Wd, std::vector<double>& dist, std::vector<int32_t>& hops,
+              std::vector<char>& done) {
+  const int32_t nv = H * Wd;
+  std::fill(out, out + nv, T(0));
+  if (!all_finite(w, nv)) {
+    fill_nan(out, nv);
+    return;
+  }
+  dist.assign(nv, INFINITY);
+  hops.assign(nv, INT32_MAX / 2);
+  done.assign(nv, 0);
+  struct Item {
+    double dist;
+    int32_t hops;
+    int32_t v;
+    bool operator<(const Item& o) const {  // priority_queue is a max-heap: invert
+      return label_less(o.dist, o.hops, dist, hops);
+    }
+  };
+  std::vector<Item> storage;
+  storage.reserve(nv);
+  std::priority_queue<Item> heap(std::less<Item>(), std::move(storage));
+  dist[0] = clamped_weight(w[0]);
+  hops[0] = 1;
+  heap.push({dist[0], 1, 0});
+  const int32_t target = nv - 1;
+  while (!heap.empty()) {
+    const Item top = heap.top();
+    heap.pop();
+    const int32_t v = top.v;
+    if (done[v]) continue;
+    done[v] = 1;
+    if (v == target) break;
+    const int32_t i = v / Wd, j = v % Wd;
+    for (int d = 0; d < 8; ++d) {
+      const int32_t a = i + neighbour_di(d), b = j + neighbour_dj(d);
+      if (a < 0 || a >= H || b < 0 || b >= Wd) continue;
+      const int32_t u = a * Wd + b;
+      if (done[u]) continue;
+      const double cand = dist[v] + clamped_weight(w[u]);
+      if (label_less(cand, hops[v] + 1, dist[u], hops[u])) {
+        dist[u] = cand;
+        hops[u] = hops[v] + 1;
+        heap.push({cand, hops[u], u});
+      }
+    }
+  }
+  // Vertices not settled before the target keep labels >= the target's, so
+  // they never satisfy the backtrack's equalities on the way from the target.
+  backtrack_path(w, dist.data(), hops.data(), H, Wd, out);
+}
+
+}  // namespace
+
+void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind, double k, double tau, int64_t s,
+               int dtype, int threads) {
+  if (numel == 0) return;
+  const uint64_t key = static_cast<uint64_t>(*as_ptr<const int64_t>(seed));
+  const int64_t cost = kind == kSumOfGamma ? 40 * s : 4;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* o = as_ptr<T>(out);
+    parallel_rows(numel, threads, cost, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        o[e] = static_cast<T>(noise_value(kind, key, static_cast<uint64_t>(e), k, tau, static_cast<int32_t>(s)));
+      }
+    });
+  });
+}
+
+void argmax_onehot_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int dtype, int threads) {
+  if (rows == 0 || n == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xs = as_ptr<const T>(x);
+    T* os = as_ptr<T>(out);
+    parallel_rows(rows, threads, n, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = xs + r * n;
+        T* orow = os + r * n;
+        std::fill(orow, orow + n, T(0));
+        if (!all_finite(xr, n)) {
+          fill_nan(orow, n);
+          continue;
+        }
+        int64_t best = 0;
+        for (int64_t i = 1; i < n; ++i) {
+          if (xr[i] > xr[best]) best = i;
+        }
+        orow[best] = T(1);
+      }
+    });
+  });
+}
+
+void topk_mask_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int64_t k, int dtype,
+                   int threads) {
+  if (rows == 0 || n == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xs = as_ptr<const T>(x);
+    T* os = as_ptr<T>(out);
+    parallel_rows(rows, threads, 4 * n, [&](int64_t begin, int64_t end) {
+      std::vector<int32_t> index(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = xs + r * n;
+        T* orow = os + r * n;
+        std::fill(orow, orow + n, T(0));
+        if (!all_finite(xr, n)) {
+          fill_nan(orow, n);
+          continue;
+        }
+        if (k == 0) continue;
+        for (int32_t i = 0; i < n; ++i) index[i] = i;
+        auto first = [&](int32_t a, int32_t b) { return before(xr[a], a, xr[b], b); };
+        if (k < n) std::nth_element(index.begin(), index.begin() + (k - 1), index.end(), first);
+        for (int64_t i = 0; i < k; ++i) orow[index[i]] = T(1);
+      }
+    });
+  });
+}
+
+void ranks_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int dtype, int threads) {
+  if (rows == 0 || n == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xs = as_ptr<const T>(x);
+    T* os = as_ptr<T>(out);
+    parallel_rows(rows, threads, 8 * n, [&](int64_t begin, int64_t end) {
+      ArgsortScratch<T> scratch;
+      std::vector<T> sorted(n);
+      std::vector<int32_t> perm(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const T* xr = xs + r * n;
+        T* orow = os + r * n;
+        if (!all_finite(xr, n)) {
+          fill_nan(orow, n);
+          continue;
+        }
+        // Stable descending order of -x = stable ascending order of x.
+        argsort_descending_row(xr, T(-1), static_cast<int32_t>(n), sorted.data(), perm.data(), scratch);
+        for (int32_t p = 0; p < n; ++p) orow[perm[p]] = T(p + 1);
+      }
+    });
+  });
+}
+
+void grid_shortest_path_cpu(std::uintptr_t w, std::uintptr_t out, int64_t rows, int64_t h, int64_t wd, int dtype,
+                            int threads) {
+  if (rows == 0 || h == 0 || wd == 0) return;
+  const int64_t nv = h * wd;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* ws = as_ptr<const T>(w);
+    T* os = as_ptr<T>(out);
+    parallel_rows(rows, threads, 40 * nv, [&](int64_t begin, int64_t end) {
+      std::vector<double> dist;
+      std::vector<int32_t> hops;
+      std::vector<char> done;
+      for (int64_t r = begin; r < end; ++r) {
+        grid_row(ws + r * nv, os + r * nv, static_cast<int32_t>(h), static_cast<int32_t>(wd), dist, hops, done);
+      }
+    });
+  });
+}
+
+void linear_assignment_cpu(std::uintptr_t cost, std::uintptr_t out, int64_t rows, int64_t n, int64_t m,
+                           bool maximize, int dtype, int threads) {
+  if (rows == 0 || n == 0 || m == 0) return;
+  const bool transpose = n > m;
+  const int32_t nr = static_cast<int32_t>(transpose ? m : n), nc = static_cast<int32_t>(transpose ? n : m);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* cs = as_ptr<const T>(cost);
+    T* os = as_ptr<T>(out);
+    parallel_rows(rows, threads, n * m * std::min(n, m), [&](int64_t begin, int64_t end) {
+      std::vector<double> c(int64_t(nr) * nc), u(nr + 1), v(nc + 1), minv(nc + 1);
+      std::vector<int32_t> p(nc + 1), way(nc + 1), col(nr);
+      std::vector<int8_t> used(nc + 1);
+      const AssignmentState state{u.data(), v.data(), minv.data(), p.data(), way.data(), used.data()};
+      const double sign = maximize ? -1.0 : 1.0;
+      for (int64_t r = begin; r < end; ++r) {
+        const T* cr = cs + r * n * m;
+        T* orow = os + r * n * m;
+        std::fill(orow, orow + n * m, T(0));
+        if (!all_finite(cr, n * m)) {
+          fill_nan(orow, n * m);
+          continue;
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t j = 0; j < m; ++j) {
+            const double value = sign * double(cr[i * m + j]);
+            if (transpose) {
+              c[j * n + i] = value;
+            } else {
+              c[i * m + j] = value;
+            }
+          }
+        }
+        solve_assignment(c.data(), nr, nc, state, col.data());
+        for (int32_t i = 0; i < nr; ++i) {
+          if (transpose) {
+            orow[int64_t(col[i]) * m + i] = T(1);
+          } else {
+            orow[int64_t(i) * m + col[i]] = T(1);
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace perturb
+}  // namespace diffcomb
