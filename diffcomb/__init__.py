@@ -14,11 +14,22 @@ axes last or chosen with ``dim``):
   samplers :func:`sample_gumbel`, :func:`sample_normal`, :func:`sample_sum_of_gamma`
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
-:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`.
+:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`PerturbedTopK`,
+:class:`PerturbedArgmax`, :class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`,
+:class:`BlackboxShortestPath`, :class:`PerturbedFenchelYoungLoss`.
 """
 
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
+from .nn import (
+    BlackboxShortestPath,
+    IMLEShortestPath,
+    IMLETopK,
+    PerturbedArgmax,
+    PerturbedFenchelYoungLoss,
+    PerturbedShortestPath,
+    PerturbedTopK,
+)
 from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
 from .perturb import (
     BlackboxSolver,
@@ -55,6 +66,13 @@ from .softdtw import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlackboxShortestPath",
+    "IMLEShortestPath",
+    "IMLETopK",
+    "PerturbedArgmax",
+    "PerturbedFenchelYoungLoss",
+    "PerturbedShortestPath",
+    "PerturbedTopK",
     "BlackboxSolver",
     "IMLESolver",
     "PerturbedSolver",

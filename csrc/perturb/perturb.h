@@ -133,6 +133,16 @@ DC_HOST_DEVICE DC_INLINE int32_t descending_position(const T* x, int32_t n, int3
   return pos;
 }
 
+// 1-based stable ascending rank of element i (element j comes first when
+// x_j < x_i, or x_j == x_i and j < i), by counting: O(n), the GPU's ranks.
+template <class T>
+DC_HOST_DEVICE DC_INLINE int32_t ascending_rank(const T* x, int32_t n, int32_t i) {
+  const T xi = x[i];
+  int32_t below = 0;
+  for (int32_t j = 0; j < n; ++j) below += (x[j] < xi || (x[j] == xi && j < i)) ? 1 : 0;
+  return below + 1;
+}
+
 // ---------------------------------------------------------------------------
 // Grid shortest path (SPEC.md 6.1 item 4): vertex weights W (H x Wd, clamped
 // at 0), king moves, source (0, 0), target (H-1, Wd-1), cost = sum of the
