@@ -113,7 +113,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _rows(x: Tensor, event_dims: int) -> Tensor:
     """x (..., *S) as a contiguous (B, *S) tensor of a native dtype, detached."""
     event = x.shape[x.dim() - event_dims:]
-    return x.detach().reshape(-1, *event).to(_compute_dtype(x.dtype)).contiguous()
+    batch = math.prod(x.shape[: x.dim() - event_dims])
+    return x.detach().reshape(batch, *event).to(_compute_dtype(x.dtype)).contiguous()
 
 
 # ---------------------------------------------------------------------------
@@ -157,6 +158,8 @@ def _sample(fn: str, kind: str, shape: Sequence[int], generator: Optional[torch.
             tau: float = 1.0, s: int = 1) -> Tensor:
     if isinstance(shape, int):
         shape = (shape,)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"diffcomb.{fn}: generator must be a torch.Generator or None, got {type(generator).__name__}")
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ValueError(f"diffcomb.{fn}: shape must be a sequence of non-negative ints, got {shape!r}")
     dtype = torch.get_default_dtype() if dtype is None else dtype
@@ -542,7 +545,7 @@ def _prepare_theta(fn: str, theta: Tensor, event_dims: int) -> tuple[Tensor, tor
     _check_tensor(fn, "theta", theta, min_dim=event_dims)
     shape = theta.shape
     event = shape[len(shape) - event_dims:]
-    rows = theta.reshape(-1, *event)
+    rows = theta.reshape(math.prod(shape[: len(shape) - event_dims]), *event)
     if rows.dtype not in (torch.float32, torch.float64):
         rows = rows.float()
     return rows, shape

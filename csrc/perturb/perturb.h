@@ -74,25 +74,31 @@ DC_HOST_DEVICE DC_INLINE double normal_from(const U32x4& r) {
 
 DC_HOST_DEVICE DC_INLINE double normal(uint64_t seed, uint64_t index) { return normal_from(philox(seed, index, 0, 0)); }
 
-// log of a Gamma(shape, 1) variate for shape in (0, 1]: Marsaglia-Tsang for
-// shape + 1 (shape >= 1 is always met), then the boost G(a) = G(a + 1) U^(1/a),
-// kept in log space so tiny shapes (1/k for large k) do not underflow to 0
-// before the caller scales. Attempt 0 draws the boost uniform and the first
-// proposal; every rejected proposal takes the next attempt.
-DC_HOST_DEVICE DC_INLINE double log_gamma_small_shape(uint64_t seed, uint64_t index, uint32_t term, double shape) {
+// A double uniform in (0, 1) from one 32-bit word (for rejection tests and the
+// Gamma sampler, where 32 bits of resolution are plenty).
+DC_HOST_DEVICE DC_INLINE double open_uniform32(uint32_t a) { return (double(a) + 0.5) * (1.0 / 4294967296.0); }
+
+// A Gamma(shape, 1) variate for shape in (0, 1]: Marsaglia-Tsang for shape + 1,
+// then the boost G(a) = G(a + 1) U^(1/a). Attempt t uses one Philox block:
+// words 0-1 give the proposal's normal (Box-Muller), word 2 the acceptance
+// uniform, word 3 the boost uniform (independent of the acceptance decision, so
+// it stays uniform given acceptance). For tiny shapes (large k) the boost may
+// underflow to 0, where the true value is below 1e-300 anyway.
+DC_HOST_DEVICE DC_INLINE double gamma_small_shape(uint64_t seed, uint64_t index, uint32_t term, double shape) {
   const double d = shape + 1.0 - 1.0 / 3.0;
   const double c = 1.0 / sqrt(9.0 * d);
-  const U32x4 first = philox(seed, index, term, 0);
-  const double log_boost = log(open_uniform(first.v[0], first.v[1])) / shape;
-  for (uint32_t attempt = 1;; ++attempt) {
-    const double x = normal_from(philox(seed, index, term, attempt));
+  for (uint32_t attempt = 0;; ++attempt) {
+    const U32x4 r = philox(seed, index, term, attempt);
+    const double x = sqrt(-2.0 * log(open_uniform32(r.v[0]))) * cos(6.283185307179586 * open_uniform32(r.v[1]));
     const double t = 1.0 + c * x;
     if (t <= 0.0) continue;
     const double v = t * t * t;
-    // The acceptance uniform comes from a second stream (term with its top bit set).
-    const U32x4 a = philox(seed, index, term | 0x80000000u, attempt);
-    const double u = open_uniform(a.v[0], a.v[1]);
-    if (log(u) < 0.5 * x * x + d - d * v + d * log(v)) return log(d * v) + log_boost;
+    const double u = open_uniform32(r.v[2]);
+    const double x2 = x * x;
+    // Squeeze first (no logarithm in ~98% of the draws), then the exact test.
+    if (u < 1.0 - 0.0331 * x2 * x2 || log(u) < 0.5 * x2 + d - d * v + d * log(v)) {
+      return d * v * exp(log(open_uniform32(r.v[3])) / shape);
+    }
   }
 }
 
@@ -101,9 +107,7 @@ DC_HOST_DEVICE DC_INLINE double log_gamma_small_shape(uint64_t seed, uint64_t in
 DC_HOST_DEVICE DC_INLINE double sum_of_gamma(uint64_t seed, uint64_t index, double k, double tau, int32_t s) {
   const double shape = 1.0 / k;
   double sum = 0.0;
-  for (int32_t i = 1; i <= s; ++i) {
-    sum += exp(log_gamma_small_shape(seed, index, uint32_t(i), shape)) * (k / double(i));
-  }
+  for (int32_t i = 1; i <= s; ++i) sum += gamma_small_shape(seed, index, uint32_t(i), shape) * (k / double(i));
   return (tau / k) * (sum - log(double(s)));
 }
 
