@@ -54,7 +54,7 @@ class CountingSolver:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1,), (7,), (3, 1), (2, 3, 9), (64, 33)])
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 1), (2, 3, 9), (64, 33), (4, 300)])
 def test_argmax_topk_ranks_match_reference(gen, device, dtype, shape):
     for x in (torch.randn(shape, generator=gen, dtype=torch.float64), _ties(gen, *shape)):
         xd = x.to(device=device, dtype=dtype)

@@ -130,6 +130,39 @@ void argmax_onehot_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64
   });
 }
 
+// Top-k of one row. Small k: one pass that keeps the k first elements of the
+// stable descending order in a sorted buffer (most elements fail the test
+// against the current k-th and cost one comparison). Large k: nth_element.
+template <class T>
+void topk_row(const T* x, T* out, int64_t n, int64_t k, std::vector<int32_t>& index, std::vector<T>& best) {
+  std::fill(out, out + n, T(0));
+  if (!all_finite(x, n)) {
+    fill_nan(out, n);
+    return;
+  }
+  if (k == 0) return;
+  if (k * 16 <= n) {
+    int64_t count = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      const T v = x[i];
+      if (count == k && !(v > best[k - 1])) continue;  // ties lose to earlier indices
+      int64_t pos = count < k ? count++ : k - 1;
+      while (pos > 0 && v > best[pos - 1]) {
+        best[pos] = best[pos - 1];
+        index[pos] = index[pos - 1];
+        --pos;
+      }
+      best[pos] = v;
+      index[pos] = i;
+    }
+  } else {
+    for (int32_t i = 0; i < n; ++i) index[i] = i;
+    auto first = [&](int32_t a, int32_t b) { return before(x[a], a, x[b], b); };
+    if (k < n) std::nth_element(index.begin(), index.begin() + (k - 1), index.begin() + n, first);
+  }
+  for (int64_t i = 0; i < k; ++i) out[index[i]] = T(1);
+}
+
 void topk_mask_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int64_t k, int dtype,
                    int threads) {
   if (rows == 0 || n == 0) return;
@@ -137,22 +170,10 @@ void topk_mask_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n
     using T = decltype(tag);
     const T* xs = as_ptr<const T>(x);
     T* os = as_ptr<T>(out);
-    parallel_rows(rows, threads, 4 * n, [&](int64_t begin, int64_t end) {
+    parallel_rows(rows, threads, 2 * n, [&](int64_t begin, int64_t end) {
       std::vector<int32_t> index(n);
-      for (int64_t r = begin; r < end; ++r) {
-        const T* xr = xs + r * n;
-        T* orow = os + r * n;
-        std::fill(orow, orow + n, T(0));
-        if (!all_finite(xr, n)) {
-          fill_nan(orow, n);
-          continue;
-        }
-        if (k == 0) continue;
-        for (int32_t i = 0; i < n; ++i) index[i] = i;
-        auto first = [&](int32_t a, int32_t b) { return before(xr[a], a, xr[b], b); };
-        if (k < n) std::nth_element(index.begin(), index.begin() + (k - 1), index.end(), first);
-        for (int64_t i = 0; i < k; ++i) orow[index[i]] = T(1);
-      }
+      std::vector<T> best(n);
+      for (int64_t r = begin; r < end; ++r) topk_row(xs + r * n, os + r * n, n, k, index, best);
     });
   });
 }
