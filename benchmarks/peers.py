@@ -137,6 +137,10 @@ def _build_pysdtw(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return mod.SoftDTW(gamma=w.gamma, use_cuda=False)
 
 
+# --- suite perturb: builders live in benchmarks/perturb_suite.py (its own runner: outputs
+# are random samples or solver answers, checked by validity and optimal cost).
+from . import perturb_suite as _perturb_suite  # noqa: E402
+
 CONTENDERS: Mapping[str, Contender] = {
     c.name: c
     for c in (
@@ -151,10 +155,16 @@ CONTENDERS: Mapping[str, Contender] = {
         # path (numba.cuda, use_cuda=True) is not wired here.
         Contender("tslearn", "tslearn.metrics", "tslearn", ("cpu",), _build_tslearn),
         Contender("pysdtw", "pysdtw", "pysdtw", ("cpu",), _build_pysdtw),
+        # torch-imle is not on the package registry: put a checkout on PYTHONPATH (module imle).
+        Contender("torch-imle", "imle.wrapper", "torch-imle", ("cpu", "cuda"), _perturb_suite.build_torch_imle),
+        Contender("torch (noise + topk)", "torch", "torch", ("cpu",), _perturb_suite.build_plain_torch),
+        Contender("scipy", "scipy.sparse.csgraph", "scipy", ("cpu",), _perturb_suite.build_scipy),
+        Contender("python dijkstra", "heapq", None, ("cpu",), _perturb_suite.build_python_dijkstra),
     )
 }
 
 SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sort": ("diffcomb", "torchsort", "fast-soft-sort", "torch.sort"),
     "softdtw": ("diffcomb", "tslearn", "pysdtw"),
+    "perturb": ("diffcomb", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
 }

@@ -749,7 +749,7 @@ class _IMLEFn(torch.autograd.Function):
     def forward(ctx, theta: Tensor, eps: Tensor, solver: Solver, lambda_: float, alpha: float, tau: float,
                 tau_target: float, minimize: bool, return_samples: bool, divide_by_lambda: bool) -> Tensor:
         s = eps.shape[0]
-        scores = (theta.unsqueeze(0) + tau * eps).reshape(-1, *theta.shape[1:])
+        scores = torch.add(theta.unsqueeze(0), eps, alpha=tau).reshape(-1, *theta.shape[1:])
         z = _call_solver("imle", solver, scores, minimize).reshape(s, *theta.shape)
         ctx.save_for_backward(theta, eps, z)
         ctx.solver, ctx.lambda_, ctx.alpha, ctx.tau_target = solver, lambda_, alpha, tau_target
@@ -760,7 +760,10 @@ class _IMLEFn(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         theta, eps, z = ctx.saved_tensors
         g_s = g if ctx.return_samples else g.unsqueeze(0)
-        target = ctx.alpha * theta.unsqueeze(0) - ctx.lambda_ * g_s + ctx.tau_target * eps
+        # target = alpha theta - lambda g_s + tau' eps, in two fused passes over (S, B, *S).
+        target = torch.add(eps, g_s, alpha=-ctx.lambda_) if ctx.tau_target == 1.0 else \
+            torch.add(ctx.tau_target * eps, g_s, alpha=-ctx.lambda_)
+        target.add_(theta.unsqueeze(0) if ctx.alpha == 1.0 else ctx.alpha * theta.unsqueeze(0))
         z_target = _call_solver("imle", ctx.solver, target.reshape(-1, *theta.shape[1:]),
                                 ctx.minimize).reshape(z.shape)
         dtheta = (z - z_target).mean(0)

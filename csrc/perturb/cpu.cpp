@@ -33,58 +33,136 @@ void fill_nan(T* out, int64_t n) {
   std::fill(out, out + n, quiet_nan<T>());
 }
 
-// Dijkstra with a binary heap on (dist, hops) labels (perturb.h, grid section).
+// Dijkstra on (dist, hops) labels (perturb.h, grid section) with an indexed
+// binary heap (decrease-key, no stale entries) on a grid padded by one ring of
+// blocked cells, so the neighbour loop has no bounds checks.
+
+// 4-ary min-heap of (dist, hops, vertex) entries stored inline (comparisons
+// touch only the heap array), with pos[] for decrease-key.
+struct HeapEntry {
+  double dist;
+  int32_t hops;
+  int32_t v;
+};
+
+struct LabelHeap {
+  HeapEntry* heap;
+  int32_t* pos;
+  int32_t size = 0;
+
+  static bool less(const HeapEntry& a, const HeapEntry& b) { return label_less(a.dist, a.hops, b.dist, b.hops); }
+  void place(int32_t at, const HeapEntry& e) {
+    heap[at] = e;
+    pos[e.v] = at;
+  }
+  void sift_up(int32_t at, const HeapEntry& e) {
+    while (at > 0) {
+      const int32_t parent = (at - 1) / 4;
+      if (!less(e, heap[parent])) break;
+      place(at, heap[parent]);
+      at = parent;
+    }
+    place(at, e);
+  }
+  void push(const HeapEntry& e) { sift_up(size++, e); }
+  HeapEntry pop() {
+    const HeapEntry top = heap[0];
+    const HeapEntry last = heap[--size];
+    int32_t at = 0;
+    while (true) {
+      const int32_t first = 4 * at + 1;
+      if (first >= size) break;
+      int32_t best = first;
+      const int32_t stop = first + 4 < size ? first + 4 : size;
+      for (int32_t c = first + 1; c < stop; ++c) {
+        if (less(heap[c], heap[best])) best = c;
+      }
+      if (!less(heap[best], last)) break;
+      place(at, heap[best]);
+      at = best;
+    }
+    if (size > 0) place(at, last);
+    return top;
+  }
+};
+
+struct GridScratch {
+  std::vector<double> weight, dist, out_dist;
+  std::vector<int32_t> hops, out_hops, pos;
+  std::vector<HeapEntry> heap;
+  std::vector<int8_t> state;  // 0 unseen, 1 in the heap, 2 settled or blocked
+};
+
 template <class T>
-void grid_row(const T* w, T* out, int32_t H, int32_t Wd, std::vector<double>& dist, std::vector<int32_t>& hops,
-              std::vector<char>& done) {
+void grid_row(const T* w, T* out, int32_t H, int32_t Wd, GridScratch& g) {
   const int32_t nv = H * Wd;
   std::fill(out, out + nv, T(0));
   if (!all_finite(w, nv)) {
     fill_nan(out, nv);
     return;
   }
-  dist.assign(nv, INFINITY);
-  hops.assign(nv, INT32_MAX / 2);
-  done.assign(nv, 0);
-  struct Item {
-    double dist;
-    int32_t hops;
-    int32_t v;
-    bool operator<(const Item& o) const {  // priority_queue is a max-heap: invert
-      return label_less(o.dist, o.hops, dist, hops);
+  const int32_t stride = Wd + 2, np = (H + 2) * stride;
+  g.weight.resize(np);
+  g.dist.assign(np, INFINITY);
+  g.hops.assign(np, INT32_MAX / 2);
+  g.state.assign(np, 2);
+  g.heap.resize(np);
+  g.pos.resize(np);
+  for (int32_t i = 0; i < H; ++i) {
+    for (int32_t j = 0; j < Wd; ++j) {
+      const int32_t p = (i + 1) * stride + (j + 1);
+      g.weight[p] = clamped_weight(w[i * Wd + j]);
+      g.state[p] = 0;
     }
-  };
-  std::vector<Item> storage;
-  storage.reserve(nv);
-  std::priority_queue<Item> heap(std::less<Item>(), std::move(storage));
-  dist[0] = clamped_weight(w[0]);
-  hops[0] = 1;
-  heap.push({dist[0], 1, 0});
-  const int32_t target = nv - 1;
-  while (!heap.empty()) {
-    const Item top = heap.top();
-    heap.pop();
-    const int32_t v = top.v;
-    if (done[v]) continue;
-    done[v] = 1;
+  }
+  int32_t offset[8];
+  for (int d = 0; d < 8; ++d) offset[d] = neighbour_di(d) * stride + neighbour_dj(d);
+  double* dist = g.dist.data();
+  int32_t* hops = g.hops.data();
+  int8_t* state = g.state.data();
+  const double* weight = g.weight.data();
+  LabelHeap heap{g.heap.data(), g.pos.data()};
+  const int32_t source = stride + 1, target = H * stride + Wd;
+  dist[source] = weight[source];
+  hops[source] = 1;
+  state[source] = 1;
+  heap.push({dist[source], 1, source});
+  while (heap.size > 0) {
+    const int32_t v = heap.pop().v;
+    state[v] = 2;
     if (v == target) break;
-    const int32_t i = v / Wd, j = v % Wd;
+    const double dv = dist[v];
+    const int32_t hv = hops[v] + 1;
     for (int d = 0; d < 8; ++d) {
-      const int32_t a = i + neighbour_di(d), b = j + neighbour_dj(d);
-      if (a < 0 || a >= H || b < 0 || b >= Wd) continue;
-      const int32_t u = a * Wd + b;
-      if (done[u]) continue;
-      const double cand = dist[v] + clamped_weight(w[u]);
-      if (label_less(cand, hops[v] + 1, dist[u], hops[u])) {
+      const int32_t u = v + offset[d];
+      if (state[u] == 2) continue;
+      const double cand = dv + weight[u];
+      if (state[u] == 0) {
         dist[u] = cand;
-        hops[u] = hops[v] + 1;
-        heap.push({cand, hops[u], u});
+        hops[u] = hv;
+        state[u] = 1;
+        heap.push({cand, hv, u});
+      } else if (label_less(cand, hv, dist[u], hops[u])) {
+        dist[u] = cand;
+        hops[u] = hv;
+        heap.sift_up(g.pos[u], {cand, hv, u});
       }
     }
   }
-  // Vertices not settled before the target keep labels >= the target's, so
-  // they never satisfy the backtrack's equalities on the way from the target.
-  backtrack_path(w, dist.data(), hops.data(), H, Wd, out);
+  // Labels of settled vertices; the others never satisfy the backtrack's
+  // equalities (their labels are not below the target's), so they stay infinite.
+  g.out_dist.assign(nv, INFINITY);
+  g.out_hops.assign(nv, INT32_MAX / 2);
+  for (int32_t i = 0; i < H; ++i) {
+    for (int32_t j = 0; j < Wd; ++j) {
+      const int32_t p = (i + 1) * stride + (j + 1);
+      if (state[p] == 2) {
+        g.out_dist[i * Wd + j] = dist[p];
+        g.out_hops[i * Wd + j] = hops[p];
+      }
+    }
+  }
+  backtrack_path(w, g.out_dist.data(), g.out_hops.data(), H, Wd, out);
 }
 
 }  // namespace
@@ -212,11 +290,9 @@ void grid_shortest_path_cpu(std::uintptr_t w, std::uintptr_t out, int64_t rows, 
     const T* ws = as_ptr<const T>(w);
     T* os = as_ptr<T>(out);
     parallel_rows(rows, threads, 40 * nv, [&](int64_t begin, int64_t end) {
-      std::vector<double> dist;
-      std::vector<int32_t> hops;
-      std::vector<char> done;
+      GridScratch scratch;
       for (int64_t r = begin; r < end; ++r) {
-        grid_row(ws + r * nv, os + r * nv, static_cast<int32_t>(h), static_cast<int32_t>(wd), dist, hops, done);
+        grid_row(ws + r * nv, os + r * nv, static_cast<int32_t>(h), static_cast<int32_t>(wd), scratch);
       }
     });
   });
