@@ -665,3 +665,16 @@ def test_cuda_solver_opcheck():
     torch.library.opcheck(torch.ops.diffcomb.topk_mask, (x, 3), test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(torch.ops.diffcomb.grid_shortest_path, (torch.rand(2, 5, 5, device="cuda"),),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "warcraft_shortest_path.py"), "--size", "6",
+                          "--train", "64", "--test", "32", "--epochs", "1"], capture_output=True, text=True,
+                         cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "blackbox" in out.stdout and "imle" in out.stdout
