@@ -37,8 +37,12 @@ void fill_nan(T* out, int64_t n) {
 // binary heap (decrease-key, no stale entries) on a grid padded by one ring of
 // blocked cells, so the neighbour loop has no bounds checks.
 
-// 4-ary min-heap of (dist, hops, vertex) entries stored inline (comparisons
-// touch only the heap array), with pos[] for decrease-key.
+// Min-heap of (dist, hops, vertex) entries stored inline. Vertex weights make
+// a vertex's label final when it is first reached: every later candidate
+// comes from a vertex settled later, whose label is not smaller, plus the same
+// weight. So each vertex is pushed once and there is no decrease-key. Pops
+// use the bottom-up sift (move the hole to a leaf along the smaller children,
+// then sift the last entry up), which saves comparisons.
 struct HeapEntry {
   double dist;
   int32_t hops;
@@ -47,51 +51,133 @@ struct HeapEntry {
 
 struct LabelHeap {
   HeapEntry* heap;
-  int32_t* pos;
   int32_t size = 0;
 
   static bool less(const HeapEntry& a, const HeapEntry& b) { return label_less(a.dist, a.hops, b.dist, b.hops); }
-  void place(int32_t at, const HeapEntry& e) {
-    heap[at] = e;
-    pos[e.v] = at;
-  }
   void sift_up(int32_t at, const HeapEntry& e) {
     while (at > 0) {
-      const int32_t parent = (at - 1) / 4;
+      const int32_t parent = (at - 1) / 2;
       if (!less(e, heap[parent])) break;
-      place(at, heap[parent]);
+      heap[at] = heap[parent];
       at = parent;
     }
-    place(at, e);
+    heap[at] = e;
   }
   void push(const HeapEntry& e) { sift_up(size++, e); }
   HeapEntry pop() {
     const HeapEntry top = heap[0];
     const HeapEntry last = heap[--size];
+    if (size == 0) return top;
     int32_t at = 0;
     while (true) {
-      const int32_t first = 4 * at + 1;
-      if (first >= size) break;
-      int32_t best = first;
-      const int32_t stop = first + 4 < size ? first + 4 : size;
-      for (int32_t c = first + 1; c < stop; ++c) {
-        if (less(heap[c], heap[best])) best = c;
-      }
-      if (!less(heap[best], last)) break;
-      place(at, heap[best]);
-      at = best;
+      int32_t child = 2 * at + 1;
+      if (child >= size) break;
+      if (child + 1 < size && less(heap[child + 1], heap[child])) ++child;
+      heap[at] = heap[child];
+      at = child;
     }
-    if (size > 0) place(at, last);
+    sift_up(at, last);
     return top;
   }
 };
 
 struct GridScratch {
   std::vector<double> weight, dist, out_dist;
-  std::vector<int32_t> hops, out_hops, pos;
+  std::vector<int32_t> hops, out_hops, bucket_head, entry_next, entry_vertex;
   std::vector<HeapEntry> heap;
-  std::vector<int8_t> state;  // 0 unseen, 1 in the heap, 2 settled or blocked
+  std::vector<int8_t> state;  // 0 unseen, 1 reached, 2 settled or blocked
 };
+
+// Bucketed Dijkstra (Dinitz): with every weight >= w_min > 0, buckets of width
+// delta = w_min / 2 hold vertices whose labels cannot improve each other (an
+// improvement adds at least w_min, i.e. two buckets even after rounding), so
+// buckets are settled in order and the vertices of one bucket in any order.
+// A vertex may be reached again from a later-settled vertex of an earlier
+// bucket with a smaller label: it is then relabelled and re-queued (stale
+// entries are skipped). Returns false (and changes nothing) when the bucket count
+// would exceed a few per vertex; the caller then uses the heap.
+inline bool grid_buckets(const int32_t* offset, int32_t source, int32_t target, int32_t np, double w_min,
+                         double upper, GridScratch& g) {
+  if (!(w_min > 0.0)) return false;
+  const double inv_delta = 2.0 / w_min;
+  const double nb = upper * inv_delta + 2.0;
+  if (!(nb < 8.0 * np)) return false;
+  const int64_t nbuckets = static_cast<int64_t>(nb) + 1;
+  g.bucket_head.assign(nbuckets, -1);
+  g.entry_next.resize(8 * int64_t(np) + 1);
+  g.entry_vertex.resize(8 * int64_t(np) + 1);
+  double* dist = g.dist.data();
+  int32_t* hops = g.hops.data();
+  int8_t* state = g.state.data();
+  const double* weight = g.weight.data();
+  int32_t* head = g.bucket_head.data();
+  int32_t* next = g.entry_next.data();
+  int32_t* vertex = g.entry_vertex.data();
+  int32_t entries = 0;
+  auto bucket_of = [&](double d) { return static_cast<int64_t>(d * inv_delta); };
+  auto enqueue = [&](int32_t v) {
+    const int64_t b = bucket_of(dist[v]);
+    if (b >= nbuckets) return;  // beyond the bound on the target's distance: never needed
+    vertex[entries] = v;
+    next[entries] = head[b];
+    head[b] = entries++;
+  };
+  dist[source] = weight[source];
+  hops[source] = 1;
+  state[source] = 1;
+  enqueue(source);
+  for (int64_t b = 0; b < nbuckets; ++b) {
+    for (int32_t e = head[b]; e >= 0;) {
+      const int32_t v = vertex[e];
+      e = next[e];
+      if (state[v] == 2 || bucket_of(dist[v]) != b) continue;  // settled, or a stale entry
+      state[v] = 2;
+      if (v == target) return true;
+      const double dv = dist[v];
+      const int32_t hv = hops[v] + 1;
+      for (int d = 0; d < 8; ++d) {
+        const int32_t u = v + offset[d];
+        if (state[u] == 2) continue;
+        const double cand = dv + weight[u];
+        if (state[u] == 0 || label_less(cand, hv, dist[u], hops[u])) {
+          dist[u] = cand;
+          hops[u] = hv;
+          state[u] = 1;
+          enqueue(u);  // at most 8 entries per settled vertex: the arrays hold 8 np + 1
+        }
+      }
+    }
+  }
+  return true;
+}
+
+// Binary-heap Dijkstra (any weights >= 0, zeros included).
+inline void grid_heap(const int32_t* offset, int32_t source, int32_t target, GridScratch& g) {
+  double* dist = g.dist.data();
+  int32_t* hops = g.hops.data();
+  int8_t* state = g.state.data();
+  const double* weight = g.weight.data();
+  LabelHeap heap{g.heap.data()};
+  dist[source] = weight[source];
+  hops[source] = 1;
+  state[source] = 1;
+  heap.push({dist[source], 1, source});
+  while (heap.size > 0) {
+    const int32_t v = heap.pop().v;
+    state[v] = 2;
+    if (v == target) return;
+    const double dv = dist[v];
+    const int32_t hv = hops[v] + 1;
+    for (int d = 0; d < 8; ++d) {
+      const int32_t u = v + offset[d];
+      if (state[u] != 0) continue;  // settled, blocked, or already reached (its label is final)
+      dist[u] = dv + weight[u];
+      hops[u] = hv;
+      state[u] = 1;
+      heap.push({dist[u], hv, u});
+    }
+  }
+}
 
 template <class T>
 void grid_row(const T* w, T* out, int32_t H, int32_t Wd, GridScratch& g) {
@@ -107,7 +193,6 @@ void grid_row(const T* w, T* out, int32_t H, int32_t Wd, GridScratch& g) {
   g.hops.assign(np, INT32_MAX / 2);
   g.state.assign(np, 2);
   g.heap.resize(np);
-  g.pos.resize(np);
   for (int32_t i = 0; i < H; ++i) {
     for (int32_t j = 0; j < Wd; ++j) {
       const int32_t p = (i + 1) * stride + (j + 1);
@@ -117,38 +202,21 @@ void grid_row(const T* w, T* out, int32_t H, int32_t Wd, GridScratch& g) {
   }
   int32_t offset[8];
   for (int d = 0; d < 8; ++d) offset[d] = neighbour_di(d) * stride + neighbour_dj(d);
-  double* dist = g.dist.data();
-  int32_t* hops = g.hops.data();
-  int8_t* state = g.state.data();
-  const double* weight = g.weight.data();
-  LabelHeap heap{g.heap.data(), g.pos.data()};
   const int32_t source = stride + 1, target = H * stride + Wd;
-  dist[source] = weight[source];
-  hops[source] = 1;
-  state[source] = 1;
-  heap.push({dist[source], 1, source});
-  while (heap.size > 0) {
-    const int32_t v = heap.pop().v;
-    state[v] = 2;
-    if (v == target) break;
-    const double dv = dist[v];
-    const int32_t hv = hops[v] + 1;
-    for (int d = 0; d < 8; ++d) {
-      const int32_t u = v + offset[d];
-      if (state[u] == 2) continue;
-      const double cand = dv + weight[u];
-      if (state[u] == 0) {
-        dist[u] = cand;
-        hops[u] = hv;
-        state[u] = 1;
-        heap.push({cand, hv, u});
-      } else if (label_less(cand, hv, dist[u], hops[u])) {
-        dist[u] = cand;
-        hops[u] = hv;
-        heap.sift_up(g.pos[u], {cand, hv, u});
-      }
+  // Bucket queue when the weights allow it (an upper bound of the target's
+  // distance: the path along the first row, then the last column).
+  double w_min = INFINITY, upper = 0.0;
+  for (int32_t i = 0; i < H; ++i) {
+    for (int32_t j = 0; j < Wd; ++j) {
+      const double wv = g.weight[(i + 1) * stride + (j + 1)];
+      w_min = wv < w_min ? wv : w_min;
+      if (i == 0 || j == Wd - 1) upper += wv;
     }
   }
+  if (!grid_buckets(offset, source, target, np, w_min, upper, g)) grid_heap(offset, source, target, g);
+  const int8_t* state = g.state.data();
+  const double* dist = g.dist.data();
+  const int32_t* hops = g.hops.data();
   // Labels of settled vertices; the others never satisfy the backtrack's
   // equalities (their labels are not below the target's), so they stay infinite.
   g.out_dist.assign(nv, INFINITY);
