@@ -246,13 +246,14 @@ N_SAMPLES = 200_000
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_sampler_moments_and_distribution(device):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sampler_moments_and_distribution(device, dtype):
     g = torch.Generator().manual_seed(1)
-    x = diffcomb.sample_gumbel((N_SAMPLES,), generator=g, dtype=torch.float64, device=device).cpu().numpy()
+    x = diffcomb.sample_gumbel((N_SAMPLES,), generator=g, dtype=dtype, device=device).cpu().double().numpy()
     assert abs(x.mean() - ref.EULER_GAMMA) < 4 * math.sqrt(math.pi**2 / 6 / N_SAMPLES)
     assert x.var() == pytest.approx(math.pi**2 / 6, rel=0.02)
     assert stats.kstest(x, stats.gumbel_r.cdf).pvalue > 1e-3
-    x = diffcomb.sample_normal((N_SAMPLES,), generator=g, dtype=torch.float64, device=device).cpu().numpy()
+    x = diffcomb.sample_normal((N_SAMPLES,), generator=g, dtype=dtype, device=device).cpu().double().numpy()
     assert abs(x.mean()) < 4 / math.sqrt(N_SAMPLES) and x.var() == pytest.approx(1.0, rel=0.02)
     assert stats.kstest(x, stats.norm.cdf).pvalue > 1e-3
 
@@ -290,12 +291,21 @@ def test_sampler_reproducibility():
     d = diffcomb.sample_gumbel((100,))
     torch.manual_seed(11)
     assert torch.equal(d, diffcomb.sample_gumbel((100,)))
-    # The dtype changes only the rounding of the same stream.
-    e = diffcomb.sample_normal((100,), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    f = diffcomb.sample_normal((100,), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
+    # Normal noise: the dtype changes only the rounding of the same stream (Gumbel noise has a
+    # float32 stream of its own, 24-bit uniforms and float logs, for speed).
+    e = diffcomb.sample_normal((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    f = diffcomb.sample_normal((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
     assert torch.equal(e.float(), f)
-    h = diffcomb.sample_normal((100,), generator=torch.Generator().manual_seed(5), dtype=torch.float16)
-    assert h.dtype == torch.float16 and torch.equal(h, e.half())
+    h = diffcomb.sample_gumbel((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float16)
+    h32 = diffcomb.sample_gumbel((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
+    assert h.dtype == torch.float16 and torch.equal(h, h32.half())
+    # Groups of 4 (float32 Gumbel) and 2 values: a prefix of a longer draw is the shorter draw.
+    for n in (1, 2, 3, 5, 7):
+        for fn in (diffcomb.sample_gumbel, diffcomb.sample_normal):
+            for dt in (torch.float32, torch.float64):
+                short = fn((n,), generator=torch.Generator().manual_seed(6), dtype=dt)
+                long = fn((8,), generator=torch.Generator().manual_seed(6), dtype=dt)
+                assert torch.equal(short, long[:n])
     assert diffcomb.sample_gumbel((0, 3)).shape == (0, 3)
 
 
@@ -635,9 +645,10 @@ def test_docstring_examples():
 def test_cuda_matches_cpu(gen):
     for kind in ("gumbel", "normal"):
         fn = getattr(diffcomb, f"sample_{kind}")
-        a = fn((1000,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        b = fn((1000,), generator=torch.Generator().manual_seed(1), dtype=torch.float64, device="cuda")
-        assert_close(b.cpu(), a, rtol=1e-12, atol=1e-12)
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+            a = fn((1001,), generator=torch.Generator().manual_seed(1), dtype=dtype)
+            b = fn((1001,), generator=torch.Generator().manual_seed(1), dtype=dtype, device="cuda")
+            assert_close(b.cpu(), a, rtol=tol, atol=tol)
     a = diffcomb.sample_sum_of_gamma((1000,), k=4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     b = diffcomb.sample_sum_of_gamma((1000,), k=4, generator=torch.Generator().manual_seed(2), dtype=torch.float64,
                                      device="cuda")

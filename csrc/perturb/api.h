@@ -16,7 +16,7 @@
 namespace diffcomb {
 namespace perturb {
 
-// out[e] = noise value e of the stream `*seed` (perturb.h, noise_value);
+// out = the noise stream of `*seed` (perturb.h, noise_group), numel values;
 // kind: NoiseCode; k, tau, s: Sum-of-Gamma parameters (ignored otherwise).
 void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind, double k, double tau, int64_t s,
                int dtype, int threads);

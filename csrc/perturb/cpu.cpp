@@ -239,13 +239,19 @@ void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind,
                int dtype, int threads) {
   if (numel == 0) return;
   const uint64_t key = static_cast<uint64_t>(*as_ptr<const int64_t>(seed));
-  const int64_t cost = kind == kSumOfGamma ? 40 * s : 4;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     T* o = as_ptr<T>(out);
-    parallel_rows(numel, threads, cost, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        o[e] = static_cast<T>(noise_value(kind, key, static_cast<uint64_t>(e), k, tau, static_cast<int32_t>(s)));
+    const int64_t group = noise_group_size<T>(kind);
+    const int64_t groups = (numel + group - 1) / group;
+    const int64_t cost = kind == kSumOfGamma ? 40 * s : 8;
+    parallel_rows(groups, threads, cost, [&](int64_t begin, int64_t end) {
+      T values[4];
+      for (int64_t q = begin; q < end; ++q) {
+        noise_group<T>(kind, key, static_cast<uint64_t>(q), k, tau, static_cast<int32_t>(s), values);
+        const int64_t first = q * group;
+        const int64_t count = numel - first < group ? numel - first : group;
+        for (int64_t l = 0; l < count; ++l) o[first + l] = values[l];
       }
     });
   });

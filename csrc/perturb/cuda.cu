@@ -1,8 +1,9 @@
 // CUDA kernels of the perturb family. The math is perturb.h's, shared with
 // cpu.cpp; this file maps it onto threads.
 //
-// - Noise: one thread per element (grid-stride); each value is a pure function
-//   of (seed, flat index), so the GPU draws exactly the CPU's numbers. The seed
+// - Noise: one thread per group of elements (perturb.h, noise_group; grid-stride);
+//   each group is a pure function of (seed, group index), so the GPU draws the
+//   CPU's numbers (up to the last bit of the device's log/cos). The seed
 //   is read from device memory (drawn there by torch), so nothing synchronizes.
 // - argmax: one block per row, a (value, index) reduction that keeps the
 //   first maximal index.
@@ -48,8 +49,14 @@ __host__ __device__ int64_t align_up(int64_t bytes) { return (bytes + 255) / 256
 template <class T>
 __global__ void noise_kernel(const int64_t* seed, T* out, int64_t numel, int kind, double k, double tau, int32_t s) {
   const uint64_t key = static_cast<uint64_t>(*seed);
-  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < numel; e += int64_t(gridDim.x) * blockDim.x) {
-    out[e] = static_cast<T>(noise_value(kind, key, static_cast<uint64_t>(e), k, tau, s));
+  const int64_t group = noise_group_size<T>(kind);
+  const int64_t groups = (numel + group - 1) / group;
+  for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < groups; q += int64_t(gridDim.x) * blockDim.x) {
+    T values[4];
+    noise_group<T>(kind, key, static_cast<uint64_t>(q), k, tau, s, values);
+    const int64_t first = q * group;
+    const int64_t count = numel - first < group ? numel - first : group;
+    for (int64_t l = 0; l < count; ++l) out[first + l] = values[l];
   }
 }
 

@@ -59,21 +59,6 @@ DC_HOST_DEVICE DC_INLINE double open_uniform(uint32_t a, uint32_t b) {
 // Noise kinds shared with diffcomb/perturb.py.
 enum NoiseCode : int { kGumbel = 0, kNormal = 1, kSumOfGamma = 2 };
 
-// Standard Gumbel: -log(-log U).
-DC_HOST_DEVICE DC_INLINE double gumbel(uint64_t seed, uint64_t index) {
-  const U32x4 r = philox(seed, index, 0, 0);
-  return -log(-log(open_uniform(r.v[0], r.v[1])));
-}
-
-// Standard normal (Box-Muller, one value per element).
-DC_HOST_DEVICE DC_INLINE double normal_from(const U32x4& r) {
-  const double u1 = open_uniform(r.v[0], r.v[1]);
-  const double u2 = open_uniform(r.v[2], r.v[3]);
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-DC_HOST_DEVICE DC_INLINE double normal(uint64_t seed, uint64_t index) { return normal_from(philox(seed, index, 0, 0)); }
-
 // A double uniform in (0, 1) from one 32-bit word (for rejection tests and the
 // Gamma sampler, where 32 bits of resolution are plenty).
 DC_HOST_DEVICE DC_INLINE double open_uniform32(uint32_t a) { return (double(a) + 0.5) * (1.0 / 4294967296.0); }
@@ -111,11 +96,40 @@ DC_HOST_DEVICE DC_INLINE double sum_of_gamma(uint64_t seed, uint64_t index, doub
   return (tau / k) * (sum - log(double(s)));
 }
 
-DC_HOST_DEVICE DC_INLINE double noise_value(int kind, uint64_t seed, uint64_t index, double k, double tau,
-                                           int32_t s) {
-  if (kind == kGumbel) return gumbel(seed, index);
-  if (kind == kNormal) return normal(seed, index);
-  return sum_of_gamma(seed, index, k, tau, s);
+// Noise values come in groups: group q of the stream fills elements
+// [q G, q G + G) from one Philox block, G = noise_group_size<T>(kind):
+//   Gumbel, float output: G = 4, one 24-bit uniform per element, float logs;
+//   Gumbel, double output: G = 2, one 53-bit uniform per element;
+//   normal: G = 2, Box-Muller's pair (cos and sin), in double for both dtypes;
+//   Sum-of-Gamma: G = 1 (its own Philox blocks per Gamma term and attempt).
+template <class T>
+DC_HOST_DEVICE DC_INLINE int noise_group_size(int kind) {
+  if (kind == kGumbel) return sizeof(T) == 4 ? 4 : 2;
+  return kind == kNormal ? 2 : 1;
+}
+
+template <class T>
+DC_HOST_DEVICE DC_INLINE void noise_group(int kind, uint64_t seed, uint64_t q, double k, double tau, int32_t s,
+                                          T* values) {
+  if (kind == kSumOfGamma) {
+    values[0] = static_cast<T>(sum_of_gamma(seed, q, k, tau, s));
+    return;
+  }
+  const U32x4 r = philox(seed, q, 0, 0);
+  if (kind == kNormal) {
+    const double radius = sqrt(-2.0 * log(open_uniform(r.v[0], r.v[1])));
+    const double angle = 6.283185307179586 * open_uniform(r.v[2], r.v[3]);
+    values[0] = static_cast<T>(radius * cos(angle));
+    values[1] = static_cast<T>(radius * sin(angle));
+  } else if (sizeof(T) == 4) {
+    for (int l = 0; l < 4; ++l) {
+      const float u = (float(r.v[l] >> 8) + 0.5f) * (1.0f / 16777216.0f);
+      values[l] = static_cast<T>(-logf(-logf(u)));
+    }
+  } else {
+    values[0] = static_cast<T>(-log(-log(open_uniform(r.v[0], r.v[1]))));
+    values[1] = static_cast<T>(-log(-log(open_uniform(r.v[2], r.v[3]))));
+  }
 }
 
 // ---------------------------------------------------------------------------
