@@ -115,6 +115,18 @@ def test_grid_tiny_bruteforce(gen):
             assert ref.grid_path_cost(w.numpy(), path) == ref.grid_bruteforce_cost(w.numpy())
 
 
+def test_grid_bucket_and_heap_paths_agree(gen):
+    # Moderate weights use the bucket queue; one tiny weight forces the binary heap (too many
+    # buckets); zeros force the heap too. Every case matches the reference exactly.
+    w = torch.rand(8, 9, 11, generator=gen, dtype=torch.float64) * 5 + 0.5
+    tiny = w.clone()
+    tiny[:, 4, 4] = 1e-12
+    for weights in (w, tiny):
+        out = diffcomb.grid_shortest_path(weights)
+        for b in range(8):
+            np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(weights[b].numpy())[0])
+
+
 def test_grid_zero_and_negative_weights_are_clamped():
     w = torch.zeros(5, 6)
     path = diffcomb.grid_shortest_path(w)
