@@ -6,6 +6,7 @@ Examples::
     python -m benchmarks --suite softdtw          # soft-DTW vs tslearn and pysdtw
     python -m benchmarks --suite sortnet          # sorting networks vs diffsort, with peak memory
     python -m benchmarks --suite sinkhorn         # Sinkhorn vs POT and geomloss; OT ranks vs torchsort
+    python -m benchmarks --suite perturb          # I-MLE top-k, grid shortest path, assignment
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --json /tmp/sort-cuda.json
@@ -23,7 +24,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from . import peers, report, runner
+from . import peers, perturb_suite, report, runner
 from .progress import Progress
 from .timing import Budget
 from .workloads import DTYPES, SUITES, select
@@ -58,6 +59,9 @@ SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
     "softdtw": (SOFTDTW_BUDGET, SOFTDTW_QUICK_BUDGET),
     "sortnet": (SORTNET_BUDGET, SORTNET_QUICK_BUDGET),
     "sinkhorn": (SINKHORN_BUDGET, SINKHORN_QUICK_BUDGET),
+    # torch-imle and the Python Dijkstra take ~0.5-2 s per call on 2 cores.
+    "perturb": (Budget(repeat=5, min_time=0.3, max_time=3.0, warmup=1),
+                Budget(repeat=2, min_time=0.0, max_time=0.5, warmup=0)),
 }
 BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
 
@@ -227,9 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     idle_probe = _wait_quiet(args.wait_quiet)
     snap0 = report.cpu_snapshot()
     t0 = time.perf_counter()
-    total = runner.count_units(workloads, loaded, args.device)
-    with Progress(total, enabled=args.progress) as bar:
-        results = runner.run(workloads, loaded, args.device, args.seed, budget, bar)
+    if args.suite == "perturb":  # its own runner: random samples and solver answers (perturb_suite.py)
+        with Progress(2 * len(workloads) * len(loaded), enabled=args.progress) as bar:
+            results = perturb_suite.run(workloads, loaded, args.device, args.seed, budget, bar)
+    else:
+        total = runner.count_units(workloads, loaded, args.device)
+        with Progress(total, enabled=args.progress) as bar:
+            results = runner.run(workloads, loaded, args.device, args.seed, budget, bar)
     wall = time.perf_counter() - t0
     during = report.other_load(snap0, report.cpu_snapshot())
 
@@ -260,7 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(most of all multi-threaded ones). Rerun on a quiet machine.")
     if "cuda_device" in machine:
         header.insert(2, f"gpu: {machine['cuda_device']} (CUDA {machine['cuda_runtime']})")
-    table = report.format_table(results, header, report.table_notes(args.suite))
+    if args.suite == "perturb":
+        table = perturb_suite.format_table(results, header)
+    else:
+        table = report.format_table(results, header, report.table_notes(args.suite))
     memory_rows = []
     if args.suite == "sortnet" and not args.no_memory and dev.type == "cpu":
         from . import memory

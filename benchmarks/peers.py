@@ -288,6 +288,10 @@ def _build_diffcomb_soft_rank(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return functools.partial(mod.soft_rank, regularization="l2", regularization_strength=1.0)
 
 
+# --- suite perturb: builders live in benchmarks/perturb_suite.py (its own runner: outputs
+# are random samples or solver answers, checked by validity and optimal cost).
+from . import perturb_suite as _perturb_suite  # noqa: E402
+
 CONTENDERS: Mapping[str, Contender] = {
     c.name: c
     for c in (
@@ -308,6 +312,11 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("geomloss", "geomloss", "geomloss", ("cpu", "cuda"), _build_geomloss),
         Contender("torchsort.soft_rank", "torchsort", "torchsort", ("cpu", "cuda"), _build_torchsort_rank),
         Contender("diffcomb.soft_rank", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_soft_rank),
+        # torch-imle is not on the package registry: put a checkout on PYTHONPATH (module imle).
+        Contender("torch-imle", "imle.wrapper", "torch-imle", ("cpu", "cuda"), _perturb_suite.build_torch_imle),
+        Contender("torch (noise + topk)", "torch", "torch", ("cpu",), _perturb_suite.build_plain_torch),
+        Contender("scipy", "scipy.sparse.csgraph", "scipy", ("cpu",), _perturb_suite.build_scipy),
+        Contender("python dijkstra", "heapq", None, ("cpu",), _perturb_suite.build_python_dijkstra),
     )
 }
 
@@ -317,4 +326,5 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sortnet": ("diffcomb", "diffsort"),
     "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-numpy", "geomloss", "torchsort.soft_rank",
                  "diffcomb.soft_rank"),
+    "perturb": ("diffcomb", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
 }

@@ -31,6 +31,8 @@ __all__ = [
     "SORTNET_SUITE",
     "SinkhornWorkload",
     "SINKHORN_SUITE",
+    "PerturbWorkload",
+    "PERTURB_SUITE",
     "SUITES",
     "DTYPES",
     "select",
@@ -167,7 +169,40 @@ class SinkhornWorkload:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload]
+@dataclass(frozen=True)
+class PerturbWorkload:
+    """Suite ``perturb`` (benchmarks/perturb_suite.py): one solver or estimator call.
+
+    ``imle_topk``: I-MLE top-k on scores ``(batch, n)`` with ``samples`` noise samples (output
+    ``(samples, batch, n)``), forward and forward+backward. ``grid_shortest_path``: vertex
+    costs ``(batch, n, n)``, forward only. ``linear_assignment``: costs ``(batch, n, n)``,
+    forward only.
+    """
+
+    op: str  # "imle_topk" | "grid_shortest_path" | "linear_assignment"
+    batch: int
+    n: int
+    k: int = 10
+    samples: int = 10
+    noise: str = "sum_of_gamma"  # imle_topk: "sum_of_gamma" | "gumbel"
+    dtype: str = "float32"
+
+    @property
+    def name(self) -> str:
+        if self.op == "imle_topk":
+            return f"{self.op}/{self.noise}/{self.batch}x{self.n}"
+        return f"{self.op}/{self.batch}x{self.n}x{self.n}"
+
+    @property
+    def settings(self) -> str:
+        extra = f" k={self.k} samples={self.samples}" if self.op == "imle_topk" else ""
+        return f"dtype={self.dtype}{extra}"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload]
 
 
 # (batch, n): one short row, many short rows, many medium rows, a few long
@@ -224,8 +259,20 @@ SINKHORN_SUITE: tuple[SinkhornWorkload, ...] = tuple(
     for n in (100, 1000)
 )
 
-SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {"sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE,
-                                                 "sortnet": SORTNET_SUITE, "sinkhorn": SINKHORN_SUITE}
+# Top-k I-MLE (B 256, n 1000, k 10, 10 samples) with both noises; grid shortest path 12x12
+# and 30x30 (batch 64); linear assignment n = 100 (batch 64).
+PERTURB_SUITE: tuple[PerturbWorkload, ...] = (
+    PerturbWorkload("imle_topk", 256, 1000, noise="sum_of_gamma"),
+    PerturbWorkload("imle_topk", 256, 1000, noise="gumbel"),
+    PerturbWorkload("grid_shortest_path", 64, 12),
+    PerturbWorkload("grid_shortest_path", 64, 30),
+    PerturbWorkload("linear_assignment", 64, 100),
+)
+
+SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {
+    "sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE, "sortnet": SORTNET_SUITE, "sinkhorn": SINKHORN_SUITE,
+    "perturb": PERTURB_SUITE,
+}
 
 
 def select(

@@ -11,14 +11,29 @@ axes last or chosen with ``dim``):
 - :func:`sorting_network`, :func:`ranking_loss` (differentiable sorting networks)
 - :func:`sinkhorn`, :func:`sinkhorn_sort`, :func:`sinkhorn_rank`, :func:`sinkhorn_quantile`,
   :func:`gumbel_sinkhorn`, :func:`sinkhorn_divergence` (entropic optimal transport)
+- :func:`perturbed`, :func:`perturbed_fenchel_young_loss`, :func:`imle`, :func:`blackbox` (gradient
+  estimators around MAP solvers), the solvers :func:`argmax_onehot`, :func:`topk_mask`,
+  :func:`sort_permutation`, :func:`grid_shortest_path`, :func:`linear_assignment` and the noise
+  samplers :func:`sample_gumbel`, :func:`sample_normal`, :func:`sample_sum_of_gamma`
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
 :class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`DiffSortNet`,
-:class:`RankingLoss`, :class:`Sinkhorn`.
+:class:`RankingLoss`, :class:`Sinkhorn`, :class:`PerturbedTopK`, :class:`PerturbedArgmax`,
+:class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`, :class:`BlackboxShortestPath`,
+:class:`PerturbedFenchelYoungLoss`.
 """
 
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 from .losses import soft_lts, soft_spearman, spearman_loss
+from .nn import (
+    BlackboxShortestPath,
+    IMLEShortestPath,
+    IMLETopK,
+    PerturbedArgmax,
+    PerturbedFenchelYoungLoss,
+    PerturbedShortestPath,
+    PerturbedTopK,
+)
 from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
 from .nn import Sinkhorn
 from .sinkhorn import (
@@ -29,6 +44,23 @@ from .sinkhorn import (
     sinkhorn_quantile,
     sinkhorn_rank,
     sinkhorn_sort,
+)
+from .perturb import (
+    BlackboxSolver,
+    IMLESolver,
+    PerturbedSolver,
+    argmax_onehot,
+    blackbox,
+    grid_shortest_path,
+    imle,
+    linear_assignment,
+    perturbed,
+    perturbed_fenchel_young_loss,
+    sample_gumbel,
+    sample_normal,
+    sample_sum_of_gamma,
+    sort_permutation,
+    topk_mask,
 )
 from .softdtw import (
     mean_cost,
@@ -52,6 +84,28 @@ __all__ = [
     "DiffSortNet",
     "RankingLoss",
     "SortingNetworkResult",
+    "BlackboxShortestPath",
+    "IMLEShortestPath",
+    "IMLETopK",
+    "PerturbedArgmax",
+    "PerturbedFenchelYoungLoss",
+    "PerturbedShortestPath",
+    "PerturbedTopK",
+    "BlackboxSolver",
+    "IMLESolver",
+    "PerturbedSolver",
+    "argmax_onehot",
+    "blackbox",
+    "grid_shortest_path",
+    "imle",
+    "linear_assignment",
+    "perturbed",
+    "perturbed_fenchel_young_loss",
+    "sample_gumbel",
+    "sample_normal",
+    "sample_sum_of_gamma",
+    "sort_permutation",
+    "topk_mask",
     "SharpSoftDTW",
     "Sinkhorn",
     "SinkhornResult",

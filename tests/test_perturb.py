@@ -1,0 +1,703 @@
+"""Perturb-and-MAP family (diffcomb/perturb.py, csrc/perturb): solvers against the numpy/scipy
+reference, noise samplers' distributions and reproducibility, estimators against exact
+expectations and finite differences, modules, custom-op checks, CUDA agreement."""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import diffcomb
+import diffcomb.perturb
+from tests.conftest import DEVICES, DTYPES, HAS_CUDA, assert_close, requires_cuda
+from tests.reference import perturb as ref
+
+# ------------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _np_rows(x: torch.Tensor, event_dims: int) -> np.ndarray:
+    x = x.detach().cpu().double()
+    return x.reshape(-1, *x.shape[x.dim() - event_dims:]).numpy()
+
+
+def _ref_apply(fn, x: torch.Tensor, event_dims: int) -> torch.Tensor:
+    rows = _np_rows(x, event_dims)
+    out = np.stack([fn(r) for r in rows]) if len(rows) else np.zeros_like(rows)
+    return torch.from_numpy(out).reshape(x.shape)
+
+
+def _ties(gen: torch.Generator, *shape: int, levels: int = 4) -> torch.Tensor:
+    return torch.randint(0, levels, shape, generator=gen).double()
+
+
+class CountingSolver:
+    """A user solver that records the batch sizes it was called with."""
+
+    def __init__(self, solver, event_dims: int = 1):
+        self.solver, self.event_dims, self.calls = solver, event_dims, []
+
+    def __call__(self, theta):
+        self.calls.append(tuple(theta.shape))
+        return self.solver(theta)
+
+
+# ------------------------------------------------------------------------------------------------
+# Solvers against the reference.
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 1), (2, 3, 9), (64, 33), (4, 300)])
+def test_argmax_topk_ranks_match_reference(gen, device, dtype, shape):
+    for x in (torch.randn(shape, generator=gen, dtype=torch.float64), _ties(gen, *shape)):
+        xd = x.to(device=device, dtype=dtype)
+        assert_close(diffcomb.argmax_onehot(xd), _ref_apply(ref.argmax_onehot, x, 1), rtol=0, atol=0)
+        assert_close(diffcomb.sort_permutation(xd), _ref_apply(ref.ranks, x, 1), rtol=0, atol=0)
+        for k in sorted({0, 1, shape[-1] // 2, shape[-1]}):
+            assert_close(diffcomb.topk_mask(xd, k), _ref_apply(lambda r: ref.topk_mask(r, k), x, 1), rtol=0, atol=0)
+
+
+def test_rank_matrix(gen):
+    x = _ties(gen, 3, 6)
+    p = diffcomb.sort_permutation(x, matrix=True)
+    assert p.shape == (3, 6, 6)
+    for b in range(3):
+        np.testing.assert_array_equal(p[b].numpy(), ref.rank_matrix(x[b].numpy()))
+        assert torch.equal(p[b].T @ x[b], x[b].sort().values)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_spec_grid_and_assignment_examples(device):
+    w = torch.tensor([[[1.0, 5, 1], [1, 9, 1], [5, 1, 1]], [[1.0, 1, 1], [9, 9, 1], [9, 9, 1]]], device=device)
+    expected = torch.tensor([[[1.0, 0, 0], [1, 0, 0], [0, 1, 1]], [[1.0, 1, 0], [0, 0, 1], [0, 0, 1]]])
+    path = diffcomb.grid_shortest_path(w)
+    assert torch.equal(path.cpu(), expected)
+    assert ((path * w).sum((-2, -1)).cpu() == 4).all()
+    theta = torch.tensor([[4.0, 1, 3], [2, 0, 5], [3, 2, 2]], device=device)
+    y = diffcomb.linear_assignment(theta, maximize=True)
+    assert y.argmax(-1).tolist() == [0, 2, 1] and float((y * theta).sum()) == 11
+    assert torch.equal(diffcomb.linear_assignment(-theta), y)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 2), (3, 3), (5, 7), (12, 12)])
+def test_grid_shortest_path_matches_reference(gen, device, dtype, shape):
+    batch = 6
+    # Continuous weights: the optimal path is unique, the mask must match exactly.
+    w = torch.rand((batch, *shape), generator=gen, dtype=torch.float64) * 9 + 0.1
+    out = diffcomb.grid_shortest_path(w.to(device=device, dtype=dtype)).cpu().double()
+    for b in range(batch):
+        mask, cost = ref.grid_shortest_path(w[b].to(dtype).double().numpy())
+        np.testing.assert_array_equal(out[b].numpy(), mask)
+    # Integer weights: many ties; the returned path is a valid optimal path.
+    w = torch.randint(1, 4, (batch, *shape), generator=gen).double()
+    out = diffcomb.grid_shortest_path(w.to(device=device, dtype=dtype)).cpu().double()
+    for b in range(batch):
+        _, cost = ref.grid_shortest_path(w[b].numpy())
+        assert ref.is_grid_path(out[b].numpy())
+        assert ref.grid_path_cost(w[b].numpy(), out[b].numpy()) == cost
+
+
+def test_grid_tiny_bruteforce(gen):
+    for shape in [(2, 3), (3, 3), (3, 4)]:
+        for _ in range(4):
+            w = torch.randint(0, 3, shape, generator=gen).double()  # zero weights included
+            path = diffcomb.grid_shortest_path(w).numpy()
+            assert ref.is_grid_path(path)
+            assert ref.grid_path_cost(w.numpy(), path) == ref.grid_bruteforce_cost(w.numpy())
+
+
+def test_grid_bucket_and_heap_paths_agree(gen):
+    # Moderate weights use the bucket queue; one tiny weight forces the binary heap (too many
+    # buckets); zeros force the heap too. Every case matches the reference exactly.
+    w = torch.rand(8, 9, 11, generator=gen, dtype=torch.float64) * 5 + 0.5
+    tiny = w.clone()
+    tiny[:, 4, 4] = 1e-12
+    for weights in (w, tiny):
+        out = diffcomb.grid_shortest_path(weights)
+        for b in range(8):
+            np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(weights[b].numpy())[0])
+
+
+def test_grid_zero_and_negative_weights_are_clamped():
+    w = torch.zeros(5, 6)
+    path = diffcomb.grid_shortest_path(w)
+    assert ref.is_grid_path(path.numpy())
+    assert int(path.sum()) == 6  # fewest vertices among the zero-cost paths
+    w = -torch.rand(4, 4)  # all clamped to 0
+    assert torch.equal(diffcomb.grid_shortest_path(w), diffcomb.grid_shortest_path(torch.zeros(4, 4)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (5, 1), (4, 4), (3, 6), (6, 3), (25, 25)])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_linear_assignment_matches_scipy(gen, device, dtype, shape, maximize):
+    batch = 5
+    for c in (torch.randn((batch, *shape), generator=gen, dtype=torch.float64), _ties(gen, batch, *shape)):
+        y = diffcomb.linear_assignment(c.to(device=device, dtype=dtype), maximize=maximize).cpu().double()
+        for b in range(batch):
+            cb = c[b].to(dtype).double().numpy()
+            expected = ref.linear_assignment(cb, maximize)
+            yb = y[b].numpy()
+            assert yb.sum() == min(shape)
+            assert (yb.sum(0) <= 1).all() and (yb.sum(1) <= 1).all() and set(np.unique(yb)) <= {0.0, 1.0}
+            np.testing.assert_allclose((yb * cb).sum(), (expected * cb).sum(), rtol=1e-12, atol=1e-9)
+
+
+def test_assignment_bruteforce(gen):
+    for shape in [(3, 3), (4, 4), (2, 5), (5, 2)]:
+        for maximize in (False, True):
+            c = _ties(gen, *shape, levels=3)
+            y = diffcomb.linear_assignment(c, maximize=maximize)
+            assert float((y * c).sum()) == ref.assignment_bruteforce_value(c.numpy(), maximize)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_solvers_nan_rows_and_other_rows_unaffected(device):
+    x = torch.randn(3, 5, device=device)
+    x[1, 2] = float("nan")
+    x[2, 0] = float("inf")
+    for out in (diffcomb.argmax_onehot(x), diffcomb.topk_mask(x, 2), diffcomb.sort_permutation(x)):
+        assert torch.isnan(out[1:]).all() and not torch.isnan(out[0]).any()
+        assert out[0].sum() > 0
+    w = torch.rand(3, 4, 4, device=device)
+    w[1, 1, 1] = float("nan")
+    w[2, 0, 0] = -float("inf")
+    out = diffcomb.grid_shortest_path(w)
+    assert torch.isnan(out[1:]).all() and not torch.isnan(out[0]).any()
+    c = torch.randn(2, 3, 3, device=device)
+    c[1, 0, 0] = float("inf")
+    out = diffcomb.linear_assignment(c)
+    assert torch.isnan(out[1]).all() and out[0].sum() == 3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_solvers_empty_and_noncontiguous(device, gen):
+    assert diffcomb.topk_mask(torch.empty(0, 5, device=device), 2).shape == (0, 5)
+    assert diffcomb.topk_mask(torch.empty(3, 0, device=device), 0).shape == (3, 0)
+    assert diffcomb.sort_permutation(torch.empty(2, 0, device=device)).shape == (2, 0)
+    assert diffcomb.grid_shortest_path(torch.empty(0, 3, 3, device=device)).shape == (0, 3, 3)
+    assert diffcomb.linear_assignment(torch.empty(0, 2, 2, device=device)).shape == (0, 2, 2)
+    assert diffcomb.linear_assignment(torch.empty(2, 0, 3, device=device)).shape == (2, 0, 3)
+    x = torch.randn(6, 8, generator=gen).to(device)
+    assert torch.equal(diffcomb.topk_mask(x.T, 3), diffcomb.topk_mask(x.T.contiguous(), 3))
+    w = torch.rand(5, 5, 3, generator=gen).to(device)
+    assert torch.equal(diffcomb.grid_shortest_path(w.permute(2, 0, 1)),
+                       diffcomb.grid_shortest_path(w.permute(2, 0, 1).contiguous()))
+    c = torch.randn(4, 4, 2, generator=gen).to(device)
+    assert torch.equal(diffcomb.linear_assignment(c.permute(2, 1, 0)),
+                       diffcomb.linear_assignment(c.permute(2, 1, 0).contiguous()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_solvers_half(gen, dtype):
+    x = torch.randn(4, 9, generator=gen)
+    assert diffcomb.topk_mask(x.to(dtype), 3).dtype == dtype
+    assert torch.equal(diffcomb.topk_mask(x.to(dtype), 3).float(), diffcomb.topk_mask(x.to(dtype).float(), 3))
+    w = torch.rand(2, 4, 4, generator=gen)
+    assert torch.equal(diffcomb.grid_shortest_path(w.to(dtype)).float(),
+                       diffcomb.grid_shortest_path(w.to(dtype).float()))
+
+
+def test_solvers_are_not_differentiable_and_detach():
+    x = torch.randn(3, 4, requires_grad=True)
+    assert not diffcomb.topk_mask(x, 2).requires_grad
+
+
+def test_solver_bad_input():
+    with pytest.raises(ValueError, match="k must be in"):
+        diffcomb.topk_mask(torch.randn(5), 6)
+    with pytest.raises(TypeError, match="k must be an int"):
+        diffcomb.topk_mask(torch.randn(5), 2.0)
+    with pytest.raises(TypeError, match="theta must be a floating-point"):
+        diffcomb.argmax_onehot(torch.arange(4))
+    with pytest.raises(ValueError, match="at least one element"):
+        diffcomb.argmax_onehot(torch.empty(3, 0))
+    with pytest.raises(ValueError, match="at least 2 dimension"):
+        diffcomb.grid_shortest_path(torch.rand(5))
+    with pytest.raises(ValueError, match="at least 2 dimension"):
+        diffcomb.linear_assignment(torch.rand(5))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        diffcomb.sort_permutation([1.0, 2.0])
+    with pytest.raises(TypeError, match="maximize must be a bool"):
+        diffcomb.linear_assignment(torch.rand(2, 2), maximize="yes")
+
+
+def test_solver_ops_opcheck_and_compile(gen):
+    x = torch.randn(4, 7, generator=gen)
+    w = torch.rand(3, 5, 6, generator=gen)
+    c = torch.randn(2, 4, 5, generator=gen)
+    ops = torch.ops.diffcomb
+    for op, args in ((ops.argmax_onehot, (x,)), (ops.topk_mask, (x, 3)), (ops.sort_ranks, (x,)),
+                     (ops.grid_shortest_path, (w,)), (ops.linear_assignment, (c, True))):
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+
+    @torch.compile(fullgraph=True)
+    def f(x, w, c):
+        return diffcomb.topk_mask(x, 3), diffcomb.grid_shortest_path(w), diffcomb.linear_assignment(c)
+
+    got = f(x, w, c)
+    assert torch.equal(got[0], diffcomb.topk_mask(x, 3))
+    assert torch.equal(got[1], diffcomb.grid_shortest_path(w))
+    assert torch.equal(got[2], diffcomb.linear_assignment(c))
+
+
+# ------------------------------------------------------------------------------------------------
+# Noise samplers.
+
+N_SAMPLES = 200_000
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sampler_moments_and_distribution(device, dtype):
+    g = torch.Generator().manual_seed(1)
+    x = diffcomb.sample_gumbel((N_SAMPLES,), generator=g, dtype=dtype, device=device).cpu().double().numpy()
+    assert abs(x.mean() - ref.EULER_GAMMA) < 4 * math.sqrt(math.pi**2 / 6 / N_SAMPLES)
+    assert x.var() == pytest.approx(math.pi**2 / 6, rel=0.02)
+    assert stats.kstest(x, stats.gumbel_r.cdf).pvalue > 1e-3
+    x = diffcomb.sample_normal((N_SAMPLES,), generator=g, dtype=dtype, device=device).cpu().double().numpy()
+    assert abs(x.mean()) < 4 / math.sqrt(N_SAMPLES) and x.var() == pytest.approx(1.0, rel=0.02)
+    assert stats.kstest(x, stats.norm.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("k,tau,s", [(5, 1.0, 10), (1, 1.0, 10), (10, 2.0, 3), (0.5, 1.0, 1), (100, 1.0, 10)])
+def test_sum_of_gamma_moments_and_distribution(k, tau, s):
+    g = torch.Generator().manual_seed(2)
+    x = diffcomb.sample_sum_of_gamma((N_SAMPLES,), k=k, tau=tau, s=s, generator=g, dtype=torch.float64).numpy()
+    mean, var = ref.sum_of_gamma_moments(k, tau, s)
+    assert abs(x.mean() - mean) < 4 * math.sqrt(var / N_SAMPLES)
+    assert x.var() == pytest.approx(var, rel=0.03)
+    # Same distribution as an independent numpy sampler.
+    y = ref.sum_of_gamma_numpy(np.random.default_rng(0), 50_000, k, tau, s)
+    assert stats.ks_2samp(x[:50_000], y).pvalue > 1e-3
+
+
+def test_spec_sum_of_gamma_values_and_gumbel_limit():
+    g = torch.Generator().manual_seed(3)
+    x = diffcomb.sample_sum_of_gamma((N_SAMPLES,), k=5, generator=g, dtype=torch.float64).numpy()
+    assert x.mean() == pytest.approx(0.125277, abs=4 * math.sqrt(0.309954 / N_SAMPLES))
+    assert x.var() == pytest.approx(0.309954, rel=0.02)
+    # The sum of k SoG(k, 1, s) tends to a standard Gumbel as s grows.
+    total = diffcomb.sample_sum_of_gamma((20_000, 5), k=5, s=200, generator=g, dtype=torch.float64).sum(1).numpy()
+    assert total.mean() == pytest.approx(ref.EULER_GAMMA, abs=0.035)
+    assert total.var() == pytest.approx(math.pi**2 / 6, rel=0.07)
+    assert stats.kstest(total, stats.gumbel_r.cdf).pvalue > 1e-3
+
+
+def test_sampler_reproducibility():
+    a = diffcomb.sample_sum_of_gamma((3, 50), k=3, generator=torch.Generator().manual_seed(7))
+    b = diffcomb.sample_sum_of_gamma((3, 50), k=3, generator=torch.Generator().manual_seed(7))
+    c = diffcomb.sample_sum_of_gamma((3, 50), k=3, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(11)
+    d = diffcomb.sample_gumbel((100,))
+    torch.manual_seed(11)
+    assert torch.equal(d, diffcomb.sample_gumbel((100,)))
+    # Normal noise: the dtype changes only the rounding of the same stream (Gumbel noise has a
+    # float32 stream of its own, 24-bit uniforms and float logs, for speed).
+    e = diffcomb.sample_normal((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    f = diffcomb.sample_normal((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
+    assert torch.equal(e.float(), f)
+    h = diffcomb.sample_gumbel((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float16)
+    h32 = diffcomb.sample_gumbel((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
+    assert h.dtype == torch.float16 and torch.equal(h, h32.half())
+    # Groups of 4 (float32 Gumbel) and 2 values: a prefix of a longer draw is the shorter draw.
+    for n in (1, 2, 3, 5, 7):
+        for fn in (diffcomb.sample_gumbel, diffcomb.sample_normal):
+            for dt in (torch.float32, torch.float64):
+                short = fn((n,), generator=torch.Generator().manual_seed(6), dtype=dt)
+                long = fn((8,), generator=torch.Generator().manual_seed(6), dtype=dt)
+                assert torch.equal(short, long[:n])
+    assert diffcomb.sample_gumbel((0, 3)).shape == (0, 3)
+
+
+def test_sampler_independent_of_threads():
+    g = lambda: torch.Generator().manual_seed(9)  # noqa: E731
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = diffcomb.sample_sum_of_gamma((4000,), k=2, generator=g())
+        torch.set_num_threads(2)
+        b = diffcomb.sample_sum_of_gamma((4000,), k=2, generator=g())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a, b)
+
+
+def test_sampler_bad_input():
+    with pytest.raises(ValueError, match="k must be positive"):
+        diffcomb.sample_sum_of_gamma((3,), k=0)
+    with pytest.raises(ValueError, match="s must be"):
+        diffcomb.sample_sum_of_gamma((3,), k=2, s=0)
+    with pytest.raises(ValueError, match="tau must be positive"):
+        diffcomb.sample_sum_of_gamma((3,), k=2, tau=-1.0)
+    with pytest.raises(ValueError, match="shape must be"):
+        diffcomb.sample_gumbel((3, -1))
+    with pytest.raises(TypeError, match="dtype must be a floating-point"):
+        diffcomb.sample_normal((3,), dtype=torch.int64)
+    with pytest.raises(TypeError, match="generator must be"):
+        diffcomb.sample_normal((3,), generator=5)
+
+
+def test_noise_op_opcheck_and_compile():
+    seed = torch.tensor([123], dtype=torch.int64)
+    torch.library.opcheck(torch.ops.diffcomb.perturb_noise, (seed, [4, 5], 2, 3.0, 1.0, 10, torch.float32))
+
+    @torch.compile(fullgraph=True)
+    def f(theta):
+        return diffcomb.topk_mask(theta + diffcomb.sample_gumbel(theta.shape, dtype=theta.dtype), 2)
+
+    out = f(torch.randn(3, 6))
+    assert out.shape == (3, 6) and (out.sum(-1) == 2).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Perturbed optimizer and Fenchel-Young loss.
+
+
+def test_perturbed_argmax_gumbel_is_softmax_and_jacobian():
+    theta = torch.tensor([1.0, 0.5, -0.2], dtype=torch.float64, requires_grad=True)
+    m = 200_000
+    f = diffcomb.perturbed(diffcomb.argmax_onehot, num_samples=m, sigma=0.5,
+                           generator=torch.Generator().manual_seed(0))
+    y = f(theta)
+    assert_close(y, [0.685590, 0.252215, 0.062195], rtol=0, atol=4 / math.sqrt(m))
+    jac = torch.stack([torch.autograd.grad(y[i], theta, retain_graph=True)[0] for i in range(3)])
+    expected = ref.perturbed_argmax_gumbel_jacobian(theta.detach().numpy(), 0.5)
+    assert_close(jac, expected, rtol=0, atol=0.02)
+    fd = ref.finite_difference_jacobian(lambda t: ref.perturbed_argmax_gumbel(t, 0.5), theta.detach().numpy())
+    assert_close(jac, fd, rtol=0, atol=0.02)
+
+
+def test_perturbed_two_class_gaussian():
+    theta = torch.tensor([0.3, 0.0], dtype=torch.float64, requires_grad=True)
+    f = diffcomb.perturbed(diffcomb.argmax_onehot, num_samples=200_000, sigma=0.5, noise="normal",
+                           generator=torch.Generator().manual_seed(1))
+    y = f(theta)
+    assert_close(y[0], 0.664313, rtol=0, atol=0.005)
+    (grad,) = torch.autograd.grad(y[0], theta)
+    assert_close(grad, [0.515630, -0.515630], rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize("noise", ["gumbel", "normal"])
+@pytest.mark.parametrize("baseline", [True, False])
+def test_perturbed_topk_vjp_matches_finite_differences_of_exact_expectation(noise, baseline):
+    theta = torch.tensor([0.3, -0.1, 0.8, 0.0], dtype=torch.float64, requires_grad=True)
+    g = torch.tensor([1.0, -0.5, 0.25, 2.0], dtype=torch.float64)
+    sigma, m = 0.7, 300_000
+    f = diffcomb.perturbed(functools.partial(diffcomb.topk_mask, k=2), num_samples=m, sigma=sigma, noise=noise,
+                           baseline=baseline, generator=torch.Generator().manual_seed(2))
+    y = f(theta)
+    (grad,) = torch.autograd.grad((y * g).sum(), theta)
+    if noise == "gumbel":  # exact expectation by enumeration (Plackett-Luce)
+        exact = lambda t: ref.perturbed_topk_gumbel(t, 2, sigma)  # noqa: E731
+        assert_close(y, exact(theta.detach().numpy()), rtol=0, atol=4 / math.sqrt(m))
+        fd = ref.finite_difference_jacobian(exact, theta.detach().numpy()).T @ g.numpy()
+        assert_close(grad, fd, rtol=0, atol=0.04)
+    assert_close(y.sum(), 2.0)
+
+
+def test_perturbed_one_solver_call_and_batching(gen):
+    solver = CountingSolver(functools.partial(diffcomb.topk_mask, k=2))
+    f = diffcomb.perturbed(solver, num_samples=7, generator=gen)
+    theta = torch.randn(2, 3, 5, generator=gen, requires_grad=True)
+    y = f(theta)
+    assert y.shape == theta.shape and solver.calls == [(7 * 6, 5)]
+    y.sum().backward()
+    assert theta.grad.shape == theta.shape and len(solver.calls) == 1
+    assert_close(y.sum(-1), torch.full((2, 3), 2.0))
+
+
+def test_perturbed_reproducible_and_minimize(gen):
+    w = torch.rand(2, 4, 4, generator=gen, dtype=torch.float64) + 0.1
+    outs = []
+    for _ in range(2):
+        wr = w.clone().requires_grad_(True)
+        f = diffcomb.perturbed(diffcomb.grid_shortest_path, num_samples=50, sigma=0.3, noise="normal",
+                               minimize=True, generator=torch.Generator().manual_seed(4))
+        y = f(wr)
+        (y * w).sum().backward()
+        outs.append((y.detach(), wr.grad))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    # Tiny noise: the hard shortest path.
+    f = diffcomb.perturbed(diffcomb.grid_shortest_path, num_samples=5, sigma=1e-9, noise="normal", minimize=True)
+    assert torch.equal(f(w), diffcomb.grid_shortest_path(w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_perturbed_dtypes(gen, dtype):
+    theta = torch.randn(3, 6, generator=gen, dtype=dtype, requires_grad=True)
+    y = diffcomb.PerturbedTopK(2, num_samples=10)(theta, generator=gen)
+    assert y.dtype == dtype
+    y.sum().backward()
+    assert theta.grad.dtype == dtype
+
+
+def test_perturbed_bad_input():
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        diffcomb.perturbed(diffcomb.argmax_onehot, sigma=0.0)
+    with pytest.raises(ValueError, match="num_samples must be"):
+        diffcomb.perturbed(diffcomb.argmax_onehot, num_samples=0)
+    with pytest.raises(ValueError, match="noise must be one of"):
+        diffcomb.perturbed(diffcomb.argmax_onehot, noise="sum_of_gamma")
+    with pytest.raises(TypeError, match="solver must be callable"):
+        diffcomb.perturbed(3)
+    f = diffcomb.perturbed(lambda t: t[..., :1], num_samples=2)
+    with pytest.raises(ValueError, match="the solver must map a batch of scores of shape"):
+        f(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="at least 2 dimension"):
+        diffcomb.perturbed(diffcomb.grid_shortest_path)(torch.rand(4))
+
+
+def test_fenchel_young_loss_argmax_gumbel(gen):
+    theta = torch.tensor([[1.0, 0.5, -0.2], [0.0, 0.3, 0.1]], dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]], dtype=torch.float64)
+    m = 200_000
+    loss = diffcomb.perturbed_fenchel_young_loss(theta, target, diffcomb.argmax_onehot, num_samples=m,
+                                                 sigma=0.5, reduction="none",
+                                                 generator=torch.Generator().manual_seed(5))
+    expected = [ref.fenchel_young_argmax_gumbel(t, y, 0.5) for t, y in zip(theta.detach().numpy(), target.numpy())]
+    assert_close(loss, [e[0] for e in expected], rtol=0, atol=0.01)
+    loss.sum().backward()
+    assert_close(theta.grad, np.stack([e[1] for e in expected]), rtol=0, atol=4 / math.sqrt(m))
+    # SPEC 7.6: F_eps = 1.477345 for theta = [1, 0.5, -0.2], eps = 0.5
+    assert_close(loss[0] + 1.0, 1.477345, rtol=0, atol=0.01)
+    for reduction, value in (("mean", loss.mean()), ("sum", loss.sum())):
+        got = diffcomb.perturbed_fenchel_young_loss(theta, target, diffcomb.argmax_onehot, num_samples=m, sigma=0.5,
+                                                    reduction=reduction, generator=torch.Generator().manual_seed(5))
+        assert_close(got, value)
+    with pytest.raises(ValueError, match="target must have theta's shape"):
+        diffcomb.perturbed_fenchel_young_loss(theta, target[:1], diffcomb.argmax_onehot)
+    with pytest.raises(ValueError, match="reduction must be"):
+        diffcomb.perturbed_fenchel_young_loss(theta, target, diffcomb.argmax_onehot, reduction="max")
+
+
+def test_fenchel_young_module_and_gradcheck(gen):
+    loss_fn = diffcomb.PerturbedFenchelYoungLoss(functools.partial(diffcomb.topk_mask, k=2), num_samples=20)
+    assert "num_samples=20" in repr(loss_fn)
+    theta = torch.randn(3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    target = diffcomb.topk_mask(torch.randn(3, 5, generator=gen, dtype=torch.float64), 2)
+    # With a fixed generator the loss is a smooth function of theta for the fixed noise draws
+    # (piecewise linear, its gradient is y_hat - y): gradcheck in float64.
+    fn = lambda t: loss_fn(t, target, generator=torch.Generator().manual_seed(3))  # noqa: E731
+    torch.autograd.gradcheck(fn, (theta,), eps=1e-7, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# I-MLE.
+
+
+def test_imle_spec_topk_example():
+    theta = torch.tensor([0.9, 0.1, 0.5, -0.3], requires_grad=True)
+    g = torch.tensor([0.0, -1.0, 0.5, 0.0])
+    f = diffcomb.imle(functools.partial(diffcomb.topk_mask, k=2), noise="none")
+    z = f(theta)
+    assert z.tolist() == [1, 0, 1, 0]
+    (grad,) = torch.autograd.grad((z * g).sum(), theta)
+    assert grad.tolist() == [0, -1, 1, 0]
+    expected = ref.imle_gradient(lambda t: ref.topk_mask(t, 2), theta.detach().double().numpy(), g.double().numpy(), 1.0)
+    np.testing.assert_array_equal(grad.numpy(), expected)
+
+
+@pytest.mark.parametrize("lambda_", [0.3, 2.0])
+def test_imle_argmax_gumbel_expectation_is_finite_difference_of_exact(lambda_):
+    theta = torch.tensor([0.4, -0.3, 0.1, 0.2], dtype=torch.float64, requires_grad=True)
+    g = torch.tensor([1.0, -0.5, 0.2, 0.0], dtype=torch.float64)
+    s = 300_000
+    f = diffcomb.imle(diffcomb.argmax_onehot, num_samples=s, noise="gumbel", lambda_=lambda_,
+                      divide_by_lambda=True, generator=torch.Generator().manual_seed(6))
+    z = f(theta)
+    assert_close(z, ref.softmax(theta.detach().numpy()), rtol=0, atol=4 / math.sqrt(s))
+    (grad,) = torch.autograd.grad((z * g).sum(), theta)
+    # E[(z - z') / lambda] = (mu(theta) - mu(theta - lambda g)) / lambda: a finite difference of
+    # the exact expectation mu = softmax along -g.
+    expected = ref.imle_expected_gradient_argmax_gumbel(theta.detach().numpy(), g.numpy(), lambda_) / lambda_
+    assert_close(grad, expected, rtol=0, atol=5 / math.sqrt(s) / lambda_)
+    mu = ref.softmax
+    fd = (mu(theta.detach().numpy()) - mu(theta.detach().numpy() - lambda_ * g.numpy())) / lambda_
+    assert_close(grad, fd, rtol=0, atol=5 / math.sqrt(s) / lambda_)
+
+
+def test_imle_sum_of_gamma_topk_samples_and_calls(gen):
+    solver = CountingSolver(functools.partial(diffcomb.topk_mask, k=3))
+    f = diffcomb.imle(solver, num_samples=4, noise="sum_of_gamma", k=3, return_samples=True, generator=gen)
+    theta = torch.randn(2, 5, 10, generator=gen, requires_grad=True)
+    z = f(theta)
+    assert z.shape == (4, 2, 5, 10) and (z.sum(-1) == 3).all()
+    assert solver.calls == [(40, 10)]
+    (z * torch.randn(z.shape, generator=gen)).sum().backward()
+    assert solver.calls == [(40, 10), (40, 10)]
+    # Each sample's estimate touches only coordinates whose membership changed: values in
+    # {-1, 0, 1} per sample, so the mean is a multiple of 1/4 and each row sums to 0.
+    assert_close(theta.grad.sum(-1), torch.zeros(2, 5))
+    assert torch.equal(theta.grad * 4, (theta.grad * 4).round())
+
+
+def test_imle_reproducible_and_minimize(gen):
+    w = torch.rand(3, 5, 5, generator=gen, dtype=torch.float64) + 0.1
+    g = torch.randn(3, 5, 5, generator=gen, dtype=torch.float64)
+    grads = []
+    for _ in range(2):
+        wr = w.clone().requires_grad_(True)
+        m = diffcomb.IMLEShortestPath(noise="gumbel", lambda_=2.0, tau=0.5)
+        (m(wr, generator=torch.Generator().manual_seed(3)) * g).sum().backward()
+        grads.append(wr.grad)
+    assert torch.equal(grads[0], grads[1])
+    # No noise, minimize form: dw = -(y(w) - y(w + lambda g)) (the maximize update on theta = -w).
+    wr = w.clone().requires_grad_(True)
+    y = diffcomb.imle(diffcomb.grid_shortest_path, noise="none", lambda_=2.0, minimize=True)(wr)
+    (y * g).sum().backward()
+    expected = -(diffcomb.grid_shortest_path(w) - diffcomb.grid_shortest_path(w + 2.0 * g))
+    assert torch.equal(wr.grad, expected)
+
+
+def test_imle_bad_input():
+    with pytest.raises(ValueError, match="needs k"):
+        diffcomb.imle(diffcomb.topk_mask)
+    with pytest.raises(ValueError, match="lambda_ must be positive"):
+        diffcomb.imle(diffcomb.argmax_onehot, noise="gumbel", lambda_=0.0)
+    with pytest.raises(ValueError, match="target must be 'perturbation'"):
+        diffcomb.imle(diffcomb.argmax_onehot, noise="gumbel", target="adaptive")
+    with pytest.raises(ValueError, match="noise must be one of"):
+        diffcomb.imle(diffcomb.argmax_onehot, noise="normal")
+    with pytest.raises(ValueError, match="num_samples must be"):
+        diffcomb.imle(diffcomb.argmax_onehot, noise="gumbel", num_samples=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Blackbox.
+
+
+def test_blackbox_spec_and_reference(gen):
+    theta = torch.tensor([0.9, 0.1, 0.5, -0.3], requires_grad=True)
+    g = torch.tensor([0.0, -1.0, 0.5, 0.0])
+    f = diffcomb.blackbox(functools.partial(diffcomb.topk_mask, k=2), lambda_=1.0)
+    (grad,) = torch.autograd.grad((f(theta) * g).sum(), theta)
+    assert grad.tolist() == [0, -1, 1, 0]
+    # Shortest path in the paper's cost form: dw = -(y(w) - y(w + lambda g)) / lambda, clamped costs.
+    w = torch.rand(2, 6, 6, generator=gen, dtype=torch.float64) * 5
+    gw = torch.randn(2, 6, 6, generator=gen, dtype=torch.float64)
+    wr = w.clone().requires_grad_(True)
+    module = diffcomb.BlackboxShortestPath(lambda_=3.0)
+    assert "lambda_=3.0" in repr(module)
+    (module(wr) * gw).sum().backward()
+    for b in range(2):
+        y, _ = ref.grid_shortest_path(w[b].numpy())
+        y_lam, _ = ref.grid_shortest_path(w[b].numpy() + 3.0 * gw[b].numpy())
+        np.testing.assert_allclose(wr.grad[b].numpy(), -(y - y_lam) / 3.0)
+
+
+def test_blackbox_straight_through_and_errors(gen):
+    theta = torch.randn(3, 6, generator=gen, requires_grad=True)
+    g = torch.randn(3, 6, generator=gen)
+    f = diffcomb.blackbox(functools.partial(diffcomb.topk_mask, k=2), straight_through=True)
+    (grad,) = torch.autograd.grad((f(theta) * g).sum(), theta)
+    assert torch.equal(grad, g)
+    with pytest.raises(ValueError, match="lambda_ must be positive"):
+        diffcomb.blackbox(diffcomb.argmax_onehot, lambda_=-1.0)
+
+
+def test_blackbox_equals_imle_without_noise_divided_by_lambda(gen):
+    theta = torch.randn(4, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 8, generator=gen, dtype=torch.float64)
+    solver = functools.partial(diffcomb.topk_mask, k=3)
+    (a,) = torch.autograd.grad((diffcomb.blackbox(solver, lambda_=1.5)(theta) * g).sum(), theta)
+    imle = diffcomb.imle(solver, noise="none", lambda_=1.5, divide_by_lambda=True)
+    (b,) = torch.autograd.grad((imle(theta) * g).sum(), theta)
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Modules.
+
+
+def test_modules(gen):
+    theta = torch.randn(2, 3, 8, generator=gen, requires_grad=True)
+    for module, sums in ((diffcomb.PerturbedTopK(3, num_samples=8), 3.0), (diffcomb.IMLETopK(3), 3.0),
+                         (diffcomb.PerturbedArgmax(num_samples=8), 1.0)):
+        y = module(theta, generator=gen)
+        assert y.shape == theta.shape
+        assert_close(y.sum(-1), torch.full((2, 3), sums))
+        y.sum().backward()
+        assert repr(module).startswith(type(module).__name__ + "(")
+    w = torch.rand(2, 5, 5, generator=gen, requires_grad=True)
+    for module in (diffcomb.PerturbedShortestPath(num_samples=4), diffcomb.IMLEShortestPath(),
+                   diffcomb.BlackboxShortestPath()):
+        y = module(w) if isinstance(module, diffcomb.BlackboxShortestPath) else module(w, generator=gen)
+        assert y.shape == w.shape
+        (y * w).sum().backward()
+    with pytest.raises(ValueError, match="k must be"):
+        diffcomb.IMLETopK(-1)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        diffcomb.PerturbedTopK(2, sigma=0.0)
+
+
+def test_docstring_examples():
+    result = doctest.testmod(diffcomb.perturb, extraglobs={"torch": torch, "diffcomb": diffcomb},
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA agreement (skipped without a GPU).
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and diffcomb built with CUDA (diffcomb._C_cuda)")
+def test_cuda_matches_cpu(gen):
+    for kind in ("gumbel", "normal"):
+        fn = getattr(diffcomb, f"sample_{kind}")
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+            a = fn((1001,), generator=torch.Generator().manual_seed(1), dtype=dtype)
+            b = fn((1001,), generator=torch.Generator().manual_seed(1), dtype=dtype, device="cuda")
+            assert_close(b.cpu(), a, rtol=tol, atol=tol)
+    a = diffcomb.sample_sum_of_gamma((1000,), k=4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    b = diffcomb.sample_sum_of_gamma((1000,), k=4, generator=torch.Generator().manual_seed(2), dtype=torch.float64,
+                                     device="cuda")
+    assert_close(b.cpu(), a, rtol=1e-12, atol=1e-12)
+    x = torch.randn(50, 300, generator=gen)
+    assert torch.equal(diffcomb.topk_mask(x.cuda(), 10).cpu(), diffcomb.topk_mask(x, 10))
+    assert torch.equal(diffcomb.sort_permutation(x.cuda()).cpu(), diffcomb.sort_permutation(x))
+    assert torch.equal(diffcomb.argmax_onehot(x.cuda()).cpu(), diffcomb.argmax_onehot(x))
+    w = torch.rand(16, 30, 30, generator=gen, dtype=torch.float64)
+    assert torch.equal(diffcomb.grid_shortest_path(w.cuda()).cpu(), diffcomb.grid_shortest_path(w))
+    c = torch.randn(8, 60, 70, generator=gen, dtype=torch.float64)
+    assert torch.equal(diffcomb.linear_assignment(c.cuda()).cpu(), diffcomb.linear_assignment(c))
+    assert torch.equal(diffcomb.linear_assignment(c.transpose(1, 2).cuda()).cpu(),
+                       diffcomb.linear_assignment(c.transpose(1, 2)))
+    theta = torch.randn(4, 20, generator=gen, device="cpu").cuda().requires_grad_(True)
+    y = diffcomb.IMLETopK(5, num_samples=3)(theta)
+    y.sum().backward()
+    assert theta.grad.is_cuda and (y.sum(-1) == 5).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and diffcomb built with CUDA (diffcomb._C_cuda)")
+def test_cuda_solver_opcheck():
+    x = torch.randn(4, 7, device="cuda")
+    torch.library.opcheck(torch.ops.diffcomb.topk_mask, (x, 3), test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.diffcomb.grid_shortest_path, (torch.rand(2, 5, 5, device="cuda"),),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "warcraft_shortest_path.py"), "--size", "6",
+                          "--train", "64", "--test", "32", "--epochs", "1"], capture_output=True, text=True,
+                         cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "blackbox" in out.stdout and "imle" in out.stdout
