@@ -78,25 +78,42 @@ inline void tangent_rows(double* A, double* B, double* D, double* Z, const int64
 template <bool Hard>
 inline void backward_rows(double* A, const double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
                           double inv_gamma) {
-  const int64_t s1 = start[k + 1], s2 = start[k + 2], at = start[k];
+  const double* e1 = A + start[k + 1];
+  const double* b1 = B + start[k + 1];
+  const double* e2 = A + start[k + 2];
+  const double* b2 = B + start[k + 2];
+  double* a = A + start[k];
 #pragma omp simd
   for (int64_t i = i0; i <= i1; ++i) {
-    const Successors s{s1 + i, s1 + i + 1, s2 + i + 1};
-    A[at + i] = pull<VecMath, Hard>(A, B, s, A[at + i], inv_gamma);
+    const double r = a[i];
+    a[i] = share<VecMath, Hard>(e1[i], b1[i], r, inv_gamma, kLeft) +
+           share<VecMath, Hard>(e1[i + 1], b1[i + 1], r, inv_gamma, kUp) +
+           share<VecMath, Hard>(e2[i + 1], b2[i + 1], r, inv_gamma, kDiag);
   }
 }
 
 template <bool Hard>
 inline void second_backward_rows(double* A, const double* B, double* D, const double* Z, const int64_t* start,
                                  int64_t k, int64_t i0, int64_t i1, double inv_gamma) {
-  const int64_t s1 = start[k + 1], s2 = start[k + 2], at = start[k];
+  const double* e1 = A + start[k + 1];
+  const double* b1 = B + start[k + 1];
+  const double* d1 = D + start[k + 1];
+  const double* z1 = Z + start[k + 1];
+  const double* e2 = A + start[k + 2];
+  const double* b2 = B + start[k + 2];
+  const double* d2 = D + start[k + 2];
+  const double* z2 = Z + start[k + 2];
+  double* a = A + start[k];
+  double* d = D + start[k];
 #pragma omp simd
   for (int64_t i = i0; i <= i1; ++i) {
-    const Successors s{s1 + i, s1 + i + 1, s2 + i + 1};
-    double e, de;
-    second_pull<VecMath, Hard>(A, B, D, Z, s, A[at + i], D[at + i], inv_gamma, &e, &de);
-    A[at + i] = e;
-    D[at + i] = de;
+    const double r = a[i], dr = d[i];
+    double e = 0.0, de = 0.0;
+    second_share<VecMath, Hard>(e1[i], d1[i], z1[i], b1[i], r, dr, inv_gamma, kLeft, &e, &de);
+    second_share<VecMath, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r, dr, inv_gamma, kUp, &e, &de);
+    second_share<VecMath, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, dr, inv_gamma, kDiag, &e, &de);
+    a[i] = e;
+    d[i] = de;
   }
 }
 
@@ -258,7 +275,6 @@ void store_series_gradients(const Diagonals& g, Scratch& s, const T* x, const T*
     const int64_t i0 = g.lo(k), i1 = g.hi(k);
     for (int64_t i = i0; i <= i1; ++i) {
       double w = a[i];
-      if (w == 0.0) continue;
       const T* xi = x + (i - 1) * D;
       const T* yj = y + (k - i - 1) * D;
       if (kind == kCostLogAugmented) {

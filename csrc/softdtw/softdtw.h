@@ -143,49 +143,30 @@ DC_HOST_DEVICE DC_INLINE double weight(double b_s, double r_c, double inv_gamma,
   return b_s < INFINITY ? w : 0.0;
 }
 
-// The three successors of cell (k, i): right (k + 1, i), down (k + 1, i + 1)
-// and diagonal (k + 2, i + 1), with the direction they pull from.
-struct Successors {
-  int64_t right, down, diag;
-};
-
-DC_HOST_DEVICE DC_INLINE Successors successors(const int64_t* start, int64_t k, int64_t i) {
-  return {start[k + 1] + i, start[k + 1] + i + 1, start[k + 2] + i + 1};
-}
-
-// E[c] = sum_s p(s -> c) E[s] (SPEC 3.3). A pad's E is never read: the
+// Successor s's share of E[c]: p(s -> c) E[s]. A pad's E is never used: the
 // select drops it, so +inf pads cannot turn into NaN.
 template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE double pull(const double* A, const double* B, const Successors& s, double r,
-                                     double inv_gamma) {
-  const double wr = weight<M, Hard>(B[s.right], r, inv_gamma, kLeft);
-  const double wd = weight<M, Hard>(B[s.down], r, inv_gamma, kUp);
-  const double wg = weight<M, Hard>(B[s.diag], r, inv_gamma, kDiag);
-  return (wr != 0.0 ? wr * A[s.right] : 0.0) + (wd != 0.0 ? wd * A[s.down] : 0.0) +
-         (wg != 0.0 ? wg * A[s.diag] : 0.0);
+DC_HOST_DEVICE DC_INLINE double share(double e_s, double b_s, double r_c, double inv_gamma, double dir) {
+  const double w = weight<M, Hard>(b_s, r_c, inv_gamma, dir);
+  return w != 0.0 ? w * e_s : 0.0;
 }
 
-// Second-order backward of one cell (SPEC 3.8): E[c] as pull, and
-//   dE[c] = sum_s p(s -> c) (E[s] (mu[s] - dR[c]) / gamma + dE[s])
-// (the first term is the tangent of the weight; 0 for the hard DTW).
+// Successor s's shares of E[c] and of dE[c] (SPEC 3.8):
+//   p(s -> c) E[s]  and  p(s -> c) (E[s] (mu[s] - dR[c]) / gamma + dE[s])
+// (the first term of dE is the tangent of the weight; 0 for the hard DTW).
 template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE void second_pull(const double* A, const double* B, const double* D, const double* Z,
-                                          const Successors& s, double r, double dr, double inv_gamma, double* e,
-                                          double* de) {
-  const int64_t at[3] = {s.right, s.down, s.diag};
-  const double dir[3] = {kLeft, kUp, kDiag};
-  double se = 0.0, sde = 0.0;
-  for (int q = 0; q < 3; ++q) {
-    const double w = weight<M, Hard>(B[at[q]], r, inv_gamma, dir[q]);
-    const double es = w != 0.0 ? A[at[q]] : 0.0;
-    const double des = w != 0.0 ? D[at[q]] : 0.0;
-    const double mus = w != 0.0 ? Z[at[q]] : 0.0;
-    se += w * es;
-    sde += Hard ? w * des : w * (es * (mus - dr) * inv_gamma + des);
-  }
-  *e = se;
-  *de = sde;
+DC_HOST_DEVICE DC_INLINE void second_share(double e_s, double de_s, double mu_s, double b_s, double r_c, double dr_c,
+                                           double inv_gamma, double dir, double* e, double* de) {
+  const double w = weight<M, Hard>(b_s, r_c, inv_gamma, dir);
+  const double es = w != 0.0 ? e_s : 0.0;
+  const double des = w != 0.0 ? de_s : 0.0;
+  const double mus = w != 0.0 ? mu_s : 0.0;
+  *e += w * es;
+  *de += Hard ? w * des : w * (es * (mus - dr_c) * inv_gamma + des);
 }
+
+// The successors of cell (k, i) and the direction they pull from: right
+// (k + 1, i) kLeft, down (k + 1, i + 1) kUp, diagonal (k + 2, i + 1) kDiag.
 
 // Tangent of the forward at one cell (SPEC 3.8): dR[c] = Z[c] + mu[c],
 // mu[c] = sum_q p(c -> q) dR[q] over the predecessors (R values l, d, u;
@@ -228,16 +209,21 @@ DC_HOST_DEVICE DC_INLINE void tangent_cell(double* A, double* B, double* D, doub
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE void backward_cell(double* A, const double* B, const int64_t* start, int64_t k, int64_t i,
                                             double inv_gamma) {
-  const int64_t at = start[k] + i;
-  A[at] = pull<M, Hard>(A, B, successors(start, k, i), A[at], inv_gamma);
+  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, at = start[k] + i;
+  const double r = A[at];
+  A[at] = share<M, Hard>(A[s1], B[s1], r, inv_gamma, kLeft) + share<M, Hard>(A[s1 + 1], B[s1 + 1], r, inv_gamma, kUp) +
+          share<M, Hard>(A[s2], B[s2], r, inv_gamma, kDiag);
 }
 
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE void second_backward_cell(double* A, const double* B, double* D, const double* Z,
                                                    const int64_t* start, int64_t k, int64_t i, double inv_gamma) {
-  const int64_t at = start[k] + i;
-  double e, de;
-  second_pull<M, Hard>(A, B, D, Z, successors(start, k, i), A[at], D[at], inv_gamma, &e, &de);
+  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, at = start[k] + i;
+  const double r = A[at], dr = D[at];
+  double e = 0.0, de = 0.0;
+  second_share<M, Hard>(A[s1], D[s1], Z[s1], B[s1], r, dr, inv_gamma, kLeft, &e, &de);
+  second_share<M, Hard>(A[s1 + 1], D[s1 + 1], Z[s1 + 1], B[s1 + 1], r, dr, inv_gamma, kUp, &e, &de);
+  second_share<M, Hard>(A[s2], D[s2], Z[s2], B[s2], r, dr, inv_gamma, kDiag, &e, &de);
   A[at] = e;
   D[at] = de;
 }
