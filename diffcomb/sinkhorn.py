@@ -724,6 +724,10 @@ def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise
 
 
 def _sqeuclidean(x: Tensor, y: Tensor) -> Tensor:
+    """|x_i - y_j|^2: by differences for few features (exact, and faster than a batched matrix
+    product with an inner size of 2 or 3), else by the quadratic expansion."""
+    if x.shape[-1] <= 4:
+        return (x.unsqueeze(-2) - y.unsqueeze(-3)).square().sum(-1)
     return (x.square().sum(-1).unsqueeze(-1) + y.square().sum(-1).unsqueeze(-2)
             - 2.0 * (x @ y.transpose(-1, -2)))
 
