@@ -351,7 +351,8 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
         epsilon (float): entropic regularization, > 0. Default 0.1.
         max_iter (int): iteration limit (one iteration = the f- and the g-update). Default 1000.
         tol (float, optional): stop when ``sum_i |sum_j P_ij - a_i| <= tol`` (columns are exact after
-            each iteration). Default 1e-6 for float64, 1e-4 for float32 (SPEC 4.1).
+            each iteration). Default 1e-6 for float64, 1e-4 for float32 (SPEC 4.1). ``tol=0`` runs
+            exactly ``max_iter`` iterations (``converged`` is then False).
         check_every (int): test convergence every this many iterations (and at the last one). Default 10.
         backward (str): ``"implicit"`` (default): implicit differentiation of the optimality conditions,
             exact at convergence; ``"unroll"``: backpropagation through the executed iterations, exact
