@@ -286,6 +286,6 @@ CONTENDERS: Mapping[str, Contender] = {
 SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sort": ("diffcomb", "torchsort", "fast-soft-sort", "torch.sort"),
     "softdtw": ("diffcomb", "tslearn", "pysdtw"),
-    "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-torch-ckpt", "POT-numpy", "geomloss", "torchsort.soft_rank",
-                 "diffcomb.soft_rank"),
+    "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-torch-ckpt", "POT-numpy", "geomloss",
+                 "torchsort.soft_rank", "diffcomb.soft_rank"),
 }
