@@ -536,6 +536,8 @@ def test_gumbel_sinkhorn_hard_is_the_assignment_with_straight_through_gradient(g
     # SPEC 7.6 assignment example
     T = torch.tensor([[4.0, 1, 3], [2, 0, 5], [3, 2, 2]])
     assert gumbel_sinkhorn(T, noise=False, hard=True).argmax(-1).tolist() == [0, 2, 1]
+    T[1, 1] = float("nan")
+    assert bool(gumbel_sinkhorn(T, noise=False, hard=True).isnan().all())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -603,6 +605,22 @@ def test_compile_fullgraph(gen):
     assert_close(Cg.grad, Ce.grad)
 
 
+def test_compile_dynamic_and_gumbel(gen):
+    x = torch.randn(3, 6, generator=gen, dtype=F64)
+    X = torch.randn(2, 4, 4, generator=gen, dtype=F64)
+
+    def fn(x, X):
+        return (sinkhorn_sort(x, 0.1, backward="unroll").sum() + gumbel_sinkhorn(X, 0.5, 8, noise=False).sum()
+                + (gumbel_sinkhorn(X, 0.5, 8, noise=False, hard=True) * X).sum())
+
+    compiled = torch.compile(fn, fullgraph=True, dynamic=True, backend="aot_eager")
+    xe, Xe = x.clone().requires_grad_(), X.clone().requires_grad_()
+    xc, Xc = x.clone().requires_grad_(), X.clone().requires_grad_()
+    ve, vc = fn(xe, Xe), compiled(xc, Xc)
+    assert_close(vc, ve)
+    assert_close(torch.autograd.grad(vc, (xc, Xc))[1], torch.autograd.grad(ve, (xe, Xe))[1])
+
+
 def test_opcheck(gen):
     C, a, b = problem(gen, (2, 4, 3))
     G = torch.randn(2, 4, 3, generator=gen, dtype=F64)
@@ -614,6 +632,7 @@ def test_opcheck(gen):
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_backward, (C, a, b, P, f, g, G, gc, 0.3))
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_backward, (C, a, b, P, f, g, None, gc, 0.3))
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_unrolled_backward, (C, a, b, fh, gh, n_iter, G, gc, 0.3))
+    torch.library.opcheck(torch.ops.diffcomb.linear_assignment, (torch.randn(3, 5, 5, generator=gen),))
 
 
 # ------------------------------------------------------------------------------------------------
