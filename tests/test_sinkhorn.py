@@ -211,6 +211,18 @@ def test_empty(shape):
     assert C.grad.shape == shape
 
 
+def test_empty_layers():
+    x = torch.zeros(3, 0, dtype=F64, requires_grad=True)
+    assert sinkhorn_rank(x).shape == (3, 0) and sinkhorn_sort(x).shape == (3, 0)
+    sinkhorn_sort(x).sum().backward()
+    assert x.grad.shape == (3, 0)
+    X = torch.zeros(2, 0, 0, dtype=F64)
+    assert gumbel_sinkhorn(X).shape == (2, 0, 0) and gumbel_sinkhorn(X, hard=True).shape == (2, 0, 0)
+    assert sinkhorn_quantile(torch.zeros(0, 5), 0.5).shape == (0,)
+    y = torch.randn(4, 5, 7, dtype=F64)
+    assert sinkhorn_quantile(y, [0.3, 0.5], 0.1, dim=1).shape == (4, 7, 2)
+
+
 def test_nan_and_inf_give_nan_rows(gen):
     C, a, b = problem(gen, (3, 4, 5))
     C = C.clone()
