@@ -222,15 +222,43 @@ def _build_diffcomb_implicit(mod: ModuleType, w: AnyWorkload) -> OpFn:
 # --- POT: ot.sinkhorn(a, b, M, reg, method="sinkhorn_log", numItermax, stopThr) per problem
 # (its log-domain solver takes one cost matrix; a Python loop over the batch). stopThr=0 and
 # numItermax=n_iter: exactly n_iter iterations. Torch backend: autograd through the loop.
+# Its autograd graph keeps about two (n, m) tensors per iteration and problem: at batch 32,
+# n = m = 1000, 100 iterations that is about 25 GB (float32), more than the development
+# machines have. Such workloads run as "POT-torch-ckpt" instead: each problem under
+# torch.utils.checkpoint, so one problem's graph lives at a time, at the price of one more
+# forward per problem in the backward (its fwd+bwd time includes a second forward).
+_POT_GRAPH_LIMIT = 4 << 30  # bytes
+
+
+def _pot_graph_bytes(w: SinkhornWorkload) -> int:
+    return 2 * w.batch * w.n_iter * w.n * w.m * (4 if w.dtype == "float32" else 8)
+
+
+def _pot_plan(mod: ModuleType, w: SinkhornWorkload, cost: torch.Tensor) -> torch.Tensor:
+    a = torch.full((w.n,), 1.0 / w.n, dtype=cost.dtype, device=cost.device)
+    b = torch.full((w.m,), 1.0 / w.m, dtype=cost.dtype, device=cost.device)
+    return mod.sinkhorn(a, b, cost, w.epsilon, method="sinkhorn_log", numItermax=w.n_iter, stopThr=0.0,
+                        warn=False)
+
+
 def _build_pot_torch(mod: ModuleType, w: AnyWorkload) -> OpFn:
     if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn":
         raise Unsupported("POT runs the sinkhorn plan workloads")
+    if _pot_graph_bytes(w) > _POT_GRAPH_LIMIT:
+        raise Unsupported(f"autograd graph ~{_pot_graph_bytes(w) / 2**30:.0f} GB: see POT-torch-ckpt")
+    return lambda cost: torch.stack([_pot_plan(mod, w, c) for c in cost])
+
+
+def _build_pot_torch_ckpt(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn":
+        raise Unsupported("POT runs the sinkhorn plan workloads")
+    if _pot_graph_bytes(w) <= _POT_GRAPH_LIMIT:
+        raise Unsupported("fits in memory: see POT-torch")
+    from torch.utils.checkpoint import checkpoint
 
     def plan(cost: torch.Tensor) -> torch.Tensor:
-        a = torch.full((w.n,), 1.0 / w.n, dtype=cost.dtype, device=cost.device)
-        b = torch.full((w.m,), 1.0 / w.m, dtype=cost.dtype, device=cost.device)
-        return torch.stack([mod.sinkhorn(a, b, c, w.epsilon, method="sinkhorn_log", numItermax=w.n_iter,
-                                         stopThr=0.0, warn=False) for c in cost])
+        return torch.stack([checkpoint(functools.partial(_pot_plan, mod, w), c, use_reentrant=False)
+                            for c in cost])
     return plan
 
 
@@ -308,6 +336,7 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("diffsort", "diffsort", "diffsort", ("cpu", "cuda"), _build_diffsort),
         Contender("diffcomb-implicit", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_implicit),
         Contender("POT-torch", "ot", "pot", ("cpu", "cuda"), _build_pot_torch),
+        Contender("POT-torch-ckpt", "ot", "pot", ("cpu", "cuda"), _build_pot_torch_ckpt),
         Contender("POT-numpy", "ot", "pot", ("cpu",), _build_pot_numpy),
         Contender("geomloss", "geomloss", "geomloss", ("cpu", "cuda"), _build_geomloss),
         Contender("torchsort.soft_rank", "torchsort", "torchsort", ("cpu", "cuda"), _build_torchsort_rank),
@@ -324,7 +353,7 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sort": ("diffcomb", "torchsort", "fast-soft-sort", "torch.sort"),
     "softdtw": ("diffcomb", "tslearn", "pysdtw"),
     "sortnet": ("diffcomb", "diffsort"),
-    "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-numpy", "geomloss", "torchsort.soft_rank",
-                 "diffcomb.soft_rank"),
+    "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-torch-ckpt", "POT-numpy", "geomloss",
+                 "torchsort.soft_rank", "diffcomb.soft_rank"),
     "perturb": ("diffcomb", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
 }

@@ -351,7 +351,8 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
         epsilon (float): entropic regularization, > 0. Default 0.1.
         max_iter (int): iteration limit (one iteration = the f- and the g-update). Default 1000.
         tol (float, optional): stop when ``sum_i |sum_j P_ij - a_i| <= tol`` (columns are exact after
-            each iteration). Default 1e-6 for float64, 1e-4 for float32 (SPEC 4.1).
+            each iteration). Default 1e-6 for float64, 1e-4 for float32 (SPEC 4.1). ``tol=0`` runs
+            exactly ``max_iter`` iterations (``converged`` is then False).
         check_every (int): test convergence every this many iterations (and at the last one). Default 10.
         backward (str): ``"implicit"`` (default): implicit differentiation of the optimality conditions,
             exact at convergence; ``"unroll"``: backpropagation through the executed iterations, exact
@@ -631,18 +632,31 @@ def sinkhorn_quantile(x: Tensor, q: Union[float, Sequence[float]], epsilon: floa
 # Gumbel-Sinkhorn (SPEC 4.6).
 
 
-def _hard_permutation(X: Tensor) -> Tensor:
-    """One-hot matrices (B, n, n) of the maximum-weight assignments of X (B, n, n)."""
+@torch.library.custom_op("diffcomb::linear_assignment", mutates_args=())
+def _assignment_op(X: Tensor) -> Tensor:
+    """Maximum-weight assignments perm (B, n) int64 of square scores X (B, n, n), row i to column
+    perm[i]; -1 for matrices with non-finite scores. Solved on the CPU (Hungarian method)."""
     batch, n, _ = X.shape
     Xc = X.detach().cpu().contiguous()
     perm = torch.empty((batch, n), dtype=torch.int64)
     if Xc.numel():
         _native.cpu().sinkhorn_assignment(_native.address(Xc), _native.address(perm), batch, n,
                                           _native.dtype_code(Xc), _native.threads())
-    bad = perm < 0
-    hard = torch.zeros((batch, n, n), dtype=X.dtype).scatter_(-1, perm.clamp_min(0).unsqueeze(-1), 1.0)
-    hard = torch.where(bad.any(-1, keepdim=True).unsqueeze(-1), torch.full_like(hard, math.nan), hard)
-    return hard.to(X.device)
+    return perm.to(X.device)
+
+
+@_assignment_op.register_fake
+def _(X):
+    return X.new_empty(X.shape[:-1], dtype=torch.int64)
+
+
+def _hard_permutation(X: Tensor) -> Tensor:
+    """One-hot matrices (B, n, n) of the maximum-weight assignments of X (B, n, n); NaN matrices
+    where X has non-finite scores."""
+    perm = torch.ops.diffcomb.linear_assignment(X.detach())
+    hard = torch.zeros_like(X).scatter_(-1, perm.clamp_min(0).unsqueeze(-1), 1.0)
+    bad = (perm < 0).any(-1, keepdim=True).unsqueeze(-1)
+    return torch.where(bad, torch.full_like(hard, math.nan), hard)
 
 
 def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise: bool = True,
@@ -724,6 +738,10 @@ def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise
 
 
 def _sqeuclidean(x: Tensor, y: Tensor) -> Tensor:
+    """|x_i - y_j|^2: by differences for few features (exact, and faster than a batched matrix
+    product with an inner size of 2 or 3), else by the quadratic expansion."""
+    if x.shape[-1] <= 4:
+        return (x.unsqueeze(-2) - y.unsqueeze(-3)).square().sum(-1)
     return (x.square().sum(-1).unsqueeze(-1) + y.square().sum(-1).unsqueeze(-2)
             - 2.0 * (x @ y.transpose(-1, -2)))
 

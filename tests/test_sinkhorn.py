@@ -211,6 +211,18 @@ def test_empty(shape):
     assert C.grad.shape == shape
 
 
+def test_empty_layers():
+    x = torch.zeros(3, 0, dtype=F64, requires_grad=True)
+    assert sinkhorn_rank(x).shape == (3, 0) and sinkhorn_sort(x).shape == (3, 0)
+    sinkhorn_sort(x).sum().backward()
+    assert x.grad.shape == (3, 0)
+    X = torch.zeros(2, 0, 0, dtype=F64)
+    assert gumbel_sinkhorn(X).shape == (2, 0, 0) and gumbel_sinkhorn(X, hard=True).shape == (2, 0, 0)
+    assert sinkhorn_quantile(torch.zeros(0, 5), 0.5).shape == (0,)
+    y = torch.randn(4, 5, 7, dtype=F64)
+    assert sinkhorn_quantile(y, [0.3, 0.5], 0.1, dim=1).shape == (4, 7, 2)
+
+
 def test_nan_and_inf_give_nan_rows(gen):
     C, a, b = problem(gen, (3, 4, 5))
     C = C.clone()
@@ -536,6 +548,8 @@ def test_gumbel_sinkhorn_hard_is_the_assignment_with_straight_through_gradient(g
     # SPEC 7.6 assignment example
     T = torch.tensor([[4.0, 1, 3], [2, 0, 5], [3, 2, 2]])
     assert gumbel_sinkhorn(T, noise=False, hard=True).argmax(-1).tolist() == [0, 2, 1]
+    T[1, 1] = float("nan")
+    assert bool(gumbel_sinkhorn(T, noise=False, hard=True).isnan().all())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -603,6 +617,22 @@ def test_compile_fullgraph(gen):
     assert_close(Cg.grad, Ce.grad)
 
 
+def test_compile_dynamic_and_gumbel(gen):
+    x = torch.randn(3, 6, generator=gen, dtype=F64)
+    X = torch.randn(2, 4, 4, generator=gen, dtype=F64)
+
+    def fn(x, X):
+        return (sinkhorn_sort(x, 0.1, backward="unroll").sum() + gumbel_sinkhorn(X, 0.5, 8, noise=False).sum()
+                + (gumbel_sinkhorn(X, 0.5, 8, noise=False, hard=True) * X).sum())
+
+    compiled = torch.compile(fn, fullgraph=True, dynamic=True, backend="aot_eager")
+    xe, Xe = x.clone().requires_grad_(), X.clone().requires_grad_()
+    xc, Xc = x.clone().requires_grad_(), X.clone().requires_grad_()
+    ve, vc = fn(xe, Xe), compiled(xc, Xc)
+    assert_close(vc, ve)
+    assert_close(torch.autograd.grad(vc, (xc, Xc))[1], torch.autograd.grad(ve, (xe, Xe))[1])
+
+
 def test_opcheck(gen):
     C, a, b = problem(gen, (2, 4, 3))
     G = torch.randn(2, 4, 3, generator=gen, dtype=F64)
@@ -614,6 +644,7 @@ def test_opcheck(gen):
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_backward, (C, a, b, P, f, g, G, gc, 0.3))
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_backward, (C, a, b, P, f, g, None, gc, 0.3))
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_unrolled_backward, (C, a, b, fh, gh, n_iter, G, gc, 0.3))
+    torch.library.opcheck(torch.ops.diffcomb.linear_assignment, (torch.randn(3, 5, 5, generator=gen),))
 
 
 # ------------------------------------------------------------------------------------------------
