@@ -7,7 +7,8 @@ forward+backward on one row (imports, JIT and caches warm up), then resets
 the kernel's high-water mark (``/proc/self/clear_refs``, Linux) and records
 ``VmHWM - VmRSS``, i.e. the peak of everything one forward+backward
 allocates beyond its inputs: outputs, what autograd keeps, scratch, the
-gradient. Every contender is measured the same way. A contender that cannot
+gradient. Every contender is measured the same way, with glibc's mmap threshold
+fixed at 64 KiB so that freed tensors leave the resident set at once. A contender that cannot
 run the workload's batch (``peers.Unsupported``, e.g. diffsort needing
 hundreds of GB) is measured at two small batches and extrapolated linearly
 in the batch (its memory is linear in B); the result says so.
@@ -68,6 +69,10 @@ def _child(contender_name: str, workload_json: str) -> dict:
 def measure(contender_name: str, workload, timeout: float = 1800.0) -> dict:
     """{"status", "peak_bytes"} of one forward+backward of ``workload`` in a fresh process."""
     env = dict(os.environ)
+    # A fixed mmap threshold: every block of 64 KiB or more is mapped on allocation and
+    # unmapped on free, so the resident set follows the live tensors (glibc's default
+    # raises the threshold after frees and keeps freed blocks in the heap).
+    env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
