@@ -464,7 +464,7 @@ class DiffSortNet(nn.Module):
         tensor([[1.0200, 2.0100, 2.9900, 3.9800]])
     """
 
-    def __init__(self, network: str = "odd_even", size: int = 2, steepness: float = 10.0, sigmoid: str = "cauchy",
+    def __init__(self, network: str, size: int, steepness: float = 10.0, sigmoid: str = "cauchy",
                  art_lambda: float = 0.25, return_matrix: bool = True, descending: bool = False) -> None:
         super().__init__()
         name = "DiffSortNet"
