@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "../common/common.h"
@@ -101,10 +103,10 @@ SN_ALWAYS_INLINE void run_layers(const SortNetwork& net, const T* alpha, T* stat
 // Pt (n x n, wire-major) of one row of the batch.
 template <class T>
 SN_ALWAYS_INLINE void p_forward_row_impl(const SortNetwork& net, const T* alpha, int64_t n, T* Pt,
-                                         LaneScratch<T>& scratch) {
+                                         int64_t block_begin, int64_t block_end, LaneScratch<T>& scratch) {
   constexpr int R = lanes<T>();
   T* state = scratch.state.data();
-  for (int64_t i0 = 0; i0 < n; i0 += R) {
+  for (int64_t i0 = block_begin * R; i0 < std::min(n, block_end * R); i0 += R) {
     const int32_t rows = int32_t(std::min<int64_t>(R, n - i0));
     start_block<R>(state, n, int32_t(i0), rows);
     int32_t s = int32_t(i0), e = int32_t(i0) + rows;
@@ -130,7 +132,8 @@ int32_t segment_layers(int64_t n, int32_t layers) {
 // from its checkpoint with a tape and the gradient lanes run backward through it.
 template <class T>
 SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha, const T* g_P, int64_t n,
-                                          double* dalpha, LaneScratch<T>& scratch) {
+                                          int64_t block_begin, int64_t block_end, double* dalpha,
+                                          LaneScratch<T>& scratch) {
   constexpr int R = lanes<T>();
   const int32_t K = segment_layers<T>(n, net.layers);
   const int32_t segments = (net.layers + K - 1) / K;
@@ -139,7 +142,7 @@ SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha
   T* tape = scratch.tape.data();
   T* checkpoints = scratch.checkpoints.data();
   int32_t* ranges = scratch.ranges.data();
-  for (int64_t i0 = 0; i0 < n; i0 += R) {
+  for (int64_t i0 = block_begin * R; i0 < std::min(n, block_end * R); i0 += R) {
     const int32_t rows = int32_t(std::min<int64_t>(R, n - i0));
     start_block<R>(state, n, int32_t(i0), rows);
     int32_t s = int32_t(i0), e = int32_t(i0) + rows;
@@ -176,21 +179,40 @@ SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha
 }
 
 // The multiversioned entry points of the lane loops, one per dtype.
-SN_CLONES void p_forward_row(const SortNetwork& net, const float* alpha, int64_t n, float* Pt,
-                             LaneScratch<float>& scratch) {
-  p_forward_row_impl(net, alpha, n, Pt, scratch);
+// Blocks [block_begin, block_end) of lanes (rows block * R.. of P) of one row of the batch.
+SN_CLONES void p_forward_row(const SortNetwork& net, const float* alpha, int64_t n, float* Pt, int64_t block_begin,
+                             int64_t block_end, LaneScratch<float>& scratch) {
+  p_forward_row_impl(net, alpha, n, Pt, block_begin, block_end, scratch);
 }
 SN_CLONES void p_forward_row(const SortNetwork& net, const double* alpha, int64_t n, double* Pt,
-                             LaneScratch<double>& scratch) {
-  p_forward_row_impl(net, alpha, n, Pt, scratch);
+                             int64_t block_begin, int64_t block_end, LaneScratch<double>& scratch) {
+  p_forward_row_impl(net, alpha, n, Pt, block_begin, block_end, scratch);
 }
 SN_CLONES void p_backward_row(const SortNetwork& net, const float* alpha, const float* g_P, int64_t n,
-                              double* dalpha, LaneScratch<float>& scratch) {
-  p_backward_row_impl(net, alpha, g_P, n, dalpha, scratch);
+                              int64_t block_begin, int64_t block_end, double* dalpha, LaneScratch<float>& scratch) {
+  p_backward_row_impl(net, alpha, g_P, n, block_begin, block_end, dalpha, scratch);
 }
 SN_CLONES void p_backward_row(const SortNetwork& net, const double* alpha, const double* g_P, int64_t n,
-                              double* dalpha, LaneScratch<double>& scratch) {
-  p_backward_row_impl(net, alpha, g_P, n, dalpha, scratch);
+                              int64_t block_begin, int64_t block_end, double* dalpha,
+                              LaneScratch<double>& scratch) {
+  p_backward_row_impl(net, alpha, g_P, n, block_begin, block_end, dalpha, scratch);
+}
+
+// The scratch of p_backward_row.
+template <class T>
+void prepare_backward_scratch(const SortNetwork& net, int64_t n, LaneScratch<T>& scratch) {
+  constexpr int R = lanes<T>();
+  const int32_t layers = net.layers;
+  scratch.state.resize(n * R);
+  scratch.grad.resize(n * R);
+  const int64_t K = segment_layers<T>(n, layers);
+  const int64_t segments = std::max<int64_t>((layers + K - 1) / K, 1);
+  int64_t widest = 1;  // comparators of the largest layer
+  for (int32_t l = 0; l < layers; ++l) widest = std::max<int64_t>(widest, net.offsets[l + 1] - net.offsets[l]);
+  scratch.tape.resize(K * widest * R);
+  scratch.checkpoints.resize(segments * n * R);
+  scratch.ranges.resize(2 * K);
+  scratch.bounds.resize(2 * segments);
 }
 
 template <class T>
@@ -209,26 +231,40 @@ void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, 
     using T = decltype(tag);
     dispatch_sigmoid(sigmoid, [&](auto sigmoid_tag) {
       constexpr Sigmoid S = decltype(sigmoid_tag)::value;
-      const int64_t row_cost = 4 * C + (Pt ? C * n + n * n : 0);
-      parallel_rows(batch, threads, row_cost, [&](int64_t begin, int64_t end) {
-        LaneScratch<T> scratch;
-        if (Pt) scratch.state.resize(n * lanes<T>());
+      // Values and mixing weights, row by row.
+      std::vector<char> bad(batch, 0);
+      parallel_rows(batch, threads, 4 * C, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
           const T* xb = as_ptr<const T>(x) + b * n;
           T* v = as_ptr<T>(values) + b * n;
           T* al = as_ptr<T>(alpha) + b * C;
-          T* pt = Pt ? as_ptr<T>(Pt) + b * n * n : nullptr;
           if (!row_finite(xb, n)) {  // SPEC 0: the whole row is NaN
+            bad[b] = 1;
             fill_nan(v, n);
             fill_nan(al, C);
-            if (pt) fill_nan(pt, n * n);
+            if (Pt) fill_nan(as_ptr<T>(Pt) + b * n * n, n * n);
             continue;
           }
           std::copy(xb, xb + n, v);
           for (int64_t c = 0; c < C; ++c) {
             al[c] = swap_values<S>(v, net.lo[c], net.hi[c], steepness, art_lambda);
           }
-          if (pt) p_forward_row(net, al, n, pt, scratch);
+        }
+      });
+      if (!Pt || n == 0) return;
+      // P: the (row, block of lanes) pairs are independent, so a small batch uses every thread too.
+      const int64_t blocks = (n + lanes<T>() - 1) / lanes<T>();
+      parallel_rows(batch * blocks, threads, C * lanes<T>(), [&](int64_t begin, int64_t end) {
+        LaneScratch<T> scratch;
+        scratch.state.resize(n * lanes<T>());
+        for (int64_t item = begin; item < end;) {
+          const int64_t b = item / blocks;
+          const int64_t block_end = std::min(end, (b + 1) * blocks) - b * blocks;
+          if (!bad[b]) {
+            p_forward_row(net, as_ptr<const T>(alpha) + b * C, n, as_ptr<T>(Pt) + b * n * n, item % blocks,
+                          block_end, scratch);
+          }
+          item = b * blocks + block_end;
         }
       });
     });
@@ -246,22 +282,16 @@ void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_value
     dispatch_sigmoid(sigmoid, [&](auto sigmoid_tag) {
       constexpr Sigmoid S = decltype(sigmoid_tag)::value;
       const int64_t row_cost = 8 * C + (g_P ? 2 * C * n + n * n : 0);
-      parallel_rows(batch, threads, row_cost, [&](int64_t begin, int64_t end) {
+      const int64_t blocks = (n + lanes<T>() - 1) / lanes<T>();
+      // With fewer rows than threads, the rows go one after the other and the blocks of
+      // lanes of a row are split among the threads instead.
+      const bool split_rows = g_P && batch < threads && blocks > 1;
+      auto rows_body = [&](int64_t begin, int64_t end) {
         LaneScratch<T> scratch;
         std::vector<double> dalpha, a_minus_b(C), fprime(C), gv(n);
         std::vector<T> v(n);
         if (g_P) {
-          constexpr int R = lanes<T>();
-          scratch.state.resize(n * R);
-          scratch.grad.resize(n * R);
-          const int64_t K = segment_layers<T>(n, int32_t(layers));
-          const int64_t segments = std::max<int64_t>((layers + K - 1) / K, 1);
-          int64_t widest = 1;  // comparators of the largest layer
-          for (int64_t l = 0; l < layers; ++l) widest = std::max<int64_t>(widest, net.offsets[l + 1] - net.offsets[l]);
-          scratch.tape.resize(K * widest * R);
-          scratch.checkpoints.resize(segments * n * R);
-          scratch.ranges.resize(2 * K);
-          scratch.bounds.resize(2 * segments);
+          if (!split_rows) prepare_backward_scratch(net, n, scratch);
           dalpha.resize(C);
         }
         for (int64_t b = begin; b < end; ++b) {
@@ -274,7 +304,28 @@ void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_value
           }
           if (g_P) {
             std::fill(dalpha.begin(), dalpha.end(), 0.0);
-            p_backward_row(net, al, as_ptr<const T>(g_P) + b * n * n, n, dalpha.data(), scratch);
+            const T* gp = as_ptr<const T>(g_P) + b * n * n;
+            if (split_rows) {
+              // Fewer rows than threads: the blocks of lanes of this row in parallel, each
+              // thread with its own dalpha, added up in a fixed order (deterministic).
+              std::mutex lock;
+              std::vector<std::pair<int64_t, std::vector<double>>> parts;
+              parallel_rows(blocks, threads, 3 * C * lanes<T>(), [&](int64_t bb, int64_t be) {
+                LaneScratch<T> own;
+                prepare_backward_scratch(net, n, own);
+                std::vector<double> local(C, 0.0);
+                p_backward_row(net, al, gp, n, bb, be, local.data(), own);
+                std::lock_guard<std::mutex> guard(lock);
+                parts.emplace_back(bb, std::move(local));
+              });
+              std::sort(parts.begin(), parts.end(),
+                        [](const auto& a, const auto& b) { return a.first < b.first; });
+              for (const auto& part : parts) {
+                for (int64_t c = 0; c < C; ++c) dalpha[c] += part.second[c];
+              }
+            } else {
+              p_backward_row(net, al, gp, n, 0, blocks, dalpha.data(), scratch);
+            }
           }
           std::copy(xb, xb + n, v.begin());
           for (int64_t c = 0; c < C; ++c) {
@@ -292,7 +343,12 @@ void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_value
           }
           for (int64_t i = 0; i < n; ++i) out[i] = T(gv[i]);
         }
-      });
+      };
+      if (split_rows) {
+        rows_body(0, batch);
+      } else {
+        parallel_rows(batch, threads, row_cost, rows_body);
+      }
     });
   });
 }
