@@ -85,9 +85,9 @@ def measure(contender_name: str, workload, lift_work_limit: bool = False, timeou
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", contender_name,
-                               json.dumps(workload.as_dict()), str(int(lift_work_limit))], capture_output=True, text=True, timeout=timeout,
-                              env=env, cwd=root)
+        command = [sys.executable, "-m", "benchmarks.memory", contender_name, json.dumps(workload.as_dict()),
+                   str(int(lift_work_limit))]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout (> {timeout:g} s)"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -48,7 +48,6 @@ __all__ = [
 NETWORKS = ("odd_even", "bitonic")
 # Codes shared with csrc/sortnet/sortnet.h (enum Sigmoid).
 SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
-_MONOTONIC = ("reciprocal", "cauchy", "optimal")
 _MAX_COMPARATORS = 2**31 - 1  # int32 comparator indices
 _BCE_CLAMP = 1e-7  # SPEC 5.5
 _REDUCTIONS = ("mean", "sum", "none")

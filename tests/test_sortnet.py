@@ -95,7 +95,8 @@ def test_spec_7_5_bitonic_depths():
 def test_layout_is_the_reference_network(network):
     for n in range(0, 41):
         lo, hi, offsets = network_layout(network, n)
-        layers = [[(int(lo[c]), int(hi[c])) for c in range(offsets[l], offsets[l + 1])] for l in range(len(offsets) - 1)]
+        layers = [[(int(lo[c]), int(hi[c])) for c in range(offsets[l], offsets[l + 1])]
+                  for l in range(len(offsets) - 1)]
         assert layers == [layer for layer in ref.network_layers(network, n) if layer]
         for l in range(len(offsets) - 1):  # what the kernels rely on (sortnet.h)
             a = np.minimum(lo[offsets[l]:offsets[l + 1]], hi[offsets[l]:offsets[l + 1]])
@@ -161,9 +162,7 @@ def test_descending(network):
 def test_ranking_loss_against_reference(network, sigmoid):
     rng = rng_for("rank", network, sigmoid)
     x = separated_np(rng, (3, 6))
-    targets = rng.permutation(6)[None, :].repeat(3, 0) + np.arange(3)[:, None] * 0
-    for b in range(3):
-        targets[b] = rng.permutation(6)
+    targets = np.stack([rng.permutation(6) for _ in range(3)])
     xt = torch.tensor(x, requires_grad=True)
     P = diffcomb.sorting_network(xt, network=network, sigmoid=sigmoid, steepness=2.0).matrix
     loss = diffcomb.ranking_loss(P, torch.tensor(targets), reduction="none")
