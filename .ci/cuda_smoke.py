@@ -76,5 +76,19 @@ for m, n in ((1, 5), (6, 1), (40, 33), (300, 280)):
         check_many(f"soft_dtw {cost} {m}x{n}", lambda a, b: diffcomb.soft_dtw(
             a, b, 0.3, cost=cost, x_lengths=lx.to(a.device)), x, y)
 
+
+# Sorting networks: values (block per row), P forward and backward (thread per row of P,
+# the backward's batch chunks), values-only mode, NaN rows, n = 0 and 1.
+for n in (0, 1, 5, 33, 300):
+    for rows in (1, 7):
+        x = torch.randn(rows, n, dtype=torch.float64) * 3
+        if n and rows > 1:
+            x[1, n // 2] = float("nan")
+        for net in ("odd_even", "bitonic"):
+            check(f"sorting_network/{net}/P", lambda t: diffcomb.sorting_network(t, network=net).matrix, x)
+            check(f"sorting_network/{net}/values",
+                  lambda t: diffcomb.sorting_network(t, network=net, sigmoid="logistic_phi",
+                                                     return_matrix=False).values, x)
+
 print("\n".join(failures) if failures else "cuda smoke: all paths agree with the CPU")
 sys.exit(1 if failures else 0)

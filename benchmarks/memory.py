@@ -3,16 +3,19 @@
 CPU tensors come from malloc/mmap, which torch's allocator does not count, so
 the measure is the process's resident set: a child process imports the
 contender, builds the workload's input and upstream gradient, runs one
-forward+backward on one row (imports, JIT and caches warm up), then resets
+forward+backward on one row (imports, lazy initialization and per-shape
+buffers warm up), then resets
 the kernel's high-water mark (``/proc/self/clear_refs``, Linux) and records
 ``VmHWM - VmRSS``, i.e. the peak of everything one forward+backward
 allocates beyond its inputs: outputs, what autograd keeps, scratch, the
-gradient. Every contender is measured the same way. A contender that cannot
-run the workload's batch (``peers.Unsupported``, e.g. diffsort needing
-hundreds of GB) is measured at two small batches and extrapolated linearly
-in the batch (its memory is linear in B); the result says so.
+gradient. Every contender is measured the same way, with glibc's mmap threshold
+fixed at 64 KiB so that freed tensors leave the resident set at once. A contender that cannot
+run the workload's batch (``peers.Unsupported``, e.g. diffsort needing tens
+of GB, or minutes of dense products) is measured at batches 2 and 4, past its
+work limit, and extrapolated linearly in the batch (its memory is linear in
+B); the result says so.
 
-Run as ``python -m benchmarks.memory CONTENDER WORKLOAD_JSON``; ``measure``
+Run as ``python -m benchmarks.memory CONTENDER WORKLOAD_JSON LIFT(0|1)``; ``measure``
 calls it and parses the one JSON line it prints.
 """
 
@@ -37,7 +40,7 @@ def _status_kib(field: str) -> int:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
-def _child(contender_name: str, workload_json: str) -> dict:
+def _child(contender_name: str, workload_json: str, lift_work_limit: bool) -> dict:
     import torch
 
     from . import peers
@@ -48,9 +51,15 @@ def _child(contender_name: str, workload_json: str) -> dict:
     if ld.status != "ok":
         return {"status": ld.status}
     try:
-        fn = ld.contender.build(ld.module, w)
+        if contender_name == "diffsort" and lift_work_limit:
+            fn = peers.build_diffsort(ld.module, w, max_muladds=None)
+        else:
+            fn = ld.contender.build(ld.module, w)
     except peers.Unsupported as e:
         return {"status": f"unsupported: {e}"}
+    # Warm up on one row of the same shape: the first call at a shape allocates buffers
+    # that later calls reuse (measured: about 1.4 GiB for diffsort at n = 1024), which
+    # is not the per-call memory.
     inputs = make_inputs(w, "cpu", 0)
     warm = inputs.x[:1].detach().clone().requires_grad_(True)
     (fn(warm) * inputs.g[:1]).sum().backward()
@@ -65,15 +74,20 @@ def _child(contender_name: str, workload_json: str) -> dict:
     return {"status": "ok", "peak_bytes": (peak - base) * 1024, "torch_threads": torch.get_num_threads()}
 
 
-def measure(contender_name: str, workload, timeout: float = 1800.0) -> dict:
-    """{"status", "peak_bytes"} of one forward+backward of ``workload`` in a fresh process."""
+def measure(contender_name: str, workload, lift_work_limit: bool = False, timeout: float = 1800.0) -> dict:
+    """{"status", "peak_bytes"} of one forward+backward of ``workload`` in a fresh process
+    (``lift_work_limit``: run diffsort past its work limit, for the small-batch probes)."""
     env = dict(os.environ)
+    # A fixed mmap threshold: every block of 64 KiB or more is mapped on allocation and
+    # unmapped on free, so the resident set follows the live tensors (glibc's default
+    # raises the threshold after frees and keeps freed blocks in the heap).
+    env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", contender_name,
-                               json.dumps(workload.as_dict())], capture_output=True, text=True, timeout=timeout,
-                              env=env, cwd=root)
+        command = [sys.executable, "-m", "benchmarks.memory", contender_name, json.dumps(workload.as_dict()),
+                   str(int(lift_work_limit))]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout (> {timeout:g} s)"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -90,7 +104,8 @@ def measure_or_extrapolate(contender_name: str, workload) -> dict:
     if not result["status"].startswith("unsupported"):
         result["batch"] = workload.batch
         return result
-    small = [measure(contender_name, dataclasses.replace(workload, batch=b)) for b in SMALL_BATCHES]
+    small = [measure(contender_name, dataclasses.replace(workload, batch=b), lift_work_limit=True)
+             for b in SMALL_BATCHES]
     if any(r["status"] != "ok" for r in small):
         return {"status": result["status"], "small_batches": small}
     (b1, b2), (p1, p2) = SMALL_BATCHES, (small[0]["peak_bytes"], small[1]["peak_bytes"])
@@ -128,4 +143,4 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_child(sys.argv[1], sys.argv[2])))
+    print(json.dumps(_child(sys.argv[1], sys.argv[2], sys.argv[3] == "1")))

@@ -156,20 +156,27 @@ def _sortnet_matrix(fn, options: dict, x: torch.Tensor) -> torch.Tensor:
     return fn(x, **options).matrix
 
 
-# --- diffsort: DiffSortNet(sorting_network_type, size, steepness, art_lambda,
-# distribution) -> (sorted, P), P[b, i, k] as diffcomb's (values = P^T x). Each
-# layer is a dense product with (n, n/2) split/combine matrices and autograd
-# keeps about four (B, n, n) tensors per layer (measured: 3.3 GB for odd-even
-# B=16 n=256, 0.6 GB for bitonic), so large workloads cannot run: those whose
-# estimate exceeds half the available memory are reported unsupported (their
-# peak memory is measured at small batches by benchmarks.memory instead).
-DIFFSORT_BYTES_PER_LAYER_ENTRY = 4  # (B, n, n) tensors kept per layer
+# --- diffsort: DiffSortNet(sorting_network_type, size, device, steepness,
+# art_lambda, distribution) -> (sorted, P), P[b, i, k] as diffcomb's (values =
+# P^T x). Each layer is a dense product with (n, n/2) split/combine matrices:
+# depth * B * n^3 multiply-adds per forward, and autograd keeps about 1.2
+# (B, n, n) tensors per layer (measured with benchmarks.memory: 65 MiB per row
+# for odd-even n = 256, 241 MiB per row for bitonic n = 1024). Workloads beyond
+# DIFFSORT_MAX_MULADDS (minutes per call on 2 cores; bitonic 128x256, 7.7e10,
+# takes about 30 s) or half the available memory are reported unsupported;
+# their peak memory is still measured at small batches (benchmarks.memory).
+DIFFSORT_ENTRIES_PER_LAYER = 1.25
+DIFFSORT_MAX_MULADDS = 2e11
+
+
+def _diffsort_depth(w: AnyWorkload) -> int:
+    k = max(w.n - 1, 0).bit_length()
+    return w.n if w.network == "odd_even" else k * (k + 1) // 2
 
 
 def diffsort_estimated_bytes(w: AnyWorkload) -> int:
-    depth = w.n if w.network == "odd_even" else (lambda k: k * (k + 1) // 2)(max(w.n - 1, 0).bit_length())
     itemsize = torch.empty((), dtype=DTYPES[w.dtype]).element_size()
-    return DIFFSORT_BYTES_PER_LAYER_ENTRY * depth * w.batch * w.n * w.n * itemsize
+    return int(DIFFSORT_ENTRIES_PER_LAYER * _diffsort_depth(w) * w.batch * w.n * w.n * itemsize)
 
 
 def available_bytes() -> int | None:
@@ -183,17 +190,33 @@ def available_bytes() -> int | None:
     return None
 
 
-def _build_diffsort(mod: ModuleType, w: AnyWorkload) -> OpFn:
+def build_diffsort(mod: ModuleType, w: AnyWorkload, max_muladds: float | None = DIFFSORT_MAX_MULADDS) -> OpFn:
+    """diffsort's P as fn(x); max_muladds=None lifts the work limit (memory probes at small batches)."""
     if w.op != "sorting_network":
         raise Unsupported(f"diffsort has no {w.op}")
     if w.network == "bitonic" and w.n & (w.n - 1):
         raise Unsupported("diffsort's bitonic network needs n a power of two")
+    muladds = _diffsort_depth(w) * w.batch * w.n**3
+    if max_muladds is not None and muladds > max_muladds:
+        raise Unsupported(f"dense per-layer products: {muladds:.1e} multiply-adds per forward (limit "
+                          f"{DIFFSORT_MAX_MULADDS:.0e}: minutes per call)")
     need, avail = diffsort_estimated_bytes(w), available_bytes()
     if avail is not None and need > avail // 2:
-        raise Unsupported(f"needs about {need / 2**30:.0f} GiB (autograd keeps ~4 (B, n, n) tensors per layer), "
+        raise Unsupported(f"needs about {need / 2**30:.1f} GiB (autograd keeps ~1.2 (B, n, n) tensors per layer), "
                           f"{avail / 2**30:.0f} GiB available")
-    sorter = mod.DiffSortNet(w.network, w.n, steepness=w.steepness, distribution=w.sigmoid)
-    return lambda x: sorter(x)[1]
+    return _diffsort_fn(mod, w)
+
+
+def _diffsort_fn(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    sorters: dict = {}  # one per device: diffsort keeps its layer matrices on the device given at construction
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if x.device not in sorters:
+            sorters[x.device] = mod.DiffSortNet(w.network, w.n, steepness=w.steepness, distribution=w.sigmoid,
+                                                device=str(x.device))
+        return sorters[x.device](x)[1]
+
+    return fn
 
 
 # --- Sinkhorn suite (workloads.SinkhornWorkload). Every contender of the plan workloads runs
@@ -333,7 +356,7 @@ CONTENDERS: Mapping[str, Contender] = {
         # tslearn computes on the host with numba; pysdtw also has a numba.cuda path.
         Contender("tslearn", "tslearn.metrics", "tslearn", ("cpu",), _build_tslearn),
         Contender("pysdtw", "pysdtw", "pysdtw", ("cpu", "cuda"), _build_pysdtw),
-        Contender("diffsort", "diffsort", "diffsort", ("cpu", "cuda"), _build_diffsort),
+        Contender("diffsort", "diffsort", "diffsort", ("cpu", "cuda"), build_diffsort),
         Contender("diffcomb-implicit", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_implicit),
         Contender("POT-torch", "ot", "pot", ("cpu", "cuda"), _build_pot_torch),
         Contender("POT-torch-ckpt", "ot", "pot", ("cpu", "cuda"), _build_pot_torch_ckpt),

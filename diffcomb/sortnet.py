@@ -48,7 +48,6 @@ __all__ = [
 NETWORKS = ("odd_even", "bitonic")
 # Codes shared with csrc/sortnet/sortnet.h (enum Sigmoid).
 SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
-_MONOTONIC = ("reciprocal", "cauchy", "optimal")
 _MAX_COMPARATORS = 2**31 - 1  # int32 comparator indices
 _BCE_CLAMP = 1e-7  # SPEC 5.5
 _REDUCTIONS = ("mean", "sum", "none")
@@ -184,9 +183,10 @@ def _p_backward_cuda(alpha: Tensor, grad_Pt: Tensor, lo: Tensor, hi: Tensor, off
 
 
 @torch.library.custom_op("diffcomb::sorting_network_backward", mutates_args=())
-def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_Pt: Optional[Tensor],
+def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor],
                          network: int, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
-    """dL/dx (B, n) from the upstream gradients of the values and of Pt (None: zero)."""
+    """dL/dx (B, n) from the upstream gradients of the values and of P (B, n, n), in P's own
+    layout (grad_P[b, i, k] = dL/dP[b, i, k]); None: zero."""
     batch, n = x.shape
     lo, hi, offsets = _layout_tensors(NETWORKS[network], n, x.device)
     dx = torch.empty_like(x)
@@ -195,8 +195,8 @@ def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor]
         device, stream = _native.stream_of(x)
         module = _native.cuda("sorting_network")
         dalpha = None
-        if grad_Pt is not None and alpha.numel():
-            dalpha = _p_backward_cuda(alpha, grad_Pt, lo, hi, offsets)
+        if grad_P is not None and alpha.numel():
+            dalpha = _p_backward_cuda(alpha, grad_P.mT.contiguous(), lo, hi, offsets)
         work = torch.empty(module.sortnet_values_backward_work_bytes(batch, n, alpha.shape[1], _native.dtype_code(x)),
                            dtype=torch.uint8, device=x.device)
         module.sortnet_values_backward(
@@ -206,14 +206,14 @@ def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor]
             _native.dtype_code(x), device, stream)
     else:
         _native.cpu().sortnet_backward(
-            _native.address(x), _native.address(alpha), _native.address(grad_values), _native.address(grad_Pt),
+            _native.address(x), _native.address(alpha), _native.address(grad_values), _native.address(grad_P),
             _native.address(dx), _native.address(lo), _native.address(hi), _native.address(offsets), batch, n,
             layers, sigmoid, steepness, art_lambda, _native.dtype_code(x), _native.threads())
     return dx
 
 
 @_sortnet_backward_op.register_fake
-def _(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_Pt: Optional[Tensor], network: int,
+def _(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor], network: int,
       sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
     return torch.empty_like(x)
 
@@ -231,11 +231,10 @@ def _backward(ctx, grad_values, grad_Pt, _grad_alpha):
     x, alpha = ctx.saved_tensors
     if grad_values is not None:
         grad_values = grad_values.contiguous()
-    if grad_Pt is not None and ctx.with_matrix and grad_Pt.numel():
-        grad_Pt = grad_Pt.contiguous()
-    else:
-        grad_Pt = None
-    dx = torch.ops.diffcomb.sorting_network_backward(x, alpha, grad_values, grad_Pt, *ctx.params)
+    # The gradient of Pt is usually the transpose of a contiguous dL/dP: hand the kernel
+    # dL/dP in P's layout, which then costs no copy.
+    grad_P = grad_Pt.mT.contiguous() if grad_Pt is not None and ctx.with_matrix and grad_Pt.numel() else None
+    dx = torch.ops.diffcomb.sorting_network_backward(x, alpha, grad_values, grad_P, *ctx.params)
     return dx, None, None, None, None, None
 
 
@@ -464,7 +463,7 @@ class DiffSortNet(nn.Module):
         tensor([[1.0200, 2.0100, 2.9900, 3.9800]])
     """
 
-    def __init__(self, network: str = "odd_even", size: int = 2, steepness: float = 10.0, sigmoid: str = "cauchy",
+    def __init__(self, network: str, size: int, steepness: float = 10.0, sigmoid: str = "cauchy",
                  art_lambda: float = 0.25, return_matrix: bool = True, descending: bool = False) -> None:
         super().__init__()
         name = "DiffSortNet"

@@ -11,8 +11,12 @@ the model was not trained on.
 Reported: exact-match accuracy (the whole set ranked correctly) and element-wise accuracy (the
 fraction of images given their correct rank), the metrics of the papers.
 
-    python examples/sortnet_digits_ranking.py            # about 2 minutes on 2 CPU cores
+    python examples/sortnet_digits_ranking.py            # about 1 minute on 2 CPU cores
     python examples/sortnet_digits_ranking.py --steps 200  # a quick smoke run
+
+With the defaults (seed 0) it ends at about 0.50 exact-match and 0.76 element-wise accuracy on
+1000 test sets of 5 (chance: 1/120 and 0.2); 3000 steps with the optimal sigmoid reach 0.53 / 0.78.
+The papers' MNIST numbers are higher: they train on 60000 digit images, this data set has 1797.
 
 References:
     F. Petersen, C. Borgelt, H. Kuehne, O. Deussen. Differentiable Sorting Networks for Scalable

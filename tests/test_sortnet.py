@@ -95,7 +95,8 @@ def test_spec_7_5_bitonic_depths():
 def test_layout_is_the_reference_network(network):
     for n in range(0, 41):
         lo, hi, offsets = network_layout(network, n)
-        layers = [[(int(lo[c]), int(hi[c])) for c in range(offsets[l], offsets[l + 1])] for l in range(len(offsets) - 1)]
+        layers = [[(int(lo[c]), int(hi[c])) for c in range(offsets[l], offsets[l + 1])]
+                  for l in range(len(offsets) - 1)]
         assert layers == [layer for layer in ref.network_layers(network, n) if layer]
         for l in range(len(offsets) - 1):  # what the kernels rely on (sortnet.h)
             a = np.minimum(lo[offsets[l]:offsets[l + 1]], hi[offsets[l]:offsets[l + 1]])
@@ -161,9 +162,7 @@ def test_descending(network):
 def test_ranking_loss_against_reference(network, sigmoid):
     rng = rng_for("rank", network, sigmoid)
     x = separated_np(rng, (3, 6))
-    targets = rng.permutation(6)[None, :].repeat(3, 0) + np.arange(3)[:, None] * 0
-    for b in range(3):
-        targets[b] = rng.permutation(6)
+    targets = np.stack([rng.permutation(6) for _ in range(3)])
     xt = torch.tensor(x, requires_grad=True)
     P = diffcomb.sorting_network(xt, network=network, sigmoid=sigmoid, steepness=2.0).matrix
     loss = diffcomb.ranking_loss(P, torch.tensor(targets), reduction="none")
@@ -464,3 +463,18 @@ def test_docstring_examples():
     result = doctest.testmod(diffcomb.sortnet, extraglobs={"torch": torch, "diffcomb": diffcomb},
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_row_matches_batch(dtype):
+    # One row alone takes the path that splits a row's lanes among threads; in a batch,
+    # rows go to threads whole. Same result up to the order of the dalpha sums.
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 70, generator=gen, dtype=torch.float64).to(dtype)
+    G = torch.randn(4, 70, 70, generator=gen, dtype=torch.float64).to(dtype)
+    v, P, dx = run(x, None, G, network="bitonic")
+    for b in (0, 3):
+        v1, P1, dx1 = run(x[b:b + 1], None, G[b:b + 1], network="bitonic")
+        assert_close(v1[0], v[b], rtol=0, atol=0)
+        assert_close(P1[0], P[b], rtol=0, atol=0)
+        assert_close(dx1[0], dx[b])

@@ -2,9 +2,10 @@
 // diffcomb/sortnet.py). Arrays are contiguous and row-major:
 //   x, values, dx, g_values: (B, n) of the dtype;
 //   alpha: (B, C) the saved mixing weights (C = comparators), the dtype;
-//   Pt, g_Pt: (B, n, n) the TRANSPOSED relaxed permutation matrix,
-//     Pt[b, k, i] = P[b, i, k] (wire-major: one output position per row), and
-//     its gradient; 0 = not requested (values only);
+//   Pt: (B, n, n) the TRANSPOSED relaxed permutation matrix, Pt[b, k, i] =
+//     P[b, i, k] (wire-major: one output position per row); 0 = not requested;
+//   g_P: (B, n, n) dL/dP in P's own layout (the CPU backward); g_Pt: dL/dPt
+//     (the CUDA backward); 0 = values only;
 //   lo, hi: (C) int32 wires, offsets: (layers + 1) int32 (sortnet.h).
 // sigmoid: the Sigmoid code of sortnet.h; steepness = SPEC's beta.
 #pragma once
@@ -19,9 +20,9 @@ void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, 
                  std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch, int64_t n,
                  int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype, int threads);
 
-// dx = dL/dx from g_values (0: zero) and g_Pt (0: values only), replaying the
+// dx = dL/dx from g_values (0: zero) and g_P (0: values only), replaying the
 // network from x and the saved alpha.
-void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_values, std::uintptr_t g_Pt,
+void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_values, std::uintptr_t g_P,
                   std::uintptr_t dx, std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch,
                   int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
                   int threads);
