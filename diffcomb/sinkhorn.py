@@ -632,31 +632,11 @@ def sinkhorn_quantile(x: Tensor, q: Union[float, Sequence[float]], epsilon: floa
 # Gumbel-Sinkhorn (SPEC 4.6).
 
 
-@torch.library.custom_op("diffcomb::linear_assignment", mutates_args=())
-def _assignment_op(X: Tensor) -> Tensor:
-    """Maximum-weight assignments perm (B, n) int64 of square scores X (B, n, n), row i to column
-    perm[i]; -1 for matrices with non-finite scores. Solved on the CPU (Hungarian method)."""
-    batch, n, _ = X.shape
-    Xc = X.detach().cpu().contiguous()
-    perm = torch.empty((batch, n), dtype=torch.int64)
-    if Xc.numel():
-        _native.cpu().sinkhorn_assignment(_native.address(Xc), _native.address(perm), batch, n,
-                                          _native.dtype_code(Xc), _native.threads())
-    return perm.to(X.device)
-
-
-@_assignment_op.register_fake
-def _(X):
-    return X.new_empty(X.shape[:-1], dtype=torch.int64)
-
-
 def _hard_permutation(X: Tensor) -> Tensor:
-    """One-hot matrices (B, n, n) of the maximum-weight assignments of X (B, n, n); NaN matrices
-    where X has non-finite scores."""
-    perm = torch.ops.diffcomb.linear_assignment(X.detach())
-    hard = torch.zeros_like(X).scatter_(-1, perm.clamp_min(0).unsqueeze(-1), 1.0)
-    bad = (perm < 0).any(-1, keepdim=True).unsqueeze(-1)
-    return torch.where(bad, torch.full_like(hard, math.nan), hard)
+    """One-hot matrices (B, n, n) of the maximum-weight assignments of X (B, n, n), from the shared
+    exact assignment op (diffcomb::linear_assignment, CPU and CUDA); NaN matrices where X has
+    non-finite scores."""
+    return torch.ops.diffcomb.linear_assignment(X.detach().contiguous(), True)
 
 
 def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise: bool = True,
@@ -690,8 +670,9 @@ def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise
         The ``L`` normalizations are ``L`` log-domain Sinkhorn iterations for the cost ``-X/1`` with
         ``epsilon = tau`` and unit weights, run by the native kernel; the backward replays them in
         reverse (exact derivative of the truncated algorithm). ``tau -> 0`` tends to the assignment
-        permutation. ``hard`` solves the assignment on the CPU (Hungarian method, ``O(n^3)``). NaN or
-        infinite scores make their matrix NaN.
+        permutation. ``hard`` solves the assignment exactly on the input's device
+        (:func:`diffcomb.linear_assignment`, ``O(n^3)``). NaN or infinite scores make their matrix
+        NaN.
 
     Example:
         >>> gumbel_sinkhorn(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), noise=False)

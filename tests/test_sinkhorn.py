@@ -644,7 +644,7 @@ def test_opcheck(gen):
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_backward, (C, a, b, P, f, g, G, gc, 0.3))
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_backward, (C, a, b, P, f, g, None, gc, 0.3))
     torch.library.opcheck(torch.ops.diffcomb.sinkhorn_unrolled_backward, (C, a, b, fh, gh, n_iter, G, gc, 0.3))
-    torch.library.opcheck(torch.ops.diffcomb.linear_assignment, (torch.randn(3, 5, 5, generator=gen),))
+    torch.library.opcheck(torch.ops.diffcomb.linear_assignment, (torch.randn(3, 5, 5, generator=gen), True))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,11 +33,6 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                            int64_t m, int64_t max_iter, double eps, int dtype, int threads);
 
-// Maximum-weight perfect matching of square score matrices X (B, n, n):
-// perm (B, n) int64 with row i matched to column perm[i] (Hungarian method,
-// O(n^3) per problem). Rows with non-finite scores get perm = -1.
-void assignment_cpu(std::uintptr_t X, std::uintptr_t perm, int64_t batch, int64_t n, int dtype, int threads);
-
 // CUDA versions (csrc/sinkhorn/cuda.cu): same arrays as device addresses;
 // work: device scratch of cuda_work_bytes(batch, n, m) bytes.
 int64_t cuda_work_bytes(int64_t batch, int64_t n, int64_t m);

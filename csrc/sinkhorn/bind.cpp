@@ -8,5 +8,4 @@ DC_BIND_CPU(sinkhorn) {
   m.def("sinkhorn_forward", &skh::forward_cpu, nogil);
   m.def("sinkhorn_implicit_backward", &skh::implicit_backward_cpu, nogil);
   m.def("sinkhorn_unrolled_backward", &skh::unrolled_backward_cpu, nogil);
-  m.def("sinkhorn_assignment", &skh::assignment_cpu, nogil);
 }

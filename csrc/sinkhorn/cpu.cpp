@@ -27,7 +27,6 @@
 #include "../common/common.h"
 #include "../common/parallel.h"
 #include "api.h"
-#include "assignment.h"
 #include "sinkhorn.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -802,19 +801,6 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                           m,
                           eps};
         unrolled_problem<T>(A, s);
-      }
-    });
-  });
-}
-
-void assignment_cpu(std::uintptr_t X, std::uintptr_t perm, int64_t batch, int64_t n, int dtype, int threads) {
-  if (batch == 0 || n == 0) return;
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    parallel_rows(batch, threads, n * n * n, [&](int64_t begin, int64_t end) {
-      AssignmentScratch s;
-      for (int64_t bi = begin; bi < end; ++bi) {
-        max_weight_assignment(as_ptr<const T>(X) + bi * n * n, n, as_ptr<int64_t>(perm) + bi * n, s);
       }
     });
   });
