@@ -701,3 +701,18 @@ def test_example_runs():
                          cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "blackbox" in out.stdout and "imle" in out.stdout
+
+
+def test_estimators_compile_fullgraph(gen):
+    solver = functools.partial(diffcomb.topk_mask, k=3)
+    weights = torch.arange(8.0)
+    deterministic = (diffcomb.blackbox(solver, lambda_=2.0), diffcomb.imle(solver, noise="none", lambda_=2.0))
+    noisy = (diffcomb.perturbed(solver, num_samples=4), diffcomb.imle(solver, noise="gumbel", num_samples=3))
+    for est in deterministic + noisy:
+        compiled = torch.compile(lambda x: (est(x) * weights).sum(), fullgraph=True)
+        x = torch.randn(5, 8, generator=gen, requires_grad=True)
+        compiled(x).backward()
+        assert x.grad.shape == x.shape and torch.isfinite(x.grad).all()
+        if est in deterministic:
+            (expected,) = torch.autograd.grad((est(x) * weights).sum(), x)
+            assert torch.equal(x.grad, expected)
