@@ -126,6 +126,10 @@ inline bool grid_buckets(const int32_t* offset, int32_t source, int32_t target, 
   hops[source] = 1;
   state[source] = 1;
   enqueue(source);
+  // Blocked border cells are never relaxed, but the branch-free loop reads their weight.
+  for (int32_t p = 0; p < np; ++p) {
+    if (state[p] == 2) g.weight[p] = 0.0;
+  }
   for (int64_t b = 0; b < nbuckets; ++b) {
     for (int32_t e = head[b]; e >= 0;) {
       const int32_t v = vertex[e];
@@ -135,16 +139,28 @@ inline bool grid_buckets(const int32_t* offset, int32_t source, int32_t target, 
       if (v == target) return true;
       const double dv = dist[v];
       const int32_t hv = hops[v] + 1;
+      // Branch-free relaxation (the outcomes are data-dependent coin flips): an
+      // improved neighbour is relabelled and appended to its bucket; otherwise
+      // the same values are written back. At most 8 entries per settled vertex:
+      // the arrays hold 8 np + 1.
       for (int d = 0; d < 8; ++d) {
         const int32_t u = v + offset[d];
-        if (state[u] == 2) continue;
+        const int8_t su = state[u];
         const double cand = dv + weight[u];
-        if (state[u] == 0 || label_less(cand, hv, dist[u], hops[u])) {
-          dist[u] = cand;
-          hops[u] = hv;
-          state[u] = 1;
-          enqueue(u);  // at most 8 entries per settled vertex: the arrays hold 8 np + 1
-        }
+        const double du = dist[u];
+        const int32_t hu = hops[u];
+        const bool better = (cand < du) | ((cand == du) & (hv < hu));
+        const bool improve = (su == 0) | ((su == 1) & better);
+        dist[u] = improve ? cand : du;
+        hops[u] = improve ? hv : hu;
+        state[u] = improve ? int8_t(1) : su;
+        const int64_t raw = bucket_of(improve ? cand : 0.0);
+        const bool queued = improve & (raw < nbuckets);
+        const int64_t b = queued ? raw : 0;
+        vertex[entries] = u;
+        next[entries] = head[b];
+        head[b] = queued ? entries : head[b];
+        entries += queued ? 1 : 0;
       }
     }
   }
