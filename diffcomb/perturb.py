@@ -424,7 +424,9 @@ def sort_permutation(theta: Tensor, matrix: bool = False) -> Tensor:
         return ranks
     n = theta.shape[-1]
     positions = torch.arange(1, n + 1, device=theta.device, dtype=ranks.dtype)
-    return (ranks.unsqueeze(-1) == positions).to(ranks.dtype) + ranks.unsqueeze(-1) * 0
+    matrix_ = (ranks.unsqueeze(-1) == positions).to(ranks.dtype)
+    # A NaN slice (non-finite input) gives a NaN matrix, as for the ranks.
+    return torch.where(torch.isnan(ranks).unsqueeze(-1), ranks.unsqueeze(-1), matrix_)
 
 
 def grid_shortest_path(weights: Tensor) -> Tensor:

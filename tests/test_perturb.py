@@ -166,7 +166,8 @@ def test_solvers_nan_rows_and_other_rows_unaffected(device):
     x = torch.randn(3, 5, device=device)
     x[1, 2] = float("nan")
     x[2, 0] = float("inf")
-    for out in (diffcomb.argmax_onehot(x), diffcomb.topk_mask(x, 2), diffcomb.sort_permutation(x)):
+    for out in (diffcomb.argmax_onehot(x), diffcomb.topk_mask(x, 2), diffcomb.sort_permutation(x),
+                diffcomb.sort_permutation(x, matrix=True).flatten(-2)):
         assert torch.isnan(out[1:]).all() and not torch.isnan(out[0]).any()
         assert out[0].sum() > 0
     w = torch.rand(3, 4, 4, device=device)
