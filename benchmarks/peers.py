@@ -155,6 +155,7 @@ CONTENDERS: Mapping[str, Contender] = {
         # path (numba.cuda, use_cuda=True) is not wired here.
         Contender("tslearn", "tslearn.metrics", "tslearn", ("cpu",), _build_tslearn),
         Contender("pysdtw", "pysdtw", "pysdtw", ("cpu",), _build_pysdtw),
+        Contender("diffcomb (1 thread)", "diffcomb", "diffcomb", ("cpu",), _perturb_suite.build_diffcomb_one_thread),
         # torch-imle is not on the package registry: put a checkout on PYTHONPATH (module imle).
         Contender("torch-imle", "imle.wrapper", "torch-imle", ("cpu", "cuda"), _perturb_suite.build_torch_imle),
         Contender("torch (noise + topk)", "torch", "torch", ("cpu",), _perturb_suite.build_plain_torch),
@@ -166,5 +167,5 @@ CONTENDERS: Mapping[str, Contender] = {
 SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sort": ("diffcomb", "torchsort", "fast-soft-sort", "torch.sort"),
     "softdtw": ("diffcomb", "tslearn", "pysdtw"),
-    "perturb": ("diffcomb", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
+    "perturb": ("diffcomb", "diffcomb (1 thread)", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
 }
