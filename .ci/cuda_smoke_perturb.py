@@ -16,7 +16,10 @@ failures = []
 
 def same(name, a, b, tol=0.0):
     b = b.cpu()
-    ok = torch.allclose(a, b, rtol=tol, atol=tol, equal_nan=True) if tol else torch.equal(a.nan_to_num(-7), b.nan_to_num(-7))
+    if tol:
+        ok = torch.allclose(a, b, rtol=tol, atol=tol, equal_nan=True)
+    else:
+        ok = torch.equal(a.nan_to_num(-7), b.nan_to_num(-7))
     if not ok:
         failures.append(f"{name}: CPU and CUDA differ (shape {tuple(a.shape)})")
 

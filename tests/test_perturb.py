@@ -506,7 +506,8 @@ def test_imle_spec_topk_example():
     assert z.tolist() == [1, 0, 1, 0]
     (grad,) = torch.autograd.grad((z * g).sum(), theta)
     assert grad.tolist() == [0, -1, 1, 0]
-    expected = ref.imle_gradient(lambda t: ref.topk_mask(t, 2), theta.detach().double().numpy(), g.double().numpy(), 1.0)
+    expected = ref.imle_gradient(lambda t: ref.topk_mask(t, 2), theta.detach().double().numpy(),
+                                 g.double().numpy(), 1.0)
     np.testing.assert_array_equal(grad.numpy(), expected)
 
 
