@@ -718,3 +718,24 @@ def test_estimators_compile_fullgraph(gen):
         if est in deterministic:
             (expected,) = torch.autograd.grad((est(x) * weights).sum(), x)
             assert torch.equal(x.grad, expected)
+
+
+@pytest.mark.parametrize("alpha,tau,tau_target", [(1.0, 1.0, 1.0), (0.0, 0.5, 2.0), (0.5, 0.0, 1.0)])
+def test_imle_matches_reference_with_the_same_noise(alpha, tau, tau_target):
+    theta = torch.randn(6, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 6, 9, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    f = diffcomb.imle(functools.partial(diffcomb.topk_mask, k=4), num_samples=3, noise="gumbel", lambda_=1.5,
+                      alpha=alpha, tau=tau, tau_target=tau_target, return_samples=True)
+    z = f(theta, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad((z * g).sum(), theta)
+    # The same noise, drawn again from the same seed.
+    eps = diffcomb.sample_gumbel((3, 6, 9), generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    solver = lambda t: ref.topk_mask(t, 4)  # noqa: E731
+    expected = np.zeros((6, 9))
+    for s in range(3):
+        for b in range(6):
+            t = theta[b].detach().numpy()
+            np.testing.assert_array_equal(z[s, b].detach().numpy(), solver(t + tau * eps[s, b]))
+            expected[b] += (solver(t + tau * eps[s, b])
+                            - solver(alpha * t - 1.5 * g[s, b].numpy() + tau_target * eps[s, b])) / 3
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)
