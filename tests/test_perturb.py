@@ -739,3 +739,25 @@ def test_imle_matches_reference_with_the_same_noise(alpha, tau, tau_target):
             expected[b] += (solver(t + tau * eps[s, b])
                             - solver(alpha * t - 1.5 * g[s, b].numpy() + tau_target * eps[s, b])) / 3
     np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("noise", ["gumbel", "normal"])
+@pytest.mark.parametrize("baseline", [True, False])
+def test_perturbed_matches_formula_with_the_same_noise(noise, baseline):
+    theta = torch.randn(4, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    sigma, m = 0.7, 5
+    f = diffcomb.perturbed(functools.partial(diffcomb.topk_mask, k=3), num_samples=m, sigma=sigma, noise=noise,
+                           baseline=baseline)
+    y = f(theta, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad((y * g).sum(), theta)
+    sampler = diffcomb.sample_gumbel if noise == "gumbel" else diffcomb.sample_normal
+    z = sampler((m, 4, 7), generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    t = theta.detach().numpy()
+    ys = np.stack([[ref.topk_mask(t[b] + sigma * z[s, b], 3) for b in range(4)] for s in range(m)])
+    y_hat = ys.mean(0)
+    np.testing.assert_array_equal(y.detach().numpy(), y_hat)
+    grad_nu = z if noise == "normal" else 1.0 - np.exp(-z)
+    dots = ((ys - (y_hat if baseline else 0.0)) * g.numpy()).sum(-1)  # (m, 4)
+    expected = (dots[..., None] * grad_nu).mean(0) / sigma
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)
