@@ -1,6 +1,7 @@
 // CPU kernels of the perturb family: the batch is split over OpenMP threads
 // (common/parallel.h); each row runs perturb.h's math.
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <queue>
 #include <utility>
@@ -249,6 +250,201 @@ void grid_row(const T* w, T* out, int32_t H, int32_t Wd, GridScratch& g) {
   backtrack_path(w, g.out_dist.data(), g.out_hops.data(), H, Wd, out);
 }
 
+
+// ---------------------------------------------------------------------------
+// Label-correcting sweeps over several grids at once. kLanes instances are
+// interleaved cell by cell (array[p * kLanes + lane], p a cell of the padded
+// grid), so every step of a sweep is one SIMD operation over the instances.
+// Distances only: dist[v] = min(dist[v], min over u of dist[u] + W[v]) applied
+// in Gauss-Seidel order, alternating the row-major order (neighbours above and
+// to the left) and its reverse. Floating-point addition is monotone, so any
+// order of these updates started from infinity (dist[source] = W[source])
+// reaches the same least fixed point as Dijkstra: the same doubles. After a
+// sweep its own half of the neighbour constraints holds (each cell saw its
+// predecessors' final values), so a lane whose sweep after the first one
+// changes nothing is at the fixed point. Lanes still moving after kMaxSweeps
+// fall back to Dijkstra (grid_row), which bounds the worst case (a maze).
+// The hop counts of the (dist, hops) labels are needed only where the
+// backtrack sees several tight neighbours (ties); they are then computed by a
+// breadth-first search over the tight edges (dist[u] + W[v] == dist[v]),
+// which gives the least hop count among the paths of least cost.
+
+constexpr int kLanes = 8;
+constexpr int kMaxSweeps = 64;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DC_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DC_SIMD_CLONES
+#endif
+
+// The lanes of one cell as a GCC vector (one AVX-512 register, two AVX2 or
+// four SSE2 registers, depending on the clone). The helpers are always
+// inlined into the clones, so no vector crosses a call (hence no -Wpsabi).
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef double LaneVec __attribute__((vector_size(kLanes * sizeof(double))));
+
+__attribute__((always_inline)) inline LaneVec load_lanes(const double* p) {
+  LaneVec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+__attribute__((always_inline)) inline LaneVec min_lanes(LaneVec a, LaneVec b) { return a < b ? a : b; }
+
+// One sweep in row-major order (forward: above and left) or its reverse
+// (backward: below and right) over the interior of a padded (H + 2) x (Wd + 2)
+// grid. Returns the mask of the lanes where a distance changed to a value not
+// above the lane's current distance of the target (bound): only vertices
+// with distances up to the target's matter to the backtrack, and they get
+// their final values from each other (a path's prefix costs no more).
+DC_SIMD_CLONES uint32_t grid_sweep(const double* w, double* d, int32_t h, int32_t wd, bool forward) {
+  const int64_t stride = wd + 2;
+  const LaneVec bound = load_lanes(d + (int64_t(h) * stride + wd) * kLanes);
+  LaneVec infinite, fresh;  // fresh: the least value assigned by this sweep, per lane
+  for (int l = 0; l < kLanes; ++l) infinite[l] = fresh[l] = INFINITY;
+  // Neighbours in the previous row of the sweep (three) and in the same row (one).
+  const int64_t row_off = (forward ? -stride : stride) * kLanes;
+  const int64_t step = forward ? kLanes : -kLanes;
+  for (int32_t r = 0; r < h; ++r) {
+    const int64_t i = forward ? r + 1 : h - r;
+    int64_t p = (forward ? i * stride + 1 : i * stride + wd) * kLanes;
+    LaneVec side = load_lanes(d + p - step);
+    for (int32_t c = 0; c < wd; ++c, p += step) {
+      const double* prev = d + p + row_off;
+      const LaneVec above = min_lanes(min_lanes(load_lanes(prev - kLanes), load_lanes(prev)), load_lanes(prev + kLanes));
+      const LaneVec wv = load_lanes(w + p);
+      const LaneVec old = load_lanes(d + p);
+      const LaneVec v = min_lanes(side + wv, min_lanes(above + wv, old));
+      fresh = min_lanes(fresh, v < old ? v : infinite);
+      std::memcpy(d + p, &v, sizeof v);
+      side = v;
+    }
+  }
+  uint32_t mask = 0;
+  for (int l = 0; l < kLanes; ++l) mask |= fresh[l] <= bound[l] ? (1u << l) : 0u;
+  return mask;
+}
+
+struct SweepScratch {
+  std::vector<double> weight, dist;  // (np, kLanes) interleaved
+  std::vector<int32_t> hops, queue;  // one lane's hop counts (np), BFS queue
+  GridScratch fallback;
+};
+
+// Least hop counts over tight edges from the source, for lane l (hops: -1 on
+// the border, 0 for unreached, else the count of vertices on the path).
+inline void tight_hops(const double* w, const double* d, int l, const int32_t* offset, int32_t source,
+                       int32_t h, int32_t wd, SweepScratch& s) {
+  const int32_t stride = wd + 2, np = (h + 2) * stride;
+  s.hops.assign(np, -1);
+  for (int32_t i = 1; i <= h; ++i) std::fill(s.hops.begin() + i * stride + 1, s.hops.begin() + i * stride + wd + 1, 0);
+  s.queue.resize(np);
+  int32_t* hops = s.hops.data();
+  int32_t* queue = s.queue.data();
+  int32_t head = 0, tail = 0;
+  hops[source] = 1;
+  queue[tail++] = source;
+  while (head < tail) {
+    const int32_t v = queue[head++];
+    const double dv = d[int64_t(v) * kLanes + l];
+    for (int k = 0; k < 8; ++k) {
+      const int32_t u = v + offset[k];
+      if (hops[u] != 0) continue;
+      if (dv + w[int64_t(u) * kLanes + l] == d[int64_t(u) * kLanes + l]) {
+        hops[u] = hops[v] + 1;
+        queue[tail++] = u;
+      }
+    }
+  }
+}
+
+// SPEC.md 6.1.4's backtrack on lane l's fixed-point distances (perturb.h,
+// backtrack_path): the first neighbour u in the fixed order with
+// dist[u] + W[v] == dist[v] and hops[u] + 1 == hops[v]. While the tight
+// neighbour is unique, it is that one and the hop counts are not needed.
+template <class T>
+void sweep_backtrack(const double* w, const double* d, int l, const int32_t* offset, int32_t h, int32_t wd, T* out,
+                     SweepScratch& s) {
+  const int32_t stride = wd + 2, source = stride + 1, target = h * stride + wd;
+  auto mark = [&](int32_t p) { out[(p / stride - 1) * wd + (p % stride - 1)] = T(1); };
+  int32_t v = target;
+  mark(v);
+  while (v != source) {
+    const double wv = w[int64_t(v) * kLanes + l], dv = d[int64_t(v) * kLanes + l];
+    int32_t next = -1, count = 0;
+    for (int k = 0; k < 8; ++k) {
+      const int32_t u = v + offset[k];
+      const bool tight = d[int64_t(u) * kLanes + l] + wv == dv;
+      next = (tight && next < 0) ? u : next;
+      count += tight ? 1 : 0;
+    }
+    if (count != 1) break;
+    v = next;
+    mark(v);
+  }
+  if (v == source) return;
+  // A tie: the full rule with hop counts, from the target again.
+  tight_hops(w, d, l, offset, source, h, wd, s);
+  const int32_t* hops = s.hops.data();
+  std::fill(out, out + int64_t(h) * wd, T(0));
+  v = target;
+  mark(v);
+  while (v != source) {
+    const double wv = w[int64_t(v) * kLanes + l], dv = d[int64_t(v) * kLanes + l];
+    int32_t next = -1;
+    for (int k = 0; k < 8 && next < 0; ++k) {
+      const int32_t u = v + offset[k];
+      if (hops[u] > 0 && hops[u] + 1 == hops[v] && d[int64_t(u) * kLanes + l] + wv == dv) next = u;
+    }
+    if (next < 0) return;  // unreachable with consistent labels
+    v = next;
+    mark(v);
+  }
+}
+
+// Rows [first, first + count) (count <= kLanes) of the batch.
+template <class T>
+void grid_group(const T* ws, T* os, int64_t first, int count, int32_t h, int32_t wd, SweepScratch& s) {
+  const int64_t nv = int64_t(h) * wd;
+  const int32_t stride = wd + 2, np = (h + 2) * stride, source = stride + 1;
+  s.weight.assign(int64_t(np) * kLanes, 0.0);
+  s.dist.assign(int64_t(np) * kLanes, INFINITY);
+  double* w = s.weight.data();
+  double* d = s.dist.data();
+  uint32_t active = 0;
+  for (int l = 0; l < count; ++l) {
+    const T* wr = ws + (first + l) * nv;
+    T* orow = os + (first + l) * nv;
+    std::fill(orow, orow + nv, T(0));
+    if (!all_finite(wr, nv)) {
+      fill_nan(orow, nv);
+      continue;
+    }
+    active |= 1u << l;
+    for (int32_t i = 0; i < h; ++i) {
+      for (int32_t j = 0; j < wd; ++j) w[(int64_t(i + 1) * stride + j + 1) * kLanes + l] = clamped_weight(wr[i * wd + j]);
+    }
+  }
+  if (active == 0) return;
+  for (int l = 0; l < kLanes; ++l) d[int64_t(source) * kLanes + l] = w[int64_t(source) * kLanes + l];
+  uint32_t converged = ~active & ((1u << kLanes) - 1);
+  for (int sweep = 0; sweep < kMaxSweeps && converged != (1u << kLanes) - 1; ++sweep) {
+    const uint32_t changed = grid_sweep(w, d, h, wd, sweep % 2 == 0);
+    if (sweep > 0) converged |= ~changed & ((1u << kLanes) - 1);
+  }
+  int32_t offset[8];
+  for (int k = 0; k < 8; ++k) offset[k] = neighbour_di(k) * stride + neighbour_dj(k);
+  for (int l = 0; l < count; ++l) {
+    if (!(active >> l & 1u)) continue;
+    T* orow = os + (first + l) * nv;
+    if (converged >> l & 1u) {
+      sweep_backtrack(w, d, l, offset, h, wd, orow, s);
+    } else {
+      grid_row(ws + (first + l) * nv, orow, h, wd, s.fallback);
+    }
+  }
+}
+
 }  // namespace
 
 void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind, double k, double tau, int64_t s,
@@ -379,10 +575,12 @@ void grid_shortest_path_cpu(std::uintptr_t w, std::uintptr_t out, int64_t rows, 
     using T = decltype(tag);
     const T* ws = as_ptr<const T>(w);
     T* os = as_ptr<T>(out);
-    parallel_rows(rows, threads, 40 * nv, [&](int64_t begin, int64_t end) {
-      GridScratch scratch;
-      for (int64_t r = begin; r < end; ++r) {
-        grid_row(ws + r * nv, os + r * nv, static_cast<int32_t>(h), static_cast<int32_t>(wd), scratch);
+    const int64_t groups = (rows + kLanes - 1) / kLanes;
+    parallel_rows(groups, threads, 20 * kLanes * nv, [&](int64_t begin, int64_t end) {
+      SweepScratch scratch;
+      for (int64_t g = begin; g < end; ++g) {
+        const int count = static_cast<int>(std::min<int64_t>(kLanes, rows - g * kLanes));
+        grid_group(ws, os, g * kLanes, count, static_cast<int32_t>(h), static_cast<int32_t>(wd), scratch);
       }
     });
   });
