@@ -136,6 +136,109 @@ def test_grid_zero_and_negative_weights_are_clamped():
     assert torch.equal(diffcomb.grid_shortest_path(w), diffcomb.grid_shortest_path(torch.zeros(4, 4)))
 
 
+def _grid_labels_path(weights: np.ndarray) -> np.ndarray:
+    """The 0/1 path of the kernels' tie rule: Dijkstra on (cost, vertex count) labels compared
+    lexicographically, then SPEC.md 6.1.4's backtrack restricted to neighbours u with
+    dist[u] + W[v] == dist[v] and count[u] + 1 == count[v] (first in the fixed order)."""
+    import heapq
+
+    wts = np.maximum(np.asarray(weights, dtype=np.float64), 0.0)
+    h, w = wts.shape
+    label = {(0, 0): (wts[0, 0], 1)}
+    heap, done = [(wts[0, 0], 1, 0, 0)], set()
+    while heap:
+        d, c, i, j = heapq.heappop(heap)
+        if (i, j) in done:
+            continue
+        done.add((i, j))
+        for di, dj in ref.NEIGHBOURS:
+            a, b = i + di, j + dj
+            if 0 <= a < h and 0 <= b < w and (a, b) not in done:
+                cand = (d + wts[a, b], c + 1)
+                if cand < label.get((a, b), (math.inf, 0)):
+                    label[(a, b)] = cand
+                    heapq.heappush(heap, (*cand, a, b))
+    mask = np.zeros((h, w))
+    i, j = h - 1, w - 1
+    mask[i, j] = 1.0
+    while (i, j) != (0, 0):
+        d, c = label[(i, j)]
+        for di, dj in ref.NEIGHBOURS:
+            a, b = i + di, j + dj
+            if 0 <= a < h and 0 <= b < w and label[(a, b)][1] + 1 == c and label[(a, b)][0] + wts[i, j] == d:
+                i, j = a, b
+                break
+        mask[i, j] = 1.0
+    return mask
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (30, 30), (7, 19), (1, 9), (9, 1), (1, 1)])
+def test_grid_sweeps_match_reference(gen, shape):
+    # The CPU solves 16 grids at a time with relaxation sweeps: batches of 37 fill two groups and
+    # part of a third; continuous weights (unique optimum) must give the reference's path exactly.
+    w = torch.rand((37, *shape), generator=gen, dtype=torch.float64) * 9 + 0.1
+    out = diffcomb.grid_shortest_path(w)
+    for b in range(w.shape[0]):
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(w[b].numpy())[0])
+    # Float32 input, Warcraft-like terrain: a few cost levels, so many equal-cost paths; the
+    # tie rule (fewest vertices, then the fixed neighbour order) must hold exactly.
+    levels = torch.tensor([0.8, 1.2, 5.3, 7.7, 9.2])
+    t = levels[torch.randint(0, 5, (20, *shape), generator=gen)]
+    out = diffcomb.grid_shortest_path(t)
+    for b in range(t.shape[0]):
+        np.testing.assert_array_equal(out[b].numpy(), _grid_labels_path(t[b].double().numpy()))
+
+
+def test_grid_sweeps_zero_weights_and_ties(gen):
+    # Zero weights (zero-cost cycles) and integer weights: ties everywhere, resolved by the
+    # vertex count and the neighbour order, as the Dijkstra labels resolve them.
+    for shape in [(6, 6), (5, 11), (13, 4)]:
+        w = torch.randint(0, 3, (18, *shape), generator=gen).double()
+        w[:3] = 0.0
+        w[3:6] = 1.0
+        out = diffcomb.grid_shortest_path(w)
+        for b in range(w.shape[0]):
+            np.testing.assert_array_equal(out[b].numpy(), _grid_labels_path(w[b].numpy()))
+            assert ref.grid_path_cost(w[b].numpy(), out[b].numpy()) == ref.grid_dijkstra(w[b].numpy())[0][-1, -1]
+
+
+def _serpentine(h: int, wd: int, wall: float) -> torch.Tensor:
+    """Walls of weight `wall` on every odd column, open alternately at the bottom and the top row:
+    the only cheap path runs down and up every corridor."""
+    w = torch.ones(h, wd, dtype=torch.float64)
+    w[:, 1::2] = wall
+    w[h - 1, 1::4] = 1.0
+    w[0, 3::4] = 1.0
+    return w
+
+
+def test_grid_sweeps_maze_falls_back_to_dijkstra(gen):
+    # 3 x 301: 150 up-and-down turns need more relaxation sweeps than the CPU's budget, so those
+    # grids are finished by Dijkstra; the other grids of the same group keep their sweep result.
+    maze = _serpentine(3, 301, 1e6)
+    easy = torch.rand(3, 301, generator=gen, dtype=torch.float64) * 9 + 0.1
+    w = torch.stack([maze, easy, maze * 2, easy + 1, maze.flip(-1)] + [easy * 3] * 12)
+    out = diffcomb.grid_shortest_path(w)
+    assert float((out[0] * maze).sum()) == 303  # one cell per column, two in the first and the last
+    for b in range(w.shape[0]):
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(w[b].numpy())[0])
+    # A square maze that converges within the budget (fewer turns) gives the same answer.
+    sq = _serpentine(30, 30, 1e3)[None].repeat(3, 1, 1) + torch.rand(3, 30, 30, generator=gen, dtype=torch.float64)
+    out = diffcomb.grid_shortest_path(sq)
+    for b in range(3):
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(sq[b].numpy())[0])
+
+
+def test_grid_sweeps_nan_rows_in_a_group(gen):
+    w = torch.rand(20, 8, 8, generator=gen, dtype=torch.float64) + 0.5
+    w[3, 2, 2] = float("nan")
+    w[17, 0, 0] = float("inf")
+    out = diffcomb.grid_shortest_path(w)
+    assert out[3].isnan().all() and out[17].isnan().all()
+    for b in set(range(20)) - {3, 17}:
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(w[b].numpy())[0])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5), (5, 1), (4, 4), (3, 6), (6, 3), (25, 25)])

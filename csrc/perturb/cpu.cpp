@@ -22,11 +22,12 @@ T* as_ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
+// x - x is 0 for finite x and NaN for inf and NaN: a loop the compiler vectorizes.
 template <class T>
 bool all_finite(const T* x, int64_t n) {
-  bool ok = true;
-  for (int64_t i = 0; i < n; ++i) ok &= is_finite(x[i]);
-  return ok;
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= !(x[i] - x[i] == T(0));
+  return bad == 0;
 }
 
 template <class T>
@@ -269,7 +270,12 @@ void grid_row(const T* w, T* out, int32_t H, int32_t Wd, GridScratch& g) {
 // breadth-first search over the tight edges (dist[u] + W[v] == dist[v]),
 // which gives the least hop count among the paths of least cost.
 
-constexpr int kLanes = 8;
+// kLanes instances per group, in kVecs vectors of kVecLanes doubles per
+// cell: independent dependency chains (the in-row neighbour) that the core
+// overlaps.
+constexpr int kVecLanes = 8;
+constexpr int kVecs = 2;
+constexpr int kLanes = kVecLanes * kVecs;
 constexpr int kMaxSweeps = 64;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -278,11 +284,12 @@ constexpr int kMaxSweeps = 64;
 #define DC_SIMD_CLONES
 #endif
 
-// The lanes of one cell as a GCC vector (one AVX-512 register, two AVX2 or
-// four SSE2 registers, depending on the clone). The helpers are always
-// inlined into the clones, so no vector crosses a call (hence no -Wpsabi).
+// kVecLanes lanes of one cell as a GCC vector (one AVX-512 register, two
+// AVX2 or four SSE2 registers, depending on the clone). The helpers are
+// always inlined into the clones, so no vector crosses a call (hence no
+// -Wpsabi).
 #pragma GCC diagnostic ignored "-Wpsabi"
-typedef double LaneVec __attribute__((vector_size(kLanes * sizeof(double))));
+typedef double LaneVec __attribute__((vector_size(kVecLanes * sizeof(double))));
 
 __attribute__((always_inline)) inline LaneVec load_lanes(const double* p) {
   LaneVec v;
@@ -297,37 +304,64 @@ __attribute__((always_inline)) inline LaneVec min_lanes(LaneVec a, LaneVec b) { 
 // above the lane's current distance of the target (bound): only vertices
 // with distances up to the target's matter to the backtrack, and they get
 // their final values from each other (a path's prefix costs no more).
-DC_SIMD_CLONES uint32_t grid_sweep(const double* w, double* d, int32_t h, int32_t wd, bool forward) {
+// Rows are skipped when their inputs did not change (relevantly) since the
+// last sweep in the same direction: before[i] and now[i] flag the rows i
+// (padded indices) where the previous sweep and this one made such a change.
+DC_SIMD_CLONES uint32_t grid_sweep(const double* w, double* d, int32_t h, int32_t wd, bool forward,
+                                   const uint8_t* before, uint8_t* now) {
   const int64_t stride = wd + 2;
-  const LaneVec bound = load_lanes(d + (int64_t(h) * stride + wd) * kLanes);
-  LaneVec infinite, fresh;  // fresh: the least value assigned by this sweep, per lane
-  for (int l = 0; l < kLanes; ++l) infinite[l] = fresh[l] = INFINITY;
+  LaneVec bound[kVecs], fresh[kVecs], side[kVecs];  // fresh: the least value assigned by this sweep
+  LaneVec infinite;
+  for (int l = 0; l < kVecLanes; ++l) infinite[l] = INFINITY;
+  for (int k = 0; k < kVecs; ++k) {
+    bound[k] = load_lanes(d + (int64_t(h) * stride + wd) * kLanes + k * kVecLanes);
+    fresh[k] = infinite;
+  }
   // Neighbours in the previous row of the sweep (three) and in the same row (one).
   const int64_t row_off = (forward ? -stride : stride) * kLanes;
   const int64_t step = forward ? kLanes : -kLanes;
   for (int32_t r = 0; r < h; ++r) {
     const int64_t i = forward ? r + 1 : h - r;
-    int64_t p = (forward ? i * stride + 1 : i * stride + wd) * kLanes;
-    LaneVec side = load_lanes(d + p - step);
+    const int64_t ip = forward ? i - 1 : i + 1;
+    now[i] = 0;
+    if (!(before[i] | before[ip] | now[ip])) continue;
+    LaneVec row_fresh[kVecs];
+    for (int k = 0; k < kVecs; ++k) row_fresh[k] = infinite;
+    const int64_t start = (forward ? i * stride + 1 : i * stride + wd) * kLanes;
+    for (int k = 0; k < kVecs; ++k) side[k] = load_lanes(d + start - step + k * kVecLanes);
+    int64_t p = start;
     for (int32_t c = 0; c < wd; ++c, p += step) {
-      const double* prev = d + p + row_off;
-      const LaneVec above = min_lanes(min_lanes(load_lanes(prev - kLanes), load_lanes(prev)), load_lanes(prev + kLanes));
-      const LaneVec wv = load_lanes(w + p);
-      const LaneVec old = load_lanes(d + p);
-      const LaneVec v = min_lanes(side + wv, min_lanes(above + wv, old));
-      fresh = min_lanes(fresh, v < old ? v : infinite);
-      std::memcpy(d + p, &v, sizeof v);
-      side = v;
+      for (int k = 0; k < kVecs; ++k) {
+        const int64_t q = p + k * kVecLanes;
+        const double* prev = d + q + row_off;
+        const LaneVec above = min_lanes(min_lanes(load_lanes(prev - kLanes), load_lanes(prev)),
+                                        load_lanes(prev + kLanes));
+        const LaneVec wv = load_lanes(w + q);
+        const LaneVec old = load_lanes(d + q);
+        const LaneVec v = min_lanes(side[k] + wv, min_lanes(above + wv, old));
+        row_fresh[k] = min_lanes(row_fresh[k], v < old ? v : infinite);
+        std::memcpy(d + q, &v, sizeof v);
+        side[k] = v;
+      }
     }
+    bool moved = false;
+    for (int k = 0; k < kVecs; ++k) {
+      fresh[k] = min_lanes(fresh[k], row_fresh[k]);
+      for (int l = 0; l < kVecLanes; ++l) moved |= row_fresh[k][l] <= bound[k][l];
+    }
+    now[i] = moved;
   }
   uint32_t mask = 0;
-  for (int l = 0; l < kLanes; ++l) mask |= fresh[l] <= bound[l] ? (1u << l) : 0u;
+  for (int k = 0; k < kVecs; ++k) {
+    for (int l = 0; l < kVecLanes; ++l) mask |= fresh[k][l] <= bound[k][l] ? (1u << (k * kVecLanes + l)) : 0u;
+  }
   return mask;
 }
 
 struct SweepScratch {
   std::vector<double> weight, dist;  // (np, kLanes) interleaved
   std::vector<int32_t> hops, queue;  // one lane's hop counts (np), BFS queue
+  std::vector<uint8_t> rows_before, rows_now;  // grid_sweep's row flags
   GridScratch fallback;
 };
 
@@ -407,7 +441,7 @@ template <class T>
 void grid_group(const T* ws, T* os, int64_t first, int count, int32_t h, int32_t wd, SweepScratch& s) {
   const int64_t nv = int64_t(h) * wd;
   const int32_t stride = wd + 2, np = (h + 2) * stride, source = stride + 1;
-  s.weight.assign(int64_t(np) * kLanes, 0.0);
+  s.weight.resize(int64_t(np) * kLanes);  // the border and unused lanes are never read
   s.dist.assign(int64_t(np) * kLanes, INFINITY);
   double* w = s.weight.data();
   double* d = s.dist.data();
@@ -427,9 +461,15 @@ void grid_group(const T* ws, T* os, int64_t first, int count, int32_t h, int32_t
   }
   if (active == 0) return;
   for (int l = 0; l < kLanes; ++l) d[int64_t(source) * kLanes + l] = w[int64_t(source) * kLanes + l];
+  s.rows_before.assign(h + 2, 0);
+  s.rows_now.assign(h + 2, 0);
+  std::fill(s.rows_before.begin() + 1, s.rows_before.end() - 1, 1);
+  uint8_t* before = s.rows_before.data();
+  uint8_t* now = s.rows_now.data();
   uint32_t converged = ~active & ((1u << kLanes) - 1);
   for (int sweep = 0; sweep < kMaxSweeps && converged != (1u << kLanes) - 1; ++sweep) {
-    const uint32_t changed = grid_sweep(w, d, h, wd, sweep % 2 == 0);
+    const uint32_t changed = grid_sweep(w, d, h, wd, sweep % 2 == 0, before, now);
+    std::swap(before, now);
     if (sweep > 0) converged |= ~changed & ((1u << kLanes) - 1);
   }
   int32_t offset[8];
