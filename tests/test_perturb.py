@@ -174,8 +174,9 @@ def _grid_labels_path(weights: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(12, 12), (30, 30), (7, 19), (1, 9), (9, 1), (1, 1)])
 def test_grid_sweeps_match_reference(gen, shape):
-    # The CPU solves 16 grids at a time with relaxation sweeps: batches of 37 fill two groups and
-    # part of a third; continuous weights (unique optimum) must give the reference's path exactly.
+    # The CPU solves several grids at a time (8, one per SIMD lane) with relaxation sweeps: a
+    # batch of 37 fills whole groups and part of one; continuous weights (unique optimum) must
+    # give the reference's path exactly.
     w = torch.rand((37, *shape), generator=gen, dtype=torch.float64) * 9 + 0.1
     out = diffcomb.grid_shortest_path(w)
     for b in range(w.shape[0]):

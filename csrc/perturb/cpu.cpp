@@ -271,10 +271,13 @@ void grid_row(const T* w, T* out, int32_t H, int32_t Wd, GridScratch& g) {
 // which gives the least hop count among the paths of least cost.
 
 // kLanes instances per group, in kVecs vectors of kVecLanes doubles per
-// cell: independent dependency chains (the in-row neighbour) that the core
-// overlaps.
+// cell (kVecs > 1 gives independent dependency chains along the row). On
+// Zen 4, 30 x 30 grids: one vector of 8 is fastest (2 x 8 and 2 x 4 lanes are
+// 10-20% slower: more memory per group, and a group waits for its slowest
+// lane). kMaxSweeps: a sweep costs about 1/100 of a Dijkstra solve, so a grid
+// that falls back has wasted under one solve.
 constexpr int kVecLanes = 8;
-constexpr int kVecs = 2;
+constexpr int kVecs = 1;
 constexpr int kLanes = kVecLanes * kVecs;
 constexpr int kMaxSweeps = 64;
 
@@ -307,8 +310,19 @@ __attribute__((always_inline)) inline LaneVec min_lanes(LaneVec a, LaneVec b) { 
 // Rows are skipped when their inputs did not change (relevantly) since the
 // last sweep in the same direction: before[i] and now[i] flag the rows i
 // (padded indices) where the previous sweep and this one made such a change.
-DC_SIMD_CLONES uint32_t grid_sweep(const double* w, double* d, int32_t h, int32_t wd, bool forward,
-                                   const uint8_t* before, uint8_t* now) {
+// Weights are stored in the input's precision (a float32 weight converts to
+// the same double in the sweep as in Dijkstra), which halves their traffic.
+typedef float LaneVecF __attribute__((vector_size(kVecLanes * sizeof(float))));
+__attribute__((always_inline)) inline LaneVec load_weights(const double* p) { return load_lanes(p); }
+__attribute__((always_inline)) inline LaneVec load_weights(const float* p) {
+  LaneVecF v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_convertvector(v, LaneVec);
+}
+
+template <class W>
+__attribute__((always_inline)) inline uint32_t grid_sweep_impl(const W* w, double* d, int32_t h, int32_t wd,
+                                                                bool forward, const uint8_t* before, uint8_t* now) {
   const int64_t stride = wd + 2;
   LaneVec bound[kVecs], fresh[kVecs], side[kVecs];  // fresh: the least value assigned by this sweep
   LaneVec infinite;
@@ -336,7 +350,7 @@ DC_SIMD_CLONES uint32_t grid_sweep(const double* w, double* d, int32_t h, int32_
         const double* prev = d + q + row_off;
         const LaneVec above = min_lanes(min_lanes(load_lanes(prev - kLanes), load_lanes(prev)),
                                         load_lanes(prev + kLanes));
-        const LaneVec wv = load_lanes(w + q);
+        const LaneVec wv = load_weights(w + q);
         const LaneVec old = load_lanes(d + q);
         const LaneVec v = min_lanes(side[k] + wv, min_lanes(above + wv, old));
         row_fresh[k] = min_lanes(row_fresh[k], v < old ? v : infinite);
@@ -358,8 +372,18 @@ DC_SIMD_CLONES uint32_t grid_sweep(const double* w, double* d, int32_t h, int32_
   return mask;
 }
 
+DC_SIMD_CLONES uint32_t grid_sweep(const double* w, double* d, int32_t h, int32_t wd, bool forward,
+                                   const uint8_t* before, uint8_t* now) {
+  return grid_sweep_impl(w, d, h, wd, forward, before, now);
+}
+DC_SIMD_CLONES uint32_t grid_sweep(const float* w, double* d, int32_t h, int32_t wd, bool forward,
+                                   const uint8_t* before, uint8_t* now) {
+  return grid_sweep_impl(w, d, h, wd, forward, before, now);
+}
+
 struct SweepScratch {
-  std::vector<double> weight, dist;  // (np, kLanes) interleaved
+  std::vector<double> weight64, dist;  // (np, kLanes) interleaved
+  std::vector<float> weight32;
   std::vector<int32_t> hops, queue;  // one lane's hop counts (np), BFS queue
   std::vector<uint8_t> rows_before, rows_now;  // grid_sweep's row flags
   GridScratch fallback;
@@ -367,7 +391,8 @@ struct SweepScratch {
 
 // Least hop counts over tight edges from the source, for lane l (hops: -1 on
 // the border, 0 for unreached, else the count of vertices on the path).
-inline void tight_hops(const double* w, const double* d, int l, const int32_t* offset, int32_t source,
+template <class W>
+inline void tight_hops(const W* w, const double* d, int l, const int32_t* offset, int32_t source,
                        int32_t h, int32_t wd, SweepScratch& s) {
   const int32_t stride = wd + 2, np = (h + 2) * stride;
   s.hops.assign(np, -1);
@@ -384,7 +409,7 @@ inline void tight_hops(const double* w, const double* d, int l, const int32_t* o
     for (int k = 0; k < 8; ++k) {
       const int32_t u = v + offset[k];
       if (hops[u] != 0) continue;
-      if (dv + w[int64_t(u) * kLanes + l] == d[int64_t(u) * kLanes + l]) {
+      if (dv + double(w[int64_t(u) * kLanes + l]) == d[int64_t(u) * kLanes + l]) {
         hops[u] = hops[v] + 1;
         queue[tail++] = u;
       }
@@ -396,15 +421,15 @@ inline void tight_hops(const double* w, const double* d, int l, const int32_t* o
 // backtrack_path): the first neighbour u in the fixed order with
 // dist[u] + W[v] == dist[v] and hops[u] + 1 == hops[v]. While the tight
 // neighbour is unique, it is that one and the hop counts are not needed.
-template <class T>
-void sweep_backtrack(const double* w, const double* d, int l, const int32_t* offset, int32_t h, int32_t wd, T* out,
+template <class T, class W>
+void sweep_backtrack(const W* w, const double* d, int l, const int32_t* offset, int32_t h, int32_t wd, T* out,
                      SweepScratch& s) {
   const int32_t stride = wd + 2, source = stride + 1, target = h * stride + wd;
   auto mark = [&](int32_t p) { out[(p / stride - 1) * wd + (p % stride - 1)] = T(1); };
   int32_t v = target;
   mark(v);
   while (v != source) {
-    const double wv = w[int64_t(v) * kLanes + l], dv = d[int64_t(v) * kLanes + l];
+    const double wv = double(w[int64_t(v) * kLanes + l]), dv = d[int64_t(v) * kLanes + l];
     int32_t next = -1, count = 0;
     for (int k = 0; k < 8; ++k) {
       const int32_t u = v + offset[k];
@@ -424,7 +449,7 @@ void sweep_backtrack(const double* w, const double* d, int l, const int32_t* off
   v = target;
   mark(v);
   while (v != source) {
-    const double wv = w[int64_t(v) * kLanes + l], dv = d[int64_t(v) * kLanes + l];
+    const double wv = double(w[int64_t(v) * kLanes + l]), dv = d[int64_t(v) * kLanes + l];
     int32_t next = -1;
     for (int k = 0; k < 8 && next < 0; ++k) {
       const int32_t u = v + offset[k];
@@ -436,14 +461,18 @@ void sweep_backtrack(const double* w, const double* d, int l, const int32_t* off
   }
 }
 
+inline std::vector<double>& weights_of(SweepScratch& s, double) { return s.weight64; }
+inline std::vector<float>& weights_of(SweepScratch& s, float) { return s.weight32; }
+
 // Rows [first, first + count) (count <= kLanes) of the batch.
 template <class T>
 void grid_group(const T* ws, T* os, int64_t first, int count, int32_t h, int32_t wd, SweepScratch& s) {
   const int64_t nv = int64_t(h) * wd;
   const int32_t stride = wd + 2, np = (h + 2) * stride, source = stride + 1;
-  s.weight.resize(int64_t(np) * kLanes);  // the border and unused lanes are never read
+  std::vector<T>& weight = weights_of(s, T{});
+  weight.resize(int64_t(np) * kLanes);  // the border and unused lanes are never read
   s.dist.assign(int64_t(np) * kLanes, INFINITY);
-  double* w = s.weight.data();
+  T* w = weight.data();
   double* d = s.dist.data();
   uint32_t active = 0;
   for (int l = 0; l < count; ++l) {
@@ -456,11 +485,13 @@ void grid_group(const T* ws, T* os, int64_t first, int count, int32_t h, int32_t
     }
     active |= 1u << l;
     for (int32_t i = 0; i < h; ++i) {
-      for (int32_t j = 0; j < wd; ++j) w[(int64_t(i + 1) * stride + j + 1) * kLanes + l] = clamped_weight(wr[i * wd + j]);
+      for (int32_t j = 0; j < wd; ++j) {
+        w[(int64_t(i + 1) * stride + j + 1) * kLanes + l] = T(clamped_weight(wr[i * wd + j]));
+      }
     }
   }
   if (active == 0) return;
-  for (int l = 0; l < kLanes; ++l) d[int64_t(source) * kLanes + l] = w[int64_t(source) * kLanes + l];
+  for (int l = 0; l < kLanes; ++l) d[int64_t(source) * kLanes + l] = double(w[int64_t(source) * kLanes + l]);
   s.rows_before.assign(h + 2, 0);
   s.rows_now.assign(h + 2, 0);
   std::fill(s.rows_before.begin() + 1, s.rows_before.end() - 1, 1);
@@ -616,7 +647,8 @@ void grid_shortest_path_cpu(std::uintptr_t w, std::uintptr_t out, int64_t rows, 
     const T* ws = as_ptr<const T>(w);
     T* os = as_ptr<T>(out);
     const int64_t groups = (rows + kLanes - 1) / kLanes;
-    parallel_rows(groups, threads, 20 * kLanes * nv, [&](int64_t begin, int64_t end) {
+    // Cost: about 8 ns per vertex and grid on one core.
+    parallel_rows(groups, threads, 8 * kLanes * nv, [&](int64_t begin, int64_t end) {
       SweepScratch scratch;
       for (int64_t g = begin; g < end; ++g) {
         const int count = static_cast<int>(std::min<int64_t>(kLanes, rows - g * kLanes));
