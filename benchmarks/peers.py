@@ -364,6 +364,7 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("geomloss", "geomloss", "geomloss", ("cpu", "cuda"), _build_geomloss),
         Contender("torchsort.soft_rank", "torchsort", "torchsort", ("cpu", "cuda"), _build_torchsort_rank),
         Contender("diffcomb.soft_rank", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_soft_rank),
+        Contender("diffcomb (1 thread)", "diffcomb", "diffcomb", ("cpu",), _perturb_suite.build_diffcomb_one_thread),
         # torch-imle is not on the package registry: put a checkout on PYTHONPATH (module imle).
         Contender("torch-imle", "imle.wrapper", "torch-imle", ("cpu", "cuda"), _perturb_suite.build_torch_imle),
         Contender("torch (noise + topk)", "torch", "torch", ("cpu",), _perturb_suite.build_plain_torch),
@@ -378,5 +379,5 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sortnet": ("diffcomb", "diffsort"),
     "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-torch-ckpt", "POT-numpy", "geomloss",
                  "torchsort.soft_rank", "diffcomb.soft_rank"),
-    "perturb": ("diffcomb", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
+    "perturb": ("diffcomb", "diffcomb (1 thread)", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
 }

@@ -62,6 +62,25 @@ def build_diffcomb(mod: ModuleType, w: PerturbWorkload):
     return mod.linear_assignment, False
 
 
+def build_diffcomb_one_thread(mod: ModuleType, w: PerturbWorkload):
+    """diffcomb's solvers on one thread (torch.set_num_threads(1) around the call, restored after):
+    on a loaded machine a 2-thread OpenMP region can wait a whole scheduler slice for its second
+    thread, so this line separates the kernel's speed from that wait."""
+    if w.op == "imle_topk":
+        raise Unsupported("solvers only (the backward would run outside the one-thread scope)")
+    solver, _ = build_diffcomb(mod, w)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return solver(x)
+        finally:
+            torch.set_num_threads(threads)
+
+    return fn, False
+
+
 def build_torch_imle(mod: ModuleType, w: PerturbWorkload):
     if w.op != "imle_topk":
         raise Unsupported(f"torch-imle has no {w.op}")
@@ -217,6 +236,7 @@ def build_python_dijkstra(mod: ModuleType, w: PerturbWorkload):
 
 BUILDERS: dict[str, Callable] = {
     "diffcomb": build_diffcomb,
+    "diffcomb (1 thread)": build_diffcomb_one_thread,
     "torch-imle": build_torch_imle,
     "torch (noise + topk)": build_plain_torch,
     "scipy": build_scipy,

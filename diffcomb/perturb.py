@@ -424,7 +424,9 @@ def sort_permutation(theta: Tensor, matrix: bool = False) -> Tensor:
         return ranks
     n = theta.shape[-1]
     positions = torch.arange(1, n + 1, device=theta.device, dtype=ranks.dtype)
-    return (ranks.unsqueeze(-1) == positions).to(ranks.dtype) + ranks.unsqueeze(-1) * 0
+    matrix_ = (ranks.unsqueeze(-1) == positions).to(ranks.dtype)
+    # A NaN slice (non-finite input) gives a NaN matrix, as for the ranks.
+    return torch.where(torch.isnan(ranks).unsqueeze(-1), ranks.unsqueeze(-1), matrix_)
 
 
 def grid_shortest_path(weights: Tensor) -> Tensor:
@@ -443,8 +445,11 @@ def grid_shortest_path(weights: Tensor) -> Tensor:
         Tensor[..., H, W]: the path indicator, same dtype.
 
     Note:
-        CPU: Dijkstra with a binary heap, O(HW log HW) per grid. CUDA: min-plus relaxation
-        sweeps to the fixed point. Ties between paths of equal cost: the fewest vertices,
+        CPU: 8 grids at a time (one SIMD lane each) by Gauss-Seidel min-plus sweeps in
+        row-major order and its reverse until the distances up to the target's stop changing
+        (exactly Dijkstra's distances); a grid still changing after 64 sweeps (a maze) is
+        finished by Dijkstra, O(HW log HW). CUDA: min-plus relaxation sweeps to the fixed
+        point. Ties between paths of equal cost: the fewest vertices,
         then a fixed neighbour order in the backtrack (SPEC.md 6.1), so CPU and CUDA agree.
         Not differentiable by itself (use ``minimize=True`` in the estimators). A grid with
         NaN or +/-inf gives NaN.

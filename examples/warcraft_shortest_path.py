@@ -102,6 +102,7 @@ def main() -> None:
     w_true = torch.randn(args.features, generator=gen, dtype=torch.float64)
     train_data = make_data(args.train, args.size, args.features, w_true, gen)
     test_data = make_data(args.test, args.size, args.features, w_true, gen)
+    torch.manual_seed(args.seed)
     untrained = CostModel(args.features)
     acc0, reg0 = evaluate(untrained, test_data)
     print(f"{args.size}x{args.size} grids, {args.features} features, {args.train} train / {args.test} test maps, "

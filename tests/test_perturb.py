@@ -136,6 +136,110 @@ def test_grid_zero_and_negative_weights_are_clamped():
     assert torch.equal(diffcomb.grid_shortest_path(w), diffcomb.grid_shortest_path(torch.zeros(4, 4)))
 
 
+def _grid_labels_path(weights: np.ndarray) -> np.ndarray:
+    """The 0/1 path of the kernels' tie rule: Dijkstra on (cost, vertex count) labels compared
+    lexicographically, then SPEC.md 6.1.4's backtrack restricted to neighbours u with
+    dist[u] + W[v] == dist[v] and count[u] + 1 == count[v] (first in the fixed order)."""
+    import heapq
+
+    wts = np.maximum(np.asarray(weights, dtype=np.float64), 0.0)
+    h, w = wts.shape
+    label = {(0, 0): (wts[0, 0], 1)}
+    heap, done = [(wts[0, 0], 1, 0, 0)], set()
+    while heap:
+        d, c, i, j = heapq.heappop(heap)
+        if (i, j) in done:
+            continue
+        done.add((i, j))
+        for di, dj in ref.NEIGHBOURS:
+            a, b = i + di, j + dj
+            if 0 <= a < h and 0 <= b < w and (a, b) not in done:
+                cand = (d + wts[a, b], c + 1)
+                if cand < label.get((a, b), (math.inf, 0)):
+                    label[(a, b)] = cand
+                    heapq.heappush(heap, (*cand, a, b))
+    mask = np.zeros((h, w))
+    i, j = h - 1, w - 1
+    mask[i, j] = 1.0
+    while (i, j) != (0, 0):
+        d, c = label[(i, j)]
+        for di, dj in ref.NEIGHBOURS:
+            a, b = i + di, j + dj
+            if 0 <= a < h and 0 <= b < w and label[(a, b)][1] + 1 == c and label[(a, b)][0] + wts[i, j] == d:
+                i, j = a, b
+                break
+        mask[i, j] = 1.0
+    return mask
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (30, 30), (7, 19), (1, 9), (9, 1), (1, 1)])
+def test_grid_sweeps_match_reference(gen, shape):
+    # The CPU solves several grids at a time (8, one per SIMD lane) with relaxation sweeps: a
+    # batch of 37 fills whole groups and part of one; continuous weights (unique optimum) must
+    # give the reference's path exactly.
+    w = torch.rand((37, *shape), generator=gen, dtype=torch.float64) * 9 + 0.1
+    out = diffcomb.grid_shortest_path(w)
+    for b in range(w.shape[0]):
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(w[b].numpy())[0])
+    # Float32 input, Warcraft-like terrain: a few cost levels, so many equal-cost paths; the
+    # tie rule (fewest vertices, then the fixed neighbour order) must hold exactly.
+    levels = torch.tensor([0.8, 1.2, 5.3, 7.7, 9.2])
+    t = levels[torch.randint(0, 5, (20, *shape), generator=gen)]
+    out = diffcomb.grid_shortest_path(t)
+    for b in range(t.shape[0]):
+        np.testing.assert_array_equal(out[b].numpy(), _grid_labels_path(t[b].double().numpy()))
+
+
+def test_grid_sweeps_zero_weights_and_ties(gen):
+    # Zero weights (zero-cost cycles) and integer weights: ties everywhere, resolved by the
+    # vertex count and the neighbour order, as the Dijkstra labels resolve them.
+    for shape in [(6, 6), (5, 11), (13, 4)]:
+        w = torch.randint(0, 3, (18, *shape), generator=gen).double()
+        w[:3] = 0.0
+        w[3:6] = 1.0
+        out = diffcomb.grid_shortest_path(w)
+        for b in range(w.shape[0]):
+            np.testing.assert_array_equal(out[b].numpy(), _grid_labels_path(w[b].numpy()))
+            assert ref.grid_path_cost(w[b].numpy(), out[b].numpy()) == ref.grid_dijkstra(w[b].numpy())[0][-1, -1]
+
+
+def _serpentine(h: int, wd: int, wall: float) -> torch.Tensor:
+    """Walls of weight `wall` on every odd column, open alternately at the bottom and the top row:
+    the only cheap path runs down and up every corridor."""
+    w = torch.ones(h, wd, dtype=torch.float64)
+    w[:, 1::2] = wall
+    w[h - 1, 1::4] = 1.0
+    w[0, 3::4] = 1.0
+    return w
+
+
+def test_grid_sweeps_maze_falls_back_to_dijkstra(gen):
+    # 3 x 301: 150 up-and-down turns need more relaxation sweeps than the CPU's budget, so those
+    # grids are finished by Dijkstra; the other grids of the same group keep their sweep result.
+    maze = _serpentine(3, 301, 1e6)
+    easy = torch.rand(3, 301, generator=gen, dtype=torch.float64) * 9 + 0.1
+    w = torch.stack([maze, easy, maze * 2, easy + 1, maze.flip(-1)] + [easy * 3] * 12)
+    out = diffcomb.grid_shortest_path(w)
+    assert float((out[0] * maze).sum()) == 303  # one cell per column, two in the first and the last
+    for b in range(w.shape[0]):
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(w[b].numpy())[0])
+    # A square maze that converges within the budget (fewer turns) gives the same answer.
+    sq = _serpentine(30, 30, 1e3)[None].repeat(3, 1, 1) + torch.rand(3, 30, 30, generator=gen, dtype=torch.float64)
+    out = diffcomb.grid_shortest_path(sq)
+    for b in range(3):
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(sq[b].numpy())[0])
+
+
+def test_grid_sweeps_nan_rows_in_a_group(gen):
+    w = torch.rand(20, 8, 8, generator=gen, dtype=torch.float64) + 0.5
+    w[3, 2, 2] = float("nan")
+    w[17, 0, 0] = float("inf")
+    out = diffcomb.grid_shortest_path(w)
+    assert out[3].isnan().all() and out[17].isnan().all()
+    for b in set(range(20)) - {3, 17}:
+        np.testing.assert_array_equal(out[b].numpy(), ref.grid_shortest_path(w[b].numpy())[0])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5), (5, 1), (4, 4), (3, 6), (6, 3), (25, 25)])
@@ -166,7 +270,8 @@ def test_solvers_nan_rows_and_other_rows_unaffected(device):
     x = torch.randn(3, 5, device=device)
     x[1, 2] = float("nan")
     x[2, 0] = float("inf")
-    for out in (diffcomb.argmax_onehot(x), diffcomb.topk_mask(x, 2), diffcomb.sort_permutation(x)):
+    for out in (diffcomb.argmax_onehot(x), diffcomb.topk_mask(x, 2), diffcomb.sort_permutation(x),
+                diffcomb.sort_permutation(x, matrix=True).flatten(-2)):
         assert torch.isnan(out[1:]).all() and not torch.isnan(out[0]).any()
         assert out[0].sum() > 0
     w = torch.rand(3, 4, 4, device=device)
@@ -505,7 +610,8 @@ def test_imle_spec_topk_example():
     assert z.tolist() == [1, 0, 1, 0]
     (grad,) = torch.autograd.grad((z * g).sum(), theta)
     assert grad.tolist() == [0, -1, 1, 0]
-    expected = ref.imle_gradient(lambda t: ref.topk_mask(t, 2), theta.detach().double().numpy(), g.double().numpy(), 1.0)
+    expected = ref.imle_gradient(lambda t: ref.topk_mask(t, 2), theta.detach().double().numpy(),
+                                 g.double().numpy(), 1.0)
     np.testing.assert_array_equal(grad.numpy(), expected)
 
 
@@ -701,3 +807,61 @@ def test_example_runs():
                          cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "blackbox" in out.stdout and "imle" in out.stdout
+
+
+def test_estimators_compile_fullgraph(gen):
+    solver = functools.partial(diffcomb.topk_mask, k=3)
+    weights = torch.arange(8.0)
+    deterministic = (diffcomb.blackbox(solver, lambda_=2.0), diffcomb.imle(solver, noise="none", lambda_=2.0))
+    noisy = (diffcomb.perturbed(solver, num_samples=4), diffcomb.imle(solver, noise="gumbel", num_samples=3))
+    for est in deterministic + noisy:
+        compiled = torch.compile(lambda x: (est(x) * weights).sum(), fullgraph=True)
+        x = torch.randn(5, 8, generator=gen, requires_grad=True)
+        compiled(x).backward()
+        assert x.grad.shape == x.shape and torch.isfinite(x.grad).all()
+        if est in deterministic:
+            (expected,) = torch.autograd.grad((est(x) * weights).sum(), x)
+            assert torch.equal(x.grad, expected)
+
+
+@pytest.mark.parametrize("alpha,tau,tau_target", [(1.0, 1.0, 1.0), (0.0, 0.5, 2.0), (0.5, 0.0, 1.0)])
+def test_imle_matches_reference_with_the_same_noise(alpha, tau, tau_target):
+    theta = torch.randn(6, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 6, 9, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    f = diffcomb.imle(functools.partial(diffcomb.topk_mask, k=4), num_samples=3, noise="gumbel", lambda_=1.5,
+                      alpha=alpha, tau=tau, tau_target=tau_target, return_samples=True)
+    z = f(theta, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad((z * g).sum(), theta)
+    # The same noise, drawn again from the same seed.
+    eps = diffcomb.sample_gumbel((3, 6, 9), generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    solver = lambda t: ref.topk_mask(t, 4)  # noqa: E731
+    expected = np.zeros((6, 9))
+    for s in range(3):
+        for b in range(6):
+            t = theta[b].detach().numpy()
+            np.testing.assert_array_equal(z[s, b].detach().numpy(), solver(t + tau * eps[s, b]))
+            expected[b] += (solver(t + tau * eps[s, b])
+                            - solver(alpha * t - 1.5 * g[s, b].numpy() + tau_target * eps[s, b])) / 3
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("noise", ["gumbel", "normal"])
+@pytest.mark.parametrize("baseline", [True, False])
+def test_perturbed_matches_formula_with_the_same_noise(noise, baseline):
+    theta = torch.randn(4, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    sigma, m = 0.7, 5
+    f = diffcomb.perturbed(functools.partial(diffcomb.topk_mask, k=3), num_samples=m, sigma=sigma, noise=noise,
+                           baseline=baseline)
+    y = f(theta, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad((y * g).sum(), theta)
+    sampler = diffcomb.sample_gumbel if noise == "gumbel" else diffcomb.sample_normal
+    z = sampler((m, 4, 7), generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    t = theta.detach().numpy()
+    ys = np.stack([[ref.topk_mask(t[b] + sigma * z[s, b], 3) for b in range(4)] for s in range(m)])
+    y_hat = ys.mean(0)
+    np.testing.assert_array_equal(y.detach().numpy(), y_hat)
+    grad_nu = z if noise == "normal" else 1.0 - np.exp(-z)
+    dots = ((ys - (y_hat if baseline else 0.0)) * g.numpy()).sum(-1)  # (m, 4)
+    expected = (dots[..., None] * grad_nu).mean(0) / sigma
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)

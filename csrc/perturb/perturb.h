@@ -167,8 +167,9 @@ DC_HOST_DEVICE DC_INLINE int32_t ascending_rank(const T* x, int32_t n, int32_t i
 // weights of the visited vertices. Labels are (dist, hops): the cost and, among
 // paths of equal cost, the fewest vertices; comparing labels
 // lexicographically makes the backtrack strictly decrease hops, so zero
-// weights cannot make it cycle, and the CPU (Dijkstra) and GPU (min-plus
-// sweeps) reach the same labels.
+// weights cannot make it cycle, and the CPU (vectorized Gauss-Seidel sweeps
+// with hop counts from the tight edges, or Dijkstra: cpu.cpp) and the GPU
+// (min-plus sweeps) reach the same labels.
 
 // The fixed neighbour order of the backtrack.
 DC_HOST_DEVICE DC_INLINE int neighbour_di(int d) {
