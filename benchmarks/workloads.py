@@ -124,6 +124,9 @@ class SortNetWorkload:
     def settings(self) -> str:
         return f"dtype={self.dtype} sigmoid={self.sigmoid} steepness={self.steepness:g}"
 
+    def as_dict(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
 
 @dataclass(frozen=True)
 class SinkhornWorkload:
