@@ -532,7 +532,8 @@ def soft_dtw(
     x_lengths: Optional[Tensor] = None,
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
-    r"""Soft-DTW between series ``x`` and ``y``: :func:`soft_dtw_from_cost` of :func:`pairwise_cost`.
+    r"""Soft-DTW between series ``x`` and ``y``: the value of :func:`soft_dtw_from_cost` on the costs
+    between their steps, computed inside the kernel (no ``(N, M)`` cost matrix is formed).
 
     Args:
         x (Tensor[..., N, D]): first series (batch dimensions broadcast with ``y``'s).

@@ -13,16 +13,13 @@
 namespace diffcomb {
 namespace softdtw {
 
-// Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
-enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
-
 // Values, and when E != 0 the expected alignments E (0 outside the band and
 // the used block).
 void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
                              std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma,
                              int64_t band, int dtype, int threads);
 
-// Values of series x and y under a cost code, the costs computed on the fly
+// Values of series x and y under a cost code (softdtw.h, CostCode), the costs computed on the fly
 // inside the engine (no (B, m, n) matrix), and, when gx / gy != 0, the
 // gradients gx (B, m, D), gy (B, n, D) (0 past the lengths).
 void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::uintptr_t gx, std::uintptr_t gy,

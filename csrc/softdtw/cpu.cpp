@@ -205,20 +205,6 @@ bool load_matrix(const Diagonals& g, const T* M, int64_t ld, const std::vector<i
   return poison == 0.0;
 }
 
-// Cost of one pair of steps (SPEC 3.1) from h = |x - y|^2 / 2, and the
-// factor f with d cost / d x = f (x - y).
-inline double cost_of(double h, int kind) {
-  if (kind == kCostSqEuclidean) return 2.0 * h;
-  if (kind == kCostHalfSqEuclidean) return h;
-  return h + vmath::log_positive(2.0 - vmath::exp(-h));
-}
-inline double cost_factor(double h, int kind) {
-  if (kind == kCostSqEuclidean) return 2.0;
-  if (kind == kCostHalfSqEuclidean) return 1.0;
-  const double e = vmath::exp(-h);
-  return 1.0 + e / (2.0 - e);
-}
-
 // Costs between series x (m, D) and y (n, D) into B, from the differences
 // (no N x M matrix); false when a cost is not finite.
 template <class T>
@@ -229,14 +215,7 @@ bool load_series(const Diagonals& g, const T* x, const T* y, int64_t D, int kind
     const int64_t i0 = g.lo(k), i1 = g.hi(k);
 #pragma omp simd reduction(+ : poison)
     for (int64_t i = i0; i <= i1; ++i) {
-      const T* xi = x + (i - 1) * D;
-      const T* yj = y + (k - i - 1) * D;
-      double h = 0.0;
-      for (int64_t d = 0; d < D; ++d) {
-        const double diff = double(xi[d]) - double(yj[d]);
-        h += diff * diff;
-      }
-      const double c = cost_of(0.5 * h, kind);
+      const double c = step_cost<VecMath>(half_sq(x + (i - 1) * D, y + (k - i - 1) * D, D), kind);
       b[i] = c;
       poison += c * 0.0;
     }
@@ -277,16 +256,7 @@ void store_series_gradients(const Diagonals& g, Scratch& s, const T* x, const T*
       double w = a[i];
       const T* xi = x + (i - 1) * D;
       const T* yj = y + (k - i - 1) * D;
-      if (kind == kCostLogAugmented) {
-        double h = 0.0;
-        for (int64_t d = 0; d < D; ++d) {
-          const double diff = double(xi[d]) - double(yj[d]);
-          h += diff * diff;
-        }
-        w *= cost_factor(0.5 * h, kind);
-      } else {
-        w *= cost_factor(0.0, kind);
-      }
+      w *= step_cost_factor<VecMath>(kind == kCostLogAugmented ? half_sq(xi, yj, D) : 0.0, kind);
       double* gxi = ax + (i - 1) * D;
       double* gyj = ay + (k - i - 1) * D;
       for (int64_t d = 0; d < D; ++d) {

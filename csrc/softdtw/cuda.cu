@@ -107,28 +107,13 @@ struct SeriesSource {
   const T* y;
   int64_t m, n, D;
   int kind;
-  __device__ double half_sq(int64_t b, int64_t i, int64_t j) const {
-    const T* xi = x + (b * m + (i - 1)) * D;
-    const T* yj = y + (b * n + (j - 1)) * D;
-    double h = 0.0;
-    for (int64_t d = 0; d < D; ++d) {
-      const double diff = double(xi[d]) - double(yj[d]);
-      h += diff * diff;
-    }
-    return 0.5 * h;
+  __device__ double h(int64_t b, int64_t i, int64_t j) const {
+    return half_sq(x + (b * m + (i - 1)) * D, y + (b * n + (j - 1)) * D, D);
   }
-  __device__ double cost(int64_t b, int64_t i, int64_t j) const {
-    const double h = half_sq(b, i, j);
-    if (kind == kCostSqEuclidean) return 2.0 * h;
-    if (kind == kCostHalfSqEuclidean) return h;
-    return h + log(2.0 - exp(-h));
-  }
+  __device__ double cost(int64_t b, int64_t i, int64_t j) const { return step_cost<LibMath>(h(b, i, j), kind); }
   // d cost / d x_i = factor (x_i - y_j)
   __device__ double factor(int64_t b, int64_t i, int64_t j) const {
-    if (kind == kCostSqEuclidean) return 2.0;
-    if (kind == kCostHalfSqEuclidean) return 1.0;
-    const double e = exp(-half_sq(b, i, j));
-    return 1.0 + e / (2.0 - e);
+    return step_cost_factor<LibMath>(kind == kCostLogAugmented ? h(b, i, j) : 0.0, kind);
   }
 };
 

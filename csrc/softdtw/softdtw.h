@@ -100,6 +100,36 @@ struct LibMath {
   DC_HOST_DEVICE DC_INLINE static double log(double x) { return ::log(x); }
 };
 
+// Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
+enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
+
+// h = |x_i - y_j|^2 / 2 of two steps of D features, in double.
+template <class T>
+DC_HOST_DEVICE DC_INLINE double half_sq(const T* xi, const T* yj, int64_t D) {
+  double h = 0.0;
+  for (int64_t d = 0; d < D; ++d) {
+    const double diff = double(xi[d]) - double(yj[d]);
+    h += diff * diff;
+  }
+  return 0.5 * h;
+}
+
+// The cost of a pair of steps from h (SPEC 3.1), and the factor f with
+// d cost / d x_i = f (x_i - y_j).
+template <class M>
+DC_HOST_DEVICE DC_INLINE double step_cost(double h, int kind) {
+  if (kind == kCostSqEuclidean) return 2.0 * h;
+  if (kind == kCostHalfSqEuclidean) return h;
+  return h + M::log(2.0 - M::exp(-h));
+}
+template <class M>
+DC_HOST_DEVICE DC_INLINE double step_cost_factor(double h, int kind) {
+  if (kind == kCostSqEuclidean) return 2.0;
+  if (kind == kCostHalfSqEuclidean) return 1.0;
+  const double e = M::exp(-h);
+  return 1.0 + e / (2.0 - e);
+}
+
 // Predecessor codes (gamma = 0) and the direction from a successor to the
 // cell it pulls from.
 constexpr double kLeft = 0.0, kDiag = 1.0, kUp = 2.0;
