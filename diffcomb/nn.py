@@ -312,10 +312,9 @@ class PerturbedFenchelYoungLoss(nn.Module):
                  minimize: bool = False, event_dims: _Optional[int] = None, reduction: str = "mean") -> None:
         super().__init__()
         name = "PerturbedFenchelYoungLoss"
-        self.event_dims = _perturb._event_dims(name, solver, event_dims)
-        self.num_samples = _perturb._check_int(name, "num_samples", num_samples, 1)
-        self.sigma = _perturb._check_positive(name, "sigma", sigma)
-        self.noise = _perturb._check_noise(name, noise, ("gumbel", "normal"))
+        self.event_dims, self.num_samples, self.sigma = _perturb._check_perturbation(
+            name, solver, event_dims, num_samples, sigma, noise)
+        self.noise = noise
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"diffcomb.{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.solver, self.minimize, self.reduction = solver, bool(minimize), reduction

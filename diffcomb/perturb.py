@@ -516,6 +516,17 @@ linear_assignment.event_dims = 2  # type: ignore[attr-defined]
 # Gradient estimators.
 
 
+def _check_perturbation(fn: str, solver: Solver, event_dims: Optional[int], num_samples: int, sigma: float,
+                        noise: str) -> tuple[int, int, float]:
+    """The checks shared by the perturbed optimizer and its Fenchel-Young loss: (event_dims,
+    num_samples, sigma)."""
+    event_dims = _event_dims(fn, solver, event_dims)
+    num_samples = _check_int(fn, "num_samples", num_samples, 1)
+    sigma = _check_positive(fn, "sigma", sigma)
+    _check_noise(fn, noise, ("gumbel", "normal"))
+    return event_dims, num_samples, sigma
+
+
 def _event_dims(fn: str, solver: Solver, event_dims: Optional[int]) -> int:
     if not callable(solver):
         raise TypeError(f"diffcomb.{fn}: solver must be callable, got {type(solver).__name__}")
@@ -649,10 +660,7 @@ def perturbed(solver: Solver, num_samples: int = 100, sigma: float = 1.0, noise:
         arXiv:2002.08676
     """
     fn = "perturbed"
-    event_dims = _event_dims(fn, solver, event_dims)
-    num_samples = _check_int(fn, "num_samples", num_samples, 1)
-    sigma = _check_positive(fn, "sigma", sigma)
-    _check_noise(fn, noise, ("gumbel", "normal"))
+    event_dims, num_samples, sigma = _check_perturbation(fn, solver, event_dims, num_samples, sigma, noise)
     return PerturbedSolver(solver, num_samples, sigma, noise, bool(baseline), bool(minimize), event_dims, generator)
 
 
@@ -728,10 +736,7 @@ def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, 
         arXiv:2002.08676
     """
     fn = "perturbed_fenchel_young_loss"
-    event_dims = _event_dims(fn, solver, event_dims)
-    num_samples = _check_int(fn, "num_samples", num_samples, 1)
-    sigma = _check_positive(fn, "sigma", sigma)
-    _check_noise(fn, noise, ("gumbel", "normal"))
+    event_dims, num_samples, sigma = _check_perturbation(fn, solver, event_dims, num_samples, sigma, noise)
     rows, shape = _prepare_theta(fn, theta, event_dims)
     _check_tensor(fn, "target", target, min_dim=event_dims)
     if target.shape != theta.shape:
