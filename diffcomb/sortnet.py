@@ -9,6 +9,13 @@ O(1) per comparator for the values and O(n) per comparator (O(n^2) per
 layer) for ``P``, whose rows evolve independently, and their backward keeps
 only the per-swap mixing weights from the forward.
 
+A bitonic network for ``n`` not a power of two runs on the next power of two
+with padding values that sort last, routed exactly; :func:`network_layout`
+does that routing once on the host by renaming wires, so the kernels only
+ever see comparators between real values (SPEC 5.1 prunes the comparators
+that touch padding instead; that is a different relaxation, see
+network_layout).
+
 This module builds each network's layout once per ``(network, n)``, flattens
 the batch, and registers the kernels as ``torch.library`` custom ops with
 fake (meta) implementations and autograd, so the functions work under
@@ -37,6 +44,7 @@ from . import _native
 __all__ = [
     "DiffSortNet",
     "NETWORKS",
+    "NetworkLayout",
     "RankingLoss",
     "SIGMOIDS",
     "SortingNetworkResult",
@@ -68,40 +76,98 @@ class SortingNetworkResult(NamedTuple):
 # Network layouts (SPEC 5.1).
 
 
+class NetworkLayout(NamedTuple):
+    """The relaxed comparators of a network on ``n`` wires (see :func:`network_layout`)."""
+
+    lo: np.ndarray
+    """int32 (C,): the wire that receives the smaller value of comparator c."""
+    hi: np.ndarray
+    """int32 (C,): the wire that receives the larger value."""
+    offsets: np.ndarray
+    """int32 (layers + 1,): layer l holds comparators ``offsets[l]:offsets[l + 1]``."""
+    reach: np.ndarray
+    """int32 (layers,): the largest ``|hi - lo|`` of each layer."""
+    output: np.ndarray
+    """int64 (n,): ``output[k]`` is the wire that holds output position k at the end."""
+
+    @property
+    def permuted(self) -> bool:
+        """Whether the outputs leave the network on other wires than their positions."""
+        return bool(np.any(self.output != np.arange(len(self.output))))
+
+
+def _bitonic_layers(N: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The bitonic network on N = 2^k wires (SPEC 5.1), as (lo, hi) arrays per layer."""
+    wires = np.arange(N)
+    layers = []
+    for t in range(N.bit_length() - 1):
+        for u in range(t + 1):
+            h = 1 << (t - u)
+            a = wires[(wires & h) == 0]
+            b = a + h
+            flip = ((a >> (t + 1)) & 1) == 1
+            layers.append((np.where(flip, b, a), np.where(flip, a, b)))
+    return layers
+
+
+def _padded_bitonic(n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """The bitonic network on N = 2^ceil(log2 n) wires with +inf on wires n..N-1, run exactly.
+
+    A comparator that meets a padding value routes it without mixing: +inf is the larger value,
+    so a real value on wire hi facing +inf on wire lo moves to lo, and every other comparator
+    with a padding value changes nothing. Where the padding values go is therefore fixed by the
+    layout alone. Each real value keeps its own storage slot (its input index) wherever it
+    moves, and only the comparators between two real values remain, written on slots. Returns
+    those layers and the slot that ends on each output position (the padding ends on N-n..N-1,
+    SPEC 5.1's 0-1 principle, and is stripped).
+    """
+    N = 1 << max(n - 1, 0).bit_length()
+    slot = np.concatenate([np.arange(n), np.full(N - n, -1)])  # what each physical wire holds; -1: padding
+    layers = []
+    for lo, hi in _bitonic_layers(N):
+        a, b = slot[lo], slot[hi]
+        real = (a >= 0) & (b >= 0)
+        move = (a < 0) & (b >= 0)
+        slot[lo[move]] = b[move]
+        slot[hi[move]] = -1
+        layers.append((a[real], b[real]))
+    assert np.all(slot[:n] >= 0) and np.all(slot[n:] < 0), "the padding must end last"
+    return layers, slot[:n]
+
+
 @functools.lru_cache(maxsize=64)
-def network_layout(network: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The comparators of a network on ``n`` wires: ``(lo, hi, offsets)``, int32 numpy arrays.
+def network_layout(network: str, n: int) -> NetworkLayout:
+    """The relaxed comparators of a network on ``n`` wires, as int numpy arrays (read-only).
 
     Comparator ``c`` puts the smaller value on wire ``lo[c]`` and the larger on ``hi[c]``;
     layer ``l`` holds comparators ``offsets[l]:offsets[l + 1]`` (empty layers are left out).
-    Within a layer the comparators are disjoint, sorted by their smaller wire, and span the
-    same distance ``|hi - lo|`` (the kernels rely on both). Bitonic networks for ``n`` not a
-    power of two are the network on ``N = 2^ceil(log2 n)`` wires without the comparators
-    that touch the first ``N - n`` wires (SPEC 5.1).
+    Within a layer the comparators are disjoint and sorted by their smaller wire, and
+    ``reach[l]`` is their largest span ``|hi - lo|`` (the CPU kernels skip comparators by it).
+    Output position ``k`` is read from wire ``output[k]``.
+
+    The bitonic network for ``n`` not a power of two is the network on ``N = 2^ceil(log2 n)``
+    wires with ``N - n`` values that sort last (+inf) appended, run exactly and stripped: a
+    padding value never mixes with a real one, it only moves real values between wires. Those
+    moves are done here, once, by renaming the wires, so the kernels see only the comparators
+    between real values on ``n`` wires, and ``output`` is the renaming left at the end.
+
+    SPEC 5.1 instead deletes every comparator that touches one of the first ``N - n`` wires.
+    That network sorts too (same depth and, e.g., 11 comparators for n = 5), but it is a
+    different relaxation, not this padding: its soft-sorted values differ by up to 0.9 for
+    n in {3, 5, 6, 7, 11} (cauchy, steepness 1, standard normal inputs).
     """
-    layers: list[tuple[np.ndarray, np.ndarray]] = []
     if network == "odd_even":
+        layers = []
         for l in range(n):
             a = np.arange(l % 2, n - 1, 2)
             layers.append((a, a + 1))
+        output = np.arange(n)
     elif network == "bitonic":
-        N = 1 << max(n - 1, 0).bit_length()
-        k = N.bit_length() - 1
-        p = N - n
-        wires = np.arange(N)
-        for t in range(k):
-            for u in range(t + 1):
-                h = 1 << (t - u)
-                a = wires[(wires & h) == 0]
-                b = a + h
-                flip = ((a >> (t + 1)) & 1) == 1
-                keep = a >= p  # b > a, so this drops every comparator touching a deleted wire
-                lo = np.where(flip, b, a)[keep] - p
-                hi = np.where(flip, a, b)[keep] - p
-                layers.append((lo, hi))
+        layers, output = _padded_bitonic(n)
     else:  # pragma: no cover - checked by the callers
         raise ValueError(f"unknown network {network!r}")
     layers = [(lo, hi) for lo, hi in layers if len(lo)]
+    layers = [(lo[order], hi[order]) for lo, hi in layers for order in [np.argsort(np.minimum(lo, hi))]]
     sizes = [len(lo) for lo, _ in layers]
     if sum(sizes) > _MAX_COMPARATORS:
         raise ValueError(f"diffcomb.sorting_network: the {network} network on n = {n} wires has {sum(sizes)} "
@@ -110,19 +176,36 @@ def network_layout(network: str, n: int) -> tuple[np.ndarray, np.ndarray, np.nda
     offsets[1:] = np.cumsum(sizes)
     lo = np.concatenate([lo for lo, _ in layers]).astype(np.int32) if layers else np.zeros(0, np.int32)
     hi = np.concatenate([hi for _, hi in layers]).astype(np.int32) if layers else np.zeros(0, np.int32)
-    for arr in (lo, hi, offsets):
+    reach = np.array([np.abs(hi - lo).max() for lo, hi in layers], dtype=np.int32)
+    layout = NetworkLayout(lo, hi, offsets, reach, output.astype(np.int64))
+    for arr in layout:
         arr.setflags(write=False)
-    return lo, hi, offsets
+    return layout
+
+
+class _DeviceLayout(NamedTuple):
+    lo: Tensor
+    hi: Tensor
+    offsets: Tensor
+    reach: Tensor
+    output: Optional[Tensor]
+    """int64 (n,): NetworkLayout.output (None: the identity)."""
+    place: Optional[Tensor]
+    """int64 (n,): its inverse, the output position of each wire (None: the identity)."""
 
 
 @functools.lru_cache(maxsize=64)
-def _layout_tensors(network: str, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    lo, hi, offsets = network_layout(network, n)
-    return tuple(torch.from_numpy(a.copy()).to(device) for a in (lo, hi, offsets))  # type: ignore[return-value]
+def _layout_tensors(network: str, n: int, device: torch.device) -> _DeviceLayout:
+    layout = network_layout(network, n)
+    lo, hi, offsets, reach = (torch.from_numpy(a.copy()).to(device) for a in layout[:4])
+    if not layout.permuted:
+        return _DeviceLayout(lo, hi, offsets, reach, None, None)
+    output = torch.from_numpy(layout.output.copy()).to(device)
+    return _DeviceLayout(lo, hi, offsets, reach, output, torch.argsort(output))
 
 
 def _comparators(network: str, n: int) -> int:
-    return int(network_layout(network, n)[2][-1])
+    return int(network_layout(network, n).offsets[-1])
 
 
 # ---------------------------------------------------------------------------
@@ -135,8 +218,8 @@ def _sortnet_op(x: Tensor, network: int, sigmoid: int, steepness: float, art_lam
                 with_matrix: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Relaxed sorted values (B, n), Pt (B, n, n) or (B, 0, 0), and the mixing weights alpha (B, C)."""
     batch, n = x.shape
-    name = NETWORKS[network]
-    lo, hi, offsets = _layout_tensors(name, n, x.device)
+    layout = _layout_tensors(NETWORKS[network], n, x.device)
+    lo, hi, offsets = layout.lo, layout.hi, layout.offsets
     values = torch.empty_like(x)
     alpha = x.new_empty((batch, lo.numel()))
     Pt = x.new_empty((batch, n, n) if with_matrix else (batch, 0, 0))
@@ -147,7 +230,11 @@ def _sortnet_op(x: Tensor, network: int, sigmoid: int, steepness: float, art_lam
         device, stream = _native.stream_of(x)
         _native.cuda("sorting_network").sortnet_forward(*args[:10], lo.numel(), *args[10:], device, stream)
     else:
-        _native.cpu().sortnet_forward(*args, _native.threads())
+        _native.cpu().sortnet_forward(*args[:7], _native.address(layout.reach), *args[7:], _native.threads())
+    if layout.output is not None:  # the outputs leave a padded bitonic network on renamed wires
+        values = values.index_select(1, layout.output)
+        if with_matrix:
+            Pt = Pt.index_select(1, layout.output)
     return values, Pt, alpha
 
 
@@ -188,7 +275,11 @@ def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor]
     """dL/dx (B, n) from the upstream gradients of the values and of P (B, n, n), in P's own
     layout (grad_P[b, i, k] = dL/dP[b, i, k]); None: zero."""
     batch, n = x.shape
-    lo, hi, offsets = _layout_tensors(NETWORKS[network], n, x.device)
+    layout = _layout_tensors(NETWORKS[network], n, x.device)
+    lo, hi, offsets = layout.lo, layout.hi, layout.offsets
+    if layout.place is not None:  # back to the wires the outputs left on
+        grad_values = grad_values.index_select(1, layout.place) if grad_values is not None else None
+        grad_P = grad_P.index_select(2, layout.place) if grad_P is not None else None
     dx = torch.empty_like(x)
     layers = offsets.numel() - 1
     if x.is_cuda:
@@ -207,7 +298,8 @@ def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor]
     else:
         _native.cpu().sortnet_backward(
             _native.address(x), _native.address(alpha), _native.address(grad_values), _native.address(grad_P),
-            _native.address(dx), _native.address(lo), _native.address(hi), _native.address(offsets), batch, n,
+            _native.address(dx), _native.address(lo), _native.address(hi), _native.address(offsets),
+            _native.address(layout.reach), batch, n,
             layers, sigmoid, steepness, art_lambda, _native.dtype_code(x), _native.threads())
     return dx
 
@@ -324,10 +416,10 @@ def sorting_network(
         x (Tensor[..., n]): values to sort along the last dimension; every other dimension is a
             batch. float16/bfloat16 are computed in float32.
         network (str): ``"odd_even"`` (transposition network, depth n) or ``"bitonic"`` (depth
-            :math:`k(k+1)/2`, :math:`k = \lceil \log_2 n \rceil`; for n not a power of two, the
-            network on :math:`2^k` wires without every comparator that touches its first
-            :math:`2^k - n` wires, SPEC 5.1: padding values never mix with real ones, and the
-            steep limit is the hard sort). Default ``"odd_even"``.
+            :math:`k(k+1)/2`, :math:`k = \lceil \log_2 n \rceil`). For n not a power of two the
+            bitonic network runs on :math:`2^k` wires with :math:`2^k - n` values that sort last
+            (+inf) appended, and strips them: a padding value never mixes with a real one, it only
+            moves real values between wires, exactly. Default ``"odd_even"``.
         sigmoid (str): ``"logistic"``, ``"logistic_phi"``, ``"gaussian"``, ``"reciprocal"``,
             ``"cauchy"`` or ``"optimal"``. Default ``"cauchy"``.
         steepness (float): :math:`\beta > 0`, finite. Default 10.

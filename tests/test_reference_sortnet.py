@@ -90,9 +90,12 @@ def test_spec_7_5_bitonic_depths():
         layers = ref.bitonic_layers(n)
         assert len(layers) == depth
         assert sum(len(layer) for layer in layers) == depth * n // 2  # full layers, nothing pruned
+    # n = 5 runs on 8 wires with three +inf pads; 11 of its 24 comparators meet two real values
     layers = ref.bitonic_layers(5)
-    assert len(layers) == 6
-    assert sum(len(layer) for layer in layers) == 11
+    assert len(layers) == 6 and ref.network_wires("bitonic", 5) == 8
+    assert sum(len(layer) for layer in layers) == 24
+    _, _, tape = ref._forward(np.array([0.3, -1.0, 2.0, 0.5, 0.1]), "bitonic", "cauchy", 1.0, ref.ART_LAMBDA, False)
+    assert sum(not exact for *_, exact, _, _ in tape) == 11
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,18 +109,21 @@ def test_layout_shapes():
         assert sum(len(layer) for layer in oe) == n * (n - 1) // 2
         bi = ref.bitonic_layers(n)
         k = math.ceil(math.log2(n)) if n > 1 else 0
+        N = ref.network_wires("bitonic", n)
+        assert N == (2**k if n > 1 else n) and ref.network_wires("odd_even", n) == n
         assert len(bi) == k * (k + 1) // 2
-        for layers in (oe, bi):
+        for layers, wires_of in ((oe, n), (bi, N)):
             for layer in layers:
                 wires = [w for c in layer for w in c]
                 assert len(wires) == len(set(wires))  # disjoint comparators
-                assert all(0 <= w < n for w in wires)
-        assert all(len(layer) > 0 for layer in bi)  # pruning never empties a bitonic layer
+                assert all(0 <= w < wires_of for w in wires)
+        assert all(len(layer) == N // 2 for layer in bi)  # every bitonic layer is full
 
 
-def _apply_hard_batch(X, layers):
-    """Exact compare-exchange on every row of X (rows = inputs): min to wire lo, max to wire hi."""
-    X = X.copy()
+def _apply_hard_batch(X, layers, wires):
+    """Exact compare-exchange on every row of X (rows = inputs, padded to `wires` with values that
+    sort last): min to wire lo, max to wire hi."""
+    X = np.concatenate([X, np.full((len(X), wires - X.shape[1]), X.max(initial=0) + 1, X.dtype)], axis=1)
     for layer in layers:
         for lo, hi in layer:
             a = X[:, lo].copy()
@@ -131,8 +137,8 @@ def _apply_hard_batch(X, layers):
 def test_zero_one_principle(network):
     for n in range(1, 13):
         X = np.array(list(itertools.product([0, 1], repeat=n)), dtype=np.int8)
-        Y = _apply_hard_batch(X, ref.network_layers(network, n))
-        np.testing.assert_array_equal(Y, np.sort(X, axis=1), err_msg=f"{network}, n = {n}")
+        Y = _apply_hard_batch(X, ref.network_layers(network, n), ref.network_wires(network, n))
+        np.testing.assert_array_equal(Y[:, :n], np.sort(X, axis=1), err_msg=f"{network}, n = {n}")
 
 
 @pytest.mark.parametrize("network", NETWORKS)

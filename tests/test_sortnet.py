@@ -87,21 +87,99 @@ def test_spec_7_5_n3_and_ranking_loss():
 
 def test_spec_7_5_bitonic_depths():
     for n, depth, comparators in [(2, 1, 1), (4, 3, 6), (8, 6, 24), (16, 10, 80), (5, 6, 11)]:
-        lo, hi, offsets = network_layout("bitonic", n)
-        assert len(offsets) - 1 == depth and offsets[-1] == comparators == len(lo) == len(hi)
+        layout = network_layout("bitonic", n)
+        assert len(layout.offsets) - 1 == depth
+        assert layout.offsets[-1] == comparators == len(layout.lo) == len(layout.hi)
+
+
+def _apply_layout_hard(X: np.ndarray, layout) -> np.ndarray:
+    """Exact compare-exchanges of a layout on every row of X, read out through layout.output."""
+    X = X.copy()
+    for lo, hi in zip(layout.lo, layout.hi):
+        a, b = X[:, lo].copy(), X[:, hi].copy()
+        X[:, lo], X[:, hi] = np.minimum(a, b), np.maximum(a, b)
+    return X[:, layout.output]
 
 
 @pytest.mark.parametrize("network", NETWORKS)
 def test_layout_is_the_reference_network(network):
+    """The kernels' layout (only the comparators between real values, on renamed wires) is the
+    reference network padded with +inf: the same relaxed comparators, and what the kernels rely on."""
+    rng = rng_for("layout", network)
     for n in range(0, 41):
-        lo, hi, offsets = network_layout(network, n)
-        layers = [[(int(lo[c]), int(hi[c])) for c in range(offsets[l], offsets[l + 1])]
-                  for l in range(len(offsets) - 1)]
-        assert layers == [layer for layer in ref.network_layers(network, n) if layer]
+        layout = network_layout(network, n)
+        lo, hi, offsets, reach, output = layout
+        assert sorted(output.tolist()) == list(range(n))
+        # every comparator of the reference that mixes two finite values, and no other
+        if n:
+            _, _, tape = ref._forward(rng.normal(size=n), network, "cauchy", 1.0, ref.ART_LAMBDA, False)
+            assert len(lo) == sum(not exact for *_, exact, _, _ in tape)
         for l in range(len(offsets) - 1):  # what the kernels rely on (sortnet.h)
             a = np.minimum(lo[offsets[l]:offsets[l + 1]], hi[offsets[l]:offsets[l + 1]])
-            span = np.abs(hi - lo)[offsets[l]:offsets[l + 1]]
-            assert np.all(np.diff(a) > 0) and np.all(span == span[0])
+            b = np.maximum(lo[offsets[l]:offsets[l + 1]], hi[offsets[l]:offsets[l + 1]])
+            assert np.all(np.diff(a) > 0) and len(set(a) | set(b)) == 2 * len(a)  # sorted, disjoint
+            assert reach[l] == np.max(b - a) and 0 <= a.min() and b.max() < n
+        X = rng.normal(size=(20, n))
+        hard = _apply_layout_hard(X, layout)
+        np.testing.assert_array_equal(hard, np.stack([ref.hard_sorting_network(x, network) for x in X]))
+        np.testing.assert_array_equal(hard, np.sort(X, axis=1))
+    # the padding of a bitonic network renames wires: outputs may end on other wires than their
+    # positions (n = 11) and a layer may mix spans (n = 7)
+    assert network_layout("bitonic", 11).permuted and not network_layout("bitonic", 16).permuted
+    lo, hi, offsets = network_layout("bitonic", 7)[:3]
+    assert any(len(set(np.abs(hi - lo)[offsets[l]:offsets[l + 1]])) > 1 for l in range(len(offsets) - 1))
+
+
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+def test_bitonic_pads_with_values_that_sort_last(sigmoid):
+    """n not a power of two: the network on the next power of two with +inf appended, routed
+    exactly and stripped (the reference pads and routes explicitly). For the logistic and gaussian
+    sigmoids a finite pad far above the inputs is exact in float64 too (f = 1 and f' = 0 exactly),
+    so the padded network on the next power of two, run by diffcomb itself, must agree as well."""
+    rng = rng_for("pad", sigmoid)
+    for n in (3, 6, 7, 11, 12, 20):
+        N = 1 << (n - 1).bit_length()
+        x = separated_np(rng, (2, n), min_gap=0.05)
+        g = rng.normal(size=(2, n))
+        G = rng.normal(size=(2, n, n))
+        v, P, dx = run(torch.tensor(x), torch.tensor(g), torch.tensor(G), network="bitonic", sigmoid=sigmoid,
+                       steepness=3.0)
+        for b in range(2):
+            s, p = ref.sorting_network(x[b], "bitonic", sigmoid, 3.0)
+            assert_close(v[b], s)
+            assert_close(P[b], p)
+            assert_close(dx[b], ref.sorting_network_vjp(x[b], g[b], G[b], "bitonic", sigmoid, 3.0))
+        if sigmoid in ("logistic", "gaussian"):
+            G_full = np.zeros((2, N, N))
+            G_full[:, :n, :n] = G
+            vf, Pf, dxf = run(torch.tensor(np.concatenate([x, np.full((2, N - n), 1e3)], -1)),
+                              torch.tensor(np.concatenate([g, np.zeros((2, N - n))], -1)), torch.tensor(G_full),
+                              network="bitonic", sigmoid=sigmoid, steepness=3.0)
+            assert_close(v, vf[:, :n], rtol=0, atol=1e-10)
+            assert_close(P, Pf[:, :n, :n], rtol=0, atol=1e-12)
+            assert float(Pf[:, :n, n:].abs().max()) == 0 and float(Pf[:, n:, :n].abs().max()) == 0  # never mixed
+            assert_close(dx, dxf[:, :n], rtol=0, atol=1e-10)
+
+
+def test_bitonic_padded_wide_layers_against_reference():
+    """n = 101: layers whose comparators span different distances and outputs on renamed wires
+    (the CPU's range skipping by reach); one row alone (lanes split among threads) and in a batch."""
+    rng = rng_for("pad101")
+    n = 101
+    lo, hi, offsets, _, output = network_layout("bitonic", n)
+    assert np.any(output != np.arange(n))
+    assert any(len(set(np.abs(hi - lo)[offsets[l]:offsets[l + 1]])) > 1 for l in range(len(offsets) - 1))
+    x = separated_np(rng, (2, n), scale=1.0, min_gap=1e-3)
+    g = rng.normal(size=(2, n))
+    G = rng.normal(size=(2, n, n))
+    s, p = ref.sorting_network(x[1], "bitonic", "cauchy", 3.0)
+    dref = ref.sorting_network_vjp(x[1], g[1], G[1], "bitonic", "cauchy", 3.0)
+    for rows in (slice(1, 2), slice(0, 2)):
+        v, P, dx = run(torch.tensor(x[rows]), torch.tensor(g[rows]), torch.tensor(G[rows]), network="bitonic",
+                       steepness=3.0)
+        assert_close(v[-1], s)
+        assert_close(P[-1], p)
+        assert_close(dx[-1], dref)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -429,7 +507,7 @@ def test_errors():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sigmoid", SIGMOIDS)
 @pytest.mark.parametrize("network", NETWORKS)
-@pytest.mark.parametrize("n", [1, 2, 5, 33, 64, 200])
+@pytest.mark.parametrize("n", [1, 2, 5, 11, 33, 64, 100, 200])
 def test_device_matches_cpu(device, dtype, sigmoid, network, n):
     gen = torch.Generator().manual_seed(n)
     x = torch.randn(3, n, generator=gen, dtype=torch.float64).to(dtype)

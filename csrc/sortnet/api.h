@@ -6,7 +6,7 @@
 //     P[b, i, k] (wire-major: one output position per row); 0 = not requested;
 //   g_P: (B, n, n) dL/dP in P's own layout (the CPU backward); g_Pt: dL/dPt
 //     (the CUDA backward); 0 = values only;
-//   lo, hi: (C) int32 wires, offsets: (layers + 1) int32 (sortnet.h).
+//   lo, hi: (C) int32 wires, offsets: (layers + 1) int32, reach: (layers) int32 (sortnet.h).
 // sigmoid: the Sigmoid code of sortnet.h; steepness = SPEC's beta.
 #pragma once
 
@@ -17,15 +17,16 @@ namespace sortnet {
 
 // values, alpha and (when Pt != 0) Pt of every row.
 void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, std::uintptr_t Pt,
-                 std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch, int64_t n,
-                 int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype, int threads);
+                 std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, std::uintptr_t reach, int64_t batch,
+                 int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
+                 int threads);
 
 // dx = dL/dx from g_values (0: zero) and g_P (0: values only), replaying the
 // network from x and the saved alpha.
 void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_values, std::uintptr_t g_P,
-                  std::uintptr_t dx, std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch,
-                  int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
-                  int threads);
+                  std::uintptr_t dx, std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets,
+                  std::uintptr_t reach, int64_t batch, int64_t n, int64_t layers, int sigmoid, double steepness,
+                  double art_lambda, int dtype, int threads);
 
 // CUDA versions (cuda.cu), device addresses, launched on `stream`; comparators = C
 // (the layout's last offset, passed so that no device value is read on the host):

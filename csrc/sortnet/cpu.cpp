@@ -84,19 +84,19 @@ SN_ALWAYS_INLINE void run_layers(const SortNetwork& net, const T* alpha, T* stat
   for (int32_t l = l_begin; l < l_end; ++l) {
     int32_t cb, ce;
     net.active(l, s, e, &cb, &ce);
+    int32_t top = e;  // the largest wire the layer's active comparators reach, plus one
     for (int32_t c = cb; c < ce; ++c) {
       mix_lanes<R>(state + int64_t(net.lo[c]) * R, state + int64_t(net.hi[c]) * R, alpha[c],
                    kTape ? tape + k * R : static_cast<T*>(nullptr));
+      top = std::max(top, net.max_wire(c) + 1);
       ++k;
     }
     if (kTape) {
       ranges[2 * (l - l_begin)] = cb;
       ranges[2 * (l - l_begin) + 1] = ce;
     }
-    if (cb < ce) {
-      s = std::min(s, net.min_wire(cb));
-      e = std::max(e, net.max_wire(ce - 1) + 1);
-    }
+    if (cb < ce) s = std::min(s, net.min_wire(cb));
+    e = top;
   }
 }
 
@@ -223,9 +223,10 @@ void fill_nan(T* p, int64_t count) {
 }  // namespace
 
 void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, std::uintptr_t Pt,
-                 std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch, int64_t n,
-                 int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype, int threads) {
-  const SortNetwork net = make_network(lo, hi, offsets, layers);
+                 std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, std::uintptr_t reach, int64_t batch,
+                 int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
+                 int threads) {
+  const SortNetwork net = make_network(lo, hi, offsets, layers, reach);
   const int64_t C = layers > 0 ? net.comparators() : 0;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -272,10 +273,10 @@ void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, 
 }
 
 void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_values, std::uintptr_t g_P,
-                  std::uintptr_t dx, std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t batch,
-                  int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
-                  int threads) {
-  const SortNetwork net = make_network(lo, hi, offsets, layers);
+                  std::uintptr_t dx, std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets,
+                  std::uintptr_t reach, int64_t batch, int64_t n, int64_t layers, int sigmoid, double steepness,
+                  double art_lambda, int dtype, int threads) {
+  const SortNetwork net = make_network(lo, hi, offsets, layers, reach);
   const int64_t C = layers > 0 ? net.comparators() : 0;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);

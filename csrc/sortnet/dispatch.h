@@ -31,9 +31,11 @@ void dispatch_sigmoid(int code, F&& f) {
   }
 }
 
-inline SortNetwork make_network(std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t layers) {
+// reach = 0 (the CUDA kernels): a network without SortNetwork::active.
+inline SortNetwork make_network(std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t layers,
+                                std::uintptr_t reach = 0) {
   return SortNetwork{as_ptr<const int32_t>(lo), as_ptr<const int32_t>(hi), as_ptr<const int32_t>(offsets),
-                     static_cast<int32_t>(layers)};
+                     static_cast<int32_t>(layers), as_ptr<const int32_t>(reach)};
 }
 
 }  // namespace sortnet

@@ -7,7 +7,8 @@
 // comparators c = 0..C-1 in execution order, lo[c] / hi[c] their wires (the
 // smaller value goes to lo), offsets[l]..offsets[l+1] the comparators of layer
 // l. Within a layer the comparators are disjoint and sorted by min(lo, hi),
-// and |hi - lo| is the same for all of them (SortNetwork::active relies on it).
+// and reach[l] is the largest |hi - lo| among them (SortNetwork::active relies
+// on both; only the CPU's range skipping uses reach, the CUDA kernels pass none).
 //
 // The relaxed permutation matrix P (P[i, k] = weight of input i at output k)
 // evolves row by row independently: row i starts as e_i and every comparator
@@ -187,6 +188,7 @@ struct SortNetwork {
   const int32_t* hi;
   const int32_t* offsets;  // layers + 1 entries
   int32_t layers;
+  const int32_t* reach;  // layers entries: the largest span of each layer (nullptr: active() unusable)
 
   DC_HOST_DEVICE SN_INLINE int32_t comparators() const { return offsets[layers]; }
   DC_HOST_DEVICE SN_INLINE int32_t min_wire(int32_t c) const { return lo[c] < hi[c] ? lo[c] : hi[c]; }
@@ -206,7 +208,8 @@ struct SortNetwork {
   }
 
   // The comparators of layer l that touch a wire in [s, e) (plus possibly a
-  // few that straddle it, which are no-ops on zero entries): [*cb, *ce).
+  // few that do not, which are no-ops on zero entries): [*cb, *ce). One that
+  // touches it has its smaller wire in [s - reach[l], e).
   DC_HOST_DEVICE DC_INLINE void active(int32_t l, int32_t s, int32_t e, int32_t* cb, int32_t* ce) const {
     const int32_t begin = offsets[l];
     const int32_t end = offsets[l + 1];
@@ -214,8 +217,7 @@ struct SortNetwork {
       *cb = *ce = begin;
       return;
     }
-    const int32_t h = max_wire(begin) - min_wire(begin);
-    *cb = lower_bound(begin, end, s - h);
+    *cb = lower_bound(begin, end, s - reach[l]);
     *ce = lower_bound(*cb, end, e);
   }
 };

@@ -7,6 +7,10 @@ SPEC section 0, all-NaN outputs (or a NaN scalar) when the input row contains Na
 Conventions (SPEC 5.1 - 5.3): a network is a list of layers, a layer a list of disjoint comparators
 (lo, hi); after a comparator the smaller value is on wire lo and the larger on wire hi, so the network
 sorts ascending. P[i, k] = weight of input i at output position k, sorted = P^T x.
+
+Bitonic networks for n not a power of two run on N = 2^ceil(log2 n) wires: the input is padded with
++inf on wires n..N-1, every comparator that meets a +inf routes it exactly (the finite value to lo,
+never through the relaxed swap: 0 * inf = NaN), and the outputs and P are cut back to n.
 """
 
 import math
@@ -20,6 +24,7 @@ __all__ = [
     "odd_even_layers",
     "bitonic_layers",
     "network_layers",
+    "network_wires",
     "logistic",
     "logistic_phi",
     "gaussian",
@@ -100,18 +105,16 @@ def odd_even_layers(n):
 
 
 def bitonic_layers(n):
-    """Bitonic network (SPEC 5.1): built on N = 2^ceil(log2 n) wires, k = log2 N blocks, depth
-    k (k + 1) / 2; for n < N the first p = N - n wires are deleted together with every comparator
-    touching one of them and the remaining wires renumbered (index - p). n <= 1 gives no layers."""
+    """Bitonic network (SPEC 5.1) for n inputs, on N = 2^ceil(log2 n) wires, k = log2 N blocks, depth
+    k (k + 1) / 2: for block t and sub-layer u, h = 2^(t - u), comparators (a, a + h) for a with
+    bit h clear, reversed when floor(a / 2^(t+1)) is odd. Wires n..N-1 carry the +inf padding.
+    n <= 1 gives no layers."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if n <= 1:
         return []
-    N = 1
-    while N < n:
-        N *= 2
+    N = network_wires("bitonic", n)
     k = N.bit_length() - 1  # log2 N
-    p = N - n
     layers = []
     for t in range(k):
         for u in range(t + 1):
@@ -122,14 +125,22 @@ def bitonic_layers(n):
                     a = i + j
                     b = a + h
                     if (a // 2 ** (t + 1)) % 2 == 1:
-                        lo, hi = b, a
+                        layer.append((b, a))
                     else:
-                        lo, hi = a, b
-                    if lo < p or hi < p:  # touches a deleted virtual wire
-                        continue
-                    layer.append((lo - p, hi - p))
+                        layer.append((a, b))
             layers.append(layer)
     return layers
+
+
+def network_wires(network, n):
+    """The wires the named network runs on for n inputs: n for odd-even, the next power of two
+    (at least n) for bitonic."""
+    if network == "odd_even" or n <= 1:
+        return n
+    N = 1
+    while N < n:
+        N *= 2
+    return N
 
 
 def network_layers(network, n):
@@ -239,34 +250,45 @@ def relaxed_swap(a, b, sigmoid="cauchy", beta=1.0, art_lambda=ART_LAMBDA):
 def hard_sorting_network(x, network="odd_even"):
     """The network with exact compare-exchanges (min to wire lo, max to wire hi): the beta -> infinity
     limit of the values. Used to check the layouts (0-1 principle)."""
-    v = _vec(x)
-    for layer in network_layers(network, len(v)):
+    x = _vec(x)
+    n = len(x)
+    v = np.concatenate([x, np.full(network_wires(network, n) - n, np.inf)])
+    for layer in network_layers(network, n):
         for lo, hi in layer:
             a, b = v[lo], v[hi]
             v[lo], v[hi] = min(a, b), max(a, b)
-    return v
+    return v[:n]
 
 
-def _forward(x, layers, sigmoid_name, beta, art_lambda, with_P):
-    """Run the relaxed network on a finite x. Returns (v, P or None, tape); the tape holds one entry
-    (lo, hi, a, b, alpha, c_lo, c_hi) per comparator in execution order (c_* None without P)."""
+def _forward(x, network, sigmoid_name, beta, art_lambda, with_P):
+    """Run the relaxed network on a finite x, padded with +inf to the network's wires. Returns
+    (v, P or None, tape) on all N wires; the tape holds one entry (lo, hi, a, b, alpha, exact, c_lo,
+    c_hi) per comparator in execution order (c_* None without P). A comparator that meets a +inf is
+    exact: alpha is 0 (the finite value moves from hi to lo) or 1 (nothing moves), with no
+    derivative."""
     n = len(x)
-    v = x.copy()
-    P = np.eye(n) if with_P else None
+    N = network_wires(network, n)
+    v = np.concatenate([x, np.full(N - n, np.inf)])
+    P = np.eye(N) if with_P else None
     tape = []
-    for layer in layers:
+    for layer in network_layers(network, n):
         for lo, hi in layer:
             a, b = v[lo], v[hi]
-            v[lo], v[hi], alpha = relaxed_swap(a, b, sigmoid_name, beta, art_lambda)
+            exact = math.isinf(a) or math.isinf(b)
+            if exact:
+                alpha = 0.0 if math.isinf(a) and not math.isinf(b) else 1.0
+                if alpha == 0.0:
+                    v[lo], v[hi] = b, a
+            else:
+                v[lo], v[hi], alpha = relaxed_swap(a, b, sigmoid_name, beta, art_lambda)
+            c_lo = c_hi = None
             if with_P:
                 c_lo = P[:, lo].copy()
                 c_hi = P[:, hi].copy()
-                for i in range(n):
+                for i in range(N):
                     P[i, lo] = alpha * c_lo[i] + (1.0 - alpha) * c_hi[i]
                     P[i, hi] = (1.0 - alpha) * c_lo[i] + alpha * c_hi[i]
-                tape.append((lo, hi, a, b, alpha, c_lo, c_hi))
-            else:
-                tape.append((lo, hi, a, b, alpha, None, None))
+            tape.append((lo, hi, a, b, alpha, exact, c_lo, c_hi))
     return v, P, tape
 
 
@@ -290,7 +312,8 @@ def sorting_network(x, network="odd_even", sigmoid="cauchy", beta=1.0, art_lambd
     n = len(x)
     if not _finite(x):
         return np.full(n, np.nan), np.full((n, n), np.nan)
-    v, P, _ = _forward(x, network_layers(network, n), sigmoid, beta, art_lambda, True)
+    v, P, _ = _forward(x, network, sigmoid, beta, art_lambda, True)
+    v, P = v[:n], P[:n, :n]
     if descending:
         return v[::-1].copy(), P[:, ::-1].copy()
     return v, P
@@ -318,22 +341,29 @@ def sorting_network_vjp(x, g_sorted, g_P=None, network="odd_even", sigmoid="cauc
         gv = gv[::-1].copy()
         if with_P:
             GP = GP[:, ::-1].copy()
-    _, _, tape = _forward(x, network_layers(network, n), sigmoid, beta, art_lambda, with_P)
-    for lo, hi, a, b, alpha, c_lo, c_hi in reversed(tape):
+    # the padding's outputs and rows of P get no upstream gradient
+    N = network_wires(network, n)
+    gv = np.concatenate([gv, np.zeros(N - n)])
+    if with_P:
+        GP = np.pad(GP, ((0, N - n), (0, N - n)))
+    _, _, tape = _forward(x, network, sigmoid, beta, art_lambda, with_P)
+    for lo, hi, a, b, alpha, exact, c_lo, c_hi in reversed(tape):
         glo, ghi = gv[lo], gv[hi]
-        dalpha = (glo - ghi) * (a - b)
-        if with_P:
-            Glo = GP[:, lo].copy()
-            Ghi = GP[:, hi].copy()
-            dalpha += sum((Glo[i] - Ghi[i]) * (c_lo[i] - c_hi[i]) for i in range(n))
-        dd = dalpha * sigmoid_grad(sigmoid, b - a, beta, art_lambda)
+        dd = 0.0
+        if not exact:
+            dalpha = (glo - ghi) * (a - b)
+            if with_P:
+                dalpha += sum((GP[i, lo] - GP[i, hi]) * (c_lo[i] - c_hi[i]) for i in range(N))
+            dd = dalpha * sigmoid_grad(sigmoid, b - a, beta, art_lambda)
         gv[lo] = alpha * glo + (1.0 - alpha) * ghi - dd
         gv[hi] = (1.0 - alpha) * glo + alpha * ghi + dd
         if with_P:
-            for i in range(n):
+            Glo = GP[:, lo].copy()
+            Ghi = GP[:, hi].copy()
+            for i in range(N):
                 GP[i, lo] = alpha * Glo[i] + (1.0 - alpha) * Ghi[i]
                 GP[i, hi] = (1.0 - alpha) * Glo[i] + alpha * Ghi[i]
-    return gv
+    return gv[:n]
 
 
 # ------------------------------------------------------------------------------------------------
