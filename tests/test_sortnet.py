@@ -526,6 +526,20 @@ def test_device_matches_cpu(device, dtype, sigmoid, network, n):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)
+def test_cuda_overflowing_finite_row_matches_cpu():
+    # float32 values overflow to NaN inside the network, but the input is finite: P is the
+    # CPU's (decided from x, not from the values)
+    x = torch.tensor([[3e38, -3e38], [1.0, 0.0]])
+    for network in NETWORKS:
+        r = diffcomb.sorting_network(x, network=network, steepness=1.0)
+        rd = diffcomb.sorting_network(x.cuda(), network=network, steepness=1.0)
+        assert bool(torch.isfinite(r.matrix).all())
+        assert_close(rd.matrix, r.matrix)
+        assert_close(rd.values, r.values)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)
 def test_cuda_gradcheck_and_opcheck():
     x = torch.randn(2, 6, dtype=torch.float64, device="cuda", requires_grad=True)
     assert gradcheck(lambda t: diffcomb.sorting_network(t, network="bitonic", steepness=2.0), (x,), eps=1e-6,

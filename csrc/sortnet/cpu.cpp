@@ -84,7 +84,7 @@ SN_ALWAYS_INLINE void run_layers(const SortNetwork& net, const T* alpha, T* stat
   for (int32_t l = l_begin; l < l_end; ++l) {
     int32_t cb, ce;
     net.active(l, s, e, &cb, &ce);
-    int32_t top = e;  // the largest wire the layer's active comparators reach, plus one
+    int32_t top = e;  // one past the largest wire the layer's active comparators reach
     for (int32_t c = cb; c < ce; ++c) {
       mix_lanes<R>(state + int64_t(net.lo[c]) * R, state + int64_t(net.hi[c]) * R, alpha[c],
                    kTape ? tape + k * R : static_cast<T*>(nullptr));
@@ -95,7 +95,7 @@ SN_ALWAYS_INLINE void run_layers(const SortNetwork& net, const T* alpha, T* stat
       ranges[2 * (l - l_begin)] = cb;
       ranges[2 * (l - l_begin) + 1] = ce;
     }
-    if (cb < ce) s = std::min(s, net.min_wire(cb));
+    if (cb < ce) s = std::min(s, net.min_wire(cb));  // sorted by the smaller wire
     e = top;
   }
 }

@@ -71,13 +71,17 @@ __global__ void __launch_bounds__(kRowThreads)
 
 template <class T>
 __global__ void __launch_bounds__(kLaneThreads)
-    p_forward_kernel(const T* values, const T* alpha, T* Pt, SortNetwork net, int64_t n, int64_t C, int64_t b0) {
+    p_forward_kernel(const T* x, const T* alpha, T* Pt, SortNetwork net, int64_t n, int64_t C, int64_t b0) {
   const int64_t b = b0 + blockIdx.y;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   T* pt = Pt + b * n * n + i;
   const T* al = alpha + b * C;
-  if (!is_finite(values[b * n])) {  // a non-finite row (values_forward_kernel made it NaN)
+  // A row with a non-finite input is NaN (SPEC 0), decided from x as on the CPU (the
+  // values can overflow on a finite row); O(n) uniform loads next to the O(C) mixes.
+  bool finite = true;
+  for (int64_t w = 0; w < n; ++w) finite = finite && is_finite(x[b * n + w]);
+  if (!finite) {
     for (int64_t w = 0; w < n; ++w) pt[w * n] = quiet_nan<T>();
     return;
   }
@@ -172,7 +176,7 @@ void forward_cuda(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha,
         for (int64_t b0 = 0; b0 < batch; b0 += kMaxGridY) {
           const int64_t rows = batch - b0 < kMaxGridY ? batch - b0 : kMaxGridY;
           p_forward_kernel<T><<<lane_grid(rows, n), kLaneThreads, 0, s>>>(
-              as_ptr<const T>(values), as_ptr<const T>(alpha), as_ptr<T>(Pt), net, n, C, b0);
+              as_ptr<const T>(x), as_ptr<const T>(alpha), as_ptr<T>(Pt), net, n, C, b0);
           check_launch("sortnet p_forward_kernel");
         }
       }
