@@ -145,9 +145,10 @@ def _value_and_alignment_native(C: Tensor, lengths_x: Optional[Tensor], lengths_
     else:
         E = C.new_empty((batch, m, n))
     if C.is_cuda:
+        work = _cuda_work(C, m, n, band)  # held until the launches are queued (freeing it is stream-ordered)
         _native.cuda("soft_dtw").softdtw_value_and_alignment(
             _native.address(C), _native.address(value), _native.address(E), _native.address(lengths_x),
-            _native.address(lengths_y), _native.address(_cuda_work(C, m, n, band)), batch, m, n, gamma, band,
+            _native.address(lengths_y), _native.address(work), batch, m, n, gamma, band,
             _native.dtype_code(C), *_native.stream_of(C))
     else:
         _native.cpu().softdtw_value_and_alignment(
@@ -166,8 +167,9 @@ def _second_order_native(C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], leng
     args = (_native.address(C), _native.address(Z), _native.address(jvp), _native.address(E), _native.address(HZ),
             _native.address(lengths_x), _native.address(lengths_y))
     if C.is_cuda:
+        work = _cuda_work(C, m, n, band, True)  # held until the launches are queued
         _native.cuda("soft_dtw").softdtw_second_order(
-            *args, _native.address(_cuda_work(C, m, n, band, True)), batch, m, n, gamma, band, _native.dtype_code(C),
+            *args, _native.address(work), batch, m, n, gamma, band, _native.dtype_code(C),
             *_native.stream_of(C))
     else:
         _native.cpu().softdtw_second_order(*args, batch, m, n, gamma, band, _native.dtype_code(C), _native.threads())
@@ -314,10 +316,11 @@ def _series_op(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Opt
     if x.is_cuda:
         gx = x.new_zeros((batch, m, d)) if grad_x else x.new_empty(0)
         gy = y.new_zeros((batch, n, d)) if grad_y else y.new_empty(0)
+        work = _cuda_work(x, m, n, band)  # held until the launches are queued
         _native.cuda("soft_dtw").softdtw_series(
             _native.address(x), _native.address(y), _native.address(value), _native.address(gx),
             _native.address(gy), _native.address(lengths_x), _native.address(lengths_y),
-            _native.address(_cuda_work(x, m, n, band)), batch, m, n, d, cost, gamma, band,
+            _native.address(work), batch, m, n, d, cost, gamma, band,
             _native.dtype_code(x), *_native.stream_of(x))
         return value, gx, gy
     gx = x.new_empty((batch, m, d)) if grad_x else x.new_empty(0)
@@ -442,7 +445,9 @@ def soft_dtw_from_cost(
         gamma (float): smoothing, >= 0; 0 gives the hard DTW. Default 1.0.
         bandwidth (int, optional): Sakoe-Chiba band: only cells with ``|i - j| <= bandwidth``.
         x_lengths (Tensor[...] of ints, optional): used rows per pair, in [1, N] (padding ignored).
-        y_lengths (Tensor[...] of ints, optional): used columns per pair, in [1, M].
+            Outside that range: a ValueError, or under ``torch.compile`` (where checking would
+            synchronize with the device) the length clamped into it.
+        y_lengths (Tensor[...] of ints, optional): used columns per pair, in [1, M]; likewise.
 
     Returns:
         Tensor[...]: the soft-DTW values, dtype of ``C``.

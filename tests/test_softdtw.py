@@ -225,6 +225,23 @@ def test_opcheck_and_compile():
     assert_close(g_compiled, g_eager)
 
 
+def test_compiled_out_of_range_lengths_are_clamped():
+    # Under torch.compile the lengths' range is not checked on the host (a sync); the kernels
+    # clamp it to [1, N] so that no length reaches outside a pair's memory.
+    gen = torch.Generator().manual_seed(81)
+    C = torch.rand(3, 6, 5, generator=gen, dtype=torch.float64)
+    x, y = torch.randn(3, 6, 2, generator=gen, dtype=torch.float64), torch.randn(3, 5, 2, generator=gen,
+                                                                                dtype=torch.float64)
+    bad_x, bad_y = torch.tensor([9, 0, 4]), torch.tensor([-3, 5, 700])
+    good_x, good_y = bad_x.clamp(1, 6), bad_y.clamp(1, 5)
+    from_cost = torch.compile(lambda c, lx, ly: diffcomb.soft_dtw_from_cost(c, 0.5, x_lengths=lx, y_lengths=ly),
+                              backend="aot_eager", fullgraph=True)
+    assert_close(from_cost(C, bad_x, bad_y), diffcomb.soft_dtw_from_cost(C, 0.5, x_lengths=good_x, y_lengths=good_y))
+    series = torch.compile(lambda a, b, lx, ly: diffcomb.soft_dtw(a, b, 0.5, x_lengths=lx, y_lengths=ly),
+                           backend="aot_eager", fullgraph=True)
+    assert_close(series(x, y, bad_x, bad_y), diffcomb.soft_dtw(x, y, 0.5, x_lengths=good_x, y_lengths=good_y))
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input.
 

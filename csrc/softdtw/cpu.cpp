@@ -446,7 +446,7 @@ void for_each_pair(int64_t batch, int64_t cells, int threads, Pair&& pair) {
 }
 
 int64_t length_of(std::uintptr_t lengths, int64_t b, int64_t full) {
-  return lengths ? as_ptr<const int64_t>(lengths)[b] : full;
+  return used_length(as_ptr<const int64_t>(lengths), b, full);
 }
 
 }  // namespace

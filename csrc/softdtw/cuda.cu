@@ -122,7 +122,7 @@ struct Problem {
   const int64_t* lengths_y;
   int64_t m, n, band;
   __device__ Diagonals pair(int64_t b) const {
-    return {lengths_x ? lengths_x[b] : m, lengths_y ? lengths_y[b] : n, band};
+    return {used_length(lengths_x, b, m), used_length(lengths_y, b, n), band};
   }
 };
 
@@ -336,8 +336,9 @@ void run_passes(const Problem& p, const Source& source, const T* Z, T* out, bool
     forward_tiles_kernel<Hard><<<grid, kThreads, 0, stream>>>(t, first, p, source, Z, gamma, work, layout);
     check_launch("softdtw forward_tiles_kernel");
   }
-  finish_forward_kernel<T><<<blocks_for(layout.batch, 256, 1 << 20), 256, 0, stream>>>(p, out, Z != nullptr, work,
-                                                                                       layout);
+  // One thread per pair, no grid-stride loop: the grid is not capped below the batch.
+  finish_forward_kernel<T><<<blocks_for(layout.batch, 256, INT32_MAX), 256, 0, stream>>>(p, out, Z != nullptr,
+                                                                                        work, layout);
   check_launch("softdtw finish_forward_kernel");
   if (!backward) return;
   for (int64_t t = tm + tn - 2; t >= 0; --t) {

@@ -37,6 +37,16 @@
 namespace diffcomb {
 namespace softdtw {
 
+// The used length of pair b: lengths[b] (nullptr: full), kept within [1, full]
+// so that no length can take the kernels outside a pair's memory. Python
+// checks the range and raises; under torch.compile it cannot (that would be a
+// host sync), and an out-of-range length is clamped here instead.
+DC_HOST_DEVICE DC_INLINE int64_t used_length(const int64_t* lengths, int64_t b, int64_t full) {
+  if (lengths == nullptr) return full;
+  const int64_t l = lengths[b];
+  return l < 1 ? 1 : (l > full ? full : l);
+}
+
 struct Diagonals {
   int64_t mb, nb;  // used lengths
   int64_t band;    // < 0: none
