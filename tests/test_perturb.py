@@ -266,6 +266,21 @@ def test_assignment_bruteforce(gen):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_assignment_costs_near_the_float64_limit(gen, device):
+    # c - u - v would overflow to inf (and the solver would never finish) without the scaling
+    for shape in [(4, 4), (3, 5), (5, 3)]:
+        for maximize in (False, True):
+            levels = torch.randint(-1, 2, (20, *shape), generator=gen).double()
+            c = levels * 1.7e308
+            y = diffcomb.linear_assignment(c.to(device), maximize=maximize).cpu()
+            for b in range(20):
+                expected = ref.assignment_bruteforce_value(levels[b].numpy(), maximize)
+                assert float((y[b] * levels[b]).sum()) == expected
+    c = torch.tensor([[1.7e308, 1.0], [1.0, 1e-300]], dtype=torch.float64, device=device)  # mixed magnitudes
+    assert diffcomb.linear_assignment(c).cpu().tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_solvers_nan_rows_and_other_rows_unaffected(device):
     x = torch.randn(3, 5, device=device)
     x[1, 2] = float("nan")
