@@ -558,7 +558,7 @@ def _call_solver(fn: str, solver: Solver, scores: Tensor, minimize: bool) -> Ten
 
 def _flatten_event(x: Tensor, event_dims: int) -> Tensor:
     """(..., *S) -> (..., prod(S)) for inner products over the solution."""
-    return x.reshape(*x.shape[: x.dim() - event_dims], -1)
+    return x.flatten(x.dim() - event_dims) if event_dims else x.unsqueeze(-1)  # flatten: also for 0 rows
 
 
 def _grad_nu(z: Tensor, noise: str) -> Tensor:

@@ -421,11 +421,16 @@ def _squash(x: Tensor, kind: str) -> Tensor:
     if kind == "none":
         return x
     mu = x.mean(-1, keepdim=True)
-    var = (x - mu).square().mean(-1, keepdim=True)
-    positive = var > 0
+    d = x - mu
+    # The std as scale * std(d / scale), scale = max |d| (a constant for autograd: the std is
+    # homogeneous in it), so that squaring cannot overflow for large finite x.
+    scale = d.detach().abs().amax(-1, keepdim=True) if d.shape[-1] else d.new_zeros((*d.shape[:-1], 1))
+    positive = scale > 0
+    scale = torch.where(positive, scale, torch.ones_like(scale))
+    var = (d / scale).square().mean(-1, keepdim=True)
     # sqrt with a zero gradient at var = 0 (the std term multiplies x - mean = 0 there).
-    sd = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
-    return torch.sigmoid((x - mu) / (sd + _SQUASH_STD_OFFSET))
+    sd = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt() * scale, torch.zeros_like(var))
+    return torch.sigmoid(d / (sd + _SQUASH_STD_OFFSET))
 
 
 def _sort_rows(fn: str, x: Tensor, dim: int) -> tuple[Tensor, torch.Size, int]:

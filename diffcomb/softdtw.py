@@ -114,7 +114,19 @@ def _check_series(fn: str, x: Tensor, y: Tensor) -> None:
 def _on_series(fn: str, from_cost, x: Tensor, y: Tensor, cost: str, **kwargs) -> Tensor:
     """A cost-matrix function applied to the pairwise costs of series x and y."""
     _check_series(fn, x, y)
+    # Steps past a series' length may hold anything (NaN included); zeroed, they reach neither
+    # the costs of used cells nor, through the pairwise costs' backward, the gradients.
+    x = _zero_padding(x, kwargs.get("x_lengths"))
+    y = _zero_padding(y, kwargs.get("y_lengths"))
     return from_cost(pairwise_cost(x, y, cost), **kwargs)
+
+
+def _zero_padding(x: Tensor, lengths: object) -> Tensor:
+    if not isinstance(lengths, Tensor) or lengths.is_floating_point() or lengths.is_complex() \
+            or lengths.device != x.device:
+        return x  # no lengths, or bad ones that the cost function reports
+    steps = torch.arange(x.shape[-2], device=x.device)
+    return torch.where((steps < lengths.unsqueeze(-1)).unsqueeze(-1), x, 0.0)
 
 
 def _divergence(value, x: Tensor, y: Tensor, x_lengths: Optional[Tensor], y_lengths: Optional[Tensor]) -> Tensor:
@@ -678,7 +690,11 @@ def mean_cost_from_cost(
     zeros = torch.zeros_like(C).detach()
     reachable = soft_dtw_from_cost(zeros, 1.0, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
     E_bar = soft_dtw_alignment(zeros, 1.0, bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
-    value = (E_bar * C).sum((-2, -1))
+    # Padding and out-of-band cells (E_bar = 0) may hold anything, NaN included; a non-finite
+    # used cell makes the pair NaN (SPEC 0).
+    used = E_bar != 0
+    value = torch.where(used, E_bar * C, 0.0).sum((-2, -1))
+    value = torch.where((used & ~torch.isfinite(C)).any(-1).any(-1), torch.full_like(value, math.nan), value)
     return torch.where(torch.isinf(reachable), torch.full_like(value, math.inf), value)
 
 

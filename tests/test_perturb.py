@@ -880,3 +880,15 @@ def test_perturbed_matches_formula_with_the_same_noise(noise, baseline):
     dots = ((ys - (y_hat if baseline else 0.0)) * g.numpy()).sum(-1)  # (m, 4)
     expected = (dots[..., None] * grad_nu).mean(0) / sigma
     np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)
+
+
+def test_estimators_on_an_empty_batch():
+    theta = torch.zeros(0, 5, requires_grad=True)
+    diffcomb.perturbed(diffcomb.argmax_onehot, 5)(theta).sum().backward()
+    assert theta.grad.shape == (0, 5)
+    for estimator in (diffcomb.imle(diffcomb.argmax_onehot, noise="gumbel"), diffcomb.blackbox(diffcomb.argmax_onehot)):
+        theta.grad = None
+        estimator(theta).sum().backward()
+        assert theta.grad.shape == (0, 5)
+    loss = diffcomb.perturbed_fenchel_young_loss(torch.zeros(0, 5), torch.zeros(0, 5), diffcomb.argmax_onehot, 5)
+    assert loss.shape == () and math.isnan(float(loss))  # a mean over no items

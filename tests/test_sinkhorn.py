@@ -683,3 +683,12 @@ def test_cuda_rank_and_gumbel():
     assert_close(gumbel_sinkhorn(X.cuda(), 0.5, 15, noise=False), gumbel_sinkhorn(X, 0.5, 15, noise=False))
     H = gumbel_sinkhorn(X.cuda(), noise=False, hard=True)
     assert H.device.type == "cuda" and torch.equal(H.cpu(), gumbel_sinkhorn(X, noise=False, hard=True))
+
+
+def test_squashed_rank_of_large_values():
+    # The standardization's variance is taken on scaled deviations: large finite inputs squash
+    # like small ones (it used to overflow to inf and flatten every rank to the mean).
+    x = torch.tensor([[3.0, 1.0, 2.0, -0.5]], dtype=torch.float64)
+    small = diffcomb.sinkhorn_rank(x, 1e-3)
+    for dtype, factor in ((torch.float32, 3e19), (torch.float64, 1e154)):
+        assert_close(diffcomb.sinkhorn_rank((x * factor).to(dtype), 1e-3), small.to(dtype))

@@ -615,3 +615,33 @@ def test_series_engine_nan_and_no_grad_paths():
     expected = diffcomb.soft_dtw_from_cost(diffcomb.pairwise_cost(x.detach()[[0, 2]], ref_y[[0, 2]]), 0.5)
     (ey,) = torch.autograd.grad(expected.sum(), ref_y)
     assert_close(gy, ey, rtol=1e-9, atol=1e-9)
+
+
+def test_padding_may_hold_nan_in_every_series_and_mean_cost_function():
+    # Steps past a length and out-of-band cells "may hold anything": NaN there changes no value
+    # and no gradient of the functions on series (sharp variants and mean cost included).
+    gen = torch.Generator().manual_seed(82)
+    x = torch.randn(2, 6, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(2, 5, 2, generator=gen, dtype=torch.float64)
+    lx, ly = torch.tensor([4, 6]), torch.tensor([5, 3])
+    x_nan, y_nan = x.clone(), y.clone()
+    x_nan[0, 4:] = math.nan
+    y_nan[1, 3:] = math.nan
+    kw = dict(x_lengths=lx, y_lengths=ly)
+    for fn in (diffcomb.soft_dtw, diffcomb.sharp_soft_dtw, diffcomb.mean_cost):
+        results = []
+        for a, b in ((x, y), (x_nan, y_nan)):
+            a = a.clone().requires_grad_(True)
+            b = b.clone().requires_grad_(True)
+            value = fn(a, b, **kw) if fn is diffcomb.mean_cost else fn(a, b, 0.5, **kw)
+            value.sum().backward()
+            results.append((value.detach(), a.grad, b.grad))
+        for clean, padded in zip(*results):
+            assert bool(torch.isfinite(padded).all()), fn.__name__
+            assert_close(padded, clean)
+    C = torch.rand(4, 4, generator=gen, dtype=torch.float64)
+    C_nan = C.clone()
+    C_nan[3, 0] = math.nan  # outside the band
+    assert_close(diffcomb.mean_cost_from_cost(C_nan, bandwidth=1), diffcomb.mean_cost_from_cost(C, bandwidth=1))
+    C_nan[1, 1] = math.inf  # a used cell: NaN (SPEC 0)
+    assert math.isnan(float(diffcomb.mean_cost_from_cost(C_nan, bandwidth=1)))
