@@ -530,9 +530,12 @@ def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean") -> Te
         raise ValueError(f"diffcomb.{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     t = target_ranks.detach()
     order = torch.argsort(t, dim=-1, stable=True)
+    # float16/bfloat16 in float32: 1 - 1e-7 rounds to 1 there, and log1p(-1) would be -inf
+    out_dtype = P.dtype
+    P = P.float() if P.dtype in (torch.float16, torch.bfloat16) else P
     Q = torch.zeros_like(P).scatter_(-2, order.unsqueeze(-2), 1.0)
     p = P.clamp(_BCE_CLAMP, 1.0 - _BCE_CLAMP)
-    loss = -(Q * torch.log(p) + (1.0 - Q) * torch.log1p(-p)).mean(dim=(-2, -1))
+    loss = -(Q * torch.log(p) + (1.0 - Q) * torch.log1p(-p)).mean(dim=(-2, -1)).to(out_dtype)
     if t.is_floating_point():
         loss = torch.where(torch.isfinite(t).all(dim=-1), loss, torch.full_like(loss, math.nan))
     if reduction == "mean":

@@ -1205,3 +1205,17 @@ def test_row_length_limit_is_an_error():
     x = torch.zeros(1).expand(2**31)
     with pytest.raises(ValueError, match="int32 indices"):
         diffcomb.soft_rank(x)
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_tiny_regularization_gives_the_hard_sort_and_rank_exactly(regularization):
+    # |s| = |x| / eps >> |w|: the outputs are read as s_i - mean(s) + mean(w) (L2) or from the
+    # anchored log-sum-exps (KL), never as s - (s - w), which lost w to the rounding of s.
+    x = torch.tensor([[1000.0, 1001.0, 999.0, 1000.5], [3.0, 1.0, 2.0, 0.0]], dtype=torch.float64)
+    for eps in (1e-13, 1e-16):
+        assert_close(diffcomb.soft_rank(x, regularization_strength=eps, regularization=regularization),
+                     [[2.0, 4.0, 1.0, 3.0], [4.0, 2.0, 3.0, 1.0]], rtol=0, atol=1e-12)
+        assert_close(diffcomb.soft_sort(x, regularization_strength=eps, regularization=regularization),
+                     torch.sort(x).values, rtol=0, atol=1e-12)
+    ties = torch.tensor([1000.0, 1000.0, 999.0], dtype=torch.float64)
+    assert_close(diffcomb.soft_rank(ties, regularization_strength=1e-13), [2.5, 2.5, 1.0], rtol=0, atol=1e-12)

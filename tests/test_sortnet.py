@@ -570,3 +570,19 @@ def test_single_row_matches_batch(dtype):
         assert_close(v1[0], v[b], rtol=0, atol=0)
         assert_close(P1[0], P[b], rtol=0, atol=0)
         assert_close(dx1[0], dx[b])
+
+
+def test_reciprocal_saturates_when_steepness_times_gap_overflows():
+    x = torch.tensor([[0.0, 1e10], [1e10, 0.0]], dtype=torch.float64)
+    r = diffcomb.sorting_network(x, sigmoid="reciprocal", steepness=1e300)
+    assert_close(r.values, [[0.0, 1e10], [0.0, 1e10]], rtol=0, atol=0)
+    assert_close(r.matrix, [[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ranking_loss_of_half_precision_P(dtype):
+    # 1 - 1e-7 is 1 in half precision; the loss is computed in float32 and returned in P's dtype
+    loss = diffcomb.ranking_loss(torch.eye(3, dtype=dtype), torch.arange(3.0))
+    assert loss.dtype == dtype and math.isfinite(float(loss))
+    # (1.06e-7 is subnormal in float16: a few bits)
+    assert_close(loss.float(), diffcomb.ranking_loss(torch.eye(3), torch.arange(3.0)), rtol=0.2, atol=0)

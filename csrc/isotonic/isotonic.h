@@ -35,19 +35,26 @@ namespace isotonic {
 enum class Reg { L2, KL };
 
 // L2 and weighted L2: the block value is the weighted mean (cached, so a
-// comparison reads it instead of dividing).
+// comparison reads it instead of dividing). A projection's leaf is s - w with
+// weight 1; its parts are also summed apart, so that it can emit
+// s_i - mean(s) + mean(w) without s cancelling against a rounded s - w (the
+// value and so the pooling decisions stay those of the sum of s - w).
 struct MeanStats {
   double sum;
   double weight;
   double mean;
+  double sum_s;
+  double sum_w;
   DC_HOST_DEVICE DC_INLINE static MeanStats leaf(double value, double weight) {
-    return {value * weight, weight, value};
+    return {value * weight, weight, value, 0.0, 0.0};
   }
+  // The projection's leaf: value s - w, weight 1.
+  DC_HOST_DEVICE DC_INLINE static MeanStats projection_leaf(double s, double w) { return {s - w, 1.0, s - w, s, w}; }
   DC_HOST_DEVICE DC_INLINE double value() const { return mean; }
   DC_HOST_DEVICE DC_INLINE MeanStats pooled(const MeanStats& right) const {
     const double s = sum + right.sum;
     const double w = weight + right.weight;
-    return {s, w, s / w};
+    return {s, w, s / w, sum_s + right.sum_s, sum_w + right.sum_w};
   }
 };
 
@@ -199,7 +206,7 @@ struct Projection {
     const double s = kRank ? double(a[i]) : double(c[i]);
     const double w = kRank ? double(c[i]) : double(a[i]);
     if constexpr (R == Reg::L2) {
-      return Stats::leaf(s - w, 1.0);
+      return Stats::projection_leaf(s, w);
     } else {
       return Stats::leaf(s, w);
     }
@@ -207,7 +214,15 @@ struct Projection {
 
   DC_HOST_DEVICE DC_INLINE void emit(int32_t i, const Stats& block) const {
     const double s = kRank ? double(a[i]) : double(c[i]);
-    const double p = s - block.value();
+    const double w = kRank ? double(c[i]) : double(a[i]);
+    // p = s - value, arranged so that s never cancels against a rounded copy of itself: with
+    // |s| >> |w| (a small regularization) s - (s - w) would lose w to the rounding of s - w.
+    double p;
+    if constexpr (R == Reg::L2) {
+      p = (s - block.sum_s / block.weight) + block.sum_w / block.weight;
+    } else {
+      p = (s - block.s.anchor) + block.w.anchor - log(block.s.sum / block.w.sum);
+    }
     if (kRank) {
       out[perm[i]] = T(p);
     } else {

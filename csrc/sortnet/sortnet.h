@@ -72,6 +72,7 @@ DC_HOST_DEVICE DC_INLINE double sigmoid(double d, double beta, double lambda) {
   } else if constexpr (S == Sigmoid::Gaussian) {
     return 0.5 * erfc(-v * kSqrt1_2);
   } else if constexpr (S == Sigmoid::Reciprocal) {
+    if (fabs(v) == INFINITY) return v > 0 ? 1.0 : 0.0;  // beta d overflowed: not inf / inf
     return 0.5 * (v / (2.0 + fabs(v)) + 1.0);
   } else if constexpr (S == Sigmoid::Cauchy) {
     return atan(v) / kPi + 0.5;
