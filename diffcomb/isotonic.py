@@ -552,7 +552,8 @@ def isotonic_regression(
         The fit is piecewise constant: each block holds the weighted mean of its ``y``. The
         gradient flows to ``y`` (:math:`c_j / W_B` within a block) and to ``sample_weight``
         (:math:`(y_j - \hat y_j) / W_B`). Weights must be positive; a zero total weight in a
-        block gives NaN. A slice with NaN or +/-inf gives NaN. O(n) forward and backward.
+        block gives NaN. A slice with NaN or +/-inf (in ``y`` or the weights) or a negative
+        weight gives NaN. O(n) forward and backward.
 
     Example:
         >>> diffcomb.isotonic_regression(torch.tensor([1.0, 3.0, 2.0, 4.0]))

@@ -175,6 +175,15 @@ def test_isotonic_regression_matches_reference(device, dtype, shape, dim, increa
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_isotonic_regression_negative_weight_gives_a_nan_slice(device):
+    y = torch.tensor([[3.0, 1.0, 2.0], [3.0, 1.0, 2.0]], dtype=torch.float64, device=device)
+    w = torch.tensor([[1.0, -1.0, 1.0], [1.0, 0.5, 1.0]], dtype=torch.float64, device=device)
+    out = diffcomb.isotonic_regression(y, w).cpu()
+    assert bool(torch.isnan(out[0]).all())
+    assert_close(out[1], [2.2, 2.2, 2.2])  # one block: (3 * 1 + 1 * 0.5 + 2 * 1) / 2.5
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_isotonic_regression_broadcast_sample_weight(device, dtype, gen):
     y = randn(gen, 4, 6, dtype=dtype, device=device)

@@ -261,8 +261,9 @@ struct Isotonic {
 
   DC_HOST_DEVICE DC_INLINE double weight(int32_t i) const { return kWeighted ? double(c[i]) : 1.0; }
 
+  // A non-finite value or weight, or a negative weight, makes the slice NaN.
   DC_HOST_DEVICE DC_INLINE bool finite(int32_t i) const {
-    return is_finite(y[i]) && (!kWeighted || is_finite(c[i]));
+    return is_finite(y[i]) && (!kWeighted || (is_finite(c[i]) && c[i] >= T(0)));
   }
 
   DC_HOST_DEVICE DC_INLINE Stats leaf(int32_t i) const {
