@@ -28,21 +28,31 @@ DC_INLINE double double_of(std::uint64_t u) {
   return x;
 }
 
+#if defined(__GNUC__)
+#define DC_VMATH_INLINE inline __attribute__((always_inline))
+#else
+#define DC_VMATH_INLINE inline
+#endif
+
 // exp(x): 0 below -708 (where the normal range ends; subnormal results are
 // flushed to 0), +inf above 709 (true overflow starts at 709.78), NaN for NaN.
-DC_INLINE double exp(double x) {
-  constexpr double kLog2e = 1.4426950408889634074;
-  constexpr double kLn2Hi = 6.93147180369123816490e-01;  // ln 2 = kLn2Hi + kLn2Lo
-  constexpr double kLn2Lo = 1.90821492927058770002e-10;
-  constexpr double kShift = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
-  const double clamped = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
-  // k = round(x / ln 2) sits in the low mantissa bits of kd.
-  const double kd = clamped * kLog2e + kShift;
-  const double k = kd - kShift;
-  double r = clamped - k * kLn2Hi;
-  r = r - k * kLn2Lo;  // |r| <= ln(2) / 2
+// V is double or a GCC vector of doubles, U the unsigned 64-bit integer
+// (vector) of the same width: the same code serves one value (in loops the
+// compiler vectorizes) and a whole register (Sinkhorn's explicit vector
+// sweeps). Always inlined, so each multiversioned caller compiles it for its
+// own instruction set.
+template <class V, class U>
+DC_VMATH_INLINE V exp_f64(V x) {
+  const V zero = V{} + 0.0;
+  const V lo = zero - 708.0, hi = zero + 709.0;
+  const V clamped = x < lo ? lo : (x > hi ? hi : x);
+  // k = round(x / ln 2) sits in the low mantissa bits of kd (adding 1.5 * 2^52 rounds to an integer).
+  const V kd = clamped * 1.4426950408889634074 + 6755399441055744.0;
+  const V k = kd - 6755399441055744.0;
+  V r = clamped - k * 6.93147180369123816490e-01;  // ln 2 = hi + lo part
+  r = r - k * 1.90821492927058770002e-10;         // |r| <= ln(2) / 2
   // e^r by its Taylor polynomial of degree 13 (truncation < 5e-18 relative).
-  double p = 1.0 / 6227020800.0;
+  V p = zero + 1.0 / 6227020800.0;
   p = p * r + 1.0 / 479001600.0;
   p = p * r + 1.0 / 39916800.0;
   p = p * r + 1.0 / 3628800.0;
@@ -56,13 +66,19 @@ DC_INLINE double exp(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  // 2^k from the integer in kd's low bits (k in [-1022, 1023]).
-  const std::uint64_t kbits = bits_of(kd) - bits_of(kShift);
-  double y = double_of((kbits + 1023ull) << 52) * p;
-  y = x < -708.0 ? 0.0 : y;
-  y = x > 709.0 ? INFINITY : y;
+  // 2^k from the integer in kd's low bits (k in [-1022, 1023]); the shift drops the rest.
+  U bits;
+  std::memcpy(&bits, &kd, sizeof bits);
+  bits = (bits + 1023u) << 52;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  V y = p * scale;
+  y = x < lo ? zero : y;
+  y = x > hi ? zero + INFINITY : y;
   return x != x ? x : y;
 }
+
+DC_VMATH_INLINE double exp(double x) { return exp_f64<double, std::uint64_t>(x); }
 
 // log(x) for positive normal x (0 < x < inf); other inputs are the caller's
 // business (the kernels only take logs of sums in [1, 3]).

@@ -79,7 +79,7 @@ struct Vec<double> {
   typedef uint64_t U __attribute__((vector_size(64)));
   typedef double D __attribute__((vector_size(64)));
   static constexpr int kWidth = 8;
-  static DC_SWEEP V exp(V x) { return exp_poly_f64<V, U>(x); }
+  static DC_SWEEP V exp(V x) { return vmath::exp_f64<V, U>(x); }
 };
 
 template <class V, class T>

@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "../common/common.h"
+#include "../common/vmath.h"
 
 // Forced inlining on the host, so that the CPU's vectorized clones (cpu.cpp)
 // compile these helpers for their own instruction set.
@@ -36,13 +37,14 @@ namespace sinkhorn {
 
 // ---------------------------------------------------------------------------
 // exp without branches, so that a loop of it vectorizes (GCC target clones on
-// the CPU). Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, a Taylor
-// polynomial for exp(r) (degree 6 for float: ~1 ulp; degree 12 for double:
-// ~2 ulp), and 2^k built in the exponent bits. Arguments below the smallest
-// normal result give 0 (so exp(-inf) = 0: zero weights drop out of sums);
-// arguments above the largest give a large finite value. NaN arguments give
-// unspecified values: rows with non-finite inputs are handled before (SPEC 0).
-// On the GPU the device's own exp is used.
+// the CPU). Double: vmath::exp_f64 (common/vmath.h, shared with soft-DTW).
+// Float: the same scheme here, Cody-Waite reduction x = k ln2 + r,
+// |r| <= ln2/2, a degree-6 Taylor polynomial for exp(r) (~1 ulp) and 2^k built
+// in the exponent bits. Arguments below the smallest normal result give 0 (so
+// exp(-inf) = 0: zero weights drop out of sums); float arguments above the
+// largest give a large finite value, NaN arguments unspecified values: rows
+// with non-finite inputs are handled before (SPEC 0). On the GPU the device's
+// own exp is used.
 
 // V is a float (double) or a GCC vector of them, U the unsigned integer
 // (vector) of the same width: the same code serves one value and a register.
@@ -74,40 +76,6 @@ DC_MATH_INLINE V exp_poly_f32(V x) {
   return underflow ? zero : out;
 }
 
-template <class V, class U>
-DC_MATH_INLINE V exp_poly_f64(V x) {
-  const V zero = V{} + 0.0;
-  const V lo = zero - 708.0, hi = zero + 709.0;
-  const auto underflow = x < lo;
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const V shifter = zero + 6755399441055744.0;  // 1.5 * 2^52
-  const V t = x * 1.4426950408889634074 + shifter;
-  const V k = t - shifter;
-  V r = x - k * 6.93147180369123816490e-01;
-  r = r - k * 1.90821492927058770002e-10;
-  V p = zero + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  U bits;
-  std::memcpy(&bits, &t, sizeof bits);
-  bits = (bits + 1023u) << 52;
-  V scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  const V out = p * scale;
-  return underflow ? zero : out;
-}
-
 DC_MATH_INLINE float exp_fast(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
@@ -120,7 +88,7 @@ DC_MATH_INLINE double exp_fast(double x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);
 #else
-  return exp_poly_f64<double, uint64_t>(x);
+  return vmath::exp(x);
 #endif
 }
 
