@@ -34,6 +34,7 @@ __all__ = [
     "sigmoid",
     "sigmoid_grad",
     "relaxed_swap",
+    "apply_hard",
     "hard_sorting_network",
     "sorting_network",
     "sorting_network_vjp",
@@ -247,17 +248,23 @@ def relaxed_swap(a, b, sigmoid="cauchy", beta=1.0, art_lambda=ART_LAMBDA):
 # forward (SPEC 5.2 / 5.3)
 
 
+def apply_hard(X, comparators):
+    """Exact compare-exchanges (min to wire lo, max to wire hi) in order on every row of X (rows,
+    wires); returns a new array."""
+    X = np.array(X, copy=True)
+    for lo, hi in comparators:
+        a, b = X[:, lo].copy(), X[:, hi].copy()
+        X[:, lo], X[:, hi] = np.minimum(a, b), np.maximum(a, b)
+    return X
+
+
 def hard_sorting_network(x, network="odd_even"):
-    """The network with exact compare-exchanges (min to wire lo, max to wire hi): the beta -> infinity
-    limit of the values. Used to check the layouts (0-1 principle)."""
+    """The network with exact compare-exchanges: the beta -> infinity limit of the values, padded
+    with +inf like the relaxed one. Used to check the layouts (0-1 principle)."""
     x = _vec(x)
     n = len(x)
     v = np.concatenate([x, np.full(network_wires(network, n) - n, np.inf)])
-    for layer in network_layers(network, n):
-        for lo, hi in layer:
-            a, b = v[lo], v[hi]
-            v[lo], v[hi] = min(a, b), max(a, b)
-    return v[:n]
+    return apply_hard(v[None], [c for layer in network_layers(network, n) for c in layer])[0, :n]
 
 
 def _forward(x, network, sigmoid_name, beta, art_lambda, with_P):
