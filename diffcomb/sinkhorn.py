@@ -446,6 +446,17 @@ def _sort_rows(fn: str, x: Tensor, dim: int) -> tuple[Tensor, torch.Size, int]:
     return rows, lead, dim % x.dim()
 
 
+def _plan_to_sorted_targets(fn: str, x: Tensor, dim: int, epsilon: float, num_targets: Optional[int], squash: str,
+                            max_iter: int, tol: Optional[float], backward: str):
+    """What sinkhorn_rank and sinkhorn_sort share: x's rows (B, n), its lead shape and dim, the
+    target weights b (1, m) and the plan P (B, n, m) to m sorted targets."""
+    rows, lead, dim = _sort_rows(fn, x, dim)
+    eps = _check_positive(fn, "epsilon", epsilon)
+    n = rows.shape[-1]
+    y, b = _targets(n, _num_targets(fn, num_targets, n), rows)
+    return rows, lead, dim, b, _transport_to_targets(fn, rows, y, b, eps, squash, max_iter, tol, backward)
+
+
 def _transport_to_targets(fn: str, rows: Tensor, y: Tensor, b: Tensor, eps: float, squash: str, max_iter: int,
                           tol: Optional[float], backward: str) -> Tensor:
     """P (B, n, m) from x~ = squash(x) (B, n) to targets y (m) with weights b (B or 1, m), a = 1/n."""
@@ -512,13 +523,9 @@ def sinkhorn_rank(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
         M. Cuturi, O. Teboul, J.-P. Vert. Differentiable Ranks and Sorting using Optimal Transport.
         NeurIPS 2019.
     """
-    fn = "sinkhorn_rank"
-    rows, lead, dim = _sort_rows(fn, x, dim)
-    eps = _check_positive(fn, "epsilon", epsilon)
-    batch, n = rows.shape
-    m = _num_targets(fn, num_targets, n)
-    y, b = _targets(n, m, rows)
-    P = _transport_to_targets(fn, rows, y, b, eps, squash, max_iter, tol, backward)
+    rows, lead, dim, b, P = _plan_to_sorted_targets("sinkhorn_rank", x, dim, epsilon, num_targets, squash, max_iter,
+                                                    tol, backward)
+    n = rows.shape[-1]
     R = n * n * (P @ b[0].cumsum(0))  # n (P bbar)_i / a_i with a_i = 1/n
     if descending:
         R = (n + 1) - R
@@ -560,13 +567,9 @@ def sinkhorn_sort(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
         M. Cuturi, O. Teboul, J.-P. Vert. Differentiable Ranks and Sorting using Optimal Transport.
         NeurIPS 2019.
     """
-    fn = "sinkhorn_sort"
-    rows, lead, dim = _sort_rows(fn, x, dim)
-    eps = _check_positive(fn, "epsilon", epsilon)
-    batch, n = rows.shape
-    m = _num_targets(fn, num_targets, n)
-    y, b = _targets(n, m, rows)
-    P = _transport_to_targets(fn, rows, y, b, eps, squash, max_iter, tol, backward)
+    rows, lead, dim, b, P = _plan_to_sorted_targets("sinkhorn_sort", x, dim, epsilon, num_targets, squash, max_iter,
+                                                    tol, backward)
+    m = P.shape[-1]
     S = (P.transpose(-1, -2) @ rows.unsqueeze(-1)).squeeze(-1) * m
     if descending:
         S = S.flip(-1)
