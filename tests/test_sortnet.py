@@ -582,3 +582,21 @@ def test_ranking_loss_of_half_precision_P(dtype):
     assert loss.dtype == dtype and math.isfinite(float(loss))
     # (1.06e-7 is subnormal in float16: a few bits)
     assert_close(loss.float(), diffcomb.ranking_loss(torch.eye(3), torch.arange(3.0)), rtol=0.2, atol=0)
+
+
+def test_renamed_outputs_gradcheck_opcheck_and_compile():
+    # n = 11: a padded bitonic network whose outputs leave on renamed wires (index_select in the op)
+    assert network_layout("bitonic", 11).permuted
+    rng = rng_for("renamed")
+    x = torch.tensor(separated_np(rng, (2, 11), min_gap=0.1), requires_grad=True)
+    fn = lambda t: tuple(diffcomb.sorting_network(t, network="bitonic", sigmoid="cauchy", steepness=2.0))
+    assert gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
+    torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 1, 4, 2.0, 0.25, True))
+    targets = torch.tensor(rng.normal(size=(2, 11)))
+    loss_fn = lambda t: diffcomb.ranking_loss(fn(t)[1], targets) + fn(t)[0].square().mean()
+    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
+    (g_eager,) = torch.autograd.grad(loss_fn(x), x)
+    out = compiled(x)
+    (g_compiled,) = torch.autograd.grad(out, x)
+    assert_close(out, loss_fn(x))
+    assert_close(g_compiled, g_eager)
