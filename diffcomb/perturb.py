@@ -313,19 +313,10 @@ def _grid_op(w: Tensor) -> Tensor:
     return out
 
 
-_ASSIGNMENT_HUGE = 2.0**1000
-_ASSIGNMENT_SCALE = 2.0**-24
-
-
 @torch.library.custom_op("diffcomb::linear_assignment", mutates_args=())
 def _assignment_op(cost: Tensor, maximize: bool) -> Tensor:
     out = torch.empty_like(cost)
     rows, n, m = cost.shape
-    if cost.dtype == torch.float64 and cost.numel():
-        # The solver's slacks c - u - v overflow for costs near the float64 limit; a power of two
-        # scales them out of reach exactly (the assignment does not change). float32 cannot get there.
-        huge = cost.abs().amax(dim=(1, 2), keepdim=True) > _ASSIGNMENT_HUGE
-        cost = torch.where(huge, cost * _ASSIGNMENT_SCALE, cost)
     if cost.is_cuda:
         nbytes = _native.cuda("linear_assignment").perturb_assignment_work_bytes(rows, n, m)
         work = torch.empty(nbytes, dtype=torch.uint8, device=cost.device)

@@ -681,9 +681,12 @@ void linear_assignment_cpu(std::uintptr_t cost, std::uintptr_t out, int64_t rows
           fill_nan(orow, n * m);
           continue;
         }
+        bool huge = false;
+        for (int64_t e = 0; e < n * m; ++e) huge |= assignment_huge(double(cr[e]));
+        const double factor = huge ? sign * kAssignmentScale : sign;
         for (int64_t i = 0; i < n; ++i) {
           for (int64_t j = 0; j < m; ++j) {
-            const double value = sign * double(cr[i * m + j]);
+            const double value = factor * double(cr[i * m + j]);
             if (transpose) {
               c[j * n + i] = value;
             } else {

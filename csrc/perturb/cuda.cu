@@ -192,11 +192,13 @@ __global__ void __launch_bounds__(kRowThreads)
   const T* cr = cost + r * n * m;
   T* orow = out + r * n * m;
   const bool finite = row_finite(cr, n * m);
-  const double sign = maximize ? -1.0 : 1.0;
+  bool huge = false;
+  for (int64_t e = threadIdx.x; e < n * m; e += blockDim.x) huge |= assignment_huge(double(cr[e]));
+  const double factor = (maximize ? -1.0 : 1.0) * (__syncthreads_or(huge ? 1 : 0) ? kAssignmentScale : 1.0);
   for (int64_t e = threadIdx.x; e < n * m; e += blockDim.x) {
     orow[e] = finite ? T(0) : quiet_nan<T>();
     const int64_t i = e / m, j = e % m;
-    c[transpose ? j * n + i : e] = sign * double(cr[e]);
+    c[transpose ? j * n + i : e] = factor * double(cr[e]);
   }
   if (!finite) return;
   for (int32_t j = threadIdx.x; j <= nc; j += blockDim.x) {

@@ -255,6 +255,14 @@ DC_HOST_DEVICE DC_INLINE void backtrack_path(const T* w, const double* dist, con
 // thread block (scan_column for every j, then a reduction of the minimum with
 // the smaller column index winning ties, exactly as the serial loop does).
 
+// Costs are loaded as sign * c * scale: a matrix with an entry above 2^1000
+// in magnitude (only float64 gets there) is scaled by 2^-24, exactly, so that
+// the slacks c - u - v cannot overflow to inf (the search would never end);
+// the assignment does not change.
+constexpr double kAssignmentHuge = 1.0715086071862673e+301;  // 2^1000
+constexpr double kAssignmentScale = 5.9604644775390625e-08;  // 2^-24
+DC_HOST_DEVICE DC_INLINE bool assignment_huge(double c) { return fabs(c) > kAssignmentHuge; }
+
 struct AssignmentState {
   double* u;
   double* v;
