@@ -1,16 +1,3 @@
-"""diffcomb's benchmark suite: workloads as data, peers timed in the same run.
-
-Run ``python -m benchmarks --help`` (installed as ``diffcomb-bench``).
-Modules: ``workloads`` (what is timed), ``peers`` (who is timed),
-``timing`` (how), ``runner`` (check then time), ``report`` (table and JSON),
-``progress`` (stderr bar), ``cli`` (the command line).
-"""
-
-__all__ = ["main"]
-
-
-def main(argv=None) -> int:
-    """Entry point; see ``benchmarks.cli.main``."""
-    from .cli import main as _main
-
-    return _main(argv)
+"""Entry point kept for ``python -m benchmarks`` in a clone; the CLI is ``diffcomb.bench``
+(installed as ``diffcomb-bench``). This folder keeps the measured tables (results/) and the
+README on installing the peers; it is not part of the installed package."""

@@ -78,7 +78,7 @@ from .softdtw import (
 )
 from .sortnet import DiffSortNet, RankingLoss, SortingNetworkResult, ranking_loss, sorting_network
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is set (pyproject.toml reads it)
 
 __all__ = [
     "DiffSortNet",

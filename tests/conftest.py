@@ -15,6 +15,13 @@ import torch
 
 from diffcomb import _native
 
+def pytest_configure(config):
+    """Markers, registered here so that the suite runs the same from outside the source tree
+    (against an installed diffcomb, with no pyproject.toml beside it)."""
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU and diffcomb._C_cuda (skipped otherwise)")
+    config.addinivalue_line("markers", "slow: long-running cases (large n)")
+
+
 # ------------------------------------------------------------------------------------------------
 # Devices: CUDA cases are always collected, marked `cuda`, and skipped without a GPU and a
 # diffcomb built with CUDA (diffcomb._C_cuda).

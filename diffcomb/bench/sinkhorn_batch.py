@@ -1,6 +1,6 @@
 """The Sinkhorn must-reach comparison without POT's memory limit.
 
-``python -m benchmarks.sinkhorn_batch``: batch 32, n = m = 1000, epsilon 0.1 on the unit-scale cost
+``python -m diffcomb.bench.sinkhorn_batch``: batch 32, n = m = 1000, epsilon 0.1 on the unit-scale cost
 of suite ``sinkhorn`` (workloads.SinkhornWorkload), exactly 100 iterations, float32, CPU.
 POT's log-domain solver takes one problem at a time and its autograd graph for the whole batch
 needs ~25 GB, so here POT runs each problem's forward and backward in turn (what the batch costs

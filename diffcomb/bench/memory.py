@@ -15,7 +15,7 @@ of GB, or minutes of dense products) is measured at batches 2 and 4, past its
 work limit, and extrapolated linearly in the batch (its memory is linear in
 B); the result says so.
 
-Run as ``python -m benchmarks.memory CONTENDER WORKLOAD_JSON LIFT(0|1)``; ``measure``
+Run as ``python -m diffcomb.bench.memory CONTENDER WORKLOAD_JSON LIFT(0|1)``; ``measure``
 calls it and parses the one JSON line it prints.
 """
 
@@ -85,7 +85,7 @@ def measure(contender_name: str, workload, lift_work_limit: bool = False, timeou
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        command = [sys.executable, "-m", "benchmarks.memory", contender_name, json.dumps(workload.as_dict()),
+        command = [sys.executable, "-m", "diffcomb.bench.memory", contender_name, json.dumps(workload.as_dict()),
                    str(int(lift_work_limit))]
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
     except subprocess.TimeoutExpired:
@@ -137,7 +137,7 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append(f"| {r['workload']} | {r['contender']} | {cell} | {ratio} | {note} |")
     lines.append("")
     lines.append("Peak resident memory of one forward+backward beyond its inputs, each in a fresh process "
-                 "(VmHWM - VmRSS after a reset of the high-water mark; benchmarks/memory.py). "
+                 "(VmHWM - VmRSS after a reset of the high-water mark; diffcomb/bench/memory.py). "
                  "ratio = contender / diffcomb.")
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,11 @@ Examples::
     python -m benchmarks --suite perturb          # I-MLE top-k, grid shortest path, assignment
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
-    python -m benchmarks --device cuda --json /tmp/sort-cuda.json
+    python -m benchmarks --device cuda --out /tmp/gpu-results
+    diffcomb-bench --suite sort --plot --out results/   # table, JSON and PNG charts in results/
+
+Results go to ``--out DIR`` (default ``./bench-results`` in the current directory): never into the
+installed package or over the tables committed in a clone (benchmarks/results/).
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from .progress import Progress
 from .timing import Budget
 from .workloads import DTYPES, SUITES, select
 
-__all__ = ["main", "build_parser", "RESULTS_DIR"]
+__all__ = ["main", "build_parser", "DEFAULT_OUT"]
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path("bench-results")  # relative to the current directory
 
 # Sized so the default sort suite, fast-soft-sort included (its backward runs
 # seconds per call at n >= 1000), finishes in about a minute on 2 cores.
@@ -108,9 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{SOFTDTW_QUICK_BUDGET.max_time}, too slow above {SOFTDTW_QUICK_BUDGET.max_call:g} s); "
                    "default output gets a -quick suffix")
     p.add_argument("--seed", type=int, default=0, help="input seed (default 0)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                   help=f"folder for the results: <suite>-<device>.json, the printed table as .md, and "
+                   f"with --plot the PNG charts (default: ./{DEFAULT_OUT}, created when missing)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
-                   help="JSON output (default: benchmarks/results/<suite>-<device>.json); "
-                   "the printed table goes beside it as .md")
+                   help="JSON output path instead of DIR/<suite>-<device>.json (the table goes beside it)")
+    p.add_argument("--plot", action="store_true",
+                   help="also write PNG charts beside the JSON: time against input size, one line per "
+                   "contender, log scales (needs matplotlib: pip install 'diffcomb[bench]')")
     p.add_argument("--no-save", action="store_true", help="print only; write no files")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="always draw the progress bar (default: only when stderr is a terminal)")
@@ -120,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{BUSY_FRACTION * 100:.0f}%% of the CPUs (default 0: do not wait)")
     p.add_argument("--no-memory", action="store_true",
                    help="suite sortnet: skip the peak-memory measurements (one fresh process per "
-                   "workload and contender, benchmarks/memory.py)")
+                   "workload and contender, diffcomb/bench/memory.py)")
     p.add_argument("--list", action="store_true", help="list suites, workloads and contenders, then exit")
     return p
 
@@ -154,7 +163,7 @@ def _default_json(args: argparse.Namespace) -> Path:
         parts.append("partial")
     if args.quick:
         parts.append("quick")
-    return RESULTS_DIR / ("-".join(parts) + ".json")
+    return args.out / ("-".join(parts) + ".json")
 
 
 def _wait_quiet(max_wait: float) -> dict:
@@ -187,6 +196,16 @@ def _list(suite_names: Sequence[str], loaded_by_name: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv_list = list(sys.argv[1:] if argv is None else argv)
+
+    if args.plot and args.no_save:
+        print("diffcomb-bench: --plot writes files; it cannot be combined with --no-save", file=sys.stderr)
+        return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("diffcomb-bench: --plot needs matplotlib (pip install 'diffcomb[bench]')", file=sys.stderr)
+            return 2
 
     names = list(peers.SUITE_CONTENDERS[args.suite])
     if args.contender:
@@ -296,4 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.write_text_atomic(path, report.dumps(doc))
         report.write_text_atomic(path.with_suffix(".md"), table)
         print(f"\nwrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
+        if args.plot:
+            from .plot import plot_results
+
+            pngs = plot_results(doc, path.parent, path.stem)
+            print(f"wrote {len(pngs)} chart(s): {', '.join(str(p) for p in pngs) or 'none (no timed sizes)'}",
+                  file=sys.stderr)
     return 0

@@ -2,7 +2,7 @@
 
 A workload names one op call on one input shape. Suites are tuples of
 workloads; the contenders that can run a workload are chosen in
-``benchmarks.peers`` from ``Workload.op``. Suite ``sort`` uses ``Workload``
+``diffcomb.bench.peers`` from ``Workload.op``. Suite ``sort`` uses ``Workload``
 (one ``(batch, n)`` input), suite ``softdtw`` uses ``SoftDTWWorkload`` (two
 series ``x (batch, n, d)`` and ``y (batch, m, d)``; the gradient is taken
 with respect to ``x``), suite ``sortnet`` uses ``SortNetWorkload`` (``x (batch,
@@ -174,7 +174,7 @@ class SinkhornWorkload:
 
 @dataclass(frozen=True)
 class PerturbWorkload:
-    """Suite ``perturb`` (benchmarks/perturb_suite.py): one solver or estimator call.
+    """Suite ``perturb`` (diffcomb/bench/perturb_suite.py): one solver or estimator call.
 
     ``imle_topk``: I-MLE top-k on scores ``(batch, n)`` with ``samples`` noise samples (output
     ``(samples, batch, n)``), forward and forward+backward. ``grid_shortest_path``: vertex

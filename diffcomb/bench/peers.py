@@ -160,11 +160,11 @@ def _sortnet_matrix(fn, options: dict, x: torch.Tensor) -> torch.Tensor:
 # art_lambda, distribution) -> (sorted, P), P[b, i, k] as diffcomb's (values =
 # P^T x). Each layer is a dense product with (n, n/2) split/combine matrices:
 # depth * B * n^3 multiply-adds per forward, and autograd keeps about 1.2
-# (B, n, n) tensors per layer (measured with benchmarks.memory: 65 MiB per row
+# (B, n, n) tensors per layer (measured with diffcomb.bench.memory: 65 MiB per row
 # for odd-even n = 256, 241 MiB per row for bitonic n = 1024). Workloads beyond
 # DIFFSORT_MAX_MULADDS (minutes per call on 2 cores; bitonic 128x256, 7.7e10,
 # takes about 30 s) or half the available memory are reported unsupported;
-# their peak memory is still measured at small batches (benchmarks.memory).
+# their peak memory is still measured at small batches (diffcomb.bench.memory).
 DIFFSORT_ENTRIES_PER_LAYER = 1.25
 DIFFSORT_MAX_MULADDS = 2e11
 
@@ -339,7 +339,7 @@ def _build_diffcomb_soft_rank(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return functools.partial(mod.soft_rank, regularization="l2", regularization_strength=1.0)
 
 
-# --- suite perturb: builders live in benchmarks/perturb_suite.py (its own runner: outputs
+# --- suite perturb: builders live in diffcomb/bench/perturb_suite.py (its own runner: outputs
 # are random samples or solver answers, checked by validity and optimal cost).
 from . import perturb_suite as _perturb_suite  # noqa: E402
 
