@@ -499,9 +499,10 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
             each iteration). Default 1e-6 for float64, 1e-4 for float32 (SPEC 4.1). ``tol=0`` runs
             exactly ``max_iter`` iterations (``converged`` is then False).
         check_every (int): test convergence every this many iterations (and at the last one). Default 10.
-        backward (str): ``"implicit"`` (default): implicit differentiation of the optimality conditions,
-            exact at convergence; ``"unroll"``: backpropagation through the executed iterations, exact
-            for the truncated algorithm, stores the iterates (``O(T (n + m))`` memory per problem).
+        backward (str): ``"implicit"`` (default): implicit differentiation of the returned plan's
+            optimality conditions (see Note), no stored iterates; ``"unroll"``: backpropagation through
+            the executed iterations, exact for the truncated algorithm, stores the iterates
+            (``O(T (n + m))`` memory per problem).
 
     Returns:
         SinkhornResult: ``plan (Tensor[..., n, m])``, ``cost (Tensor[...])`` (the regularized cost above),
@@ -515,9 +516,12 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
         gradient ``(P, f, g)`` (SPEC 4.2, exact at convergence); the potentials, ``n_iter`` and
         ``converged`` are not differentiable. Gradients with respect to ``a`` and ``b`` are defined up
         to an additive constant (the mass constraint). The implicit backward differentiates the
-        optimality conditions of the plan it is given, with that plan's own row and column sums
-        (which differ from ``a`` and ``b`` by at most ``tol``): it is exact for the returned plan,
-        and within about ``tol`` (relative) of the derivative of the exact transport plan.
+        optimality conditions of the returned plan with that plan's own row and column sums (they
+        differ from ``a`` and ``b`` by up to ``tol``; the plan is the exact transport between them),
+        so it is exact for the returned plan, converged or not. Its distance to the derivative of
+        the exact transport between ``a`` and ``b`` is the forward's own error, about
+        ``tol / epsilon`` relative on well-conditioned problems (up to ``tol * n_iter / epsilon``
+        on slowly converging ones): lower ``tol`` when that matters.
 
         Convergence: a problem that stops at ``max_iter`` with a marginal error above ``tol`` has
         ``converged = False``, and the call emits one ``UserWarning`` naming the worst error (raise

@@ -1098,6 +1098,31 @@ def test_cuda_matches_cpu(gen, dtype, backward, shape):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_implicit_gradient_of_returned_plan_and_no_warning(gen, dtype):
+    """CUDA uses the plan's marginals too (an unconverged plan, zero weights) and agrees with the CPU;
+    it does not synchronize to warn (the CPU run warns), but checks given weights like the CPU."""
+    C, a, b = problem(gen, (3, 7, 5), dtype)
+    a, b = a.clone(), b.clone()
+    a[1, 2], b[2, 4] = 0.0, 0.0
+    a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    G = torch.randn(3, 7, 5, generator=gen, dtype=F64).to(dtype)
+    with pytest.warns(UserWarning, match="did not converge"):
+        _, cpu = _vjp(C, a, b, 0.1, G, max_iter=3, tol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, gpu = _vjp(C.cuda(), a.cuda(), b.cuda(), 0.1, G.cuda(), max_iter=3, tol=1e-9)
+    assert not bool(out.converged.any())
+    atol = 1e-3 if dtype == torch.float32 else 1e-9
+    assert_close(gpu[0], cpu[0], dtype, atol=atol)
+    for x, y in zip(gpu[1:], cpu[1:]):  # the weights' gradients up to (+c, -c)
+        assert_close(_centred(x), _centred(y), dtype, atol=atol)
+    with pytest.raises(ValueError, match="non-negative"):
+        sinkhorn(C.cuda(), -a.cuda(), b.cuda())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)
 def test_cuda_rank_and_gumbel():
     x = torch.randn(4, 9, dtype=F64)
     assert_close(sinkhorn_rank(x.cuda(), 0.05), sinkhorn_rank(x, 0.05))
