@@ -25,6 +25,8 @@ References:
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -32,6 +34,7 @@ import torch
 from torch import Tensor
 
 from . import _native
+from ._checks import as_float, check_flag, check_same_device
 
 __all__ = [
     "SinkhornResult",
@@ -128,8 +131,6 @@ def _marginal(fn: str, name: str, w: Optional[Tensor], lead: torch.Size, size: i
     if w is None:
         return torch.full((*lead, size), 1.0 / size if size else 0.0, dtype=like.dtype, device=like.device)
     _check_tensor(fn, name, w, 1)
-    if w.device != like.device:
-        raise RuntimeError(f"diffcomb.{fn}: {name} is on {w.device}, the cost is on {like.device}")
     if w.shape[-1] != size:
         raise ValueError(f"diffcomb.{fn}: {name} must have shape (..., {size}) to match the cost of shape "
                          f"(..., {like.shape[-2]}, {like.shape[-1]}), got {tuple(w.shape)}")
@@ -140,29 +141,128 @@ def _marginal(fn: str, name: str, w: Optional[Tensor], lead: torch.Size, size: i
                          f"shape {tuple(lead)} of the cost") from exc
 
 
-def _check_marginals(fn: str, a: Tensor, b: Tensor) -> None:
-    """Negative weights or unequal masses are errors (SPEC 4.4); rows with NaN/inf are not checked
-    (they give NaN results, SPEC 0). Reads values, so it is skipped while compiling."""
-    if torch.compiler.is_compiling() or a.numel() == 0 or b.numel() == 0 or a.device.type == "meta":
-        return
-    if bool((a < 0).any()) or bool((b < 0).any()):
-        raise ValueError(f"diffcomb.{fn}: the marginals a and b must be non-negative, got a minimum of "
-                         f"{float(a.min()):g} for a and {float(b.min()):g} for b")
-    sa, sb = a.double().sum(-1), b.double().sum(-1)
+def _weights_error(fn: str, a: Tensor, b: Tensor) -> Optional[str]:
+    """Why the marginals a (B, n), b (B, m) are invalid (SPEC 4.4: negative weights, unequal or zero
+    masses), or None. Rows with NaN/inf are not checked (they give NaN results, SPEC 0). Reads the
+    values: the few statistics are computed on the device and read back at once (one
+    synchronization on CUDA)."""
+    if a.numel() == 0 or b.numel() == 0:
+        return None
+    a64, b64 = a.double(), b.double()
+    sa, sb = a64.sum(-1).reshape(-1), b64.sum(-1).reshape(-1)
+    finite = sa.isfinite() & sb.isfinite()
     rtol = 1e-5 if a.dtype == torch.float32 else 1e-9
-    bad = ((sa - sb).abs() > rtol * torch.maximum(sa.abs(), sb.abs()).clamp_min(1.0)) & sa.isfinite() \
-        & sb.isfinite()
-    if bool(bad.any()):
-        k = int(bad.reshape(-1).nonzero()[0])
-        raise ValueError(f"diffcomb.{fn}: the marginals must have equal mass, sum(a) == sum(b); got sum(a) = "
-                         f"{float(sa.reshape(-1)[k]):.9g} and sum(b) = {float(sb.reshape(-1)[k]):.9g} in batch "
-                         f"element {k} (unbalanced transport is not supported)")
-    if bool(((sa <= 0) & sa.isfinite()).any()):
-        raise ValueError(f"diffcomb.{fn}: the marginals must have positive mass, got sum(a) = 0")
+    unequal = ((sa - sb).abs() > rtol * torch.maximum(sa.abs(), sb.abs()).clamp_min(1.0)) & finite
+    k = unequal.to(torch.uint8).argmax()  # the first problem with unequal masses (0 when none)
+    zero = torch.zeros((), dtype=torch.float64, device=a.device)
+    min_a = torch.where((a64 < 0) & a64.isfinite(), a64, zero).amin()
+    min_b = torch.where((b64 < 0) & b64.isfinite(), b64, zero).amin()
+    stats = torch.stack([min_a, min_b, unequal.any().double(), k.double(), sa[k], sb[k],
+                         ((sa <= 0) & finite).any().double()]).tolist()
+    min_a, min_b, any_unequal, k, mass_a, mass_b, zero_mass = stats
+    if min_a < 0 or min_b < 0:
+        return (f"diffcomb.{fn}: the marginals a and b must be non-negative, got a minimum of {min_a:g} for a "
+                f"and {min_b:g} for b")
+    if any_unequal:
+        return (f"diffcomb.{fn}: the marginals must have equal mass, sum(a) == sum(b); got sum(a) = "
+                f"{mass_a:.9g} and sum(b) = {mass_b:.9g} in batch element {int(k)} (unbalanced transport is not "
+                f"supported)")
+    if zero_mass:
+        return f"diffcomb.{fn}: the marginals must have positive mass, got sum(a) = 0"
+    return None
+
+
+_INTERNAL_PATHS = tuple(os.path.dirname(path) + os.sep for path in (__file__, torch.__file__))
+
+
+def _warn(message: str) -> None:
+    """A UserWarning attributed to the first caller outside diffcomb and torch (the user's line,
+    also when the custom op runs inside a compiled graph)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PATHS):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level - 1 if frame is None else level)
+
+
+def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None:
+    """One warning when some problem stopped at max_iter above tol (err is on the CPU: reading it
+    costs nothing; NaN problems are not counted, their results are NaN)."""
+    bad = err > tol
+    count = int(bad.sum())
+    if count:
+        worst = float(err[bad].max())
+        _warn(f"diffcomb.{fn}: Sinkhorn did not converge in {count} of {err.numel()} problem(s): stopped at "
+              f"max_iter={max_iter} with a row-marginal error sum_i |sum_j P_ij - a_i| of up to {worst:.3g} > "
+              f"tol={tol:g}, so the plan (and its gradient) is that far from the transport between a and b. "
+              f"Increase max_iter, or epsilon (it is on the scale of the cost: rescale a large cost); "
+              f"`converged` reports each problem")
 
 
 # ---------------------------------------------------------------------------
 # Custom ops on contiguous (B, n, m) batches.
+#
+# Each op's implementation (and its fake) first checks what a direct call could get wrong:
+# shapes, dtypes, devices, contiguity and the scalar arguments' ranges, with torch._check (no
+# tensor values are read, so the checks are free and pass under torch.compile and opcheck).
+# The public functions have already validated with named messages; these checks keep a direct
+# call of torch.ops.diffcomb.* from reading out of bounds.
+
+_OP_DEVICES = ("cpu", "cuda", "meta")
+
+
+def _check_op_cost(op: str, C: Tensor) -> None:
+    torch._check(C.dim() == 3, lambda: f"diffcomb::{op}: C must have shape (B, n, m), got {tuple(C.shape)}")
+    torch._check(C.dtype in _native.DTYPE_CODES,
+                 lambda: f"diffcomb::{op}: C must be float32 or float64, got {C.dtype}")
+    torch._check(C.device.type in _OP_DEVICES, lambda: f"diffcomb::{op}: C is on {C.device}; cpu or cuda only")
+    torch._check(C.is_contiguous(), lambda: f"diffcomb::{op}: C must be contiguous")
+
+
+def _check_op_tensor(op: str, name: str, t: Optional[Tensor], shape: tuple, C: Tensor,
+                     dtype: Optional[torch.dtype] = None) -> None:
+    """A side input of a raw op (None is skipped): its shape, dtype (C's unless given), device
+    (C's) and contiguity."""
+    if t is None:
+        return
+    torch._check(t.dim() == len(shape) and all(s == e for s, e in zip(t.shape, shape)),
+                 lambda: f"diffcomb::{op}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    want = C.dtype if dtype is None else dtype
+    torch._check(t.dtype == want, lambda: f"diffcomb::{op}: {name} must have dtype {want}, got {t.dtype}")
+    torch._check(t.device == C.device, lambda: f"diffcomb::{op}: {name} is on {t.device}, C is on {C.device}")
+    torch._check(t.is_contiguous(), lambda: f"diffcomb::{op}: {name} must be contiguous")
+
+
+def _check_op_eps(op: str, eps: float) -> None:
+    torch._check_value(0.0 < eps < math.inf, lambda: f"diffcomb::{op}: eps must be positive and finite, got {eps}")
+
+
+def _check_forward_args(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float,
+                        check_every: int) -> None:
+    op = "sinkhorn"
+    _check_op_cost(op, C)
+    batch, n, m = C.shape
+    _check_op_tensor(op, "a", a, (batch, n), C)
+    _check_op_tensor(op, "b", b, (batch, m), C)
+    _check_op_eps(op, eps)
+    torch._check_value(max_iter >= 1, lambda: f"diffcomb::{op}: max_iter must be >= 1, got {max_iter}")
+    torch._check_value(check_every >= 1, lambda: f"diffcomb::{op}: check_every must be >= 1, got {check_every}")
+    torch._check_value(tol < math.inf, lambda: f"diffcomb::{op}: tol must be finite (<= 0: no check), got {tol}")
+
+
+def _check_backward_args(op: str, C: Tensor, a: Tensor, b: Tensor, G: Optional[Tensor], gcost: Optional[Tensor],
+                         eps: float) -> None:
+    _check_op_cost(op, C)
+    batch, n, m = C.shape
+    _check_op_tensor(op, "a", a, (batch, n), C)
+    _check_op_tensor(op, "b", b, (batch, m), C)
+    _check_op_tensor(op, "G", G, (batch, n, m), C)
+    _check_op_tensor(op, "gcost", gcost, (batch,), C)
+    _check_op_eps(op, eps)
+
+
+def _capturing(x: Tensor) -> bool:
+    """Whether x's device is being captured into a CUDA graph (no synchronization allowed)."""
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _cuda_work(x: Tensor, batch: int, n: int, m: int) -> Tensor:
@@ -177,15 +277,29 @@ def _history_shapes(batch: int, n: int, m: int, max_iter: int, unroll: bool) -> 
 
 @torch.library.custom_op("diffcomb::sinkhorn", mutates_args=())
 def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
-                 unroll: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                 unroll: bool, check_weights: bool = False, caller: str = "sinkhorn"
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(P, f, g, cost, n_iter, err, f_hist, g_hist) for costs C (B, n, m) and weights a (B, n), b (B, m).
-    tol <= 0: exactly max_iter iterations. f_hist/g_hist: recorded iterates when unroll."""
+    tol <= 0: exactly max_iter iterations. f_hist/g_hist: recorded iterates when unroll.
+
+    check_weights: raise ValueError for negative weights or unequal masses (SPEC 4.4; reads the
+    weights, one synchronization on CUDA, skipped while a CUDA graph is captured). On the CPU, a
+    run with tol > 0 warns (UserWarning) when some problem stopped at max_iter above tol; CUDA
+    does not synchronize to check. Both happen here, in the op, so that compiled graphs raise and
+    warn as eager calls do. caller: the public function those messages name. A problem with n = 0
+    or m = 0 has no transport between masses 0 and 1: its cost, potentials and err are NaN."""
+    _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
+    if check_weights and not _capturing(C):
+        message = _weights_error(caller, a, b)
+        if message is not None:
+            raise ValueError(message)
     batch, n, m = C.shape
     fh_shape, gh_shape = _history_shapes(batch, n, m, max_iter, unroll)
     if C.numel() == 0:
-        return (torch.zeros_like(C), C.new_zeros((batch, n)), C.new_zeros((batch, m)), C.new_zeros(batch),
-                torch.zeros(batch, dtype=torch.int64, device=C.device),
-                torch.zeros(batch, dtype=torch.float64, device=C.device), C.new_zeros(fh_shape),
+        nan = math.nan
+        return (torch.zeros_like(C), C.new_full((batch, n), nan), C.new_full((batch, m), nan),
+                C.new_full((batch,), nan), torch.zeros(batch, dtype=torch.int64, device=C.device),
+                torch.full((batch,), nan, dtype=torch.float64, device=C.device), C.new_zeros(fh_shape),
                 C.new_zeros(gh_shape))
     P = torch.empty_like(C)
     f = C.new_empty((batch, n))
@@ -206,11 +320,14 @@ def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol
     else:
         _native.cpu().sinkhorn_forward(*args, batch, n, m, eps, max_iter, tol, check_every, _native.dtype_code(C),
                                        _native.threads())
+        if tol > 0:
+            _warn_not_converged(caller, err, tol, max_iter)
     return P, f, g, cost, n_iter, err, f_hist, g_hist
 
 
 @_sinkhorn_op.register_fake
-def _(C, a, b, eps, max_iter, tol, check_every, unroll):
+def _(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights=False, caller="sinkhorn"):
+    _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
     batch, n, m = C.shape
     fh_shape, gh_shape = _history_shapes(batch, n, m, max_iter, unroll)
     return (torch.empty_like(C), C.new_empty((batch, n)), C.new_empty((batch, m)), C.new_empty(batch),
@@ -218,15 +335,29 @@ def _(C, a, b, eps, max_iter, tol, check_every, unroll):
             C.new_empty(gh_shape))
 
 
+def _empty_backward(C: Tensor, a: Tensor, b: Tensor, gcost: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of problems with n = 0 or m = 0: the plan is empty and the cost NaN, so a cost
+    gradient makes the weights' gradients NaN."""
+    fill = math.nan if gcost is not None else 0.0
+    return torch.zeros_like(C), torch.full_like(a, fill), torch.full_like(b, fill)
+
+
 @torch.library.custom_op("diffcomb::sinkhorn_implicit_backward", mutates_args=())
 def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, g: Tensor, G: Optional[Tensor],
                           gcost: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(dC, da, db) by implicit differentiation (SPEC 4.3 b) for plan gradients G (B, n, m) and cost
-    gradients gcost (B) (envelope, SPEC 4.2); None stands for zero."""
+    """(dC, da, db) by implicit differentiation (SPEC 4.3 b) of the plan P's own optimality
+    conditions (its marginals P 1, P^T 1 in H: exact for the returned plan, converged or not) for
+    plan gradients G (B, n, m) and cost gradients gcost (B) (envelope, SPEC 4.2); None stands for
+    zero."""
+    op = "sinkhorn_implicit_backward"
+    _check_backward_args(op, C, a, b, G, gcost, eps)
     batch, n, m = C.shape
-    dC, da, db = torch.zeros_like(C), torch.zeros_like(a), torch.zeros_like(b)
+    _check_op_tensor(op, "P", P, (batch, n, m), C)
+    _check_op_tensor(op, "f", f, (batch, n), C)
+    _check_op_tensor(op, "g", g, (batch, m), C)
     if C.numel() == 0:
-        return dC, da, db
+        return _empty_backward(C, a, b, gcost)
+    dC, da, db = torch.zeros_like(C), torch.zeros_like(a), torch.zeros_like(b)
     addr = _native.address
     cg_tol = _CG_TOL[C.dtype]
     cg_max = 10 * (n + m) + 100
@@ -245,17 +376,37 @@ def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor,
 
 @_implicit_backward_op.register_fake
 def _(C, a, b, P, f, g, G, gcost, eps):
+    op = "sinkhorn_implicit_backward"
+    _check_backward_args(op, C, a, b, G, gcost, eps)
+    batch, n, m = C.shape
+    _check_op_tensor(op, "P", P, (batch, n, m), C)
+    _check_op_tensor(op, "f", f, (batch, n), C)
+    _check_op_tensor(op, "g", g, (batch, m), C)
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
+
+
+def _check_history(op: str, C: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: Tensor) -> None:
+    batch, n, m = C.shape
+    torch._check(f_hist.dim() == 3, lambda: f"diffcomb::{op}: f_hist must have shape (B, T, n), got "
+                                            f"{tuple(f_hist.shape)}")
+    steps = f_hist.shape[1]
+    _check_op_tensor(op, "f_hist", f_hist, (batch, steps, n), C)
+    _check_op_tensor(op, "g_hist", g_hist, (batch, steps + 1, m), C)
+    _check_op_tensor(op, "n_iter", n_iter, (batch,), C, torch.int64)
 
 
 @torch.library.custom_op("diffcomb::sinkhorn_unrolled_backward", mutates_args=())
 def _unrolled_backward_op(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: Tensor,
                           G: Optional[Tensor], gcost: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(dC, da, db) through the recorded iterations (SPEC 4.3 a); cost gradients by the envelope."""
+    """(dC, da, db) through the recorded iterations (SPEC 4.3 a); cost gradients by the envelope.
+    n_iter is clamped to the recorded history by the kernels."""
+    op = "sinkhorn_unrolled_backward"
+    _check_backward_args(op, C, a, b, G, gcost, eps)
+    _check_history(op, C, f_hist, g_hist, n_iter)
     batch, n, m = C.shape
-    dC, da, db = torch.zeros_like(C), torch.zeros_like(a), torch.zeros_like(b)
     if C.numel() == 0:
-        return dC, da, db
+        return _empty_backward(C, a, b, gcost)
+    dC, da, db = torch.zeros_like(C), torch.zeros_like(a), torch.zeros_like(b)
     max_iter = f_hist.shape[1]
     addr = _native.address
     args = (addr(C), addr(a), addr(b), addr(f_hist), addr(g_hist), addr(n_iter), addr(G), addr(gcost), addr(dC),
@@ -273,59 +424,53 @@ def _unrolled_backward_op(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_his
 
 @_unrolled_backward_op.register_fake
 def _(C, a, b, f_hist, g_hist, n_iter, G, gcost, eps):
+    op = "sinkhorn_unrolled_backward"
+    _check_backward_args(op, C, a, b, G, gcost, eps)
+    _check_history(op, C, f_hist, g_hist, n_iter)
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
 
 def _setup(ctx, inputs, output) -> None:
-    C, a, b, eps, _max_iter, tol, _check_every, unroll = inputs
+    C, a, b, eps, _max_iter, _tol, _check_every, unroll, _check_weights, _caller = inputs
     P, f, g, cost, n_iter, err, f_hist, g_hist = output
     ctx.mark_non_differentiable(f, g, n_iter, err, f_hist, g_hist)
     ctx.set_materialize_grads(False)  # an unused plan gradient stays None: envelope only, no CG
     ctx.eps = eps
     ctx.unroll = unroll
-    ctx.tol = tol
     if unroll:
-        ctx.save_for_backward(C, a, b, f_hist, g_hist, n_iter, err)
+        ctx.save_for_backward(C, a, b, f_hist, g_hist, n_iter)
     else:
-        ctx.save_for_backward(C, a, b, P, f, g, err)
-
-
-def _not_converged(err: Tensor, tol: float) -> bool:
-    """Whether some problem stopped above tol; False while tracing (fake tensors have no values)."""
-    try:
-        return bool((err > tol).any())
-    except Exception:  # data-dependent under tracing
-        return False
+        ctx.save_for_backward(C, a, b, P, f, g)
 
 
 def _backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
+    none = (None,) * 7
     if gP is None and gcost is None:
-        return None, None, None, None, None, None, None, None
+        return (None, None, None) + none
     G = None if gP is None else gP.contiguous()
     gc = None if gcost is None else gcost.contiguous()
     if ctx.unroll:
-        C, a, b, f_hist, g_hist, n_iter, _err = ctx.saved_tensors
+        C, a, b, f_hist, g_hist, n_iter = ctx.saved_tensors
         dC, da, db = torch.ops.diffcomb.sinkhorn_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, G, gc, ctx.eps)
     else:
-        C, a, b, P, f, g, err = ctx.saved_tensors
-        if G is not None and ctx.tol > 0 and not torch.compiler.is_compiling() and _not_converged(err, ctx.tol):
-            warnings.warn("diffcomb.sinkhorn: implicit differentiation of a Sinkhorn run that did not converge "
-                          "(raise max_iter or epsilon, or use backward='unroll'); the plan's gradient is "
-                          "inexact", RuntimeWarning, stacklevel=2)
+        # Exact for the returned plan whether or not the forward converged (a forward that did
+        # not has warned already, on the CPU).
+        C, a, b, P, f, g = ctx.saved_tensors
         dC, da, db = torch.ops.diffcomb.sinkhorn_implicit_backward(C, a, b, P, f, g, G, gc, ctx.eps)
     need = ctx.needs_input_grad
-    return (dC if need[0] else None, da if need[1] else None, db if need[2] else None, None, None, None, None,
-            None)
+    return (dC if need[0] else None, da if need[1] else None, db if need[2] else None) + none
 
 
 torch.library.register_autograd("diffcomb::sinkhorn", _backward, setup_context=_setup)
 
 
-def _solve(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
-           unroll: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(P, f, g, cost, n_iter, err) of contiguous (B, n, m) problems through the custom op."""
+def _solve(fn: str, C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
+           unroll: bool, check_weights: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(P, f, g, cost, n_iter, err) of contiguous (B, n, m) problems through the custom op, which
+    checks the weights when asked and warns (on the CPU) about problems that did not converge, in
+    the name of the public function fn."""
     P, f, g, cost, n_iter, err, _, _ = torch.ops.diffcomb.sinkhorn(
-        C.contiguous(), a.contiguous(), b.contiguous(), eps, max_iter, tol, check_every, unroll)
+        C.contiguous(), a.contiguous(), b.contiguous(), eps, max_iter, tol, check_every, unroll, check_weights, fn)
     return P, f, g, cost, n_iter, err
 
 
@@ -354,9 +499,10 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
             each iteration). Default 1e-6 for float64, 1e-4 for float32 (SPEC 4.1). ``tol=0`` runs
             exactly ``max_iter`` iterations (``converged`` is then False).
         check_every (int): test convergence every this many iterations (and at the last one). Default 10.
-        backward (str): ``"implicit"`` (default): implicit differentiation of the optimality conditions,
-            exact at convergence; ``"unroll"``: backpropagation through the executed iterations, exact
-            for the truncated algorithm, stores the iterates (``O(T (n + m))`` memory per problem).
+        backward (str): ``"implicit"`` (default): implicit differentiation of the returned plan's
+            optimality conditions (see Note), no stored iterates; ``"unroll"``: backpropagation through
+            the executed iterations, exact for the truncated algorithm, stores the iterates
+            (``O(T (n + m))`` memory per problem).
 
     Returns:
         SinkhornResult: ``plan (Tensor[..., n, m])``, ``cost (Tensor[...])`` (the regularized cost above),
@@ -369,11 +515,28 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
         ``cost``, ``a`` and ``b`` from ``plan`` and ``cost``; the cost's gradient is the envelope
         gradient ``(P, f, g)`` (SPEC 4.2, exact at convergence); the potentials, ``n_iter`` and
         ``converged`` are not differentiable. Gradients with respect to ``a`` and ``b`` are defined up
-        to an additive constant (the mass constraint). The implicit backward warns when the forward
-        did not converge. A problem whose cost or weights contain NaN or infinity gives NaN outputs
-        (no error); negative weights, unequal masses, shape mismatches and ``epsilon <= 0`` raise.
-        Small ``epsilon`` needs more iterations (about ``1/epsilon`` on a unit-scale cost); float32
-        with ``epsilon`` below about ``1e-3 max|C|`` is fragile.
+        to an additive constant (the mass constraint). The implicit backward differentiates the
+        optimality conditions of the returned plan with that plan's own row and column sums (they
+        differ from ``a`` and ``b`` by up to ``tol``; the plan is the exact transport between them),
+        so it is exact for the returned plan, converged or not. Its distance to the derivative of
+        the exact transport between ``a`` and ``b`` is the forward's own error, about
+        ``tol / epsilon`` relative on well-conditioned problems (up to ``tol * n_iter / epsilon``
+        on slowly converging ones): lower ``tol`` when that matters.
+
+        Convergence: a problem that stops at ``max_iter`` with a marginal error above ``tol`` has
+        ``converged = False``, and the call emits one ``UserWarning`` naming the worst error (raise
+        ``max_iter`` or ``epsilon``). The warning is given on the CPU only, also inside
+        ``torch.compile``d graphs (it is issued by the custom op at run time); on CUDA it would
+        need a device synchronization on every call, so read ``converged`` there. ``tol=0`` asks for
+        exactly ``max_iter`` iterations and never warns.
+
+        Errors and NaN: a problem whose cost or weights contain NaN or infinity gives NaN outputs (no
+        error); a problem with ``n = 0`` or ``m = 0`` has an empty plan and a NaN cost (there is no
+        transport between masses 0 and 1). Shape mismatches, tensors on different devices,
+        ``epsilon <= 0``, and, when ``a`` or ``b`` is given, negative weights or unequal masses raise
+        (eagerly and under ``torch.compile``; checking the weights' values synchronizes once on
+        CUDA). Small ``epsilon`` needs more iterations (about ``1/epsilon`` on a unit-scale cost);
+        float32 with ``epsilon`` below about ``1e-3 max|C|`` is fragile.
 
     Example:
         >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
@@ -387,7 +550,13 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
     References:
         M. Cuturi. Sinkhorn Distances: Lightspeed Computation of Optimal Transport. NeurIPS 2013.
     """
-    fn = "sinkhorn"
+    return _sinkhorn("sinkhorn", cost, a, b, epsilon, max_iter, tol, check_every, backward)
+
+
+def _sinkhorn(fn: str, cost: Tensor, a: Optional[Tensor], b: Optional[Tensor], epsilon: float, max_iter: int,
+              tol: Optional[float], check_every: int, backward: str) -> SinkhornResult:
+    """sinkhorn, with messages in the name of the public function fn."""
+    check_same_device(fn, cost=cost, a=a, b=b)
     _check_tensor(fn, "cost", cost, 2)
     eps = _check_positive(fn, "epsilon", epsilon)
     max_iter = _check_int(fn, "max_iter", max_iter, 1)
@@ -400,10 +569,11 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
     lead = torch.Size(lead)
     aw = _marginal(fn, "a", a, lead, n, C)
     bw = _marginal(fn, "b", b, lead, m, C)
-    _check_marginals(fn, aw, bw)
     batch = math.prod(lead)
-    P, f, g, value, n_iter, err = _solve(C.reshape(batch, n, m), aw.reshape(batch, n), bw.reshape(batch, m), eps,
-                                         max_iter, tol, check_every, backward == "unroll")
+    # Uniform default weights are valid by construction: only given weights are checked.
+    P, f, g, value, n_iter, err = _solve(fn, C.reshape(batch, n, m), aw.reshape(batch, n), bw.reshape(batch, m), eps,
+                                         max_iter, tol, check_every, backward == "unroll",
+                                         check_weights=a is not None or b is not None)
     f = torch.where(aw.reshape(batch, n) == 0, torch.zeros_like(f), f)
     g = torch.where(bw.reshape(batch, m) == 0, torch.zeros_like(g), g)
     out_dtype = cost.dtype
@@ -434,6 +604,7 @@ def _squash(x: Tensor, kind: str) -> Tensor:
 
 
 def _sort_rows(fn: str, x: Tensor, dim: int) -> tuple[Tensor, torch.Size, int]:
+    """x (a float tensor: as_float first) as contiguous rows (B, n) of the compute dtype, with dim last."""
     _check_tensor(fn, "x", x, 1)
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"diffcomb.{fn}: dim must be an int, got {type(dim).__name__}")
@@ -468,7 +639,7 @@ def _transport_to_targets(fn: str, rows: Tensor, y: Tensor, b: Tensor, eps: floa
     xt = _squash(rows, squash)
     C = (xt.unsqueeze(-1) - y).square()
     a = torch.full((batch, n), 1.0 / n if n else 0.0, dtype=rows.dtype, device=rows.device)
-    P = _solve(C, a, b.expand(batch, -1), eps, max_iter, tol_v, 10, backward == "unroll")[0]
+    P = _solve(fn, C, a, b.expand(batch, -1), eps, max_iter, tol_v, 10, backward == "unroll")[0]
     return P
 
 
@@ -499,7 +670,8 @@ def sinkhorn_rank(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
     ``y_j = (j - 1)/(m - 1)`` with weights ``b = 1/m``.
 
     Args:
-        x (Tensor[..., n]): values to rank along ``dim``.
+        x (Tensor[..., n]): values to rank along ``dim``; integer and bool tensors are ranked in
+            torch's default float dtype (the result has that dtype).
         epsilon (float): entropic regularization (on the squashed [0, 1] scale). Default 1e-2.
         dim (int): the ranked dimension. Default -1.
         descending (bool): rank 1 for the largest value. Default False.
@@ -513,7 +685,8 @@ def sinkhorn_rank(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
     Note:
         ``O(T n m)`` time: for large ``n`` the permutahedron :func:`diffcomb.soft_rank` is faster; this
         operator offers weights and ``m != n``. As ``epsilon -> 0`` the ranks tend to the hard ranks.
-        NaN or infinite values make their row NaN.
+        NaN or infinite values make their row NaN. A transport that stops at ``max_iter`` above
+        ``tol`` warns as in :func:`sinkhorn` (small ``epsilon`` needs a larger ``max_iter``).
 
     Example:
         >>> sinkhorn_rank(torch.tensor([3.0, 1.0, 2.0]), 1e-3).round()
@@ -523,8 +696,11 @@ def sinkhorn_rank(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
         M. Cuturi, O. Teboul, J.-P. Vert. Differentiable Ranks and Sorting using Optimal Transport.
         NeurIPS 2019.
     """
-    rows, lead, dim, b, P = _plan_to_sorted_targets("sinkhorn_rank", x, dim, epsilon, num_targets, squash, max_iter,
-                                                    tol, backward)
+    fn = "sinkhorn_rank"
+    x = as_float(x)
+    descending = check_flag(fn, "descending", descending)
+    rows, lead, dim, b, P = _plan_to_sorted_targets(fn, x, dim, epsilon, num_targets, squash, max_iter, tol,
+                                                    backward)
     n = rows.shape[-1]
     R = n * n * (P @ b[0].cumsum(0))  # n (P bbar)_i / a_i with a_i = 1/n
     if descending:
@@ -544,7 +720,8 @@ def sinkhorn_sort(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
     weighted mean of the original values, so it stays on their scale.
 
     Args:
-        x (Tensor[..., n]): values to sort along ``dim``.
+        x (Tensor[..., n]): values to sort along ``dim``; integer and bool tensors are sorted in
+            torch's default float dtype (the result has that dtype).
         epsilon (float): entropic regularization. Default 1e-2.
         dim (int): the sorted dimension. Default -1.
         descending (bool): largest first. Default False.
@@ -557,7 +734,9 @@ def sinkhorn_sort(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
 
     Note:
         Mass is conserved: ``mean(S) = mean(x)`` when ``m = n``. As ``epsilon -> 0`` ``S`` tends to the
-        sorted values. NaN or infinite values make their row NaN.
+        sorted values. NaN or infinite values make their row NaN; ``n = 0`` values give NaN for
+        ``m > 0`` targets. A transport that stops at ``max_iter`` above ``tol`` warns as in
+        :func:`sinkhorn`.
 
     Example:
         >>> sinkhorn_sort(torch.tensor([3.0, 1.0, 2.0]), 1e-3).round(decimals=4)
@@ -567,10 +746,15 @@ def sinkhorn_sort(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
         M. Cuturi, O. Teboul, J.-P. Vert. Differentiable Ranks and Sorting using Optimal Transport.
         NeurIPS 2019.
     """
-    rows, lead, dim, b, P = _plan_to_sorted_targets("sinkhorn_sort", x, dim, epsilon, num_targets, squash, max_iter,
-                                                    tol, backward)
+    fn = "sinkhorn_sort"
+    x = as_float(x)
+    descending = check_flag(fn, "descending", descending)
+    rows, lead, dim, b, P = _plan_to_sorted_targets(fn, x, dim, epsilon, num_targets, squash, max_iter, tol,
+                                                    backward)
     m = P.shape[-1]
     S = (P.transpose(-1, -2) @ rows.unsqueeze(-1)).squeeze(-1) * m
+    if rows.shape[-1] == 0:  # no values to sort into m > 0 targets: the means are undefined (SPEC 0)
+        S = S + math.nan
     if descending:
         S = S.flip(-1)
     return S.reshape(*lead, m).movedim(-1, dim).to(x.dtype)
@@ -588,7 +772,8 @@ def sinkhorn_quantile(x: Tensor, q: Union[float, Sequence[float]], epsilon: floa
     a smoothed mean of the values around the ``q``-quantile (``t`` = ``width``).
 
     Args:
-        x (Tensor[..., n]): values along ``dim``.
+        x (Tensor[..., n]): values along ``dim``; integer and bool tensors are used in torch's
+            default float dtype (the result has that dtype).
         q (float or sequence of floats): levels with ``width/2 <= q <= 1 - width/2``.
         epsilon (float): entropic regularization. Default 1e-2.
         width (float): the mass ``t`` of the middle target. Default 0.1.
@@ -601,10 +786,11 @@ def sinkhorn_quantile(x: Tensor, q: Union[float, Sequence[float]], epsilon: floa
 
     Note:
         For ``epsilon -> 0`` it is the mean of the values whose ranks lie in ``n (q -/+ t/2)``. NaN or
-        infinite values make their row NaN.
+        infinite values make their row NaN, and so does ``n = 0`` (no values: like ``torch.mean``).
+        A transport that stops at ``max_iter`` above ``tol`` warns as in :func:`sinkhorn`.
 
     Example:
-        >>> round(float(sinkhorn_quantile(torch.arange(1.0, 11.0), 0.5, 1e-3, width=0.2)), 3)
+        >>> round(float(sinkhorn_quantile(torch.arange(1.0, 11.0), 0.5, 1e-3, width=0.2, max_iter=5000)), 3)
         5.5
 
     References:
@@ -612,6 +798,7 @@ def sinkhorn_quantile(x: Tensor, q: Union[float, Sequence[float]], epsilon: floa
         NeurIPS 2019.
     """
     fn = "sinkhorn_quantile"
+    x = as_float(x)
     rows, lead, _ = _sort_rows(fn, x, dim)
     eps = _check_positive(fn, "epsilon", epsilon)
     width = _check_positive(fn, "width", width)
@@ -633,6 +820,8 @@ def sinkhorn_quantile(x: Tensor, q: Union[float, Sequence[float]], epsilon: floa
     rep = rows.unsqueeze(1).expand(batch, k, n).reshape(batch * k, n)
     P = _transport_to_targets(fn, rep, y, b.repeat(batch, 1), eps, squash, max_iter, tol, backward)
     out = (P[:, :, 1] * rep).sum(-1).reshape(*lead, k) / width
+    if n == 0:  # the quantile of no values is undefined, like torch.mean's (SPEC 0)
+        out = out + math.nan
     return (out.squeeze(-1) if scalar else out).to(x.dtype)
 
 
@@ -680,7 +869,8 @@ def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise
         reverse (exact derivative of the truncated algorithm). ``tau -> 0`` tends to the assignment
         permutation. ``hard`` solves the assignment exactly on the input's device
         (:func:`diffcomb.linear_assignment`, ``O(n^3)``). NaN or infinite scores make their matrix
-        NaN.
+        NaN. The ``L`` iterations are a fixed count by design: there is no convergence test and no
+        warning (the rows sum to 1 only approximately).
 
     Example:
         >>> gumbel_sinkhorn(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), noise=False)
@@ -692,6 +882,8 @@ def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise
         Networks. ICLR 2018.
     """
     fn = "gumbel_sinkhorn"
+    noise = check_flag(fn, "noise", noise)
+    hard = check_flag(fn, "hard", hard)
     _check_tensor(fn, "log_alpha", log_alpha, 2)
     if log_alpha.shape[-1] != log_alpha.shape[-2]:
         raise ValueError(f"diffcomb.{fn}: log_alpha must be square in its last two dimensions, got shape "
@@ -716,7 +908,8 @@ def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise
         soft = torch.exp(Xr / tau)
     else:
         ones = torch.ones((batch, n), dtype=X.dtype, device=X.device)
-        soft = _solve(-Xr, ones, ones, tau, n_iter, -1.0, 1, True)[0]
+        # tol = -1: exactly n_iter iterations by design (no convergence check, no warning).
+        soft = _solve(fn, -Xr, ones, ones, tau, n_iter, -1.0, 1, True)[0]
     if hard:
         soft = _hard_permutation(Xr) + (soft - soft.detach())
     return soft.reshape(*lead, n, n).to(log_alpha.dtype)
@@ -746,7 +939,7 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float = 0.1, *, a: Option
 
     Args:
         x (Tensor[..., n, d]): source points; y (Tensor[..., m, d]): target points (batch shapes
-            broadcast).
+            broadcast); integer and bool tensors are used in torch's default float dtype.
         epsilon (float): entropic regularization, on the scale of the squared distances. Default 0.1.
         a (Tensor[..., n], optional), b (Tensor[..., m], optional): weights (uniform when None).
         max_iter, tol: as in :func:`sinkhorn`.
@@ -756,7 +949,9 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float = 0.1, *, a: Option
 
     Note:
         Three :func:`sinkhorn` solves; gradients with respect to the points and weights are the
-        envelope gradients of each term (exact at convergence).
+        envelope gradients of each term (exact at convergence). Each solve that stops at
+        ``max_iter`` above ``tol`` warns as in :func:`sinkhorn`. A cloud with no points (``n = 0`` or
+        ``m = 0``) gives NaN: there is no transport between masses 0 and 1 (SPEC 0).
 
     Example:
         >>> x = torch.tensor([[0.0], [1.0]])
@@ -768,6 +963,8 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float = 0.1, *, a: Option
         Optimal Transport and MMD using Sinkhorn Divergences. AISTATS 2019.
     """
     fn = "sinkhorn_divergence"
+    check_same_device(fn, x=x, y=y, a=a, b=b)
+    x, y = as_float(x), as_float(y)
     _check_tensor(fn, "x", x, 2)
     _check_tensor(fn, "y", y, 2)
     if x.shape[-1] != y.shape[-1]:
@@ -780,6 +977,6 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float = 0.1, *, a: Option
     y = y.expand(*lead, *y.shape[-2:])
 
     def ot(p: Tensor, q: Tensor, wp: Optional[Tensor], wq: Optional[Tensor]) -> Tensor:
-        return sinkhorn(_sqeuclidean(p, q), wp, wq, epsilon, max_iter=max_iter, tol=tol).cost
+        return _sinkhorn(fn, _sqeuclidean(p, q), wp, wq, epsilon, max_iter, tol, 10, "implicit").cost
 
     return ot(x, y, a, b) - 0.5 * (ot(x, x, a, a) + ot(y, y, b, b))

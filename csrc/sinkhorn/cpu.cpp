@@ -503,20 +503,22 @@ void implicit_problem(const ImplicitArgs<T>& A, std::vector<double>& w) {
   double* z = r + N;
   double* p = z + N;
   double* hp = p + N;
-  double* wt = hp + N;  // preconditioner weights (a, b)
-  for (int64_t i = 0; i < n; ++i) wt[i] = double(A.a[i]);
-  for (int64_t j = 0; j < m; ++j) wt[n + j] = double(A.b[j]);
-  // rhs = [Q 1; Q^T 1], Q = G o P.
+  double* wt = hp + N;  // the plan's marginals (P 1, P^T 1): H's diagonal and the preconditioner
+  // rhs = [Q 1; Q^T 1], Q = G o P, and the marginals, in one sweep over P.
   for (int64_t i = 0; i < n; ++i) {
     const T* pr = A.P + i * m;
     const T* gr = A.G + i * m;
-    double s = 0.0;
+    double s = 0.0, ri = 0.0;
     for (int64_t j = 0; j < m; ++j) {
-      const double q = double(gr[j]) * double(pr[j]);
+      const double pij = double(pr[j]);
+      const double q = double(gr[j]) * pij;
       s += q;
+      ri += pij;
       rhs[n + j] += q;
+      wt[n + j] += pij;
     }
     rhs[i] = s;
+    wt[i] = ri;
   }
   double rhs2 = 0.0;
   for (int64_t k = 0; k < N; ++k) rhs2 += rhs[k] * rhs[k];
@@ -570,41 +572,18 @@ void implicit_problem(const ImplicitArgs<T>& A, std::vector<double>& w) {
       const T* pr = A.P + i * m;
       const T* gr = A.G + i * m;
       T* out = A.dC + i * m;
-      for (int64_t j = 0; j < m; ++j) {
-        const double pij = double(pr[j]);
-        out[j] = T((pij * (u[i] + v[j] - double(gr[j])) * inv_eps) + gc * pij);
-      }
+      for (int64_t j = 0; j < m; ++j)
+        out[j] = T(implicit_cost_gradient(double(pr[j]), u[i], v[j], double(gr[j]), inv_eps, gc));
     }
   }
   for (int64_t i = 0; i < n; ++i) {
-    const double ai = double(A.a[i]);
-    double d;
-    if (ai > 0) {
-      d = (rhs[i] - pv[i]) / ai;
-    } else {  // one-sided limit: K_ij = b_j exp((f_i + g_j - C_ij)/eps)
-      d = 0.0;
-      for (int64_t j = 0; j < m; ++j) {
-        const double k = double(A.b[j]) *
-                         exp((double(A.f[i]) + double(A.g[j]) - double(A.C[i * m + j])) * inv_eps);
-        d += k * (double(A.G[i * m + j]) - v[j]);
-      }
-    }
-    A.da[i] = T(d + gc * double(A.f[i]));
+    const double limit = wt[i] > 0 ? 0.0
+                                   : zero_marginal_gradient(A.C + i * m, A.G + i * m, A.b, A.g, v, m, 1, inv_eps);
+    A.da[i] = T(implicit_weight_gradient(rhs[i] - pv[i], wt[i], limit) + gc * double(A.f[i]));
   }
   for (int64_t j = 0; j < m; ++j) {
-    const double bj = double(A.b[j]);
-    double d;
-    if (bj > 0) {
-      d = (rhs[n + j] - ptu[j]) / bj;
-    } else {
-      d = 0.0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double k = double(A.a[i]) *
-                         exp((double(A.f[i]) + double(A.g[j]) - double(A.C[i * m + j])) * inv_eps);
-        d += k * (double(A.G[i * m + j]) - u[i]);
-      }
-    }
-    A.db[j] = T(d + gc * double(A.g[j]));
+    const double limit = wt[n + j] > 0 ? 0.0 : zero_marginal_gradient(A.C + j, A.G + j, A.a, A.f, u, n, m, inv_eps);
+    A.db[j] = T(implicit_weight_gradient(rhs[n + j] - ptu[j], wt[n + j], limit) + gc * double(A.g[j]));
   }
 }
 
@@ -629,7 +608,7 @@ struct UnrolledScratch {
 
 template <class T>
 void unrolled_problem(const UnrolledArgs<T>& A, UnrolledScratch<T>& s) {
-  const int64_t n = A.n, m = A.m, T_ = A.iters;
+  const int64_t n = A.n, m = A.m, T_ = A.iters;  // clamped to [0, max_iter] by the entry point
   const double eps = A.eps, inv_eps_d = 1.0 / eps, gc = double(A.gc);
   const T inv_eps = T(inv_eps_d);
   if (T_ < 1) {  // non-finite problem
@@ -792,7 +771,7 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                           as_ptr<const T>(f_hist) + bi * max_iter * n,
                           as_ptr<const T>(g_hist) + bi * (max_iter + 1) * m,
                           G ? as_ptr<const T>(G) + bi * n * m : nullptr,
-                          as_ptr<const int64_t>(n_iter)[bi],
+                          replayed_iterations(as_ptr<const int64_t>(n_iter)[bi], max_iter),
                           gcost ? as_ptr<const T>(gcost)[bi] : T(0),
                           dC ? as_ptr<T>(dC) + bi * n * m : nullptr,
                           as_ptr<T>(da) + bi * n,

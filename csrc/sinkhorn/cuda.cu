@@ -207,19 +207,20 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------
 // Implicit backward: preconditioned CG on H, one block per problem.
 
+// H p with H = [[diag(r), P], [P^T, diag(c)]], wt = (r, c) the plan's marginals (sinkhorn.h).
 template <class T>
-__device__ void h_matvec(const T* P, const T* a, const T* b, const double* p, double* hp, int64_t n, int64_t m) {
+__device__ void h_matvec(const T* P, const double* wt, const double* p, double* hp, int64_t n, int64_t m) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int64_t i = warp; i < n; i += kWarps) {
     double s = 0.0;
     for (int64_t j = lane; j < m; j += 32) s += double(P[i * m + j]) * p[n + j];
     s = warp_sum(s);
-    if (lane == 0) hp[i] = double(a[i]) * p[i] + s;
+    if (lane == 0) hp[i] = wt[i] * p[i] + s;
   }
   for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
     double s = 0.0;
     for (int64_t i = 0; i < n; ++i) s += double(P[i * m + j]) * p[i];
-    hp[n + j] = double(b[j]) * p[n + j] + s;
+    hp[n + j] = wt[n + j] * p[n + j] + s;
   }
   __syncthreads();
 }
@@ -259,19 +260,30 @@ __global__ void __launch_bounds__(kThreads)
   double* p = z + N;
   double* hp = p + N;
   double* wt = hp + N;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) wt[i] = double(a[i]);
-  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) wt[n + j] = double(b[j]);
-  // rhs = [Q 1; Q^T 1]
+  // rhs = [Q 1; Q^T 1] and the plan's marginals wt = (P 1, P^T 1) (sinkhorn.h).
   for (int64_t i = warp; i < n; i += kWarps) {
-    double s = 0.0;
-    for (int64_t j = lane; j < m; j += 32) s += double(G[i * m + j]) * double(P[i * m + j]);
+    double s = 0.0, ri = 0.0;
+    for (int64_t j = lane; j < m; j += 32) {
+      const double pij = double(P[i * m + j]);
+      s += double(G[i * m + j]) * pij;
+      ri += pij;
+    }
     s = warp_sum(s);
-    if (lane == 0) rhs[i] = s;
+    ri = warp_sum(ri);
+    if (lane == 0) {
+      rhs[i] = s;
+      wt[i] = ri;
+    }
   }
   for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) s += double(G[i * m + j]) * double(P[i * m + j]);
+    double s = 0.0, cj = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double pij = double(P[i * m + j]);
+      s += double(G[i * m + j]) * pij;
+      cj += pij;
+    }
     rhs[n + j] = s;
+    wt[n + j] = cj;
   }
   __syncthreads();
   double rr0 = 0.0, rz_part = 0.0;
@@ -299,7 +311,7 @@ __global__ void __launch_bounds__(kThreads)
     double part = 0.0;
     for (int64_t k = threadIdx.x; k < N; k += blockDim.x) part += r[k] * r[k];
     if (block_sum(part, scratch) <= stop) break;
-    h_matvec(P, a, b, p, hp, n, m);
+    h_matvec(P, wt, p, hp, n, m);
     part = 0.0;
     for (int64_t k = threadIdx.x; k < N; k += blockDim.x) part += p[k] * hp[k];
     const double php = block_sum(part, scratch);
@@ -324,35 +336,22 @@ __global__ void __launch_bounds__(kThreads)
   if (dC)
     for (int64_t k = threadIdx.x; k < n * m; k += blockDim.x) {
       const int64_t i = k / m, j = k % m;
-      const double pij = double(P[k]);
-      dC[k] = T(pij * (u[i] + v[j] - double(G[k])) * inv_eps + gc * pij);
+      dC[k] = T(implicit_cost_gradient(double(P[k]), u[i], v[j], double(G[k]), inv_eps, gc));
     }
   for (int64_t i = warp; i < n; i += kWarps) {
-    const double ai = double(a[i]);
     double s = 0.0;
-    for (int64_t j = lane; j < m; j += 32) {
-      if (ai > 0) {
-        s += double(P[i * m + j]) * (double(G[i * m + j]) - v[j]);
-      } else {
-        const double k = double(b[j]) * exp((double(f[i]) + double(g[j]) - double(C[i * m + j])) * inv_eps);
-        s += k * (double(G[i * m + j]) - v[j]);
-      }
-    }
+    for (int64_t j = lane; j < m; j += 32) s += double(P[i * m + j]) * (double(G[i * m + j]) - v[j]);
     s = warp_sum(s);
-    if (lane == 0) da[i] = T((ai > 0 ? s / ai : s) + gc * double(f[i]));
+    if (lane == 0) {
+      const double limit = wt[i] > 0 ? 0.0 : zero_marginal_gradient(C + i * m, G + i * m, b, g, v, m, 1, inv_eps);
+      da[i] = T(implicit_weight_gradient(s, wt[i], limit) + gc * double(f[i]));
+    }
   }
   for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-    const double bj = double(b[j]);
     double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      if (bj > 0) {
-        s += double(P[i * m + j]) * (double(G[i * m + j]) - u[i]);
-      } else {
-        const double k = double(a[i]) * exp((double(f[i]) + double(g[j]) - double(C[i * m + j])) * inv_eps);
-        s += k * (double(G[i * m + j]) - u[i]);
-      }
-    }
-    db[j] = T((bj > 0 ? s / bj : s) + gc * double(g[j]));
+    for (int64_t i = 0; i < n; ++i) s += double(P[i * m + j]) * (double(G[i * m + j]) - u[i]);
+    const double limit = wt[n + j] > 0 ? 0.0 : zero_marginal_gradient(C + j, G + j, a, f, u, n, m, inv_eps);
+    db[j] = T(implicit_weight_gradient(s, wt[n + j], limit) + gc * double(g[j]));
   }
 }
 
@@ -377,7 +376,7 @@ __global__ void __launch_bounds__(kThreads)
   const double gc = gcost ? double(gcost[bi]) : 0.0;
   const double inv_eps = 1.0 / eps;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t T_ = n_iter[bi];
+  const int64_t T_ = replayed_iterations(n_iter[bi], max_iter);
   if (T_ < 1) {
     const T nan = quiet_nan<T>();
     if (dC)

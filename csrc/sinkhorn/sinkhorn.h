@@ -130,16 +130,72 @@ DC_HOST_DEVICE DC_INLINE int64_t iteration_limit(int64_t n, int64_t m, int64_t m
 }
 
 // ---------------------------------------------------------------------------
-// Implicit backward (SPEC 4.3 b): H [u; v] = [Q 1; Q^T 1] with
-// H = [[diag(a), P], [P^T, diag(b)]], solved by conjugate gradient
-// preconditioned with diag(a, b) (zero weights: the variable stays 0).
-// Then
+// Implicit backward (SPEC 4.3 b), for the plan P that the forward returned.
+// That plan has the form exp((F_i + G_j - C_ij) / eps), so it is the exact
+// entropic plan of its own marginals r = P 1 and c = P^T 1, which differ from
+// a and b by the forward's tolerance (the rows by up to tol, the columns by
+// rounding). The optimality conditions are differentiated with those
+// marginals:
+//   H [u; v] = [Q 1; Q^T 1],  H = [[diag(r), P], [P^T, diag(c)]],  Q = G o P.
+// H is singular with the null vector [1; -1], and the right-hand side is
+// orthogonal to it (both blocks sum to sum(Q)), so the system is consistent
+// and conjugate gradient from 0 converges. (With a and b in H the system is
+// inconsistent for any plan that is not exactly feasible: conjugate gradient
+// then drifts along the near-null direction and the gradients are off by
+// O(1) at the default tol.) It is preconditioned with diag(r, c), a zero
+// marginal keeping its variable at 0. Then
 //   dC_ij = (P_ij (u_i + v_j) - Q_ij) / eps + gcost P_ij
-//   da_i  = sum_j K_ij (G_ij - v_j) + gcost f_i,   K_ij = P_ij / a_i
-//   db_j  = sum_i K'_ij (G_ij - u_i) + gcost g_j,  K'_ij = P_ij / b_j
-// (the a/b formulas are SPEC's (Q 1 - P v)/a and (Q^T 1 - P^T u)/b written so
-// that a zero weight gets the one-sided limit, with K from the full potentials).
+//   da_i  = sum_j P_ij (G_ij - v_j) / r_i + gcost f_i
+//   db_j  = sum_i P_ij (G_ij - u_i) / c_j + gcost g_j
+// (SPEC's (Q 1 - P v)/a and (Q^T 1 - P^T u)/b with the plan's marginals).
+// Where r_i = 0 (a zero weight, or a row that underflowed) da_i is the
+// one-sided limit sum_j K_ij (G_ij - v_j) with K_ij = P_ij / r_i the row's
+// conditional plan, softmax_j(log b_j + (g_j - C_ij) / eps), which does not
+// need P (likewise db_j with softmax_i(log a_i + (f_i - C_ij) / eps)).
 DC_HOST_DEVICE DC_INLINE double precondition(double x, double w) { return w > 0 ? x / w : 0.0; }
+
+// dC_ij from the plan entry, the solution (u_i, v_j) and the upstream G_ij.
+DC_HOST_DEVICE DC_INLINE double implicit_cost_gradient(double p, double u, double v, double G, double inv_eps,
+                                                       double gcost) {
+  return p * (u + v - G) * inv_eps + gcost * p;
+}
+
+// The weight gradient of a line of the plan (a row for da, a column for db)
+// from sum_k P_k (G_k - y_k) and the line's marginal; zero_marginal is the
+// limit below, used where the marginal is 0.
+DC_HOST_DEVICE DC_INLINE double implicit_weight_gradient(double weighted, double marginal, double zero_marginal) {
+  return marginal > 0 ? weighted / marginal : zero_marginal;
+}
+
+// sum_k K_k (G_k - y_k), K = softmax_k(log w_k + (h_k - c_k) / eps), over a
+// line of len entries: c and G strided by `stride` (a row of C: 1, a column:
+// m), the weights w, potentials h and solution y contiguous. A line whose
+// every weight is zero gives 0.
+template <class T>
+DC_HOST_DEVICE DC_INLINE double zero_marginal_gradient(const T* c, const T* G, const T* w, const T* h, const double* y,
+                                                       int64_t len, int64_t stride, double inv_eps) {
+  double mx = -INFINITY;
+  for (int64_t k = 0; k < len; ++k) {
+    const double t = log_weight(double(w[k])) + (double(h[k]) - double(c[k * stride])) * inv_eps;
+    mx = t > mx ? t : mx;
+  }
+  if (mx == -INFINITY) return 0.0;
+  double sum = 0.0, weighted = 0.0;
+  for (int64_t k = 0; k < len; ++k) {
+    const double t = log_weight(double(w[k])) + (double(h[k]) - double(c[k * stride])) * inv_eps;
+    const double e = exp(t - mx);
+    sum += e;
+    weighted += e * (double(G[k * stride]) - y[k]);
+  }
+  return weighted / sum;
+}
+
+// The unrolled backward replays n_iter recorded iterations; a count outside
+// [0, max_iter] (only possible from a direct call of the raw op) is clamped so
+// that the history is never read out of bounds (0: the NaN result).
+DC_HOST_DEVICE DC_INLINE int64_t replayed_iterations(int64_t n_iter, int64_t max_iter) {
+  return n_iter < 0 ? 0 : (n_iter > max_iter ? max_iter : n_iter);
+}
 
 // ---------------------------------------------------------------------------
 // Unrolled backward (SPEC 4.3 a), one iteration t in reverse, for row i:

@@ -335,28 +335,28 @@ def _solve_h(P, a, b, rhs_a, rhs_b, solver):
     raise ValueError(f"solver must be 'lstsq', 'schur' or 'cg', got {solver!r}")
 
 
-def _per_weight_kernels(C, a, b, f, g, eps):
-    """(P/a, P/b) evaluated without dividing: Ka_ij = b_j exp((f_i + g_j - C_ij)/eps) for every i, with
-    f_i replaced by its LSE (c-transform) value where a_i = 0 (likewise g_j where b_j = 0)."""
-    f = f.copy()
-    g = g.copy()
-    za, zb = a == 0, b == 0
-    if np.any(za):
-        f[za] = (-eps * _lse(_log(b)[None, :] + (g[None, :] - C) / eps, axis=1))[za]
-    if np.any(zb):
-        g[zb] = (-eps * _lse(_log(a)[:, None] + (f[:, None] - C) / eps, axis=0))[zb]
-    E = np.exp((f[:, None] + g[None, :] - C) / eps)
-    return b[None, :] * E, a[:, None] * E
+def _conditional_plans(C, a, b, f, g, eps):
+    """The rows' and columns' conditional plans, evaluated without dividing by a marginal:
+    Ka_ij = softmax_j(log b_j + (g_j - C_ij)/eps) (P_ij / r_i where r_i > 0) and
+    Kb_ij = softmax_i(log a_i + (f_i - C_ij)/eps) (P_ij / c_j where c_j > 0)."""
+    row = _log(b)[None, :] + (g[None, :] - C) / eps
+    col = _log(a)[:, None] + (f[:, None] - C) / eps
+    Ka = np.exp(row - _lse(row, axis=1)[:, None])
+    Kb = np.exp(col - _lse(col, axis=0)[None, :])
+    return Ka, Kb
 
 
 def sinkhorn_implicit_vjp(C, a, b, eps, G, result, solver="lstsq"):
-    """Implicit-differentiation VJP at the fixed point (SPEC 4.3 b): (dL/dC, dL/da, dL/db) for
+    """Implicit-differentiation VJP (SPEC 4.3 b) of the plan in `result`: (dL/dC, dL/da, dL/db) for
     G = dL/dP (n, m), given `result` = sinkhorn(C, a, b, eps, ...) on the same problem.
 
-    Q = G o P, H [u; v] = [Q 1; Q^T 1], dL/dC = (P (u_i + v_j) - Q)/eps, dL/da = (Q 1 - P v)/a,
-    dL/db = (Q^T 1 - P^T u)/b. (dL/da, dL/db) is defined up to (+c, -c). At a zero weight a_i = 0 the
-    formula is 0/0; its limit sum_j K_ij (G_ij - v_j), K_ij = P_ij/a_i computed from the LSE value of
-    f_i, is returned (a one-sided derivative; likewise for b_j = 0).
+    The plan P = result.plan is the exact entropic plan of its own marginals r = P 1 and c = P^T 1
+    (which differ from a and b by the forward's tolerance), so the system uses them (SPEC 4.3 b):
+    Q = G o P, H [u; v] = [Q 1; Q^T 1] with H = [[diag(r), P], [P^T, diag(c)]],
+    dL/dC = (P (u_i + v_j) - Q)/eps, dL/da = (Q 1 - P v)/r, dL/db = (Q^T 1 - P^T u)/c.
+    (dL/da, dL/db) is defined up to (+c, -c). Where r_i = 0 (a zero weight) the formula is 0/0; its
+    limit sum_j K_ij (G_ij - v_j), K_ij = P_ij/r_i = softmax_j(log b_j + (g_j - C_ij)/eps) the row's
+    conditional plan, is returned (a one-sided derivative; likewise for c_j = 0).
     Warns (RuntimeWarning) when the forward did not converge (SPEC: "fall back to unrolling or warn").
     solver: "lstsq" (dense least squares on H), "schur" (SPEC's m x m Schur complement) or "cg".
     """
@@ -376,21 +376,22 @@ def sinkhorn_implicit_vjp(C, a, b, eps, G, result, solver="lstsq"):
         warnings.warn("implicit differentiation of a Sinkhorn run that did not converge", RuntimeWarning,
                       stacklevel=2)
     P = result.plan
+    r, c = P.sum(axis=1), P.sum(axis=0)
     Q = G * P
     q_a, q_b = Q.sum(axis=1), Q.sum(axis=0)
-    u, v = _solve_h(P, a, b, q_a, q_b, solver)
+    u, v = _solve_h(P, r, c, q_a, q_b, solver)
     dC = (P * (u[:, None] + v[None, :]) - Q) / eps
-    Ka, Kb = _per_weight_kernels(C, a, b, result.f, result.g, eps)
+    Ka, Kb = _conditional_plans(C, a, b, result.f, result.g, eps)
     da = np.empty(n)
     for i in range(n):
-        if a[i] > 0:
-            da[i] = (q_a[i] - P[i] @ v) / a[i]
+        if r[i] > 0:
+            da[i] = (q_a[i] - P[i] @ v) / r[i]
         else:
             da[i] = Ka[i] @ (G[i] - v)
     db = np.empty(m)
     for j in range(m):
-        if b[j] > 0:
-            db[j] = (q_b[j] - P[:, j] @ u) / b[j]
+        if c[j] > 0:
+            db[j] = (q_b[j] - P[:, j] @ u) / c[j]
         else:
             db[j] = Kb[:, j] @ (G[:, j] - u)
     return dC, da, db
