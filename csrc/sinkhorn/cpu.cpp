@@ -492,8 +492,8 @@ void implicit_problem(const ImplicitArgs<T>& A, std::vector<double>& w) {
   if (!A.G) {  // envelope only (SPEC 4.2)
     if (A.dC)
       for (int64_t k = 0; k < n * m; ++k) A.dC[k] = T(gc * double(A.P[k]));
-    for (int64_t i = 0; i < n; ++i) A.da[i] = T(gc * double(A.f[i]));
-    for (int64_t j = 0; j < m; ++j) A.db[j] = T(gc * double(A.g[j]));
+    for (int64_t i = 0; i < n; ++i) A.da[i] = T(gc * cost_weight_gradient(double(A.f[i]), A.eps));
+    for (int64_t j = 0; j < m; ++j) A.db[j] = T(gc * cost_weight_gradient(double(A.g[j]), A.eps));
     return;
   }
   w.assign(7 * N, 0.0);
@@ -579,11 +579,11 @@ void implicit_problem(const ImplicitArgs<T>& A, std::vector<double>& w) {
   for (int64_t i = 0; i < n; ++i) {
     const double limit = wt[i] > 0 ? 0.0
                                    : zero_marginal_gradient(A.C + i * m, A.G + i * m, A.b, A.g, v, m, 1, inv_eps);
-    A.da[i] = T(implicit_weight_gradient(rhs[i] - pv[i], wt[i], limit) + gc * double(A.f[i]));
+    A.da[i] = T(implicit_weight_gradient(rhs[i] - pv[i], wt[i], limit) + gc * cost_weight_gradient(double(A.f[i]), A.eps));
   }
   for (int64_t j = 0; j < m; ++j) {
     const double limit = wt[n + j] > 0 ? 0.0 : zero_marginal_gradient(A.C + j, A.G + j, A.a, A.f, u, n, m, inv_eps);
-    A.db[j] = T(implicit_weight_gradient(rhs[n + j] - ptu[j], wt[n + j], limit) + gc * double(A.g[j]));
+    A.db[j] = T(implicit_weight_gradient(rhs[n + j] - ptu[j], wt[n + j], limit) + gc * cost_weight_gradient(double(A.g[j]), A.eps));
   }
 }
 
@@ -650,9 +650,9 @@ void unrolled_problem(const UnrolledArgs<T>& A, UnrolledScratch<T>& s) {
       s.db[j] += gij * ai * e;
     }
     s.fbar[i] = fb * inv_eps_d;
-    s.da[i] = dai + gc * double(f_final[i]);
+    s.da[i] = dai + gc * cost_weight_gradient(double(f_final[i]), eps);
   }
-  for (int64_t j = 0; j < m; ++j) s.db[j] += gc * double(g_final[j]);
+  for (int64_t j = 0; j < m; ++j) s.db[j] += gc * cost_weight_gradient(double(g_final[j]), eps);
   if (A.G) {
     for (int64_t t = T_; t >= 1; --t) {
       const T* ft = A.fh + (t - 1) * n;

@@ -249,8 +249,8 @@ __global__ void __launch_bounds__(kThreads)
   if (!G) {
     if (dC)
       for (int64_t k = threadIdx.x; k < n * m; k += blockDim.x) dC[k] = T(gc * double(P[k]));
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) da[i] = T(gc * double(f[i]));
-    for (int64_t j = threadIdx.x; j < m; j += blockDim.x) db[j] = T(gc * double(g[j]));
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) da[i] = T(gc * cost_weight_gradient(double(f[i]), eps));
+    for (int64_t j = threadIdx.x; j < m; j += blockDim.x) db[j] = T(gc * cost_weight_gradient(double(g[j]), eps));
     return;
   }
   double* rhs = work + bi * 7 * N;
@@ -344,14 +344,14 @@ __global__ void __launch_bounds__(kThreads)
     s = warp_sum(s);
     if (lane == 0) {
       const double limit = wt[i] > 0 ? 0.0 : zero_marginal_gradient(C + i * m, G + i * m, b, g, v, m, 1, inv_eps);
-      da[i] = T(implicit_weight_gradient(s, wt[i], limit) + gc * double(f[i]));
+      da[i] = T(implicit_weight_gradient(s, wt[i], limit) + gc * cost_weight_gradient(double(f[i]), eps));
     }
   }
   for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
     double s = 0.0;
     for (int64_t i = 0; i < n; ++i) s += double(P[i * m + j]) * (double(G[i * m + j]) - u[i]);
     const double limit = wt[n + j] > 0 ? 0.0 : zero_marginal_gradient(C + j, G + j, a, f, u, n, m, inv_eps);
-    db[j] = T(implicit_weight_gradient(s, wt[n + j], limit) + gc * double(g[j]));
+    db[j] = T(implicit_weight_gradient(s, wt[n + j], limit) + gc * cost_weight_gradient(double(g[j]), eps));
   }
 }
 
@@ -410,7 +410,7 @@ __global__ void __launch_bounds__(kThreads)
     dai = warp_sum(dai);
     if (lane == 0) {
       fbar[i] = fb * inv_eps;
-      da[i] = dai + gc * double(ff[i]);
+      da[i] = dai + gc * cost_weight_gradient(double(ff[i]), eps);
     }
   }
   for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
@@ -422,7 +422,7 @@ __global__ void __launch_bounds__(kThreads)
       dbj += gij * double(a[i]) * e;
     }
     gbar[j] = gb * inv_eps;
-    db[j] = dbj + gc * double(gf[j]);
+    db[j] = dbj + gc * cost_weight_gradient(double(gf[j]), eps);
   }
   __syncthreads();
   for (int64_t t = (G ? T_ : 0); t >= 1; --t) {

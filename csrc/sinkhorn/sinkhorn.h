@@ -145,8 +145,8 @@ DC_HOST_DEVICE DC_INLINE int64_t iteration_limit(int64_t n, int64_t m, int64_t m
 // O(1) at the default tol.) It is preconditioned with diag(r, c), a zero
 // marginal keeping its variable at 0. Then
 //   dC_ij = (P_ij (u_i + v_j) - Q_ij) / eps + gcost P_ij
-//   da_i  = sum_j P_ij (G_ij - v_j) / r_i + gcost f_i
-//   db_j  = sum_i P_ij (G_ij - u_i) / c_j + gcost g_j
+//   da_i  = sum_j P_ij (G_ij - v_j) / r_i + gcost (f_i - eps/2)
+//   db_j  = sum_i P_ij (G_ij - u_i) / c_j + gcost (g_j - eps/2)
 // (SPEC's (Q 1 - P v)/a and (Q^T 1 - P^T u)/b with the plan's marginals).
 // Where r_i = 0 (a zero weight, or a row that underflowed) da_i is the
 // one-sided limit sum_j K_ij (G_ij - v_j) with K_ij = P_ij / r_i the row's
@@ -155,6 +155,12 @@ DC_HOST_DEVICE DC_INLINE int64_t iteration_limit(int64_t n, int64_t m, int64_t m
 DC_HOST_DEVICE DC_INLINE double precondition(double x, double w) { return w > 0 ? x / w : 0.0; }
 
 // dC_ij from the plan entry, the solution (u_i, v_j) and the upstream G_ij.
+// The returned cost <f, a> + <g, b> = <P, C> + eps sum_ij P_ij log(P_ij / (a_i b_j)) has the
+// gradient f_i - eps/2 in a_i and g_j - eps/2 in b_j (SPEC 4.2). The potentials are defined up to
+// (f + c, g - c), which no direction that keeps sum(a) = sum(b) can see; the -eps/2 is what makes a
+// change of the total mass (a and b scaled together) come out right.
+DC_HOST_DEVICE DC_INLINE double cost_weight_gradient(double potential, double eps) { return potential - 0.5 * eps; }
+
 DC_HOST_DEVICE DC_INLINE double implicit_cost_gradient(double p, double u, double v, double G, double inv_eps,
                                                        double gcost) {
   return p * (u + v - G) * inv_eps + gcost * p;

@@ -289,11 +289,13 @@ def sinkhorn_iterations(C, a=None, b=None, eps=1.0, n_iter=DEFAULT_MAX_ITER, g_i
 # gradients (SPEC 4.2, 4.3)
 
 
-def sinkhorn_value_vjp(result, grad=1.0):
-    """Envelope-theorem gradients of OT_eps (SPEC 4.2): (dC, da, db) = grad * (P, f, g), f and g as
-    computed (so f_i = 0 where a_i = 0: see the SPEC note in the tests). a- and b-gradients are defined
-    up to additive constants (mass constraint)."""
-    return grad * result.plan, grad * result.f, grad * result.g
+def sinkhorn_value_vjp(result, eps, grad=1.0):
+    """Gradients of OT_eps = <f, a> + <g, b> = <P, C> + eps sum P log(P / (a b^T)) (SPEC 4.2):
+    (dC, da, db) = grad * (P, f - eps/2, g - eps/2), f and g as computed (so f_i = 0 where a_i = 0:
+    see the SPEC note in the tests). Along directions that keep sum(a) = sum(b) the shift is
+    invisible (the potentials are defined up to (f + c, g - c)); along a change of the total mass
+    it is what makes the derivative right (test_value_gradient_along_mass_changing_directions)."""
+    return grad * result.plan, grad * (result.f - eps / 2), grad * (result.g - eps / 2)
 
 
 def _solve_h(P, a, b, rhs_a, rhs_b, solver):
