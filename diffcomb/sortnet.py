@@ -9,12 +9,12 @@ O(1) per comparator for the values and O(n) per comparator (O(n^2) per
 layer) for ``P``, whose rows evolve independently, and their backward keeps
 only the per-swap mixing weights from the forward.
 
-A bitonic network for ``n`` not a power of two runs on the next power of two
-with padding values that sort last, routed exactly; :func:`network_layout`
-does that routing once on the host by renaming wires, so the kernels only
-ever see comparators between real values (SPEC 5.1 prunes the comparators
-that touch padding instead; that is a different relaxation, see
-network_layout).
+A bitonic network for ``n`` not a power of two is, by default, the network on
+the next power of two without its first wires and the comparators that touch
+them (SPEC 5.1, the papers' code); ``bitonic_padding="inf"`` instead appends
+values that sort last and routes them exactly, which :func:`network_layout`
+does once on the host by renaming wires. Either way the kernels only see a
+list of comparators between real values.
 
 This module builds each network's layout once per ``(network, n)``, flattens
 the batch, and registers the kernels as ``torch.library`` custom ops with
@@ -39,6 +39,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from . import _native
 from ._checks import as_float, check_flag, check_same_device
@@ -61,7 +62,6 @@ BITONIC_PADDINGS = ("prune", "inf")
 # Codes shared with csrc/sortnet/sortnet.h (enum Sigmoid).
 SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
 _MAX_COMPARATORS = 2**31 - 1  # int32 comparator indices
-_BCE_CLAMP = 1e-7  # SPEC 5.5
 _REDUCTIONS = ("mean", "sum", "none")
 # Bytes of scratch per chunk of the CUDA backward of P (see _p_backward_cuda).
 _CUDA_TAPE_BYTES = 1 << 31
@@ -613,22 +613,27 @@ def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean") -> Te
     .. math::
         L = -\frac{1}{n^2} \sum_{i,k} Q_{ik} \log P_{ik} + (1 - Q_{ik}) \log (1 - P_{ik})
 
-    with :math:`P` clamped to :math:`[10^{-7}, 1 - 10^{-7}]`.
+    computed by ``torch.nn.functional.binary_cross_entropy``, as the papers' code does
+    (``torch.nn.BCELoss()(P, Q)``): each log is clamped below at -100, and the gradient is
+    :math:`(P_{ik} - Q_{ik}) / (n^2 \max(P_{ik} (1 - P_{ik}), 10^{-12}))`, so that a confidently
+    wrong P (entries within 1e-12 of 0 or 1) still gets a gradient. With ``reduction="mean"``
+    the loss and its gradient equal ``BCELoss()(P, Q)``.
 
     Args:
         P (Tensor[..., n, n]): relaxed permutation matrices (``sorting_network(...).matrix``),
-            ``P[..., i, k]`` = weight of input i at ascending position k.
+            ``P[..., i, k]`` = weight of input i at ascending position k; entries are clamped
+            to [0, 1] (rounding can leave them just outside).
         target_ranks (Tensor[..., n]): the true ranks, or any values whose ascending order is
-            the target order (only their order is used; no gradient).
+            the target order (only their order is used; no gradient). Integer and bool tensors
+            are used as they are (their order is exact).
         reduction (str): ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (shape ``...``).
 
     Returns:
         Tensor: the loss, reduced over the batch dimensions.
 
     Note:
-        A row with non-finite targets gives NaN; n = 0 gives NaN (a mean over no entries).
-        The gradient is zero where the clamp is active. For a descending P, pass the negated
-        targets.
+        A row with non-finite targets or a NaN in P gives NaN; n = 0 gives NaN (a mean over
+        no entries). For a descending P, pass the negated targets.
 
     Example:
         >>> P = diffcomb.sorting_network(torch.tensor([2.0, 0.0, 1.0]), steepness=1.0).matrix
@@ -644,8 +649,9 @@ def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean") -> Te
     if not isinstance(P, Tensor) or not P.is_floating_point():
         raise TypeError(f"diffcomb.{fn}: P must be a floating-point torch.Tensor, got "
                         f"{type(P).__name__ if not isinstance(P, Tensor) else P.dtype}")
-    if not isinstance(target_ranks, Tensor) or target_ranks.is_complex() or target_ranks.dtype == torch.bool:
-        raise TypeError(f"diffcomb.{fn}: target_ranks must be a real torch.Tensor")
+    if not isinstance(target_ranks, Tensor) or target_ranks.is_complex():
+        got = target_ranks.dtype if isinstance(target_ranks, Tensor) else type(target_ranks).__name__
+        raise TypeError(f"diffcomb.{fn}: target_ranks must be a real torch.Tensor, got {got}")
     if P.dim() < 2 or P.shape[-1] != P.shape[-2]:
         raise ValueError(f"diffcomb.{fn}: P must have shape (..., n, n), got {tuple(P.shape)}")
     if tuple(target_ranks.shape) != tuple(P.shape[:-1]):
@@ -654,15 +660,21 @@ def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean") -> Te
     if reduction not in _REDUCTIONS:
         raise ValueError(f"diffcomb.{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     t = target_ranks.detach()
-    order = torch.argsort(t, dim=-1, stable=True)
-    # float16/bfloat16 in float32: 1 - 1e-7 rounds to 1 there, and log1p(-1) would be -inf
+    order = torch.argsort(t.to(torch.uint8) if t.dtype == torch.bool else t, dim=-1, stable=True)
+    # float16/bfloat16 in float32 (binary_cross_entropy's 1e-12 and -100 are float32 numbers)
     out_dtype = P.dtype
     P = P.float() if P.dtype in (torch.float16, torch.bfloat16) else P
     Q = torch.zeros_like(P).scatter_(-2, order.unsqueeze(-2), 1.0)
-    p = P.clamp(_BCE_CLAMP, 1.0 - _BCE_CLAMP)
-    loss = -(Q * torch.log(p) + (1.0 - Q) * torch.log1p(-p)).mean(dim=(-2, -1)).to(out_dtype)
+    # binary_cross_entropy requires every entry in [0, 1] and checks it by reading the values (a
+    # device-side assert on CUDA): NaN entries are replaced here and their rows made NaN after.
+    p = P.clamp(0.0, 1.0)
+    nan = torch.isnan(p)
+    bce = F.binary_cross_entropy(torch.where(nan, 0.5, p), Q, reduction="none")
+    loss = bce.mean(dim=(-2, -1))
+    bad = nan.any(dim=-1).any(dim=-1)
     if t.is_floating_point():
-        loss = torch.where(torch.isfinite(t).all(dim=-1), loss, torch.full_like(loss, math.nan))
+        bad = bad | ~torch.isfinite(t).all(dim=-1)
+    loss = torch.where(bad, torch.full_like(loss, math.nan), loss).to(out_dtype)
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":

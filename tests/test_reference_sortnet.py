@@ -399,11 +399,16 @@ def test_ranking_loss_grad_P_formula():
     fd = ref.numerical_gradient(bce, P.ravel()).reshape(n, n)
     close(ref.ranking_loss_grad_P(P, Q), fd, atol=1e-8)
     close(ref.ranking_loss_grad_P(P, Q), (P - Q) / (n * n * P * (1 - P)), atol=1e-14)
-    # the clamp is active outside [1e-7, 1 - 1e-7]: no gradient there
+    # at the ends the denominator is max(P (1 - P), 1e-12): a confidently wrong entry still gets a
+    # gradient; outside [0, 1] (rounding) none
     P2 = P.copy()
-    P2[0, 0], P2[1, 1] = 0.0, 1.0
+    P2[0, 0], P2[1, 1], P2[2, 2], P2[3, 3] = 0.0, 1.0, -1e-17, 1.0 + 2e-16
     G2 = ref.ranking_loss_grad_P(P2, Q)
-    assert G2[0, 0] == 0.0 and G2[1, 1] == 0.0
+    assert G2[0, 0] == -Q[0, 0] / (n * n * 1e-12) and G2[1, 1] == (1.0 - Q[1, 1]) / (n * n * 1e-12)
+    assert G2[2, 2] == 0.0 and G2[3, 3] == 0.0
+    # the floor of the logs: -100 per entry at most
+    close(ref._bce(np.zeros((2, 2)), np.eye(2)), 50.0, atol=0)
+    close(ref._bce(np.eye(2), np.eye(2)), 0.0, atol=0)
 
 
 @pytest.mark.parametrize("network, padding", LAYOUTS)
@@ -455,8 +460,8 @@ def test_n1():
             np.testing.assert_array_equal(P, [[1.0]])
             np.testing.assert_array_equal(ref.sorting_network_vjp([4.2], [0.7], [[5.0]], network, sigmoid), [0.7])
             np.testing.assert_array_equal(ref.ranking_loss_vjp([4.2], [1.0], 1.0, network, sigmoid), [0.0])
-            # P = [[1]] is clamped to 1 - 1e-7: the loss is -log(1 - 1e-7), not exactly 0
-            close(ref.ranking_loss([4.2], [1.0], network, sigmoid), -math.log1p(-1e-7), rtol=1e-8, atol=0)
+            # P = [[1]] = Q: the loss is exactly 0
+            assert ref.ranking_loss([4.2], [1.0], network, sigmoid) == 0.0
 
 
 def test_n2_closed_form():

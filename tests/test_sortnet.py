@@ -907,11 +907,52 @@ def test_reciprocal_saturates_when_steepness_times_gap_overflows():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_ranking_loss_of_half_precision_P(dtype):
-    # 1 - 1e-7 is 1 in half precision; the loss is computed in float32 and returned in P's dtype
+    # computed in float32 and returned in P's dtype; a hard P equal to Q has loss 0
     loss = diffcomb.ranking_loss(torch.eye(3, dtype=dtype), torch.arange(3.0))
-    assert loss.dtype == dtype and math.isfinite(float(loss))
-    # (1.06e-7 is subnormal in float16: a few bits)
-    assert_close(loss.float(), diffcomb.ranking_loss(torch.eye(3), torch.arange(3.0)), rtol=0.2, atol=0)
+    assert loss.dtype == dtype and float(loss) == 0.0
+    P = diffcomb.sorting_network(torch.tensor([[0.3, -1.0, 2.0, 0.5]]), steepness=3.0).matrix
+    loss = diffcomb.ranking_loss(P.to(dtype), torch.tensor([[1, 0, 3, 2]]))
+    assert loss.dtype == dtype
+    assert_close(loss.float(), diffcomb.ranking_loss(P.to(dtype).float(), torch.tensor([[1, 0, 3, 2]])),
+                 rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("sigmoid", ["logistic", "cauchy"])
+def test_ranking_loss_is_the_papers_bce(sigmoid):
+    """The papers' code trains with torch.nn.BCELoss()(P, Q), Q = one_hot(argsort(targets)).mT:
+    value and gradient are equal here, also where P saturates (entries within 1e-7 of 0 or 1,
+    where a clamp of P would give a different loss and a zero gradient: for a confidently
+    reversed P some gradient entries would even change sign)."""
+    rng = rng_for("bce", sigmoid)
+    targets = torch.tensor(np.stack([rng.permutation(5) for _ in range(6)]))
+    for scale in (0.3, 3.0):  # 3.0: most entries of P saturate
+        x = torch.tensor(rng.normal(size=(6, 5)) * scale, requires_grad=True)
+        x_rev = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+        for inputs, t in ((x, targets), (x_rev, torch.arange(5).unsqueeze(0))):
+            P = diffcomb.sorting_network(inputs, sigmoid=sigmoid, steepness=10.0).matrix
+            Q = torch.nn.functional.one_hot(torch.argsort(t, dim=-1)).transpose(-2, -1).double()
+            ours = diffcomb.ranking_loss(P, t)
+            theirs = torch.nn.BCELoss()(P, Q)
+            (g_ours,) = torch.autograd.grad(ours, inputs, retain_graph=True)
+            (g_theirs,) = torch.autograd.grad(theirs, inputs)
+            assert_close(ours, theirs, rtol=1e-14, atol=0)
+            assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-14)
+    # the reversed input: saturated entries indeed (the case a clamp at 1e-7 got wrong)
+    P = diffcomb.sorting_network(x_rev.detach(), sigmoid="logistic", steepness=10.0).matrix
+    assert float(((P < 1e-7) | (P > 1 - 1e-7)).double().mean()) > 0.4
+
+
+def test_ranking_loss_nan_rows_and_bool_targets():
+    P = diffcomb.sorting_network(torch.tensor([[0.3, -1.0, 2.0], [1.0, 2.0, 0.0]])).matrix.clone()
+    P[1, 0, 0] = math.nan
+    loss = diffcomb.ranking_loss(P, torch.tensor([[1, 0, 2], [0, 1, 2]]), reduction="none")
+    assert math.isnan(float(loss[1])) and math.isfinite(float(loss[0]))
+    # P just outside [0, 1] by rounding is clamped (binary_cross_entropy would raise)
+    assert_close(diffcomb.ranking_loss(torch.eye(2) * (1 + 1e-7) - 1e-9, torch.arange(2)), 0.0, atol=1e-6)
+    # bool targets: False before True, stable
+    Pb = diffcomb.sorting_network(torch.tensor([[0.5, -1.0, 2.0]])).matrix
+    assert_close(diffcomb.ranking_loss(Pb, torch.tensor([[True, False, True]])),
+                 diffcomb.ranking_loss(Pb, torch.tensor([[1, 0, 2]])), rtol=0, atol=0)
 
 
 def test_renamed_outputs_gradcheck_opcheck_and_compile():

@@ -55,7 +55,8 @@ BITONIC_PADDINGS = ("prune", "inf")
 SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
 ART_LAMBDA = 0.25  # SPEC 5.2 default of the activation replacement trick
 _PHI_C = 1e-10  # the constant c of logistic_phi (SPEC 5.2)
-_BCE_CLAMP = 1e-7  # SPEC 5.5: clamp P to [1e-7, 1 - 1e-7]
+_BCE_LOG_FLOOR = -100.0  # SPEC 5.5: each log of the cross-entropy is clamped below at -100
+_BCE_EPS = 1e-12  # SPEC 5.5: the gradient divides by max(P (1 - P), 1e-12)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,25 +413,28 @@ def ranking_targets(targets):
     return Q
 
 
-def _clamp(p):
-    return min(max(p, _BCE_CLAMP), 1.0 - _BCE_CLAMP)
+def _floored_log(v):
+    """max(log v, -100) for v >= 0 (log 0 = -inf)."""
+    return max(math.log(v), _BCE_LOG_FLOOR) if v > 0.0 else _BCE_LOG_FLOOR
 
 
 def _bce(P, Q):
+    """Mean over the n^2 entries of -(Q log P + (1 - Q) log(1 - P)), P clamped to [0, 1] and each
+    log clamped below at -100 (SPEC 5.5)."""
     n = P.shape[0]
     total = 0.0
     for i in range(n):
         for k in range(n):
-            p = _clamp(P[i, k])
-            total += Q[i, k] * math.log(p) + (1.0 - Q[i, k]) * math.log1p(-p)
+            p = min(max(P[i, k], 0.0), 1.0)
+            total += Q[i, k] * _floored_log(p) + (1.0 - Q[i, k]) * _floored_log(1.0 - p)
     return -total / (n * n)
 
 
 def ranking_loss(x, targets, network="odd_even", sigmoid="cauchy", beta=1.0, art_lambda=ART_LAMBDA,
                  bitonic_padding="prune"):
     """Mean binary cross-entropy between the relaxed P of x and the hard permutation Q of the targets
-    (SPEC 5.5), with P clamped to [1e-7, 1 - 1e-7]. Returns a float; NaN for n = 0 (mean over no
-    entries) and for a non-finite x or targets."""
+    (SPEC 5.5), logs clamped below at -100. Returns a float; NaN for n = 0 (mean over no entries)
+    and for a non-finite x or targets."""
     x = _vec(x)
     t = _vec(targets)
     if len(t) != len(x):
@@ -444,16 +448,17 @@ def ranking_loss(x, targets, network="odd_even", sigmoid="cauchy", beta=1.0, art
 
 
 def ranking_loss_grad_P(P, Q):
-    """dL/dP of the clamped BCE: (P - Q) / (n^2 P (1 - P)) (SPEC 5.5), and 0 where the clamp is
-    active (P outside [1e-7, 1 - 1e-7])."""
+    """The gradient of the BCE in P (SPEC 5.5): (P - Q) / (n^2 max(P (1 - P), 1e-12)) for P in
+    [0, 1] (the derivative wherever P (1 - P) >= 1e-12; a bounded stand-in for it at the ends), 0
+    outside [0, 1]."""
     P = np.asarray(P, dtype=np.float64)
     n = P.shape[0]
     G = np.zeros((n, n))
     for i in range(n):
         for k in range(n):
             p = P[i, k]
-            if _BCE_CLAMP <= p <= 1.0 - _BCE_CLAMP:
-                G[i, k] = (p - Q[i, k]) / (n * n * p * (1.0 - p))
+            if 0.0 <= p <= 1.0:
+                G[i, k] = (p - Q[i, k]) / (n * n * max(p * (1.0 - p), _BCE_EPS))
     return G
 
 
