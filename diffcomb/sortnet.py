@@ -45,6 +45,7 @@ from . import _native
 from ._checks import as_float, check_flag, check_same_device
 
 __all__ = [
+    "BITONIC_PADDINGS",
     "DiffSortNet",
     "NETWORKS",
     "NetworkLayout",
@@ -196,18 +197,19 @@ def network_layout(network: str, n: int, bitonic_padding: str = "prune") -> Netw
     Output position ``k`` is read from wire ``output[k]``.
 
     ``bitonic_padding`` decides the bitonic network for ``n`` not a power of two (the odd-even
-    network ignores it); both run on ``N = 2^ceil(log2 n)`` virtual wires and sort, but they
+    network ignores it); both come from the network on ``N = 2^ceil(log2 n)`` wires, and they
     are different relaxations (soft-sorted values differ by up to about 1 at n = 5, cauchy,
     steepness 1, standard normal inputs):
 
     - ``"prune"`` (SPEC 5.1, the papers' code diffsort): the first ``N - n`` wires are deleted
       with every comparator that touches one of them, the others renumbered; ``output`` is the
-      identity.
+      identity. Not a sorting network for every n (22, 38, 42..46, ...: a warning, once per n,
+      when the layout is built).
     - ``"inf"``: ``N - n`` values that sort last (+inf) are appended, the network runs exactly
-      and they are stripped. A padding value never mixes with a real one, it only moves real
-      values between wires; those moves are done here, once, by renaming the wires, so the
-      kernels see only the comparators between real values on ``n`` wires, and ``output`` is
-      the renaming left at the end.
+      and they are stripped; a sorting network for every n. A padding value never mixes with a
+      real one, it only moves real values between wires; those moves are done here, once, by
+      renaming the wires, so the kernels see only the comparators between real values on ``n``
+      wires, and ``output`` is the renaming left at the end.
     """
     if network == "odd_even":
         layers = []
@@ -527,8 +529,10 @@ def sorting_network(
 
     The networks, sigmoids and ``steepness`` are those of the papers' code (diffsort):
     ``sorting_network(x, network=net, sigmoid=s, steepness=b)`` gives the values, P and
-    gradients of ``diffsort.DiffSortNet(net, n, steepness=b, distribution=s)(x)`` for every n
-    (to rounding; its ``optimal`` sigmoid adds 1e-10 to :math:`|v|`, a relative 1e-10 change).
+    gradients of ``diffsort.DiffSortNet(net, n, steepness=b, distribution=s)(x)`` for every n,
+    to rounding where diffsort is exact (its ``optimal`` sigmoid adds 1e-10 to :math:`|v|`, a
+    relative change of about 1e-10, and its ``gaussian`` backward rounds :math:`1/\beta` to
+    float32).
 
     Args:
         x (Tensor[..., n]): values to sort along the last dimension; every other dimension is a
@@ -549,9 +553,12 @@ def sorting_network(
             :math:`2^k - n` wires are deleted with every comparator that touches them.
             ``"inf"``: :math:`2^k - n` values that sort last (+inf) are appended, routed exactly
             (they never mix with a real value, they only move real values between wires) and
-            stripped. Both sort, but they are different relaxations: the soft values differ by
-            up to about 1 at n = 5 (cauchy, steepness 1). Ignored by ``"odd_even"`` and for
-            n a power of two, where both are the same network.
+            stripped. They are different relaxations (the soft values differ by up to about 1
+            at n = 5, cauchy, steepness 1), and only ``"inf"`` is a sorting network for every
+            n: the pruned one leaves some inputs unsorted even in the steep limit for n = 22,
+            38, 42..46, 54, 70, ... and most n above 64 (it sorts for n <= 21 and the papers'
+            sizes); it then warns, once per n. Ignored by ``"odd_even"`` and for n a power of
+            two, where both are the same network.
 
     Returns:
         SortingNetworkResult: ``values`` (Tensor[..., n], x's dtype) and ``matrix``
