@@ -137,6 +137,17 @@ def _pruned_bitonic_sorts(n: int) -> bool:
     return len(rest) < 2 or not 2 <= int(rest, 2) <= 2 ** len(rest) - 2
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_if_pruned_bitonic_unsorted(n: int) -> None:
+    """The warning, once per n, where the pruned bitonic network does not sort."""
+    if not _pruned_bitonic_sorts(n):
+        warnings.warn(
+            f"diffcomb.sorting_network: the bitonic network with bitonic_padding='prune' (the default, the papers' "
+            f"convention, as in diffsort) is not a sorting network for n = {n}: its steep limit leaves some inputs "
+            f"unsorted. bitonic_padding='inf' (a different relaxation that sorts for every n) or network='odd_even' "
+            f"sort every input.", UserWarning, stacklevel=3)
+
+
 def _pruned_bitonic(n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """The bitonic network on N = 2^ceil(log2 n) wires without its first N-n wires (SPEC 5.1).
 
@@ -148,12 +159,7 @@ def _pruned_bitonic(n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.nda
     """
     N = 1 << max(n - 1, 0).bit_length()
     p = N - n
-    if not _pruned_bitonic_sorts(n):
-        warnings.warn(
-            f"diffcomb.sorting_network: the bitonic network with bitonic_padding='prune' (the default, the papers' "
-            f"convention, as in diffsort) is not a sorting network for n = {n}: its steep limit leaves some inputs "
-            f"unsorted. bitonic_padding='inf' (a different relaxation that sorts for every n) or network='odd_even' "
-            f"sort every input.", UserWarning, stacklevel=2)
+    _warn_if_pruned_bitonic_unsorted(n)
     layers = []
     for lo, hi in _bitonic_layers(N):
         keep = np.minimum(lo, hi) >= p
@@ -723,8 +729,8 @@ class DiffSortNet(nn.Module):
         self.return_matrix = check_flag(name, "return_matrix", return_matrix)
         self.descending = check_flag(name, "descending", descending)
         self.bitonic_padding = bitonic_padding
-        if network == "bitonic":
-            network_layout(network, size, bitonic_padding)  # built once here: warns now if it does not sort
+        if network == "bitonic" and bitonic_padding == "prune":
+            _warn_if_pruned_bitonic_unsorted(size)  # now rather than at the first call
 
     def extra_repr(self) -> str:
         return (f"network={self.network!r}, size={self.size}, steepness={self.steepness}, sigmoid={self.sigmoid!r}, "

@@ -210,8 +210,8 @@ def test_pruned_bitonic_warns_where_it_does_not_sort():
     """Where the pruned network does not sort, its steep limit is not the sort: the values are
     still diffsort's, with a warning (once per n, when the layout is built) naming the fix; no
     warning where it sorts or with bitonic_padding="inf"."""
-    network_layout.cache_clear()
-    diffcomb.sortnet._layout_tensors.cache_clear()
+    for cache in (network_layout, diffcomb.sortnet._layout_tensors, diffcomb.sortnet._warn_if_pruned_bitonic_unsorted):
+        cache.cache_clear()
     x = torch.tensor(separated_np(rng_for("warn"), (2, 22), min_gap=0.01))
     with pytest.warns(UserWarning, match=r"not a sorting network for n = 22.*bitonic_padding='inf'"):
         r = diffcomb.sorting_network(x, network="bitonic", steepness=1e9)
@@ -224,7 +224,10 @@ def test_pruned_bitonic_warns_where_it_does_not_sort():
             diffcomb.sorting_network(torch.randn(2, n), network="bitonic")
         r = diffcomb.sorting_network(x, network="bitonic", steepness=1e9, bitonic_padding="inf")
         assert_close(r.values, x.sort(-1).values, rtol=0, atol=1e-6)
-        diffcomb.sorting_network(x, network="bitonic")  # the layout is cached: warned once
+        diffcomb.sorting_network(x, network="bitonic")  # warned once per n
+        diffcomb.DiffSortNet("bitonic", 38)
+        network_layout.cache_clear()
+        diffcomb.sorting_network(x, network="bitonic")
 
 
 def test_bitonic_default_is_pruned_and_differs_from_inf_padding():
