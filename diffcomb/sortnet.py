@@ -9,12 +9,12 @@ O(1) per comparator for the values and O(n) per comparator (O(n^2) per
 layer) for ``P``, whose rows evolve independently, and their backward keeps
 only the per-swap mixing weights from the forward.
 
-A bitonic network for ``n`` not a power of two runs on the next power of two
-with padding values that sort last, routed exactly; :func:`network_layout`
-does that routing once on the host by renaming wires, so the kernels only
-ever see comparators between real values (SPEC 5.1 prunes the comparators
-that touch padding instead; that is a different relaxation, see
-network_layout).
+A bitonic network for ``n`` not a power of two is, by default, the network on
+the next power of two without its first wires and the comparators that touch
+them (SPEC 5.1, the papers' code); ``bitonic_padding="inf"`` instead appends
+values that sort last and routes them exactly, which :func:`network_layout`
+does once on the host by renaming wires. Either way the kernels only see a
+list of comparators between real values.
 
 This module builds each network's layout once per ``(network, n)``, flattens
 the batch, and registers the kernels as ``torch.library`` custom ops with
@@ -33,15 +33,19 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from . import _native
+from ._checks import as_float, check_flag, check_same_device
 
 __all__ = [
+    "BITONIC_PADDINGS",
     "DiffSortNet",
     "NETWORKS",
     "NetworkLayout",
@@ -54,10 +58,11 @@ __all__ = [
 ]
 
 NETWORKS = ("odd_even", "bitonic")
+# How a bitonic network runs for n not a power of two (see network_layout).
+BITONIC_PADDINGS = ("prune", "inf")
 # Codes shared with csrc/sortnet/sortnet.h (enum Sigmoid).
 SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
 _MAX_COMPARATORS = 2**31 - 1  # int32 comparator indices
-_BCE_CLAMP = 1e-7  # SPEC 5.5
 _REDUCTIONS = ("mean", "sum", "none")
 # Bytes of scratch per chunk of the CUDA backward of P (see _p_backward_cuda).
 _CUDA_TAPE_BYTES = 1 << 31
@@ -110,6 +115,58 @@ def _bitonic_layers(N: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return layers
 
 
+def _pruned_bitonic_sorts(n: int) -> bool:
+    """Whether the pruned bitonic network on n wires (see _pruned_bitonic) is a sorting network.
+
+    With p = N - n deleted wires, N = 2^ceil(log2 n): write p in binary as a run of ones, then a
+    zero, then b more bits s. The network sorts unless b >= 2 and 2 <= s <= 2^b - 2; the first
+    n that it does not sort are 22, 38, 42..46, 54, 70, 74..78, 82..94 (p = 10, 26, 18..22, ...),
+    and above n = 64 most n are among them.
+
+    Why p alone decides it: a deleted wire is never moved, so it acts as -inf in an ascending
+    merge and as +inf in a descending one, and only a descending group of the network that has
+    fewer than half of its wires deleted sees a merge input that is not bitonic; whether the
+    network recovers from that depends on the bits of p below. The closed form is an observed
+    rule, not a proof: tests/test_sortnet.py checks it exhaustively by the 0-1 principle (n < 80)
+    and against random inputs (n < 600); it was also checked exhaustively for every n < 260 and
+    against random inputs for every n < 2200.
+    """
+    N = 1 << max(n - 1, 0).bit_length()
+    bits = format(N - n, "b") if N > n else ""
+    rest = bits.lstrip("1")[1:]  # after the leading ones and the zero that ends them
+    return len(rest) < 2 or not 2 <= int(rest, 2) <= 2 ** len(rest) - 2
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_if_pruned_bitonic_unsorted(n: int) -> None:
+    """The warning, once per n, where the pruned bitonic network does not sort."""
+    if not _pruned_bitonic_sorts(n):
+        warnings.warn(
+            f"diffcomb.sorting_network: the bitonic network with bitonic_padding='prune' (the default, the papers' "
+            f"convention, as in diffsort) is not a sorting network for n = {n}: its steep limit leaves some inputs "
+            f"unsorted. bitonic_padding='inf' (a different relaxation that sorts for every n) or network='odd_even' "
+            f"sort every input.", UserWarning, stacklevel=3)
+
+
+def _pruned_bitonic(n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """The bitonic network on N = 2^ceil(log2 n) wires without its first N-n wires (SPEC 5.1).
+
+    Every comparator that touches one of wires 0..N-n-1 is deleted and the other wires are
+    renumbered (index - (N - n)); the outputs stay on their positions. This is the convention of
+    the sorting-network papers' code (diffsort), whose comparators on a deleted wire are
+    identities. It is not a sorting network for every n (_pruned_bitonic_sorts): then a
+    warning, once per n.
+    """
+    N = 1 << max(n - 1, 0).bit_length()
+    p = N - n
+    _warn_if_pruned_bitonic_unsorted(n)
+    layers = []
+    for lo, hi in _bitonic_layers(N):
+        keep = np.minimum(lo, hi) >= p
+        layers.append((lo[keep] - p, hi[keep] - p))
+    return layers, np.arange(n)
+
+
 def _padded_bitonic(n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """The bitonic network on N = 2^ceil(log2 n) wires with +inf on wires n..N-1, run exactly.
 
@@ -136,7 +193,7 @@ def _padded_bitonic(n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.nda
 
 
 @functools.lru_cache(maxsize=64)
-def network_layout(network: str, n: int) -> NetworkLayout:
+def network_layout(network: str, n: int, bitonic_padding: str = "prune") -> NetworkLayout:
     """The relaxed comparators of a network on ``n`` wires, as int numpy arrays (read-only).
 
     Comparator ``c`` puts the smaller value on wire ``lo[c]`` and the larger on ``hi[c]``;
@@ -145,16 +202,20 @@ def network_layout(network: str, n: int) -> NetworkLayout:
     ``reach[l]`` is their largest span ``|hi - lo|`` (the CPU kernels skip comparators by it).
     Output position ``k`` is read from wire ``output[k]``.
 
-    The bitonic network for ``n`` not a power of two is the network on ``N = 2^ceil(log2 n)``
-    wires with ``N - n`` values that sort last (+inf) appended, run exactly and stripped: a
-    padding value never mixes with a real one, it only moves real values between wires. Those
-    moves are done here, once, by renaming the wires, so the kernels see only the comparators
-    between real values on ``n`` wires, and ``output`` is the renaming left at the end.
+    ``bitonic_padding`` decides the bitonic network for ``n`` not a power of two (the odd-even
+    network ignores it); both come from the network on ``N = 2^ceil(log2 n)`` wires, and they
+    are different relaxations (soft-sorted values differ by up to about 1 at n = 5, cauchy,
+    steepness 1, standard normal inputs):
 
-    SPEC 5.1 instead deletes every comparator that touches one of the first ``N - n`` wires.
-    That network sorts too (same depth and, e.g., 11 comparators for n = 5), but it is a
-    different relaxation, not this padding: its soft-sorted values differ by up to 0.9 for
-    n in {3, 5, 6, 7, 11} (cauchy, steepness 1, standard normal inputs).
+    - ``"prune"`` (SPEC 5.1, the papers' code diffsort): the first ``N - n`` wires are deleted
+      with every comparator that touches one of them, the others renumbered; ``output`` is the
+      identity. Not a sorting network for every n (22, 38, 42..46, ...: a warning, once per n,
+      when the layout is built).
+    - ``"inf"``: ``N - n`` values that sort last (+inf) are appended, the network runs exactly
+      and they are stripped; a sorting network for every n. A padding value never mixes with a
+      real one, it only moves real values between wires; those moves are done here, once, by
+      renaming the wires, so the kernels see only the comparators between real values on ``n``
+      wires, and ``output`` is the renaming left at the end.
     """
     if network == "odd_even":
         layers = []
@@ -162,10 +223,12 @@ def network_layout(network: str, n: int) -> NetworkLayout:
             a = np.arange(l % 2, n - 1, 2)
             layers.append((a, a + 1))
         output = np.arange(n)
-    elif network == "bitonic":
+    elif network == "bitonic" and bitonic_padding == "prune":
+        layers, output = _pruned_bitonic(n)
+    elif network == "bitonic" and bitonic_padding == "inf":
         layers, output = _padded_bitonic(n)
     else:  # pragma: no cover - checked by the callers
-        raise ValueError(f"unknown network {network!r}")
+        raise ValueError(f"unknown network {network!r} with bitonic_padding {bitonic_padding!r}")
     layers = [(lo, hi) for lo, hi in layers if len(lo)]
     layers = [(lo[order], hi[order]) for lo, hi in layers for order in [np.argsort(np.minimum(lo, hi))]]
     sizes = [len(lo) for lo, _ in layers]
@@ -195,8 +258,8 @@ class _DeviceLayout(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _layout_tensors(network: str, n: int, device: torch.device) -> _DeviceLayout:
-    layout = network_layout(network, n)
+def _layout_tensors(network: int, padding: int, n: int, device: torch.device) -> _DeviceLayout:
+    layout = network_layout(NETWORKS[network], n, BITONIC_PADDINGS[padding])
     lo, hi, offsets, reach = (torch.from_numpy(a.copy()).to(device) for a in layout[:4])
     if not layout.permuted:
         return _DeviceLayout(lo, hi, offsets, reach, None, None)
@@ -204,21 +267,78 @@ def _layout_tensors(network: str, n: int, device: torch.device) -> _DeviceLayout
     return _DeviceLayout(lo, hi, offsets, reach, output, torch.argsort(output))
 
 
-def _comparators(network: str, n: int) -> int:
-    return int(network_layout(network, n).offsets[-1])
+def _comparators(network: int, padding: int, n: int) -> int:
+    return int(network_layout(NETWORKS[network], n, BITONIC_PADDINGS[padding]).offsets[-1])
 
 
 # ---------------------------------------------------------------------------
 # Custom ops on contiguous (B, n) rows. Pt is the transposed matrix,
 # Pt[b, k, i] = P[b, i, k]; the public function returns its transpose (a view).
+#
+# The ops check what they are given before anything reaches the native code
+# (shapes, dtypes, devices, contiguity and the scalar codes; no tensor values
+# are read), in the real and the fake implementation alike, so a direct call
+# with bad arguments raises instead of reading or writing out of bounds.
+
+
+def _check_op_scalars(op: str, network: int, padding: int, sigmoid: int, steepness: float,
+                      art_lambda: float) -> None:
+    for name, code, names in (("network", network, NETWORKS), ("bitonic_padding", padding, BITONIC_PADDINGS),
+                              ("sigmoid", sigmoid, SIGMOIDS)):
+        torch._check_value(0 <= code < len(names), lambda: f"diffcomb::{op}: {name} must be a code in "
+                           f"[0, {len(names)}) ({', '.join(names)}), got {code}")
+    torch._check_value(0.0 < steepness < math.inf,
+                       lambda: f"diffcomb::{op}: steepness must be positive and finite, got {steepness}")
+    torch._check_value(0.0 <= art_lambda <= 1.0, lambda: f"diffcomb::{op}: art_lambda must be in [0, 1], got "
+                       f"{art_lambda}")
+
+
+def _check_op_tensor(op: str, name: str, t: Tensor, shape: tuple, like: Tensor) -> None:
+    """t has the given shape, like's dtype and device, and is contiguous."""
+    torch._check(t.dim() == len(shape) and all(a == b for a, b in zip(t.shape, shape)),
+                 lambda: f"diffcomb::{op}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    torch._check(t.dtype == like.dtype, lambda: f"diffcomb::{op}: {name} must have dtype {like.dtype}, got {t.dtype}")
+    torch._check(t.device == like.device,
+                 lambda: f"diffcomb::{op}: {name} is on {t.device}, but x is on {like.device}")
+    torch._check(t.is_contiguous(), lambda: f"diffcomb::{op}: {name} must be contiguous")
+
+
+def _check_op_x(op: str, x: Tensor) -> None:
+    torch._check(x.dim() == 2, lambda: f"diffcomb::{op}: x must have shape (B, n), got {tuple(x.shape)}")
+    torch._check(x.dtype in (torch.float32, torch.float64),
+                 lambda: f"diffcomb::{op}: x must be float32 or float64, got {x.dtype}")
+    torch._check(x.device.type in ("cpu", "cuda", "meta"),
+                 lambda: f"diffcomb::{op}: x is on {x.device}; the op runs on cpu and cuda")
+    torch._check(x.is_contiguous(), lambda: f"diffcomb::{op}: x must be contiguous")
+
+
+def _check_forward_op(x: Tensor, network: int, padding: int, sigmoid: int, steepness: float,
+                      art_lambda: float) -> None:
+    _check_op_x("sorting_network", x)
+    _check_op_scalars("sorting_network", network, padding, sigmoid, steepness, art_lambda)
+
+
+def _check_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor],
+                       network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float) -> None:
+    op = "sorting_network_backward"
+    _check_op_x(op, x)
+    _check_op_scalars(op, network, padding, sigmoid, steepness, art_lambda)
+    batch, n = x.shape
+    _check_op_tensor(op, "alpha", alpha, (batch, _comparators(network, padding, int(n))), x)
+    if grad_values is not None:
+        _check_op_tensor(op, "grad_values", grad_values, (batch, n), x)
+    if grad_P is not None:
+        _check_op_tensor(op, "grad_P", grad_P, (batch, n, n), x)
 
 
 @torch.library.custom_op("diffcomb::sorting_network", mutates_args=())
-def _sortnet_op(x: Tensor, network: int, sigmoid: int, steepness: float, art_lambda: float,
+def _sortnet_op(x: Tensor, network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float,
                 with_matrix: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Relaxed sorted values (B, n), Pt (B, n, n) or (B, 0, 0), and the mixing weights alpha (B, C)."""
+    """Relaxed sorted values (B, n), Pt (B, n, n) or (B, 0, 0), and the mixing weights alpha (B, C).
+    network, padding and sigmoid are indices into NETWORKS, BITONIC_PADDINGS and SIGMOIDS."""
+    _check_forward_op(x, network, padding, sigmoid, steepness, art_lambda)
     batch, n = x.shape
-    layout = _layout_tensors(NETWORKS[network], n, x.device)
+    layout = _layout_tensors(network, padding, n, x.device)
     lo, hi, offsets = layout.lo, layout.hi, layout.offsets
     values = torch.empty_like(x)
     alpha = x.new_empty((batch, lo.numel()))
@@ -239,10 +359,11 @@ def _sortnet_op(x: Tensor, network: int, sigmoid: int, steepness: float, art_lam
 
 
 @_sortnet_op.register_fake
-def _(x: Tensor, network: int, sigmoid: int, steepness: float, art_lambda: float,
+def _(x: Tensor, network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float,
       with_matrix: bool) -> tuple[Tensor, Tensor, Tensor]:
+    _check_forward_op(x, network, padding, sigmoid, steepness, art_lambda)
     batch, n = x.shape
-    comparators = _comparators(NETWORKS[network], int(n))
+    comparators = _comparators(network, padding, int(n))
     return (torch.empty_like(x), x.new_empty((batch, n, n) if with_matrix else (batch, 0, 0)),
             x.new_empty((batch, comparators)))
 
@@ -271,11 +392,12 @@ def _p_backward_cuda(alpha: Tensor, grad_Pt: Tensor, lo: Tensor, hi: Tensor, off
 
 @torch.library.custom_op("diffcomb::sorting_network_backward", mutates_args=())
 def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor],
-                         network: int, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+                         network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
     """dL/dx (B, n) from the upstream gradients of the values and of P (B, n, n), in P's own
     layout (grad_P[b, i, k] = dL/dP[b, i, k]); None: zero."""
+    _check_backward_op(x, alpha, grad_values, grad_P, network, padding, sigmoid, steepness, art_lambda)
     batch, n = x.shape
-    layout = _layout_tensors(NETWORKS[network], n, x.device)
+    layout = _layout_tensors(network, padding, n, x.device)
     lo, hi, offsets = layout.lo, layout.hi, layout.offsets
     if layout.place is not None:  # back to the wires the outputs left on
         grad_values = grad_values.index_select(1, layout.place) if grad_values is not None else None
@@ -306,16 +428,17 @@ def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor]
 
 @_sortnet_backward_op.register_fake
 def _(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor], network: int,
-      sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+      padding: int, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+    _check_backward_op(x, alpha, grad_values, grad_P, network, padding, sigmoid, steepness, art_lambda)
     return torch.empty_like(x)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, network, sigmoid, steepness, art_lambda, with_matrix = inputs
+    x, network, padding, sigmoid, steepness, art_lambda, with_matrix = inputs
     _, _, alpha = output
     ctx.mark_non_differentiable(alpha)
     ctx.save_for_backward(x, alpha)
-    ctx.params = (network, sigmoid, steepness, art_lambda)
+    ctx.params = (network, padding, sigmoid, steepness, art_lambda)
     ctx.with_matrix = with_matrix
 
 
@@ -327,7 +450,7 @@ def _backward(ctx, grad_values, grad_Pt, _grad_alpha):
     # dL/dP in P's layout, which then costs no copy.
     grad_P = grad_Pt.mT.contiguous() if grad_Pt is not None and ctx.with_matrix and grad_Pt.numel() else None
     dx = torch.ops.diffcomb.sorting_network_backward(x, alpha, grad_values, grad_P, *ctx.params)
-    return dx, None, None, None, None, None
+    return dx, None, None, None, None, None, None
 
 
 torch.library.register_autograd("diffcomb::sorting_network", _backward, setup_context=_setup_context)
@@ -338,11 +461,14 @@ torch.library.register_autograd("diffcomb::sorting_network", _backward, setup_co
 
 
 def _check_x(fn: str, x: object) -> Tensor:
+    """x as a real tensor with at least one dimension; integer and bool tensors in torch's default
+    float dtype."""
     if not isinstance(x, Tensor):
         raise TypeError(f"diffcomb.{fn}: x must be a torch.Tensor, got {type(x).__name__}")
+    x = as_float(x)
     if not x.is_floating_point():
-        raise TypeError(f"diffcomb.{fn}: x must be a floating-point tensor (float16, bfloat16, float32 or "
-                        f"float64), got dtype {x.dtype}")
+        raise TypeError(f"diffcomb.{fn}: x must be a real tensor (floating-point, integer or bool), got dtype "
+                        f"{x.dtype}")
     if x.dim() == 0:
         raise ValueError(f"diffcomb.{fn}: x must have at least one dimension (..., n), got a 0-d tensor")
     if x.device.type not in ("cpu", "cuda", "meta"):
@@ -375,12 +501,6 @@ def _check_art_lambda(fn: str, art_lambda: object) -> float:
     return float(art_lambda)
 
 
-def _check_bool(fn: str, name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"diffcomb.{fn}: {name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 # ---------------------------------------------------------------------------
 # Public API.
 
@@ -394,6 +514,7 @@ def sorting_network(
     art_lambda: float = 0.25,
     return_matrix: bool = True,
     descending: bool = False,
+    bitonic_padding: str = "prune",
 ) -> SortingNetworkResult:
     r"""Differentiable sorting network: relaxed sorted values and relaxed permutation matrix of ``x``.
 
@@ -412,14 +533,20 @@ def sorting_network(
     :math:`\arctan(v)/\pi + \tfrac12`; ``optimal`` :math:`v + \tfrac12` for :math:`|v| \le \tfrac14`,
     :math:`1 - 1/(16 v)` above and :math:`-1/(16 v)` below.
 
+    The networks, sigmoids and ``steepness`` are those of the papers' code (diffsort):
+    ``sorting_network(x, network=net, sigmoid=s, steepness=b)`` gives the values, P and
+    gradients of ``diffsort.DiffSortNet(net, n, steepness=b, distribution=s)(x)`` for every n,
+    to rounding where diffsort is exact (its ``optimal`` sigmoid adds 1e-10 to :math:`|v|`, a
+    relative change of about 1e-10, and its ``gaussian`` backward rounds :math:`1/\beta` to
+    float32).
+
     Args:
         x (Tensor[..., n]): values to sort along the last dimension; every other dimension is a
-            batch. float16/bfloat16 are computed in float32.
+            batch. float16/bfloat16 are computed in float32; integer and bool tensors in
+            torch's default float dtype (the outputs then have that dtype).
         network (str): ``"odd_even"`` (transposition network, depth n) or ``"bitonic"`` (depth
-            :math:`k(k+1)/2`, :math:`k = \lceil \log_2 n \rceil`). For n not a power of two the
-            bitonic network runs on :math:`2^k` wires with :math:`2^k - n` values that sort last
-            (+inf) appended, and strips them: a padding value never mixes with a real one, it only
-            moves real values between wires, exactly. Default ``"odd_even"``.
+            :math:`k(k+1)/2`, :math:`k = \lceil \log_2 n \rceil`; for n not a power of two see
+            ``bitonic_padding``). Default ``"odd_even"``.
         sigmoid (str): ``"logistic"``, ``"logistic_phi"``, ``"gaussian"``, ``"reciprocal"``,
             ``"cauchy"`` or ``"optimal"``. Default ``"cauchy"``.
         steepness (float): :math:`\beta > 0`, finite. Default 10.
@@ -427,6 +554,17 @@ def sorting_network(
             replacement trick). Default 0.25.
         return_matrix (bool): also compute P. Default True.
         descending (bool): largest value first (reverses the outputs and the columns of P).
+        bitonic_padding (str): how the bitonic network runs for n not a power of two, on
+            :math:`2^k` virtual wires. ``"prune"`` (default, the papers' convention): the first
+            :math:`2^k - n` wires are deleted with every comparator that touches them.
+            ``"inf"``: :math:`2^k - n` values that sort last (+inf) are appended, routed exactly
+            (they never mix with a real value, they only move real values between wires) and
+            stripped. They are different relaxations (the soft values differ by up to about 1
+            at n = 5, cauchy, steepness 1), and only ``"inf"`` is a sorting network for every
+            n: the pruned one leaves some inputs unsorted even in the steep limit for n = 22,
+            38, 42..46, 54, 70, ... and most n above 64 (it sorts for n <= 21 and the papers'
+            sizes); it then warns, once per n. Ignored by ``"odd_even"`` and for n a power of
+            two, where both are the same network.
 
     Returns:
         SortingNetworkResult: ``values`` (Tensor[..., n], x's dtype) and ``matrix``
@@ -457,18 +595,19 @@ def sorting_network(
         Monotonic Differentiable Sorting Networks. ICLR 2022. arXiv:2203.09630
     """
     fn = "sorting_network"
-    _check_x(fn, x)
+    x = _check_x(fn, x)
     net = _check_choice(fn, "network", network, NETWORKS)
+    padding = _check_choice(fn, "bitonic_padding", bitonic_padding, BITONIC_PADDINGS)
     sig = _check_choice(fn, "sigmoid", sigmoid, SIGMOIDS)
     beta = _check_steepness(fn, steepness)
     lam = _check_art_lambda(fn, art_lambda)
-    with_matrix = _check_bool(fn, "return_matrix", return_matrix)
-    descending = _check_bool(fn, "descending", descending)
+    with_matrix = check_flag(fn, "return_matrix", return_matrix)
+    descending = check_flag(fn, "descending", descending)
     n = x.shape[-1]
     lead = x.shape[:-1]
     compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     rows = x.reshape(math.prod(lead), n).to(compute).contiguous()
-    values, Pt, _ = torch.ops.diffcomb.sorting_network(rows, net, sig, beta, lam, with_matrix)
+    values, Pt, _ = torch.ops.diffcomb.sorting_network(rows, net, padding, sig, beta, lam, with_matrix)
     values = values.reshape(*lead, n).to(x.dtype)
     matrix = Pt.mT.reshape(*lead, n, n).to(x.dtype) if with_matrix else None
     if descending:
@@ -487,22 +626,27 @@ def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean") -> Te
     .. math::
         L = -\frac{1}{n^2} \sum_{i,k} Q_{ik} \log P_{ik} + (1 - Q_{ik}) \log (1 - P_{ik})
 
-    with :math:`P` clamped to :math:`[10^{-7}, 1 - 10^{-7}]`.
+    computed by ``torch.nn.functional.binary_cross_entropy``, as the papers' code does
+    (``torch.nn.BCELoss()(P, Q)``): each log is clamped below at -100, and the gradient is
+    :math:`(P_{ik} - Q_{ik}) / (n^2 \max(P_{ik} (1 - P_{ik}), 10^{-12}))`, so that a confidently
+    wrong P (entries within 1e-12 of 0 or 1) still gets a gradient. With ``reduction="mean"``
+    the loss and its gradient equal ``BCELoss()(P, Q)``.
 
     Args:
         P (Tensor[..., n, n]): relaxed permutation matrices (``sorting_network(...).matrix``),
-            ``P[..., i, k]`` = weight of input i at ascending position k.
+            ``P[..., i, k]`` = weight of input i at ascending position k; entries are clamped
+            to [0, 1] (rounding can leave them just outside).
         target_ranks (Tensor[..., n]): the true ranks, or any values whose ascending order is
-            the target order (only their order is used; no gradient).
+            the target order (only their order is used; no gradient). Integer and bool tensors
+            are used as they are (their order is exact).
         reduction (str): ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (shape ``...``).
 
     Returns:
         Tensor: the loss, reduced over the batch dimensions.
 
     Note:
-        A row with non-finite targets gives NaN; n = 0 gives NaN (a mean over no entries).
-        The gradient is zero where the clamp is active. For a descending P, pass the negated
-        targets.
+        A row with non-finite targets or a NaN in P gives NaN; n = 0 gives NaN (a mean over
+        no entries). For a descending P, pass the negated targets.
 
     Example:
         >>> P = diffcomb.sorting_network(torch.tensor([2.0, 0.0, 1.0]), steepness=1.0).matrix
@@ -514,30 +658,36 @@ def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean") -> Te
         Scalable Sorting and Ranking Supervision. ICML 2021. arXiv:2105.04019
     """
     fn = "ranking_loss"
+    check_same_device(fn, P=P, target_ranks=target_ranks)
     if not isinstance(P, Tensor) or not P.is_floating_point():
         raise TypeError(f"diffcomb.{fn}: P must be a floating-point torch.Tensor, got "
                         f"{type(P).__name__ if not isinstance(P, Tensor) else P.dtype}")
-    if not isinstance(target_ranks, Tensor) or target_ranks.is_complex() or target_ranks.dtype == torch.bool:
-        raise TypeError(f"diffcomb.{fn}: target_ranks must be a real torch.Tensor")
+    if not isinstance(target_ranks, Tensor) or target_ranks.is_complex():
+        got = target_ranks.dtype if isinstance(target_ranks, Tensor) else type(target_ranks).__name__
+        raise TypeError(f"diffcomb.{fn}: target_ranks must be a real torch.Tensor, got {got}")
     if P.dim() < 2 or P.shape[-1] != P.shape[-2]:
         raise ValueError(f"diffcomb.{fn}: P must have shape (..., n, n), got {tuple(P.shape)}")
     if tuple(target_ranks.shape) != tuple(P.shape[:-1]):
         raise ValueError(f"diffcomb.{fn}: target_ranks must have shape {tuple(P.shape[:-1])} (P's shape without "
                          f"the last dimension), got {tuple(target_ranks.shape)}")
-    if target_ranks.device != P.device:
-        raise RuntimeError(f"diffcomb.{fn}: target_ranks is on {target_ranks.device} but P is on {P.device}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"diffcomb.{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     t = target_ranks.detach()
-    order = torch.argsort(t, dim=-1, stable=True)
-    # float16/bfloat16 in float32: 1 - 1e-7 rounds to 1 there, and log1p(-1) would be -inf
+    order = torch.argsort(t.to(torch.uint8) if t.dtype == torch.bool else t, dim=-1, stable=True)
+    # float16/bfloat16 in float32 (binary_cross_entropy's 1e-12 and -100 are float32 numbers)
     out_dtype = P.dtype
     P = P.float() if P.dtype in (torch.float16, torch.bfloat16) else P
     Q = torch.zeros_like(P).scatter_(-2, order.unsqueeze(-2), 1.0)
-    p = P.clamp(_BCE_CLAMP, 1.0 - _BCE_CLAMP)
-    loss = -(Q * torch.log(p) + (1.0 - Q) * torch.log1p(-p)).mean(dim=(-2, -1)).to(out_dtype)
+    # binary_cross_entropy requires every entry in [0, 1] and checks it by reading the values (a
+    # device-side assert on CUDA): NaN entries are replaced here and their rows made NaN after.
+    p = P.clamp(0.0, 1.0)
+    nan = torch.isnan(p)
+    bce = F.binary_cross_entropy(torch.where(nan, 0.5, p), Q, reduction="none")
+    loss = bce.mean(dim=(-2, -1))
+    bad = nan.any(dim=-1).any(dim=-1)
     if t.is_floating_point():
-        loss = torch.where(torch.isfinite(t).all(dim=-1), loss, torch.full_like(loss, math.nan))
+        bad = bad | ~torch.isfinite(t).all(dim=-1)
+    loss = torch.where(bad, torch.full_like(loss, math.nan), loss).to(out_dtype)
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -549,7 +699,10 @@ class DiffSortNet(nn.Module):
     """Module form of :func:`sorting_network` for inputs of a fixed ``size`` n.
 
     ``forward(x)`` with x (Tensor[..., size]) returns a :class:`SortingNetworkResult`
-    ``(values, matrix)``.
+    ``(values, matrix)``. The arguments are those of :func:`sorting_network`; for code written
+    for the papers' diffsort, ``diffsort.DiffSortNet(network, size, device, steepness=b,
+    distribution=s)`` is ``diffcomb.DiffSortNet(network, size, steepness=b, sigmoid=s)`` (no
+    device: it follows the input), with the same outputs for every size.
 
     Example:
         >>> sorter = diffcomb.DiffSortNet("bitonic", 4, steepness=50.0)
@@ -559,10 +712,12 @@ class DiffSortNet(nn.Module):
     """
 
     def __init__(self, network: str, size: int, steepness: float = 10.0, sigmoid: str = "cauchy",
-                 art_lambda: float = 0.25, return_matrix: bool = True, descending: bool = False) -> None:
+                 art_lambda: float = 0.25, return_matrix: bool = True, descending: bool = False,
+                 bitonic_padding: str = "prune") -> None:
         super().__init__()
         name = "DiffSortNet"
         _check_choice(name, "network", network, NETWORKS)
+        _check_choice(name, "bitonic_padding", bitonic_padding, BITONIC_PADDINGS)
         _check_choice(name, "sigmoid", sigmoid, SIGMOIDS)
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError(f"diffcomb.{name}: size must be an int >= 0, got {size!r}")
@@ -571,19 +726,23 @@ class DiffSortNet(nn.Module):
         self.steepness = _check_steepness(name, steepness)
         self.sigmoid = sigmoid
         self.art_lambda = _check_art_lambda(name, art_lambda)
-        self.return_matrix = _check_bool(name, "return_matrix", return_matrix)
-        self.descending = _check_bool(name, "descending", descending)
+        self.return_matrix = check_flag(name, "return_matrix", return_matrix)
+        self.descending = check_flag(name, "descending", descending)
+        self.bitonic_padding = bitonic_padding
+        if network == "bitonic" and bitonic_padding == "prune":
+            _warn_if_pruned_bitonic_unsorted(size)  # now rather than at the first call
 
     def extra_repr(self) -> str:
         return (f"network={self.network!r}, size={self.size}, steepness={self.steepness}, sigmoid={self.sigmoid!r}, "
-                f"art_lambda={self.art_lambda}, return_matrix={self.return_matrix}, descending={self.descending}")
+                f"art_lambda={self.art_lambda}, return_matrix={self.return_matrix}, descending={self.descending}, "
+                f"bitonic_padding={self.bitonic_padding!r}")
 
     def forward(self, x: Tensor) -> SortingNetworkResult:
         if isinstance(x, Tensor) and x.dim() >= 1 and x.shape[-1] != self.size:
             raise ValueError(f"diffcomb.DiffSortNet: expected x of shape (..., {self.size}), got {tuple(x.shape)}")
         return sorting_network(x, network=self.network, sigmoid=self.sigmoid, steepness=self.steepness,
                                art_lambda=self.art_lambda, return_matrix=self.return_matrix,
-                               descending=self.descending)
+                               descending=self.descending, bitonic_padding=self.bitonic_padding)
 
 
 class RankingLoss(nn.Module):

@@ -1,12 +1,15 @@
 """Differentiable sorting networks (diffcomb/sortnet.py, csrc/sortnet) against SPEC.md section 5
 and 7.5 and the float64 numpy reference in tests/reference/sortnet.py (which builds the network
-and applies every comparator's mix to the dense P): values, P and gradients for both networks,
-all sigmoids, n in {1, 2, 3, 5, 8, 33, 64}; properties (double stochasticity, the hard limit,
-monotonicity), gradcheck, opcheck, torch.compile, edge cases and errors; CUDA against the CPU."""
+and applies every comparator's mix to the dense P): values, P and gradients for both networks
+(the bitonic one with both paddings), all sigmoids, n in {1, 2, 3, 5, 8, 33, 64}; against the
+papers' code diffsort when it is installed; properties (double stochasticity, the hard limit,
+monotonicity), gradcheck, opcheck, torch.compile, edge cases, errors and the raw ops' argument
+checks; CUDA against the CPU."""
 
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 
 import numpy as np
@@ -15,11 +18,14 @@ import torch
 from torch.autograd import gradcheck
 
 import diffcomb
-from diffcomb.sortnet import network_layout
+from diffcomb.sortnet import _bitonic_layers, _pruned_bitonic_sorts, network_layout
 from tests.conftest import CUDA_SKIP_REASON, DEVICES, DTYPES, HAS_CUDA, assert_close
 from tests.reference import sortnet as ref
 
 NETWORKS = list(ref.NETWORKS)
+PADDINGS = list(ref.BITONIC_PADDINGS)
+# (network, bitonic_padding): every distinct layout (odd-even ignores the padding)
+LAYOUTS = [("odd_even", "prune"), ("bitonic", "prune"), ("bitonic", "inf")]
 SIGMOIDS = list(ref.SIGMOIDS)
 MONOTONE = ["reciprocal", "cauchy", "optimal"]  # SPEC 5.2
 SIZES = [1, 2, 3, 5, 8, 33, 64]
@@ -86,10 +92,14 @@ def test_spec_7_5_n3_and_ranking_loss():
 
 
 def test_spec_7_5_bitonic_depths():
-    for n, depth, comparators in [(2, 1, 1), (4, 3, 6), (8, 6, 24), (16, 10, 80), (5, 6, 11)]:
-        layout = network_layout("bitonic", n)
-        assert len(layout.offsets) - 1 == depth
-        assert layout.offsets[-1] == comparators == len(layout.lo) == len(layout.hi)
+    for padding in PADDINGS:
+        for n, depth, comparators in [(2, 1, 1), (4, 3, 6), (8, 6, 24), (16, 10, 80), (5, 6, 11)]:
+            layout = network_layout("bitonic", n, padding)
+            assert len(layout.offsets) - 1 == depth
+            assert layout.offsets[-1] == comparators == len(layout.lo) == len(layout.hi)
+    # n a power of two: one network whatever the padding
+    for part_p, part_i in zip(network_layout("bitonic", 16, "prune"), network_layout("bitonic", 16, "inf")):
+        np.testing.assert_array_equal(part_p, part_i)
 
 
 def _apply_layout_hard(X: np.ndarray, layout) -> np.ndarray:
@@ -97,18 +107,27 @@ def _apply_layout_hard(X: np.ndarray, layout) -> np.ndarray:
     return ref.apply_hard(X, zip(layout.lo, layout.hi))[:, layout.output]
 
 
-@pytest.mark.parametrize("network", NETWORKS)
-def test_layout_is_the_reference_network(network):
-    """The kernels' layout (only the comparators between real values, on renamed wires) is the
-    reference network padded with +inf: the same relaxed comparators, and what the kernels rely on."""
-    rng = rng_for("layout", network)
+@pytest.mark.parametrize("network, padding", LAYOUTS)
+def test_layout_is_the_reference_network(network, padding):
+    """The kernels' layout is the reference network: pruned, the same comparators on the same
+    wires in the same layers; padded with +inf, only the comparators between real values, on
+    renamed wires. And what the kernels rely on."""
+    rng = rng_for("layout", network, padding)
     for n in range(0, 41):
-        layout = network_layout(network, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # n = 22, 38 (test_pruned_bitonic_warns_where_it_does_not_sort)
+            layout = network_layout(network, n, padding)
         lo, hi, offsets, reach, output = layout
         assert sorted(output.tolist()) == list(range(n))
-        # every comparator of the reference that mixes two finite values, and no other
-        if n:
-            _, _, tape = ref._forward(rng.normal(size=n), network, "cauchy", 1.0, ref.ART_LAMBDA, False)
+        if padding == "prune":  # exactly the reference's comparators, layer by layer
+            layers = [sorted(layer) for layer in ref.network_layers(network, n, padding) if layer]
+            assert len(offsets) - 1 == len(layers)
+            for l, layer in enumerate(layers):
+                assert sorted(zip(lo[offsets[l]:offsets[l + 1]].tolist(), hi[offsets[l]:offsets[l + 1]].tolist())) \
+                    == layer
+            assert not layout.permuted
+        elif n:  # every comparator of the reference that mixes two finite values, and no other
+            _, _, tape = ref._forward(rng.normal(size=n), network, "cauchy", 1.0, ref.ART_LAMBDA, False, padding)
             assert len(lo) == sum(not exact for *_, exact, _, _ in tape)
         for l in range(len(offsets) - 1):  # what the kernels rely on (sortnet.h)
             a = np.minimum(lo[offsets[l]:offsets[l + 1]], hi[offsets[l]:offsets[l + 1]])
@@ -117,21 +136,138 @@ def test_layout_is_the_reference_network(network):
             assert reach[l] == np.max(b - a) and 0 <= a.min() and b.max() < n
         X = rng.normal(size=(20, n))
         hard = _apply_layout_hard(X, layout)
-        np.testing.assert_array_equal(hard, np.stack([ref.hard_sorting_network(x, network) for x in X]))
-        np.testing.assert_array_equal(hard, np.sort(X, axis=1))
-    # the padding of a bitonic network renames wires: outputs may end on other wires than their
-    # positions (n = 11) and a layer may mix spans (n = 7)
-    assert network_layout("bitonic", 11).permuted and not network_layout("bitonic", 16).permuted
-    lo, hi, offsets = network_layout("bitonic", 7)[:3]
-    assert any(len(set(np.abs(hi - lo)[offsets[l]:offsets[l + 1]])) > 1 for l in range(len(offsets) - 1))
+        np.testing.assert_array_equal(hard, np.stack([ref.hard_sorting_network(x, network, padding) for x in X]))
+        if network == "odd_even" or padding == "inf" or _pruned_bitonic_sorts(n):
+            np.testing.assert_array_equal(hard, np.sort(X, axis=1))
+        else:  # n = 22, 38
+            assert not np.array_equal(hard, np.sort(X, axis=1))
+    if padding == "inf":
+        # the padding renames wires: outputs may end on other wires than their positions (n = 11)
+        # and a layer may mix spans (n = 7)
+        assert network_layout("bitonic", 11, "inf").permuted and not network_layout("bitonic", 16, "inf").permuted
+        lo, hi, offsets = network_layout("bitonic", 7, "inf")[:3]
+        assert any(len(set(np.abs(hi - lo)[offsets[l]:offsets[l + 1]])) > 1 for l in range(len(offsets) - 1))
+
+
+def _pruned_bitonic_sorts_exhaustively(n: int) -> bool:
+    """Whether the pruned bitonic network on n wires sorts every 0/1 input (the 0-1 principle),
+    without enumerating all 2^n of them: the network on N wires is built of blocks, and after
+    block t every group of 2^(t+1) wires has been through its own sorter. A group without deleted
+    wires is a full bitonic sorter, whose outputs are exactly the sorted 0/1 patterns (ascending
+    or descending by the group's direction); a group of deleted wires only has no outputs; only
+    the group holding wire p = N - n, the first real wire, has some deleted. Its reachable 0/1
+    outputs are computed exactly, block by block, from its own and its sibling's."""
+    N = 1 << max(n - 1, 0).bit_length()
+    p = N - n
+    if p == 0:
+        return True
+    layers = _bitonic_layers(N)
+    reach = np.array([[0], [1]], dtype=np.uint8)  # the outputs of the group holding wire p (its real wires)
+    first = 0
+    for t in range(N.bit_length() - 1):
+        size, half = 2 << t, 1 << t
+        start = p - p % size
+        if p < start + half:  # the group's first half holds wire p, its second half is a full sorter
+            sorted_patterns = np.tril(np.ones((half + 1, half), dtype=np.uint8), -1)[:, ::-1]
+            if (start + half) >> t & 1:  # the second half was sorted descending
+                sorted_patterns = sorted_patterns[:, ::-1]
+            X = np.concatenate([np.repeat(reach, len(sorted_patterns), 0),
+                                np.tile(sorted_patterns, (len(reach), 1))], 1)
+        else:  # the first half is deleted
+            X = reach
+        for lo, hi in layers[first:first + t + 1]:
+            keep = (np.minimum(lo, hi) >= p) & (np.maximum(lo, hi) < start + size)
+            lo, hi = lo[keep] - p, hi[keep] - p
+            a, b = X[:, lo].copy(), X[:, hi].copy()
+            X[:, lo], X[:, hi] = np.minimum(a, b), np.maximum(a, b)
+        first += t + 1
+        reach = np.unique(X, axis=0)
+    return bool(np.all(np.diff(reach.astype(np.int8), axis=1) >= 0))
+
+
+def test_pruned_bitonic_sorts_rule():
+    """SPEC 5.1's pruned bitonic network (the papers' code) is not a sorting network for every n:
+    _pruned_bitonic_sorts's closed form against the exhaustive 0-1 check (n < 80) and against
+    random inputs (every n < 600: a failure on them is a certain counterexample)."""
+    failing = [n for n in range(80) if not _pruned_bitonic_sorts_exhaustively(n)]
+    assert failing == [22, 38, 42, 43, 44, 45, 46, 54, 70, 74, 75, 76, 77, 78]
+    assert failing == [n for n in range(80) if not _pruned_bitonic_sorts(n)]
+    # the sizes of the papers' experiments (3, 5, 7, 9, 15, 32) and of issue 12 sort
+    assert all(_pruned_bitonic_sorts(n) for n in (3, 5, 6, 7, 9, 11, 12, 15, 32, 33))
+    rng = rng_for("prune-rule")
+    for n in range(80, 600):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            layout = network_layout("bitonic", n, "prune")
+        X = rng.normal(size=(64, n))
+        for begin, end in zip(layout.offsets[:-1], layout.offsets[1:]):  # exact compare-exchanges, by layers
+            lo, hi = layout.lo[begin:end], layout.hi[begin:end]
+            X[:, lo], X[:, hi] = np.minimum(X[:, lo], X[:, hi]), np.maximum(X[:, lo], X[:, hi])
+        assert bool(np.all(np.diff(X, axis=1) >= 0)) == _pruned_bitonic_sorts(n), n
+
+
+def test_pruned_bitonic_warns_where_it_does_not_sort():
+    """Where the pruned network does not sort, its steep limit is not the sort: the values are
+    still diffsort's, with a warning (once per n, when the layout is built) naming the fix; no
+    warning where it sorts or with bitonic_padding="inf"."""
+    for cache in (network_layout, diffcomb.sortnet._layout_tensors, diffcomb.sortnet._warn_if_pruned_bitonic_unsorted):
+        cache.cache_clear()
+    x = torch.tensor(separated_np(rng_for("warn"), (2, 22), min_gap=0.01))
+    with pytest.warns(UserWarning, match=r"not a sorting network for n = 22.*bitonic_padding='inf'"):
+        r = diffcomb.sorting_network(x, network="bitonic", steepness=1e9)
+    assert not bool(torch.allclose(r.values, x.sort(-1).values, atol=1e-3))
+    with pytest.warns(UserWarning, match="n = 38"):
+        diffcomb.DiffSortNet("bitonic", 38)  # at construction
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n in (21, 23, 33):
+            diffcomb.sorting_network(torch.randn(2, n), network="bitonic")
+        r = diffcomb.sorting_network(x, network="bitonic", steepness=1e9, bitonic_padding="inf")
+        assert_close(r.values, x.sort(-1).values, rtol=0, atol=1e-6)
+        diffcomb.sorting_network(x, network="bitonic")  # warned once per n
+        diffcomb.DiffSortNet("bitonic", 38)
+        network_layout.cache_clear()
+        diffcomb.sorting_network(x, network="bitonic")
+
+
+def test_bitonic_default_is_pruned_and_differs_from_inf_padding():
+    """Issue 12.3: the default bitonic network for n not a power of two is the pruned one of SPEC
+    5.1 and the papers' code (the reference's default); +inf padding is an option and a different
+    relaxation (soft values differ by about 1 at n = 5)."""
+    rng = rng_for("default-prune")
+    x = separated_np(rng, (4, 5))
+    for sorter in (lambda t, **kw: diffcomb.sorting_network(t, network="bitonic", sigmoid="cauchy", steepness=1.0,
+                                                             **kw),
+                   lambda t, **kw: diffcomb.DiffSortNet("bitonic", 5, steepness=1.0, **kw)(t)):
+        default = sorter(torch.tensor(x))
+        pruned = sorter(torch.tensor(x), bitonic_padding="prune")
+        padded = sorter(torch.tensor(x), bitonic_padding="inf")
+        assert_close(default.values, pruned.values, rtol=0, atol=0)
+        assert_close(default.matrix, pruned.matrix, rtol=0, atol=0)
+        for b in range(4):
+            for padding, r in (("prune", pruned), ("inf", padded)):
+                s, p = ref.sorting_network(x[b], "bitonic", "cauchy", 1.0, bitonic_padding=padding)
+                assert_close(r.values[b], s, rtol=1e-12, atol=1e-12)
+                assert_close(r.matrix[b], p, rtol=1e-12, atol=1e-12)
+        assert float((pruned.values - padded.values).abs().max()) > 0.1
+    # n a power of two, or odd-even: the padding changes nothing
+    x = torch.tensor(separated_np(rng, (3, 8)))
+    for network in NETWORKS:
+        a = diffcomb.sorting_network(x, network=network, bitonic_padding="prune")
+        b = diffcomb.sorting_network(x, network=network, bitonic_padding="inf")
+        assert_close(a.values, b.values, rtol=0, atol=0)
+        assert_close(a.matrix, b.matrix, rtol=0, atol=0)
+    assert "bitonic_padding='prune'" in repr(diffcomb.DiffSortNet("bitonic", 5))
+    assert "bitonic_padding='inf'" in repr(diffcomb.DiffSortNet("bitonic", 5, bitonic_padding="inf"))
 
 
 @pytest.mark.parametrize("sigmoid", SIGMOIDS)
 def test_bitonic_pads_with_values_that_sort_last(sigmoid):
-    """n not a power of two: the network on the next power of two with +inf appended, routed
-    exactly and stripped (the reference pads and routes explicitly). For the logistic and gaussian
-    sigmoids a finite pad far above the inputs is exact in float64 too (f = 1 and f' = 0 exactly),
-    so the padded network on the next power of two, run by diffcomb itself, must agree as well."""
+    """bitonic_padding="inf", n not a power of two: the network on the next power of two with
+    +inf appended, routed exactly and stripped (the reference pads and routes explicitly). For
+    the logistic and gaussian sigmoids a finite pad far above the inputs is exact in float64 too
+    (f = 1 and f' = 0 exactly), so the padded network on the next power of two, run by diffcomb
+    itself, must agree as well."""
     rng = rng_for("pad", sigmoid)
     for n in (3, 6, 7, 11, 12, 20):
         N = 1 << (n - 1).bit_length()
@@ -139,12 +275,13 @@ def test_bitonic_pads_with_values_that_sort_last(sigmoid):
         g = rng.normal(size=(2, n))
         G = rng.normal(size=(2, n, n))
         v, P, dx = run(torch.tensor(x), torch.tensor(g), torch.tensor(G), network="bitonic", sigmoid=sigmoid,
-                       steepness=3.0)
+                       steepness=3.0, bitonic_padding="inf")
         for b in range(2):
-            s, p = ref.sorting_network(x[b], "bitonic", sigmoid, 3.0)
+            s, p = ref.sorting_network(x[b], "bitonic", sigmoid, 3.0, bitonic_padding="inf")
             assert_close(v[b], s)
             assert_close(P[b], p)
-            assert_close(dx[b], ref.sorting_network_vjp(x[b], g[b], G[b], "bitonic", sigmoid, 3.0))
+            assert_close(dx[b], ref.sorting_network_vjp(x[b], g[b], G[b], "bitonic", sigmoid, 3.0,
+                                                        bitonic_padding="inf"))
         if sigmoid in ("logistic", "gaussian"):
             G_full = np.zeros((2, N, N))
             G_full[:, :n, :n] = G
@@ -157,25 +294,92 @@ def test_bitonic_pads_with_values_that_sort_last(sigmoid):
             assert_close(dx, dxf[:, :n], rtol=0, atol=1e-10)
 
 
-def test_bitonic_padded_wide_layers_against_reference():
-    """n = 101: layers whose comparators span different distances and outputs on renamed wires
-    (the CPU's range skipping by reach); one row alone (lanes split among threads) and in a batch."""
-    rng = rng_for("pad101")
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_bitonic_wide_layers_against_reference(padding):
+    """n = 101: padded, layers whose comparators span different distances and outputs on renamed
+    wires (the CPU's range skipping by reach); pruned, 27 deleted wires. One row alone (lanes
+    split among threads) and in a batch."""
+    rng = rng_for("wide101", padding)
     n = 101
-    lo, hi, offsets, _, output = network_layout("bitonic", n)
-    assert np.any(output != np.arange(n))
-    assert any(len(set(np.abs(hi - lo)[offsets[l]:offsets[l + 1]])) > 1 for l in range(len(offsets) - 1))
+    lo, hi, offsets, _, output = network_layout("bitonic", n, padding)
+    if padding == "inf":
+        assert np.any(output != np.arange(n))
+        assert any(len(set(np.abs(hi - lo)[offsets[l]:offsets[l + 1]])) > 1 for l in range(len(offsets) - 1))
     x = separated_np(rng, (2, n), scale=1.0, min_gap=1e-3)
     g = rng.normal(size=(2, n))
     G = rng.normal(size=(2, n, n))
-    s, p = ref.sorting_network(x[1], "bitonic", "cauchy", 3.0)
-    dref = ref.sorting_network_vjp(x[1], g[1], G[1], "bitonic", "cauchy", 3.0)
+    s, p = ref.sorting_network(x[1], "bitonic", "cauchy", 3.0, bitonic_padding=padding)
+    dref = ref.sorting_network_vjp(x[1], g[1], G[1], "bitonic", "cauchy", 3.0, bitonic_padding=padding)
     for rows in (slice(1, 2), slice(0, 2)):
         v, P, dx = run(torch.tensor(x[rows]), torch.tensor(g[rows]), torch.tensor(G[rows]), network="bitonic",
-                       steepness=3.0)
+                       steepness=3.0, bitonic_padding=padding)
         assert_close(v[-1], s)
         assert_close(P[-1], p)
         assert_close(dx[-1], dref)
+
+
+DIFFSORT_SIZES = [3, 5, 6, 7, 11, 12, 33]
+
+
+def _diffsort_optimal_without_guard(x):
+    """diffsort's optimal sigmoid without the 1e-10 it adds to |v| (SPEC 5.2's formula)."""
+    outer = x.abs() > 0.25
+    safe = torch.where(outer, x, torch.ones_like(x))
+    return torch.where(outer, torch.where(x > 0, 1 - 1 / (16 * safe), -1 / (16 * safe)), x + 0.5)
+
+
+def _compare_with_diffsort(diffsort, network, sigmoid, rng, tol_of):
+    """sorting_network against diffsort.DiffSortNet for DIFFSORT_SIZES at steepness 2 and 1.7:
+    values, P and the gradient of <g, values> + <G, P>, float64; tol_of(steepness) gives the
+    (values and P, gradient) tolerances."""
+    for n in DIFFSORT_SIZES:
+        for steepness in (2.0, 1.7):
+            x = torch.tensor(separated_np(rng, (3, n), scale=1.0, min_gap=1e-3))
+            g = torch.tensor(rng.normal(size=(3, n)))
+            G = torch.tensor(rng.normal(size=(3, n, n)))
+            v, P, dx = run(x, g, G, network=network, sigmoid=sigmoid, steepness=steepness)
+            xd = x.clone().requires_grad_(True)
+            vd, Pd = diffsort.DiffSortNet(network, n, steepness=steepness, distribution=sigmoid)(xd)
+            ((vd * g).sum() + (Pd * G).sum()).backward()
+            tol, tol_grad = tol_of(steepness)
+            assert_close(v, vd.detach(), **tol, msg=f"values, n = {n}, steepness {steepness}")
+            assert_close(P, Pd.detach(), **tol, msg=f"P, n = {n}, steepness {steepness}")
+            assert_close(dx, xd.grad, **tol_grad, msg=f"gradient, n = {n}, steepness {steepness}")
+
+
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_matches_diffsort(network, sigmoid):
+    """Issue 12.3: the papers' own code. diffsort's DiffSortNet(network, n, steepness=b,
+    distribution=s) returns (sorted values, P) with P[b, i, k] as diffcomb's; its bitonic network
+    for n not a power of two drops the first N - n wires. Values, P and gradients in float64 for
+    every sigmoid, to rounding, except where diffsort's own numbers are not exact: its optimal
+    sigmoid adds 1e-10 to |v| (relative changes of about 1e-10; without that guard it agrees to
+    rounding, next test), and its gaussian backward rounds sigma = 1/steepness to float32 (exact
+    for steepness 2, about 1e-7 relative at 1.7)."""
+    diffsort = pytest.importorskip("diffsort", reason="diffsort (the papers' code) is not installed")
+    exact = dict(rtol=1e-12, atol=1e-12)
+
+    def tol_of(steepness):
+        if sigmoid == "optimal":
+            return dict(rtol=1e-8, atol=1e-8), dict(rtol=1e-8, atol=1e-8)
+        if sigmoid == "gaussian" and steepness == 1.7:
+            return exact, dict(rtol=1e-6, atol=1e-6)
+        return exact, exact
+
+    _compare_with_diffsort(diffsort, network, sigmoid, rng_for("diffsort", network, sigmoid), tol_of)
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_matches_diffsort_optimal_without_its_guard(network, monkeypatch):
+    """diffsort's optimal sigmoid with SPEC 5.2's formula instead of 1/(16 (|v| + 1e-10)): then
+    values, P and gradients agree to rounding, so the 1e-8 tolerance above is that guard only."""
+    diffsort = pytest.importorskip("diffsort", reason="diffsort (the papers' code) is not installed")
+    import diffsort.functional
+
+    monkeypatch.setattr(diffsort.functional, "s_best", _diffsort_optimal_without_guard)
+    exact = dict(rtol=1e-12, atol=1e-12)
+    _compare_with_diffsort(diffsort, network, "optimal", rng_for("diffsort-exact", network), lambda _: (exact, exact))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,9 +388,9 @@ def test_bitonic_padded_wide_layers_against_reference():
 
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("sigmoid", SIGMOIDS)
-@pytest.mark.parametrize("network", NETWORKS)
-def test_against_reference(network, sigmoid, n):
-    rng = rng_for("ref", network, sigmoid, n)
+@pytest.mark.parametrize("network, padding", LAYOUTS)
+def test_against_reference(network, padding, sigmoid, n):
+    rng = rng_for("ref", network, padding, sigmoid, n)
     rows = 2 if n <= 8 else 1
     steepness = 3.0
     x = separated_np(rng, (rows, n), scale=1.0 if n > 8 else 2.0, min_gap=1e-3 if n > 8 else 0.05)
@@ -194,16 +398,18 @@ def test_against_reference(network, sigmoid, n):
     g_P = rng.normal(size=(rows, n, n))
     values, P, vjp_full, vjp_values = [], [], [], []
     for b in range(rows):
-        s, p = ref.sorting_network(x[b], network, sigmoid, steepness)
+        s, p = ref.sorting_network(x[b], network, sigmoid, steepness, bitonic_padding=padding)
         values.append(s)
         P.append(p)
-        vjp_full.append(ref.sorting_network_vjp(x[b], g_values[b], g_P[b], network, sigmoid, steepness))
-        vjp_values.append(ref.sorting_network_vjp(x[b], g_values[b], None, network, sigmoid, steepness))
+        vjp_full.append(ref.sorting_network_vjp(x[b], g_values[b], g_P[b], network, sigmoid, steepness,
+                                                bitonic_padding=padding))
+        vjp_values.append(ref.sorting_network_vjp(x[b], g_values[b], None, network, sigmoid, steepness,
+                                                  bitonic_padding=padding))
     for dtype in (torch.float32, torch.float64):
         xt = torch.tensor(x, dtype=dtype)
         gv = torch.tensor(g_values, dtype=dtype)
         gP = torch.tensor(g_P, dtype=dtype)
-        kw = dict(network=network, sigmoid=sigmoid, steepness=steepness)
+        kw = dict(network=network, sigmoid=sigmoid, steepness=steepness, bitonic_padding=padding)
         v, p, dx = run(xt, gv, gP, **kw)
         # float32: the mixing weights are rounded to float32 at every comparator
         tol = dict(rtol=1e-4, atol=2e-4) if dtype == torch.float32 else {}
@@ -216,34 +422,35 @@ def test_against_reference(network, sigmoid, n):
         assert_close(dx2, np.stack(vjp_values), **tol)
 
 
-@pytest.mark.parametrize("network", NETWORKS)
-def test_descending(network):
-    rng = rng_for("desc", network)
+@pytest.mark.parametrize("network, padding", LAYOUTS)
+def test_descending(network, padding):
+    rng = rng_for("desc", network, padding)
     x = torch.tensor(separated_np(rng, (3, 7)))
     g = torch.tensor(rng.normal(size=(3, 7)))
     G = torch.tensor(rng.normal(size=(3, 7, 7)))
-    v, P, dx = run(x, g, G, network=network, descending=True)
+    v, P, dx = run(x, g, G, network=network, descending=True, bitonic_padding=padding)
     for b in range(3):
-        s, p = ref.sorting_network(x[b].numpy(), network, "cauchy", 10.0, descending=True)
+        s, p = ref.sorting_network(x[b].numpy(), network, "cauchy", 10.0, descending=True, bitonic_padding=padding)
         assert_close(v[b], s)
         assert_close(P[b], p)
         assert_close(dx[b], ref.sorting_network_vjp(x[b].numpy(), g[b].numpy(), G[b].numpy(), network, "cauchy",
-                                                    10.0, descending=True))
+                                                    10.0, descending=True, bitonic_padding=padding))
 
 
 @pytest.mark.parametrize("sigmoid", ["logistic", "cauchy", "optimal"])
-@pytest.mark.parametrize("network", NETWORKS)
-def test_ranking_loss_against_reference(network, sigmoid):
-    rng = rng_for("rank", network, sigmoid)
+@pytest.mark.parametrize("network, padding", LAYOUTS)
+def test_ranking_loss_against_reference(network, padding, sigmoid):
+    rng = rng_for("rank", network, padding, sigmoid)
     x = separated_np(rng, (3, 6))
     targets = np.stack([rng.permutation(6) for _ in range(3)])
     xt = torch.tensor(x, requires_grad=True)
-    P = diffcomb.sorting_network(xt, network=network, sigmoid=sigmoid, steepness=2.0).matrix
+    P = diffcomb.sorting_network(xt, network=network, sigmoid=sigmoid, steepness=2.0, bitonic_padding=padding).matrix
     loss = diffcomb.ranking_loss(P, torch.tensor(targets), reduction="none")
-    expected = [ref.ranking_loss(x[b], targets[b], network, sigmoid, 2.0) for b in range(3)]
+    expected = [ref.ranking_loss(x[b], targets[b], network, sigmoid, 2.0, bitonic_padding=padding) for b in range(3)]
     assert_close(loss, expected)
     loss.sum().backward()
-    grads = np.stack([ref.ranking_loss_vjp(x[b], targets[b], 1.0, network, sigmoid, 2.0) for b in range(3)])
+    grads = np.stack([ref.ranking_loss_vjp(x[b], targets[b], 1.0, network, sigmoid, 2.0, bitonic_padding=padding)
+                      for b in range(3)])
     assert_close(xt.grad, grads)
     assert_close(diffcomb.ranking_loss(P, torch.tensor(targets)), np.mean(expected))
     assert_close(diffcomb.ranking_loss(P, torch.tensor(targets), reduction="sum"), np.sum(expected))
@@ -350,16 +557,18 @@ def test_gradcheck(network, sigmoid):
 def test_opcheck():
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(3, 6, generator=gen, dtype=torch.float64, requires_grad=True)
-    for net in range(2):
-        for with_matrix in (True, False):
-            torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, net, 4, 5.0, 0.25, with_matrix))
-    alpha = diffcomb.sortnet._sortnet_op(x.detach(), 1, 1, 5.0, 0.25, True)[2]
     g = torch.randn(3, 6, generator=gen, dtype=torch.float64)
     G = torch.randn(3, 6, 6, generator=gen, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
-                          (x.detach(), alpha, g, G, 1, 1, 5.0, 0.25))
-    torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
-                          (x.detach(), alpha, None, G, 1, 1, 5.0, 0.25))
+    for network, padding in LAYOUTS:
+        net, pad = NETWORKS.index(network), PADDINGS.index(padding)
+        for with_matrix in (True, False):
+            torch.library.opcheck(torch.ops.diffcomb.sorting_network.default,
+                                  (x, net, pad, 4, 5.0, 0.25, with_matrix))
+        alpha = diffcomb.sortnet._sortnet_op(x.detach(), net, pad, 1, 5.0, 0.25, True)[2]
+        torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
+                              (x.detach(), alpha, g, G, net, pad, 1, 5.0, 0.25))
+        torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
+                              (x.detach(), alpha, None, G, net, pad, 1, 5.0, 0.25))
 
 
 @pytest.mark.parametrize("network", NETWORKS)
@@ -466,8 +675,8 @@ def test_errors():
     sn = diffcomb.sorting_network
     with pytest.raises(TypeError, match="sorting_network: x must be a torch.Tensor"):
         sn([1.0, 2.0])
-    with pytest.raises(TypeError, match="floating-point"):
-        sn(torch.arange(4))
+    with pytest.raises(TypeError, match="x must be a real tensor"):
+        sn(torch.ones(4, dtype=torch.complex64))
     with pytest.raises(ValueError, match="at least one dimension"):
         sn(torch.tensor(1.0))
     with pytest.raises(ValueError, match="network must be one of 'odd_even', 'bitonic', got 'bubble'"):
@@ -482,8 +691,12 @@ def test_errors():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"art_lambda must be in \[0, 1\]"):
             sn(x, art_lambda=bad)
-    with pytest.raises(TypeError, match="return_matrix must be a bool"):
-        sn(x, return_matrix=1)
+    with pytest.raises(ValueError, match="bitonic_padding must be one of 'prune', 'inf', got 'zero'"):
+        sn(x, network="bitonic", bitonic_padding="zero")
+    with pytest.raises(ValueError, match="bitonic_padding must be one of"):
+        sn(x, bitonic_padding=None)  # checked for odd-even too
+    with pytest.raises(ValueError, match="DiffSortNet: bitonic_padding must be one of"):
+        diffcomb.DiffSortNet("bitonic", 4, bitonic_padding="Inf")
     with pytest.raises(TypeError):
         sn(x, "bitonic")  # keyword-only options
     P = sn(x).matrix
@@ -495,6 +708,124 @@ def test_errors():
         diffcomb.ranking_loss(P, torch.zeros(3, 4), reduction="avg")
 
 
+def test_flags_must_be_bools():
+    """Issue 12.4: a flag taken by truthiness would read descending="no" as True."""
+    x = torch.randn(3, 4)
+    for name in ("return_matrix", "descending"):
+        for bad in ("no", 1, None, torch.tensor(True)):
+            with pytest.raises(TypeError, match=f"sorting_network: {name} must be a bool"):
+                diffcomb.sorting_network(x, **{name: bad})
+            with pytest.raises(TypeError, match=f"DiffSortNet: {name} must be a bool"):
+                diffcomb.DiffSortNet("odd_even", 4, **{name: bad})
+
+
+@pytest.mark.parametrize("network, padding", LAYOUTS)
+def test_integer_and_bool_inputs(network, padding):
+    """Issue 12.4: integer and bool values are sorted in torch's default float dtype."""
+    kw = dict(network=network, bitonic_padding=padding, steepness=2.0)
+    x = torch.tensor([[3, -1, 2, 7, 0], [1, 1, 0, 5, 2]])
+    for dtype in (torch.int64, torch.int32, torch.uint8, torch.bool):
+        xi = (x > 1) if dtype == torch.bool else x.to(dtype)
+        r = diffcomb.sorting_network(xi, **kw)
+        expected = diffcomb.sorting_network(xi.to(torch.get_default_dtype()), **kw)
+        assert r.values.dtype == r.matrix.dtype == torch.get_default_dtype()
+        assert_close(r.values, expected.values, rtol=0, atol=0)
+        assert_close(r.matrix, expected.matrix, rtol=0, atol=0)
+        module = diffcomb.DiffSortNet(network, 5, steepness=2.0, bitonic_padding=padding)
+        assert_close(module(xi).values, expected.values, rtol=0, atol=0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        r = diffcomb.sorting_network(x, **kw)
+        assert r.values.dtype == torch.float64
+        for b in range(2):
+            s, p = ref.sorting_network(x[b].numpy(), network, "cauchy", 2.0, bitonic_padding=padding)
+            assert_close(r.values[b], s)
+            assert_close(r.matrix[b], p)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_ranking_loss_tensors_on_one_device():
+    """Issue 12.4: P and target_ranks on different devices raise, naming both."""
+    P = torch.eye(3)
+    with pytest.raises(RuntimeError, match="ranking_loss: all tensor arguments must be on the same device, got P on "
+                                           "cpu and target_ranks on meta"):
+        diffcomb.ranking_loss(P, torch.zeros(3, device="meta"))
+    with pytest.raises(RuntimeError, match="got P on meta and target_ranks on cpu"):
+        diffcomb.RankingLoss()(P.to("meta"), torch.zeros(3))
+
+
+def _bad_forward_calls(x):
+    """(name, args) of diffcomb::sorting_network calls that must raise."""
+    good = (x, 1, 0, 4, 2.0, 0.25, True)
+
+    def with_(i, value):
+        return good[:i] + (value,) + good[i + 1:]
+
+    return [
+        ("x 1-D", with_(0, x[0])), ("x 3-D", with_(0, x[None])), ("x float16", with_(0, x.half())),
+        ("x int64", with_(0, x.long())), ("x non-contiguous", with_(0, x.t().contiguous().t())),
+        ("x expanded", with_(0, x[:1].expand(3, -1))),
+        ("network 2", with_(1, 2)), ("network -1", with_(1, -1)), ("padding 2", with_(2, 2)),
+        ("padding -1", with_(2, -1)), ("sigmoid 6", with_(3, 6)), ("sigmoid -1", with_(3, -1)),
+        ("steepness 0", with_(4, 0.0)), ("steepness -1", with_(4, -1.0)), ("steepness inf", with_(4, math.inf)),
+        ("steepness nan", with_(4, math.nan)), ("art_lambda -0.5", with_(5, -0.5)), ("art_lambda 2", with_(5, 2.0)),
+    ]
+
+
+def _bad_backward_calls(x, alpha, g, G):
+    """(name, args) of diffcomb::sorting_network_backward calls that must raise."""
+    good = (x, alpha, g, G, 1, 0, 4, 2.0, 0.25)
+
+    def with_(i, value):
+        return good[:i] + (value,) + good[i + 1:]
+
+    return [
+        ("x 1-D", with_(0, x[0])), ("x float32", with_(0, x.float())),
+        ("x non-contiguous", with_(0, x.t().contiguous().t())),
+        ("alpha short", with_(1, alpha[:, :-1].contiguous())), ("alpha few rows", with_(1, alpha[:-1])),
+        ("alpha 1-D", with_(1, alpha[0])), ("alpha float32", with_(1, alpha.float())),
+        ("alpha non-contiguous", with_(1, alpha.t().contiguous().t())), ("alpha on meta", with_(1, alpha.to("meta"))),
+        ("grad_values short", with_(2, g[:, :-1].contiguous())), ("grad_values float32", with_(2, g.float())),
+        ("grad_values non-contiguous", with_(2, g.t().contiguous().t())),
+        ("grad_values expanded", with_(2, g[:1].expand(3, -1))),
+        ("grad_P short", with_(3, G[:, :, :-1].contiguous())), ("grad_P 2-D", with_(3, G[0])),
+        ("grad_P non-contiguous", with_(3, G.mT)), ("grad_P int", with_(3, G.long())),
+        ("network 5", with_(4, 5)), ("padding 7", with_(5, 7)), ("sigmoid 9", with_(6, 9)),
+        ("steepness -2", with_(7, -2.0)), ("art_lambda 1.5", with_(8, 1.5)),
+    ]
+
+
+def test_raw_ops_reject_bad_arguments():
+    """Issue 12.4: the raw ops check shapes, dtypes, devices, contiguity and their scalar codes
+    before the native call (a short alpha or gradient would be read out of bounds, a bad code
+    would select another network), so a direct call raises and never crashes."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    fwd, bwd = torch.ops.diffcomb.sorting_network, torch.ops.diffcomb.sorting_network_backward
+    values, Pt, alpha = fwd(x, 1, 0, 4, 2.0, 0.25, True)
+    g = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    G = torch.randn(3, 6, 6, generator=gen, dtype=torch.float64)
+    dx = bwd(x, alpha, g, G, 1, 0, 4, 2.0, 0.25)
+    for name, args in _bad_forward_calls(x):
+        with pytest.raises((RuntimeError, ValueError, IndexError), match="diffcomb::sorting_network: "):
+            fwd(*args)
+    for name, args in _bad_backward_calls(x, alpha, g, G):
+        with pytest.raises((RuntimeError, ValueError, IndexError), match="diffcomb::sorting_network_backward: "):
+            bwd(*args)
+    # the fake implementations check too (meta tensors run them)
+    meta = [t.to("meta") for t in (x, alpha, g, G)]
+    for name, args in _bad_forward_calls(meta[0]) + [c for c in _bad_backward_calls(*meta) if c[0] != "alpha on meta"]:
+        with pytest.raises((RuntimeError, ValueError, IndexError), match="diffcomb::sorting_network"):
+            (fwd if len(args) == 7 else bwd)(*args)
+    # the good calls still agree with the public function
+    r = diffcomb.sorting_network(x.clone().requires_grad_(True), network="bitonic", sigmoid="cauchy", steepness=2.0)
+    assert_close(values, r.values, rtol=0, atol=0)
+    assert_close(Pt.mT, r.matrix, rtol=0, atol=0)
+    assert dx.shape == x.shape and bool(torch.isfinite(dx).all())
+
+
 # ------------------------------------------------------------------------------------------------
 # CUDA against the CPU (skipped without a GPU).
 
@@ -502,15 +833,15 @@ def test_errors():
 @pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sigmoid", SIGMOIDS)
-@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("network, padding", LAYOUTS)
 @pytest.mark.parametrize("n", [1, 2, 5, 11, 33, 64, 100, 200])
-def test_device_matches_cpu(device, dtype, sigmoid, network, n):
+def test_device_matches_cpu(device, dtype, sigmoid, network, padding, n):
     gen = torch.Generator().manual_seed(n)
     x = torch.randn(3, n, generator=gen, dtype=torch.float64).to(dtype)
     x[2, 0] = math.nan if n else 0.0
     g = torch.randn(3, n, generator=gen, dtype=torch.float64).to(dtype)
     G = torch.randn(3, n, n, generator=gen, dtype=torch.float64).to(dtype)
-    kw = dict(network=network, sigmoid=sigmoid, steepness=3.0)
+    kw = dict(network=network, sigmoid=sigmoid, steepness=3.0, bitonic_padding=padding)
     v, P, dx = run(x, g, G, **kw)
     vd, Pd, dxd = run(x.to(device), g.to(device), G.to(device), **kw)
     assert_close(vd, v)
@@ -540,7 +871,8 @@ def test_cuda_gradcheck_and_opcheck():
     x = torch.randn(2, 6, dtype=torch.float64, device="cuda", requires_grad=True)
     assert gradcheck(lambda t: diffcomb.sorting_network(t, network="bitonic", steepness=2.0), (x,), eps=1e-6,
                      atol=1e-6)
-    torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 0, 4, 5.0, 0.25, True))
+    torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 0, 0, 4, 5.0, 0.25, True))
+    torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 1, 1, 4, 5.0, 0.25, True))
 
 
 def test_docstring_examples():
@@ -553,16 +885,17 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
+@pytest.mark.parametrize("padding, n", [("inf", 70), ("prune", 69)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_single_row_matches_batch(dtype):
+def test_single_row_matches_batch(dtype, padding, n):
     # One row alone takes the path that splits a row's lanes among threads; in a batch,
     # rows go to threads whole. Same result up to the order of the dalpha sums.
     gen = torch.Generator().manual_seed(9)
-    x = torch.randn(4, 70, generator=gen, dtype=torch.float64).to(dtype)
-    G = torch.randn(4, 70, 70, generator=gen, dtype=torch.float64).to(dtype)
-    v, P, dx = run(x, None, G, network="bitonic")
+    x = torch.randn(4, n, generator=gen, dtype=torch.float64).to(dtype)
+    G = torch.randn(4, n, n, generator=gen, dtype=torch.float64).to(dtype)
+    v, P, dx = run(x, None, G, network="bitonic", bitonic_padding=padding)
     for b in (0, 3):
-        v1, P1, dx1 = run(x[b:b + 1], None, G[b:b + 1], network="bitonic")
+        v1, P1, dx1 = run(x[b:b + 1], None, G[b:b + 1], network="bitonic", bitonic_padding=padding)
         assert_close(v1[0], v[b], rtol=0, atol=0)
         assert_close(P1[0], P[b], rtol=0, atol=0)
         assert_close(dx1[0], dx[b])
@@ -577,21 +910,63 @@ def test_reciprocal_saturates_when_steepness_times_gap_overflows():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_ranking_loss_of_half_precision_P(dtype):
-    # 1 - 1e-7 is 1 in half precision; the loss is computed in float32 and returned in P's dtype
+    # computed in float32 and returned in P's dtype; a hard P equal to Q has loss 0
     loss = diffcomb.ranking_loss(torch.eye(3, dtype=dtype), torch.arange(3.0))
-    assert loss.dtype == dtype and math.isfinite(float(loss))
-    # (1.06e-7 is subnormal in float16: a few bits)
-    assert_close(loss.float(), diffcomb.ranking_loss(torch.eye(3), torch.arange(3.0)), rtol=0.2, atol=0)
+    assert loss.dtype == dtype and float(loss) == 0.0
+    P = diffcomb.sorting_network(torch.tensor([[0.3, -1.0, 2.0, 0.5]]), steepness=3.0).matrix
+    loss = diffcomb.ranking_loss(P.to(dtype), torch.tensor([[1, 0, 3, 2]]))
+    assert loss.dtype == dtype
+    assert_close(loss.float(), diffcomb.ranking_loss(P.to(dtype).float(), torch.tensor([[1, 0, 3, 2]])),
+                 rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("sigmoid", ["logistic", "cauchy"])
+def test_ranking_loss_is_the_papers_bce(sigmoid):
+    """The papers' code trains with torch.nn.BCELoss()(P, Q), Q = one_hot(argsort(targets)).mT:
+    value and gradient are equal here, also where P saturates (entries within 1e-7 of 0 or 1,
+    where a clamp of P would give a different loss and a zero gradient: for a confidently
+    reversed P some gradient entries would even change sign)."""
+    rng = rng_for("bce", sigmoid)
+    targets = torch.tensor(np.stack([rng.permutation(5) for _ in range(6)]))
+    for scale in (0.3, 3.0):  # 3.0: most entries of P saturate
+        x = torch.tensor(rng.normal(size=(6, 5)) * scale, requires_grad=True)
+        x_rev = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+        for inputs, t in ((x, targets), (x_rev, torch.arange(5).unsqueeze(0))):
+            P = diffcomb.sorting_network(inputs, sigmoid=sigmoid, steepness=10.0).matrix
+            Q = torch.nn.functional.one_hot(torch.argsort(t, dim=-1)).transpose(-2, -1).double()
+            ours = diffcomb.ranking_loss(P, t)
+            theirs = torch.nn.BCELoss()(P, Q)
+            (g_ours,) = torch.autograd.grad(ours, inputs, retain_graph=True)
+            (g_theirs,) = torch.autograd.grad(theirs, inputs)
+            assert_close(ours, theirs, rtol=1e-14, atol=0)
+            assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-14)
+    # the reversed input: saturated entries indeed (the case a clamp at 1e-7 got wrong)
+    P = diffcomb.sorting_network(x_rev.detach(), sigmoid="logistic", steepness=10.0).matrix
+    assert float(((P < 1e-7) | (P > 1 - 1e-7)).double().mean()) > 0.4
+
+
+def test_ranking_loss_nan_rows_and_bool_targets():
+    P = diffcomb.sorting_network(torch.tensor([[0.3, -1.0, 2.0], [1.0, 2.0, 0.0]])).matrix.clone()
+    P[1, 0, 0] = math.nan
+    loss = diffcomb.ranking_loss(P, torch.tensor([[1, 0, 2], [0, 1, 2]]), reduction="none")
+    assert math.isnan(float(loss[1])) and math.isfinite(float(loss[0]))
+    # P just outside [0, 1] by rounding is clamped (binary_cross_entropy would raise)
+    assert_close(diffcomb.ranking_loss(torch.eye(2) * (1 + 1e-7) - 1e-9, torch.arange(2)), 0.0, atol=1e-6)
+    # bool targets: False before True, stable
+    Pb = diffcomb.sorting_network(torch.tensor([[0.5, -1.0, 2.0]])).matrix
+    assert_close(diffcomb.ranking_loss(Pb, torch.tensor([[True, False, True]])),
+                 diffcomb.ranking_loss(Pb, torch.tensor([[1, 0, 2]])), rtol=0, atol=0)
 
 
 def test_renamed_outputs_gradcheck_opcheck_and_compile():
     # n = 11: a padded bitonic network whose outputs leave on renamed wires (index_select in the op)
-    assert network_layout("bitonic", 11).permuted
+    assert network_layout("bitonic", 11, "inf").permuted
     rng = rng_for("renamed")
     x = torch.tensor(separated_np(rng, (2, 11), min_gap=0.1), requires_grad=True)
-    fn = lambda t: tuple(diffcomb.sorting_network(t, network="bitonic", sigmoid="cauchy", steepness=2.0))
+    fn = lambda t: tuple(diffcomb.sorting_network(t, network="bitonic", sigmoid="cauchy", steepness=2.0,
+                                                  bitonic_padding="inf"))
     assert gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
-    torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 1, 4, 2.0, 0.25, True))
+    torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 1, 1, 4, 2.0, 0.25, True))
     targets = torch.tensor(rng.normal(size=(2, 11)))
     loss_fn = lambda t: diffcomb.ranking_loss(fn(t)[1], targets) + fn(t)[0].square().mean()
     compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)

@@ -8,9 +8,13 @@ Conventions (SPEC 5.1 - 5.3): a network is a list of layers, a layer a list of d
 (lo, hi); after a comparator the smaller value is on wire lo and the larger on wire hi, so the network
 sorts ascending. P[i, k] = weight of input i at output position k, sorted = P^T x.
 
-Bitonic networks for n not a power of two run on N = 2^ceil(log2 n) wires: the input is padded with
-+inf on wires n..N-1, every comparator that meets a +inf routes it exactly (the finite value to lo,
-never through the relaxed swap: 0 * inf = NaN), and the outputs and P are cut back to n.
+Bitonic networks for n not a power of two come from the network on N = 2^ceil(log2 n) wires in one
+of two ways (`bitonic_padding`):
+- "prune" (SPEC 5.1, the default): the first p = N - n wires are deleted with every comparator that
+  touches one of them, and the remaining wires renumbered (index - p): a network on n wires.
+- "inf": the network runs on all N wires with the input padded with +inf on wires n..N-1; every
+  comparator that meets a +inf routes it exactly (the finite value to lo, never through the relaxed
+  swap: 0 * inf = NaN), and the outputs and P are cut back to n.
 """
 
 import math
@@ -19,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "NETWORKS",
+    "BITONIC_PADDINGS",
     "SIGMOIDS",
     "ART_LAMBDA",
     "odd_even_layers",
@@ -46,10 +51,12 @@ __all__ = [
 ]
 
 NETWORKS = ("odd_even", "bitonic")
+BITONIC_PADDINGS = ("prune", "inf")
 SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
 ART_LAMBDA = 0.25  # SPEC 5.2 default of the activation replacement trick
 _PHI_C = 1e-10  # the constant c of logistic_phi (SPEC 5.2)
-_BCE_CLAMP = 1e-7  # SPEC 5.5: clamp P to [1e-7, 1 - 1e-7]
+_BCE_LOG_FLOOR = -100.0  # SPEC 5.5: each log of the cross-entropy is clamped below at -100
+_BCE_EPS = 1e-12  # SPEC 5.5: the gradient divides by max(P (1 - P), 1e-12)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,16 +112,32 @@ def odd_even_layers(n):
     return layers
 
 
-def bitonic_layers(n):
-    """Bitonic network (SPEC 5.1) for n inputs, on N = 2^ceil(log2 n) wires, k = log2 N blocks, depth
-    k (k + 1) / 2: for block t and sub-layer u, h = 2^(t - u), comparators (a, a + h) for a with
-    bit h clear, reversed when floor(a / 2^(t+1)) is odd. Wires n..N-1 carry the +inf padding.
-    n <= 1 gives no layers."""
+def _check_padding(bitonic_padding):
+    if bitonic_padding not in BITONIC_PADDINGS:
+        raise ValueError(f"bitonic_padding must be one of {BITONIC_PADDINGS}, got {bitonic_padding!r}")
+
+
+def _next_power_of_two(n):
+    N = 1
+    while N < n:
+        N *= 2
+    return N
+
+
+def bitonic_layers(n, bitonic_padding="prune"):
+    """Bitonic network (SPEC 5.1) for n inputs, from the network on N = 2^ceil(log2 n) wires, k = log2 N
+    blocks, depth k (k + 1) / 2: for block t and sub-layer u, h = 2^(t - u), comparators (a, a + h)
+    for a with bit h clear, reversed when floor(a / 2^(t+1)) is odd.
+    "prune": every comparator touching one of the first p = N - n wires is deleted and the others
+    renumbered (index - p); layers may become empty (kept, so the depth stays k (k + 1) / 2).
+    "inf": all N wires; wires n..N-1 carry the +inf padding. n <= 1 gives no layers."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    _check_padding(bitonic_padding)
     if n <= 1:
         return []
-    N = network_wires("bitonic", n)
+    N = _next_power_of_two(n)
+    p = N - n if bitonic_padding == "prune" else 0
     k = N.bit_length() - 1  # log2 N
     layers = []
     for t in range(k):
@@ -125,31 +148,31 @@ def bitonic_layers(n):
                 for j in range(h):
                     a = i + j
                     b = a + h
+                    if a < p:  # touches a deleted wire (b > a)
+                        continue
                     if (a // 2 ** (t + 1)) % 2 == 1:
-                        layer.append((b, a))
+                        layer.append((b - p, a - p))
                     else:
-                        layer.append((a, b))
+                        layer.append((a - p, b - p))
             layers.append(layer)
     return layers
 
 
-def network_wires(network, n):
-    """The wires the named network runs on for n inputs: n for odd-even, the next power of two
-    (at least n) for bitonic."""
-    if network == "odd_even" or n <= 1:
+def network_wires(network, n, bitonic_padding="prune"):
+    """The wires the named network runs on for n inputs: n for odd-even and the pruned bitonic
+    network, the next power of two (at least n) for the bitonic network padded with +inf."""
+    _check_padding(bitonic_padding)
+    if network == "odd_even" or bitonic_padding == "prune" or n <= 1:
         return n
-    N = 1
-    while N < n:
-        N *= 2
-    return N
+    return _next_power_of_two(n)
 
 
-def network_layers(network, n):
-    """Layers of the named layout ("odd_even" or "bitonic") for n wires."""
+def network_layers(network, n, bitonic_padding="prune"):
+    """Layers of the named layout ("odd_even" or "bitonic") for n inputs."""
     if network == "odd_even":
         return odd_even_layers(n)
     if network == "bitonic":
-        return bitonic_layers(n)
+        return bitonic_layers(n, bitonic_padding)
     raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
 
 
@@ -258,27 +281,27 @@ def apply_hard(X, comparators):
     return X
 
 
-def hard_sorting_network(x, network="odd_even"):
+def hard_sorting_network(x, network="odd_even", bitonic_padding="prune"):
     """The network with exact compare-exchanges: the beta -> infinity limit of the values, padded
     with +inf like the relaxed one. Used to check the layouts (0-1 principle)."""
     x = _vec(x)
     n = len(x)
-    v = np.concatenate([x, np.full(network_wires(network, n) - n, np.inf)])
-    return apply_hard(v[None], [c for layer in network_layers(network, n) for c in layer])[0, :n]
+    v = np.concatenate([x, np.full(network_wires(network, n, bitonic_padding) - n, np.inf)])
+    return apply_hard(v[None], [c for layer in network_layers(network, n, bitonic_padding) for c in layer])[0, :n]
 
 
-def _forward(x, network, sigmoid_name, beta, art_lambda, with_P):
+def _forward(x, network, sigmoid_name, beta, art_lambda, with_P, bitonic_padding="prune"):
     """Run the relaxed network on a finite x, padded with +inf to the network's wires. Returns
     (v, P or None, tape) on all N wires; the tape holds one entry (lo, hi, a, b, alpha, exact, c_lo,
     c_hi) per comparator in execution order (c_* None without P). A comparator that meets a +inf is
     exact: alpha is 0 (the finite value moves from hi to lo) or 1 (nothing moves), with no
     derivative."""
     n = len(x)
-    N = network_wires(network, n)
+    N = network_wires(network, n, bitonic_padding)
     v = np.concatenate([x, np.full(N - n, np.inf)])
     P = np.eye(N) if with_P else None
     tape = []
-    for layer in network_layers(network, n):
+    for layer in network_layers(network, n, bitonic_padding):
         for lo, hi in layer:
             a, b = v[lo], v[hi]
             exact = math.isinf(a) or math.isinf(b)
@@ -299,27 +322,28 @@ def _forward(x, network, sigmoid_name, beta, art_lambda, with_P):
     return v, P, tape
 
 
-def _check_args(network, sigmoid_name, beta, art_lambda):
+def _check_args(network, sigmoid_name, beta, art_lambda, bitonic_padding="prune"):
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+    _check_padding(bitonic_padding)
     _check_sigmoid(sigmoid_name)
     _check_beta(beta)
     _check_lambda(art_lambda)
 
 
 def sorting_network(x, network="odd_even", sigmoid="cauchy", beta=1.0, art_lambda=ART_LAMBDA,
-                    descending=False):
+                    descending=False, bitonic_padding="prune"):
     """Relaxed sorting network (SPEC 5.3). Returns (sorted (n,), P (n, n)) with sorted = P^T x.
 
     descending=True reverses the outputs and the columns of P (SPEC 5.1). n = 0 gives empty arrays;
     a non-finite x gives all-NaN sorted and P (SPEC 0).
     """
-    _check_args(network, sigmoid, beta, art_lambda)
+    _check_args(network, sigmoid, beta, art_lambda, bitonic_padding)
     x = _vec(x)
     n = len(x)
     if not _finite(x):
         return np.full(n, np.nan), np.full((n, n), np.nan)
-    v, P, _ = _forward(x, network, sigmoid, beta, art_lambda, True)
+    v, P, _ = _forward(x, network, sigmoid, beta, art_lambda, True, bitonic_padding)
     v, P = v[:n], P[:n, :n]
     if descending:
         return v[::-1].copy(), P[:, ::-1].copy()
@@ -327,11 +351,11 @@ def sorting_network(x, network="odd_even", sigmoid="cauchy", beta=1.0, art_lambd
 
 
 def sorting_network_vjp(x, g_sorted, g_P=None, network="odd_even", sigmoid="cauchy", beta=1.0,
-                        art_lambda=ART_LAMBDA, descending=False):
+                        art_lambda=ART_LAMBDA, descending=False, bitonic_padding="prune"):
     """VJP of `sorting_network` (SPEC 5.4): dL/dx given g_sorted = dL/dsorted (n,) and, in P mode,
     g_P = dL/dP (n, n). g_P=None is the values-only mode (the tape has no P columns).
     g_sorted=None means a zero upstream gradient for the values. NaN row for a non-finite x."""
-    _check_args(network, sigmoid, beta, art_lambda)
+    _check_args(network, sigmoid, beta, art_lambda, bitonic_padding)
     x = _vec(x)
     n = len(x)
     gv = np.zeros(n) if g_sorted is None else _vec(g_sorted)
@@ -349,11 +373,11 @@ def sorting_network_vjp(x, g_sorted, g_P=None, network="odd_even", sigmoid="cauc
         if with_P:
             GP = GP[:, ::-1].copy()
     # the padding's outputs and rows of P get no upstream gradient
-    N = network_wires(network, n)
+    N = network_wires(network, n, bitonic_padding)
     gv = np.concatenate([gv, np.zeros(N - n)])
     if with_P:
         GP = np.pad(GP, ((0, N - n), (0, N - n)))
-    _, _, tape = _forward(x, network, sigmoid, beta, art_lambda, with_P)
+    _, _, tape = _forward(x, network, sigmoid, beta, art_lambda, with_P, bitonic_padding)
     for lo, hi, a, b, alpha, exact, c_lo, c_hi in reversed(tape):
         glo, ghi = gv[lo], gv[hi]
         dd = 0.0
@@ -389,65 +413,70 @@ def ranking_targets(targets):
     return Q
 
 
-def _clamp(p):
-    return min(max(p, _BCE_CLAMP), 1.0 - _BCE_CLAMP)
+def _floored_log(v):
+    """max(log v, -100) for v >= 0 (log 0 = -inf)."""
+    return max(math.log(v), _BCE_LOG_FLOOR) if v > 0.0 else _BCE_LOG_FLOOR
 
 
 def _bce(P, Q):
+    """Mean over the n^2 entries of -(Q log P + (1 - Q) log(1 - P)), P clamped to [0, 1] and each
+    log clamped below at -100 (SPEC 5.5)."""
     n = P.shape[0]
     total = 0.0
     for i in range(n):
         for k in range(n):
-            p = _clamp(P[i, k])
-            total += Q[i, k] * math.log(p) + (1.0 - Q[i, k]) * math.log1p(-p)
+            p = min(max(P[i, k], 0.0), 1.0)
+            total += Q[i, k] * _floored_log(p) + (1.0 - Q[i, k]) * _floored_log(1.0 - p)
     return -total / (n * n)
 
 
-def ranking_loss(x, targets, network="odd_even", sigmoid="cauchy", beta=1.0, art_lambda=ART_LAMBDA):
+def ranking_loss(x, targets, network="odd_even", sigmoid="cauchy", beta=1.0, art_lambda=ART_LAMBDA,
+                 bitonic_padding="prune"):
     """Mean binary cross-entropy between the relaxed P of x and the hard permutation Q of the targets
-    (SPEC 5.5), with P clamped to [1e-7, 1 - 1e-7]. Returns a float; NaN for n = 0 (mean over no
-    entries) and for a non-finite x or targets."""
+    (SPEC 5.5), logs clamped below at -100. Returns a float; NaN for n = 0 (mean over no entries)
+    and for a non-finite x or targets."""
     x = _vec(x)
     t = _vec(targets)
     if len(t) != len(x):
         raise ValueError(f"x and targets must have the same length, got {len(x)} and {len(t)}")
-    _check_args(network, sigmoid, beta, art_lambda)
+    _check_args(network, sigmoid, beta, art_lambda, bitonic_padding)
     n = len(x)
     if n == 0 or not _finite(x, t):
         return math.nan
-    _, P = sorting_network(x, network, sigmoid, beta, art_lambda)
+    _, P = sorting_network(x, network, sigmoid, beta, art_lambda, bitonic_padding=bitonic_padding)
     return float(_bce(P, ranking_targets(t)))
 
 
 def ranking_loss_grad_P(P, Q):
-    """dL/dP of the clamped BCE: (P - Q) / (n^2 P (1 - P)) (SPEC 5.5), and 0 where the clamp is
-    active (P outside [1e-7, 1 - 1e-7])."""
+    """The gradient of the BCE in P (SPEC 5.5): (P - Q) / (n^2 max(P (1 - P), 1e-12)) for P in
+    [0, 1] (the derivative wherever P (1 - P) >= 1e-12; a bounded stand-in for it at the ends), 0
+    outside [0, 1]."""
     P = np.asarray(P, dtype=np.float64)
     n = P.shape[0]
     G = np.zeros((n, n))
     for i in range(n):
         for k in range(n):
             p = P[i, k]
-            if _BCE_CLAMP <= p <= 1.0 - _BCE_CLAMP:
-                G[i, k] = (p - Q[i, k]) / (n * n * p * (1.0 - p))
+            if 0.0 <= p <= 1.0:
+                G[i, k] = (p - Q[i, k]) / (n * n * max(p * (1.0 - p), _BCE_EPS))
     return G
 
 
 def ranking_loss_vjp(x, targets, g=1.0, network="odd_even", sigmoid="cauchy", beta=1.0,
-                     art_lambda=ART_LAMBDA):
+                     art_lambda=ART_LAMBDA, bitonic_padding="prune"):
     """g * dL/dx for `ranking_loss`: dL/dP (above) pushed through the P-mode VJP of SPEC 5.4 with a
     zero upstream gradient for the values. NaN row for a non-finite x or targets."""
     x = _vec(x)
     t = _vec(targets)
     if len(t) != len(x):
         raise ValueError(f"x and targets must have the same length, got {len(x)} and {len(t)}")
-    _check_args(network, sigmoid, beta, art_lambda)
+    _check_args(network, sigmoid, beta, art_lambda, bitonic_padding)
     n = len(x)
     if not _finite(x, t):
         return np.full(n, np.nan)
-    _, P = sorting_network(x, network, sigmoid, beta, art_lambda)
+    _, P = sorting_network(x, network, sigmoid, beta, art_lambda, bitonic_padding=bitonic_padding)
     G = g * ranking_loss_grad_P(P, ranking_targets(t))
-    return sorting_network_vjp(x, None, G, network, sigmoid, beta, art_lambda)
+    return sorting_network_vjp(x, None, G, network, sigmoid, beta, art_lambda, bitonic_padding=bitonic_padding)
 
 
 # ------------------------------------------------------------------------------------------------
