@@ -82,13 +82,14 @@ inline void backward_rows(double* A, const double* B, const int64_t* start, int6
   const double* b1 = B + start[k + 1];
   const double* e2 = A + start[k + 2];
   const double* b2 = B + start[k + 2];
+  const double* r0 = A + start[k - 1];  // R of the successors' diagonal predecessors (softdtw.h)
   double* a = A + start[k];
 #pragma omp simd
   for (int64_t i = i0; i <= i1; ++i) {
     const double r = a[i];
-    a[i] = share<VecMath, Hard>(e1[i], b1[i], r, inv_gamma, kLeft) +
-           share<VecMath, Hard>(e1[i + 1], b1[i + 1], r, inv_gamma, kUp) +
-           share<VecMath, Hard>(e2[i + 1], b2[i + 1], r, inv_gamma, kDiag);
+    a[i] = share<VecMath, Hard>(e1[i], b1[i], r0[i - 1], r, inv_gamma, kLeft) +
+           share<VecMath, Hard>(e1[i + 1], b1[i + 1], r0[i], r, inv_gamma, kUp) +
+           share<VecMath, Hard>(e2[i + 1], b2[i + 1], r, r, inv_gamma, kDiag);
   }
 }
 
@@ -103,15 +104,16 @@ inline void second_backward_rows(double* A, const double* B, double* D, const do
   const double* b2 = B + start[k + 2];
   const double* d2 = D + start[k + 2];
   const double* z2 = Z + start[k + 2];
+  const double* r0 = A + start[k - 1];  // R of the successors' diagonal predecessors (softdtw.h)
   double* a = A + start[k];
   double* d = D + start[k];
 #pragma omp simd
   for (int64_t i = i0; i <= i1; ++i) {
     const double r = a[i], dr = d[i];
     double e = 0.0, de = 0.0;
-    second_share<VecMath, Hard>(e1[i], d1[i], z1[i], b1[i], r, dr, inv_gamma, kLeft, &e, &de);
-    second_share<VecMath, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r, dr, inv_gamma, kUp, &e, &de);
-    second_share<VecMath, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, dr, inv_gamma, kDiag, &e, &de);
+    second_share<VecMath, Hard>(e1[i], d1[i], z1[i], b1[i], r0[i - 1], r, dr, inv_gamma, kLeft, &e, &de);
+    second_share<VecMath, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r0[i], r, dr, inv_gamma, kUp, &e, &de);
+    second_share<VecMath, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, r, dr, inv_gamma, kDiag, &e, &de);
     a[i] = e;
     d[i] = de;
   }
@@ -458,7 +460,7 @@ void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintpt
     using T = decltype(tag);
     const bool partial = band >= 0 || lengths_x || lengths_y;
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
-      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      const Diagonals g = Diagonals::of(length_of(lengths_x, b, m), length_of(lengths_y, b, n), band);
       T* e = E ? as_ptr<T>(E) + b * m * n : nullptr;
       if (e && partial) std::fill_n(e, m * n, T(0));
       as_ptr<T>(value)[b] = T(solve_matrix(g, as_ptr<const T>(C) + b * m * n, n, e, n, gamma, team, s));
@@ -472,7 +474,7 @@ void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::u
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
-      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      const Diagonals g = Diagonals::of(length_of(lengths_x, b, m), length_of(lengths_y, b, n), band);
       T* gxb = gx ? as_ptr<T>(gx) + b * m * D : nullptr;
       T* gyb = gy ? as_ptr<T>(gy) + b * n * D : nullptr;
       if (gxb) std::fill_n(gxb, m * D, T(0));
@@ -489,7 +491,7 @@ void second_order_cpu(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, st
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
-      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      const Diagonals g = Diagonals::of(length_of(lengths_x, b, m), length_of(lengths_y, b, n), band);
       T* e = as_ptr<T>(E) + b * m * n;
       T* hz = as_ptr<T>(HZ) + b * m * n;
       std::fill_n(e, m * n, T(0));

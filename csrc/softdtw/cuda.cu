@@ -45,7 +45,7 @@ constexpr int kPairThreads = 256;
 // Doubles of each array per pair: the layout of the full (m, n) problem, the
 // largest any lengths can need.
 int64_t cells_per_pair(int64_t m, int64_t n, int64_t band) {
-  const Diagonals g{m, n, band};
+  const Diagonals g = Diagonals::of(m, n, band);
   int64_t size = 0;
   for (int64_t k = 0; k <= g.last() + 1; ++k) size += g.length(k) + 2;
   return size;
@@ -122,7 +122,7 @@ struct Problem {
   const int64_t* lengths_y;
   int64_t m, n, band;
   __device__ Diagonals pair(int64_t b) const {
-    return {used_length(lengths_x, b, m), used_length(lengths_y, b, n), band};
+    return Diagonals::of(used_length(lengths_x, b, m), used_length(lengths_y, b, n), band);
   }
 };
 
