@@ -295,7 +295,10 @@ struct SweepResult {
 };
 
 // The sweeps on a loaded pair. Afterwards A holds E (kAlignment,
-// kSecondOrder) and D holds H Z (kSecondOrder). team > 1: the pair is cut
+// kSecondOrder) and D holds H Z (kSecondOrder), unless R[mb][nb] is not
+// finite: finite costs whose sums overflow double (|C| near 1e308), where
+// the weights cannot be formed from R; the backward is skipped and the
+// callers report NaN derivatives. team > 1: the pair is cut
 // into square tiles processed along tile anti-diagonals (the tiles of one
 // tile diagonal are independent; one barrier per tile diagonal), each tile
 // diagonal by diagonal as in the serial sweep: every cell gets the same
@@ -325,7 +328,7 @@ inline SweepResult sweep(const Diagonals& g, double gamma, Pass pass, int team, 
   if (team <= 1) {
     for (int64_t k = 2; k <= K; ++k) fwd(arrays, k, g.lo(k), g.hi(k));
     finish_forward();
-    if (backward) {
+    if (backward && is_finite(result.value)) {
       for (int64_t k = K - 1; k >= 2; --k) bwd(arrays, k, g.lo(k), g.hi(k));
     }
     return result;
@@ -363,8 +366,8 @@ inline SweepResult sweep(const Diagonals& g, double gamma, Pass pass, int team, 
 #if defined(_OPENMP)
 #pragma omp single
 #endif
-    finish_forward();
-    if (backward) {
+    finish_forward();  // the single's barrier publishes result to every thread
+    if (backward && is_finite(result.value)) {
       for (int64_t t = tm + tn - 2; t >= 0; --t) {
         const int64_t first = std::max<int64_t>(0, t - (tn - 1)), last = std::min(t, tm - 1);
 #if defined(_OPENMP)
@@ -389,7 +392,11 @@ double solve_matrix(const Diagonals& g, const T* C, int64_t ldc, T* E, int64_t l
     return NAN;
   }
   const double value = sweep(g, gamma, E ? Pass::kAlignment : Pass::kValue, team, s).value;
-  if (E) store_matrix(g, s.start, s.A.data(), E, lde);
+  if (E && is_finite(value)) {
+    store_matrix(g, s.start, s.A.data(), E, lde);
+  } else if (E) {
+    fill_used(g, E, lde, quiet_nan<T>());  // R overflowed (see sweep)
+  }
   return value;
 }
 
@@ -407,7 +414,12 @@ double solve_series(const Diagonals& g, const T* x, const T* y, int64_t D, int k
     return NAN;
   }
   const double value = sweep(g, gamma, grads ? Pass::kAlignment : Pass::kValue, team, s).value;
-  if (grads) store_series_gradients(g, s, x, y, D, kind, gx, gy);
+  if (grads && is_finite(value)) {
+    store_series_gradients(g, s, x, y, D, kind, gx, gy);
+  } else if (grads) {  // R overflowed (see sweep)
+    if (gx) std::fill_n(gx, g.mb * D, quiet_nan<T>());
+    if (gy) std::fill_n(gy, g.nb * D, quiet_nan<T>());
+  }
   return value;
 }
 
@@ -424,10 +436,15 @@ double solve_second_order(const Diagonals& g, const T* C, const T* Zm, int64_t l
     return NAN;
   }
   load_matrix(g, Zm, ld, s.start, s.Z.data());
-  const double tangent = sweep(g, gamma, Pass::kSecondOrder, team, s).tangent;
+  const SweepResult result = sweep(g, gamma, Pass::kSecondOrder, team, s);
+  if (!is_finite(result.value)) {  // R overflowed (see sweep)
+    fill_used(g, E, ld, quiet_nan<T>());
+    fill_used(g, HZ, ld, quiet_nan<T>());
+    return NAN;
+  }
   store_matrix(g, s.start, s.A.data(), E, ld);
   store_matrix(g, s.start, s.D.data(), HZ, ld);
-  return tangent;
+  return result.tangent;
 }
 
 // Runs pair(b, team, scratch) for every pair: over the batch, or, for a
