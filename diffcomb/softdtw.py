@@ -636,7 +636,8 @@ def soft_dtw_from_cost(
     Args:
         C (Tensor[..., N, M]): costs; float16/bfloat16 are computed in float32.
         gamma (float): smoothing, >= 0; 0 gives the hard DTW. Default 1.0.
-        bandwidth (int, optional): Sakoe-Chiba band: only cells with ``|i - j| <= bandwidth``.
+        bandwidth (int, optional): Sakoe-Chiba band: only cells with ``|i - j| <= bandwidth``;
+            any bandwidth >= max(N, M) (``sys.maxsize`` included) excludes nothing.
         x_lengths (Tensor[...] of ints, optional): used rows per pair, in [1, N] (padding ignored).
             Outside that range: a ValueError, or under ``torch.compile`` (where checking would
             synchronize with the device) the length clamped into it.
@@ -652,7 +653,12 @@ def soft_dtw_from_cost(
         with respect to ``C`` is the expected alignment. A band narrower than ``|N - M|``
         leaves (N, M) unreachable: the value is +inf and the gradient 0. A pair whose used
         costs contain NaN or +/-inf gives NaN; padding beyond the lengths and cells outside the
-        band are never read, so they may hold anything. CPU and CUDA.
+        band are never read, so they may hold anything. Finite costs whose sums overflow double
+        (magnitudes near 1e308) give an infinite value and a NaN gradient. The gradient is
+        a probability flow for any scale of the costs relative to ``gamma`` (entries in [0, 1]);
+        when ``|C| / gamma`` exceeds about 1e13 its entries carry the rounding of the soft-DTW
+        table (absolute error about ``ulp(value) / gamma``), as for any float64 evaluation.
+        CPU and CUDA.
 
     Example:
         >>> diffcomb.soft_dtw_from_cost(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
@@ -729,7 +735,8 @@ def soft_dtw(
     between their steps, computed inside the kernel (no ``(N, M)`` cost matrix is formed).
 
     Args:
-        x (Tensor[..., N, D]): first series (batch dimensions broadcast with ``y``'s).
+        x (Tensor[..., N, D]): first series (batch dimensions broadcast with ``y``'s). Integer
+            and bool series are computed in torch's default float dtype.
         y (Tensor[..., M, D]): second series, same D.
         gamma (float): smoothing >= 0 (0: hard DTW). Default 1.0.
         cost (str): ``"sqeuclidean"`` (default), ``"half_sqeuclidean"`` or ``"log_augmented"``.
@@ -763,8 +770,11 @@ def soft_dtw_divergence(
         - \tfrac12 \mathrm{sdtw}_\gamma(y, y)
 
     Args:
-        x (Tensor[..., N, D]), y (Tensor[..., M, D]): the series.
-        gamma, cost, bandwidth, x_lengths, y_lengths: as in :func:`soft_dtw`.
+        x (Tensor[..., N, D]), y (Tensor[..., M, D]): the series (integer and bool series are
+            computed in torch's default float dtype).
+        gamma, cost, bandwidth, x_lengths, y_lengths: as in :func:`soft_dtw`; the lengths may
+            broadcast over batch dimensions where one series does not (each self term then
+            runs on its series' and lengths' batch shape).
 
     Returns:
         Tensor[...]: the divergences; 0 when x equals y, symmetric in x and y; differentiable.
@@ -804,7 +814,8 @@ def sharp_soft_dtw_from_cost(
     Note:
         Tends to the DTW as :math:`\gamma \to 0` and to the mean alignment cost as
         :math:`\gamma \to \infty`. Three O(N M) passes. An unreachable end (band narrower than
-        ``|N - M|``) gives +inf and a zero gradient.
+        ``|N - M|``) gives +inf and a zero gradient; finite costs whose sums overflow double
+        give NaN (value and gradient).
 
     References:
         M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
@@ -825,7 +836,8 @@ def sharp_soft_dtw(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     """Sharp soft-DTW between series: :func:`sharp_soft_dtw_from_cost` of :func:`pairwise_cost`
-    (arguments as in :func:`soft_dtw`)."""
+    (arguments as in :func:`soft_dtw`; integer and bool series are computed in torch's default
+    float dtype)."""
     check_same_device("sharp_soft_dtw", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _on_series("sharp_soft_dtw", _sharp_from_cost, as_float(x), as_float(y), cost, gamma=gamma,
                       bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
@@ -842,7 +854,8 @@ def sharp_soft_dtw_divergence(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Sharp soft-DTW divergence: :math:`s(x, y) - \tfrac12 s(x, x) - \tfrac12 s(y, y)` with
-    :math:`s` = :func:`sharp_soft_dtw` (arguments as in :func:`soft_dtw`); 0 when x equals y."""
+    :math:`s` = :func:`sharp_soft_dtw` (arguments as in :func:`soft_dtw_divergence`); 0 when x
+    equals y."""
     fn = "sharp_soft_dtw_divergence"
     return _divergence(fn, lambda a, b, la, lb: _on_series(fn, _sharp_from_cost, a, b, cost, gamma=gamma,
                                                            bandwidth=bandwidth, x_lengths=la, y_lengths=lb),
@@ -879,7 +892,8 @@ def mean_cost(
     x_lengths: Optional[Tensor] = None,
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
-    """:func:`mean_cost_from_cost` of :func:`pairwise_cost` (arguments as in :func:`soft_dtw`)."""
+    """:func:`mean_cost_from_cost` of :func:`pairwise_cost` (arguments as in :func:`soft_dtw`;
+    integer and bool series are computed in torch's default float dtype)."""
     check_same_device("mean_cost", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _on_series("mean_cost", _mean_from_cost, as_float(x), as_float(y), cost, bandwidth=bandwidth,
                       x_lengths=x_lengths, y_lengths=y_lengths)
@@ -894,7 +908,8 @@ def mean_cost_divergence(
     x_lengths: Optional[Tensor] = None,
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
-    r""":math:`m(x, y) - \tfrac12 m(x, x) - \tfrac12 m(y, y)` with :math:`m` = :func:`mean_cost`."""
+    r""":math:`m(x, y) - \tfrac12 m(x, x) - \tfrac12 m(y, y)` with :math:`m` = :func:`mean_cost`
+    (arguments as in :func:`soft_dtw_divergence`)."""
     fn = "mean_cost_divergence"
     return _divergence(fn, lambda a, b, la, lb: _on_series(fn, _mean_from_cost, a, b, cost, bandwidth=bandwidth,
                                                            x_lengths=la, y_lengths=lb), x, y, x_lengths, y_lengths)

@@ -35,11 +35,19 @@ struct VecMath {
 };
 
 // ---------------------------------------------------------------------------
-// Row loops: rows [i0, i1] of diagonal k, one vector loop each.
+// Row loops: rows [i0, i1] of diagonal k, one vector loop each. Forced
+// inline into the per-instruction-set entry points below: a row loop left
+// out of line is compiled once, for the baseline instruction set (about 3x
+// slower backward when the cell functions grew and GCC stopped inlining it).
+#if defined(__GNUC__)
+#define DC_ROWS_INLINE inline __attribute__((always_inline))
+#else
+#define DC_ROWS_INLINE inline
+#endif
 
 template <bool Hard>
-inline void forward_rows(double* A, double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1, double gamma,
-                         double inv_gamma) {
+DC_ROWS_INLINE void forward_rows(double* A, double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
+                                 double gamma, double inv_gamma) {
   const double* r1 = A + start[k - 1];
   const double* r2 = A + start[k - 2];
   double* r = A + start[k];
@@ -53,8 +61,8 @@ inline void forward_rows(double* A, double* B, const int64_t* start, int64_t k, 
 }
 
 template <bool Hard>
-inline void tangent_rows(double* A, double* B, double* D, double* Z, const int64_t* start, int64_t k, int64_t i0,
-                         int64_t i1, double gamma, double inv_gamma) {
+DC_ROWS_INLINE void tangent_rows(double* A, double* B, double* D, double* Z, const int64_t* start, int64_t k,
+                                 int64_t i0, int64_t i1, double gamma, double inv_gamma) {
   const double* r1 = A + start[k - 1];
   const double* r2 = A + start[k - 2];
   const double* d1 = D + start[k - 1];
@@ -76,8 +84,8 @@ inline void tangent_rows(double* A, double* B, double* D, double* Z, const int64
 }
 
 template <bool Hard>
-inline void backward_rows(double* A, const double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
-                          double inv_gamma) {
+DC_ROWS_INLINE void backward_rows(double* A, const double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
+                                  double inv_gamma) {
   const double* e1 = A + start[k + 1];
   const double* b1 = B + start[k + 1];
   const double* e2 = A + start[k + 2];
@@ -94,8 +102,8 @@ inline void backward_rows(double* A, const double* B, const int64_t* start, int6
 }
 
 template <bool Hard>
-inline void second_backward_rows(double* A, const double* B, double* D, const double* Z, const int64_t* start,
-                                 int64_t k, int64_t i0, int64_t i1, double inv_gamma) {
+DC_ROWS_INLINE void second_backward_rows(double* A, const double* B, double* D, const double* Z, const int64_t* start,
+                                         int64_t k, int64_t i0, int64_t i1, double inv_gamma) {
   const double* e1 = A + start[k + 1];
   const double* b1 = B + start[k + 1];
   const double* d1 = D + start[k + 1];

@@ -29,28 +29,36 @@
 // successor the backward masks out, never inf - inf arithmetic), 0 in D.
 //
 // Transition weights. The backward recomputes them (SPEC 3.2), so nothing
-// of size 3 N M is kept. With V = R - C the soft minimum of cell s and
-// lo its smallest predecessor, p(s -> q) = exp((lo - R[q]) / gamma) / S,
-// S = sum over the predecessors of exp((lo - R[q]) / gamma), sums to 1 over
-// q. Evaluated as exp((V - R[q]) / gamma), V rounded to a double, it does
-// not once |R| / gamma is large: V carries the normalizer gamma log S only
-// to the ulp of |lo|, and when that ulp is comparable to gamma (huge costs,
-// small gamma) the weights of every cell sum to a factor e^{+-ulp/gamma}
-// away from 1, a factor that compounds along the m + n steps of the
-// backward (E far outside [0, 1] for tied paths, where every weight is
-// 1/2 or 1/3). So B keeps the normalizer relative to the diagonal
-// predecessor d = (i-1, j-1), a small number with full relative precision:
-//   U = (R[d] - lo) + gamma log S,  p(s -> q) = exp(((R[d] - R[q]) - U) / gamma).
-// R[d] - R[q] is a difference of two stored doubles (exact when they are
-// close, which is when the weight is not negligible), so the weights are
-// the normalized softmax of the stored R: every successor hands on exactly
-// its E (to rounding), E stays a probability flow in [0, 1], and tied
-// predecessors get exactly 1/2 or 1/3. R[d] is still in A when any
-// predecessor of s reads it: d precedes the other two predecessors of s
-// (it is their left / up predecessor), so every order that respects the
-// dependencies (diagonals, tiles) overwrites it with E after them. On row 1
-// and column 1 (s != (1, 1)), d is a pad (+inf) and s has one finite
-// predecessor, of weight 1 (U = gamma log S = 0 there).
+// of size 3 N M is kept. With lo the smallest predecessor of cell s,
+// p(s -> q) = exp((lo - R[q]) / gamma) / S, S = sum over the predecessors of
+// exp((lo - R[q]) / gamma), sums to 1 over q. Evaluated as
+// exp((V - R[q]) / gamma) with the soft minimum V = lo - gamma log S stored
+// as a double, it does not once |R| / gamma is large: V carries gamma log S
+// only to the ulp of |lo|, and when that ulp is not small against gamma
+// (huge costs or tiny gamma) the weights of every cell sum to a factor
+// e^{+-ulp/gamma} away from 1, a factor that compounds along the m + n
+// steps of the backward (E far outside [0, 1] for tied paths, where the
+// weights are 1/2 or 1/3). So B keeps, in units of gamma, small numbers
+// relative to R values that the backward still has, with full precision.
+// R[d] of the diagonal predecessor d = (i-1, j-1) of s is such a value: d
+// precedes the other two predecessors of s (it is their left / up
+// predecessor), so any order that respects the dependencies (diagonals,
+// tiles) overwrites it with E after every predecessor of s has read it.
+//   Near: (R[d] - lo) / gamma <= kFar. B = U = (R[d] - lo) / gamma + log S
+//     (at most kFar + log 3: its rounding is ~1e-13), and
+//     p(s -> q) = exp((R[d] - R[q]) / gamma - U). R[d] - R[q] is a
+//     difference of two stored doubles, exact when they are close, which is
+//     when the weight is not negligible.
+//   Far: (R[d] - lo) / gamma > kFar: d's weight is below e^{-kFar}, 0 in
+//     double, and the left and up predecessors share the flow by a
+//     logistic of delta = (R[u] - R[l]) / gamma clamped to [-kFar, kFar]:
+//     B = 3 kFar + delta (in [2 kFar, 4 kFar], apart from the near range),
+//     p(s -> l) = 1 / (1 + e^{-delta}), p(s -> u) = 1 / (1 + e^{delta}).
+// Either way the weights are the normalized softmax of the stored R: every
+// successor hands on exactly its E (to rounding), E stays a probability
+// flow in [0, 1], and tied predecessors get exactly 1/2 or 1/3. On row 1
+// and column 1 (s != (1, 1)) d is a pad (+inf) and s has one finite
+// predecessor, of weight 1 (B = 0 there).
 #pragma once
 
 #include "../common/common.h"
@@ -174,26 +182,30 @@ DC_HOST_DEVICE DC_INLINE double step_cost_factor(double h, int kind) {
 // cell it pulls from.
 constexpr double kLeft = 0.0, kDiag = 1.0, kUp = 2.0;
 
+// Near / far bound of the normalizer (softdtw.h top): e^{-kFar} is 0 in
+// double, and kFar + log 3 keeps U's rounding ~1e-13.
+constexpr double kFar = 1024.0;
+
 // Soft minimum of a cell's predecessors, branch-free: with lo <= mid <= hi,
-// min^gamma = lo - t,  t = gamma log S,  S = 1 + e^{(lo - mid)/gamma} + e^{(lo - hi)/gamma}
+// min^gamma = lo - gamma log S,  S = 1 + e^{(lo - mid)/gamma} + e^{(lo - hi)/gamma}
 // (two exponentials; +inf predecessors contribute e^{-inf} = 0). Returns lo
-// and sets *t. lo is finite for every stored cell of a feasible problem.
+// and sets *log_s. lo is finite for every stored cell of a feasible problem.
 template <class M>
-DC_HOST_DEVICE DC_INLINE double soft_min_parts(double left, double diag, double up, double gamma, double inv_gamma,
-                                               double* t) {
+DC_HOST_DEVICE DC_INLINE double soft_min_parts(double left, double diag, double up, double inv_gamma,
+                                               double* log_s) {
   const double a = left < diag ? left : diag;
   const double b = left < diag ? diag : left;
   const double lo = a < up ? a : up;
   const double hi = b < up ? up : b;
   const double ta = a < up ? up : a;
   const double mid = ta < b ? ta : b;
-  *t = gamma * M::log(1.0 + M::exp((lo - mid) * inv_gamma) + M::exp((lo - hi) * inv_gamma));
+  *log_s = M::log(1.0 + M::exp((lo - mid) * inv_gamma) + M::exp((lo - hi) * inv_gamma));
   return lo;
 }
 
 // Forward of one cell with cost c: R (returned) and B's new value (*b): the
-// code of the chosen predecessor (hard), or the normalizer U relative to the
-// diagonal predecessor (soft; see the top of this file).
+// code of the chosen predecessor (hard), or the normalizer (soft; near or
+// far, see the top of this file).
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE double forward_value(double left, double diag, double up, double c, double gamma,
                                               double inv_gamma, double* b) {
@@ -203,20 +215,29 @@ DC_HOST_DEVICE DC_INLINE double forward_value(double left, double diag, double u
     *b = du <= left ? du_code : kLeft;
     return c + (du <= left ? du : left);
   }
-  double t;
-  const double lo = soft_min_parts<M>(left, diag, up, gamma, inv_gamma, &t);
-  *b = diag < INFINITY ? (diag - lo) + t : t;
-  return c + (lo - t);
+  double log_s;
+  const double lo = soft_min_parts<M>(left, diag, up, inv_gamma, &log_s);
+  const double above = (diag - lo) * inv_gamma;  // +inf on row and column 1
+  const double delta = (up - left) * inv_gamma;  // +-inf (clamped) when one of them is a pad
+  const double split = 3.0 * kFar + (delta < -kFar ? -kFar : (delta > kFar ? kFar : delta));
+  const double normalizer = above <= kFar ? above + log_s : split;
+  *b = diag < INFINITY ? normalizer : 0.0;
+  return c + (lo - gamma * log_s);
 }
 
 // p(s -> c): the weight successor s (B value b_s, diagonal predecessor's R
-// value r_ref) puts on its predecessor c (R value r_c) in direction dir;
-// 0 for a pad successor, 1 when s has c as its only finite predecessor
-// (r_ref = +inf: s on row or column 1).
+// value r_ref) puts on its predecessor c (R value r_c) in direction dir
+// (the top of this file); 0 for a pad successor, 1 when c is the only
+// finite predecessor of s (r_ref = +inf: s on row or column 1). One
+// exponential: e^z (near) or 1 / (1 + e^z) (far).
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE double weight(double b_s, double r_ref, double r_c, double inv_gamma, double dir) {
   if (Hard) return b_s == dir ? 1.0 : 0.0;
-  const double w = M::exp(((r_ref - r_c) - b_s) * inv_gamma);
+  const bool far = dir != kDiag && b_s > 1.5 * kFar;  // between the ranges; the diagonal's far weight is e^{-b_s} = 0
+  const double delta = b_s - 3.0 * kFar;
+  const double z = far ? (dir == kLeft ? -delta : delta) : (r_ref - r_c) * inv_gamma - b_s;
+  const double e = M::exp(z);
+  const double w = far ? 1.0 / (1.0 + e) : e;
   const double v = r_ref < INFINITY ? w : 1.0;
   return b_s < INFINITY ? v : 0.0;
 }
@@ -250,17 +271,18 @@ DC_HOST_DEVICE DC_INLINE void second_share(double e_s, double de_s, double mu_s,
 
 // Tangent of the forward at one cell (SPEC 3.8): dR[c] = Z[c] + mu[c],
 // mu[c] = sum_q p(c -> q) dR[q] over the predecessors (R values l, d, u;
-// tangents dl, dd, du; B value b_c of the cell). Returns mu.
+// tangents dl, dd, du; B value b_c of the cell). Returns mu. All three
+// predecessors are at hand here, so the weights are the softmax of their R
+// formed directly (normalized for any scale, as the backward's).
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, double u, double dl, double dd, double du,
                                            double inv_gamma) {
   if (Hard) return b_c == kLeft ? dl : (b_c == kDiag ? dd : du);
-  // R = +inf predecessors get weight e^{-inf} = 0 and their tangent is 0; with d = +inf (row or
-  // column 1) the one finite predecessor has weight 1.
-  const double mu = M::exp(((d - l) - b_c) * inv_gamma) * dl + M::exp(-b_c * inv_gamma) * dd +
-                    M::exp(((d - u) - b_c) * inv_gamma) * du;
-  const double single = l < INFINITY ? dl : du;
-  return d < INFINITY ? mu : single;
+  // R = +inf predecessors get e^{-inf} = 0 and their tangent is 0 (pads).
+  const double ld = l < d ? l : d;
+  const double lo = ld < u ? ld : u;
+  const double el = M::exp((lo - l) * inv_gamma), ed = M::exp((lo - d) * inv_gamma), eu = M::exp((lo - u) * inv_gamma);
+  return (el * dl + ed * dd + eu * du) / (el + ed + eu);
 }
 
 // ---------------------------------------------------------------------------
