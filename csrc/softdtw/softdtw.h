@@ -58,7 +58,7 @@
 // successor hands on exactly its E (to rounding), E stays a probability
 // flow in [0, 1], and tied predecessors get exactly 1/2 or 1/3. On row 1
 // and column 1 (s != (1, 1)) d is a pad (+inf) and s has one finite
-// predecessor, of weight 1 (B = 0 there).
+// predecessor, of weight 1 (whatever B holds there).
 #pragma once
 
 #include "../common/common.h"
@@ -217,11 +217,14 @@ DC_HOST_DEVICE DC_INLINE double forward_value(double left, double diag, double u
   }
   double log_s;
   const double lo = soft_min_parts<M>(left, diag, up, inv_gamma, &log_s);
-  const double above = (diag - lo) * inv_gamma;  // +inf on row and column 1
-  const double delta = (up - left) * inv_gamma;  // +-inf (clamped) when one of them is a pad
-  const double split = 3.0 * kFar + (delta < -kFar ? -kFar : (delta > kFar ? kFar : delta));
-  const double normalizer = above <= kFar ? above + log_s : split;
-  *b = diag < INFINITY ? normalizer : 0.0;
+  // On row and column 1 (d = +inf; the weight ignores B there) above = +inf picks the far form,
+  // finite: delta = +-inf (one of left, up is a pad) clamps to +-kFar. delta is NaN only when
+  // both are pads, at (1, 1), where d = R[0][0] = lo makes the near form apply.
+  const double above = (diag - lo) * inv_gamma;
+  const double delta = (up - left) * inv_gamma;
+  const double low = delta > -kFar ? delta : -kFar;  // max and min instructions
+  const double clamped = low < kFar ? low : kFar;
+  *b = above <= kFar ? above + log_s : 3.0 * kFar + clamped;
   return c + (lo - gamma * log_s);
 }
 
