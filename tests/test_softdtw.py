@@ -1066,3 +1066,19 @@ def test_raw_ops_accept_good_arguments_and_clamp_lengths():
     y = torch.randn(2, 4, 3, dtype=torch.float64)
     v = torch.ops.diffcomb.soft_dtw_series(x, y, torch.tensor([100, 2]), None, 0.5, 1, 2, False, False)[0]
     assert_close(v, diffcomb.soft_dtw(x, y, 0.5, cost="log_augmented", bandwidth=1, x_lengths=torch.tensor([5, 2])))
+
+
+def test_divergence_with_broadcast_lengths_compiles():
+    gen = torch.Generator().manual_seed(124)
+    x = torch.randn(3, 1, 8, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 2, 7, 2, generator=gen, dtype=torch.float64)
+    lx, ly = torch.tensor([[8, 4], [7, 8], [1, 6]]), torch.tensor([[7, 7], [3, 5], [6, 2]])
+    fn = lambda a, b, la, lb: diffcomb.soft_dtw_divergence(a, b, 0.5, x_lengths=la, y_lengths=lb,  # noqa: E731
+                                                           bandwidth=sys.maxsize).sum()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    out = compiled(x, y, lx, ly)
+    (g_compiled,) = torch.autograd.grad(out, x)
+    expected = fn(x, y, lx, ly)
+    (g_eager,) = torch.autograd.grad(expected, x)
+    assert_close(out, expected)
+    assert_close(g_compiled, g_eager)
