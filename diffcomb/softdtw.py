@@ -100,7 +100,9 @@ def _check_cost(fn: str, cost: object) -> str:
 
 
 def _check_lengths(fn: str, name: str, lengths: Optional[Tensor], batch_shape: torch.Size, size: int,
-                   device: torch.device) -> Optional[Tensor]:
+                   device: torch.device, values: bool = True) -> Optional[Tensor]:
+    """The lengths flattened to int64 (B,), after checking their type, device and shape and, with
+    ``values``, their range (a host sync, skipped under torch.compile)."""
     if lengths is None:
         return None
     if not isinstance(lengths, Tensor) or lengths.is_floating_point() or lengths.is_complex() \
@@ -114,7 +116,7 @@ def _check_lengths(fn: str, name: str, lengths: Optional[Tensor], batch_shape: t
         raise ValueError(f"diffcomb.{fn}: {name} of shape {tuple(lengths.shape)} does not match the batch "
                          f"shape {tuple(batch_shape)}") from exc
     flat = lengths.reshape(-1).to(torch.int64).contiguous()
-    if flat.numel() and flat.device.type != "meta" and not torch.compiler.is_compiling() \
+    if values and flat.numel() and flat.device.type != "meta" and not torch.compiler.is_compiling() \
             and (int(flat.min()) < 1 or int(flat.max()) > size):
         raise ValueError(f"diffcomb.{fn}: {name} must lie in [1, {size}], got values in "
                          f"[{int(flat.min())}, {int(flat.max())}]")
@@ -133,11 +135,12 @@ def _check_series(fn: str, x: Tensor, y: Tensor) -> None:
 
 def _check_pair(fn: str, x: Tensor, y: Tensor, x_lengths: Optional[Tensor],
                 y_lengths: Optional[Tensor]) -> torch.Size:
-    """Validates a pair of series and its lengths (named after fn); returns the batch shape."""
+    """Validates a pair of series and its lengths (named after fn) up to the lengths' values, which
+    the function evaluated next checks (one host sync, not two); returns the batch shape."""
     _check_series(fn, x, y)
     batch_shape = _pair_batch_shape(fn, x, y)
-    _check_lengths(fn, "x_lengths", x_lengths, batch_shape, x.shape[-2], x.device)
-    _check_lengths(fn, "y_lengths", y_lengths, batch_shape, y.shape[-2], x.device)
+    _check_lengths(fn, "x_lengths", x_lengths, batch_shape, x.shape[-2], x.device, values=False)
+    _check_lengths(fn, "y_lengths", y_lengths, batch_shape, y.shape[-2], x.device, values=False)
     return batch_shape
 
 
