@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from . import losses, softdtw
+from ._checks import check_flag
 from . import sinkhorn as sinkhorn_ops
 from .isotonic import _check_regularization, _check_strength, soft_rank, soft_sort
 
@@ -112,7 +113,7 @@ class SoftDTW(nn.Module):
         if cost not in softdtw._COSTS:
             raise ValueError(f"diffcomb.SoftDTW: cost must be one of {softdtw._COSTS}, got {cost!r}")
         self.cost = cost
-        self.normalize = bool(normalize)
+        self.normalize = check_flag("SoftDTW", "normalize", normalize)
         self.reduction = losses._check_reduction("SoftDTW", reduction)
 
     def extra_repr(self) -> str:

@@ -528,3 +528,17 @@ def test_log_augmented_divergence_nonnegative(gamma):
         scale = rng.choice([0.1, 0.5, 1.0, 3.0])
         x, y = scale * rng.normal(size=(m, d)), scale * rng.normal(size=(n, d))
         assert ref.soft_dtw_divergence(x, y, gamma, "log_augmented") >= -1e-12
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (4, 1), (3, 3), (5, 3), (3, 6), (6, 4)])
+def test_tied_alignment_closed_form(shape):
+    # Constant costs with c / gamma large: the brute-force Gibbs expectation is the uniform
+    # average of the shortest alignments, the closed form (longer ones weigh e^{-60} each).
+    m, n = shape
+    C = np.full((m, n), 60.0)
+    E = ref.tied_alignment(m, n)
+    neglected = ref.delannoy(m - 1, n - 1) * math.exp(-60.0)  # every longer alignment's weight bound
+    np.testing.assert_allclose(ref.brute_force(C, 1.0).alignment, E, rtol=0, atol=neglected + 1e-13)
+    np.testing.assert_allclose(ref.soft_dtw_alignment(C, 1.0), E, rtol=0, atol=1e-12)
+    axis = 1 if m >= n else 0
+    np.testing.assert_allclose(E.sum(axis=axis), 1.0, rtol=0, atol=1e-15)

@@ -4,6 +4,7 @@ numpy reference in tests/reference/softdtw.py, on the CPU (tests/test_softdtw_cu
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -645,3 +646,439 @@ def test_padding_may_hold_nan_in_every_series_and_mean_cost_function():
     assert_close(diffcomb.mean_cost_from_cost(C_nan, bandwidth=1), diffcomb.mean_cost_from_cost(C, bandwidth=1))
     C_nan[1, 1] = math.inf  # a used cell: NaN (SPEC 0)
     assert math.isnan(float(diffcomb.mean_cost_from_cost(C_nan, bandwidth=1)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 12, item 4: huge costs, huge bands, broadcast lengths in the divergences, boundary checks.
+
+
+@pytest.mark.parametrize("shape", [(21, 3), (3, 21), (9, 6)])
+def test_alignment_is_a_probability_flow_for_huge_tied_costs(shape):
+    # Constant costs 1e15 with gamma = 1: only the shortest alignments count and they tie. The
+    # weights recomputed in the backward used to sum to e^{+-ulp/gamma} instead of 1 per cell
+    # (E reached 5.58); they are now the normalized softmax of the stored R, so E stays in
+    # [0, 1], E[0, 0] = E[-1, -1] = 1, and every row (or column, for N < M) of a shortest-path
+    # flow sums to 1. The split among the tied paths carries the rounding of R (ulp(2e16) = 4 >
+    # gamma), so only these invariants are asserted at this scale (see the closed-form test).
+    m, n = shape
+    C = torch.full((2, m, n), 1e15, dtype=torch.float64)
+    C[1] *= 3.0
+    E = diffcomb.soft_dtw_alignment(C, 1.0)
+    assert float(E.min()) >= 0.0 and float(E.max()) <= 1.0 + 1e-12
+    assert_close(E[:, 0, 0], [1.0, 1.0], rtol=0, atol=1e-12)
+    assert_close(E[:, -1, -1], [1.0, 1.0], rtol=0, atol=1e-12)
+    sums = E.sum(-1) if m >= n else E.sum(-2)
+    assert_close(sums, torch.ones_like(sums), rtol=0, atol=1e-12)
+    # The same through the gradient of the value and of the series path, and the sharp value
+    # <E, C> = c max(m, n) (it was 3.2 times that).
+    Cg = C.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(diffcomb.soft_dtw_from_cost(Cg, 1.0).sum(), Cg)
+    assert_close(grad, E, rtol=0, atol=1e-12)
+    assert_close(diffcomb.sharp_soft_dtw_from_cost(C, 1.0), C[:, 0, 0] * max(m, n), rtol=1e-12)
+    x = torch.zeros(m, 1, dtype=torch.float64, requires_grad=True)
+    y = torch.full((n, 1), 1e7, dtype=torch.float64, requires_grad=True)  # costs (1e7)^2 = 1e14
+    gx, gy = torch.autograd.grad(diffcomb.soft_dtw(x, y, 1.0), (x, y))
+    # d/dx_i = -2e7 (row sum of E): every row of the flow sums to 1 for m >= n.
+    if m >= n:
+        assert_close(gx.flatten(), torch.full((m,), -2e7, dtype=torch.float64), rtol=1e-12)
+    else:
+        assert_close(gy.flatten(), torch.full((n,), 2e7, dtype=torch.float64), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e8, 1e14, 1e100])
+@pytest.mark.parametrize("bandwidth", [None, 7])
+def test_alignment_flow_conserved_at_any_cost_scale(scale, bandwidth):
+    # Many ties at every scale (integer costs times scale): E[0, 0] = 1 is the whole flow that
+    # leaves (N, M); it drifted to 0.87 at 1e14 before. The far branch of the weights (a
+    # diagonal predecessor more than 1024 gamma above the best one) is exercised here.
+    gen = torch.Generator().manual_seed(int(math.log10(scale)))
+    C = torch.randint(0, 3, (3, 40, 34), generator=gen).to(torch.float64) * scale
+    E = diffcomb.soft_dtw_alignment(C, 1.0, bandwidth=bandwidth)
+    assert float(E.min()) >= 0.0 and float(E.max()) <= 1.0 + 1e-12
+    assert_close(E[:, 0, 0], torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert bool((E.sum(-1) >= 1.0 - 1e-12).all())  # every alignment visits every row
+
+
+@pytest.mark.parametrize("shape", [(21, 3), (4, 9), (7, 7), (12, 5)])
+@pytest.mark.parametrize("c", [100.0, 1e4, 1e8])
+def test_tied_paths_match_the_closed_form(shape, c):
+    # At moderate scale the tied split is computable: uniform over the shortest alignments
+    # (tests/reference tied_alignment). The error allowed is the conditioning of E at this
+    # scale, a few ulps of the soft-DTW table relative to gamma.
+    m, n = shape
+    C = torch.full((m, n), c, dtype=torch.float64)
+    E = diffcomb.soft_dtw_alignment(C, 1.0)
+    expected = ref.tied_alignment(m, n)
+    atol = 1e-13 + 64 * 2.0**-52 * c * (m + n)
+    assert_close(E, expected, rtol=0, atol=atol)
+    if c == 100.0:
+        assert_close(E, ref.soft_dtw_alignment(C.numpy(), 1.0), rtol=0, atol=1e-12)
+        assert_close(diffcomb.sharp_soft_dtw_from_cost(C, 1.0), c * max(m, n), rtol=1e-13)
+
+
+def test_huge_costs_match_reference_and_hvp():
+    # Differences far beyond 1024 gamma between predecessors (the far branch), ties included:
+    # values, E and Hessian-vector products against the float64 reference.
+    gen = torch.Generator().manual_seed(121)
+    for trial in range(40):
+        m, n = (int(v) for v in torch.randint(1, 7, (2,), generator=gen))
+        C = torch.randint(0, 3, (m, n), generator=gen).to(torch.float64) * [1e3, 1e5][trial % 2]
+        C = C + torch.rand(m, n, generator=gen, dtype=torch.float64) * (trial % 3 == 0)
+        gamma = [1.0, 0.3][trial % 2]
+        band = None if trial % 3 or abs(m - n) > 1 else 1
+        assert_close(diffcomb.soft_dtw_alignment(C, gamma, bandwidth=band),
+                     ref.soft_dtw_alignment(C.numpy(), gamma, band), rtol=0, atol=1e-11)
+        Z = torch.randn(m, n, generator=gen, dtype=torch.float64)
+        Cg = C.clone().requires_grad_()
+        (hvp,) = torch.autograd.grad((diffcomb.soft_dtw_alignment(Cg, gamma, bandwidth=band) * Z).sum(), Cg)
+        expected = ref.soft_dtw_hvp(C.numpy(), gamma, Z.numpy(), band)
+        assert_close(hvp, expected, rtol=1e-9, atol=1e-9 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_overflowing_costs_give_nan_derivatives():
+    # Finite costs whose sums overflow double: the value is +inf (as a sum would be) and no
+    # weight can be formed from R, so the derivatives are NaN, never a plausible number
+    # (they were E entries of 7 before). Other pairs are unaffected.
+    C = torch.full((2, 3, 3), 1e308, dtype=torch.float64)
+    C[1] = torch.rand(3, 3, dtype=torch.float64)
+    C.requires_grad_()
+    value = diffcomb.soft_dtw_from_cost(C, 1.0)
+    (grad,) = torch.autograd.grad(value.sum(), C)
+    assert value[0].item() == math.inf and math.isfinite(value[1].item())
+    assert torch.isnan(grad[0]).all() and torch.isfinite(grad[1]).all()
+    sharp = diffcomb.sharp_soft_dtw_from_cost(C, 1.0)
+    (sgrad,) = torch.autograd.grad(sharp.sum(), C)
+    assert math.isnan(sharp[0].item()) and torch.isnan(sgrad[0]).all() and torch.isfinite(sgrad[1]).all()
+    x = torch.full((50, 1), 1e153, dtype=torch.float64, requires_grad=True)  # costs 4e306, 50 of them overflow
+    y = -x.detach()
+    v = diffcomb.soft_dtw(x, y, 1.0)
+    (gx,) = torch.autograd.grad(v, x)
+    assert v.item() == math.inf and torch.isnan(gx).all()
+
+
+@pytest.mark.parametrize("bandwidth", [9, 10, 1000, 2**62, sys.maxsize, 2**70])
+def test_any_bandwidth_at_least_max_n_m_is_no_band(bandwidth):
+    # sys.maxsize used to overflow k + band in csrc/softdtw/softdtw.h (value 0, zero gradient);
+    # 2**70 did not fit the op's int64.
+    gen = torch.Generator().manual_seed(122)
+    C = torch.rand(2, 9, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 9, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 7, 2, generator=gen, dtype=torch.float64)
+    lx, ly = torch.tensor([9, 4]), torch.tensor([7, 6])
+    calls = [
+        (C, lambda b: diffcomb.soft_dtw_from_cost(C, 0.5, bandwidth=b)),
+        (C, lambda b: diffcomb.soft_dtw_from_cost(C, 0.5, bandwidth=b, x_lengths=lx, y_lengths=ly)),
+        (C, lambda b: diffcomb.soft_dtw_alignment(C, 0.5, bandwidth=b)),
+        (C, lambda b: diffcomb.sharp_soft_dtw_from_cost(C, 0.5, bandwidth=b)),
+        (C, lambda b: diffcomb.mean_cost_from_cost(C, bandwidth=b)),
+        (x, lambda b: diffcomb.soft_dtw(x, y, 0.5, bandwidth=b)),
+        (x, lambda b: diffcomb.soft_dtw(x, y, 0.0, bandwidth=b, x_lengths=lx, y_lengths=ly)),
+        (x, lambda b: diffcomb.soft_dtw_divergence(x, y, 0.5, bandwidth=b)),
+        (x, lambda b: diffcomb.sharp_soft_dtw(x, y, 0.5, bandwidth=b)),
+        (x, lambda b: diffcomb.mean_cost(x, y, bandwidth=b)),
+        (x, lambda b: diffcomb.SoftDTW(0.5, bandwidth=b, reduction="none")(x, y)),
+    ]
+    for leaf, call in calls:
+        wide, free = call(bandwidth), call(None)
+        assert_close(wide, free, rtol=1e-14, atol=1e-14)
+        (g_wide,), (g_free,) = torch.autograd.grad(wide.sum(), leaf), torch.autograd.grad(free.sum(), leaf)
+        assert_close(g_wide, g_free, rtol=1e-14, atol=1e-14)
+    # The raw ops and the engine take any band: a band >= max(N, M) is none there too.
+    for band in (9, sys.maxsize):
+        assert_close(torch.ops.diffcomb.soft_dtw_cost(C.detach(), None, None, 0.5, band, True)[1],
+                     torch.ops.diffcomb.soft_dtw_cost(C.detach(), None, None, 0.5, -1, True)[1], rtol=0, atol=0)
+    # A band at least the used lengths but below N, M is none for that pair only.
+    assert_close(diffcomb.soft_dtw_from_cost(C, 0.5, bandwidth=6, x_lengths=lx, y_lengths=ly)[1],
+                 diffcomb.soft_dtw_from_cost(C[1, :4, :6], 0.5))
+
+
+
+DIVERGENCES = [
+    pytest.param(lambda a, b, **kw: diffcomb.soft_dtw_divergence(a, b, 0.5, **kw), "soft_dtw_divergence", id="sdtw"),
+    pytest.param(lambda a, b, **kw: diffcomb.sharp_soft_dtw_divergence(a, b, 0.5, **kw), "sharp_soft_dtw_divergence",
+                 id="sharp"),
+    pytest.param(lambda a, b, **kw: diffcomb.mean_cost_divergence(a, b, **kw), "mean_cost_divergence", id="mean"),
+]
+
+
+@pytest.mark.parametrize("divergence, name", DIVERGENCES)
+def test_divergences_take_the_lengths_soft_dtw_takes(divergence, name):
+    # x (3, 1, 10, 2), y (1, 2, 9, 2) with lengths (3, 2): soft_dtw accepts them; the self term
+    # f(x, x) used to run on x's batch shape (3, 1) and raise, naming soft_dtw.
+    gen = torch.Generator().manual_seed(123)
+    x = torch.randn(3, 1, 10, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 2, 9, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    lx = torch.tensor([[10, 4], [7, 10], [1, 6]])
+    ly = torch.tensor([[9, 9], [3, 5], [8, 2]])
+    assert diffcomb.soft_dtw(x, y, 0.5, x_lengths=lx, y_lengths=ly).shape == (3, 2)
+    value = divergence(x, y, x_lengths=lx, y_lengths=ly)
+    assert value.shape == (3, 2)
+    gx, gy = torch.autograd.grad(value.sum(), (x, y))
+    for a in range(3):
+        for b in range(2):
+            xa = x[a, 0, : lx[a, b]].detach().clone().requires_grad_()
+            yb = y[0, b, : ly[a, b]].detach().clone().requires_grad_()
+            alone = divergence(xa, yb)
+            assert_close(value[a, b], alone)
+    # Gradients: the same as with the series expanded to the batch shape first.
+    xe = x.detach().expand(3, 2, 10, 2).clone().requires_grad_()
+    ye = y.detach().expand(3, 2, 9, 2).clone().requires_grad_()
+    ex, ey = torch.autograd.grad(divergence(xe, ye, x_lengths=lx, y_lengths=ly).sum(), (xe, ye))
+    assert_close(gx, ex.sum(1, keepdim=True))
+    assert_close(gy, ey.sum(0, keepdim=True))
+    # Lengths that do not match the batch shape: the error names the divergence.
+    with pytest.raises(ValueError, match=rf"diffcomb\.{name}: x_lengths of shape \(4,\)"):
+        divergence(x, y, x_lengths=torch.tensor([1, 2, 3, 4]))
+    with pytest.raises(ValueError, match=rf"diffcomb\.{name}: y_lengths must lie in \[1, 9\]"):
+        divergence(x, y, y_lengths=torch.tensor(10))
+
+
+@pytest.mark.parametrize("fn, call", [
+    ("soft_dtw", lambda **kw: diffcomb.soft_dtw(torch.randn(5, 2), torch.randn(4, 2), **kw)),
+    ("soft_dtw_divergence", lambda **kw: diffcomb.soft_dtw_divergence(torch.randn(5, 2), torch.randn(4, 2), **kw)),
+    ("sharp_soft_dtw", lambda **kw: diffcomb.sharp_soft_dtw(torch.randn(5, 2), torch.randn(4, 2), **kw)),
+    ("sharp_soft_dtw_divergence",
+     lambda **kw: diffcomb.sharp_soft_dtw_divergence(torch.randn(5, 2), torch.randn(4, 2), **kw)),
+    ("mean_cost", lambda **kw: diffcomb.mean_cost(torch.randn(5, 2), torch.randn(4, 2), **kw)),
+    ("mean_cost_divergence", lambda **kw: diffcomb.mean_cost_divergence(torch.randn(5, 2), torch.randn(4, 2), **kw)),
+    ("soft_dtw_from_cost", lambda **kw: diffcomb.soft_dtw_from_cost(torch.rand(5, 4), **kw)),
+    ("soft_dtw_alignment", lambda **kw: diffcomb.soft_dtw_alignment(torch.rand(5, 4), **kw)),
+    ("sharp_soft_dtw_from_cost", lambda **kw: diffcomb.sharp_soft_dtw_from_cost(torch.rand(5, 4), **kw)),
+    ("mean_cost_from_cost", lambda **kw: diffcomb.mean_cost_from_cost(torch.rand(5, 4), **kw)),
+])
+def test_errors_name_the_called_function(fn, call):
+    # The series and mean-cost functions are built on others; their errors used to name those
+    # (soft_dtw, sharp_soft_dtw_from_cost, soft_dtw_from_cost).
+    prefix = rf"diffcomb\.{fn}: "
+    with pytest.raises(ValueError, match=prefix + "bandwidth"):
+        call(bandwidth=-2)
+    with pytest.raises(ValueError, match=prefix + "x_lengths must lie"):
+        call(x_lengths=torch.tensor(6))
+    with pytest.raises(TypeError, match=prefix + "y_lengths must be an integer tensor"):
+        call(y_lengths=torch.tensor(2.0))
+    if "mean_cost" not in fn:
+        with pytest.raises(ValueError, match=prefix + "gamma"):
+            call(gamma=-1.0)
+        with pytest.raises(ValueError, match=prefix + "gamma must be 0 .hard DTW. or at least"):
+            call(gamma=1e-320)  # subnormal: 1 / gamma overflows and the weights were NaN
+    if "from_cost" not in fn and fn != "soft_dtw_alignment":  # the functions on series
+        with pytest.raises(ValueError, match=prefix + "cost must be one of"):
+            call(cost="l1")
+        with pytest.raises(RuntimeError, match=prefix + "all tensor arguments must be on the same device"):
+            call(x_lengths=torch.tensor(2, device="meta"))
+
+
+def test_series_need_steps_and_matching_batches():
+    with pytest.raises(ValueError, match=r"diffcomb\.soft_dtw: both series need at least one step"):
+        diffcomb.soft_dtw(torch.randn(0, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"diffcomb\.sharp_soft_dtw_divergence: both series need at least one"):
+        diffcomb.sharp_soft_dtw_divergence(torch.randn(3, 2), torch.randn(0, 2))
+    with pytest.raises(ValueError, match=r"diffcomb\.soft_dtw: the batch dimensions of x \(3,\) and y \(2,\)"):
+        diffcomb.soft_dtw(torch.randn(3, 5, 2), torch.randn(2, 4, 2))
+    with pytest.raises(ValueError, match=r"diffcomb\.pairwise_cost: x and y must have the same feature size"):
+        diffcomb.pairwise_cost(torch.randn(5, 2), torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"diffcomb\.pairwise_cost: cost must be one of"):
+        diffcomb.pairwise_cost(torch.randn(5, 2), torch.randn(4, 2), "l1")
+
+
+def test_inputs_on_different_devices_raise():
+    # soft_dtw(x_cpu, y_meta) used to read a meta tensor's (absent) memory and return garbage
+    # with a gradient.
+    x, y = torch.randn(5, 2), torch.randn(4, 2)
+    C = torch.rand(5, 4)
+    meta = dict(device="meta")
+    calls = {
+        "soft_dtw": lambda: diffcomb.soft_dtw(x, y.to(**meta)),
+        "soft_dtw_divergence": lambda: diffcomb.soft_dtw_divergence(x.to(**meta), y),
+        "sharp_soft_dtw": lambda: diffcomb.sharp_soft_dtw(x, y.to(**meta)),
+        "sharp_soft_dtw_divergence": lambda: diffcomb.sharp_soft_dtw_divergence(x, y.to(**meta)),
+        "mean_cost": lambda: diffcomb.mean_cost(x, y.to(**meta)),
+        "mean_cost_divergence": lambda: diffcomb.mean_cost_divergence(x, y.to(**meta)),
+        "pairwise_cost": lambda: diffcomb.pairwise_cost(x, y.to(**meta)),
+        "soft_dtw_from_cost": lambda: diffcomb.soft_dtw_from_cost(C, y_lengths=torch.tensor(3, **meta)),
+        "soft_dtw_alignment": lambda: diffcomb.soft_dtw_alignment(C, x_lengths=torch.tensor(3, **meta)),
+        "sharp_soft_dtw_from_cost": lambda: diffcomb.sharp_soft_dtw_from_cost(C, x_lengths=torch.tensor(3, **meta)),
+        "mean_cost_from_cost": lambda: diffcomb.mean_cost_from_cost(C, x_lengths=torch.tensor(3, **meta)),
+        "soft_dtw_barycenter": lambda: diffcomb.soft_dtw_barycenter(y[None], init=x.to(**meta)),
+    }
+    for fn, call in calls.items():
+        with pytest.raises(RuntimeError, match=rf"diffcomb\.{fn}: all tensor arguments must be on the same device"):
+            call()
+    with pytest.raises(RuntimeError, match=r"diffcomb\.SoftDTW|diffcomb\.soft_dtw: all tensor arguments"):
+        diffcomb.SoftDTW()(x, y.to(**meta))
+
+
+def test_integer_and_bool_series_are_computed_as_float():
+    x = torch.tensor([[0, 1], [2, 2], [3, 1], [1, 0]])
+    y = torch.tensor([[1, 1], [2, 0], [0, 3]])
+    xf, yf = x.to(torch.get_default_dtype()), y.to(torch.get_default_dtype())
+    for fn in (lambda a, b: diffcomb.soft_dtw(a, b, 0.7), lambda a, b: diffcomb.soft_dtw_divergence(a, b, 0.7),
+               lambda a, b: diffcomb.sharp_soft_dtw(a, b, 0.7), lambda a, b: diffcomb.sharp_soft_dtw_divergence(a, b),
+               lambda a, b: diffcomb.mean_cost(a, b), lambda a, b: diffcomb.mean_cost_divergence(a, b),
+               diffcomb.pairwise_cost, lambda a, b: diffcomb.SoftDTW(0.7)(a, b)):
+        out = fn(x, y)
+        assert out.dtype == torch.get_default_dtype()
+        assert_close(out, fn(xf, yf), rtol=0, atol=0)
+    xb = torch.tensor([[True], [False], [True]])
+    assert_close(diffcomb.soft_dtw(xb, xb[:2], 0.5), diffcomb.soft_dtw(xb.float(), xb[:2].float(), 0.5),
+                 rtol=0, atol=0)
+    Y = torch.tensor([[[0], [1], [2], [1]], [[0], [2], [2], [0]]])
+    bary = diffcomb.soft_dtw_barycenter(Y, 0.5, weights=torch.tensor([1, 3]), max_iter=20)
+    assert bary.dtype == torch.get_default_dtype() and bary.shape == (4, 1)
+    assert_close(bary, diffcomb.soft_dtw_barycenter(Y.float(), 0.5, weights=torch.tensor([1.0, 3.0]), max_iter=20))
+
+
+def test_bool_flags_must_be_bools():
+    # A truthy string used to count as True.
+    with pytest.raises(TypeError, match=r"diffcomb\.SoftDTW: normalize must be a bool"):
+        diffcomb.SoftDTW(normalize="no")
+    with pytest.raises(TypeError, match=r"diffcomb\.SoftDTW: normalize must be a bool"):
+        diffcomb.SharpSoftDTW(normalize=1)
+    with pytest.raises(TypeError, match=r"diffcomb\.soft_dtw_barycenter: divergence must be a bool"):
+        diffcomb.soft_dtw_barycenter(torch.randn(2, 4, 1), divergence="no")
+
+
+def test_barycenter_checks_its_arguments():
+    Y = torch.randn(3, 5, 2, dtype=torch.float64)
+    fn = r"diffcomb\.soft_dtw_barycenter: "
+    with pytest.raises(ValueError, match=fn + "Y must be \\(K, M, D\\) with K >= 1"):
+        diffcomb.soft_dtw_barycenter(torch.randn(0, 5, 2))  # was a ZeroDivisionError
+    with pytest.raises(ValueError, match=fn + "Y must be \\(K, M, D\\)"):
+        diffcomb.soft_dtw_barycenter(torch.randn(3, 0, 2))
+    with pytest.raises(ValueError, match=fn + "Y must be \\(K, M, D\\)"):
+        diffcomb.soft_dtw_barycenter(torch.randn(2, 3, 5, 2))
+    with pytest.raises(ValueError, match=fn + r"weights must be a real tensor of shape \(3,\)"):
+        diffcomb.soft_dtw_barycenter(Y, weights=torch.ones(2))  # was a raw broadcasting error
+    with pytest.raises(ValueError, match=fn + r"init must be \(L, 2\)"):
+        diffcomb.soft_dtw_barycenter(Y, init=torch.randn(4, 3))  # named soft_dtw before
+    with pytest.raises(ValueError, match=fn + "max_iter must be an int >= 1"):
+        diffcomb.soft_dtw_barycenter(Y, max_iter=0)  # silently returned the start before
+    with pytest.raises(ValueError, match=fn + "tol must be a finite float >= 0"):
+        diffcomb.soft_dtw_barycenter(Y, tol=-1.0)
+    with pytest.raises(ValueError, match=fn + "cost must be one of"):
+        diffcomb.soft_dtw_barycenter(Y, cost="l1")
+    with pytest.raises(ValueError, match=fn + "y_lengths must lie in"):
+        diffcomb.soft_dtw_barycenter(Y, y_lengths=torch.tensor([5, 6, 5]), init=Y[0])
+    with pytest.raises(ValueError, match=fn + "gamma"):
+        diffcomb.soft_dtw_barycenter(Y, -1.0)
+    # A huge band is no band; the K = 1 divergence barycenter of Y_1 stays at Y_1 with it.
+    X = diffcomb.soft_dtw_barycenter(Y[:1], 0.5, divergence=True, init=Y[0].clone(), bandwidth=sys.maxsize)
+    assert_close(X, Y[0], atol=1e-6)
+    # Lengths and the divergence together, with uniform weights as explicit integers.
+    lengths = torch.tensor([5, 3, 4])
+    X = diffcomb.soft_dtw_barycenter(Y, 0.5, y_lengths=lengths, init=Y[0].clone(), divergence=True,
+                                     weights=torch.tensor([1, 1, 1]), max_iter=30)
+    Xg = X.clone().requires_grad_()
+    loss = diffcomb.soft_dtw_divergence(Xg.expand(3, 5, 2), Y, 0.5, y_lengths=lengths).sum()
+    (grad,) = torch.autograd.grad(loss, Xg)
+    assert grad.abs().max() < 1e-4
+
+
+def _raw_calls():
+    """Every raw soft-DTW op with each kind of bad argument: (name, call) pairs."""
+    C = torch.rand(2, 5, 4, dtype=torch.float64)
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    y = torch.randn(2, 4, 3, dtype=torch.float64)
+    L = torch.tensor([5, 3])
+    ops = torch.ops.diffcomb
+    bad_costs = {
+        "rank": C[0],
+        "dtype": C.to(torch.int64),
+        "half": C.to(torch.float16),
+        "non-contiguous": torch.rand(2, 4, 5, dtype=torch.float64).transpose(1, 2),
+        "empty N": C[:, :0],
+        "empty M": C[:, :, :0],
+    }
+    bad_lengths = {
+        "short": torch.tensor([5]),
+        "long": torch.tensor([5, 3, 2]),
+        "rank": torch.tensor([[5, 3]]),
+        "int32": L.to(torch.int32),
+        "float": L.double(),
+        "non-contiguous": torch.tensor([5, 0, 3, 0])[::2],
+        "device": L.to("meta"),
+    }
+    bad_scalars = {"gamma < 0": (-1.0, -1), "gamma nan": (math.nan, -1), "gamma inf": (math.inf, -1),
+                   "gamma subnormal": (1e-320, -1), "band < -1": (0.5, -2), "band huge": (0.5, 2**70)}
+    calls = []
+    cost_ops = {
+        "soft_dtw_cost": lambda c, lx, ly, g, b: ops.soft_dtw_cost(c, lx, ly, g, b, True),
+        "sharp_soft_dtw_cost": lambda c, lx, ly, g, b: ops.sharp_soft_dtw_cost(c, lx, ly, g, b),
+        "soft_dtw_alignment_cost": lambda c, lx, ly, g, b: ops.soft_dtw_alignment_cost(c, lx, ly, g, b),
+        "soft_dtw_hvp": lambda c, lx, ly, g, b: ops.soft_dtw_hvp(c, torch.ones_like(c) if c.shape == C.shape and
+                                                                 c.dtype == C.dtype else C, lx, ly, g, b),
+    }
+    for op, call in cost_ops.items():
+        for what, bad in bad_costs.items():
+            calls.append((f"{op}: C {what}", lambda call=call, bad=bad: call(bad, None, None, 0.5, -1)))
+        for what, bad in bad_lengths.items():
+            calls.append((f"{op}: lengths_x {what}", lambda call=call, bad=bad: call(C, bad, None, 0.5, -1)))
+            calls.append((f"{op}: lengths_y {what}", lambda call=call, bad=bad: call(C, None, bad, 0.5, -1)))
+        for what, (g, b) in bad_scalars.items():
+            calls.append((f"{op}: {what}", lambda call=call, g=g, b=b: call(C, None, None, g, b)))
+    for what, Z in {"short": C[:, :4], "dtype": C.float(), "non-contiguous": torch.rand(2, 4, 5).double().mT,
+                    "rank": C[0], "device": C.to("meta")}.items():
+        calls.append((f"soft_dtw_hvp: Z {what}", lambda Z=Z: ops.soft_dtw_hvp(C, Z, None, None, 0.5, -1)))
+    series = lambda a, b, lx=None, ly=None, g=0.5, band=-1, cost=0: ops.soft_dtw_series(  # noqa: E731
+        a, b, lx, ly, g, band, cost, True, True)
+    bad_series = {
+        "x rank": lambda: series(x[0], y),
+        "y rank": lambda: series(x, y[0]),
+        "x dtype": lambda: series(x.to(torch.int64), y),
+        "y dtype": lambda: series(x, y.float()),
+        "x non-contiguous": lambda: series(torch.randn(2, 3, 5, dtype=torch.float64).mT, y),
+        "y non-contiguous": lambda: series(x, torch.randn(2, 3, 4, dtype=torch.float64).mT),
+        "short batch": lambda: series(x, y[:1]),
+        "feature size": lambda: series(x, y[..., :2].contiguous()),
+        "empty N": lambda: series(x[:, :0], y),
+        "empty M": lambda: series(x, y[:, :0]),
+        "y device": lambda: series(x, y.to("meta")),
+        "cost code": lambda: series(x, y, cost=3),
+        "negative cost code": lambda: series(x, y, cost=-1),
+        "grad flag": lambda: ops.soft_dtw_series(x, y, None, None, 0.5, -1, 0, "no", True),
+    }
+    for what, call in bad_series.items():
+        calls.append((f"soft_dtw_series: {what}", call))
+    for what, bad in bad_lengths.items():
+        calls.append((f"soft_dtw_series: lengths_x {what}", lambda bad=bad: series(x, y, lx=bad)))
+        calls.append((f"soft_dtw_series: lengths_y {what}", lambda bad=bad: series(x, y, ly=bad)))
+    for what, (g, b) in bad_scalars.items():
+        calls.append((f"soft_dtw_series: {what}", lambda g=g, b=b: series(x, y, g=g, band=b)))
+    return calls
+
+
+@pytest.mark.parametrize("name, call", _raw_calls(), ids=[name for name, _ in _raw_calls()])
+def test_raw_ops_reject_bad_arguments(name, call):
+    # The ops under torch.ops.diffcomb used to trust their inputs: a short lengths tensor or an
+    # empty series read out of bounds, a non-contiguous or int32 input was read with the wrong
+    # layout. Each now raises before the native call.
+    with pytest.raises((RuntimeError, ValueError, IndexError)):
+        call()
+
+
+def test_raw_ops_accept_good_arguments_and_clamp_lengths():
+    # The checks read no values: out-of-range lengths are clamped by the kernels (no crash).
+    C = torch.rand(2, 5, 4, dtype=torch.float64)
+    value, E = torch.ops.diffcomb.soft_dtw_cost(C, torch.tensor([9, -4]), torch.tensor([4, 0]), 0.5, -1, True)
+    assert_close(value, diffcomb.soft_dtw_from_cost(C, 0.5, x_lengths=torch.tensor([5, 1]),
+                                                    y_lengths=torch.tensor([4, 1])))
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    y = torch.randn(2, 4, 3, dtype=torch.float64)
+    v = torch.ops.diffcomb.soft_dtw_series(x, y, torch.tensor([100, 2]), None, 0.5, 1, 2, False, False)[0]
+    assert_close(v, diffcomb.soft_dtw(x, y, 0.5, cost="log_augmented", bandwidth=1, x_lengths=torch.tensor([5, 2])))
+
+
+def test_divergence_with_broadcast_lengths_compiles():
+    gen = torch.Generator().manual_seed(124)
+    x = torch.randn(3, 1, 8, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 2, 7, 2, generator=gen, dtype=torch.float64)
+    lx, ly = torch.tensor([[8, 4], [7, 8], [1, 6]]), torch.tensor([[7, 7], [3, 5], [6, 2]])
+    fn = lambda a, b, la, lb: diffcomb.soft_dtw_divergence(a, b, 0.5, x_lengths=la, y_lengths=lb,  # noqa: E731
+                                                           bandwidth=sys.maxsize).sum()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    out = compiled(x, y, lx, ly)
+    (g_compiled,) = torch.autograd.grad(out, x)
+    expected = fn(x, y, lx, ly)
+    (g_eager,) = torch.autograd.grad(expected, x)
+    assert_close(out, expected)
+    assert_close(g_compiled, g_eager)

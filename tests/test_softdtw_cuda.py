@@ -4,6 +4,9 @@ skipped without a GPU and a diffcomb built with CUDA."""
 
 from __future__ import annotations
 
+import math
+import sys
+
 import pytest
 import torch
 
@@ -126,3 +129,69 @@ def test_second_order_and_hard_dtw_match_cpu(dtype, bandwidth):
         c = C[:, :6, :5].cuda().requires_grad_()
         torch.autograd.gradgradcheck(lambda t: diffcomb.soft_dtw_from_cost(t, 0.7, **kw), (c,))
         torch.autograd.gradcheck(lambda t: diffcomb.sharp_soft_dtw_from_cost(t, 0.7, **kw), (c,))
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 12, item 4 on the GPU: the same header math, the CUDA status and work-size paths.
+
+
+def test_huge_costs_keep_a_probability_flow_on_cuda():
+    # Tied huge costs (near branch) and many ties at 1e14 (far branch): E in [0, 1] with the
+    # whole flow at (1, 1); at moderate scale (1e5) CUDA and CPU run the same formulas.
+    C = torch.full((2, 21, 3), 1e15, dtype=torch.float64, device="cuda")
+    E = diffcomb.soft_dtw_alignment(C, 1.0).cpu()
+    assert float(E.min()) >= 0.0 and float(E.max()) <= 1.0 + 1e-12
+    assert_close(E.sum(-1), torch.ones(2, 21, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert_close(diffcomb.sharp_soft_dtw_from_cost(C, 1.0).cpu(), torch.full((2,), 21e15, dtype=torch.float64),
+                 rtol=1e-12)
+    gen = torch.Generator().manual_seed(15)
+    for scale in (1e5, 1e14):
+        C = torch.randint(0, 3, (3, 300, 280), generator=gen).to(torch.float64) * scale
+        E = diffcomb.soft_dtw_alignment(C.cuda(), 1.0, bandwidth=40).cpu()
+        assert float(E.min()) >= 0.0 and float(E.max()) <= 1.0 + 1e-12
+        assert_close(E[:, 0, 0], torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)
+        if scale == 1e5:
+            assert_close(E, diffcomb.soft_dtw_alignment(C, 1.0, bandwidth=40), rtol=0, atol=1e-10)
+
+
+def test_huge_bandwidth_and_overflow_on_cuda():
+    # bandwidth = sys.maxsize sizes the work array and the tiles as no band; finite costs whose
+    # sums overflow give +inf and NaN derivatives (status 4), other pairs unaffected.
+    gen = torch.Generator().manual_seed(16)
+    C = torch.rand(2, 300, 270, generator=gen, dtype=torch.float64).cuda()
+    for fn in (diffcomb.soft_dtw_from_cost, diffcomb.sharp_soft_dtw_from_cost):
+        wide, (g_wide,) = _grad(lambda c: fn(c, 0.5, bandwidth=sys.maxsize), C)
+        free, (g_free,) = _grad(lambda c: fn(c, 0.5), C)
+        assert_close(wide, free, rtol=1e-14, atol=0)
+        assert_close(g_wide, g_free, rtol=1e-14, atol=1e-14)
+    C = torch.full((2, 3, 3), 1e308, dtype=torch.float64)
+    C[1] = torch.rand(3, 3, generator=gen, dtype=torch.float64)
+    value, (grad,) = _grad(lambda c: diffcomb.soft_dtw_from_cost(c, 1.0), C.cuda())
+    assert value[0].item() == math.inf and torch.isnan(grad[0]).all() and torch.isfinite(grad[1]).all()
+    sharp, (sgrad,) = _grad(lambda c: diffcomb.sharp_soft_dtw_from_cost(c, 1.0), C.cuda())
+    assert math.isnan(sharp[0].item()) and torch.isnan(sgrad[0]).all() and torch.isfinite(sgrad[1]).all()
+    x = torch.full((1, 50, 1), 1e153, dtype=torch.float64)
+    value, (gx, _) = _grad(lambda a, b: diffcomb.soft_dtw(a, b, 1.0), x.cuda(), -x.cuda())
+    assert value.item() == math.inf and torch.isnan(gx).all()
+
+
+def test_devices_and_barycenter_on_cuda():
+    x = torch.randn(2, 6, 2, device="cuda")
+    y = torch.randn(2, 5, 2, device="cuda")
+    with pytest.raises(RuntimeError, match=r"diffcomb\.soft_dtw: all tensor arguments must be on the same device"):
+        diffcomb.soft_dtw(x, y.cpu())
+    with pytest.raises(RuntimeError, match=r"diffcomb\.soft_dtw_divergence: all tensor arguments"):
+        diffcomb.soft_dtw_divergence(x, y, x_lengths=torch.tensor([6, 3]))
+    with pytest.raises(RuntimeError, match="lengths_x is on cpu"):
+        torch.ops.diffcomb.soft_dtw_cost(torch.rand(2, 6, 5, device="cuda"), torch.tensor([6, 3]), None, 0.5, -1,
+                                         False)
+    # The default weights used to be made on the CPU.
+    Y = torch.randn(3, 8, 2, device="cuda", dtype=torch.float64)
+    X = diffcomb.soft_dtw_barycenter(Y, 0.5, max_iter=20)
+    assert X.device.type == "cuda"
+    assert_close(X.cpu(), diffcomb.soft_dtw_barycenter(Y.cpu(), 0.5, max_iter=20), rtol=1e-6, atol=1e-6)
+    # Broadcast lengths in a divergence's self terms.
+    lx = torch.tensor([[6, 3], [2, 6]], device="cuda")
+    value = diffcomb.soft_dtw_divergence(x[:, None], y[None], 0.5, x_lengths=lx)
+    expected = diffcomb.soft_dtw_divergence(x[:, None].cpu(), y[None].cpu(), 0.5, x_lengths=lx.cpu())
+    assert_close(value.cpu(), expected, rtol=1e-4, atol=1e-4)

@@ -35,11 +35,19 @@ struct VecMath {
 };
 
 // ---------------------------------------------------------------------------
-// Row loops: rows [i0, i1] of diagonal k, one vector loop each.
+// Row loops: rows [i0, i1] of diagonal k, one vector loop each. Forced
+// inline into the per-instruction-set entry points below: a row loop left
+// out of line is compiled once, for the baseline instruction set (about 3x
+// slower backward when the cell functions grew and GCC stopped inlining it).
+#if defined(__GNUC__)
+#define DC_ROWS_INLINE inline __attribute__((always_inline))
+#else
+#define DC_ROWS_INLINE inline
+#endif
 
 template <bool Hard>
-inline void forward_rows(double* A, double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1, double gamma,
-                         double inv_gamma) {
+DC_ROWS_INLINE void forward_rows(double* A, double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
+                                 double gamma, double inv_gamma) {
   const double* r1 = A + start[k - 1];
   const double* r2 = A + start[k - 2];
   double* r = A + start[k];
@@ -53,8 +61,8 @@ inline void forward_rows(double* A, double* B, const int64_t* start, int64_t k, 
 }
 
 template <bool Hard>
-inline void tangent_rows(double* A, double* B, double* D, double* Z, const int64_t* start, int64_t k, int64_t i0,
-                         int64_t i1, double gamma, double inv_gamma) {
+DC_ROWS_INLINE void tangent_rows(double* A, double* B, double* D, double* Z, const int64_t* start, int64_t k,
+                                 int64_t i0, int64_t i1, double gamma, double inv_gamma) {
   const double* r1 = A + start[k - 1];
   const double* r2 = A + start[k - 2];
   const double* d1 = D + start[k - 1];
@@ -76,25 +84,26 @@ inline void tangent_rows(double* A, double* B, double* D, double* Z, const int64
 }
 
 template <bool Hard>
-inline void backward_rows(double* A, const double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
-                          double inv_gamma) {
+DC_ROWS_INLINE void backward_rows(double* A, const double* B, const int64_t* start, int64_t k, int64_t i0, int64_t i1,
+                                  double inv_gamma) {
   const double* e1 = A + start[k + 1];
   const double* b1 = B + start[k + 1];
   const double* e2 = A + start[k + 2];
   const double* b2 = B + start[k + 2];
+  const double* r0 = A + start[k - 1];  // R of the successors' diagonal predecessors (softdtw.h)
   double* a = A + start[k];
 #pragma omp simd
   for (int64_t i = i0; i <= i1; ++i) {
     const double r = a[i];
-    a[i] = share<VecMath, Hard>(e1[i], b1[i], r, inv_gamma, kLeft) +
-           share<VecMath, Hard>(e1[i + 1], b1[i + 1], r, inv_gamma, kUp) +
-           share<VecMath, Hard>(e2[i + 1], b2[i + 1], r, inv_gamma, kDiag);
+    a[i] = share<VecMath, Hard>(e1[i], b1[i], r0[i - 1], r, inv_gamma, kLeft) +
+           share<VecMath, Hard>(e1[i + 1], b1[i + 1], r0[i], r, inv_gamma, kUp) +
+           share<VecMath, Hard>(e2[i + 1], b2[i + 1], r, r, inv_gamma, kDiag);
   }
 }
 
 template <bool Hard>
-inline void second_backward_rows(double* A, const double* B, double* D, const double* Z, const int64_t* start,
-                                 int64_t k, int64_t i0, int64_t i1, double inv_gamma) {
+DC_ROWS_INLINE void second_backward_rows(double* A, const double* B, double* D, const double* Z, const int64_t* start,
+                                         int64_t k, int64_t i0, int64_t i1, double inv_gamma) {
   const double* e1 = A + start[k + 1];
   const double* b1 = B + start[k + 1];
   const double* d1 = D + start[k + 1];
@@ -103,15 +112,16 @@ inline void second_backward_rows(double* A, const double* B, double* D, const do
   const double* b2 = B + start[k + 2];
   const double* d2 = D + start[k + 2];
   const double* z2 = Z + start[k + 2];
+  const double* r0 = A + start[k - 1];  // R of the successors' diagonal predecessors (softdtw.h)
   double* a = A + start[k];
   double* d = D + start[k];
 #pragma omp simd
   for (int64_t i = i0; i <= i1; ++i) {
     const double r = a[i], dr = d[i];
     double e = 0.0, de = 0.0;
-    second_share<VecMath, Hard>(e1[i], d1[i], z1[i], b1[i], r, dr, inv_gamma, kLeft, &e, &de);
-    second_share<VecMath, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r, dr, inv_gamma, kUp, &e, &de);
-    second_share<VecMath, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, dr, inv_gamma, kDiag, &e, &de);
+    second_share<VecMath, Hard>(e1[i], d1[i], z1[i], b1[i], r0[i - 1], r, dr, inv_gamma, kLeft, &e, &de);
+    second_share<VecMath, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r0[i], r, dr, inv_gamma, kUp, &e, &de);
+    second_share<VecMath, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, r, dr, inv_gamma, kDiag, &e, &de);
     a[i] = e;
     d[i] = de;
   }
@@ -293,7 +303,10 @@ struct SweepResult {
 };
 
 // The sweeps on a loaded pair. Afterwards A holds E (kAlignment,
-// kSecondOrder) and D holds H Z (kSecondOrder). team > 1: the pair is cut
+// kSecondOrder) and D holds H Z (kSecondOrder), unless R[mb][nb] is not
+// finite: finite costs whose sums overflow double (|C| near 1e308), where
+// the weights cannot be formed from R; the backward is skipped and the
+// callers report NaN derivatives. team > 1: the pair is cut
 // into square tiles processed along tile anti-diagonals (the tiles of one
 // tile diagonal are independent; one barrier per tile diagonal), each tile
 // diagonal by diagonal as in the serial sweep: every cell gets the same
@@ -323,7 +336,7 @@ inline SweepResult sweep(const Diagonals& g, double gamma, Pass pass, int team, 
   if (team <= 1) {
     for (int64_t k = 2; k <= K; ++k) fwd(arrays, k, g.lo(k), g.hi(k));
     finish_forward();
-    if (backward) {
+    if (backward && is_finite(result.value)) {
       for (int64_t k = K - 1; k >= 2; --k) bwd(arrays, k, g.lo(k), g.hi(k));
     }
     return result;
@@ -361,8 +374,8 @@ inline SweepResult sweep(const Diagonals& g, double gamma, Pass pass, int team, 
 #if defined(_OPENMP)
 #pragma omp single
 #endif
-    finish_forward();
-    if (backward) {
+    finish_forward();  // the single's barrier publishes result to every thread
+    if (backward && is_finite(result.value)) {
       for (int64_t t = tm + tn - 2; t >= 0; --t) {
         const int64_t first = std::max<int64_t>(0, t - (tn - 1)), last = std::min(t, tm - 1);
 #if defined(_OPENMP)
@@ -387,7 +400,11 @@ double solve_matrix(const Diagonals& g, const T* C, int64_t ldc, T* E, int64_t l
     return NAN;
   }
   const double value = sweep(g, gamma, E ? Pass::kAlignment : Pass::kValue, team, s).value;
-  if (E) store_matrix(g, s.start, s.A.data(), E, lde);
+  if (E && is_finite(value)) {
+    store_matrix(g, s.start, s.A.data(), E, lde);
+  } else if (E) {
+    fill_used(g, E, lde, quiet_nan<T>());  // R overflowed (see sweep)
+  }
   return value;
 }
 
@@ -405,7 +422,12 @@ double solve_series(const Diagonals& g, const T* x, const T* y, int64_t D, int k
     return NAN;
   }
   const double value = sweep(g, gamma, grads ? Pass::kAlignment : Pass::kValue, team, s).value;
-  if (grads) store_series_gradients(g, s, x, y, D, kind, gx, gy);
+  if (grads && is_finite(value)) {
+    store_series_gradients(g, s, x, y, D, kind, gx, gy);
+  } else if (grads) {  // R overflowed (see sweep)
+    if (gx) std::fill_n(gx, g.mb * D, quiet_nan<T>());
+    if (gy) std::fill_n(gy, g.nb * D, quiet_nan<T>());
+  }
   return value;
 }
 
@@ -422,10 +444,15 @@ double solve_second_order(const Diagonals& g, const T* C, const T* Zm, int64_t l
     return NAN;
   }
   load_matrix(g, Zm, ld, s.start, s.Z.data());
-  const double tangent = sweep(g, gamma, Pass::kSecondOrder, team, s).tangent;
+  const SweepResult result = sweep(g, gamma, Pass::kSecondOrder, team, s);
+  if (!is_finite(result.value)) {  // R overflowed (see sweep)
+    fill_used(g, E, ld, quiet_nan<T>());
+    fill_used(g, HZ, ld, quiet_nan<T>());
+    return NAN;
+  }
   store_matrix(g, s.start, s.A.data(), E, ld);
   store_matrix(g, s.start, s.D.data(), HZ, ld);
-  return tangent;
+  return result.tangent;
 }
 
 // Runs pair(b, team, scratch) for every pair: over the batch, or, for a
@@ -458,7 +485,7 @@ void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintpt
     using T = decltype(tag);
     const bool partial = band >= 0 || lengths_x || lengths_y;
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
-      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      const Diagonals g = Diagonals::of(length_of(lengths_x, b, m), length_of(lengths_y, b, n), band);
       T* e = E ? as_ptr<T>(E) + b * m * n : nullptr;
       if (e && partial) std::fill_n(e, m * n, T(0));
       as_ptr<T>(value)[b] = T(solve_matrix(g, as_ptr<const T>(C) + b * m * n, n, e, n, gamma, team, s));
@@ -472,7 +499,7 @@ void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::u
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
-      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      const Diagonals g = Diagonals::of(length_of(lengths_x, b, m), length_of(lengths_y, b, n), band);
       T* gxb = gx ? as_ptr<T>(gx) + b * m * D : nullptr;
       T* gyb = gy ? as_ptr<T>(gy) + b * n * D : nullptr;
       if (gxb) std::fill_n(gxb, m * D, T(0));
@@ -489,7 +516,7 @@ void second_order_cpu(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, st
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& s) {
-      const Diagonals g{length_of(lengths_x, b, m), length_of(lengths_y, b, n), band};
+      const Diagonals g = Diagonals::of(length_of(lengths_x, b, m), length_of(lengths_y, b, n), band);
       T* e = as_ptr<T>(E) + b * m * n;
       T* hz = as_ptr<T>(HZ) + b * m * n;
       std::fill_n(e, m * n, T(0));

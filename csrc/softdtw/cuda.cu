@@ -20,8 +20,10 @@
 //   thread that computes the cell, when it computes it: no pass of its own
 //   and no (B, N, M) intermediate for series.
 // - Per-pair status in the work array: 1 infeasible band, 2 a non-finite
-//   cost (raised with atomicOr by any tile); the final kernels turn it into
-//   +inf / NaN results (SPEC section 0).
+//   cost (raised with atomicOr by any tile), 4 a non-finite R[mb][nb] from
+//   finite costs (their sums overflow double: no weights can be formed, as
+//   in the CPU sweep); the final kernels turn it into +inf / NaN results
+//   (SPEC section 0).
 // - Gradients: E (and H Z) to matrices; for series, gx (one thread per row)
 //   and gy (one thread per column) summed in a fixed order: deterministic,
 //   no atomics.
@@ -45,7 +47,7 @@ constexpr int kPairThreads = 256;
 // Doubles of each array per pair: the layout of the full (m, n) problem, the
 // largest any lengths can need.
 int64_t cells_per_pair(int64_t m, int64_t n, int64_t band) {
-  const Diagonals g{m, n, band};
+  const Diagonals g = Diagonals::of(m, n, band);
   int64_t size = 0;
   for (int64_t k = 0; k <= g.last() + 1; ++k) size += g.length(k) + 2;
   return size;
@@ -122,7 +124,7 @@ struct Problem {
   const int64_t* lengths_y;
   int64_t m, n, band;
   __device__ Diagonals pair(int64_t b) const {
-    return {used_length(lengths_x, b, m), used_length(lengths_y, b, n), band};
+    return Diagonals::of(used_length(lengths_x, b, m), used_length(lengths_y, b, n), band);
   }
 };
 
@@ -239,6 +241,10 @@ __global__ void finish_forward_kernel(Problem p, T* out, bool tangent, void* wor
       w.D[end] = 0.0;
     }
     v = tangent ? w.result[1] : w.result[0];
+    if (!is_finite(w.result[0])) {
+      *w.status = 4;  // the backward and the stores see it: NaN derivatives (and a NaN tangent)
+      if (tangent) v = NAN;
+    }
   } else if (status != 1) {
     v = NAN;
   }

@@ -20,16 +20,45 @@
 //
 // Arrays (double, one value per stored cell, same layout):
 //   A: R in the forward, overwritten by E in the backward;
-//   B: the costs, overwritten in the forward by the cell's soft minimum
-//      V = R - C (gamma > 0) or by the code of the chosen predecessor
-//      (gamma = 0: 0 left, 1 diag, 2 up);
+//   B: the costs, overwritten in the forward by the cell's normalizer U
+//      relative to its diagonal predecessor (gamma > 0, below) or by the
+//      code of the chosen predecessor (gamma = 0: 0 left, 1 diag, 2 up);
 //   second order only: D: the tangent dR, overwritten by dE = H Z; Z: the
 //   direction, overwritten by mu = dR - Z (SPEC 3.8).
 // Pads: +inf in A and B (an unreachable predecessor in the forward; a
 // successor the backward masks out, never inf - inf arithmetic), 0 in D.
-// The backward recomputes the transition weights (SPEC 3.2),
-//   p(s -> c) = exp((V[s] - R[c]) / gamma),
-// so nothing of size 3 N M is kept.
+//
+// Transition weights. The backward recomputes them (SPEC 3.2), so nothing
+// of size 3 N M is kept. With lo the smallest predecessor of cell s,
+// p(s -> q) = exp((lo - R[q]) / gamma) / S, S = sum over the predecessors of
+// exp((lo - R[q]) / gamma), sums to 1 over q. Evaluated as
+// exp((V - R[q]) / gamma) with the soft minimum V = lo - gamma log S stored
+// as a double, it does not once |R| / gamma is large: V carries gamma log S
+// only to the ulp of |lo|, and when that ulp is not small against gamma
+// (huge costs or tiny gamma) the weights of every cell sum to a factor
+// e^{+-ulp/gamma} away from 1, a factor that compounds along the m + n
+// steps of the backward (E far outside [0, 1] for tied paths, where the
+// weights are 1/2 or 1/3). So B keeps, in units of gamma, small numbers
+// relative to R values that the backward still has, with full precision.
+// R[d] of the diagonal predecessor d = (i-1, j-1) of s is such a value: d
+// precedes the other two predecessors of s (it is their left / up
+// predecessor), so any order that respects the dependencies (diagonals,
+// tiles) overwrites it with E after every predecessor of s has read it.
+//   Near: (R[d] - lo) / gamma <= kFar. B = U = (R[d] - lo) / gamma + log S
+//     (at most kFar + log 3: its rounding is ~1e-13), and
+//     p(s -> q) = exp((R[d] - R[q]) / gamma - U). R[d] - R[q] is a
+//     difference of two stored doubles, exact when they are close, which is
+//     when the weight is not negligible.
+//   Far: (R[d] - lo) / gamma > kFar: d's weight is below e^{-kFar}, 0 in
+//     double, and the left and up predecessors share the flow by a
+//     logistic of delta = (R[u] - R[l]) / gamma clamped to [-kFar, kFar]:
+//     B = 3 kFar + delta (in [2 kFar, 4 kFar], apart from the near range),
+//     p(s -> l) = 1 / (1 + e^{-delta}), p(s -> u) = 1 / (1 + e^{delta}).
+// Either way the weights are the normalized softmax of the stored R: every
+// successor hands on exactly its E (to rounding), E stays a probability
+// flow in [0, 1], and tied predecessors get exactly 1/2 or 1/3. On row 1
+// and column 1 (s != (1, 1)) d is a pad (+inf) and s has one finite
+// predecessor, of weight 1 (whatever B holds there).
 #pragma once
 
 #include "../common/common.h"
@@ -50,6 +79,15 @@ DC_HOST_DEVICE DC_INLINE int64_t used_length(const int64_t* lengths, int64_t b, 
 struct Diagonals {
   int64_t mb, nb;  // used lengths
   int64_t band;    // < 0: none
+
+  // The problem of used lengths mb, nb under band b. A band at least as wide
+  // as the longer side excludes nothing and becomes "none", which also keeps
+  // k + band and k - band below within int64 for any band (a band near
+  // INT64_MAX would otherwise overflow them).
+  DC_HOST_DEVICE DC_INLINE static Diagonals of(int64_t mb, int64_t nb, int64_t band) {
+    const int64_t longer = mb > nb ? mb : nb;
+    return {mb, nb, band >= longer ? int64_t(-1) : band};
+  }
 
   // floor(x / 2) for any sign.
   DC_HOST_DEVICE DC_INLINE static int64_t floor_half(int64_t x) { return x >= 0 ? x / 2 : -((1 - x) / 2); }
@@ -144,22 +182,30 @@ DC_HOST_DEVICE DC_INLINE double step_cost_factor(double h, int kind) {
 // cell it pulls from.
 constexpr double kLeft = 0.0, kDiag = 1.0, kUp = 2.0;
 
+// Near / far bound of the normalizer (softdtw.h top): e^{-kFar} is 0 in
+// double, and kFar + log 3 keeps U's rounding ~1e-13.
+constexpr double kFar = 1024.0;
+
 // Soft minimum of a cell's predecessors, branch-free: with lo <= mid <= hi,
-// min^gamma = lo - gamma log(1 + e^{(lo - mid)/gamma} + e^{(lo - hi)/gamma})
-// (two exponentials; +inf predecessors contribute e^{-inf} = 0). lo is finite
-// for every stored cell of a feasible problem.
+// min^gamma = lo - gamma log S,  S = 1 + e^{(lo - mid)/gamma} + e^{(lo - hi)/gamma}
+// (two exponentials; +inf predecessors contribute e^{-inf} = 0). Returns lo
+// and sets *log_s. lo is finite for every stored cell of a feasible problem.
 template <class M>
-DC_HOST_DEVICE DC_INLINE double soft_min_value(double left, double diag, double up, double gamma, double inv_gamma) {
+DC_HOST_DEVICE DC_INLINE double soft_min_parts(double left, double diag, double up, double inv_gamma,
+                                               double* log_s) {
   const double a = left < diag ? left : diag;
   const double b = left < diag ? diag : left;
   const double lo = a < up ? a : up;
   const double hi = b < up ? up : b;
-  const double t = a < up ? up : a;
-  const double mid = t < b ? t : b;
-  return lo - gamma * M::log(1.0 + M::exp((lo - mid) * inv_gamma) + M::exp((lo - hi) * inv_gamma));
+  const double ta = a < up ? up : a;
+  const double mid = ta < b ? ta : b;
+  *log_s = M::log(1.0 + M::exp((lo - mid) * inv_gamma) + M::exp((lo - hi) * inv_gamma));
+  return lo;
 }
 
-// Forward of one cell with cost c: R (returned) and B's new value (*b).
+// Forward of one cell with cost c: R (returned) and B's new value (*b): the
+// code of the chosen predecessor (hard), or the normalizer (soft; near or
+// far, see the top of this file).
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE double forward_value(double left, double diag, double up, double c, double gamma,
                                               double inv_gamma, double* b) {
@@ -169,25 +215,42 @@ DC_HOST_DEVICE DC_INLINE double forward_value(double left, double diag, double u
     *b = du <= left ? du_code : kLeft;
     return c + (du <= left ? du : left);
   }
-  const double v = soft_min_value<M>(left, diag, up, gamma, inv_gamma);
-  *b = v;
-  return c + v;
+  double log_s;
+  const double lo = soft_min_parts<M>(left, diag, up, inv_gamma, &log_s);
+  // On row and column 1 (d = +inf; the weight ignores B there) above = +inf picks the far form,
+  // finite: delta = +-inf (one of left, up is a pad) clamps to +-kFar. delta is NaN only when
+  // both are pads, at (1, 1), where d = R[0][0] = lo makes the near form apply.
+  const double above = (diag - lo) * inv_gamma;
+  const double delta = (up - left) * inv_gamma;
+  const double low = delta > -kFar ? delta : -kFar;  // max and min instructions
+  const double clamped = low < kFar ? low : kFar;
+  *b = above <= kFar ? above + log_s : 3.0 * kFar + clamped;
+  return c + (lo - gamma * log_s);
 }
 
-// p(s -> c): the weight successor s (B value b_s) puts on its predecessor c
-// (R value r_c) in direction dir; 0 for a pad successor.
+// p(s -> c): the weight successor s (B value b_s, diagonal predecessor's R
+// value r_ref) puts on its predecessor c (R value r_c) in direction dir
+// (the top of this file); 0 for a pad successor, 1 when c is the only
+// finite predecessor of s (r_ref = +inf: s on row or column 1). One
+// exponential: e^z (near) or 1 / (1 + e^z) (far).
 template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE double weight(double b_s, double r_c, double inv_gamma, double dir) {
+DC_HOST_DEVICE DC_INLINE double weight(double b_s, double r_ref, double r_c, double inv_gamma, double dir) {
   if (Hard) return b_s == dir ? 1.0 : 0.0;
-  const double w = M::exp((b_s - r_c) * inv_gamma);
-  return b_s < INFINITY ? w : 0.0;
+  const bool far = dir != kDiag && b_s > 1.5 * kFar;  // between the ranges; the diagonal's far weight is e^{-b_s} = 0
+  const double delta = b_s - 3.0 * kFar;
+  const double z = far ? (dir == kLeft ? -delta : delta) : (r_ref - r_c) * inv_gamma - b_s;
+  const double e = M::exp(z);
+  const double w = far ? 1.0 / (1.0 + e) : e;
+  const double v = r_ref < INFINITY ? w : 1.0;
+  return b_s < INFINITY ? v : 0.0;
 }
 
 // Successor s's share of E[c]: p(s -> c) E[s]. A pad's E is never used: the
 // select drops it, so +inf pads cannot turn into NaN.
 template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE double share(double e_s, double b_s, double r_c, double inv_gamma, double dir) {
-  const double w = weight<M, Hard>(b_s, r_c, inv_gamma, dir);
+DC_HOST_DEVICE DC_INLINE double share(double e_s, double b_s, double r_ref, double r_c, double inv_gamma,
+                                      double dir) {
+  const double w = weight<M, Hard>(b_s, r_ref, r_c, inv_gamma, dir);
   return w != 0.0 ? w * e_s : 0.0;
 }
 
@@ -195,9 +258,9 @@ DC_HOST_DEVICE DC_INLINE double share(double e_s, double b_s, double r_c, double
 //   p(s -> c) E[s]  and  p(s -> c) (E[s] (mu[s] - dR[c]) / gamma + dE[s])
 // (the first term of dE is the tangent of the weight; 0 for the hard DTW).
 template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE void second_share(double e_s, double de_s, double mu_s, double b_s, double r_c, double dr_c,
-                                           double inv_gamma, double dir, double* e, double* de) {
-  const double w = weight<M, Hard>(b_s, r_c, inv_gamma, dir);
+DC_HOST_DEVICE DC_INLINE void second_share(double e_s, double de_s, double mu_s, double b_s, double r_ref, double r_c,
+                                           double dr_c, double inv_gamma, double dir, double* e, double* de) {
+  const double w = weight<M, Hard>(b_s, r_ref, r_c, inv_gamma, dir);
   const double es = w != 0.0 ? e_s : 0.0;
   const double des = w != 0.0 ? de_s : 0.0;
   const double mus = w != 0.0 ? mu_s : 0.0;
@@ -206,17 +269,23 @@ DC_HOST_DEVICE DC_INLINE void second_share(double e_s, double de_s, double mu_s,
 }
 
 // The successors of cell (k, i) and the direction they pull from: right
-// (k + 1, i) kLeft, down (k + 1, i + 1) kUp, diagonal (k + 2, i + 1) kDiag.
+// (k + 1, i) kLeft, down (k + 1, i + 1) kUp, diagonal (k + 2, i + 1) kDiag;
+// their diagonal predecessors: (k - 1, i - 1), (k - 1, i) and the cell itself.
 
 // Tangent of the forward at one cell (SPEC 3.8): dR[c] = Z[c] + mu[c],
 // mu[c] = sum_q p(c -> q) dR[q] over the predecessors (R values l, d, u;
-// tangents dl, dd, du; B value b_c of the cell). Returns mu.
+// tangents dl, dd, du; B value b_c of the cell). Returns mu. All three
+// predecessors are at hand here, so the weights are the softmax of their R
+// formed directly (normalized for any scale, as the backward's).
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, double u, double dl, double dd, double du,
                                            double inv_gamma) {
   if (Hard) return b_c == kLeft ? dl : (b_c == kDiag ? dd : du);
-  // R = +inf predecessors get weight e^{-inf} = 0 and their tangent is 0.
-  return M::exp((b_c - l) * inv_gamma) * dl + M::exp((b_c - d) * inv_gamma) * dd + M::exp((b_c - u) * inv_gamma) * du;
+  // R = +inf predecessors get e^{-inf} = 0 and their tangent is 0 (pads).
+  const double ld = l < d ? l : d;
+  const double lo = ld < u ? ld : u;
+  const double el = M::exp((lo - l) * inv_gamma), ed = M::exp((lo - d) * inv_gamma), eu = M::exp((lo - u) * inv_gamma);
+  return (el * dl + ed * dd + eu * du) / (el + ed + eu);
 }
 
 // ---------------------------------------------------------------------------
@@ -249,21 +318,22 @@ DC_HOST_DEVICE DC_INLINE void tangent_cell(double* A, double* B, double* D, doub
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE void backward_cell(double* A, const double* B, const int64_t* start, int64_t k, int64_t i,
                                             double inv_gamma) {
-  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, at = start[k] + i;
+  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, p1 = start[k - 1] + i, at = start[k] + i;
   const double r = A[at];
-  A[at] = share<M, Hard>(A[s1], B[s1], r, inv_gamma, kLeft) + share<M, Hard>(A[s1 + 1], B[s1 + 1], r, inv_gamma, kUp) +
-          share<M, Hard>(A[s2], B[s2], r, inv_gamma, kDiag);
+  A[at] = share<M, Hard>(A[s1], B[s1], A[p1 - 1], r, inv_gamma, kLeft) +
+          share<M, Hard>(A[s1 + 1], B[s1 + 1], A[p1], r, inv_gamma, kUp) +
+          share<M, Hard>(A[s2], B[s2], r, r, inv_gamma, kDiag);
 }
 
 template <class M, bool Hard>
 DC_HOST_DEVICE DC_INLINE void second_backward_cell(double* A, const double* B, double* D, const double* Z,
                                                    const int64_t* start, int64_t k, int64_t i, double inv_gamma) {
-  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, at = start[k] + i;
+  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, p1 = start[k - 1] + i, at = start[k] + i;
   const double r = A[at], dr = D[at];
   double e = 0.0, de = 0.0;
-  second_share<M, Hard>(A[s1], D[s1], Z[s1], B[s1], r, dr, inv_gamma, kLeft, &e, &de);
-  second_share<M, Hard>(A[s1 + 1], D[s1 + 1], Z[s1 + 1], B[s1 + 1], r, dr, inv_gamma, kUp, &e, &de);
-  second_share<M, Hard>(A[s2], D[s2], Z[s2], B[s2], r, dr, inv_gamma, kDiag, &e, &de);
+  second_share<M, Hard>(A[s1], D[s1], Z[s1], B[s1], A[p1 - 1], r, dr, inv_gamma, kLeft, &e, &de);
+  second_share<M, Hard>(A[s1 + 1], D[s1 + 1], Z[s1 + 1], B[s1 + 1], A[p1], r, dr, inv_gamma, kUp, &e, &de);
+  second_share<M, Hard>(A[s2], D[s2], Z[s2], B[s2], r, r, dr, inv_gamma, kDiag, &e, &de);
   A[at] = e;
   D[at] = de;
 }

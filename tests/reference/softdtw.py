@@ -615,6 +615,25 @@ def mean_alignment(m, n, bandwidth=None):
     return _backward(_counting_weights(m, n, bandwidth), m, n)[1:, 1:].copy()
 
 
+def tied_alignment(m, n):
+    """Closed form of E for a constant cost matrix C = c 1 as c / gamma -> infinity: the Gibbs
+    distribution becomes uniform over the shortest alignments (max(m, n) cells; for m >= n the paths
+    of m - 1 down or diagonal steps, n - 1 of them diagonal, C(m-1, n-1) of them), so
+    E[i, j] = C(i-1, j-1) C(m-i, n-j) / C(m-1, n-1) (1-based; transposed for m < n): the paths
+    through (i, j) count the ways to reach it times the ways to finish. Every row (m >= n) or
+    column (m < n) of E sums to 1. The neglected longer alignments weigh e^{-c/gamma} each."""
+    if m < 1 or n < 1:
+        raise ValueError(f"tied_alignment needs m, n >= 1, got {m}, {n}")
+    if m < n:
+        return tied_alignment(n, m).T.copy()
+    total = math.comb(m - 1, n - 1)
+    E = np.zeros((m, n))
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            E[i - 1, j - 1] = math.comb(i - 1, j - 1) * math.comb(m - i, n - j) / total
+    return E
+
+
 def mean_cost_from_cost(C, bandwidth=None):
     """mean_cost(C) = <Ebar, C>, the average cost over the (in-band) alignments, by the forward tangent
     pass with counting weights and Z = C (SPEC 3.9). Its gradient is mean_alignment(m, n, bandwidth).
