@@ -109,6 +109,7 @@ def _fy_permutahedron_op(theta: Tensor, target: Tensor, eps: float, kl: bool) ->
         r = out
         diff = r - target
         loss = ((theta - eps * r) * diff + 0.5 * eps * diff * diff).sum(-1)
+    loss = loss.clamp_min(0.0)  # >= 0 in exact arithmetic; rounding may leave -1e-16 (NaN stays NaN)
     valid = _in_permutahedron(target)
     loss = torch.where(valid, loss, torch.full_like(loss, math.inf))
     return loss, r, valid
@@ -167,7 +168,7 @@ def _fy_birkhoff_op(theta: Tensor, target: Tensor, eps: float, max_iter: int,
     dP = P - target
     first = log_n * dP.sum((-2, -1)) - ((f * dP.sum(-1)).sum(-1) + (g * dP.sum(-2)).sum(-1)) / eps
     second = (torch.xlogy(target, target) - target * log_P).sum((-2, -1))
-    loss = eps * (first + second)
+    loss = (eps * (first + second)).clamp_min(0.0)  # >= 0 in exact arithmetic, up to rounding
     valid = _in_birkhoff(target)
     loss = torch.where(valid, loss, torch.full_like(loss, math.inf))
     return loss, P, valid, res.converged
@@ -291,7 +292,8 @@ def fenchel_young_loss(
 
     Returns:
         Tensor: a scalar, or ``Tensor[...]`` (the batch shape) for ``reduction="none"``; every
-        term is >= 0 and 0 exactly when the prediction equals the target.
+        term is >= 0 (rounding below 0 is clamped) and 0 exactly when the prediction equals the
+        target.
 
     Note:
         The value is :math:`\langle \theta, \hat y \rangle - \varepsilon\Omega(\hat y) + \varepsilon

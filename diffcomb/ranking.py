@@ -149,7 +149,11 @@ def soft_ndcg(
         K. Jarvelin, J. Kekalainen. Cumulated gain-based evaluation of IR techniques. ACM TOIS 2002.
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking. ICML 2020.
     """
-    fn = "soft_ndcg"
+    return _ndcg("soft_ndcg", scores, relevance, k, dim, regularization_strength, regularization, gain)
+
+
+def _ndcg(fn: str, scores: Tensor, relevance: Tensor, k: Optional[int], dim: int, regularization_strength: float,
+          regularization: str, gain: str) -> Tensor:
     s, rel, dim, eps = _prepare(fn, scores, relevance, "relevance", dim, regularization_strength)
     _check_regularization(fn, regularization)
     k = _check_k(fn, k, optional=True)
@@ -203,8 +207,9 @@ def ndcg_loss(
         >>> ndcg_loss(torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([[0.0, 2.0, 1.0]]), regularization_strength=0.1)
         tensor(0.4131)
     """
-    _check_reduction("ndcg_loss", reduction)
-    return _reduce(1.0 - soft_ndcg(scores, relevance, k, dim, regularization_strength, regularization, gain),
+    fn = "ndcg_loss"
+    _check_reduction(fn, reduction)
+    return _reduce(1.0 - _ndcg(fn, scores, relevance, k, dim, regularization_strength, regularization, gain),
                    reduction)
 
 
@@ -271,7 +276,11 @@ def soft_average_precision(
         ...                        regularization_strength=0.01)
         tensor(0.8333)
     """
-    fn = "soft_average_precision"
+    return _average_precision("soft_average_precision", scores, labels, dim, regularization_strength, regularization)
+
+
+def _average_precision(fn: str, scores: Tensor, labels: Tensor, dim: int, regularization_strength: float,
+                       regularization: str) -> Tensor:
     s, lab, dim, eps = _prepare(fn, scores, labels, "labels", dim, regularization_strength)
     _check_regularization(fn, regularization)
     if s.shape[dim] == 0:
@@ -308,8 +317,9 @@ def average_precision_loss(
         ...                        regularization_strength=0.01)
         tensor(0.1667)
     """
-    _check_reduction("average_precision_loss", reduction)
-    return _reduce(1.0 - soft_average_precision(scores, labels, dim, regularization_strength, regularization),
+    fn = "average_precision_loss"
+    _check_reduction(fn, reduction)
+    return _reduce(1.0 - _average_precision(fn, scores, labels, dim, regularization_strength, regularization),
                    reduction)
 
 
@@ -354,7 +364,10 @@ def soft_recall_at_k(
         ...                  regularization_strength=0.01)
         tensor(0.5000)
     """
-    fn = "soft_recall_at_k"
+    return _recall_at_k("soft_recall_at_k", scores, labels, k, dim, regularization_strength)
+
+
+def _recall_at_k(fn: str, scores: Tensor, labels: Tensor, k: int, dim: int, regularization_strength: float) -> Tensor:
     s, lab, dim, eps = _prepare(fn, scores, labels, "labels", dim, regularization_strength)
     k = _check_k(fn, k, optional=False)
     n = s.shape[dim]
@@ -390,8 +403,9 @@ def recall_at_k_loss(
         ...                  regularization_strength=0.01)
         tensor(0.5000)
     """
-    _check_reduction("recall_at_k_loss", reduction)
-    return _reduce(1.0 - soft_recall_at_k(scores, labels, k, dim, regularization_strength), reduction)
+    fn = "recall_at_k_loss"
+    _check_reduction(fn, reduction)
+    return _reduce(1.0 - _recall_at_k(fn, scores, labels, k, dim, regularization_strength), reduction)
 
 
 # ---------------------------------------------------------------------------
@@ -436,7 +450,11 @@ def soft_auc(
         >>> soft_auc(torch.tensor([0.9, 0.8, 0.1, 0.5]), torch.tensor([1, 0, 0, 1]), regularization_strength=0.01)
         tensor(0.7500)
     """
-    fn = "soft_auc"
+    return _auc("soft_auc", scores, labels, dim, regularization_strength, regularization)
+
+
+def _auc(fn: str, scores: Tensor, labels: Tensor, dim: int, regularization_strength: float,
+         regularization: str) -> Tensor:
     s, lab, dim, eps = _prepare(fn, scores, labels, "labels", dim, regularization_strength)
     _check_regularization(fn, regularization)
     n = s.shape[dim]
@@ -475,5 +493,6 @@ def auc_loss(
         >>> auc_loss(torch.tensor([[0.9, 0.8, 0.1, 0.5]]), torch.tensor([[1, 0, 0, 1]]), regularization_strength=0.01)
         tensor(0.2500)
     """
-    _check_reduction("auc_loss", reduction)
-    return _reduce(1.0 - soft_auc(scores, labels, dim, regularization_strength, regularization), reduction)
+    fn = "auc_loss"
+    _check_reduction(fn, reduction)
+    return _reduce(1.0 - _auc(fn, scores, labels, dim, regularization_strength, regularization), reduction)
