@@ -458,3 +458,16 @@ def test_errors():
 def test_docstring_examples():
     result = doctest.testmod(diffcomb.ranking, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 8 and result.failed == 0
+
+
+def test_benchmark_pairwise_formulations_reach_the_hard_metrics(gen):
+    # The O(n^2) contenders of the `ranking` benchmark suite are fair formulations of the same
+    # metrics: at a small temperature they equal the hard metrics (untied scores).
+    from diffcomb.bench import ranking_suite as rs
+
+    s, rel, lab = sample(gen, (4, 12), -1)
+    t = 1e-3
+    assert_close(rs.pairwise_ndcg_loss(s, rel, K, t), 1 - expected("ndcg@k", s, rel, lab, -1), rtol=1e-9)
+    assert_close(rs.pairwise_average_precision_loss(s, lab, t), 1 - expected("ap", s, rel, lab, -1), rtol=1e-9)
+    assert_close(rs.pairwise_recall_at_k_loss(s, lab, K, t), 1 - expected("recall@k", s, rel, lab, -1), rtol=1e-9)
+    assert_close(rs.pairwise_auc_loss(s, lab, t), 1 - expected("auc", s, rel, lab, -1), rtol=1e-9)
