@@ -471,3 +471,17 @@ def test_benchmark_pairwise_formulations_reach_the_hard_metrics(gen):
     assert_close(rs.pairwise_average_precision_loss(s, lab, t), 1 - expected("ap", s, rel, lab, -1), rtol=1e-9)
     assert_close(rs.pairwise_recall_at_k_loss(s, lab, K, t), 1 - expected("recall@k", s, rel, lab, -1), rtol=1e-9)
     assert_close(rs.pairwise_auc_loss(s, lab, t), 1 - expected("auc", s, rel, lab, -1), rtol=1e-9)
+
+
+def test_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "learning_to_rank_ndcg.py"), "--steps", "3",
+                          "--batch", "4", "--test-queries", "20", "--lrs", "0.01"], capture_output=True, text=True,
+                         cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "soft NDCG@k" in out.stdout and "pairwise RankNet" in out.stdout and "untrained" in out.stdout
