@@ -403,3 +403,18 @@ def test_docstring_examples():
     result = doctest.testmod(diffcomb.fenchel_young, extraglobs={"torch": torch},
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype, gen):
+    # Computed in float32 inside; the result has the input's dtype.
+    theta = torch.randn(3, 6, generator=gen).to(dtype)
+    y = ranks_target(gen, (3, 6), -1)
+    out = fy(theta, y, reduction="none")
+    assert out.dtype == dtype
+    assert_close(out.float(), fy(theta.float(), y.float(), reduction="none"), rtol=1e-2, atol=1e-2)
+    T = torch.randn(2, 4, 4, generator=gen).to(dtype)
+    Y = permutation_matrices(gen, 2, 4)
+    out = fy(T, Y, polytope="birkhoff", reduction="none")
+    assert out.dtype == dtype
+    assert_close(out.float(), fy(T.float(), Y.float(), polytope="birkhoff", reduction="none"), rtol=1e-2, atol=1e-2)
