@@ -77,6 +77,18 @@ from .softdtw import (
     soft_dtw_from_cost,
 )
 from .sortnet import DiffSortNet, RankingLoss, SortingNetworkResult, ranking_loss, sorting_network
+from .ranking import (
+    auc_loss,
+    average_precision_loss,
+    ndcg_loss,
+    recall_at_k_loss,
+    soft_auc,
+    soft_average_precision,
+    soft_ndcg,
+    soft_recall_at_k,
+)
+from .fenchel_young import fenchel_young_loss
+from .nn import AUCLoss, AveragePrecisionLoss, FenchelYoungLoss, NDCGLoss, RecallAtKLoss
 
 __version__ = "0.2.0"  # the one place the version is set (pyproject.toml reads it)
 
@@ -143,4 +155,18 @@ __all__ = [
     "soft_topk",
     "sorting_network",
     "spearman_loss",
+    "AUCLoss",
+    "AveragePrecisionLoss",
+    "FenchelYoungLoss",
+    "NDCGLoss",
+    "RecallAtKLoss",
+    "auc_loss",
+    "average_precision_loss",
+    "fenchel_young_loss",
+    "ndcg_loss",
+    "recall_at_k_loss",
+    "soft_auc",
+    "soft_average_precision",
+    "soft_ndcg",
+    "soft_recall_at_k",
 ]

@@ -7,6 +7,7 @@ Examples::
     python -m benchmarks --suite sortnet          # sorting networks vs diffsort, with peak memory
     python -m benchmarks --suite sinkhorn         # Sinkhorn vs POT and geomloss; OT ranks vs torchsort
     python -m benchmarks --suite perturb          # I-MLE top-k, grid shortest path, assignment
+    python -m benchmarks --suite ranking          # ranking-metric losses vs pairwise, with peak memory
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --out /tmp/gpu-results
@@ -66,6 +67,10 @@ SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
     # torch-imle and the Python Dijkstra take ~0.5-2 s per call on 2 cores.
     "perturb": (Budget(repeat=5, min_time=0.3, max_time=3.0, warmup=1),
                 Budget(repeat=2, min_time=0.0, max_time=0.5, warmup=0)),
+    # Ranking losses: the pairwise formulations take seconds per call at 256 x 1000 (n = 10^4 is
+    # unsupported for them: ~400 GiB); diffcomb 1-300 ms.
+    "ranking": (Budget(repeat=3, min_time=0.3, max_time=3.0, warmup=1, max_call=120.0),
+                Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=60.0)),
 }
 BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
 
@@ -128,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="before starting, wait up to SECONDS until other processes use less than "
                    f"{BUSY_FRACTION * 100:.0f}%% of the CPUs (default 0: do not wait)")
     p.add_argument("--no-memory", action="store_true",
-                   help="suite sortnet: skip the peak-memory measurements (one fresh process per "
+                   help="suites sortnet and ranking: skip the peak-memory measurements (one fresh process per "
                    "workload and contender, diffcomb/bench/memory.py)")
     p.add_argument("--list", action="store_true", help="list suites, workloads and contenders, then exit")
     return p
@@ -292,17 +297,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         table = report.format_table(results, header, report.table_notes(args.suite))
     memory_rows = []
-    if args.suite == "sortnet" and not args.no_memory and dev.type == "cpu":
-        from . import memory
+    if args.suite in ("sortnet", "ranking") and not args.no_memory and dev.type == "cpu":
+        from . import memory, ranking_suite
 
+        small = ranking_suite.SMALL_BATCHES if args.suite == "ranking" else memory.SMALL_BATCHES
         for w in workloads:
             for ld in loaded:
                 if ld.status != "ok":
                     continue
                 print(f"diffcomb-bench: peak memory of {ld.contender.name} on {w.name}", file=sys.stderr)
                 memory_rows.append({"workload": w.name, "contender": ld.contender.name,
-                                    "result": memory.measure_or_extrapolate(ld.contender.name, w)})
+                                    "result": memory.measure_or_extrapolate(ld.contender.name, w, small)})
         table += "\n" + memory.format_table(memory_rows)
+        if args.suite == "ranking":
+            table += "\n".join(ranking_suite.summary_lines(memory_rows)) + "\n"
         table += f"\nload average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
     print(table, end="")
 

@@ -15,7 +15,7 @@ of GB, or minutes of dense products) is measured at batches 2 and 4, past its
 work limit, and extrapolated linearly in the batch (its memory is linear in
 B); the result says so.
 
-Run as ``python -m diffcomb.bench.memory CONTENDER WORKLOAD_JSON LIFT(0|1)``; ``measure``
+Run as ``python -m diffcomb.bench.memory CONTENDER WORKLOAD_JSON LIFT(0|1) [WORKLOAD_CLASS]``; ``measure``
 calls it and parses the one JSON line it prints.
 """
 
@@ -40,19 +40,23 @@ def _status_kib(field: str) -> int:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
-def _child(contender_name: str, workload_json: str, lift_work_limit: bool) -> dict:
+def _loss(out, g):
+    return out.sum() if g is None else (out * g).sum()
+
+
+def _child(contender_name: str, workload_json: str, lift_work_limit: bool, kind: str = "SortNetWorkload") -> dict:
     import torch
 
-    from . import peers
-    from .workloads import SortNetWorkload, make_inputs
+    from . import peers, workloads
+    from .workloads import make_inputs
 
-    w = SortNetWorkload(**{k: v for k, v in json.loads(workload_json).items() if k != "name"})
+    w = getattr(workloads, kind)(**{k: v for k, v in json.loads(workload_json).items() if k != "name"})
     ld = peers.load(peers.CONTENDERS[contender_name])
     if ld.status != "ok":
         return {"status": ld.status}
     try:
-        if contender_name == "diffsort" and lift_work_limit:
-            fn = peers.build_diffsort(ld.module, w, max_muladds=None)
+        if lift_work_limit and contender_name in peers.UNLIMITED_BUILDERS:
+            fn = peers.UNLIMITED_BUILDERS[contender_name](ld.module, w)
         else:
             fn = ld.contender.build(ld.module, w)
     except peers.Unsupported as e:
@@ -61,15 +65,16 @@ def _child(contender_name: str, workload_json: str, lift_work_limit: bool) -> di
     # that later calls reuse (measured: about 1.4 GiB for diffsort at n = 1024), which
     # is not the per-call memory.
     inputs = make_inputs(w, "cpu", 0)
+    g = inputs.g
     warm = inputs.x[:1].detach().clone().requires_grad_(True)
-    (fn(warm) * inputs.g[:1]).sum().backward()
+    _loss(fn(warm, *(o[:1] for o in inputs.others)), None if g is None else g[:1]).backward()
     del warm
     gc.collect()
     x = inputs.x.detach().clone().requires_grad_(True)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current VmRSS
     base = _status_kib("VmRSS")
-    (fn(x) * inputs.g).sum().backward()
+    _loss(fn(x, *inputs.others), g).backward()
     peak = _status_kib("VmHWM")
     return {"status": "ok", "peak_bytes": (peak - base) * 1024, "torch_threads": torch.get_num_threads()}
 
@@ -86,7 +91,7 @@ def measure(contender_name: str, workload, lift_work_limit: bool = False, timeou
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         command = [sys.executable, "-m", "diffcomb.bench.memory", contender_name, json.dumps(workload.as_dict()),
-                   str(int(lift_work_limit))]
+                   str(int(lift_work_limit)), type(workload).__name__]
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout (> {timeout:g} s)"}
@@ -97,24 +102,24 @@ def measure(contender_name: str, workload, lift_work_limit: bool = False, timeou
     return json.loads(lines[-1])
 
 
-def measure_or_extrapolate(contender_name: str, workload) -> dict:
+def measure_or_extrapolate(contender_name: str, workload, small_batches: Sequence[int] = SMALL_BATCHES) -> dict:
     """``measure`` at the workload's batch, or, when the contender cannot run it, at
-    ``SMALL_BATCHES`` with a linear extrapolation to the workload's batch."""
+    ``small_batches`` with a linear extrapolation to the workload's batch."""
     result = measure(contender_name, workload)
     if not result["status"].startswith("unsupported"):
         result["batch"] = workload.batch
         return result
     small = [measure(contender_name, dataclasses.replace(workload, batch=b), lift_work_limit=True)
-             for b in SMALL_BATCHES]
+             for b in small_batches]
     if any(r["status"] != "ok" for r in small):
         return {"status": result["status"], "small_batches": small}
-    (b1, b2), (p1, p2) = SMALL_BATCHES, (small[0]["peak_bytes"], small[1]["peak_bytes"])
+    (b1, b2), (p1, p2) = small_batches, (small[0]["peak_bytes"], small[1]["peak_bytes"])
     slope = (p2 - p1) / (b2 - b1)
     return {
         "status": "extrapolated",
         "reason": result["status"],
         "peak_bytes": int(p1 + slope * (workload.batch - b1)),
-        "measured": {str(b): r["peak_bytes"] for b, r in zip(SMALL_BATCHES, small)},
+        "measured": {str(b): r["peak_bytes"] for b, r in zip(small_batches, small)},
         "batch": workload.batch,
     }
 
@@ -143,4 +148,4 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_child(sys.argv[1], sys.argv[2], sys.argv[3] == "1")))
+    print(json.dumps(_child(sys.argv[1], sys.argv[2], sys.argv[3] == "1", *sys.argv[4:5])))

@@ -19,9 +19,9 @@ from typing import Callable, Mapping
 
 import torch
 
-from .workloads import DTYPES, AnyWorkload, SinkhornWorkload
+from .workloads import DTYPES, AnyWorkload, RankLossWorkload, SinkhornWorkload
 
-__all__ = ["Contender", "Loaded", "CONTENDERS", "SUITE_CONTENDERS", "load", "Unsupported"]
+__all__ = ["Contender", "Loaded", "CONTENDERS", "SUITE_CONTENDERS", "UNLIMITED_BUILDERS", "load", "Unsupported"]
 
 OpFn = Callable[..., torch.Tensor]  # fn(x, *others)
 
@@ -84,6 +84,8 @@ def _op(module: ModuleType, w: AnyWorkload, qualname: str):
 def _build_diffcomb(mod: ModuleType, w: AnyWorkload) -> OpFn:
     if isinstance(w, SinkhornWorkload):
         return _build_diffcomb_sinkhorn(mod, w, "unroll")
+    if isinstance(w, RankLossWorkload):
+        return _ranking_suite.build_diffcomb(mod, w)
     fn = _op(mod, w, "diffcomb")
     if w.op == "sorting_network":
         return functools.partial(_sortnet_matrix, fn, dict(network=w.network, sigmoid=w.sigmoid,
@@ -343,6 +345,25 @@ def _build_diffcomb_soft_rank(mod: ModuleType, w: AnyWorkload) -> OpFn:
 # are random samples or solver answers, checked by validity and optimal cost).
 from . import perturb_suite as _perturb_suite  # noqa: E402
 
+# --- suite ranking: diffcomb's ranking-metric losses against the O(n^2) pairwise formulations
+# (diffcomb/bench/ranking_suite.py).
+from . import ranking_suite as _ranking_suite  # noqa: E402
+
+
+def _build_pairwise(mod: ModuleType, w: AnyWorkload, limit: bool = True) -> OpFn:
+    try:
+        return _ranking_suite.build_pairwise(mod, w, limit)
+    except _ranking_suite.Unsupported as e:
+        raise Unsupported(str(e)) from None
+
+
+# Builders without their work/memory limits, for the peak-memory probes at small batches
+# (diffcomb/bench/memory.py).
+UNLIMITED_BUILDERS: Mapping[str, Callable[[ModuleType, AnyWorkload], OpFn]] = {
+    "diffsort": lambda mod, w: build_diffsort(mod, w, max_muladds=None),
+    "pairwise (torch)": lambda mod, w: _build_pairwise(mod, w, limit=False),
+}
+
 CONTENDERS: Mapping[str, Contender] = {
     c.name: c
     for c in (
@@ -370,6 +391,7 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("torch (noise + topk)", "torch", "torch", ("cpu",), _perturb_suite.build_plain_torch),
         Contender("scipy", "scipy.sparse.csgraph", "scipy", ("cpu",), _perturb_suite.build_scipy),
         Contender("python dijkstra", "heapq", None, ("cpu",), _perturb_suite.build_python_dijkstra),
+        Contender("pairwise (torch)", "torch", "torch", ("cpu", "cuda"), _build_pairwise),
     )
 }
 
@@ -380,4 +402,5 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "sinkhorn": ("diffcomb", "diffcomb-implicit", "POT-torch", "POT-torch-ckpt", "POT-numpy", "geomloss",
                  "torchsort.soft_rank", "diffcomb.soft_rank"),
     "perturb": ("diffcomb", "diffcomb (1 thread)", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
+    "ranking": ("diffcomb", "pairwise (torch)"),
 }

@@ -178,6 +178,17 @@ def table_notes(suite: str) -> list[str]:
             "quantity. In float64 they still differ by ~3e-8 relative in the values and up to ~2e-3 relative in the "
             "gradients, while diffcomb matches the float64 numpy oracle (tests/reference) to 1e-16.",
         ]
+    if suite == "ranking":
+        return [
+            "Median times in milliseconds. ratio = contender time / diffcomb time in this run "
+            "(> 1: diffcomb is faster). Output: the per-query loss (batch,); fwd+bwd = forward, then "
+            "out.sum().backward() with respect to the scores.",
+            "diffcomb: soft ranks / soft top-k by projection onto the permutahedron (O(n log n) time, "
+            "O(n) memory per query). pairwise (torch): the usual sigmoid-per-pair surrogates "
+            "(ApproxNDCG, Smooth-AP, sigmoid recall@k, pairwise AUC; diffcomb/bench/ranking_suite.py), "
+            "O(n^2) time and memory per query. They are different surrogates of the same metrics, so "
+            "'max abs diff' / 'grad diff' compare different quantities: their '!' marks are expected.",
+        ]
     return [
         "Median times in milliseconds. ratio = contender time / diffcomb time in this run "
         "(> 1: diffcomb is faster). fwd+bwd = forward, then (out * g).sum().backward().",

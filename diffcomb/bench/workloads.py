@@ -33,6 +33,8 @@ __all__ = [
     "SINKHORN_SUITE",
     "PerturbWorkload",
     "PERTURB_SUITE",
+    "RankLossWorkload",
+    "RANKING_SUITE",
     "SUITES",
     "DTYPES",
     "select",
@@ -205,7 +207,43 @@ class PerturbWorkload:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload]
+@dataclass(frozen=True)
+class RankLossWorkload:
+    """Suite ``ranking`` (diffcomb/bench/ranking_suite.py): a ranking-metric loss per query.
+
+    Scores ``x (batch, n)`` (randn) against graded relevance in {0, ..., 4} (``ndcg_loss``) or
+    binary labels with a ``positives`` fraction of positive items (at least one positive and one
+    negative per query); output the per-query loss ``(batch,)``; fwd+bwd is ``out.sum().backward()``
+    with respect to the scores. ``k``: the cutoff of ``ndcg_loss`` and ``recall_at_k_loss``;
+    ``strength``: diffcomb's regularization_strength and the pairwise sigmoids' temperature.
+    """
+
+    op: str  # "ndcg_loss" | "average_precision_loss" | "recall_at_k_loss" | "auc_loss"
+    batch: int
+    n: int
+    k: int = 10
+    positives: float = 0.1
+    strength: float = 1.0
+    dtype: str = "float32"
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}/{self.batch}x{self.n}"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.batch,)
+
+    @property
+    def settings(self) -> str:
+        extra = f" k={self.k}" if self.op in ("ndcg_loss", "recall_at_k_loss") else ""
+        return f"dtype={self.dtype} strength={self.strength:g}{extra}"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload, RankLossWorkload]
 
 
 # (batch, n): one short row, many short rows, many medium rows, a few long
@@ -272,9 +310,16 @@ PERTURB_SUITE: tuple[PerturbWorkload, ...] = (
     PerturbWorkload("linear_assignment", 64, 100),
 )
 
+# Batch 256, n in {100, 1000, 10000}: the four ranking-metric losses (NDCG@10, AP, recall@10, AUC).
+RANKING_SUITE: tuple[RankLossWorkload, ...] = tuple(
+    RankLossWorkload(op=op, batch=256, n=n)
+    for n in (100, 1000, 10000)
+    for op in ("ndcg_loss", "average_precision_loss", "recall_at_k_loss", "auc_loss")
+)
+
 SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {
     "sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE, "sortnet": SORTNET_SUITE, "sinkhorn": SINKHORN_SUITE,
-    "perturb": PERTURB_SUITE,
+    "perturb": PERTURB_SUITE, "ranking": RANKING_SUITE,
 }
 
 
@@ -358,6 +403,8 @@ def make_inputs(workload: AnyWorkload, device: str, seed: int) -> Inputs:
         return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
     if isinstance(workload, SinkhornWorkload):
         return _sinkhorn_inputs(workload, gen, device, dt)
+    if isinstance(workload, RankLossWorkload):
+        return _ranking_inputs(workload, gen, device, dt)
     if isinstance(workload, SoftDTWWorkload):
         x = torch.randn((workload.batch, workload.n, workload.d), generator=gen, dtype=torch.float64)
         y = torch.randn((workload.batch, workload.m, workload.d), generator=gen, dtype=torch.float64)
@@ -384,3 +431,17 @@ def _sinkhorn_inputs(w: SinkhornWorkload, gen: torch.Generator, device: str, dt:
     x = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
     g = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
     return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
+
+
+def _ranking_inputs(w: RankLossWorkload, gen: torch.Generator, device: str, dt: torch.dtype) -> Inputs:
+    """Suite ranking: see RankLossWorkload (float64 draws, then converted)."""
+    f64 = torch.float64
+    x = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
+    u = torch.rand((w.batch, w.n), generator=gen, dtype=f64)
+    if w.op == "ndcg_loss":
+        target = torch.floor(5.0 * u).clamp_max(4.0)  # graded relevance 0..4, uniform
+    else:
+        target = (u < w.positives).to(f64)
+        if w.n >= 2:
+            target[:, 0], target[:, 1] = 1.0, 0.0  # at least one positive and one negative
+    return Inputs(x=x.to(device=device, dtype=dt), g=None, others=(target.to(device=device, dtype=dt),))
