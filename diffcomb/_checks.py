@@ -7,12 +7,12 @@ checks cost no device synchronization and pass under torch.compile.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["as_float", "check_flag", "check_same_device"]
+__all__ = ["as_float", "check_flag", "check_op_tensor", "check_same_device"]
 
 
 def check_flag(fn: str, name: str, value: object) -> bool:
@@ -42,3 +42,28 @@ def as_float(x: object) -> object:
     if isinstance(x, Tensor) and not x.is_floating_point() and not x.is_complex():
         return x.to(torch.get_default_dtype())
     return x
+
+
+def check_op_tensor(op: str, name: str, t: Tensor, dtypes: Sequence[torch.dtype],
+                    shape: Sequence[object], device: Optional[torch.device] = None) -> None:
+    """A raw custom op's tensor argument (``torch.ops.diffcomb.<op>`` called directly), checked in
+    the op's own implementation before native code receives its address: one of ``dtypes``,
+    exactly ``shape`` (an entry None matches any size), contiguous, and on ``device`` (when given)
+    or on a device native code serves. Shapes, strides, dtypes and devices only, through
+    ``torch._check``: no values are read, and symbolic sizes under torch.compile are fine."""
+    where = f"torch.ops.diffcomb.{op}: {name}"
+    torch._check(t.dtype in dtypes, lambda: f"{where} must have dtype {' or '.join(map(str, dtypes))}, "
+                                            f"got {t.dtype}")
+    torch._check(t.dim() == len(shape), lambda: f"{where} must have {len(shape)} dimension(s), got shape "
+                                                 f"{tuple(t.shape)}")
+    for size, expected in zip(t.shape, shape):
+        if expected is not None:
+            torch._check(size == expected, lambda: f"{where} must have shape "
+                                                   f"{tuple('*' if e is None else e for e in shape)}, got "
+                                                   f"{tuple(t.shape)}")
+    torch._check(t.is_contiguous(), lambda: f"{where} must be contiguous, got strides {t.stride()}")
+    if device is None:
+        torch._check(t.device.type in ("cpu", "cuda", "meta"),
+                     lambda: f"{where} is on {t.device}; diffcomb's native code serves cpu and cuda")
+    else:
+        torch._check(t.device == device, lambda: f"{where} must be on {device}, got {t.device}")
