@@ -17,6 +17,7 @@ Ranking", ICML 2020).
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
 
 _REGULARIZATIONS = ("l2", "kl")
 _MAX_N = 2**31 - 1  # perm and block starts are int32
+_MIN_STRENGTH = sys.float_info.min
 _VJP_RANK, _VJP_SORT, _VJP_PLAIN = 0, 1, 2  # csrc/isotonic/api.h, VjpCode
 
 
@@ -79,6 +81,9 @@ def _check_strength(fn: str, strength: float) -> float:
     # Comparisons only (no math.isfinite), so a symbolic float under torch.compile passes.
     if not 0.0 < strength < math.inf:
         raise ValueError(f"diffcomb.{fn}: regularization_strength must be positive and finite, got {strength}")
+    if strength < _MIN_STRENGTH:  # 1 / strength, the projections' scale, would overflow to inf
+        raise ValueError(f"diffcomb.{fn}: regularization_strength must be at least {_MIN_STRENGTH} (the "
+                         f"smallest normal double, so that 1 / regularization_strength is finite), got {strength}")
     return strength
 
 
@@ -558,6 +563,8 @@ def soft_quantile(
     check_same_device("soft_quantile", x=x, q=q)
     x = _check_tensor("soft_quantile", "x", as_float(x))
     dim = _check_dim("soft_quantile", x, dim)
+    _check_strength("soft_quantile", regularization_strength)
+    _check_regularization("soft_quantile", regularization)
     n = x.shape[dim]
     if n == 0:
         raise ValueError(f"diffcomb.soft_quantile: x must have at least one element along dim={dim}")

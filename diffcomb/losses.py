@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ._checks import as_float, check_same_device
-from .isotonic import _check_dim, _check_tensor, soft_rank, soft_sort
+from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, soft_rank, soft_sort
 
 __all__ = ["soft_lts", "soft_spearman", "spearman_loss"]
 
@@ -131,6 +131,8 @@ def soft_spearman(
             f"diffcomb.{fn}: target must have pred's shape {tuple(pred.shape)}, got {tuple(target.shape)}"
         )
     target = _check_tensor(fn, "target", as_float(target))
+    _check_strength(fn, regularization_strength)
+    _check_regularization(fn, regularization)
     r = soft_rank(pred, dim=dim, regularization_strength=regularization_strength, regularization=regularization)
     t = average_ranks(target, dim).to(r.dtype)
     # A non-finite target has no ranks: NaN ranks make the slice's value and gradient NaN.
@@ -217,6 +219,7 @@ def soft_lts(
     """
     losses = _check_tensor("soft_lts", "losses", as_float(losses))
     dim = _check_dim("soft_lts", losses, dim)
+    _check_strength("soft_lts", regularization_strength)
     _check_reduction("soft_lts", reduction)
     n = losses.shape[dim]
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:

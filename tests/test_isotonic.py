@@ -1007,6 +1007,15 @@ def test_error_bad_strength(name, strength):
 
 
 @pytest.mark.parametrize("name", STRENGTH_FUNCTIONS)
+def test_error_subnormal_strength(name):
+    # 1 / 1e-310 is inf: it used to give NaN (or, since the raw ops check their scale, an error that
+    # named the raw op instead of the argument)
+    with pytest.raises(ValueError, match=f"{name}: regularization_strength must be at least"):
+        FUNCTIONS[name](torch.randn(2, 3), regularization_strength=1e-310)
+    FUNCTIONS[name](torch.randn(2, 3), regularization_strength=2.3e-308)
+
+
+@pytest.mark.parametrize("name", STRENGTH_FUNCTIONS)
 def test_error_strength_not_a_number(name):
     with pytest.raises(TypeError, match="regularization_strength"):
         FUNCTIONS[name](torch.randn(2, 3), regularization_strength="big")

@@ -517,3 +517,15 @@ def test_losses_tensor_arguments_on_different_devices():
         diffcomb.spearman_loss(torch.randn(2, 5), torch.randn(2, 5, device="meta"))
     with pytest.raises(RuntimeError, match=r"soft_spearman: .*same device.*pred on meta and target on cpu"):
         diffcomb.soft_spearman(torch.randn(2, 5, device="meta"), torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda **kw: diffcomb.soft_spearman(torch.randn(2, 5), torch.randn(2, 5), **kw), "soft_spearman"),
+    (lambda **kw: diffcomb.spearman_loss(torch.randn(2, 5), torch.randn(2, 5), **kw), "soft_spearman"),
+    (lambda **kw: diffcomb.soft_lts(torch.rand(2, 5), 1, **kw), "soft_lts"),
+])
+@pytest.mark.parametrize("strength", [0.0, float("nan"), 1e-310])
+def test_losses_bad_strength_errors_name_the_loss(call, name, strength):
+    # they used to name the inner soft_rank / soft_sort
+    with pytest.raises(ValueError, match=f"{name}: regularization_strength"):
+        call(regularization_strength=strength)
