@@ -649,7 +649,7 @@ class _PerturbedFn(torch.autograd.Function):
     def forward(ctx, theta: Tensor, z: Tensor, solver: Solver, sigma: float, noise: str, minimize: bool,
                 baseline: bool, event_dims: int, fn: str) -> Tensor:
         m = z.shape[0]
-        scores = (theta.unsqueeze(0) + sigma * z).reshape(-1, *theta.shape[1:])
+        scores = (theta.unsqueeze(0) + sigma * z).flatten(0, 1)  # (M * B, *S), also for an empty S
         y = _call_solver(fn, solver, scores, minimize).reshape(m, *theta.shape)
         y_hat = y.mean(0)
         ctx.save_for_backward(z, y, y_hat)
@@ -749,7 +749,7 @@ class _FenchelYoungFn(torch.autograd.Function):
                 event_dims: int) -> Tensor:
         m = z.shape[0]
         scores = theta.unsqueeze(0) + sigma * z
-        y = _call_solver("perturbed_fenchel_young_loss", solver, scores.reshape(-1, *theta.shape[1:]),
+        y = _call_solver("perturbed_fenchel_young_loss", solver, scores.flatten(0, 1),
                          minimize).reshape(m, *theta.shape)
         f_hat = (_flatten_event(y, event_dims) * _flatten_event(scores, event_dims)).sum(-1).mean(0)
         value = f_hat - (_flatten_event(theta, event_dims) * _flatten_event(y_true, event_dims)).sum(-1)
@@ -838,7 +838,7 @@ class _IMLEFn(torch.autograd.Function):
     def forward(ctx, theta: Tensor, eps: Tensor, solver: Solver, lambda_: float, alpha: float, tau: float,
                 tau_target: float, minimize: bool, return_samples: bool, divide_by_lambda: bool) -> Tensor:
         s = eps.shape[0]
-        scores = torch.add(theta.unsqueeze(0), eps, alpha=tau).reshape(-1, *theta.shape[1:])
+        scores = torch.add(theta.unsqueeze(0), eps, alpha=tau).flatten(0, 1)
         z = _call_solver("imle", solver, scores, minimize).reshape(s, *theta.shape)
         ctx.save_for_backward(theta, eps, z)
         ctx.solver, ctx.lambda_, ctx.alpha, ctx.tau_target = solver, lambda_, alpha, tau_target
@@ -853,7 +853,7 @@ class _IMLEFn(torch.autograd.Function):
         target = torch.add(eps, g_s, alpha=-ctx.lambda_) if ctx.tau_target == 1.0 else \
             torch.add(ctx.tau_target * eps, g_s, alpha=-ctx.lambda_)
         target.add_(theta.unsqueeze(0) if ctx.alpha == 1.0 else ctx.alpha * theta.unsqueeze(0))
-        z_target = _call_solver("imle", ctx.solver, target.reshape(-1, *theta.shape[1:]),
+        z_target = _call_solver("imle", ctx.solver, target.flatten(0, 1),
                                 ctx.minimize).reshape(z.shape)
         dtheta = (z - z_target).mean(0)
         if ctx.divide_by_lambda:

@@ -1044,3 +1044,17 @@ def test_raw_ops_refuse_bad_arguments_under_meta_tensors():
     with pytest.raises(ValueError, match=r"torch\.ops\.diffcomb\.perturb_noise: k must be positive"):
         torch.ops.diffcomb.perturb_noise(torch.zeros(1, dtype=torch.int64, device="meta"), [2], 2, -1.0, 1.0, 3,
                                          torch.float32)
+
+
+def test_estimators_on_empty_solutions():
+    # An empty event (n = 0) used to fail in a reshape(-1, 0) ("ambiguous"); SPEC 0: empty results.
+    solver = functools.partial(diffcomb.topk_mask, k=0)
+    theta = torch.zeros(3, 0, requires_grad=True)
+    for est in (diffcomb.perturbed(solver, 4), diffcomb.imle(solver, noise="gumbel", num_samples=2),
+                diffcomb.imle(solver, noise="gumbel", num_samples=2, return_samples=True), diffcomb.blackbox(solver)):
+        out = est(theta)
+        assert out.shape[-2:] == (3, 0)
+        (grad,) = torch.autograd.grad(out.sum(), theta)
+        assert grad.shape == (3, 0)
+    loss = diffcomb.perturbed_fenchel_young_loss(theta, torch.zeros(3, 0), solver, 4, reduction="none")
+    assert torch.equal(loss, torch.zeros(3))  # F - <theta, y> over no coordinates
