@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._checks import as_float, check_flag, check_op_tensor, check_same_device
+from ._checks import as_float, check_flag, check_op, check_op_tensor, check_same_device
 
 __all__ = [
     "isotonic_regression",
@@ -191,14 +191,14 @@ _FLOATS = (torch.float32, torch.float64)
 
 
 def _check_op_rows(op: str, name: str, x: Tensor) -> None:
-    check_op_tensor(op, name, x, _FLOATS, (None, None))
-    torch._check(x.shape[1] < _MAX_N, lambda: f"torch.ops.diffcomb.{op}: rows of length {x.shape[1]} are too long; "
-                                              f"at most {_MAX_N - 1} (int32 indices)")
+    check_op_tensor(op, name, x, _FLOATS, 2)
+    check_op(x.shape[1] < _MAX_N, lambda: f"torch.ops.diffcomb.{op}: rows of length {x.shape[1]} are too long; at "
+                                          f"most {_MAX_N - 1} (int32 indices)")
 
 
 def _check_op_finite(op: str, name: str, value: float) -> None:
-    torch._check_value(-math.inf < value < math.inf,
-                       lambda: f"torch.ops.diffcomb.{op}: {name} must be a finite float, got {value}")
+    check_op(-math.inf < value < math.inf, lambda: f"torch.ops.diffcomb.{op}: {name} must be a finite float, got "
+                                                   f"{value}", ValueError)
 
 
 def _check_projection_args(op: str, x: Tensor, c: Tensor, scale: float) -> None:
@@ -206,8 +206,8 @@ def _check_projection_args(op: str, x: Tensor, c: Tensor, scale: float) -> None:
     _check_op_rows(op, "x", x)
     check_op_tensor(op, "c", c, (x.dtype,), (x.shape[1],), x.device)
     if op == "project_sort":
-        torch._check_value(scale in (-1.0, 1.0),
-                           lambda: f"torch.ops.diffcomb.{op}: sign must be 1.0 or -1.0, got {scale}")
+        check_op(scale in (-1.0, 1.0), lambda: f"torch.ops.diffcomb.{op}: sign must be 1.0 or -1.0, got {scale}",
+                 ValueError)
     else:
         _check_op_finite(op, "scale", scale)
 
@@ -222,13 +222,14 @@ def _check_vjp_args(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor,
     op = "isotonic_vjp"
     _check_op_rows(op, "grad", grad)
     rows, n = grad.shape
-    torch._check_value(mode in (_VJP_RANK, _VJP_SORT, _VJP_PLAIN),
-                       lambda: f"torch.ops.diffcomb.{op}: mode must be {_VJP_RANK} (rank), {_VJP_SORT} (sort) or "
-                               f"{_VJP_PLAIN} (plain), got {mode}")
+    check_op(mode in (_VJP_RANK, _VJP_SORT, _VJP_PLAIN),
+             lambda: f"torch.ops.diffcomb.{op}: mode must be {_VJP_RANK} (rank), {_VJP_SORT} (sort) or {_VJP_PLAIN} "
+                     f"(plain), got {mode}", ValueError)
+    device = grad.device
     if mode != _VJP_PLAIN:  # the plain VJP reads no permutation
-        check_op_tensor(op, "perm", perm, (torch.int32,), (rows, n), grad.device)
-    check_op_tensor(op, "starts", starts, (torch.int32,), (rows, n + 1), grad.device)
-    check_op_tensor(op, "weights", weights, (grad.dtype,), (rows, n), grad.device)
+        check_op_tensor(op, "perm", perm, (torch.int32,), (rows, n), device)
+    check_op_tensor(op, "starts", starts, (torch.int32,), (rows, n + 1), device)
+    check_op_tensor(op, "weights", weights, (grad.dtype,), (rows, n), device)
     _check_op_finite(op, "scale", scale)
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._checks import as_float, check_flag, check_op_tensor, check_same_device
+from ._checks import as_float, check_flag, check_op, check_op_tensor, check_same_device
 
 __all__ = [
     "BlackboxSolver",
@@ -143,21 +143,18 @@ _FLOATS = (torch.float32, torch.float64)
 
 def _check_noise_args(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: int,
                       dtype: torch.dtype) -> None:
-    op = "perturb_noise"
-    check_op_tensor(op, "seed", seed, (torch.int64,), (1,))
-    torch._check_value(all(d >= 0 for d in shape), lambda: f"torch.ops.diffcomb.{op}: shape must have non-negative "
-                                                           f"sizes, got {list(shape)}")
-    torch._check_value(kind in _NOISE_CODES.values(), lambda: f"torch.ops.diffcomb.{op}: kind must be one of "
-                                                              f"{_NOISE_CODES}, got {kind}")
-    torch._check_value(dtype in _FLOATS, lambda: f"torch.ops.diffcomb.{op}: dtype must be torch.float32 or "
-                                                 f"torch.float64, got {dtype}")
+    where = "torch.ops.diffcomb.perturb_noise"
+    check_op_tensor("perturb_noise", "seed", seed, (torch.int64,), (1,))
+    check_op(all(d >= 0 for d in shape), lambda: f"{where}: shape must have non-negative sizes, got {list(shape)}",
+             ValueError)
+    check_op(kind in _NOISE_CODES.values(), lambda: f"{where}: kind must be one of {_NOISE_CODES}, got {kind}",
+             ValueError)
+    check_op(dtype in _FLOATS, lambda: f"{where}: dtype must be torch.float32 or torch.float64, got {dtype}",
+             ValueError)
     if kind == _NOISE_CODES["sum_of_gamma"]:
-        torch._check_value(0.0 < k < math.inf, lambda: f"torch.ops.diffcomb.{op}: k must be positive and finite, "
-                                                       f"got {k}")
-        torch._check_value(-math.inf < tau < math.inf, lambda: f"torch.ops.diffcomb.{op}: tau must be finite, "
-                                                               f"got {tau}")
-        torch._check_value(1 <= s <= _MAX_INT32, lambda: f"torch.ops.diffcomb.{op}: s must be in [1, {_MAX_INT32}], "
-                                                         f"got {s}")
+        check_op(0.0 < k < math.inf, lambda: f"{where}: k must be positive and finite, got {k}", ValueError)
+        check_op(-math.inf < tau < math.inf, lambda: f"{where}: tau must be finite, got {tau}", ValueError)
+        check_op(1 <= s <= _MAX_INT32, lambda: f"{where}: s must be in [1, {_MAX_INT32}], got {s}", ValueError)
 
 
 @torch.library.custom_op("diffcomb::perturb_noise", mutates_args=())
@@ -307,19 +304,17 @@ def _check_solver_args(op: str, x: Tensor, *args) -> None:
     float32/float64 with int32-sized axes; topk_mask's k in [0, n]."""
     matrix = op in ("grid_shortest_path", "linear_assignment")
     name = {"grid_shortest_path": "w", "linear_assignment": "cost"}.get(op, "x")
-    check_op_tensor(op, name, x, _FLOATS, (None, None, None) if matrix else (None, None))
+    check_op_tensor(op, name, x, _FLOATS, 3 if matrix else 2)
     if op == "grid_shortest_path":
-        torch._check(x.shape[1] * x.shape[2] < _MAX_INT32 // 2,
-                     lambda: f"torch.ops.diffcomb.{op}: grid {x.shape[1]}x{x.shape[2]} is too large (int32 vertex "
-                             f"indices)")
+        check_op(x.shape[1] * x.shape[2] < _MAX_INT32 // 2,
+                 lambda: f"torch.ops.diffcomb.{op}: grid {x.shape[1]}x{x.shape[2]} is too large (int32 vertex indices)")
     else:
-        torch._check(max(x.shape[1:]) < _MAX_INT32,
-                     lambda: f"torch.ops.diffcomb.{op}: {name} of shape {tuple(x.shape)} is too large (int32 "
-                             f"indices)")
+        check_op(max(x.shape[1:]) < _MAX_INT32,
+                 lambda: f"torch.ops.diffcomb.{op}: {name} of shape {tuple(x.shape)} is too large (int32 indices)")
     if op == "topk_mask":
         (k,) = args
         n = x.shape[1]
-        torch._check_value(0 <= k <= n, lambda: f"torch.ops.diffcomb.{op}: k must be in [0, n] = [0, {n}], got {k}")
+        check_op(0 <= k <= n, lambda: f"torch.ops.diffcomb.{op}: k must be in [0, n] = [0, {n}], got {k}", ValueError)
 
 
 @torch.library.custom_op("diffcomb::argmax_onehot", mutates_args=())

@@ -1410,6 +1410,17 @@ def test_raw_ops_refuse_bad_arguments_under_meta_and_fake_tensors():
         torch.ops.diffcomb.project_sort(x, rho, 0.5, False)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_raw_ops_refuse_bad_arguments_under_torch_compile(dynamic):
+    # fake tensors (symbolic sizes with dynamic=True) take torch's checks: the trace fails, a good call compiles
+    f = torch.compile(lambda x, c: torch.ops.diffcomb.project_rank(x, c, 1.0, False)[0], fullgraph=True,
+                      dynamic=dynamic, backend="aot_eager")
+    with pytest.raises(RuntimeError, match=r"torch\.ops\.diffcomb\.project_rank: c must have shape"):
+        f(torch.randn(3, 10), torch.ones(7))
+    x = torch.randn(3, 10)
+    assert torch.equal(f(x, torch.arange(10.0, 0, -1)), diffcomb.soft_rank(x))
+
+
 def test_raw_row_length_limit():
     # A contiguous row of 2**31 elements takes 8 GiB: its meta twin runs the same checks.
     x = torch.empty(1, 2**31, device="meta")

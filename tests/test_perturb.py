@@ -1035,6 +1035,16 @@ def test_raw_ops_refuse_bad_arguments(name, call):
         call()
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_raw_ops_refuse_bad_arguments_under_torch_compile(dynamic):
+    f = torch.compile(lambda x, k: torch.ops.diffcomb.topk_mask(x, k), fullgraph=True, dynamic=dynamic,
+                      backend="aot_eager")
+    with pytest.raises(RuntimeError, match=r"torch\.ops\.diffcomb\.topk_mask: k must be in \[0, n\]"):
+        f(torch.randn(3, 10), 100)
+    x = torch.randn(3, 10)
+    assert torch.equal(f(x, 4), diffcomb.topk_mask(x, 4))
+
+
 def test_raw_ops_refuse_bad_arguments_under_meta_tensors():
     # The fake (meta) implementations run the same checks, so torch.compile fails at trace time.
     with pytest.raises(ValueError, match=r"torch\.ops\.diffcomb\.topk_mask: k must be in \[0, n\]"):
