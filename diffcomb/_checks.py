@@ -1,8 +1,9 @@
 """Checks shared by every family's public functions (validation happens once, at the boundary).
 
 Each check names the public function and the argument in its message, in one format:
-``diffcomb.<function>: <argument> must be ..., got ...``. Nothing here reads tensor values, so the
-checks cost no device synchronization and pass under torch.compile.
+``diffcomb.<function>: <argument> must be ..., got ...`` (``torch.ops.diffcomb.<op>: ...`` for the
+checks that the custom ops run on their own arguments, check_op and check_op_tensor). Nothing here
+reads tensor values, so the checks cost no device synchronization and pass under torch.compile.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def check_op(cond: object, message: Callable[[], str], error: type = RuntimeErro
     _TORCH_CHECKS[error](cond, message)
 
 
-def check_op_tensor(op: str, name: str, t: Tensor, dtypes: Sequence[torch.dtype], shape: Union[int, Sequence[object]],
-                    device: Optional[torch.device] = None) -> None:
+def check_op_tensor(op: str, name: str, t: Tensor, dtypes: Sequence[torch.dtype],
+                    shape: Union[int, Sequence[object]], device: Optional[torch.device] = None) -> None:
     """A raw custom op's tensor argument (``torch.ops.diffcomb.<op>`` called directly), checked in
     the op's own implementation and fake implementation before native code receives its address:
     one of ``dtypes``; exactly ``shape`` (a tuple of sizes) or, for an int, that many dimensions;
