@@ -17,12 +17,14 @@ Ranking", ICML 2020).
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from . import _native
+from ._checks import as_float, check_flag, check_op, check_op_tensor, check_same_device
 
 __all__ = [
     "isotonic_regression",
@@ -34,6 +36,7 @@ __all__ = [
 
 _REGULARIZATIONS = ("l2", "kl")
 _MAX_N = 2**31 - 1  # perm and block starts are int32
+_MIN_STRENGTH = sys.float_info.min
 _VJP_RANK, _VJP_SORT, _VJP_PLAIN = 0, 1, 2  # csrc/isotonic/api.h, VjpCode
 
 
@@ -42,12 +45,13 @@ _VJP_RANK, _VJP_SORT, _VJP_PLAIN = 0, 1, 2  # csrc/isotonic/api.h, VjpCode
 
 
 def _check_tensor(fn: str, name: str, x: object) -> Tensor:
+    """A real tensor of values; integer and bool tensors must already be converted (as_float)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"diffcomb.{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(
-            f"diffcomb.{fn}: {name} must be a floating-point tensor (float16, bfloat16, float32 or "
-            f"float64), got dtype {x.dtype}"
+            f"diffcomb.{fn}: {name} must be a real tensor (float16, bfloat16, float32, float64, or an "
+            f"integer or bool dtype computed in the default float dtype), got dtype {x.dtype}"
         )
     if x.dim() == 0:
         raise ValueError(f"diffcomb.{fn}: {name} must have at least one dimension, got a 0-d tensor")
@@ -77,6 +81,9 @@ def _check_strength(fn: str, strength: float) -> float:
     # Comparisons only (no math.isfinite), so a symbolic float under torch.compile passes.
     if not 0.0 < strength < math.inf:
         raise ValueError(f"diffcomb.{fn}: regularization_strength must be positive and finite, got {strength}")
+    if strength < _MIN_STRENGTH:  # 1 / strength, the projections' scale, would overflow to inf
+        raise ValueError(f"diffcomb.{fn}: regularization_strength must be at least {_MIN_STRENGTH} (the "
+                         f"smallest normal double, so that 1 / regularization_strength is finite), got {strength}")
     return strength
 
 
@@ -90,7 +97,7 @@ def _check_regularization(fn: str, regularization: str) -> bool:
 def _prepare(fn: str, x: Tensor, dim: int, strength: float,
              regularization: str) -> tuple[Tensor, Callable[[Tensor], Tensor], float, bool]:
     """Validates a soft sort/rank call; returns (rows, restore, eps, kl)."""
-    _check_tensor(fn, "x", x)
+    x = _check_tensor(fn, "x", as_float(x))
     dim = _check_dim(fn, x, dim)
     eps = _check_strength(fn, strength)
     kl = _check_regularization(fn, regularization)
@@ -174,9 +181,62 @@ def _project(a: Tensor, c: Tensor, perm: Tensor, out_scale: float, rank: bool, k
 #   weights (B, n)            per-element block weights of the VJP
 
 
+# Checks of the custom ops' own arguments, run by their implementations and fake implementations,
+# so that a direct torch.ops.diffcomb.* call with bad arguments raises instead of handing native
+# code addresses it would read or write out of bounds. Shapes, dtypes, strides, devices and the
+# Python scalars only: no tensor values are read (the index arrays of isotonic_vjp are range-checked
+# by the native VJP itself, which gives a NaN row for indices out of range).
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _check_op_rows(op: str, name: str, x: Tensor) -> None:
+    check_op_tensor(op, name, x, _FLOATS, 2)
+    check_op(x.shape[1] < _MAX_N, lambda: f"torch.ops.diffcomb.{op}: rows of length {x.shape[1]} are too long; at "
+                                          f"most {_MAX_N - 1} (int32 indices)")
+
+
+def _check_op_finite(op: str, name: str, value: float) -> None:
+    check_op(-math.inf < value < math.inf, lambda: f"torch.ops.diffcomb.{op}: {name} must be a finite float, got "
+                                                   f"{value}", ValueError)
+
+
+def _check_projection_args(op: str, x: Tensor, c: Tensor, scale: float) -> None:
+    """project_rank's scale, or project_sort's sign (then scale is the sign)."""
+    _check_op_rows(op, "x", x)
+    check_op_tensor(op, "c", c, (x.dtype,), (x.shape[1],), x.device)
+    if op == "project_sort":
+        check_op(scale in (-1.0, 1.0), lambda: f"torch.ops.diffcomb.{op}: sign must be 1.0 or -1.0, got {scale}",
+                 ValueError)
+    else:
+        _check_op_finite(op, "scale", scale)
+
+
+def _check_isotonic_args(y: Tensor, sample_weight: Optional[Tensor]) -> None:
+    _check_op_rows("isotonic", "y", y)
+    if sample_weight is not None:
+        check_op_tensor("isotonic", "sample_weight", sample_weight, (y.dtype,), tuple(y.shape), y.device)
+
+
+def _check_vjp_args(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor, scale: float, mode: int) -> None:
+    op = "isotonic_vjp"
+    _check_op_rows(op, "grad", grad)
+    rows, n = grad.shape
+    check_op(mode in (_VJP_RANK, _VJP_SORT, _VJP_PLAIN),
+             lambda: f"torch.ops.diffcomb.{op}: mode must be {_VJP_RANK} (rank), {_VJP_SORT} (sort) or {_VJP_PLAIN} "
+                     f"(plain), got {mode}", ValueError)
+    device = grad.device
+    if mode != _VJP_PLAIN:  # the plain VJP reads no permutation
+        check_op_tensor(op, "perm", perm, (torch.int32,), (rows, n), device)
+    check_op_tensor(op, "starts", starts, (torch.int32,), (rows, n + 1), device)
+    check_op_tensor(op, "weights", weights, (grad.dtype,), (rows, n), device)
+    _check_op_finite(op, "scale", scale)
+
+
 @torch.library.custom_op("diffcomb::project_rank", mutates_args=())
 def _project_rank_op(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """P(scale * x, c) for rows x (B, n) and sorted weights c (n,) (log-space for KL)."""
+    _check_projection_args("project_rank", x, c, scale)
     a, perm = _argsort_descending(x, scale)
     out, starts, weights = _project(a, c, perm, 1.0, True, kl)
     return out, perm, starts, weights
@@ -185,6 +245,7 @@ def _project_rank_op(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tens
 @torch.library.custom_op("diffcomb::project_sort", mutates_args=())
 def _project_sort_op(x: Tensor, c: Tensor, sign: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """sign * P(c, sort_desc(sign * x)) for rows x (B, n) and sorted c = rho / eps (n,)."""
+    _check_projection_args("project_sort", x, c, sign)
     a, perm = _argsort_descending(x, sign)
     out, starts, weights = _project(a, c, perm, sign, False, kl)
     return out, perm, starts, weights
@@ -193,6 +254,7 @@ def _project_sort_op(x: Tensor, c: Tensor, sign: float, kl: bool) -> tuple[Tenso
 @torch.library.custom_op("diffcomb::isotonic", mutates_args=())
 def _isotonic_op(y: Tensor, sample_weight: Optional[Tensor], increasing: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Weighted least-squares isotonic fit of rows y (B, n)."""
+    _check_isotonic_args(y, sample_weight)
     rows, n = y.shape
     out = torch.empty_like(y)
     starts = torch.empty((rows, n + 1), dtype=torch.int32, device=y.device)
@@ -213,6 +275,7 @@ def _isotonic_op(y: Tensor, sample_weight: Optional[Tensor], increasing: bool) -
 @torch.library.custom_op("diffcomb::isotonic_vjp", mutates_args=())
 def _vjp_op(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor, scale: float, mode: int) -> Tensor:
     """Block VJP r_i = weights_i * sum_{j in B(i)} u_j (csrc/isotonic/isotonic.h, vjp_row)."""
+    _check_vjp_args(grad, perm, starts, weights, scale, mode)
     rows, n = grad.shape
     dx = torch.empty_like(grad)
     args = (_native.address(grad), _native.address(perm), _native.address(starts), _native.address(weights),
@@ -225,24 +288,30 @@ def _vjp_op(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor, scale: 
     return dx
 
 
-def _fake_projection(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    rows, n = x.shape
-    return (torch.empty_like(x), x.new_empty((rows, n), dtype=torch.int32),
-            x.new_empty((rows, n + 1), dtype=torch.int32), torch.empty_like(x))
+def _fake_projection(op: str) -> Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]:
+    def fake(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        _check_projection_args(op, x, c, scale)
+        rows, n = x.shape
+        return (torch.empty_like(x), x.new_empty((rows, n), dtype=torch.int32),
+                x.new_empty((rows, n + 1), dtype=torch.int32), torch.empty_like(x))
+
+    return fake
 
 
-_project_rank_op.register_fake(_fake_projection)
-_project_sort_op.register_fake(_fake_projection)
+_project_rank_op.register_fake(_fake_projection("project_rank"))
+_project_sort_op.register_fake(_fake_projection("project_sort"))
 
 
 @_isotonic_op.register_fake
 def _(y: Tensor, sample_weight: Optional[Tensor], increasing: bool) -> tuple[Tensor, Tensor, Tensor]:
+    _check_isotonic_args(y, sample_weight)
     rows, n = y.shape
     return torch.empty_like(y), y.new_empty((rows, n + 1), dtype=torch.int32), torch.empty_like(y)
 
 
 @_vjp_op.register_fake
 def _(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor, scale: float, mode: int) -> Tensor:
+    _check_vjp_args(grad, perm, starts, weights, scale, mode)
     return torch.empty_like(grad)
 
 
@@ -319,7 +388,9 @@ def soft_rank(
         r = \exp \arg\min_{\mu \in \mathcal{P}(\log \rho)} \mathrm{KL}(e^{\mu}, e^{z}) \quad (\text{kl})
 
     Args:
-        x (Tensor[..., n, ...]): values to rank; float16/bfloat16 are computed in float32.
+        x (Tensor[..., n, ...]): values to rank; float16/bfloat16 are computed in float32, integer
+            and bool tensors in the default float dtype (``torch.get_default_dtype()``, also the
+            result's dtype).
         dim (int): the dimension to rank along; every other dimension is a batch. Default -1.
         descending (bool): rank 1 for the largest value instead of the smallest. Default False.
         regularization_strength (float): :math:`\varepsilon > 0`. Default 1.0.
@@ -345,6 +416,7 @@ def soft_rank(
         ICML 2020. arXiv:2002.08871
     """
     rows, restore, eps, kl = _prepare("soft_rank", x, dim, regularization_strength, regularization)
+    descending = check_flag("soft_rank", "descending", descending)
     n = rows.shape[-1]
     rho = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device)
     scale = (-1.0 if descending else 1.0) / eps
@@ -370,7 +442,9 @@ def soft_sort(
         \log \arg\min_{\mu \in \mathcal{P}(e^{w})} \mathrm{KL}(\mu, e^{\rho/\varepsilon}) \quad (\text{kl})
 
     Args:
-        x (Tensor[..., n, ...]): values to sort; float16/bfloat16 are computed in float32.
+        x (Tensor[..., n, ...]): values to sort; float16/bfloat16 are computed in float32, integer
+            and bool tensors in the default float dtype (``torch.get_default_dtype()``, also the
+            result's dtype).
         dim (int): the dimension to sort along; every other dimension is a batch. Default -1.
         descending (bool): largest first instead of smallest first. Default False.
         regularization_strength (float): :math:`\varepsilon > 0`. Default 1.0.
@@ -396,6 +470,7 @@ def soft_sort(
         ICML 2020. arXiv:2002.08871
     """
     rows, restore, eps, kl = _prepare("soft_sort", x, dim, regularization_strength, regularization)
+    descending = check_flag("soft_sort", "descending", descending)
     n = rows.shape[-1]
     c = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device) / eps
     sign = 1.0 if descending else -1.0
@@ -413,7 +488,8 @@ def soft_topk(x: Tensor, k: int, dim: int = -1, regularization_strength: float =
         m = \arg\min_{\mu \in \mathcal{P}(w_k)} \tfrac12 \|\mu - x / \varepsilon\|^2
 
     Args:
-        x (Tensor[..., n, ...]): scores.
+        x (Tensor[..., n, ...]): scores; integer and bool tensors are computed in the default float
+            dtype (``torch.get_default_dtype()``, also the result's dtype).
         k (int): how many entries to select, ``0 <= k <= n``.
         dim (int): the dimension to select along. Default -1.
         regularization_strength (float): :math:`\varepsilon > 0`. Default 1.0.
@@ -433,7 +509,7 @@ def soft_topk(x: Tensor, k: int, dim: int = -1, regularization_strength: float =
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    _check_tensor("soft_topk", "x", x)
+    x = _check_tensor("soft_topk", "x", as_float(x))
     dim = _check_dim("soft_topk", x, dim)
     eps = _check_strength("soft_topk", regularization_strength)
     n = x.shape[dim]
@@ -462,8 +538,10 @@ def soft_quantile(
     which is ``torch.quantile``'s "linear" rule when :math:`\varepsilon \to 0`.
 
     Args:
-        x (Tensor[..., n, ...]): values, ``n >= 1``.
-        q (float or sequence of floats or Tensor[k]): quantile level(s) in [0, 1].
+        x (Tensor[..., n, ...]): values, ``n >= 1``; integer and bool tensors are computed in the
+            default float dtype (``torch.get_default_dtype()``, also the result's dtype).
+        q (float or sequence of floats or Tensor[k]): quantile level(s) in [0, 1]; a tensor (of a
+            floating-point or integer dtype) must be on ``x``'s device and is read on the host.
         dim (int): the dimension to reduce. Default -1.
         regularization_strength (float): :math:`\varepsilon > 0`. Default 1.0.
         regularization (str): ``"l2"`` or ``"kl"``. Default ``"l2"``.
@@ -483,8 +561,11 @@ def soft_quantile(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    _check_tensor("soft_quantile", "x", x)
+    check_same_device("soft_quantile", x=x, q=q)
+    x = _check_tensor("soft_quantile", "x", as_float(x))
     dim = _check_dim("soft_quantile", x, dim)
+    _check_strength("soft_quantile", regularization_strength)
+    _check_regularization("soft_quantile", regularization)
     n = x.shape[dim]
     if n == 0:
         raise ValueError(f"diffcomb.soft_quantile: x must have at least one element along dim={dim}")
@@ -507,6 +588,9 @@ def soft_quantile(
 def _quantile_levels(q: object) -> tuple[bool, list[float]]:
     """(is_scalar, levels) of soft_quantile's q, validated."""
     if isinstance(q, Tensor):
+        if q.dtype == torch.bool or q.is_complex():
+            raise TypeError(f"diffcomb.soft_quantile: q must be a tensor of a floating-point or integer dtype, "
+                            f"got {q.dtype}")
         if q.dim() > 1:
             raise ValueError(f"diffcomb.soft_quantile: q must be a float or a 1-D tensor, got shape {tuple(q.shape)}")
         scalar, levels = q.dim() == 0, [float(v) for v in q.reshape(-1).tolist()]
@@ -539,9 +623,10 @@ def isotonic_regression(
     a sequence in its given order. Solved by Pool Adjacent Violators in O(n).
 
     Args:
-        y (Tensor[..., n, ...]): the sequence(s) to fit.
-        sample_weight (Tensor, optional): positive weights :math:`c`, broadcastable to ``y``.
-            Default: all ones.
+        y (Tensor[..., n, ...]): the sequence(s) to fit; integer and bool tensors are computed in
+            the default float dtype (``torch.get_default_dtype()``, also the result's dtype).
+        sample_weight (Tensor, optional): positive weights :math:`c`, broadcastable to ``y`` and
+            on its device (integer or bool weights are converted like ``y``). Default: all ones.
         dim (int): the sequence dimension; every other dimension is a batch. Default -1.
         increasing (bool): fit a non-decreasing (True) or non-increasing (False) sequence.
 
@@ -563,16 +648,15 @@ def isotonic_regression(
         R. E. Barlow, D. J. Bartholomew, J. M. Bremner, H. D. Brunk. Statistical Inference under
         Order Restrictions. Wiley, 1972.
     """
-    _check_tensor("isotonic_regression", "y", y)
-    dim = _check_dim("isotonic_regression", y, dim)
+    fn = "isotonic_regression"
+    check_same_device(fn, y=y, sample_weight=sample_weight)
+    y = _check_tensor(fn, "y", as_float(y))
+    dim = _check_dim(fn, y, dim)
+    increasing = check_flag(fn, "increasing", increasing)
     rows, restore = _to_rows(y, dim)
     weight_rows = None
     if sample_weight is not None:
-        _check_tensor("isotonic_regression", "sample_weight", sample_weight)
-        if sample_weight.device != y.device:
-            raise RuntimeError(
-                f"diffcomb.isotonic_regression: sample_weight is on {sample_weight.device} but y is on {y.device}"
-            )
+        sample_weight = _check_tensor(fn, "sample_weight", as_float(sample_weight))
         try:
             expanded = sample_weight.broadcast_to(y.shape)
         except RuntimeError as exc:
@@ -581,5 +665,5 @@ def isotonic_regression(
                 f"broadcast to y's shape {tuple(y.shape)}"
             ) from exc
         weight_rows, _ = _to_rows(expanded.to(y.dtype), dim)
-    out = torch.ops.diffcomb.isotonic(rows, weight_rows, bool(increasing))[0]
+    out = torch.ops.diffcomb.isotonic(rows, weight_rows, increasing)[0]
     return restore(out)

@@ -12,7 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-from .isotonic import _check_dim, _check_tensor, soft_rank, soft_sort
+from ._checks import as_float, check_same_device
+from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, soft_rank, soft_sort
 
 __all__ = ["soft_lts", "soft_spearman", "spearman_loss"]
 
@@ -50,6 +51,12 @@ def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
     return ranks.reshape(*lead, n).movedim(-1, dim)
 
 
+def _rank_norm_floor(n: int, dtype: torch.dtype) -> float:
+    """The floor under the norm of the centred soft ranks in soft_spearman: sqrt(machine epsilon)
+    times the norm of the centred ranks (1, ..., n), sqrt(n (n^2 - 1) / 12)."""
+    return math.sqrt(torch.finfo(dtype).eps * n * (n * n - 1) / 12.0)
+
+
 def soft_spearman(
     pred: Tensor,
     target: Tensor,
@@ -63,46 +70,77 @@ def soft_spearman(
     ``target`` (ties averaged), both centered:
 
     .. math::
-        \rho_\varepsilon = \frac{\langle \tilde r, \tilde t \rangle}{\|\tilde r\| \, \|\tilde t\|}
+        \rho_\varepsilon = \frac{\langle \tilde r, \tilde t \rangle}
+            {\max(\|\tilde r\|, \tau) \, \|\tilde t\|}, \qquad
+        \tau = \sqrt{\epsilon_{\mathrm{mach}}} \sqrt{n (n^2 - 1) / 12}
+
+    :math:`\tau` only acts on a constant or nearly constant prediction (see the Note); otherwise
+    this is the plain correlation of the ranks.
 
     Args:
-        pred (Tensor[..., n, ...]): predicted scores (differentiable).
-        target (Tensor[..., n, ...]): target scores, same shape; only their order matters.
+        pred (Tensor[..., n, ...]): predicted scores (differentiable); integer and bool tensors are
+            computed in the default float dtype (``torch.get_default_dtype()``).
+        target (Tensor[..., n, ...]): target scores, same shape and device; only their order
+            matters (integer and bool tensors are accepted).
         dim (int): the dimension holding the n items. Default -1.
         regularization_strength (float): :math:`\varepsilon > 0` of the soft rank. Default 1.0.
         regularization (str): ``"l2"`` or ``"kl"``. Default ``"l2"``.
 
     Returns:
-        Tensor[...]: the correlation per slice, in [-1, 1].
+        Tensor[...]: the correlation per slice, in [-1, 1], in ``pred``'s (converted) dtype.
 
     Note:
         :math:`\varepsilon \to 0` gives the exact Spearman correlation, :math:`\varepsilon \to
-        \infty` the Pearson correlation between ``pred`` and the target ranks. Undefined (NaN)
-        for n <= 1 or a constant target.
+        \infty` the Pearson correlation between ``pred`` and the target ranks.
+
+        Constant prediction: its soft ranks are all :math:`(n + 1)/2`, so :math:`\tilde r = 0`
+        and the plain correlation is 0/0. The norm :math:`\|\tilde r\|` is therefore floored at
+        :math:`\tau`, :math:`\sqrt{\epsilon_{\mathrm{mach}}}` (of the result's dtype) times the
+        norm of the centred ranks :math:`(1, \dots, n)`, the largest :math:`\|\tilde r\|` can
+        be: below it they have lost more than half of their digits to the rounding of ranks of
+        size n (float32 predictions scaled by 1e-7 give soft ranks that are (n + 1)/2 up to
+        rounding). The result is continuous: a constant prediction
+        gives :math:`\rho = 0` (loss 1), inside the floor :math:`\rho` falls linearly to 0, and
+        the gradient stays finite, :math:`\tilde t / (\tau \|\tilde t\|)` through the
+        soft-rank Jacobian (for l2, :math:`\tilde t / (\varepsilon \tau \|\tilde t\|)`):
+        it moves a constant prediction toward the target's order. Above the floor the value is
+        the plain correlation; so the :math:`\varepsilon \to \infty` limit holds while
+        :math:`\|\tilde r\| \approx \|\widetilde{\text{pred}}\| / \varepsilon \ge \tau`.
+
+        Undefined (NaN, with NaN gradients) for a constant target (all ranks tied, including
+        n <= 1), and, as everywhere, for a slice with NaN or +/-inf in ``pred`` or ``target``.
 
     Example:
         >>> diffcomb.soft_spearman(torch.tensor([0.1, 0.9, 0.4, 0.5]), torch.tensor([1.0, 4.0, 2.0, 3.0]))
         tensor(0.9768)
+        >>> diffcomb.soft_spearman(torch.zeros(4), torch.tensor([1.0, 4.0, 2.0, 3.0]))
+        tensor(0.)
 
     References:
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    _check_tensor("soft_spearman", "pred", pred)
-    dim = _check_dim("soft_spearman", pred, dim)
+    fn = "soft_spearman"
+    check_same_device(fn, pred=pred, target=target)
+    pred = _check_tensor(fn, "pred", as_float(pred))
+    dim = _check_dim(fn, pred, dim)
     if not isinstance(target, Tensor):
-        raise TypeError(f"diffcomb.soft_spearman: target must be a torch.Tensor, got {type(target).__name__}")
+        raise TypeError(f"diffcomb.{fn}: target must be a torch.Tensor, got {type(target).__name__}")
     if target.shape != pred.shape:
         raise ValueError(
-            f"diffcomb.soft_spearman: target must have pred's shape {tuple(pred.shape)}, got {tuple(target.shape)}"
+            f"diffcomb.{fn}: target must have pred's shape {tuple(pred.shape)}, got {tuple(target.shape)}"
         )
-    if target.device != pred.device:
-        raise RuntimeError(f"diffcomb.soft_spearman: target is on {target.device} but pred is on {pred.device}")
+    target = _check_tensor(fn, "target", as_float(target))
+    _check_strength(fn, regularization_strength)
+    _check_regularization(fn, regularization)
     r = soft_rank(pred, dim=dim, regularization_strength=regularization_strength, regularization=regularization)
     t = average_ranks(target, dim).to(r.dtype)
+    # A non-finite target has no ranks: NaN ranks make the slice's value and gradient NaN.
+    t = t.masked_fill(~torch.isfinite(target).all(dim, keepdim=True), math.nan)
     r = r - r.mean(dim, keepdim=True)
     t = t - t.mean(dim, keepdim=True)
-    return (r * t).sum(dim) / (r.norm(dim=dim) * t.norm(dim=dim))
+    floor = _rank_norm_floor(r.shape[dim], r.dtype)
+    return (r * t).sum(dim) / (r.norm(dim=dim).clamp_min(floor) * t.norm(dim=dim))
 
 
 def spearman_loss(
@@ -119,8 +157,9 @@ def spearman_loss(
         \ell = 1 - \rho_\varepsilon(\text{pred}, \text{target})
 
     Args:
-        pred (Tensor[..., n, ...]): predicted scores.
-        target (Tensor[..., n, ...]): target scores, same shape.
+        pred (Tensor[..., n, ...]): predicted scores; integer and bool tensors are computed in the
+            default float dtype (``torch.get_default_dtype()``).
+        target (Tensor[..., n, ...]): target scores, same shape and device.
         dim (int): the dimension holding the n items. Default -1.
         regularization_strength (float): :math:`\varepsilon > 0`. Default 1.0.
         regularization (str): ``"l2"`` or ``"kl"``. Default ``"l2"``.
@@ -128,6 +167,11 @@ def spearman_loss(
 
     Returns:
         Tensor: a scalar, or Tensor[...] for ``reduction="none"``; each term in [0, 2].
+
+    Note:
+        A constant prediction gives the loss 1 with a finite gradient that moves it toward the
+        target's order (the floor under the rank norm in :func:`soft_spearman`); a constant
+        target (or n <= 1) gives NaN.
 
     Example:
         >>> diffcomb.spearman_loss(torch.tensor([[0.1, 0.9, 0.4, 0.5]]), torch.tensor([[1.0, 4.0, 2.0, 3.0]]))
@@ -151,7 +195,8 @@ def soft_lts(
         L_\varepsilon(\ell) = \frac{1}{n - k} \sum_{i = k + 1}^{n} \mathrm{soft\_sort\_desc}(\ell; \varepsilon)_i
 
     Args:
-        losses (Tensor[..., n, ...]): per-sample losses (e.g. squared residuals).
+        losses (Tensor[..., n, ...]): per-sample losses (e.g. squared residuals); integer and bool
+            tensors are computed in the default float dtype (``torch.get_default_dtype()``).
         k (int): how many of the largest losses to trim, ``0 <= k < n``.
         dim (int): the sample dimension. Default -1.
         regularization_strength (float): :math:`\varepsilon > 0` (l2 soft sort). Default 1.0.
@@ -172,8 +217,9 @@ def soft_lts(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    _check_tensor("soft_lts", "losses", losses)
+    losses = _check_tensor("soft_lts", "losses", as_float(losses))
     dim = _check_dim("soft_lts", losses, dim)
+    _check_strength("soft_lts", regularization_strength)
     _check_reduction("soft_lts", reduction)
     n = losses.shape[dim]
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:

@@ -11,20 +11,25 @@ from torch import Tensor, nn
 from . import losses, softdtw
 from ._checks import check_flag
 from . import sinkhorn as sinkhorn_ops
+from ._checks import check_flag
 from .isotonic import _check_regularization, _check_strength, soft_rank, soft_sort
 
 __all__ = ["SharpSoftDTW", "Sinkhorn", "SoftDTW", "SoftDTWDivergence", "SoftLTSLoss", "SoftRank", "SoftSort",
            "SpearmanLoss"]
 
 
+def _check_module_dim(name: str, dim: int) -> int:
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(f"diffcomb.{name}: dim must be an int, got {type(dim).__name__}")
+    return dim
+
+
 class _SoftPermutahedron(nn.Module):
     def __init__(self, name: str, dim: int, descending: bool, regularization_strength: float,
                  regularization: str) -> None:
         super().__init__()
-        if not isinstance(dim, int) or isinstance(dim, bool):
-            raise TypeError(f"diffcomb.{name}: dim must be an int, got {type(dim).__name__}")
-        self.dim = dim
-        self.descending = bool(descending)
+        self.dim = _check_module_dim(name, dim)
+        self.descending = check_flag(name, "descending", descending)
         self.regularization_strength = _check_strength(name, regularization_strength)
         _check_regularization(name, regularization)
         self.regularization = regularization
@@ -62,7 +67,7 @@ class SpearmanLoss(nn.Module):
     def __init__(self, dim: int = -1, regularization_strength: float = 1.0, regularization: str = "l2",
                  reduction: str = "mean") -> None:
         super().__init__()
-        self.dim = dim
+        self.dim = _check_module_dim("SpearmanLoss", dim)
         self.regularization_strength = _check_strength("SpearmanLoss", regularization_strength)
         _check_regularization("SpearmanLoss", regularization)
         self.regularization = regularization
@@ -86,7 +91,7 @@ class SoftLTSLoss(nn.Module):
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"diffcomb.SoftLTSLoss: k must be a non-negative int, got {k!r}")
         self.k = k
-        self.dim = dim
+        self.dim = _check_module_dim("SoftLTSLoss", dim)
         self.regularization_strength = _check_strength("SoftLTSLoss", regularization_strength)
         self.reduction = losses._check_reduction("SoftLTSLoss", reduction)
 
@@ -297,7 +302,7 @@ class BlackboxShortestPath(nn.Module):
     def __init__(self, lambda_: float = 10.0, straight_through: bool = False) -> None:
         super().__init__()
         self._estimator = _perturb.blackbox(_perturb.grid_shortest_path, lambda_, straight_through, minimize=True)
-        self.lambda_, self.straight_through = float(lambda_), bool(straight_through)
+        self.lambda_, self.straight_through = float(lambda_), self._estimator.straight_through
 
     def extra_repr(self) -> str:
         return f"lambda_={self.lambda_}, straight_through={self.straight_through}"
@@ -316,9 +321,8 @@ class PerturbedFenchelYoungLoss(nn.Module):
         self.event_dims, self.num_samples, self.sigma = _perturb._check_perturbation(
             name, solver, event_dims, num_samples, sigma, noise)
         self.noise = noise
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"diffcomb.{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        self.solver, self.minimize, self.reduction = solver, bool(minimize), reduction
+        self.reduction = losses._check_reduction(name, reduction)
+        self.solver, self.minimize = solver, check_flag(name, "minimize", minimize)
 
     def extra_repr(self) -> str:
         return (f"solver={getattr(self.solver, '__name__', self.solver)!r}, num_samples={self.num_samples}, "

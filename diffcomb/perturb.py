@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from . import _native
+from ._checks import as_float, check_flag, check_op, check_op_tensor, check_same_device
 
 __all__ = [
     "BlackboxSolver",
@@ -62,12 +63,13 @@ _MAX_INT32 = 2**31 - 1
 
 
 def _check_tensor(fn: str, name: str, x: object, min_dim: int = 1) -> Tensor:
+    """A real tensor; integer and bool tensors must already be converted (as_float)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"diffcomb.{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(
-            f"diffcomb.{fn}: {name} must be a floating-point tensor (float16, bfloat16, float32 or "
-            f"float64), got dtype {x.dtype}"
+            f"diffcomb.{fn}: {name} must be a real tensor (float16, bfloat16, float32, float64, or an "
+            f"integer or bool dtype computed in the default float dtype), got dtype {x.dtype}"
         )
     if x.dim() < min_dim:
         raise ValueError(
@@ -131,12 +133,36 @@ def _draw_seed(generator: Optional[torch.Generator], device: torch.device) -> Te
     return seed.to(device)
 
 
+# Checks of the custom ops' own arguments, run by their implementations and fake implementations,
+# so that a direct torch.ops.diffcomb.* call with bad arguments raises instead of handing native
+# code addresses it would read or write out of bounds, or parameters outside the sampler's domain.
+# Shapes, dtypes, strides, devices and the Python scalars only: no tensor values are read.
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _check_noise_args(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: int,
+                      dtype: torch.dtype) -> None:
+    where = "torch.ops.diffcomb.perturb_noise"
+    check_op_tensor("perturb_noise", "seed", seed, (torch.int64,), (1,))
+    check_op(all(d >= 0 for d in shape), lambda: f"{where}: shape must have non-negative sizes, got {list(shape)}",
+             ValueError)
+    check_op(kind in _NOISE_CODES.values(), lambda: f"{where}: kind must be one of {_NOISE_CODES}, got {kind}",
+             ValueError)
+    check_op(dtype in _FLOATS, lambda: f"{where}: dtype must be torch.float32 or torch.float64, got {dtype}",
+             ValueError)
+    if kind == _NOISE_CODES["sum_of_gamma"]:
+        check_op(0.0 < k < math.inf, lambda: f"{where}: k must be positive and finite, got {k}", ValueError)
+        check_op(-math.inf < tau < math.inf, lambda: f"{where}: tau must be finite, got {tau}", ValueError)
+        check_op(1 <= s <= _MAX_INT32, lambda: f"{where}: s must be in [1, {_MAX_INT32}], got {s}", ValueError)
+
+
 @torch.library.custom_op("diffcomb::perturb_noise", mutates_args=())
 def _noise_op(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: int,
               dtype: torch.dtype) -> Tensor:
     """Noise of `shape` from the counter-based stream of `seed` (a one-element int64 tensor)."""
+    _check_noise_args(seed, shape, kind, k, tau, s, dtype)
     out = torch.empty(tuple(shape), dtype=dtype, device=seed.device)
-    seed = seed.contiguous()
     args = (_native.address(seed), _native.address(out), out.numel(), kind, k, tau, s, _native.dtype_code(out))
     if out.numel() == 0:
         return out
@@ -150,6 +176,7 @@ def _noise_op(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: floa
 
 @_noise_op.register_fake
 def _(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: int, dtype: torch.dtype) -> Tensor:
+    _check_noise_args(seed, shape, kind, k, tau, s, dtype)
     return seed.new_empty(tuple(shape), dtype=dtype)
 
 
@@ -272,8 +299,27 @@ def _cpu_or_cuda(x: Tensor, fn: str, name: str, *args) -> None:
         getattr(_native.cpu(), name)(*args, _native.dtype_code(x), _native.threads())
 
 
+def _check_solver_args(op: str, x: Tensor, *args) -> None:
+    """The solver ops' input: contiguous (B, n) rows, or (B, n, m) grids and cost matrices, of
+    float32/float64 with int32-sized axes; topk_mask's k in [0, n]."""
+    matrix = op in ("grid_shortest_path", "linear_assignment")
+    name = {"grid_shortest_path": "w", "linear_assignment": "cost"}.get(op, "x")
+    check_op_tensor(op, name, x, _FLOATS, 3 if matrix else 2)
+    if op == "grid_shortest_path":
+        check_op(x.shape[1] * x.shape[2] < _MAX_INT32 // 2,
+                 lambda: f"torch.ops.diffcomb.{op}: grid {x.shape[1]}x{x.shape[2]} is too large (int32 vertex indices)")
+    else:
+        check_op(max(x.shape[1:]) < _MAX_INT32,
+                 lambda: f"torch.ops.diffcomb.{op}: {name} of shape {tuple(x.shape)} is too large (int32 indices)")
+    if op == "topk_mask":
+        (k,) = args
+        n = x.shape[1]
+        check_op(0 <= k <= n, lambda: f"torch.ops.diffcomb.{op}: k must be in [0, n] = [0, {n}], got {k}", ValueError)
+
+
 @torch.library.custom_op("diffcomb::argmax_onehot", mutates_args=())
 def _argmax_op(x: Tensor) -> Tensor:
+    _check_solver_args("argmax_onehot", x)
     out = torch.empty_like(x)
     rows, n = x.shape
     _cpu_or_cuda(x, "argmax_onehot", "perturb_argmax", _native.address(x), _native.address(out), rows, n)
@@ -282,6 +328,7 @@ def _argmax_op(x: Tensor) -> Tensor:
 
 @torch.library.custom_op("diffcomb::topk_mask", mutates_args=())
 def _topk_op(x: Tensor, k: int) -> Tensor:
+    _check_solver_args("topk_mask", x, k)
     out = torch.empty_like(x)
     rows, n = x.shape
     _cpu_or_cuda(x, "topk_mask", "perturb_topk", _native.address(x), _native.address(out), rows, n, k)
@@ -290,6 +337,7 @@ def _topk_op(x: Tensor, k: int) -> Tensor:
 
 @torch.library.custom_op("diffcomb::sort_ranks", mutates_args=())
 def _ranks_op(x: Tensor) -> Tensor:
+    _check_solver_args("sort_ranks", x)
     out = torch.empty_like(x)
     rows, n = x.shape
     _cpu_or_cuda(x, "sort_permutation", "perturb_ranks", _native.address(x), _native.address(out), rows, n)
@@ -298,6 +346,7 @@ def _ranks_op(x: Tensor) -> Tensor:
 
 @torch.library.custom_op("diffcomb::grid_shortest_path", mutates_args=())
 def _grid_op(w: Tensor) -> Tensor:
+    _check_solver_args("grid_shortest_path", w)
     out = torch.empty_like(w)
     rows, h, wd = w.shape
     if w.is_cuda:
@@ -315,6 +364,7 @@ def _grid_op(w: Tensor) -> Tensor:
 
 @torch.library.custom_op("diffcomb::linear_assignment", mutates_args=())
 def _assignment_op(cost: Tensor, maximize: bool) -> Tensor:
+    _check_solver_args("linear_assignment", cost)
     out = torch.empty_like(cost)
     rows, n, m = cost.shape
     if cost.is_cuda:
@@ -330,12 +380,17 @@ def _assignment_op(cost: Tensor, maximize: bool) -> Tensor:
     return out
 
 
-def _fake_like(x: Tensor, *args) -> Tensor:
-    return torch.empty_like(x)
+def _fake_solver(op: str) -> Callable[..., Tensor]:
+    def fake(x: Tensor, *args) -> Tensor:
+        _check_solver_args(op, x, *args)
+        return torch.empty_like(x)
+
+    return fake
 
 
-for _op in (_argmax_op, _topk_op, _ranks_op, _grid_op, _assignment_op):
-    _op.register_fake(_fake_like)
+for _op, _name in ((_argmax_op, "argmax_onehot"), (_topk_op, "topk_mask"), (_ranks_op, "sort_ranks"),
+                   (_grid_op, "grid_shortest_path"), (_assignment_op, "linear_assignment")):
+    _op.register_fake(_fake_solver(_name))
 
 
 def _solve(x: Tensor, event_dims: int, op: Callable[..., Tensor], *args) -> Tensor:
@@ -350,7 +405,9 @@ def argmax_onehot(theta: Tensor) -> Tensor:
         y^*(\theta) = e_{i^*}, \qquad i^* = \min \arg\max_i \theta_i
 
     Args:
-        theta (Tensor[..., n]): scores, ``n >= 1``.
+        theta (Tensor[..., n]): scores, ``n >= 1``; integer and bool tensors are computed in the
+            default float dtype (``torch.get_default_dtype()``, also the result's dtype; float32 is
+            exact for integers up to 2**24 in magnitude).
 
     Returns:
         Tensor[..., n]: 0/1, same dtype; the first maximal index wins ties.
@@ -363,7 +420,7 @@ def argmax_onehot(theta: Tensor) -> Tensor:
         >>> diffcomb.argmax_onehot(torch.tensor([0.5, 2.0, 2.0]))
         tensor([0., 1., 0.])
     """
-    _check_tensor("argmax_onehot", "theta", theta)
+    theta = _check_tensor("argmax_onehot", "theta", as_float(theta))
     if theta.shape[-1] == 0:
         raise ValueError("diffcomb.argmax_onehot: theta must have at least one element in its last dimension")
     return _solve(theta, 1, _argmax_op)
@@ -376,7 +433,9 @@ def topk_mask(theta: Tensor, k: int) -> Tensor:
         y^*(\theta) = \arg\max_{y \in \{0,1\}^n,\ \sum_i y_i = k} \langle y, \theta \rangle
 
     Args:
-        theta (Tensor[..., n]): scores.
+        theta (Tensor[..., n]): scores; integer and bool tensors are computed in the default float
+            dtype (``torch.get_default_dtype()``, also the result's dtype; float32 is exact for
+            integers up to 2**24 in magnitude).
         k (int): ``0 <= k <= n``.
 
     Returns:
@@ -389,7 +448,7 @@ def topk_mask(theta: Tensor, k: int) -> Tensor:
         >>> diffcomb.topk_mask(torch.tensor([0.9, 0.1, 0.5, -0.3]), 2)
         tensor([1., 0., 1., 0.])
     """
-    _check_tensor("topk_mask", "theta", theta)
+    theta = _check_tensor("topk_mask", "theta", as_float(theta))
     n = theta.shape[-1]
     _check_int("topk_mask", "k", k, 0, n)
     return _solve(theta, 1, _topk_op, k)
@@ -404,7 +463,9 @@ def sort_permutation(theta: Tensor, matrix: bool = False) -> Tensor:
     i.e. the 1-based ascending ranks (the smallest entry gets 1; stable on ties).
 
     Args:
-        theta (Tensor[..., n]): scores.
+        theta (Tensor[..., n]): scores; integer and bool tensors are computed in the default float
+            dtype (``torch.get_default_dtype()``, also the result's dtype; float32 is exact for
+            integers up to 2**24 in magnitude).
         matrix (bool): return the permutation matrix ``P[..., i, j] = 1`` iff
             ``rank_i = j + 1`` instead of the ranks. Default False.
 
@@ -418,7 +479,8 @@ def sort_permutation(theta: Tensor, matrix: bool = False) -> Tensor:
         >>> diffcomb.sort_permutation(torch.tensor([3.0, 1.0, 2.0]))
         tensor([3., 1., 2.])
     """
-    _check_tensor("sort_permutation", "theta", theta)
+    theta = _check_tensor("sort_permutation", "theta", as_float(theta))
+    matrix = check_flag("sort_permutation", "matrix", matrix)
     ranks = _solve(theta, 1, _ranks_op)
     if not matrix:
         return ranks
@@ -439,7 +501,9 @@ def grid_shortest_path(weights: Tensor) -> Tensor:
         y^*(W) = \arg\min_{p \in \mathcal P_{(0,0) \to (H-1, W-1)}} \sum_{v \in p} \max(W_v, 0)
 
     Args:
-        weights (Tensor[..., H, W]): vertex costs (negative values are clamped at 0).
+        weights (Tensor[..., H, W]): vertex costs (negative values are clamped at 0); integer and
+            bool tensors are computed in the default float dtype (``torch.get_default_dtype()``,
+            also the result's dtype).
 
     Returns:
         Tensor[..., H, W]: the path indicator, same dtype.
@@ -464,7 +528,7 @@ def grid_shortest_path(weights: Tensor) -> Tensor:
         M. Vlastelica Pogancic et al. Differentiation of Blackbox Combinatorial Solvers.
         ICLR 2020. arXiv:1912.02175
     """
-    _check_tensor("grid_shortest_path", "weights", weights, min_dim=2)
+    weights = _check_tensor("grid_shortest_path", "weights", as_float(weights), min_dim=2)
     h, wd = weights.shape[-2:]
     if h * wd >= _MAX_INT32 // 2:
         raise ValueError(f"diffcomb.grid_shortest_path: grid {h}x{wd} is too large (int32 vertex indices)")
@@ -480,7 +544,9 @@ def linear_assignment(cost: Tensor, maximize: bool = False) -> Tensor:
     over 0/1 matrices with at most one 1 per row and column and :math:`\min(n, m)` ones.
 
     Args:
-        cost (Tensor[..., n, m]): costs (or scores with ``maximize=True``).
+        cost (Tensor[..., n, m]): costs (or scores with ``maximize=True``); integer and bool tensors
+            are computed in the default float dtype (``torch.get_default_dtype()``, also the
+            result's dtype; float32 is exact for integers up to 2**24 in magnitude).
         maximize (bool): maximize instead of minimize. Default False.
 
     Returns:
@@ -499,9 +565,8 @@ def linear_assignment(cost: Tensor, maximize: bool = False) -> Tensor:
                 [0., 0., 1.],
                 [0., 1., 0.]])
     """
-    _check_tensor("linear_assignment", "cost", cost, min_dim=2)
-    if not isinstance(maximize, bool):
-        raise TypeError(f"diffcomb.linear_assignment: maximize must be a bool, got {type(maximize).__name__}")
+    cost = _check_tensor("linear_assignment", "cost", as_float(cost), min_dim=2)
+    maximize = check_flag("linear_assignment", "maximize", maximize)
     return _solve(cost, 2, _assignment_op, maximize)
 
 
@@ -544,6 +609,9 @@ def _call_solver(fn: str, solver: Solver, scores: Tensor, minimize: bool) -> Ten
             f"diffcomb.{fn}: the solver must map a batch of scores of shape {tuple(scores.shape)} to solutions "
             f"of the same shape, got {got}"
         )
+    if y.device != scores.device:
+        raise RuntimeError(f"diffcomb.{fn}: the solver must return its solutions on the scores' device "
+                           f"{scores.device}, got {y.device}")
     return y.detach().to(scores.dtype)
 
 
@@ -557,14 +625,16 @@ def _grad_nu(z: Tensor, noise: str) -> Tensor:
     return z if noise == "normal" else 1.0 - torch.exp(-z)
 
 
-def _prepare_theta(fn: str, theta: Tensor, event_dims: int) -> tuple[Tensor, torch.Size]:
-    _check_tensor(fn, "theta", theta, min_dim=event_dims)
+def _prepare_theta(fn: str, theta: Tensor, event_dims: int) -> tuple[Tensor, torch.Size, torch.dtype]:
+    """(rows (B, *S) of a native dtype, theta's shape, the result's dtype); integer and bool
+    scores are taken in the default float dtype."""
+    theta = _check_tensor(fn, "theta", as_float(theta), min_dim=event_dims)
     shape = theta.shape
     event = shape[len(shape) - event_dims:]
     rows = theta.reshape(math.prod(shape[: len(shape) - event_dims]), *event)
     if rows.dtype not in (torch.float32, torch.float64):
         rows = rows.float()
-    return rows, shape
+    return rows, shape, theta.dtype
 
 
 class _PerturbedFn(torch.autograd.Function):
@@ -574,7 +644,7 @@ class _PerturbedFn(torch.autograd.Function):
     def forward(ctx, theta: Tensor, z: Tensor, solver: Solver, sigma: float, noise: str, minimize: bool,
                 baseline: bool, event_dims: int, fn: str) -> Tensor:
         m = z.shape[0]
-        scores = (theta.unsqueeze(0) + sigma * z).reshape(-1, *theta.shape[1:])
+        scores = (theta.unsqueeze(0) + sigma * z).flatten(0, 1)  # (M * B, *S), also for an empty S
         y = _call_solver(fn, solver, scores, minimize).reshape(m, *theta.shape)
         y_hat = y.mean(0)
         ctx.save_for_backward(z, y, y_hat)
@@ -608,13 +678,13 @@ class PerturbedSolver:
 
     def __call__(self, theta: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         fn = "perturbed"
-        rows, shape = _prepare_theta(fn, theta, self.event_dims)
+        rows, shape, dtype = _prepare_theta(fn, theta, self.event_dims)
         sign = -1.0 if self.minimize else 1.0
         z = _sample(fn, self.noise, (self.num_samples, *rows.shape), generator or self.generator, rows.dtype,
                     rows.device)
         out = _PerturbedFn.apply(sign * rows, z, self.solver, self.sigma, self.noise, self.minimize,
                                  self.baseline, self.event_dims, fn)
-        return out.reshape(shape).to(theta.dtype)
+        return out.reshape(shape).to(dtype)
 
 
 def perturbed(solver: Solver, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel",
@@ -643,7 +713,8 @@ def perturbed(solver: Solver, num_samples: int = 100, sigma: float = 1.0, noise:
         generator (torch.Generator, optional): the noise's default generator.
 
     Returns:
-        PerturbedSolver: ``f(theta, generator=None) -> Tensor`` of theta's shape.
+        PerturbedSolver: ``f(theta, generator=None) -> Tensor`` of theta's shape (an integer or
+        bool theta is computed in the default float dtype, also the result's dtype).
 
     Note:
         Memory O(M numel) (noise and solutions are saved for the backward). The gradient is
@@ -661,7 +732,8 @@ def perturbed(solver: Solver, num_samples: int = 100, sigma: float = 1.0, noise:
     """
     fn = "perturbed"
     event_dims, num_samples, sigma = _check_perturbation(fn, solver, event_dims, num_samples, sigma, noise)
-    return PerturbedSolver(solver, num_samples, sigma, noise, bool(baseline), bool(minimize), event_dims, generator)
+    baseline, minimize = check_flag(fn, "baseline", baseline), check_flag(fn, "minimize", minimize)
+    return PerturbedSolver(solver, num_samples, sigma, noise, baseline, minimize, event_dims, generator)
 
 
 class _FenchelYoungFn(torch.autograd.Function):
@@ -672,7 +744,7 @@ class _FenchelYoungFn(torch.autograd.Function):
                 event_dims: int) -> Tensor:
         m = z.shape[0]
         scores = theta.unsqueeze(0) + sigma * z
-        y = _call_solver("perturbed_fenchel_young_loss", solver, scores.reshape(-1, *theta.shape[1:]),
+        y = _call_solver("perturbed_fenchel_young_loss", solver, scores.flatten(0, 1),
                          minimize).reshape(m, *theta.shape)
         f_hat = (_flatten_event(y, event_dims) * _flatten_event(scores, event_dims)).sum(-1).mean(0)
         value = f_hat - (_flatten_event(theta, event_dims) * _flatten_event(y_true, event_dims)).sum(-1)
@@ -712,8 +784,10 @@ def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, 
 
     Args:
         theta (Tensor[..., *S]): scores (costs with ``minimize=True``; then the loss is that of
-            the scores ``-theta``, and the gradient's sign follows).
-        target (Tensor[..., *S]): the true solution ``y``.
+            the scores ``-theta``, and the gradient's sign follows); integer and bool tensors are
+            computed in the default float dtype (``torch.get_default_dtype()``).
+        target (Tensor[..., *S]): the true solution ``y``, on theta's device (e.g. an integer
+            one-hot tensor; converted like theta).
         solver, num_samples, sigma, noise, minimize, event_dims, generator: as in :func:`perturbed`.
         reduction (str): ``"mean"``, ``"sum"`` or ``"none"`` over the instances. Default ``"mean"``.
 
@@ -736,19 +810,19 @@ def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, 
         arXiv:2002.08676
     """
     fn = "perturbed_fenchel_young_loss"
+    check_same_device(fn, theta=theta, target=target)
     event_dims, num_samples, sigma = _check_perturbation(fn, solver, event_dims, num_samples, sigma, noise)
-    rows, shape = _prepare_theta(fn, theta, event_dims)
-    _check_tensor(fn, "target", target, min_dim=event_dims)
-    if target.shape != theta.shape:
-        raise ValueError(f"diffcomb.{fn}: target must have theta's shape {tuple(theta.shape)}, got "
+    minimize = check_flag(fn, "minimize", minimize)
+    rows, shape, dtype = _prepare_theta(fn, theta, event_dims)
+    target = _check_tensor(fn, "target", as_float(target), min_dim=event_dims)
+    if target.shape != shape:
+        raise ValueError(f"diffcomb.{fn}: target must have theta's shape {tuple(shape)}, got "
                          f"{tuple(target.shape)}")
-    if target.device != theta.device:
-        raise RuntimeError(f"diffcomb.{fn}: target is on {target.device} but theta is on {theta.device}")
     y_rows = target.reshape(rows.shape).to(rows.dtype)
     sign = -1.0 if minimize else 1.0
     z = _sample(fn, noise, (num_samples, *rows.shape), generator, rows.dtype, rows.device)
     value = _FenchelYoungFn.apply(sign * rows, y_rows, z, solver, sigma, minimize, event_dims)
-    value = value.reshape(shape[: len(shape) - event_dims]).to(theta.dtype)
+    value = value.reshape(shape[: len(shape) - event_dims]).to(dtype)
     return _reduce(fn, value, reduction)
 
 
@@ -759,7 +833,7 @@ class _IMLEFn(torch.autograd.Function):
     def forward(ctx, theta: Tensor, eps: Tensor, solver: Solver, lambda_: float, alpha: float, tau: float,
                 tau_target: float, minimize: bool, return_samples: bool, divide_by_lambda: bool) -> Tensor:
         s = eps.shape[0]
-        scores = torch.add(theta.unsqueeze(0), eps, alpha=tau).reshape(-1, *theta.shape[1:])
+        scores = torch.add(theta.unsqueeze(0), eps, alpha=tau).flatten(0, 1)
         z = _call_solver("imle", solver, scores, minimize).reshape(s, *theta.shape)
         ctx.save_for_backward(theta, eps, z)
         ctx.solver, ctx.lambda_, ctx.alpha, ctx.tau_target = solver, lambda_, alpha, tau_target
@@ -774,7 +848,7 @@ class _IMLEFn(torch.autograd.Function):
         target = torch.add(eps, g_s, alpha=-ctx.lambda_) if ctx.tau_target == 1.0 else \
             torch.add(ctx.tau_target * eps, g_s, alpha=-ctx.lambda_)
         target.add_(theta.unsqueeze(0) if ctx.alpha == 1.0 else ctx.alpha * theta.unsqueeze(0))
-        z_target = _call_solver("imle", ctx.solver, target.reshape(-1, *theta.shape[1:]),
+        z_target = _call_solver("imle", ctx.solver, target.flatten(0, 1),
                                 ctx.minimize).reshape(z.shape)
         dtheta = (z - z_target).mean(0)
         if ctx.divide_by_lambda:
@@ -801,7 +875,7 @@ class IMLESolver:
 
     def __call__(self, theta: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         fn = "imle"
-        rows, shape = _prepare_theta(fn, theta, self.event_dims)
+        rows, shape, dtype = _prepare_theta(fn, theta, self.event_dims)
         sample_shape = (self.num_samples, *rows.shape)
         gen = generator or self.generator
         if self.noise == "none":
@@ -815,8 +889,8 @@ class IMLESolver:
         out = _IMLEFn.apply(sign * rows, eps, self.solver, self.lambda_, self.alpha, self.tau, self.tau_target,
                             self.minimize, self.return_samples, self.divide_by_lambda)
         if self.return_samples:
-            return out.reshape(self.num_samples, *shape).to(theta.dtype)
-        return out.reshape(shape).to(theta.dtype)
+            return out.reshape(self.num_samples, *shape).to(dtype)
+        return out.reshape(shape).to(dtype)
 
 
 def imle(solver: Solver, num_samples: int = 1, noise: str = "sum_of_gamma", target: str = "perturbation",
@@ -855,7 +929,8 @@ def imle(solver: Solver, num_samples: int = 1, noise: str = "sum_of_gamma", targ
         generator (torch.Generator, optional): the noise's default generator.
 
     Returns:
-        IMLESolver: ``f(theta, generator=None) -> Tensor``.
+        IMLESolver: ``f(theta, generator=None) -> Tensor`` (an integer or bool theta is computed
+        in the default float dtype, also the result's dtype).
 
     Note:
         2 S solver calls per forward+backward, memory O(S numel).
@@ -887,7 +962,9 @@ def imle(solver: Solver, num_samples: int = 1, noise: str = "sum_of_gamma", targ
             raise ValueError(f"diffcomb.{fn}: noise='sum_of_gamma' needs k (the subset size)")
         k = _check_positive(fn, "k", k)
     return IMLESolver(solver, num_samples, noise, lambda_, k, tau, tau_target, s, float(alpha),
-                      bool(return_samples), bool(divide_by_lambda), bool(minimize), event_dims, generator)
+                      check_flag(fn, "return_samples", return_samples),
+                      check_flag(fn, "divide_by_lambda", divide_by_lambda), check_flag(fn, "minimize", minimize),
+                      event_dims, generator)
 
 
 class _BlackboxFn(torch.autograd.Function):
@@ -923,10 +1000,10 @@ class BlackboxSolver:
                 f"straight_through={self.straight_through}, minimize={self.minimize})")
 
     def __call__(self, theta: Tensor) -> Tensor:
-        rows, shape = _prepare_theta("blackbox", theta, self.event_dims)
+        rows, shape, dtype = _prepare_theta("blackbox", theta, self.event_dims)
         sign = -1.0 if self.minimize else 1.0
         out = _BlackboxFn.apply(sign * rows, self.solver, self.lambda_, self.straight_through, self.minimize)
-        return out.reshape(shape).to(theta.dtype)
+        return out.reshape(shape).to(dtype)
 
 
 def blackbox(solver: Solver, lambda_: float = 10.0, straight_through: bool = False, minimize: bool = False,
@@ -949,7 +1026,8 @@ def blackbox(solver: Solver, lambda_: float = 10.0, straight_through: bool = Fal
         event_dims (int, optional): trailing dimensions of one solution.
 
     Returns:
-        BlackboxSolver: ``f(theta) -> Tensor``.
+        BlackboxSolver: ``f(theta) -> Tensor`` (an integer or bool theta is computed in the
+        default float dtype, also the result's dtype).
 
     Note:
         One extra solver call per backward. Small lambda gives zero gradients almost everywhere;
@@ -968,4 +1046,5 @@ def blackbox(solver: Solver, lambda_: float = 10.0, straight_through: bool = Fal
     fn = "blackbox"
     event_dims = _event_dims(fn, solver, event_dims)
     lambda_ = _check_positive(fn, "lambda_", lambda_)
-    return BlackboxSolver(solver, lambda_, bool(straight_through), bool(minimize), event_dims)
+    return BlackboxSolver(solver, lambda_, check_flag(fn, "straight_through", straight_through),
+                          check_flag(fn, "minimize", minimize), event_dims)

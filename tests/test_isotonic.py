@@ -950,10 +950,28 @@ ARG_NAME = {"isotonic_regression": "y"}
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))
-def test_error_integer_dtype(name):
+def test_error_complex_dtype(name):
     with pytest.raises(TypeError, match="dtype") as info:
-        FUNCTIONS[name](torch.arange(6).reshape(2, 3))
+        FUNCTIONS[name](torch.arange(6).reshape(2, 3).to(torch.complex64))
     assert name in str(info.value) and f"{ARG_NAME.get(name, 'x')} must" in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+@pytest.mark.parametrize("default", [torch.float32, torch.float64])
+def test_integer_and_bool_inputs_are_computed_in_the_default_float_dtype(name, dtype, default):
+    # torchsort's README passes an int64 tensor to soft_rank: integer and bool values are taken as
+    # torch.get_default_dtype() values (and the result has that dtype), as torch.mean would need.
+    x = torch.tensor([[3, 1, 2, 0, 5], [1, 1, 0, 4, 2]]).to(dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        out = FUNCTIONS[name](x)
+    finally:
+        torch.set_default_dtype(previous)
+    expected = FUNCTIONS[name](x.to(default))
+    assert out.dtype == default
+    assert torch.equal(out, expected)
 
 
 @pytest.mark.parametrize("name", list(FUNCTIONS))
@@ -986,6 +1004,15 @@ def test_error_dim_not_int(name):
 def test_error_bad_strength(name, strength):
     with pytest.raises(ValueError, match="regularization_strength"):
         FUNCTIONS[name](torch.randn(2, 3), regularization_strength=strength)
+
+
+@pytest.mark.parametrize("name", STRENGTH_FUNCTIONS)
+def test_error_subnormal_strength(name):
+    # 1 / 1e-310 is inf: it used to give NaN (or, since the raw ops check their scale, an error that
+    # named the raw op instead of the argument)
+    with pytest.raises(ValueError, match=f"{name}: regularization_strength must be at least"):
+        FUNCTIONS[name](torch.randn(2, 3), regularization_strength=1e-310)
+    FUNCTIONS[name](torch.randn(2, 3), regularization_strength=2.3e-308)
 
 
 @pytest.mark.parametrize("name", STRENGTH_FUNCTIONS)
@@ -1043,7 +1070,18 @@ def test_error_sample_weight_not_broadcastable(shape):
 
 def test_error_sample_weight_dtype():
     with pytest.raises(TypeError, match="sample_weight"):
-        diffcomb.isotonic_regression(torch.randn(2, 3), torch.ones(2, 3, dtype=torch.int64))
+        diffcomb.isotonic_regression(torch.randn(2, 3), torch.ones(2, 3, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_isotonic_regression_integer_weights_and_values(dtype, gen):
+    y = randn(gen, 2, 5)
+    w = torch.tensor([[1, 2, 1, 3, 1], [2, 1, 1, 1, 2]]).to(dtype)
+    assert torch.equal(diffcomb.isotonic_regression(y, w), diffcomb.isotonic_regression(y, w.to(y.dtype)))
+    y_int = torch.tensor([[3, 1, 2, 0, 5], [1, 1, 0, 4, 2]])
+    out = diffcomb.isotonic_regression(y_int, w)
+    assert out.dtype == torch.get_default_dtype()
+    assert torch.equal(out, diffcomb.isotonic_regression(y_int.to(out.dtype), w.to(out.dtype)))
 
 
 # ================================================================================================
@@ -1228,3 +1266,202 @@ def test_tiny_regularization_gives_the_hard_sort_and_rank_exactly(regularization
                      torch.sort(x).values, rtol=0, atol=1e-12)
     ties = torch.tensor([1000.0, 1000.0, 999.0], dtype=torch.float64)
     assert_close(diffcomb.soft_rank(ties, regularization_strength=1e-13), [2.5, 2.5, 1.0], rtol=0, atol=1e-12)
+
+
+# ================================================================================================
+# The boundary (issue 12, item 4): bool flags, one device for all tensor arguments, q's dtype, and
+# the raw custom ops under torch.ops.diffcomb, called directly with bad arguments.
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda x, v: diffcomb.soft_rank(x, descending=v), "descending"),
+    (lambda x, v: diffcomb.soft_sort(x, descending=v), "descending"),
+    (lambda x, v: diffcomb.isotonic_regression(x, increasing=v), "increasing"),
+    (lambda x, v: diffcomb.isotonic_regression(x, torch.ones_like(x), increasing=v), "increasing"),
+])
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None, np.bool_(True), torch.tensor(True)])
+def test_error_flag_not_a_bool(call, name, value):
+    # isotonic_regression(y, increasing="no") used to fit an increasing sequence (truthiness).
+    with pytest.raises(TypeError, match=f"{name} must be a bool"):
+        call(torch.tensor([3.0, 1.0, 2.0]), value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_flags_accept_bools(value):
+    y = torch.tensor([3.0, 1.0, 2.0])
+    fit = diffcomb.isotonic_regression(y, increasing=value)
+    assert torch.equal(fit, torch.tensor([2.0, 2.0, 2.0]) if value else torch.tensor([3.0, 1.5, 1.5]))
+    assert torch.equal(diffcomb.soft_rank(y, descending=value, regularization_strength=1e-3),
+                       torch.tensor([1.0, 3.0, 2.0]) if value else torch.tensor([3.0, 1.0, 2.0]))
+
+
+def test_error_tensor_arguments_on_different_devices():
+    x = torch.randn(2, 4)
+    with pytest.raises(RuntimeError, match=r"isotonic_regression: .*same device.*y on cpu and sample_weight on meta"):
+        diffcomb.isotonic_regression(x, torch.ones(4, device="meta"))
+    with pytest.raises(RuntimeError, match=r"isotonic_regression: .*same device.*y on meta and sample_weight on cpu"):
+        diffcomb.isotonic_regression(x.to("meta"), torch.ones(4))
+    with pytest.raises(RuntimeError, match=r"soft_quantile: .*same device.*x on cpu and q on meta"):
+        diffcomb.soft_quantile(x, torch.tensor([0.5], device="meta"))
+
+
+def test_soft_quantile_integer_and_bool_q():
+    x = torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0])
+    # integer levels (0 or 1) are levels like Python ints; bool tensors are refused like Python bools
+    assert torch.equal(diffcomb.soft_quantile(x, torch.tensor([0, 1])), diffcomb.soft_quantile(x, [0.0, 1.0]))
+    assert torch.equal(diffcomb.soft_quantile(x, torch.tensor(1)), diffcomb.soft_quantile(x, 1.0))
+    with pytest.raises(TypeError, match="q must be a tensor of a floating-point or integer dtype"):
+        diffcomb.soft_quantile(x, torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="q must be"):
+        diffcomb.soft_quantile(x, torch.tensor([0.5j]))
+    with pytest.raises(ValueError, match="q must be in"):
+        diffcomb.soft_quantile(x, torch.tensor([2]))
+
+
+def raw_op_inputs(dtype=torch.float64):
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    rho = torch.arange(5, 0, -1, dtype=dtype)
+    _, perm, starts, weights = torch.ops.diffcomb.project_rank(x, rho, 1.0, False)
+    return x, rho, perm, starts, weights
+
+
+def raw_op_bad_calls():
+    """(name, call) of every raw op of the family with each kind of bad argument."""
+    ops = torch.ops.diffcomb
+    x, rho, perm, starts, weights = raw_op_inputs()
+    g = torch.ones_like(x)
+    calls = []
+    for op in ("project_rank", "project_sort"):
+        f = getattr(ops, op)
+        scale = 1.0 if op == "project_rank" else -1.0
+        calls += [
+            (f"{op}-x-rank-1", lambda f=f, s=scale: f(x[0], rho, s, False)),
+            (f"{op}-x-rank-3", lambda f=f, s=scale: f(x[None], rho, s, False)),
+            (f"{op}-c-short", lambda f=f, s=scale: f(x, rho[:3], s, False)),
+            (f"{op}-c-empty", lambda f=f, s=scale: f(x, rho[:0], s, True)),
+            (f"{op}-c-2d", lambda f=f, s=scale: f(x, rho.expand(3, 5), s, False)),
+            (f"{op}-x-dtype-int", lambda f=f, s=scale: f(x.long(), rho.long(), s, False)),
+            (f"{op}-x-dtype-half", lambda f=f, s=scale: f(x.half(), rho.half(), s, False)),
+            (f"{op}-c-dtype", lambda f=f, s=scale: f(x, rho.float(), s, False)),
+            (f"{op}-x-noncontiguous", lambda f=f, s=scale: f(x.t().contiguous().t(), rho, s, False)),
+            (f"{op}-c-noncontiguous", lambda f=f, s=scale: f(x, torch.arange(10.0, 0, -1, dtype=x.dtype)[::2], s,
+                                                           False)),
+            (f"{op}-c-device", lambda f=f, s=scale: f(x, rho.to("meta"), s, False)),
+            (f"{op}-scale-nan", lambda f=f: f(x, rho, math.nan, False)),
+            (f"{op}-scale-inf", lambda f=f: f(x, rho, math.inf, False)),
+        ]
+    calls += [
+        ("project_sort-sign-2", lambda: ops.project_sort(x, rho, 2.0, False)),
+        ("project_sort-sign-0", lambda: ops.project_sort(x, rho, 0.0, False)),
+        ("isotonic-y-rank-1", lambda: ops.isotonic(x[0], None, True)),
+        ("isotonic-y-rank-3", lambda: ops.isotonic(x[None], None, True)),
+        ("isotonic-weight-short", lambda: ops.isotonic(x, torch.ones(3, 4, dtype=x.dtype), True)),
+        ("isotonic-weight-row", lambda: ops.isotonic(x, torch.ones(5, dtype=x.dtype), True)),
+        ("isotonic-weight-rows", lambda: ops.isotonic(x, torch.ones(1, 5, dtype=x.dtype), True)),
+        ("isotonic-y-dtype", lambda: ops.isotonic(x.long(), None, True)),
+        ("isotonic-weight-dtype", lambda: ops.isotonic(x, torch.ones(3, 5, dtype=torch.float32), True)),
+        ("isotonic-y-noncontiguous", lambda: ops.isotonic(torch.randn(5, 3, dtype=x.dtype).t(), None, True)),
+        ("isotonic-weight-noncontiguous", lambda: ops.isotonic(x, torch.ones(5, 3, dtype=x.dtype).t(), True)),
+        ("isotonic-weight-expanded", lambda: ops.isotonic(x, torch.ones(5, dtype=x.dtype).expand(3, 5), True)),
+        ("isotonic-weight-device", lambda: ops.isotonic(x, torch.ones(3, 5, dtype=x.dtype, device="meta"), True)),
+    ]
+    vjp = ops.isotonic_vjp
+    calls += [
+        ("vjp-grad-rank-1", lambda: vjp(g[0], perm[0], starts[0], weights[0], 1.0, 0)),
+        ("vjp-perm-short", lambda: vjp(g, perm[:, :4], starts, weights, 1.0, 0)),
+        ("vjp-perm-missing", lambda: vjp(g, perm.new_empty(0), starts, weights, 1.0, 1)),
+        ("vjp-starts-short", lambda: vjp(g, perm, starts[:, :5], weights, 1.0, 0)),
+        ("vjp-starts-rows", lambda: vjp(g, perm, starts[:2], weights, 1.0, 2)),
+        ("vjp-weights-short", lambda: vjp(g, perm, starts, weights[:, :4], 1.0, 0)),
+        ("vjp-perm-dtype", lambda: vjp(g, perm.long(), starts, weights, 1.0, 0)),
+        ("vjp-starts-dtype", lambda: vjp(g, perm, starts.long(), weights, 1.0, 2)),
+        ("vjp-weights-dtype", lambda: vjp(g, perm, starts, weights.float(), 1.0, 0)),
+        ("vjp-grad-dtype", lambda: vjp(g.long(), perm, starts, weights, 1.0, 0)),
+        ("vjp-grad-noncontiguous", lambda: vjp(torch.ones(5, 3, dtype=g.dtype).t(), perm, starts, weights, 1.0, 0)),
+        ("vjp-perm-noncontiguous", lambda: vjp(g, perm.t().contiguous().t(), starts, weights, 1.0, 0)),
+        ("vjp-starts-noncontiguous", lambda: vjp(g, perm, starts.t().contiguous().t(), weights, 1.0, 2)),
+        ("vjp-perm-device", lambda: vjp(g, perm.to("meta"), starts, weights, 1.0, 0)),
+        ("vjp-mode-3", lambda: vjp(g, perm, starts, weights, 1.0, 3)),
+        ("vjp-mode-negative", lambda: vjp(g, perm, starts, weights, 1.0, -1)),
+        ("vjp-scale-nan", lambda: vjp(g, perm, starts, weights, math.nan, 0)),
+    ]
+    return calls
+
+
+RAW_BAD_CALLS = raw_op_bad_calls()
+
+
+@pytest.mark.parametrize("name,call", RAW_BAD_CALLS, ids=[name for name, _ in RAW_BAD_CALLS])
+def test_raw_ops_refuse_bad_arguments(name, call):
+    # Each of these used to reach native code: out-of-bounds reads and writes (a short c, weights
+    # or starts), a wrong element size (dtype), strided data read as contiguous, or an unknown mode.
+    with pytest.raises((RuntimeError, ValueError, IndexError), match=r"torch\.ops\.diffcomb\.|mode"):
+        call()
+
+
+def test_raw_ops_refuse_bad_arguments_under_meta_and_fake_tensors():
+    # The fake (meta) implementations check the same things, so torch.compile fails at trace time.
+    x, rho, perm, starts, weights = (t.to("meta") for t in raw_op_inputs())
+    with pytest.raises(RuntimeError, match=r"torch\.ops\.diffcomb\.project_rank: c must have shape"):
+        torch.ops.diffcomb.project_rank(x, rho[:3], 1.0, False)
+    with pytest.raises(RuntimeError, match=r"torch\.ops\.diffcomb\.isotonic_vjp: starts must have shape"):
+        torch.ops.diffcomb.isotonic_vjp(torch.ones_like(x), perm, starts[:, :5], weights, 1.0, 0)
+    with pytest.raises(ValueError, match=r"torch\.ops\.diffcomb\.project_sort: sign"):
+        torch.ops.diffcomb.project_sort(x, rho, 0.5, False)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_raw_ops_refuse_bad_arguments_under_torch_compile(dynamic):
+    # fake tensors (symbolic sizes with dynamic=True) take torch's checks: the trace fails, a good call compiles
+    f = torch.compile(lambda x, c: torch.ops.diffcomb.project_rank(x, c, 1.0, False)[0], fullgraph=True,
+                      dynamic=dynamic, backend="aot_eager")
+    with pytest.raises(RuntimeError, match=r"torch\.ops\.diffcomb\.project_rank: c must have shape"):
+        f(torch.randn(3, 10), torch.ones(7))
+    x = torch.randn(3, 10)
+    assert torch.equal(f(x, torch.arange(10.0, 0, -1)), diffcomb.soft_rank(x))
+
+
+def test_raw_row_length_limit():
+    # A contiguous row of 2**31 elements takes 8 GiB: its meta twin runs the same checks.
+    x = torch.empty(1, 2**31, device="meta")
+    with pytest.raises(RuntimeError, match="int32 indices"):
+        torch.ops.diffcomb.isotonic(x, None, True)
+    with pytest.raises(RuntimeError, match="int32 indices"):
+        torch.ops.diffcomb.project_rank(x, torch.empty(2**31, device="meta"), 1.0, False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("n", [5, 40, 3000])  # CUDA: one thread per row (n <= 32) and one block per row
+def test_vjp_index_values_out_of_range_give_nan_rows(device, mode, n, gen):
+    # perm and starts hold indices: values that no forward makes (a direct call of the raw op) must
+    # not be read or written through. Such a row gets NaN gradients; the other rows are unaffected.
+    x = randn(gen, 6, n, device=device)
+    rho = torch.arange(n, 0, -1, dtype=x.dtype, device=device)
+    if mode == 2:
+        _, starts, weights = torch.ops.diffcomb.isotonic(x, None, True)
+        perm = starts.new_empty(0)
+    else:
+        op = torch.ops.diffcomb.project_rank if mode == 0 else torch.ops.diffcomb.project_sort
+        _, perm, starts, weights = op(x, rho / 0.1 if mode == 1 else rho, 1.0 if mode == 0 else -1.0, False)
+    g = randn(gen, 6, n, device=device)
+    good = torch.ops.diffcomb.isotonic_vjp(g, perm, starts, weights, 1.0, mode)
+    assert torch.isfinite(good).all()
+    bad_starts = starts.clone()
+    bad_starts[0, n] = n + 1            # more blocks than elements
+    bad_starts[1, n] = 0                # no block
+    bad_starts[2, 0] = -5               # a first block that does not start at 0
+    bad_starts[3, n] = 2**30            # far beyond the row
+    k = int(starts[4, n])
+    bad_starts[4, k - 1] = n + 7        # a start past the end
+    out = torch.ops.diffcomb.isotonic_vjp(g, perm, bad_starts, weights, 1.0, mode)
+    assert torch.isnan(out[:5]).all()
+    assert torch.equal(out[5], good[5])
+    if mode != 2:
+        bad_perm = perm.clone()
+        bad_perm[1, 0] = n
+        bad_perm[3, n - 1] = -1
+        bad_perm[4, n // 2] = 2**31 - 1
+        out = torch.ops.diffcomb.isotonic_vjp(g, bad_perm, starts, weights, 1.0, mode)
+        assert torch.isnan(out[[1, 3, 4]]).all()
+        assert torch.equal(out[[0, 2, 5]], good[[0, 2, 5]])

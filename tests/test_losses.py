@@ -5,6 +5,8 @@ test_isotonic.py.)"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -183,7 +185,9 @@ def test_spearman_errors():
     with pytest.raises(ValueError, match="reduction"):
         diffcomb.spearman_loss(pred, pred, reduction="avg")
     with pytest.raises(TypeError, match="dtype"):
-        diffcomb.spearman_loss(torch.arange(5), torch.arange(5))
+        diffcomb.spearman_loss(torch.arange(5).to(torch.complex64), torch.arange(5))
+    with pytest.raises(TypeError, match="target must be a real tensor"):
+        diffcomb.spearman_loss(pred, pred.to(torch.complex64))
     with pytest.raises(IndexError, match="dim"):
         diffcomb.spearman_loss(pred, pred, dim=2)
     with pytest.raises(ValueError, match="regularization_strength"):
@@ -294,7 +298,7 @@ def test_soft_lts_errors():
     with pytest.raises(ValueError, match="reduction"):
         diffcomb.soft_lts(torch.rand(2, 5), 1, reduction="max")
     with pytest.raises(TypeError, match="dtype"):
-        diffcomb.soft_lts(torch.arange(5), 1)
+        diffcomb.soft_lts(torch.arange(5).to(torch.complex64), 1)
     with pytest.raises(IndexError, match="dim"):
         diffcomb.soft_lts(torch.rand(2, 5), 1, dim=-3)
     with pytest.raises(ValueError, match="regularization_strength"):
@@ -349,3 +353,179 @@ def test_losses_deterministic(gen):
         (grad,) = torch.autograd.grad(loss, p)
         results.append((loss.detach(), grad))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Constant and nearly constant predictions (issue 12, item 4): spearman_loss(torch.zeros(2, 6), y)
+# used to be NaN with NaN gradients. The norm of the centred soft ranks is floored at
+# tau = sqrt(machine eps) * ||centred (1..n)||: rho = <r~, t~> / (max(||r~||, tau) ||t~||).
+
+
+def rank_floor(n, dtype):
+    return math.sqrt(torch.finfo(dtype).eps * n * (n * n - 1) / 12)
+
+
+def floored_spearman_row(pred, target, eps, reg, tau):
+    """(rho, d rho / d pred) of one row with the floored norm, from the float64 references."""
+    r = ref.soft_rank(pred, eps, reg, False)
+    t = ref.hard_rank_average(target)
+    rc, tc = r - r.mean(), t - t.mean()
+    nr, nt = np.linalg.norm(rc), np.linalg.norm(tc)
+    if nr >= tau:
+        rho = rc @ tc / (nr * nt)
+        d_r = tc / (nr * nt) - rho * rc / nr**2
+    else:
+        rho = rc @ tc / (tau * nt)
+        d_r = tc / (tau * nt)
+    return rho, ref.soft_rank_vjp(pred, d_r, eps, reg, False)
+
+
+PEARSON_TARGET = torch.tensor([[0.3, 2.0, -1.0, 0.7, 5.0, 1.1], [4.0, -2.0, 0.5, 0.1, 3.0, 2.5]])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reg", REGULARIZATIONS)
+@pytest.mark.parametrize("eps", [1.0, 0.3])
+@pytest.mark.parametrize("value", [0.0, -3.7])
+def test_spearman_constant_prediction_is_zero_with_a_finite_gradient(device, dtype, reg, eps, value):
+    pred = torch.full((2, 6), value, dtype=dtype, device=device, requires_grad=True)
+    target = PEARSON_TARGET.to(dtype=dtype, device=device)
+    loss = diffcomb.spearman_loss(pred, target, regularization_strength=eps, regularization=reg,
+                                  reduction="none")
+    assert torch.equal(loss, torch.ones(2, dtype=dtype, device=device))  # rho = 0 exactly
+    (grad,) = torch.autograd.grad(loss.sum(), pred)
+    tau = rank_floor(6, dtype)
+    expected = np.stack([-floored_spearman_row(np.full(6, value), t, eps, reg, tau)[1]
+                         for t in target.double().cpu().numpy()])
+    assert_close(grad, expected, dtype)
+    # l2, one block: the soft-rank Jacobian is (I - 11^T / n) / eps, so the gradient is -t~ / (eps tau ||t~||)
+    if reg == "l2":
+        t = torch.stack([torch.from_numpy(ref.hard_rank_average(row)) for row in target.double().cpu().numpy()])
+        tc = t - t.mean(-1, keepdim=True)
+        assert_close(grad, -tc / (eps * tau * tc.norm(dim=-1, keepdim=True)), dtype)
+    assert diffcomb.soft_spearman(pred.detach(), target).eq(0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reg", REGULARIZATIONS)
+def test_spearman_float32_prediction_scaled_by_1e_7(device, reg, gen):
+    # In float32 the soft ranks of 1e-7 * u are (n + 1)/2 up to rounding: inside the floor, so the
+    # value is near 0 (|rho| <= ||r~|| / tau) and the gradient is the constant prediction's.
+    u = randn(gen, 2, 6, dtype=torch.float32, device=device)
+    target = PEARSON_TARGET.to(device)
+    pred = (1e-7 * u).requires_grad_()
+    rho = diffcomb.soft_spearman(pred, target, regularization=reg)
+    r = diffcomb.soft_rank(pred.detach(), regularization=reg)
+    rc = r - r.mean(-1, keepdim=True)
+    tau = rank_floor(6, torch.float32)
+    assert torch.isfinite(rho).all()
+    assert (rc.norm(dim=-1) < tau).all() and (rho.abs() <= rc.norm(dim=-1) / tau + 1e-6).all()
+    assert (rho.abs() < 1e-2).all()
+    (grad,) = torch.autograd.grad(rho.sum(), pred)
+    zero = torch.zeros(2, 6, device=device, requires_grad=True)
+    (grad0,) = torch.autograd.grad(diffcomb.soft_spearman(zero, target, regularization=reg).sum(), zero)
+    assert torch.isfinite(grad).all()
+    assert_close(grad, grad0, torch.float32, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reg", REGULARIZATIONS)
+def test_spearman_near_constant_prediction_inside_and_outside_the_floor(device, dtype, reg, gen):
+    u = separated(gen, 2, 6, min_gap=0.2).numpy()
+    target = PEARSON_TARGET.double().numpy()
+    tau = rank_floor(6, dtype)
+    # Scales that put ||r~|| at 0.2 tau (inside: rho linear in the scale) and 5 tau (outside: the plain
+    # correlation, which for one l2 block is the Pearson correlation of pred and the target ranks).
+    for factor in (0.2, 5.0):
+        rows = []
+        for b in range(2):
+            r = ref.soft_rank(1e-4 * u[b], 1.0, reg, False)  # one block: r~ is linear in the scale
+            h = 1e-4 * factor * tau / np.linalg.norm(r - r.mean())
+            rows.append(h * u[b])
+        pred = torch.tensor(np.stack(rows), dtype=dtype, device=device, requires_grad=True)
+        rho = diffcomb.soft_spearman(pred, torch.tensor(target, dtype=dtype, device=device), regularization=reg)
+        expected = [floored_spearman_row(rows[b], target[b], 1.0, reg, tau) for b in range(2)]
+        # float32: the centred ranks near tau have lost about half of their digits (the floor's point)
+        tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.float32 else dict(rtol=1e-5, atol=1e-6)
+        assert_close(rho, [e[0] for e in expected], **tol)
+        if factor < 1:
+            assert (rho.abs() <= 0.2 + tol["atol"]).all()
+        else:
+            pearson = [np.corrcoef(rows[b], ref.hard_rank_average(target[b]))[0, 1] for b in range(2)]
+            if reg == "l2":
+                assert_close(rho, pearson, **tol)
+        (grad,) = torch.autograd.grad(rho.sum(), pred)
+        assert torch.isfinite(grad).all()
+        if dtype == torch.float64:
+            assert_close(grad, np.stack([e[1] for e in expected]), rtol=1e-4, atol=1e-6 * float(
+                np.abs(np.stack([e[1] for e in expected])).max()))
+
+
+def test_spearman_is_continuous_across_the_floor():
+    # rho = <r~, t~> / (max(||r~||, tau) ||t~||) is continuous: just inside and just outside agree.
+    u = torch.tensor([[0.3, -1.2, 0.8, 2.0, -0.4, 1.1]], dtype=torch.float64)
+    target = PEARSON_TARGET[:1].double()
+    tau = rank_floor(6, torch.float64)
+    h = tau / (u - u.mean()).norm()  # l2, one block: ||r~|| = h ||u~|| = tau
+    inside = diffcomb.soft_spearman(u * h * (1 - 1e-6), target)
+    outside = diffcomb.soft_spearman(u * h * (1 + 1e-6), target)
+    assert_close(inside, outside, rtol=1e-5, atol=1e-7)
+
+
+def test_spearman_loss_one_sgd_step_from_a_constant_prediction_learns_the_order():
+    # The point of a finite gradient: training from a constant (zero-initialized) output works.
+    target = PEARSON_TARGET
+    pred = torch.zeros(2, 6, requires_grad=True)
+    diffcomb.spearman_loss(pred, target).backward()
+    with torch.no_grad():
+        stepped = pred - 1e-3 * pred.grad
+    assert (diffcomb.soft_spearman(stepped, target) > 0.99).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_spearman_non_finite_target_row(device, bad, gen):
+    # A target with NaN used to rank NaN last and give a finite correlation that looked fine.
+    pred = randn(gen, 3, 6, device=device, requires_grad=True)
+    target = randn(gen, 3, 6, device=device)
+    target[1, 2] = bad
+    loss = diffcomb.spearman_loss(pred, target, reduction="none")
+    assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2]]).all()
+    (grad,) = torch.autograd.grad(loss.sum(), pred)
+    assert torch.isnan(grad[1]).all() and torch.isfinite(grad[[0, 2]]).all()
+    clean = diffcomb.spearman_loss(pred[[0, 2]], target[[0, 2]], reduction="none")
+    assert torch.equal(loss[[0, 2]], clean)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_losses_accept_integer_and_bool_inputs(dtype):
+    pred = torch.tensor([[3, 1, 2, 0, 5], [1, 0, 0, 4, 2]]).to(dtype)
+    target = torch.tensor([[1, 4, 2, 3, 0], [2, 0, 1, 3, 4]]).to(dtype)
+    default = torch.get_default_dtype()
+    rho = diffcomb.soft_spearman(pred, target)
+    assert rho.dtype == default
+    assert torch.equal(rho, diffcomb.soft_spearman(pred.to(default), target.to(default)))
+    assert torch.equal(diffcomb.spearman_loss(pred, target), diffcomb.spearman_loss(pred.to(default), target))
+    lts = diffcomb.soft_lts(pred, 1, reduction="none")
+    assert lts.dtype == default and torch.equal(lts, diffcomb.soft_lts(pred.to(default), 1, reduction="none"))
+
+
+def test_losses_tensor_arguments_on_different_devices():
+    with pytest.raises(RuntimeError, match=r"soft_spearman: .*same device.*pred on cpu and target on meta"):
+        diffcomb.spearman_loss(torch.randn(2, 5), torch.randn(2, 5, device="meta"))
+    with pytest.raises(RuntimeError, match=r"soft_spearman: .*same device.*pred on meta and target on cpu"):
+        diffcomb.soft_spearman(torch.randn(2, 5, device="meta"), torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda **kw: diffcomb.soft_spearman(torch.randn(2, 5), torch.randn(2, 5), **kw), "soft_spearman"),
+    (lambda **kw: diffcomb.spearman_loss(torch.randn(2, 5), torch.randn(2, 5), **kw), "soft_spearman"),
+    (lambda **kw: diffcomb.soft_lts(torch.rand(2, 5), 1, **kw), "soft_lts"),
+])
+@pytest.mark.parametrize("strength", [0.0, float("nan"), 1e-310])
+def test_losses_bad_strength_errors_name_the_loss(call, name, strength):
+    # they used to name the inner soft_rank / soft_sort
+    with pytest.raises(ValueError, match=f"{name}: regularization_strength"):
+        call(regularization_strength=strength)

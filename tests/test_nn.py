@@ -54,6 +54,9 @@ def test_sort_rank_module_repr(module):
     (dict(regularization_strength="1"), TypeError, "regularization_strength"),
     (dict(regularization="l1"), ValueError, "regularization"),
     (dict(dim=1.5), TypeError, "dim"),
+    (dict(descending="no"), TypeError, "descending must be a bool"),  # used to mean descending=True
+    (dict(descending=0), TypeError, "descending must be a bool"),
+    (dict(descending=None), TypeError, "descending must be a bool"),
 ])
 def test_sort_rank_module_bad_hyper_parameters(module, kwargs, error, match):
     with pytest.raises(error, match=match) as info:
@@ -91,6 +94,8 @@ def test_spearman_module_repr():
     (dict(regularization_strength=float("nan")), ValueError, "regularization_strength"),
     (dict(regularization="kl2"), ValueError, "regularization"),
     (dict(reduction="avg"), ValueError, "reduction"),
+    (dict(dim=1.0), TypeError, "dim must be an int"),  # used to pass __init__ and fail in forward
+    (dict(dim=True), TypeError, "dim must be an int"),
 ])
 def test_spearman_module_bad_hyper_parameters(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -128,6 +133,7 @@ def test_lts_module_repr():
     (dict(k=1, regularization_strength=0.0), ValueError, "regularization_strength"),
     (dict(k=1, regularization_strength=float("inf")), ValueError, "regularization_strength"),
     (dict(k=1, reduction="median"), ValueError, "reduction"),
+    (dict(k=1, dim="0"), TypeError, "dim must be an int"),
 ])
 def test_lts_module_bad_hyper_parameters(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -151,3 +157,15 @@ def test_modules_copy_pickle_and_compose(gen):
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         torch.testing.assert_close(clone(x), out)
         assert repr(clone) == repr(net)
+
+
+def test_spearman_module_constant_prediction_is_finite():
+    # SpearmanLoss on a zero-initialized output: loss 1, finite gradient (diffcomb.soft_spearman's floor)
+    layer = torch.nn.Linear(3, 1)
+    torch.nn.init.zeros_(layer.weight)
+    torch.nn.init.zeros_(layer.bias)
+    x = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(0))
+    loss = diffcomb.SpearmanLoss()(layer(x).squeeze(-1), torch.arange(12.0).reshape(2, 6))
+    loss.backward()
+    assert loss.item() == 1.0
+    assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0

@@ -338,8 +338,8 @@ def test_solver_bad_input():
         diffcomb.topk_mask(torch.randn(5), 6)
     with pytest.raises(TypeError, match="k must be an int"):
         diffcomb.topk_mask(torch.randn(5), 2.0)
-    with pytest.raises(TypeError, match="theta must be a floating-point"):
-        diffcomb.argmax_onehot(torch.arange(4))
+    with pytest.raises(TypeError, match="theta must be a real tensor"):
+        diffcomb.argmax_onehot(torch.arange(4).to(torch.complex64))
     with pytest.raises(ValueError, match="at least one element"):
         diffcomb.argmax_onehot(torch.empty(3, 0))
     with pytest.raises(ValueError, match="at least 2 dimension"):
@@ -892,3 +892,179 @@ def test_estimators_on_an_empty_batch():
         assert theta.grad.shape == (0, 5)
     loss = diffcomb.perturbed_fenchel_young_loss(torch.zeros(0, 5), torch.zeros(0, 5), diffcomb.argmax_onehot, 5)
     assert loss.shape == () and math.isnan(float(loss))  # a mean over no items
+
+
+# ------------------------------------------------------------------------------------------------
+# The boundary (issue 12, item 4): bool flags, integer inputs, one device, and the raw custom ops
+# under torch.ops.diffcomb called directly with bad arguments.
+
+TOPK3 = functools.partial(diffcomb.topk_mask, k=3)
+FLAG_CALLS = [
+    ("matrix", lambda v: diffcomb.sort_permutation(torch.randn(4), matrix=v)),
+    ("maximize", lambda v: diffcomb.linear_assignment(torch.randn(3, 3), maximize=v)),
+    ("baseline", lambda v: diffcomb.perturbed(TOPK3, baseline=v)),
+    ("minimize", lambda v: diffcomb.perturbed(TOPK3, minimize=v)),
+    ("minimize", lambda v: diffcomb.perturbed_fenchel_young_loss(torch.randn(5), torch.zeros(5), TOPK3, minimize=v)),
+    ("return_samples", lambda v: diffcomb.imle(TOPK3, return_samples=v, k=3)),
+    ("divide_by_lambda", lambda v: diffcomb.imle(TOPK3, divide_by_lambda=v, k=3)),
+    ("minimize", lambda v: diffcomb.imle(TOPK3, minimize=v, k=3)),
+    ("straight_through", lambda v: diffcomb.blackbox(TOPK3, straight_through=v)),
+    ("minimize", lambda v: diffcomb.blackbox(TOPK3, minimize=v)),
+    ("minimize", lambda v: diffcomb.PerturbedFenchelYoungLoss(TOPK3, minimize=v)),
+    ("straight_through", lambda v: diffcomb.BlackboxShortestPath(straight_through=v)),
+]
+
+
+@pytest.mark.parametrize("name,call", FLAG_CALLS, ids=[f"{i}-{name}" for i, (name, _) in enumerate(FLAG_CALLS)])
+@pytest.mark.parametrize("value", ["no", 0, 1, None, np.bool_(False)])
+def test_error_flag_not_a_bool(name, call, value):
+    # e.g. blackbox(solver, straight_through="no") used to give the straight-through gradient.
+    with pytest.raises(TypeError, match=f"{name} must be a bool"):
+        call(value)
+
+
+@pytest.mark.parametrize("name,call", FLAG_CALLS, ids=[f"{i}-{name}" for i, (name, _) in enumerate(FLAG_CALLS)])
+def test_flags_accept_bools(name, call):
+    for value in (True, False):
+        call(value)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_solvers_accept_integer_and_bool_inputs(dtype, gen):
+    default = torch.get_default_dtype()
+    x = torch.randint(0, 50, (3, 7), generator=gen).to(dtype)
+    w = torch.randint(0, 9, (2, 4, 5), generator=gen).to(dtype)
+    c = torch.randint(0, 9, (2, 4, 4), generator=gen).to(dtype)
+    for out, expected in ((diffcomb.argmax_onehot(x), diffcomb.argmax_onehot(x.to(default))),
+                          (diffcomb.topk_mask(x, 2), diffcomb.topk_mask(x.to(default), 2)),
+                          (diffcomb.sort_permutation(x), diffcomb.sort_permutation(x.to(default))),
+                          (diffcomb.sort_permutation(x, matrix=True), diffcomb.sort_permutation(x.to(default), True)),
+                          (diffcomb.grid_shortest_path(w), diffcomb.grid_shortest_path(w.to(default))),
+                          (diffcomb.linear_assignment(c), diffcomb.linear_assignment(c.to(default)))):
+        assert out.dtype == default
+        assert torch.equal(out, expected)
+
+
+def test_estimators_accept_integer_scores_and_targets(gen):
+    # e.g. a one-hot target from torch.nn.functional.one_hot (int64)
+    default = torch.get_default_dtype()
+    theta = torch.tensor([[3, 0, 1, 2], [0, 5, 1, 1]])
+    target = torch.nn.functional.one_hot(torch.tensor([0, 1]), 4)
+    loss = diffcomb.perturbed_fenchel_young_loss(theta.to(default), target, diffcomb.argmax_onehot, 8,
+                                                 generator=torch.Generator().manual_seed(0))
+    loss_int = diffcomb.perturbed_fenchel_young_loss(theta, target, diffcomb.argmax_onehot, 8,
+                                                     generator=torch.Generator().manual_seed(0))
+    assert loss_int.dtype == default and torch.equal(loss, loss_int)
+    for est in (diffcomb.perturbed(TOPK3, 4), diffcomb.imle(TOPK3, k=3)):
+        out = est(theta, generator=torch.Generator().manual_seed(1))
+        assert out.dtype == default
+        assert torch.equal(out, est(theta.to(default), generator=torch.Generator().manual_seed(1)))
+    out = diffcomb.blackbox(TOPK3)(theta)
+    assert out.dtype == default and torch.equal(out, diffcomb.blackbox(TOPK3)(theta.to(default)))
+
+
+def test_error_tensor_arguments_on_different_devices():
+    with pytest.raises(RuntimeError, match=r"perturbed_fenchel_young_loss: .*same device.*theta on cpu and target on "
+                                           r"meta"):
+        diffcomb.perturbed_fenchel_young_loss(torch.randn(4), torch.zeros(4, device="meta"), diffcomb.argmax_onehot)
+    # a user solver that answers on another device is named, not left to fail later
+    with pytest.raises(RuntimeError, match="the solver must return its solutions on the scores' device"):
+        diffcomb.blackbox(lambda t: torch.zeros_like(t, device="meta"))(torch.randn(2, 3))
+
+
+def _raw_perturb_bad_calls():
+    ops = torch.ops.diffcomb
+    x = torch.randn(3, 10, dtype=torch.float64)
+    w = torch.rand(2, 4, 5, dtype=torch.float64)
+    c = torch.randn(2, 3, 4, dtype=torch.float64)
+    seed = torch.tensor([7], dtype=torch.int64)
+    calls = []
+    for name, op in (("argmax_onehot", ops.argmax_onehot), ("sort_ranks", ops.sort_ranks),
+                     ("topk_mask", lambda t: ops.topk_mask(t, 2))):
+        calls += [
+            (f"{name}-rank-1", lambda op=op: op(x[0])),
+            (f"{name}-rank-3", lambda op=op: op(x[None])),
+            (f"{name}-dtype-int", lambda op=op: op(x.long())),
+            (f"{name}-dtype-half", lambda op=op: op(x.half())),
+            (f"{name}-noncontiguous", lambda op=op: op(x.t().contiguous().t())),
+            (f"{name}-expanded", lambda op=op: op(x[:1].expand(3, 10))),
+        ]
+    calls += [
+        ("topk_mask-k-100", lambda: ops.topk_mask(x, 100)),  # used to crash (issue 12)
+        ("topk_mask-k-11", lambda: ops.topk_mask(x, 11)),
+        ("topk_mask-k-negative", lambda: ops.topk_mask(x, -5)),
+    ]
+    for name, op, t in (("grid_shortest_path", ops.grid_shortest_path, w),
+                        ("linear_assignment", lambda m: ops.linear_assignment(m, False), c)):
+        calls += [
+            (f"{name}-rank-2", lambda op=op, t=t: op(t[0])),
+            (f"{name}-rank-4", lambda op=op, t=t: op(t[None])),
+            (f"{name}-dtype-int", lambda op=op, t=t: op(t.long())),
+            (f"{name}-dtype-bf16", lambda op=op, t=t: op(t.bfloat16())),
+            (f"{name}-noncontiguous", lambda op=op, t=t: op(t.transpose(1, 2))),
+        ]
+    noise = ops.perturb_noise
+    calls += [
+        ("noise-seed-int32", lambda: noise(seed.int(), [3], 0, 1.0, 1.0, 1, torch.float32)),
+        ("noise-seed-float", lambda: noise(seed.double(), [3], 0, 1.0, 1.0, 1, torch.float32)),
+        ("noise-seed-empty", lambda: noise(seed[:0], [3], 0, 1.0, 1.0, 1, torch.float32)),
+        ("noise-seed-0d", lambda: noise(seed[0], [3], 0, 1.0, 1.0, 1, torch.float32)),
+        ("noise-seed-long", lambda: noise(torch.tensor([7, 8], dtype=torch.int64), [3], 0, 1.0, 1.0, 1,
+                                          torch.float32)),
+        ("noise-shape-negative", lambda: noise(seed, [3, -1], 0, 1.0, 1.0, 1, torch.float32)),
+        ("noise-kind-3", lambda: noise(seed, [3], 3, 1.0, 1.0, 1, torch.float32)),
+        ("noise-kind-negative", lambda: noise(seed, [3], -1, 1.0, 1.0, 1, torch.float32)),
+        ("noise-dtype-half", lambda: noise(seed, [3], 0, 1.0, 1.0, 1, torch.float16)),
+        ("noise-dtype-int", lambda: noise(seed, [3], 1, 1.0, 1.0, 1, torch.int64)),
+        ("noise-sog-k-0", lambda: noise(seed, [3], 2, 0.0, 1.0, 10, torch.float32)),
+        ("noise-sog-k-nan", lambda: noise(seed, [3], 2, math.nan, 1.0, 10, torch.float32)),
+        ("noise-sog-k-inf", lambda: noise(seed, [3], 2, math.inf, 1.0, 10, torch.float32)),
+        ("noise-sog-tau-nan", lambda: noise(seed, [3], 2, 2.0, math.nan, 10, torch.float32)),
+        ("noise-sog-s-0", lambda: noise(seed, [3], 2, 2.0, 1.0, 0, torch.float32)),
+        ("noise-sog-s-huge", lambda: noise(seed, [3], 2, 2.0, 1.0, 2**31, torch.float32)),
+    ]
+    return calls
+
+
+RAW_PERTURB_BAD_CALLS = _raw_perturb_bad_calls()
+
+
+@pytest.mark.parametrize("name,call", RAW_PERTURB_BAD_CALLS, ids=[name for name, _ in RAW_PERTURB_BAD_CALLS])
+def test_raw_ops_refuse_bad_arguments(name, call):
+    with pytest.raises((RuntimeError, ValueError, IndexError), match=r"torch\.ops\.diffcomb\."):
+        call()
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_raw_ops_refuse_bad_arguments_under_torch_compile(dynamic):
+    f = torch.compile(lambda x, k: torch.ops.diffcomb.topk_mask(x, k), fullgraph=True, dynamic=dynamic,
+                      backend="aot_eager")
+    with pytest.raises(RuntimeError, match=r"torch\.ops\.diffcomb\.topk_mask: k must be in \[0, n\]"):
+        f(torch.randn(3, 10), 100)
+    x = torch.randn(3, 10)
+    assert torch.equal(f(x, 4), diffcomb.topk_mask(x, 4))
+
+
+def test_raw_ops_refuse_bad_arguments_under_meta_tensors():
+    # The fake (meta) implementations run the same checks, so torch.compile fails at trace time.
+    with pytest.raises(ValueError, match=r"torch\.ops\.diffcomb\.topk_mask: k must be in \[0, n\]"):
+        torch.ops.diffcomb.topk_mask(torch.empty(3, 10, device="meta"), 100)
+    with pytest.raises(RuntimeError, match=r"torch\.ops\.diffcomb\.grid_shortest_path: grid .* too large"):
+        torch.ops.diffcomb.grid_shortest_path(torch.empty(1, 2**16, 2**15, device="meta"))
+    with pytest.raises(ValueError, match=r"torch\.ops\.diffcomb\.perturb_noise: k must be positive"):
+        torch.ops.diffcomb.perturb_noise(torch.zeros(1, dtype=torch.int64, device="meta"), [2], 2, -1.0, 1.0, 3,
+                                         torch.float32)
+
+
+def test_estimators_on_empty_solutions():
+    # An empty event (n = 0) used to fail in a reshape(-1, 0) ("ambiguous"); SPEC 0: empty results.
+    solver = functools.partial(diffcomb.topk_mask, k=0)
+    theta = torch.zeros(3, 0, requires_grad=True)
+    for est in (diffcomb.perturbed(solver, 4), diffcomb.imle(solver, noise="gumbel", num_samples=2),
+                diffcomb.imle(solver, noise="gumbel", num_samples=2, return_samples=True), diffcomb.blackbox(solver)):
+        out = est(theta)
+        assert out.shape[-2:] == (3, 0)
+        (grad,) = torch.autograd.grad(out.sum(), theta)
+        assert grad.shape == (3, 0)
+    loss = diffcomb.perturbed_fenchel_young_loss(theta, torch.zeros(3, 0), solver, 4, reduction="none")
+    assert torch.equal(loss, torch.zeros(3))  # F - <theta, y> over no coordinates

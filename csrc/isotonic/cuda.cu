@@ -177,7 +177,11 @@ __global__ void __launch_bounds__(kChunkThreads)
   if (M != Vjp::Plain) perm += off;
   const int32_t* row_starts = starts + r * (n + 1);
   const int32_t nblocks = row_starts[n];
-  if (nblocks < 0) {
+  // The structure and the permutation are checked first (isotonic.h, blocks_ok and perm_ok, split
+  // over the threads), so the queue of large blocks below cannot overflow.
+  const bool bad = !blocks_ok(row_starts, nblocks, n, tid, kChunkThreads) ||
+                   !perm_ok<M>(perm, tid, n, n, kChunkThreads);
+  if (__syncthreads_or(bad)) {
     for (int32_t i = tid; i < n; i += kChunkThreads) dx[i] = quiet_nan<T>();
     return;
   }

@@ -403,6 +403,39 @@ DC_HOST_DEVICE DC_INLINE void vjp_write(T* dx, const int32_t* perm, int32_t i, T
   }
 }
 
+// The VJP receives the block structure and the permutation as tensors, which a direct call of the
+// custom op (torch.ops.diffcomb.isotonic_vjp) can fill with anything. Their values are checked
+// here, before any use (the Python layer checks shapes, not values; a pass over the row's starts
+// and one over its permutation): a row whose structure is not one the forward makes (nblocks in
+// [1, n], starts[0] = 0, strictly increasing starts below n) or whose permutation has an index
+// outside [0, n) gets NaN gradients instead of reads and writes out of bounds. Entries in range
+// are trusted (a permutation with repeats gives wrong values, not a crash).
+DC_HOST_DEVICE DC_INLINE bool index_ok(int32_t index, int32_t n) {
+  return static_cast<uint32_t>(index) < static_cast<uint32_t>(n);
+}
+
+// The structure's bounds, and every step-th pair of consecutive starts from `first` increasing
+// (first = 0, step = 1: the whole structure; branch-free, it vectorizes on the CPU).
+DC_HOST_DEVICE DC_INLINE bool blocks_ok(const int32_t* starts, int32_t nblocks, int32_t n, int32_t first = 0,
+                                        int32_t step = 1) {
+  if (nblocks < 1 || nblocks > n || starts[0] != 0 || starts[nblocks - 1] >= n) return false;
+  uint32_t bad = 0;  // an integer, not a bool, so that the loop vectorizes
+  for (int32_t b = first; b + 1 < nblocks; b += step) bad |= starts[b] >= starts[b + 1];
+  return bad == 0;
+}
+
+// Every step-th permutation entry from begin (below end) is in [0, n); always true without one.
+// One branch-free pass (it vectorizes on the CPU).
+template <Vjp M>
+DC_HOST_DEVICE DC_INLINE bool perm_ok(const int32_t* perm, int32_t begin, int32_t end, int32_t n,
+                                      int32_t step = 1) {
+  uint32_t bad = 0;
+  if constexpr (M != Vjp::Plain) {
+    for (int32_t i = begin; i < end; i += step) bad |= !index_ok(perm[i], n);
+  }
+  return bad == 0;
+}
+
 // One block [begin, end) of one row.
 template <class T, Vjp M>
 DC_HOST_DEVICE DC_INLINE void vjp_block(const T* g, const int32_t* perm, const T* weights, T scale,
@@ -417,8 +450,9 @@ DC_HOST_DEVICE DC_INLINE void vjp_block(const T* g, const int32_t* perm, const T
 template <class T, Vjp M>
 DC_HOST_DEVICE DC_INLINE void vjp_row(const T* g, const int32_t* perm, const int32_t* starts,
                                       const T* weights, T scale, int32_t n, T* dx) {
-  const int32_t nblocks = starts[n];
-  if (nblocks < 0) {
+  if (n == 0) return;
+  const int32_t nblocks = starts[n];  // -1: a non-finite row, NaN
+  if (!blocks_ok(starts, nblocks, n) || !perm_ok<M>(perm, 0, n, n)) {
     for (int32_t i = 0; i < n; ++i) dx[i] = quiet_nan<T>();
     return;
   }
