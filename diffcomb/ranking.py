@@ -52,8 +52,9 @@ _GAINS = ("exponential", "linear")
 
 def _prepare(fn: str, scores: Tensor, target: object, target_name: str, dim: int,
              strength: float) -> tuple[Tensor, Tensor, int, float]:
-    """Checked (scores, target, dim, eps); half precision is computed in float32."""
-    _check_tensor(fn, "scores", scores)
+    """Checked (scores, target, dim, eps); half precision is computed in float32, integer and bool
+    scores and targets in the default float dtype."""
+    scores = _check_tensor(fn, "scores", as_float(scores))
     dim = _check_dim(fn, scores, dim)
     eps = _check_strength(fn, strength)
     target = as_float(target)

@@ -470,6 +470,96 @@ for _name in ("SoftDTW", "SoftDTWDivergence", "SharpSoftDTW"):
     entry(_name)(_on_series(getattr(diffcomb, _name)()))
 
 
+# --- ranking metrics and Fenchel-Young losses (SPEC 2.5, 2.6): eps = 1 by default --------------------
+
+
+def _labels(g: torch.Generator, shape: Sequence[int], dim: int) -> torch.Tensor:
+    """0/1 labels with a positive and a negative in every row (the metrics are NaN otherwise)."""
+    labels = (torch.rand(shape, generator=g, dtype=F64) < 0.5).to(F64)
+    labels.narrow(dim, 0, 1).fill_(1.0)
+    labels.narrow(dim, 1, 1).fill_(0.0)
+    return labels
+
+
+def _ranking_metric(fn: Callable, graded: bool = False, with_k: bool = False):
+    def build(g):
+        n = randint(g, 2, 9)
+        shape, dim = with_dim(g, n)
+        if graded:
+            target = torch.randint(0, 4, shape, generator=g).to(F64)
+            target.narrow(dim, 0, 1).fill_(3.0)  # a positive gain in every row
+        else:
+            target = _labels(g, shape, dim)
+        kwargs = {"k": randint(g, 1, n)} if with_k else {}
+        return Problem(lambda s: fn(s, target, dim=dim, **kwargs), [leaf(_values(g, shape))])
+    return build
+
+
+for _fn, _graded in (("soft_ndcg", True), ("ndcg_loss", True), ("soft_average_precision", False),
+                     ("average_precision_loss", False), ("soft_auc", False), ("auc_loss", False)):
+    entry(_fn)(_ranking_metric(getattr(diffcomb, _fn), graded=_graded))
+entry("soft_ndcg", "k")(_ranking_metric(diffcomb.soft_ndcg, graded=True, with_k=True))
+entry("soft_recall_at_k")(_ranking_metric(diffcomb.soft_recall_at_k, with_k=True))
+entry("recall_at_k_loss")(_ranking_metric(diffcomb.recall_at_k_loss, with_k=True))
+
+
+def _fenchel_young(make: Callable[[], Callable], regularization: str = "l2"):
+    def build(g):
+        n = randint(g, 1, 8)
+        shape, dim = with_dim(g, n)
+        ranks = torch.rand(shape, generator=g, dtype=F64).argsort(dim=dim).argsort(dim=dim).to(F64) + 1.0
+        loss = make()
+        return Problem(lambda t: loss(t, ranks, regularization=regularization, dim=dim),
+                       [leaf(_values(g, shape))])
+    return build
+
+
+entry("fenchel_young_loss")(_fenchel_young(lambda: diffcomb.fenchel_young_loss))
+entry("fenchel_young_loss", "kl")(_fenchel_young(lambda: diffcomb.fenchel_young_loss, "kl"))
+
+
+@entry("fenchel_young_loss", "birkhoff")
+def _fenchel_young_birkhoff(g):
+    lead, n = lead_shape(g), randint(g, 1, 6)
+    perm = torch.rand(*lead, n, generator=g, dtype=F64).argsort(dim=-1)
+    target = torch.nn.functional.one_hot(perm, n).to(F64)
+    theta = normal(g, *lead, n, n, scale=log_uniform(g, 0.3, 3.0))
+    return Problem(lambda t: diffcomb.fenchel_young_loss(t, target, polytope="birkhoff"), [leaf(theta)])
+
+
+def _metric_module(make: Callable[[int], torch.nn.Module], graded: bool = False):
+    def build(g):
+        n = randint(g, 2, 9)
+        shape = lead_shape(g) + [n]
+        layer = make(n)
+        target = _ranking_metric_target(g, shape, graded)
+        return Problem(lambda s: layer(s, target), [leaf(_values(g, shape))])
+    return build
+
+
+def _ranking_metric_target(g: torch.Generator, shape: Sequence[int], graded: bool) -> torch.Tensor:
+    if not graded:
+        return _labels(g, shape, -1)
+    target = torch.randint(0, 4, shape, generator=g).to(F64)
+    target[..., 0] = 3.0
+    return target
+
+
+entry("NDCGLoss")(_metric_module(lambda n: diffcomb.NDCGLoss(k=n), graded=True))
+entry("AveragePrecisionLoss")(_metric_module(lambda n: diffcomb.AveragePrecisionLoss()))
+entry("RecallAtKLoss")(_metric_module(lambda n: diffcomb.RecallAtKLoss(1)))
+entry("AUCLoss")(_metric_module(lambda n: diffcomb.AUCLoss()))
+
+
+@entry("FenchelYoungLoss")
+def _fenchel_young_module(g):
+    n = randint(g, 1, 8)
+    shape = lead_shape(g) + [n]
+    ranks = torch.rand(shape, generator=g, dtype=F64).argsort(dim=-1).argsort(dim=-1).to(F64) + 1.0
+    layer = diffcomb.FenchelYoungLoss()
+    return Problem(lambda t: layer(t, ranks), [leaf(_values(g, shape))])
+
+
 # ------------------------------------------------------------------------------------------------
 # Public names that are not in the gradient matrix, and why.
 

@@ -427,8 +427,8 @@ def test_errors():
         diffcomb.soft_ndcg(s, torch.ones(2, 4))
     with pytest.raises(TypeError, match=r"soft_auc: labels must be a torch.Tensor"):
         diffcomb.soft_auc(s, [1, 0, 1, 0, 1])
-    with pytest.raises(TypeError, match=r"soft_average_precision: scores must be a floating-point tensor"):
-        diffcomb.soft_average_precision(torch.ones(2, 5, dtype=torch.long), y)
+    with pytest.raises(TypeError, match=r"soft_average_precision: scores must be a real tensor"):
+        diffcomb.soft_average_precision(torch.ones(2, 5, dtype=torch.complex64), y)
     with pytest.raises(ValueError, match=r"soft_ndcg: k must be None or an int >= 1"):
         diffcomb.soft_ndcg(s, y, 0)
     with pytest.raises(ValueError, match=r"soft_recall_at_k: k must be an int >= 1"):
