@@ -185,8 +185,8 @@ def _warn(message: str) -> None:
 
 
 def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None:
-    """One warning when some problem stopped at max_iter above tol (err is on the CPU: reading it
-    costs nothing; NaN problems are not counted, their results are NaN)."""
+    """One warning when some problem stopped at max_iter above tol (err on the CPU costs nothing to
+    read, on CUDA one synchronization; NaN problems are not counted, their results are NaN)."""
     bad = err > tol
     count = int(bad.sum())
     if count:
@@ -283,9 +283,9 @@ def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol
     tol <= 0: exactly max_iter iterations. f_hist/g_hist: recorded iterates when unroll.
 
     check_weights: raise ValueError for negative weights or unequal masses (SPEC 4.4; reads the
-    weights, one synchronization on CUDA, skipped while a CUDA graph is captured). On the CPU, a
-    run with tol > 0 warns (UserWarning) when some problem stopped at max_iter above tol; CUDA
-    does not synchronize to check. Both happen here, in the op, so that compiled graphs raise and
+    weights, one synchronization on CUDA, skipped while a CUDA graph is captured). A run with
+    tol > 0 warns (UserWarning) when some problem stopped at max_iter above tol (on CUDA reading
+    the errors costs one synchronization; skipped while a CUDA graph is captured). Both happen here, in the op, so that compiled graphs raise and
     warn as eager calls do. caller: the public function those messages name. A problem with n = 0
     or m = 0 has no transport between masses 0 and 1: its cost, potentials and err are NaN."""
     _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
@@ -320,8 +320,8 @@ def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol
     else:
         _native.cpu().sinkhorn_forward(*args, batch, n, m, eps, max_iter, tol, check_every, _native.dtype_code(C),
                                        _native.threads())
-        if tol > 0:
-            _warn_not_converged(caller, err, tol, max_iter)
+    if tol > 0 and not _capturing(C):  # on CUDA: one synchronization, the price of never failing silently
+        _warn_not_converged(caller, err, tol, max_iter)
     return P, f, g, cost, n_iter, err, f_hist, g_hist
 
 
@@ -525,10 +525,10 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
 
         Convergence: a problem that stops at ``max_iter`` with a marginal error above ``tol`` has
         ``converged = False``, and the call emits one ``UserWarning`` naming the worst error (raise
-        ``max_iter`` or ``epsilon``). The warning is given on the CPU only, also inside
-        ``torch.compile``d graphs (it is issued by the custom op at run time); on CUDA it would
-        need a device synchronization on every call, so read ``converged`` there. ``tol=0`` asks for
-        exactly ``max_iter`` iterations and never warns.
+        ``max_iter`` or ``epsilon``). The warning is given on every device, also inside
+        ``torch.compile``d graphs (it is issued by the custom op at run time); on CUDA reading the
+        errors costs one device synchronization per call (skipped while a CUDA graph is captured).
+        ``tol=0`` asks for exactly ``max_iter`` iterations and never warns.
 
         Errors and NaN: a problem whose cost or weights contain NaN or infinity gives NaN outputs (no
         error); a problem with ``n = 0`` or ``m = 0`` has an empty plan and a NaN cost (there is no
