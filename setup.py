@@ -108,8 +108,21 @@ class NativeExtension(Extension):
 
 
 class NinjaBuildExt(build_ext):
+    def remove_stale_modules(self):
+        """A module this build does not make (the CUDA one, with DIFFCOMB_CUDA=0 or no nvcc) must not
+        survive from an earlier build in build/lib or in the source tree: it would ship, or be
+        imported, compiled from older sources."""
+        if any(ext.name == "diffcomb._C_cuda" for ext in self.extensions):
+            return
+        for folder in (Path(self.build_lib) / "diffcomb", ROOT / "diffcomb"):
+            for stale in folder.glob("_C_cuda*.so"):
+                log(f"removing {stale} (not built by this configuration)")
+                stale.unlink()
+
     def build_extensions(self):
         import pybind11
+
+        self.remove_stale_modules()
 
         ninja = shutil.which("ninja")
         if ninja is None:
