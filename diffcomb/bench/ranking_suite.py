@@ -106,23 +106,14 @@ def pairwise_estimated_bytes(w: RankLossWorkload) -> int:
     return PAIRWISE_LIVE_TENSORS * w.batch * w.n * w.n * itemsize
 
 
-def _available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def build_pairwise(mod: ModuleType, w: RankLossWorkload, limit: bool = True):
     """The pairwise formulation of ``w.op`` as fn(scores, target); ``limit=False`` lifts the
     memory limit (the memory probes at small batches)."""
     if not isinstance(w, RankLossWorkload):
         raise Unsupported("suite ranking only")
-    need, avail = pairwise_estimated_bytes(w), _available_bytes()
+    from .peers import available_bytes  # here: peers imports this module
+
+    need, avail = pairwise_estimated_bytes(w), available_bytes()
     cap = PAIRWISE_MAX_BYTES if avail is None else min(PAIRWISE_MAX_BYTES, avail // 2)
     if limit and need > cap:
         raise Unsupported(f"(batch, n, n) sigmoid matrices: about {need / 2**30:.0f} GiB "
