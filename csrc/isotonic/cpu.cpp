@@ -8,6 +8,7 @@
 #include "api.h"
 #include "dispatch.h"
 #include "isotonic.h"
+#include "sparse_topk.h"
 
 namespace diffcomb {
 namespace isotonic {
@@ -68,6 +69,14 @@ void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::u
                   std::uintptr_t weights, int64_t rows, int64_t n, double sign, int dtype, int threads,
                   int64_t chunk) {
   with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
+    solve_rows(batch, rows, n, threads, chunk, as_ptr<int32_t>(starts));
+  });
+}
+
+void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
+                     std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
+                     int method, int dtype, int threads, int64_t chunk) {
+  with_sparse_topk_batch(s, perm, out, deriv, weights, n, k, r, method, dtype, [&](const auto& batch) {
     solve_rows(batch, rows, n, threads, chunk, as_ptr<int32_t>(starts));
   });
 }

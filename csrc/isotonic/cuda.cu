@@ -30,6 +30,7 @@
 #include "api.h"
 #include "dispatch.h"
 #include "isotonic.h"
+#include "sparse_topk.h"
 
 namespace diffcomb {
 namespace isotonic {
@@ -251,6 +252,18 @@ void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::
                    std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n, double sign, int dtype,
                    int device, std::uintptr_t stream) {
   with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
+    launch_solve(batch, rows, n, starts, work, device, stream);
+  });
+}
+
+int64_t sparse_topk_cuda_work_bytes(int64_t rows, int64_t n) {
+  return rows * n * (2 * kTopkStatsBytes + static_cast<int64_t>(sizeof(int32_t)));
+}
+
+void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
+                      std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
+                      int64_t k, double r, int method, int dtype, int device, std::uintptr_t stream) {
+  with_sparse_topk_batch(s, perm, out, deriv, weights, n, k, r, method, dtype, [&](const auto& batch) {
     launch_solve(batch, rows, n, starts, work, device, stream);
   });
 }
