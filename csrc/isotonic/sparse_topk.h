@@ -47,6 +47,7 @@
 // write a = pi = 0.
 #pragma once
 
+#include <cfloat>
 #include <cstdint>
 #include <stdexcept>
 
@@ -60,12 +61,77 @@ namespace isotonic {
 // Block-solve codes shared with diffcomb/topk.py.
 enum TopkMethod : int { kTopkQuadratic = 0, kTopkCubic = 1, kTopkPower = 2 };
 
-// psi(u) = sign(u) |u|^r and its derivative r |u|^(r-1), r >= 1.
+// psi(u) = sign(u) |u|^r and its derivative r |u|^(r-1), r >= 1. Small
+// integer r (p = 1 + 1/r: 1.5, 1.25, ...) multiplies instead of calling pow.
 DC_HOST_DEVICE DC_INLINE double power_psi(double u, double r, double& deriv) {
   const double au = fabs(u);
-  const double q = pow(au, r - 1.0);  // pow(0, 0) = 1: r = 1 gives deriv 1 at u = 0
+  double q;  // |u|^(r-1); 1 for r = 1, also at u = 0 (as pow(0, 0))
+  const int ri = static_cast<int>(r);
+  if (double(ri) == r && ri <= 8) {
+    q = 1.0;
+    for (int j = 1; j < ri; ++j) q *= au;
+  } else {
+    q = pow(au, r - 1.0);
+  }
   deriv = r * q;
   return copysign(q * au, u);
+}
+
+// A point of a block equation F (increasing in x): F(x), F'(x), F''(x) (0
+// when not known), and the sum of the magnitudes of F's terms (F's rounding
+// noise is a few ulps of it).
+struct RootPoint {
+  double x;
+  double f;
+  double df;
+  double d2f;
+  double scale;
+};
+
+// The root of an increasing F in [lo, hi] (F(lo) <= 0 <= F(hi)), from the
+// evaluated point p. Steps are Newton's, or Halley's when F'' is known
+// (cubic convergence); a step that leaves the bracket or is not at least half
+// the previous one is replaced by bisection, and every evaluation shrinks the
+// bracket. Stops when F(x) is at its rounding noise, when the step is below an
+// ulp of x, when Halley's step is so small that its own error (about
+// |step|^3 |F''/F'|^2) is below an ulp (the step is then taken without a new
+// evaluation), or when the bracket is two adjacent doubles: the root to
+// machine precision. eval(x) returns the RootPoint at x.
+template <class Eval>
+DC_HOST_DEVICE DC_INLINE RootPoint bracketed_root(const Eval& eval, double lo, double hi, RootPoint p) {
+  double last_step = hi - lo;
+  for (int iter = 0; iter < 200; ++iter) {
+    if (fabs(p.f) <= 4.0 * DBL_EPSILON * p.scale) break;
+    if (p.f < 0.0) {
+      lo = p.x;
+    } else {
+      hi = p.x;
+    }
+    const double inv_df = 1.0 / p.df;
+    const double curvature = p.d2f * inv_df;
+    double step = p.f * inv_df;
+    if (p.d2f != 0.0) {
+      const double damping = 1.0 - 0.5 * step * curvature;
+      if (damping > 0.5) step /= damping;
+    }
+    double next = p.x - step;
+    if (next > lo && next < hi && fabs(step) <= 0.5 * last_step) {
+      if (fabs(step) <= DBL_EPSILON * fabs(p.x)) break;
+      if (p.d2f != 0.0) {
+        if (fabs(step * step * step) * curvature * curvature <= DBL_EPSILON * fabs(next)) {
+          p.x = next;
+          return p;
+        }
+      }
+      last_step = fabs(step);
+    } else {
+      next = 0.5 * (lo + hi);
+      last_step = 0.5 * (hi - lo);
+      if (!(next > lo && next < hi)) break;
+    }
+    p = eval(next);
+  }
+  return p;
 }
 
 // p = 2: the L2 projection's statistics.
@@ -88,8 +154,10 @@ struct QuadraticStats {
 };
 
 // p = 4/3: psi(u) = u^3. With c_i = s_i - mean (central) and d = mean - g,
-// F_B(g) = sum (c_i + d)^3 - W = n d^3 + 3 M2 d + M3 - W (sum c_i = 0): a
-// cubic in d, increasing (M2 >= 0), with one real root.
+// F(d) = sum (c_i + d)^3 - W = n d^3 + 3 M2 d + M3 - W (sum c_i = 0): a cubic
+// in d, increasing (M2 >= 0), with one real root, evaluated in O(1) from the
+// moments; pooling merges the moments (Chan/Pebay) and solves the cubic by
+// bracketed_root from the larger block's root.
 struct CubicStats {
   double anchor;  // the block's first (largest) s; the moments are of t = s - anchor
   double n;
@@ -107,38 +175,26 @@ struct CubicStats {
   }
   DC_HOST_DEVICE DC_INLINE double value() const { return val; }
 
-  // The real root of n d^3 + 3 m2 d + (m3 - W) = 0: d^3 + P d + Q = 0 with
-  // P = 3 m2 / n >= 0. Cardano's terms A, B (A^3 + B^3 = -Q, A B = -P/3) are
-  // combined as d = -Q / (A^2 - A B + B^2), a sum of positive terms, so no
-  // cancellation; one Newton step then polishes to the last bit.
-  DC_HOST_DEVICE DC_INLINE static double root(double n, double m2, double m3, double mass) {
-    const double P = 3.0 * m2 / n;
-    const double Q = (m3 - mass) / n;
-    double d;
-    if (P == 0.0) {
-      d = cbrt(-Q);
-    } else {
-      const double M = cbrt(0.5 * fabs(Q) + sqrt(0.25 * Q * Q + P * P * P / 27.0));  // |A| > 0
-      const double B = P / (3.0 * M);                                               // |B|
-      d = -Q / (M * M + P / 3.0 + B * B);
-    }
-    const double f = ((n * d) * d + 3.0 * m2) * d + (m3 - mass);
-    const double df = 3.0 * (n * d * d + m2);
-    if (df > 0.0) d -= f / df;
-    return d;
-  }
-
   DC_HOST_DEVICE DC_INLINE CubicStats pooled(const CubicStats& right) const {
-    const double nl = n, nr = right.n, nt = nl + nr;
+    const double nl = n, nr = right.n, nt = nl + nr, inv = 1.0 / nt;
     const double mean_r = (right.anchor - anchor) + right.mean;  // right's mean, in this block's t
     const double delta = mean_r - mean;
-    const double mt = mean + delta * (nr / nt);
-    const double m2t = m2 + right.m2 + delta * delta * (nl * nr / nt);
-    const double m3t = m3 + right.m3 + delta * delta * delta * (nl * nr * (nl - nr) / (nt * nt)) +
-                       3.0 * delta * (nl * right.m2 - nr * m2) / nt;
+    const double mt = mean + delta * (nr * inv);
+    const double m2t = m2 + right.m2 + delta * delta * (nl * nr * inv);
+    const double m3t = m3 + right.m3 + delta * delta * delta * (nl * nr * (nl - nr) * inv * inv) +
+                       3.0 * delta * (nl * right.m2 - nr * m2) * inv;
     const double masst = mass + right.mass;
-    const double dt = root(nt, m2t, m3t, masst);
-    return {anchor, nt, mt, m2t, m3t, masst, dt, (anchor + mt) - dt};
+    // The two blocks' roots in the pooled block's d = (anchor + mt) - g.
+    const double d_left = (mt - mean) + d;
+    const double d_right = (mt - mean_r) + right.d;
+    const auto eval = [&](double x) {
+      const double c = m3t - masst;
+      return RootPoint{x, ((nt * x) * x + 3.0 * m2t) * x + c, 3.0 * (nt * x * x + m2t), 6.0 * nt * x,
+                       fabs(x) * (nt * x * x + 3.0 * m2t) + fabs(m3t) + masst};
+    };
+    const RootPoint root = bracketed_root(eval, d_left < d_right ? d_left : d_right,
+                                          d_left < d_right ? d_right : d_left, eval(nl >= nr ? d_left : d_right));
+    return {anchor, nt, mt, m2t, m3t, masst, root.x, (anchor + mt) - root.x};
   }
   template <class T>
   DC_HOST_DEVICE DC_INLINE double residual(const T*, double s) const {
@@ -153,7 +209,8 @@ struct CubicStats {
 };
 
 // Any p: the block is the range [begin, end) of the row's sorted values s; the
-// root is kept as delta = s[begin] - g, so s_i - g = (s_i - s[begin]) + delta.
+// root is kept as x = s[begin] - g, so s_i - g = (s_i - s[begin]) + x, and
+// F(x) = sum_B psi((s_i - s[begin]) + x) - W costs O(|B|).
 template <class T>
 struct PowerStats {
   const T* s;
@@ -161,71 +218,54 @@ struct PowerStats {
   int32_t end;
   double r;
   double mass;
-  double delta;
-  double slope_;  // sum_B psi'(s_i - g) at the root
+  double x;       // the root, s[begin] - g
+  double slope_;  // F'(x) = sum_B psi'(s_i - g)
   double val;
 
   DC_HOST_DEVICE DC_INLINE static PowerStats leaf(const T* s, int32_t i, double w, double r) {
     double deriv;
-    power_psi(w, r, deriv);  // psi(w) = w: delta = w
+    power_psi(w, r, deriv);  // psi(w) = w: x = w
     return {s, i, i + 1, r, w, w, deriv, double(s[i]) - w};
   }
   DC_HOST_DEVICE DC_INLINE double value() const { return val; }
 
-  // F(x) = sum_{[lo, hi)} psi((s_i - anchor) + x) - mass, and F'(x).
-  DC_HOST_DEVICE DC_INLINE double eval(int32_t lo, int32_t hi, double anchor, double x, double mass_part,
-                                       double& deriv) const {
-    double f = -mass_part, df = 0.0;
+  // The terms of F for the elements [lo, hi) at x, added to p.
+  DC_HOST_DEVICE DC_INLINE void add_terms(int32_t lo, int32_t hi, double anchor, double at, RootPoint& p) const {
     for (int32_t i = lo; i < hi; ++i) {
       double di;
-      f += power_psi((double(s[i]) - anchor) + x, r, di);
-      df += di;
+      const double v = power_psi((double(s[i]) - anchor) + at, r, di);
+      p.f += v;
+      p.df += di;
+      p.scale += fabs(v);
     }
-    deriv = df;
-    return f;
   }
 
   DC_HOST_DEVICE DC_INLINE PowerStats pooled(const PowerStats& right) const {
     const double anchor = double(s[begin]);
     const double mass_t = mass + right.mass;
-    // The two blocks' roots, as offsets from anchor; F of the pooled block is
-    // <= 0 at the smaller and >= 0 at the larger (F is increasing in x).
-    const double x_left = delta;
-    const double x_right = (anchor - double(s[right.begin])) + right.delta;
-    double lo = x_left < x_right ? x_left : x_right;
-    double hi = x_left < x_right ? x_right : x_left;
-    // Start at the larger block's root, where its own part of F is 0 and its
-    // slope is known: only the smaller block is evaluated.
-    double x, f, df;
+    const double x_left = x;
+    const double x_right = (anchor - double(s[right.begin])) + right.x;
+    const auto eval = [&](double at) {
+      RootPoint p{at, -mass_t, 0.0, 0.0, mass_t};
+      add_terms(begin, right.end, anchor, at, p);
+      return p;
+    };
+    // Start at the larger block's root, where its part of F is 0 and its slope
+    // is known: only the smaller block is evaluated there.
+    RootPoint start;
     if (end - begin >= right.end - right.begin) {
-      x = x_left;
-      f = eval(right.begin, right.end, anchor, x, right.mass, df);
-      df += slope_;
+      start = RootPoint{x_left, -right.mass, slope_, 0.0, mass_t};
+      add_terms(right.begin, right.end, anchor, x_left, start);
     } else {
-      x = x_right;
-      f = eval(begin, end, anchor, x, mass, df);
-      df += right.slope_;
+      start = RootPoint{x_right, -mass, right.slope_, 0.0, mass_t};
+      add_terms(begin, end, anchor, x_right, start);
     }
-    // Safeguarded Newton: every evaluated point shrinks the bracket; a Newton
-    // step that leaves it, or does not halve |F|, is replaced by bisection.
-    double f_prev = 2.0 * fabs(f) + 1.0;
-    for (int iter = 0; iter < 200 && f != 0.0; ++iter) {
-      if (f < 0.0) {
-        lo = x;
-      } else {
-        hi = x;
-      }
-      double next = x - f / df;
-      if (!(next > lo && next < hi) || 2.0 * fabs(f) > f_prev) next = 0.5 * (lo + hi);
-      if (!(next > lo && next < hi)) break;  // lo and hi are adjacent doubles
-      if (next == x) break;
-      f_prev = fabs(f);
-      x = next;
-      f = eval(begin, right.end, anchor, x, mass_t, df);
-    }
-    return {s, begin, right.end, r, mass_t, x, df, anchor - x};
+    const RootPoint root = bracketed_root(eval, x_left < x_right ? x_left : x_right,
+                                          x_left < x_right ? x_right : x_left, start);
+    return {s, begin, right.end, r, mass_t, root.x, root.df, anchor - root.x};
   }
-  DC_HOST_DEVICE DC_INLINE double residual(const T*, double si) const { return (si - double(s[begin])) + delta; }
+  template <class U>
+  DC_HOST_DEVICE DC_INLINE double residual(const U*, double si) const { return (si - double(s[begin])) + x; }
   DC_HOST_DEVICE DC_INLINE double slope() const { return slope_; }
   DC_HOST_DEVICE DC_INLINE bool pure() const { return mass == 0.0 || mass == double(end - begin); }
   DC_HOST_DEVICE DC_INLINE static double psi(double u, double r, double& deriv) { return power_psi(u, r, deriv); }
