@@ -77,6 +77,8 @@ from .softdtw import (
     soft_dtw_from_cost,
 )
 from .sortnet import DiffSortNet, RankingLoss, SortingNetworkResult, ranking_loss, sorting_network
+from .topk import TopKRouting, sparse_soft_topk, topk_routing
+from .nn import SparseSoftTopK, TopKRouter
 
 __version__ = "0.2.0"  # the one place the version is set (pyproject.toml reads it)
 
@@ -143,4 +145,9 @@ __all__ = [
     "soft_topk",
     "sorting_network",
     "spearman_loss",
+    "SparseSoftTopK",
+    "TopKRouter",
+    "TopKRouting",
+    "sparse_soft_topk",
+    "topk_routing",
 ]
