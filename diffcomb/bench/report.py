@@ -178,6 +178,15 @@ def table_notes(suite: str) -> list[str]:
             "quantity. In float64 they still differ by ~3e-8 relative in the values and up to ~2e-3 relative in the "
             "gradients, while diffcomb matches the float64 numpy oracle (tests/reference) to 1e-16.",
         ]
+    if suite == "topk":
+        return [
+            "Median times in milliseconds. ratio = contender time / diffcomb.sparse_soft_topk time in this "
+            "run (> 1: diffcomb is faster). fwd+bwd = forward, then (mask * g).sum().backward().",
+            "max abs diff / grad diff: max |contender - diffcomb| of the masks / of the input gradients; '!' "
+            f"marks a difference beyond tolerance * max(1, max|reference|) ({tol}). diffcomb.soft_topk is the "
+            "p = 2 operator: on the p != 2 workloads its diff is the distance between two different masks "
+            "(its time is the p = 2 baseline). torch.topk is the hard floor (x on the top k): not checked.",
+        ]
     return [
         "Median times in milliseconds. ratio = contender time / diffcomb time in this run "
         "(> 1: diffcomb is faster). fwd+bwd = forward, then (out * g).sum().backward().",
