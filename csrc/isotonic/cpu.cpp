@@ -1,5 +1,6 @@
 // Batched CPU kernels of the isotonic family: OpenMP over the rows, the math
-// from isotonic.h, the stable argsort from common/radix_sort.h.
+// from isotonic.h (and sparse_topk.h's block solves), the stable argsort from
+// common/radix_sort.h.
 #include <vector>
 
 #include "../common/common.h"

@@ -1,5 +1,8 @@
-// CUDA kernels of the isotonic family. The math is isotonic.h's, shared with
-// cpu.cpp; this file only maps rows and phases onto threads.
+// CUDA kernels of the isotonic family. The math is isotonic.h's (and, for the
+// sparse soft top-k, the block solves of sparse_topk.h), shared with cpu.cpp;
+// this file only maps rows and phases onto threads. The sparse top-k runs the
+// same forward kernels with its own block statistics; its backward is the
+// rank-mode VJP below applied to psi' * g (diffcomb/topk.py).
 //
 // Forward (PAV on rows that torch.sort already sorted):
 //   - Short rows (n <= kRowwiseMaxN): one thread per row runs solve_row, the
