@@ -9,9 +9,9 @@
 // (1/q)|u|^q, q = p/(p-1). Sorting z descending (s = z[perm]) reduces it to
 // the non-increasing v minimizing sum_i (1/q)|s_i - v_i|^q + w_i v_i, then
 // y[perm[i]] = psi(s_i - v_i). v is constant on blocks; a block's value g is
-// the root of the increasing-in-(-g) equation
+// the root of
 //   F_B(g) = sum_{i in B} psi(s_i - g) - W_B = 0,   W_B = sum_{i in B} w_i,
-// unique because psi is strictly increasing. A leaf's value is s_i - w_i for
+// unique because psi is strictly increasing (F_B decreases in g). A leaf's value is s_i - w_i for
 // every p (psi(w) = w for w in {0, 1}), so PAV's leaves and the p = 2 case are
 // those of the L2 projection (Projection<T, L2, true> with c = w).
 //
@@ -20,15 +20,17 @@
 //                   arithmetic to soft_topk.
 //   CubicStats      p = 4/3 (r = 3): psi(u) = u^3, so F_B is a cubic in g whose
 //                   coefficients are the block's central moments (count, mean,
-//                   M2, M3, pooled with the Chan/Pebay formulas). Closed form
-//                   (Cardano, in a cancellation-free arrangement) plus one
-//                   Newton step. O(1) per pooling.
+//                   M2, M3, pooled with the Chan/Pebay formulas): O(1) per
+//                   evaluation. Its single real root is found by Halley steps
+//                   (bracketed_root) from the larger pooled block's root,
+//                   usually one or two.
 //   PowerStats<T>   any other p: F_B has no finite summary, so a block keeps
 //                   its range of the row and a pooling solves F_B over all its
-//                   elements: safeguarded Newton inside the bracket formed by
-//                   the two pooled blocks' values (F is monotone and the pooled
-//                   root lies between them), to machine precision. O(|B|) per
-//                   evaluation; a pooling costs a few evaluations.
+//                   elements by safeguarded Newton (bracketed_root): O(|B|) per
+//                   evaluation, a few evaluations per pooling, so O(n m) for a
+//                   partly selected block of m entries.
+// A pooling's root lies between the two pooled blocks' values (F is monotone),
+// which brackets every solve; solves stop at machine precision.
 // Every statistic keeps its root relative to an anchor inside the block (the
 // first element for CubicStats and PowerStats, the mean for MeanStats), so
 // s - g is formed without cancelling two large numbers.
