@@ -109,18 +109,16 @@ DC_HOST_DEVICE DC_INLINE RootPoint bracketed_root(const Eval& eval, double lo, d
     } else {
       hi = p.x;
     }
-    const double inv_df = 1.0 / p.df;
-    const double curvature = p.d2f * inv_df;
-    double step = p.f * inv_df;
-    if (p.d2f != 0.0) {
-      const double damping = 1.0 - 0.5 * step * curvature;
-      if (damping > 0.5) step /= damping;
-    }
+    // Newton: f / f'; Halley: f f' / (f'^2 - f f'' / 2), used while its denominator stays
+    // above half of f'^2 (one division either way).
+    const double df2 = p.df * p.df;
+    const double halley = df2 - 0.5 * p.f * p.d2f;
+    const double step = p.d2f != 0.0 && halley > 0.5 * df2 ? p.f * p.df / halley : p.f / p.df;
     double next = p.x - step;
     if (next > lo && next < hi && fabs(step) <= 0.5 * last_step) {
       if (fabs(step) <= DBL_EPSILON * fabs(p.x)) break;
       if (p.d2f != 0.0) {
-        if (fabs(step * step * step) * curvature * curvature <= DBL_EPSILON * fabs(next)) {
+        if (fabs(step * step * step) * p.d2f * p.d2f <= DBL_EPSILON * fabs(next) * df2) {
           p.x = next;
           return p;
         }
