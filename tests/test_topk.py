@@ -150,7 +150,8 @@ def test_spec_values_p2_and_sparsity():
 
 
 # ------------------------------------------------------------------------------------------------
-# The three block solves agree; the chunked (GPU) PAV equals the sequential one.
+# The threshold solve (any p) agrees with the PAV block solves (p = 2, 4/3); the chunked (GPU) PAV
+# equals the sequential one.
 
 
 def native_topk(x, k, scale, method, exponent, chunk=0):
@@ -177,7 +178,7 @@ def test_general_solver_matches_closed_forms(dtype, gen):
             assert_close(deriv_g, deriv_c, dtype, rtol=1e-10 if dtype == torch.float64 else 1e-5, atol=1e-12)
 
 
-@pytest.mark.parametrize("method, exponent", [(_QUADRATIC, 1.0), (_CUBIC, 3.0), (_POWER, 2.0), (_POWER, 1.0 / 0.7)])
+@pytest.mark.parametrize("method, exponent", [(_QUADRATIC, 1.0), (_CUBIC, 3.0)])
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 def test_chunked_pav_matches_sequential(method, exponent, chunk, gen):
     x = randn(gen, 4, 1500)

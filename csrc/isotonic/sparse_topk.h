@@ -15,7 +15,8 @@
 // every p (psi(w) = w for w in {0, 1}), so PAV's leaves and the p = 2 case are
 // those of the L2 projection (Projection<T, L2, true> with c = w).
 //
-// Three block statistics (the template parameter of the PAV):
+// p = 2 and p = 4/3 run isotonic.h's PAV with a block statistic (its template
+// parameter) whose value is an exact root found in O(1):
 //   QuadraticStats  p = 2 (r = 1): MeanStats; the value is a mean. Identical
 //                   arithmetic to soft_topk.
 //   CubicStats      p = 4/3 (r = 3): psi(u) = u^3, so F_B is a cubic in g whose
@@ -23,16 +24,15 @@
 //                   M2, M3, pooled with the Chan/Pebay formulas): O(1) per
 //                   evaluation. Its single real root is found by Halley steps
 //                   (bracketed_root) from the larger pooled block's root,
-//                   usually one or two.
-//   PowerStats<T>   any other p: F_B has no finite summary, so a block keeps
-//                   its range of the row and a pooling solves F_B over all its
-//                   elements by safeguarded Newton (bracketed_root): O(|B|) per
-//                   evaluation, a few evaluations per pooling, so O(n m) for a
-//                   partly selected block of m entries.
-// A pooling's root lies between the two pooled blocks' values (F is monotone),
-// which brackets every solve; solves stop at machine precision.
-// Every statistic keeps its root relative to an anchor inside the block (the
-// first element for CubicStats and PowerStats, the mean for MeanStats), so
+//                   usually one or two. A pooling's root lies between the two
+//                   pooled blocks' values (F is monotone): the bracket.
+// Any other p has no finite block summary: a PAV pooling would re-solve F_B
+// over all of its block's elements, O(n m) per row for a mixed block of m
+// entries. Because w takes two values, the solution has one mixed block,
+// which solve_row_threshold finds directly (below): O(log n + m) per
+// evaluation of one monotone equation. Every root is found to machine
+// precision, relative to an anchor inside the row or block (the first element
+// for CubicStats, the mean for MeanStats, s[k-1] for the threshold), so
 // s - g is formed without cancelling two large numbers.
 //
 // The mask of the top-k problem has one "mixed" block around position k;
@@ -208,72 +208,9 @@ struct CubicStats {
   }
 };
 
-// Any p: the block is the range [begin, end) of the row's sorted values s; the
-// root is kept as x = s[begin] - g, so s_i - g = (s_i - s[begin]) + x, and
-// F(x) = sum_B psi((s_i - s[begin]) + x) - W costs O(|B|).
-template <class T>
-struct PowerStats {
-  const T* s;
-  int32_t begin;
-  int32_t end;
-  double r;
-  double mass;
-  double x;       // the root, s[begin] - g
-  double slope_;  // F'(x) = sum_B psi'(s_i - g)
-  double val;
-
-  DC_HOST_DEVICE DC_INLINE static PowerStats leaf(const T* s, int32_t i, double w, double r) {
-    double deriv;
-    power_psi(w, r, deriv);  // psi(w) = w: x = w
-    return {s, i, i + 1, r, w, w, deriv, double(s[i]) - w};
-  }
-  DC_HOST_DEVICE DC_INLINE double value() const { return val; }
-
-  // The terms of F for the elements [lo, hi) at x, added to p.
-  DC_HOST_DEVICE DC_INLINE void add_terms(int32_t lo, int32_t hi, double anchor, double at, RootPoint& p) const {
-    for (int32_t i = lo; i < hi; ++i) {
-      double di;
-      const double v = power_psi((double(s[i]) - anchor) + at, r, di);
-      p.f += v;
-      p.df += di;
-      p.scale += fabs(v);
-    }
-  }
-
-  DC_HOST_DEVICE DC_INLINE PowerStats pooled(const PowerStats& right) const {
-    const double anchor = double(s[begin]);
-    const double mass_t = mass + right.mass;
-    const double x_left = x;
-    const double x_right = (anchor - double(s[right.begin])) + right.x;
-    const auto eval = [&](double at) {
-      RootPoint p{at, -mass_t, 0.0, 0.0, mass_t};
-      add_terms(begin, right.end, anchor, at, p);
-      return p;
-    };
-    // Start at the larger block's root, where its part of F is 0 and its slope
-    // is known: only the smaller block is evaluated there.
-    RootPoint start;
-    if (end - begin >= right.end - right.begin) {
-      start = RootPoint{x_left, -right.mass, slope_, 0.0, mass_t};
-      add_terms(right.begin, right.end, anchor, x_left, start);
-    } else {
-      start = RootPoint{x_right, -mass, right.slope_, 0.0, mass_t};
-      add_terms(begin, end, anchor, x_right, start);
-    }
-    const RootPoint root = bracketed_root(eval, x_left < x_right ? x_left : x_right,
-                                          x_left < x_right ? x_right : x_left, start);
-    return {s, begin, right.end, r, mass_t, root.x, root.df, anchor - root.x};
-  }
-  template <class U>
-  DC_HOST_DEVICE DC_INLINE double residual(const U*, double si) const { return (si - double(s[begin])) + x; }
-  DC_HOST_DEVICE DC_INLINE double slope() const { return slope_; }
-  DC_HOST_DEVICE DC_INLINE bool pure() const { return mass == 0.0 || mass == double(end - begin); }
-  DC_HOST_DEVICE DC_INLINE static double psi(double u, double r, double& deriv) { return power_psi(u, r, deriv); }
-};
-
 // One row of the sparse top-k (a Problem of isotonic.h's PAV). s: the row's
 // z sorted descending; perm: its input indices. Outputs: out[perm[i]] = y_i,
-// deriv[perm[i]] = a_i (input order; nullptr skips it), weights[i] = a_i / A_B.
+// deriv[perm[i]] = a_i (input order), weights[i] = a_i / A_B.
 template <class T, class S>
 struct SparseTopk {
   using Stats = S;
@@ -299,13 +236,13 @@ struct SparseTopk {
       const double total = block.slope();
       pi = total > 0.0 ? a / total : 0.0;
     }
-    if (deriv != nullptr) deriv[perm[i]] = T(a);
+    deriv[perm[i]] = T(a);
     weights[i] = T(pi);
   }
 
   DC_HOST_DEVICE DC_INLINE void fail(int32_t i) const {
     out[perm[i]] = quiet_nan<T>();
-    if (deriv != nullptr) deriv[perm[i]] = quiet_nan<T>();
+    deriv[perm[i]] = quiet_nan<T>();
     weights[i] = quiet_nan<T>();
   }
 };
@@ -323,31 +260,165 @@ struct SparseTopkBatch {
   double r;
   DC_HOST_DEVICE DC_INLINE Problem row(int64_t row_index) const {
     const int64_t off = row_index * n;
-    return Problem{s + off, perm + off, out + off, deriv == nullptr ? nullptr : deriv + off, weights + off, k, r};
+    return Problem{s + off, perm + off, out + off, deriv + off, weights + off, k, r};
   }
 };
 
-// Largest block statistic of the three (CUDA work arrays).
-constexpr int64_t kTopkStatsBytes =
-    sizeof(CubicStats) > sizeof(PowerStats<double>) ? sizeof(CubicStats) : sizeof(PowerStats<double>);
+// Any other p: the threshold solve. The permutahedron of w is the capped
+// simplex {y in [0,1]^n : sum y = k}, and its KKT conditions give
+//   y_i = clip(psi(s_i - tau), 0, 1),   G(tau) = sum_i y_i - k = 0,
+// i.e. the PAV solution has (besides ties) singleton blocks at 1, one mixed
+// block, singleton blocks at 0; the mixed block's value is tau. With
+// c = s[k-1] and tau = c - t, G is increasing in t, G(0) <= -1 and G(1) >= 0,
+// so t lies in (0, 1]. An evaluation of G at t finds the entries at 1 and the
+// end of the mixed block by binary search (z_i = (s_i - c) + t decreases in i)
+// and sums psi over the mixed block: O(log n + m), m = its size, against
+// O(|B|) per pooling (O(n m) per row) for a PAV whose block value has no
+// finite summary. bracketed_root then solves G to machine precision. The
+// output is written in the PAV's saved form (starts, weights, deriv), so the
+// backward is the same block VJP. CPU and CUDA (one thread per row) call it.
+template <class T>
+struct ThresholdRow {
+  const T* s;
+  int32_t n;
+  int32_t k;
+  double r;
+  double c;
 
-// f(batch) with batch a SparseTopkBatch<T, Stats> for the dtype and method
-// codes; r is psi's exponent 1 / (p - 1) (methods 0 and 1 use 1 and 3).
-template <class F>
+  DC_HOST_DEVICE DC_INLINE double z(int32_t i, double t) const { return (double(s[i]) - c) + t; }
+  // The first i in [lo, hi) with z(i, t) < bound (or hi): z decreases in i.
+  DC_HOST_DEVICE DC_INLINE int32_t first_below(int32_t lo, int32_t hi, double t, double bound, bool strict) const {
+    while (lo < hi) {
+      const int32_t mid = lo + (hi - lo) / 2;
+      const double v = z(mid, t);
+      if (strict ? v <= bound : v < bound) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    return lo;
+  }
+  // [head, end): the entries strictly between 0 and 1 (head entries are >= 1, the rest <= 0).
+  DC_HOST_DEVICE DC_INLINE int32_t head(double t) const { return first_below(0, n, t, 1.0, false); }
+  DC_HOST_DEVICE DC_INLINE int32_t end(double t, int32_t from) const { return first_below(from, n, t, 0.0, true); }
+
+  DC_HOST_DEVICE DC_INLINE RootPoint eval(double t) const {
+    const int32_t h = head(t);
+    const int32_t e = end(t, h);
+    RootPoint p{t, double(h) - double(k), 0.0, 0.0, 0.0};  // h - k is exact: only the sum rounds
+    double d2 = 0.0;  // sum psi''(z) = sum (r - 1) psi'(z) / z over 0 < z < 1: Halley's steps
+    for (int32_t i = h; i < e; ++i) {
+      double d;
+      const double zi = z(i, t);
+      const double v = power_psi(zi, r, d);
+      p.f += v;
+      p.df += d;
+      d2 += d / zi;
+      p.scale += fabs(v);
+    }
+    p.d2f = (r - 1.0) * d2;
+    return p;
+  }
+};
+
+template <class T>
+DC_HOST_DEVICE DC_INLINE void solve_row_threshold(const T* s, const int32_t* perm, int32_t n, int32_t k, double r,
+                                                  T* out, T* deriv, T* weights, int32_t* starts) {
+  for (int32_t i = 0; i < n; ++i) {
+    if (!is_finite(s[i])) {
+      for (int32_t j = 0; j < n; ++j) {
+        out[perm[j]] = quiet_nan<T>();
+        deriv[perm[j]] = quiet_nan<T>();
+        weights[j] = quiet_nan<T>();
+      }
+      finish_starts(starts, -1, n);
+      return;
+    }
+  }
+  int32_t h = k, e = k;  // k = 0 or n: every entry 0 or 1
+  double t = 0.0;
+  ThresholdRow<T> row{s, n, k, r, k > 0 ? double(s[k - 1]) : 0.0};
+  if (k > 0 && k < n) {
+    // t = 1 (entry k-1 exactly at 1) is the root in the hard regime (a gap of at least 1 after
+    // the k-th entry); an iteration would only approach it.
+    const RootPoint top = row.eval(1.0);
+    t = top.f == 0.0 ? 1.0 : bracketed_root([&](double x) { return row.eval(x); }, 0.0, 1.0, top).x;
+    h = row.head(t);
+    e = row.end(t, h);
+  }
+  int32_t nblocks = 0;
+  for (int32_t i = 0; i < h; ++i) {  // at 1
+    out[perm[i]] = T(1);
+    deriv[perm[i]] = T(0);
+    weights[i] = T(0);
+    starts[nblocks++] = i;
+  }
+  if (e > h) {  // the mixed block
+    double total = 0.0;
+    for (int32_t i = h; i < e; ++i) {
+      double a;
+      out[perm[i]] = T(power_psi(row.z(i, t), r, a));
+      deriv[perm[i]] = T(a);
+      total += a;
+    }
+    for (int32_t i = h; i < e; ++i) {
+      weights[i] = total > 0.0 ? T(double(deriv[perm[i]]) / total) : T(0);
+    }
+    starts[nblocks++] = h;
+  }
+  for (int32_t i = e; i < n; ++i) {  // at 0
+    out[perm[i]] = T(0);
+    deriv[perm[i]] = T(0);
+    weights[i] = T(0);
+    starts[nblocks++] = i;
+  }
+  finish_starts(starts, nblocks, n);
+}
+
+// Largest PAV block statistic (CUDA work arrays).
+constexpr int64_t kTopkStatsBytes =
+    sizeof(CubicStats) > sizeof(QuadraticStats) ? sizeof(CubicStats) : sizeof(QuadraticStats);
+
+// The rows of a threshold solve (any p): row(r) runs solve_row_threshold on row r.
+template <class T>
+struct ThresholdBatch {
+  const T* s;
+  const int32_t* perm;
+  T* out;
+  T* deriv;
+  T* weights;
+  int64_t n;
+  int32_t k;
+  double r;
+  DC_HOST_DEVICE DC_INLINE void solve(int64_t row_index, int32_t* starts) const {
+    const int64_t off = row_index * n;
+    solve_row_threshold(s + off, perm + off, static_cast<int32_t>(n), k, r, out + off, deriv + off, weights + off,
+                        starts + row_index * (n + 1));
+  }
+};
+
+// For the dtype and method codes: pav(batch) with a SparseTopkBatch<T, Stats>
+// (methods 0 and 1, psi exponents 1 and 3), or threshold(batch) with a
+// ThresholdBatch<T> (method 2, exponent r = 1 / (p - 1)).
+template <class Pav, class Threshold>
 void with_sparse_topk_batch(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
-                            std::uintptr_t weights, int64_t n, int64_t k, double r, int method, int dtype, F&& f) {
+                            std::uintptr_t weights, int64_t n, int64_t k, double r, int method, int dtype, Pav&& pav,
+                            Threshold&& threshold) {
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     const auto make = [&](auto stats_tag, double exponent) {
       using S = decltype(stats_tag);
-      f(SparseTopkBatch<T, S>{as_ptr<const T>(s), as_ptr<const int32_t>(perm), as_ptr<T>(out),
-                              deriv == 0 ? nullptr : as_ptr<T>(deriv), as_ptr<T>(weights), n,
-                              static_cast<int32_t>(k), exponent});
+      pav(SparseTopkBatch<T, S>{as_ptr<const T>(s), as_ptr<const int32_t>(perm), as_ptr<T>(out), as_ptr<T>(deriv),
+                                as_ptr<T>(weights), n, static_cast<int32_t>(k), exponent});
     };
     switch (method) {
       case kTopkQuadratic: make(QuadraticStats{}, 1.0); break;
       case kTopkCubic: make(CubicStats{}, 3.0); break;
-      case kTopkPower: make(PowerStats<T>{}, r); break;
+      case kTopkPower:
+        threshold(ThresholdBatch<T>{as_ptr<const T>(s), as_ptr<const int32_t>(perm), as_ptr<T>(out), as_ptr<T>(deriv),
+                                    as_ptr<T>(weights), n, static_cast<int32_t>(k), r});
+        break;
       default: throw std::invalid_argument("diffcomb native: unknown sparse top-k method");
     }
   });
