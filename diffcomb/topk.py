@@ -6,9 +6,11 @@ The mask is the solution of a strongly concave problem over the permutahedron of
 ``{y in [0, 1]^n : sum(y) = k}``. After a stable descending sort it reduces to isotonic
 regression, solved by the Pool Adjacent Violators machinery of the permutahedron family
 (csrc/isotonic/isotonic.h) with a p-norm block solve (csrc/isotonic/sparse_topk.h): the
-block value is the root of a monotone scalar equation, a mean for p = 2, a closed-form cubic
-root for p = 4/3, and a safeguarded Newton solve over the block's elements for any other p.
-The backward is the O(n) block vector-Jacobian product of the same family.
+block value is the root of a monotone scalar equation, a mean for p = 2 and the root of a cubic
+in the block's moments for p = 4/3. For any other p a block has no finite summary; since w
+takes two values the solution has a single partly selected block, and its threshold is found
+directly as the root of one monotone equation. The backward is the O(n) block
+vector-Jacobian product of the same family.
 
 This module shares the permutahedron family's native kernels and boundary helpers
 (``diffcomb.isotonic``); its ops are ``torch.library`` custom ops with fake implementations and
@@ -154,8 +156,7 @@ def sparse_soft_topk(
         k (int): how many entries to select, ``0 <= k <= n``.
         dim (int): the dimension to select along; every other dimension is a batch. Default -1.
         regularization_strength (float): :math:`\varepsilon > 0`. Default 1.0.
-        p (float): the norm, ``1 < p <= 2``. Default 4/3. ``p = 2`` and ``p = 4/3`` have closed-form
-            block solves; any other value solves each block by a safeguarded Newton iteration.
+        p (float): the norm, ``1 < p <= 2``. Default 4/3.
         magnitude (bool): select the ``k`` entries largest in absolute value: the result is the
             mask of ``|x|`` (its gradient reaches ``x`` through ``sign(x)``), and ``x * mask`` is the
             soft top-k in magnitude (its hard limit is ``x`` on the ``k`` largest ``|x|``, 0
@@ -165,16 +166,16 @@ def sparse_soft_topk(
         Tensor[..., n, ...]: the mask, same shape and dtype as ``x``.
 
     Note:
-        O(n log n) forward (a stable sort, then PAV) and O(n) backward for ``p = 2`` and ``p = 4/3``;
-        for other ``p`` each pooling of PAV re-solves its block, O(n m) for a partly selected block
-        of m entries (the entries whose mask is strictly between 0 and 1). As
+        O(n log n) forward (a stable sort, then PAV for ``p = 2`` and ``p = 4/3``, a threshold
+        solve in O(log n + m) per Newton step for other ``p``, m = the number of entries strictly
+        between 0 and 1) and O(n) backward. Values are exact to machine precision. As
         :math:`\varepsilon \to 0` the mask is the hard top-k indicator (exactly, once
         :math:`\varepsilon` is below the gap between the k-th and (k+1)-th largest values); as
         :math:`\varepsilon \to \infty` every entry tends to ``k / n``. Ties between the k-th and
         (k+1)-th values share the mass. Entries equal to 0 or 1 have zero gradient. A slice
         containing NaN or +/-inf gives NaN for that slice (values and gradients).
-        Precision degrades as ``p`` approaches 1 (the exponent :math:`1/(p-1)` grows); p = 1 is
-        the hard top-k.
+        ``p`` close to 1 approaches the unregularized problem (p = 1, a linear program whose
+        solution is the hard top-k), which is excluded.
 
     Example:
         >>> diffcomb.sparse_soft_topk(torch.tensor([0.1, 2.0, -1.0, 1.5, 0.3]), k=2, regularization_strength=2.0, p=2)
