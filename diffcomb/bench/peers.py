@@ -371,7 +371,7 @@ def _build_onehot_topk(mod: ModuleType, w: AnyWorkload) -> OpFn:
     w = _topk_only(w, "one-hot O(n^2)")
     need = 3 * w.batch * w.n * w.n * torch.empty((), dtype=DTYPES[w.dtype]).element_size()
     if need > _topk_peers.ONEHOT_MAX_BYTES:
-        raise Unsupported(f"its (batch, n, n) permutation matrices need about {need / 2**30:.1f} GiB")
+        raise Unsupported(f"needs ~{need / 2**30:.0f} GiB")
     return functools.partial(_topk_peers.onehot_topk, k=w.k, eps=w.strength, p=w.p)
 
 
