@@ -95,12 +95,14 @@ struct RootPoint {
 // (cubic convergence); a step that leaves the bracket or is not at least half
 // the previous one is replaced by bisection, and every evaluation shrinks the
 // bracket. Stops when F(x) is at its rounding noise, when the step is below an
-// ulp of x, when Halley's step is so small that its own error (about
-// |step|^3 |F''/F'|^2) is below an ulp (the step is then taken without a new
-// evaluation), or when the bracket is two adjacent doubles: the root to
-// machine precision. eval(x) returns the RootPoint at x.
+// ulp of x, when (smooth F only) Halley's step is so small that its own error
+// (about |step|^3 |F''/F'|^2) is below an ulp (the step is then taken without
+// a new evaluation), or when the bracket is two adjacent doubles: the root to
+// machine precision. eval(x) returns the RootPoint at x. A piecewise F (kinks
+// inside the bracket) passes smooth = false: a kink inside a step would void
+// Halley's error estimate.
 template <class Eval>
-DC_HOST_DEVICE DC_INLINE RootPoint bracketed_root(const Eval& eval, double lo, double hi, RootPoint p) {
+DC_HOST_DEVICE DC_INLINE RootPoint bracketed_root(const Eval& eval, double lo, double hi, RootPoint p, bool smooth) {
   double last_step = hi - lo;
   for (int iter = 0; iter < 200; ++iter) {
     if (fabs(p.f) <= 4.0 * DBL_EPSILON * p.scale) break;
@@ -117,7 +119,7 @@ DC_HOST_DEVICE DC_INLINE RootPoint bracketed_root(const Eval& eval, double lo, d
     double next = p.x - step;
     if (next > lo && next < hi && fabs(step) <= 0.5 * last_step) {
       if (fabs(step) <= DBL_EPSILON * fabs(p.x)) break;
-      if (p.d2f != 0.0) {
+      if (smooth && p.d2f != 0.0) {
         if (fabs(step * step * step) * p.d2f * p.d2f <= DBL_EPSILON * fabs(next) * df2) {
           p.x = next;
           return p;
@@ -193,7 +195,7 @@ struct CubicStats {
                        fabs(x) * (nt * x * x + 3.0 * m2t) + fabs(m3t) + masst};
     };
     const RootPoint root = bracketed_root(eval, d_left < d_right ? d_left : d_right,
-                                          d_left < d_right ? d_right : d_left, eval(nl >= nr ? d_left : d_right));
+                                          d_left < d_right ? d_right : d_left, eval(nl >= nr ? d_left : d_right), true);
     return {anchor, nt, mt, m2t, m3t, masst, root.x, (anchor + mt) - root.x};
   }
   template <class T>
@@ -343,7 +345,7 @@ DC_HOST_DEVICE DC_INLINE void solve_row_threshold(const T* s, const int32_t* per
     // t = 1 (entry k-1 exactly at 1) is the root in the hard regime (a gap of at least 1 after
     // the k-th entry); an iteration would only approach it.
     const RootPoint top = row.eval(1.0);
-    t = top.f == 0.0 ? 1.0 : bracketed_root([&](double x) { return row.eval(x); }, 0.0, 1.0, top).x;
+    t = top.f == 0.0 ? 1.0 : bracketed_root([&](double x) { return row.eval(x); }, 0.0, 1.0, top, false).x;
     h = row.head(t);
     e = row.end(t, h);
   }
