@@ -142,6 +142,13 @@ def test_spec_values_p2_and_sparsity():
     x = torch.tensor([0.1, 2.0, -1.0, 1.5, 0.3], dtype=torch.float64)
     top = lambda eps, p: diffcomb.sparse_soft_topk(x, 2, regularization_strength=eps, p=p)
     assert_close(top(2.0, 2.0), [0.066667, 1, 0, 0.766667, 0.166667], atol=1e-6)
+    # Values of the numpy reference (capped-simplex threshold), proposed for SPEC.md section 7.
+    assert_close(top(2.0, 4.0 / 3.0), [0.020772, 1, 0, 0.926541, 0.052687], atol=1e-6)
+    assert_close(top(5.0, 4.0 / 3.0), [0.194993, 0.88441, 0.04661, 0.635795, 0.238192], atol=1e-6)
+    assert_close(top(2.0, 1.5), [0.048822, 1, 0, 0.848164, 0.103014], atol=1e-6)
+    assert_close(top(5.0, 1.5), [0.24953, 0.773573, 0.078137, 0.607667, 0.291093], atol=1e-6)
+    for p in (2.0, 4.0 / 3.0, 1.5):
+        assert torch.equal(top(0.1, p), torch.tensor([0.0, 1, 0, 1, 0], dtype=torch.float64))
     for p in (2.0, 4.0 / 3.0, 1.5):
         m = top(2.0, p)
         assert m[2] == 0.0 and m[1] == 1.0  # exact zero and exact one
