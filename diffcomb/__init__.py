@@ -89,6 +89,8 @@ from .ranking import (
 )
 from .fenchel_young import fenchel_young_loss
 from .nn import AUCLoss, AveragePrecisionLoss, FenchelYoungLoss, NDCGLoss, RecallAtKLoss
+from .topk import TopKRouting, sparse_soft_topk, topk_routing
+from .nn import SparseSoftTopK, TopKRouter
 
 __version__ = "0.2.0"  # the one place the version is set (pyproject.toml reads it)
 
@@ -169,4 +171,9 @@ __all__ = [
     "soft_average_precision",
     "soft_ndcg",
     "soft_recall_at_k",
+    "SparseSoftTopK",
+    "TopKRouter",
+    "TopKRouting",
+    "sparse_soft_topk",
+    "topk_routing",
 ]

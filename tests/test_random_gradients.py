@@ -560,6 +560,51 @@ def _fenchel_young_module(g):
     return Problem(lambda t: layer(t, ranks), [leaf(_values(g, shape))])
 
 
+# --- sparse soft top-k and the router (p = 4/3, eps = 1 by default) -------------------------------
+
+
+def _sparse_topk(magnitude: bool = False):
+    def build(g):
+        n = randint(g, 1, 9)
+        shape, dim = with_dim(g, n)
+        k = randint(g, 0, n)
+        return Problem(lambda x: diffcomb.sparse_soft_topk(x, k, dim=dim, magnitude=magnitude),
+                       [leaf(_values(g, shape))])
+    return build
+
+
+entry("sparse_soft_topk")(_sparse_topk())
+entry("sparse_soft_topk", "magnitude")(_sparse_topk(magnitude=True))
+
+
+def _routing_outputs(r) -> list[torch.Tensor]:
+    """The differentiable fields of a TopKRouting (load counts tokens: piecewise constant)."""
+    return [r.combine_weights, r.mask, r.gates, r.importance, r.balance_loss]
+
+
+@entry("topk_routing")
+def _topk_routing(g):
+    experts = randint(g, 2, 8)
+    logits = _values(g, lead_shape(g) + [experts])
+    k = randint(g, 1, experts)
+    return Problem(lambda z: _routing_outputs(diffcomb.topk_routing(z, k)), [leaf(logits)])
+
+
+@entry("SparseSoftTopK")
+def _sparse_topk_module(g):
+    n = randint(g, 1, 9)
+    layer = diffcomb.SparseSoftTopK(randint(g, 0, n))
+    return Problem(lambda x: layer(x), [leaf(_values(g, lead_shape(g) + [n]))])
+
+
+@entry("TopKRouter")
+def _topk_router(g):
+    features, experts = randint(g, 1, 5), randint(g, 2, 8)
+    torch.manual_seed(randint(g, 0, 2**31 - 1))
+    router = diffcomb.TopKRouter(features, experts, randint(g, 1, experts)).double()
+    return Problem(lambda x: _routing_outputs(router(x)), [leaf(normal(g, *lead_shape(g), features))])
+
+
 # ------------------------------------------------------------------------------------------------
 # Public names that are not in the gradient matrix, and why.
 
@@ -596,6 +641,7 @@ EXCLUDED: dict[str, str] = {
     "BlackboxSolver": _FACTORY,
     "SinkhornResult": "result type (NamedTuple), not an op",
     "SortingNetworkResult": "result type (NamedTuple), not an op",
+    "TopKRouting": "result type (NamedTuple), not an op",
     "soft_dtw_barycenter": "an L-BFGS solve whose result is returned detached (no gradient by design)",
 }
 

@@ -38,6 +38,14 @@ void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::u
 void vjp_cpu(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,
              std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int threads);
 
+// Sparse soft top-k (sparse_topk.h) on rows s already sorted descending
+// (s = x / eps): out[perm[i]] = the mask, deriv[perm[i]] = psi' (0: not
+// written), weights[i] = the VJP's block weights. method: TopkMethod code; r =
+// 1 / (p - 1) for the general method. chunk > 0 runs the chunked (GPU) PAV.
+void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
+                     std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
+                     int method, int dtype, int threads, int64_t chunk);
+
 // CUDA versions (csrc/isotonic/cuda.cu): same arrays, device addresses; no
 // argsort (torch.sort serves it on the GPU). work_* are device work arrays
 // of at least isotonic_cuda_work_bytes(rows, n) bytes.
@@ -48,6 +56,10 @@ void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::
 void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
                    std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n, double sign, int dtype,
                    int device, std::uintptr_t stream);
+int64_t sparse_topk_cuda_work_bytes(int64_t rows, int64_t n);
+void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
+                      std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
+                      int64_t k, double r, int method, int dtype, int device, std::uintptr_t stream);
 void vjp_cuda(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,
               std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int device,
               std::uintptr_t stream);

@@ -9,4 +9,5 @@ DC_BIND_CPU(isotonic) {
   m.def("project", &iso::project_cpu, nogil);
   m.def("isotonic", &iso::isotonic_cpu, nogil);
   m.def("vjp", &iso::vjp_cpu, nogil);
+  m.def("sparse_topk", &iso::sparse_topk_cpu, nogil);
 }

@@ -1,5 +1,6 @@
 // Batched CPU kernels of the isotonic family: OpenMP over the rows, the math
-// from isotonic.h, the stable argsort from common/radix_sort.h.
+// from isotonic.h (and sparse_topk.h's block solves), the stable argsort from
+// common/radix_sort.h.
 #include <vector>
 
 #include "../common/common.h"
@@ -8,6 +9,7 @@
 #include "api.h"
 #include "dispatch.h"
 #include "isotonic.h"
+#include "sparse_topk.h"
 
 namespace diffcomb {
 namespace isotonic {
@@ -70,6 +72,20 @@ void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::u
   with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
     solve_rows(batch, rows, n, threads, chunk, as_ptr<int32_t>(starts));
   });
+}
+
+void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
+                     std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
+                     int method, int dtype, int threads, int64_t chunk) {
+  int32_t* row_starts = as_ptr<int32_t>(starts);
+  with_sparse_topk_batch(
+      s, perm, out, deriv, weights, n, k, r, method, dtype,
+      [&](const auto& batch) { solve_rows(batch, rows, n, threads, chunk, row_starts); },
+      [&](const auto& batch) {
+        parallel_rows(rows, threads, 8 * n, [&](int64_t begin, int64_t end) {
+          for (int64_t row = begin; row < end; ++row) batch.solve(row, row_starts);
+        });
+      });
 }
 
 void vjp_cpu(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,

@@ -1,5 +1,8 @@
-// CUDA kernels of the isotonic family. The math is isotonic.h's, shared with
-// cpu.cpp; this file only maps rows and phases onto threads.
+// CUDA kernels of the isotonic family. The math is isotonic.h's (and, for the
+// sparse soft top-k, the block solves of sparse_topk.h), shared with cpu.cpp;
+// this file only maps rows and phases onto threads. The sparse top-k runs the
+// same forward kernels with its own block statistics; its backward is the
+// rank-mode VJP below applied to psi' * g (diffcomb/topk.py).
 //
 // Forward (PAV on rows that torch.sort already sorted):
 //   - Short rows (n <= kRowwiseMaxN): one thread per row runs solve_row, the
@@ -30,6 +33,7 @@
 #include "api.h"
 #include "dispatch.h"
 #include "isotonic.h"
+#include "sparse_topk.h"
 
 namespace diffcomb {
 namespace isotonic {
@@ -147,6 +151,26 @@ void launch_solve(const Batch& batch, int64_t rows, int64_t n, std::uintptr_t st
   }
 }
 
+// The sparse top-k's threshold solve (sparse_topk.h, any p other than 2 and
+// 4/3): one thread per row; its work is O(log n + m) per evaluation plus the
+// O(n) writes of the row.
+template <class Batch>
+__global__ void threshold_kernel(Batch batch, int64_t rows, int32_t* starts) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  batch.solve(r, starts);
+}
+
+template <class Batch>
+void launch_threshold(const Batch& batch, int64_t rows, std::uintptr_t starts, int device,
+                      std::uintptr_t stream_handle) {
+  if (rows == 0) return;
+  DeviceGuard guard(device);
+  threshold_kernel<<<grid_for(rows, kRowThreads), kRowThreads, 0, as_stream(stream_handle)>>>(batch, rows,
+                                                                                            as_ptr<int32_t>(starts));
+  check_launch("threshold_kernel");
+}
+
 // ---------------------------------------------------------------------------
 // Backward kernels.
 
@@ -257,6 +281,19 @@ void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::
   with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
     launch_solve(batch, rows, n, starts, work, device, stream);
   });
+}
+
+int64_t sparse_topk_cuda_work_bytes(int64_t rows, int64_t n) {
+  return rows * n * (2 * kTopkStatsBytes + static_cast<int64_t>(sizeof(int32_t)));
+}
+
+void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
+                      std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
+                      int64_t k, double r, int method, int dtype, int device, std::uintptr_t stream) {
+  with_sparse_topk_batch(
+      s, perm, out, deriv, weights, n, k, r, method, dtype,
+      [&](const auto& batch) { launch_solve(batch, rows, n, starts, work, device, stream); },
+      [&](const auto& batch) { launch_threshold(batch, rows, starts, device, stream); });
 }
 
 void vjp_cuda(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,

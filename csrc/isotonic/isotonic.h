@@ -51,6 +51,8 @@ struct MeanStats {
   // The projection's leaf: value s - w, weight 1.
   DC_HOST_DEVICE DC_INLINE static MeanStats projection_leaf(double s, double w) { return {s - w, 1.0, s - w, s, w}; }
   DC_HOST_DEVICE DC_INLINE double value() const { return mean; }
+  // A projection's s - value for an element s of this block, as s - mean(s) + mean(w).
+  DC_HOST_DEVICE DC_INLINE double projection_residual(double s) const { return (s - sum_s / weight) + sum_w / weight; }
   DC_HOST_DEVICE DC_INLINE MeanStats pooled(const MeanStats& right) const {
     const double s = sum + right.sum;
     const double w = weight + right.weight;
@@ -219,7 +221,7 @@ struct Projection {
     // |s| >> |w| (a small regularization) s - (s - w) would lose w to the rounding of s - w.
     double p;
     if constexpr (R == Reg::L2) {
-      p = (s - block.sum_s / block.weight) + block.sum_w / block.weight;
+      p = block.projection_residual(s);
     } else {
       p = (s - block.s.anchor) + block.w.anchor - log(block.s.sum / block.w.sum);
     }

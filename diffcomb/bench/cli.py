@@ -8,6 +8,7 @@ Examples::
     python -m benchmarks --suite sinkhorn         # Sinkhorn vs POT and geomloss; OT ranks vs torchsort
     python -m benchmarks --suite perturb          # I-MLE top-k, grid shortest path, assignment
     python -m benchmarks --suite ranking          # ranking-metric losses vs pairwise, with peak memory
+    python -m benchmarks --suite topk             # sparse soft top-k vs PyTorch alternatives, torch.topk
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --out /tmp/gpu-results
@@ -71,6 +72,9 @@ SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
     # unsupported for them: ~400 GiB); diffcomb 1-300 ms.
     "ranking": (Budget(repeat=3, min_time=0.3, max_time=3.0, warmup=1, max_call=120.0),
                 Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=60.0)),
+    # diffcomb takes milliseconds, the one-hot O(n^2) port up to a second per call.
+    "topk": (Budget(repeat=7, min_time=0.3, max_time=2.0, warmup=1, max_call=60.0),
+             Budget(repeat=2, min_time=0.0, max_time=0.3, warmup=0, max_call=30.0)),
 }
 BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
 

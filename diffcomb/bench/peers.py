@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .workloads import DTYPES, AnyWorkload, RankLossWorkload, SinkhornWorkload
+from .workloads import DTYPES, AnyWorkload, RankLossWorkload, SinkhornWorkload, TopKWorkload
 
 __all__ = ["Contender", "Loaded", "CONTENDERS", "SUITE_CONTENDERS", "UNLIMITED_BUILDERS", "load", "Unsupported"]
 
@@ -341,6 +341,47 @@ def _build_diffcomb_soft_rank(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return functools.partial(mod.soft_rank, regularization="l2", regularization_strength=1.0)
 
 
+# --- suite topk (workloads.TopKWorkload): diffcomb.sparse_soft_topk against diffcomb.soft_topk
+# (the p = 2 operator: on p != 2 workloads its diff is the distance between two operators),
+# plain-PyTorch threshold bisection (the best alternative written in torch), the O(n^2) one-hot
+# permutation port and torch.topk (the floor): diffcomb/bench/topk_peers.py.
+from . import topk_peers as _topk_peers  # noqa: E402
+
+
+def _topk_only(w: AnyWorkload, who: str) -> TopKWorkload:
+    if not isinstance(w, TopKWorkload):
+        raise Unsupported(f"{who} runs the topk suite only")
+    return w
+
+
+def _build_diffcomb_sparse_topk(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    w = _topk_only(w, "diffcomb.sparse_soft_topk")
+    return functools.partial(mod.sparse_soft_topk, k=w.k, regularization_strength=w.strength, p=w.p)
+
+
+def _build_diffcomb_soft_topk(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    w = _topk_only(w, "diffcomb.soft_topk")
+    return functools.partial(mod.soft_topk, k=w.k, regularization_strength=w.strength)
+
+
+def _build_threshold_topk(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    w = _topk_only(w, "torch bisection")
+    return functools.partial(_topk_peers.threshold_topk, k=w.k, eps=w.strength, p=w.p)
+
+
+def _build_onehot_topk(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    w = _topk_only(w, "one-hot O(n^2)")
+    need = 3 * w.batch * w.n * w.n * torch.empty((), dtype=DTYPES[w.dtype]).element_size()
+    if need > _topk_peers.ONEHOT_MAX_BYTES:
+        raise Unsupported(f"needs ~{need / 2**30:.0f} GiB")
+    return functools.partial(_topk_peers.onehot_topk, k=w.k, eps=w.strength, p=w.p)
+
+
+def _build_hard_topk(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    w = _topk_only(w, "torch.topk")
+    return functools.partial(_topk_peers.hard_topk, k=w.k)
+
+
 # --- suite perturb: builders live in diffcomb/bench/perturb_suite.py (its own runner: outputs
 # are random samples or solver answers, checked by validity and optimal cost).
 from . import perturb_suite as _perturb_suite  # noqa: E402
@@ -392,6 +433,12 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("scipy", "scipy.sparse.csgraph", "scipy", ("cpu",), _perturb_suite.build_scipy),
         Contender("python dijkstra", "heapq", None, ("cpu",), _perturb_suite.build_python_dijkstra),
         Contender("pairwise (torch)", "torch", "torch", ("cpu", "cuda"), _build_pairwise),
+        Contender("diffcomb.sparse_soft_topk", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_sparse_topk,
+                  is_baseline=True),
+        Contender("diffcomb.soft_topk (p=2)", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_soft_topk),
+        Contender("torch bisection", "torch", "torch", ("cpu", "cuda"), _build_threshold_topk),
+        Contender("one-hot O(n^2)", "torch", "torch", ("cpu", "cuda"), _build_onehot_topk),
+        Contender("torch.topk", "torch", "torch", ("cpu", "cuda"), _build_hard_topk, is_floor=True),
     )
 }
 
@@ -403,4 +450,6 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
                  "torchsort.soft_rank", "diffcomb.soft_rank"),
     "perturb": ("diffcomb", "diffcomb (1 thread)", "torch-imle", "torch (noise + topk)", "scipy", "python dijkstra"),
     "ranking": ("diffcomb", "pairwise (torch)"),
+    "topk": ("diffcomb.sparse_soft_topk", "diffcomb.soft_topk (p=2)", "torch bisection", "one-hot O(n^2)",
+             "torch.topk"),
 }

@@ -189,6 +189,18 @@ def table_notes(suite: str) -> list[str]:
             "O(n^2) time and memory per query. They are different surrogates of the same metrics, so "
             "'max abs diff' / 'grad diff' compare different quantities: their '!' marks are expected.",
         ]
+    if suite == "topk":
+        return [
+            "Median times in milliseconds. ratio = contender time / diffcomb.sparse_soft_topk time in this "
+            "run (> 1: diffcomb is faster). fwd+bwd = forward, then (mask * g).sum().backward().",
+            "max abs diff / grad diff: max |contender - diffcomb| of the masks / of the input gradients; '!' "
+            f"marks a difference beyond tolerance * max(1, max|reference|) ({tol}). diffcomb.soft_topk is the "
+            "p = 2 operator: on the p != 2 workloads its diff is the distance between two different masks "
+            "(its time is the p = 2 baseline); on p = 2 its values agree exactly, and a float32 grad '!' comes "
+            "from tied inputs outside the support, where soft_topk spreads gradient over the tie and "
+            "sparse_soft_topk returns the derivative, 0. one-hot O(n^2) is skipped where its (batch, n, n) "
+            "permutation matrices do not fit. torch.topk is the hard floor (x on the top k): not checked.",
+        ]
     return [
         "Median times in milliseconds. ratio = contender time / diffcomb time in this run "
         "(> 1: diffcomb is faster). fwd+bwd = forward, then (out * g).sum().backward().",

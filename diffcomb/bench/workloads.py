@@ -6,7 +6,8 @@ workloads; the contenders that can run a workload are chosen in
 (one ``(batch, n)`` input), suite ``softdtw`` uses ``SoftDTWWorkload`` (two
 series ``x (batch, n, d)`` and ``y (batch, m, d)``; the gradient is taken
 with respect to ``x``), suite ``sortnet`` uses ``SortNetWorkload`` (``x (batch,
-n)``, output the relaxed permutation matrix ``(batch, n, n)``).
+n)``, output the relaxed permutation matrix ``(batch, n, n)``), suite ``topk`` uses
+``TopKWorkload`` (``x (batch, n)``, the sparse soft top-k mask).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ __all__ = [
     "PERTURB_SUITE",
     "RankLossWorkload",
     "RANKING_SUITE",
+    "TopKWorkload",
+    "TOPK_SUITE",
     "SUITES",
     "DTYPES",
     "select",
@@ -243,7 +246,37 @@ class RankLossWorkload:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload, RankLossWorkload]
+@dataclass(frozen=True)
+class TopKWorkload:
+    """Suite ``topk``: the sparse soft top-k mask of ``x (batch, n)`` (``randn``), last axis, with
+    ``k``, the norm ``p`` and ``strength`` (epsilon); fwd+bwd is ``(mask * g).sum().backward()``."""
+
+    batch: int
+    n: int
+    k: int
+    p: float = 4.0 / 3.0
+    strength: float = 1.0
+    dtype: str = "float32"
+    op: str = "sparse_soft_topk"
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}/p{self.p:.4g}/k{self.k}/{self.batch}x{self.n}"
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.n)
+
+    @property
+    def settings(self) -> str:
+        return f"dtype={self.dtype} strength={self.strength:g}"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload, RankLossWorkload,
+                    TopKWorkload]
 
 
 # (batch, n): one short row, many short rows, many medium rows, a few long
@@ -317,9 +350,20 @@ RANKING_SUITE: tuple[RankLossWorkload, ...] = tuple(
     for op in ("ndcg_loss", "average_precision_loss", "recall_at_k_loss", "auc_loss")
 )
 
+# Sparse soft top-k: (128, 1000) with k = 100 for p = 2, 4/3 (closed-form block solves) and 1.5
+# (the general solve: each pooling re-solves its block), a mixture-of-experts router shape (4096
+# tokens, 64 experts, k = 2) and a pruning-like shape (16 rows of 10000, k = 1000).
+TOPK_SUITE: tuple[TopKWorkload, ...] = (
+    TopKWorkload(128, 1000, 100, p=2.0),
+    TopKWorkload(128, 1000, 100, p=4.0 / 3.0),
+    TopKWorkload(128, 1000, 100, p=1.5),
+    TopKWorkload(4096, 64, 2, p=4.0 / 3.0),
+    TopKWorkload(16, 10000, 1000, p=4.0 / 3.0),
+)
+
 SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {
     "sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE, "sortnet": SORTNET_SUITE, "sinkhorn": SINKHORN_SUITE,
-    "perturb": PERTURB_SUITE, "ranking": RANKING_SUITE,
+    "perturb": PERTURB_SUITE, "ranking": RANKING_SUITE, "topk": TOPK_SUITE,
 }
 
 
