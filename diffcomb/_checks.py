@@ -8,20 +8,153 @@ reads tensor values, so the checks cost no device synchronization and pass under
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+import math
+from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensor
 
-__all__ = ["as_float", "check_flag", "check_op", "check_op_tensor", "check_same_device"]
+from . import _native
+
+__all__ = [
+    "REDUCTIONS",
+    "as_float",
+    "check_choice",
+    "check_dim",
+    "check_flag",
+    "check_float",
+    "check_int",
+    "check_op",
+    "check_op_tensor",
+    "check_reduction",
+    "check_same_device",
+    "check_tensor",
+    "check_tol",
+    "compute_dtype",
+    "message",
+    "reduce",
+]
+
+T = TypeVar("T")
+
+
+def message(fn: str, text: str) -> str:
+    """The one format of a public function's error: ``diffcomb.<fn>: <text>``."""
+    return f"diffcomb.{fn}: {text}"
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def check_tensor(fn: str, name: str, x: object, min_dim: int = 1) -> Tensor:
+    """A real (floating-point) tensor with at least ``min_dim`` dimensions on a device diffcomb
+    serves (cpu, cuda, or meta for shape propagation); a CUDA tensor also needs diffcomb's CUDA
+    module (the error says how to rebuild). Integer and bool inputs that an op accepts are converted
+    by as_float before this check."""
+    if not isinstance(x, Tensor):
+        raise TypeError(message(fn, f"{name} must be a torch.Tensor, got {_type_name(x)}"))
+    if not x.is_floating_point():
+        raise TypeError(message(fn, f"{name} must be a real tensor (floating-point: float16, bfloat16, float32 or "
+                                    f"float64), got dtype {x.dtype}"))
+    if x.dim() < min_dim:
+        what = "a 0-d tensor" if x.dim() == 0 else f"shape {tuple(x.shape)}"
+        raise ValueError(message(fn, f"{name} must have at least {min_dim} dimension(s), got {what}"))
+    kind = x.device.type
+    if kind == "cuda":
+        _native.cuda(fn)
+    elif kind not in ("cpu", "meta"):
+        raise RuntimeError(message(fn, f"{name} is on device {x.device}; diffcomb supports cpu and cuda"))
+    return x
+
+
+def check_float(fn: str, name: str, value: object, minimum: float = 0.0, *, allow_minimum: bool = False,
+                maximum: float = math.inf, allow_maximum: bool = False) -> float:
+    """A Python number (not a tensor, not a bool) in (minimum, maximum), the ends included where
+    allowed: by default positive and finite. Comparisons only (no math.isfinite), so a symbolic float
+    under torch.compile passes."""
+    if isinstance(value, (Tensor, bool)) or not isinstance(value, (int, float)):
+        raise TypeError(message(fn, f"{name} must be a Python float, got {_type_name(value)}"))
+    low_ok = value >= minimum if allow_minimum else value > minimum
+    high_ok = value <= maximum if allow_maximum else value < maximum
+    if not (low_ok and high_ok):
+        if minimum == 0.0 and maximum == math.inf:
+            what = ">= 0 and finite" if allow_minimum else "positive and finite"
+        else:
+            what = (f"in {'[' if allow_minimum else '('}{minimum}, {maximum}{']' if allow_maximum else ')'}")
+        raise ValueError(message(fn, f"{name} must be {what}, got {value}"))
+    return float(value)
+
+
+def check_int(fn: str, name: str, value: object, minimum: int, maximum: Optional[int] = None,
+              optional: bool = False) -> Optional[int]:
+    """A Python int (not a bool) in [minimum, maximum]; None passes when ``optional``."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        what = "None or an int" if optional else "an int"
+        raise TypeError(message(fn, f"{name} must be {what}, got {_type_name(value)}"))
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+        raise ValueError(message(fn, f"{name} must be {bound}, got {value!r}"))
+    return value
+
+
+def check_choice(fn: str, name: str, value: object, choices: Sequence[T]) -> T:
+    """One of ``choices`` (returned as given); the error lists them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(message(fn, f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"))
+    return value  # type: ignore[return-value]
+
+
+def check_dim(fn: str, x: Tensor, dim: object) -> int:
+    """``dim`` as a non-negative axis of x."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(message(fn, f"dim must be an int, got {_type_name(dim)}"))
+    if not -x.dim() <= dim < x.dim():
+        raise IndexError(message(fn, f"dim={dim} is out of range for a tensor with {x.dim()} dimension(s) "
+                                     f"(shape {tuple(x.shape)}); expected -{x.dim()} <= dim < {x.dim()}"))
+    return dim % x.dim()
+
+
+def check_tol(fn: str, tol: object, default: float, allow_zero: bool = True) -> float:
+    """A convergence tolerance: None gives ``default``; otherwise a finite float, >= 0 (or > 0)."""
+    if tol is None:
+        return default
+    if isinstance(tol, (Tensor, bool)) or not isinstance(tol, (int, float)):
+        raise TypeError(message(fn, f"tol must be None or a Python float, got {_type_name(tol)}"))
+    return check_float(fn, "tol", tol, allow_minimum=allow_zero)
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(fn: str, reduction: object) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(message(fn, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}"))
+    return reduction  # type: ignore[return-value]
+
+
+def reduce(values: Tensor, reduction: str) -> Tensor:
+    """A loss's per-item values reduced as torch's losses do."""
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    return values
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype native code computes in: float16 and bfloat16 go through float32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def check_flag(fn: str, name: str, value: object) -> bool:
     """A boolean flag: only True or False (a string such as "no" would otherwise count as True)."""
     if not isinstance(value, bool):
-        raise TypeError(f"diffcomb.{fn}: {name} must be a bool (True or False), got {value!r} of type "
-                        f"{type(value).__name__}")
+        raise TypeError(message(fn, f"{name} must be a bool (True or False), got {value!r} of type "
+                                    f"{_type_name(value)}"))
     return value
 
 
@@ -34,8 +167,8 @@ def check_same_device(fn: str, **tensors: Optional[Tensor]) -> None:
         if first is None:
             first = (name, t)
         elif t.device != first[1].device:
-            raise RuntimeError(f"diffcomb.{fn}: all tensor arguments must be on the same device, got "
-                               f"{first[0]} on {first[1].device} and {name} on {t.device}")
+            raise RuntimeError(message(fn, f"all tensor arguments must be on the same device, got "
+                                           f"{first[0]} on {first[1].device} and {name} on {t.device}"))
 
 
 def as_float(x: object) -> object:

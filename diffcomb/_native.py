@@ -20,6 +20,7 @@ __all__ = [
     "cuda",
     "cuda_available",
     "dtype_code",
+    "launch",
     "stream_of",
     "threads",
 ]
@@ -94,3 +95,14 @@ def stream_of(tensor: torch.Tensor) -> tuple[int, int]:
     """(device index, current stream handle) for a CUDA tensor."""
     device = tensor.device
     return device.index, torch.cuda.current_stream(device).cuda_stream
+
+
+def launch(fn: str, entry: str, like: torch.Tensor, *args: object) -> object:
+    """Call native entry point ``entry`` on ``like``'s device: the CPU and CUDA entry points of an op
+    take the same arguments, and then their execution context, the thread count on the CPU and
+    (device index, stream) on CUDA. ``fn`` names the public function in the error raised when
+    diffcomb was built without CUDA."""
+    if like.is_cuda:
+        device = like.device
+        return getattr(cuda(fn), entry)(*args, device.index, torch.cuda.current_stream(device).cuda_stream)
+    return getattr(cpu(), entry)(*args, torch.get_num_threads())
