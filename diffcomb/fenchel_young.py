@@ -35,9 +35,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import as_float, check_same_device
-from .isotonic import _VJP_RANK, _check_dim, _check_regularization, _check_strength, _check_tensor, _to_rows
-from .losses import _check_reduction, _reduce
+from ._checks import as_float, check_reduction, check_same_device, reduce
+from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, _to_rows
 from .sinkhorn import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
@@ -329,7 +328,7 @@ def fenchel_young_loss(
         raise ValueError(f"diffcomb.{fn}: polytope must be 'permutahedron' or 'birkhoff', got {polytope!r}")
     target = _check_target(fn, theta, target)
     eps = _check_strength(fn, regularization_strength)
-    _check_reduction(fn, reduction)
+    check_reduction(fn, reduction)
     max_iter = _check_positive_int(fn, "max_iter", max_iter)
     tol = _check_tol(fn, tol)
     if polytope == "permutahedron":
@@ -339,7 +338,7 @@ def fenchel_young_loss(
         target_rows, _ = _to_rows(target.to(rows.dtype), dim)
         lead = theta.movedim(dim, -1).shape[:-1]
         loss = torch.ops.diffcomb.fenchel_young_permutahedron(rows, target_rows, eps, kl)[0]
-        return _reduce(loss.reshape(lead).to(theta.dtype), reduction)
+        return reduce(loss.reshape(lead).to(theta.dtype), reduction)
     if regularization not in (None, "kl"):
         raise ValueError(f"diffcomb.{fn}: the Birkhoff polytope supports regularization='kl' (entropic, "
                          f"through Sinkhorn) only, got {regularization!r}")
@@ -360,4 +359,4 @@ def fenchel_young_loss(
         warnings.warn(f"diffcomb.{fn}: Sinkhorn did not converge within max_iter={max_iter} for "
                       f"{int((~converged).sum())} of {batch} problem(s); the loss and its gradient are "
                       "inexact (raise max_iter or regularization_strength)", RuntimeWarning, stacklevel=2)
-    return _reduce(loss.reshape(lead).to(theta.dtype), reduction)
+    return reduce(loss.reshape(lead).to(theta.dtype), reduction)

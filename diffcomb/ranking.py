@@ -28,9 +28,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import as_float, check_same_device
+from ._checks import as_float, check_reduction, check_same_device, reduce
 from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, soft_rank, soft_topk
-from .losses import _check_reduction, _reduce
 
 __all__ = [
     "auc_loss",
@@ -209,8 +208,8 @@ def ndcg_loss(
         tensor(0.4131)
     """
     fn = "ndcg_loss"
-    _check_reduction(fn, reduction)
-    return _reduce(1.0 - _ndcg(fn, scores, relevance, k, dim, regularization_strength, regularization, gain),
+    check_reduction(fn, reduction)
+    return reduce(1.0 - _ndcg(fn, scores, relevance, k, dim, regularization_strength, regularization, gain),
                    reduction)
 
 
@@ -319,8 +318,8 @@ def average_precision_loss(
         tensor(0.1667)
     """
     fn = "average_precision_loss"
-    _check_reduction(fn, reduction)
-    return _reduce(1.0 - _average_precision(fn, scores, labels, dim, regularization_strength, regularization),
+    check_reduction(fn, reduction)
+    return reduce(1.0 - _average_precision(fn, scores, labels, dim, regularization_strength, regularization),
                    reduction)
 
 
@@ -405,8 +404,8 @@ def recall_at_k_loss(
         tensor(0.5000)
     """
     fn = "recall_at_k_loss"
-    _check_reduction(fn, reduction)
-    return _reduce(1.0 - _recall_at_k(fn, scores, labels, k, dim, regularization_strength), reduction)
+    check_reduction(fn, reduction)
+    return reduce(1.0 - _recall_at_k(fn, scores, labels, k, dim, regularization_strength), reduction)
 
 
 # ---------------------------------------------------------------------------
@@ -495,5 +494,5 @@ def auc_loss(
         tensor(0.2500)
     """
     fn = "auc_loss"
-    _check_reduction(fn, reduction)
-    return _reduce(1.0 - _auc(fn, scores, labels, dim, regularization_strength, regularization), reduction)
+    check_reduction(fn, reduction)
+    return reduce(1.0 - _auc(fn, scores, labels, dim, regularization_strength, regularization), reduction)

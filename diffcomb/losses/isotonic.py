@@ -12,26 +12,10 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import as_float, check_same_device
-from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, soft_rank, soft_sort
+from .._checks import as_float, check_reduction, check_same_device, reduce
+from ..isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, soft_rank, soft_sort
 
-__all__ = ["soft_lts", "soft_spearman", "spearman_loss"]
-
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_reduction(fn: str, reduction: str) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"diffcomb.{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    return reduction
-
-
-def _reduce(values: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return values.mean()
-    if reduction == "sum":
-        return values.sum()
-    return values
+__all__ = ["average_ranks", "soft_lts", "soft_spearman", "spearman_loss"]
 
 
 def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
@@ -177,9 +161,9 @@ def spearman_loss(
         >>> diffcomb.spearman_loss(torch.tensor([[0.1, 0.9, 0.4, 0.5]]), torch.tensor([[1.0, 4.0, 2.0, 3.0]]))
         tensor(0.0232)
     """
-    _check_reduction("spearman_loss", reduction)
+    check_reduction("spearman_loss", reduction)
     rho = soft_spearman(pred, target, dim, regularization_strength, regularization)
-    return _reduce(1.0 - rho, reduction)
+    return reduce(1.0 - rho, reduction)
 
 
 def soft_lts(
@@ -220,9 +204,9 @@ def soft_lts(
     losses = _check_tensor("soft_lts", "losses", as_float(losses))
     dim = _check_dim("soft_lts", losses, dim)
     _check_strength("soft_lts", regularization_strength)
-    _check_reduction("soft_lts", reduction)
+    check_reduction("soft_lts", reduction)
     n = losses.shape[dim]
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
         raise ValueError(f"diffcomb.soft_lts: k must be an int with 0 <= k < n = {n}, got {k!r}")
     s = soft_sort(losses, dim=dim, descending=True, regularization_strength=regularization_strength)
-    return _reduce(s.narrow(dim, k, n - k).mean(dim), reduction)
+    return reduce(s.narrow(dim, k, n - k).mean(dim), reduction)
