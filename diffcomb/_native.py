@@ -97,12 +97,23 @@ def stream_of(tensor: torch.Tensor) -> tuple[int, int]:
     return device.index, torch.cuda.current_stream(device).cuda_stream
 
 
-def launch(fn: str, entry: str, like: torch.Tensor, *args: object) -> object:
-    """Call native entry point ``entry`` on ``like``'s device: the CPU and CUDA entry points of an op
-    take the same arguments, and then their execution context, the thread count on the CPU and
-    (device index, stream) on CUDA. ``fn`` names the public function in the error raised when
-    diffcomb was built without CUDA."""
+def launch(fn: str, entry: str, like: torch.Tensor, *args: object,
+           workspace: Optional[tuple[str, tuple[int, ...]]] = None) -> object:
+    """Call native entry point ``entry`` on ``like``'s device. The CPU and CUDA entry points of an op
+    take the same arguments (``args``), then their execution context: the thread count on the CPU;
+    on CUDA the address of a scratch workspace when the op needs one, the device index and the
+    current stream. ``workspace`` names the CUDA module's byte-count function and its arguments, for
+    example ``("sinkhorn_work_bytes", (batch, n, m))``; the scratch is a uint8 tensor from torch's
+    caching allocator (freeing it after an asynchronous launch is safe: the allocator reuses memory
+    in stream order). ``fn`` names the public function in the error raised when diffcomb was built
+    without CUDA."""
     if like.is_cuda:
+        module = cuda(fn)
         device = like.device
-        return getattr(cuda(fn), entry)(*args, device.index, torch.cuda.current_stream(device).cuda_stream)
+        stream = torch.cuda.current_stream(device).cuda_stream
+        if workspace is None:
+            return getattr(module, entry)(*args, device.index, stream)
+        name, sizes = workspace
+        work = torch.empty(getattr(module, name)(*sizes), dtype=torch.uint8, device=device)
+        return getattr(module, entry)(*args, address(work), device.index, stream)
     return getattr(cpu(), entry)(*args, torch.get_num_threads())
