@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -26,6 +27,32 @@ inline DType to_dtype(int code) {
   if (code == 0) return DType::Float32;
   if (code == 1) return DType::Float64;
   throw std::invalid_argument("diffcomb native: unsupported dtype code " + std::to_string(code));
+}
+
+// The native boundary checks what it is handed before it touches memory: the
+// Python layer validates tensors (shapes, dtypes, devices) once, so a failure
+// here is a bug in diffcomb or a direct call of an entry point with bad
+// arguments, and it raises (ValueError in Python) instead of reading out of
+// bounds. Cheap scalar tests, once per call.
+inline void check_entry(const char* entry, std::initializer_list<int64_t> sizes,
+                        std::initializer_list<std::uintptr_t> arrays) {
+  bool empty = false;
+  for (int64_t size : sizes) {
+    if (size < 0) {
+      throw std::invalid_argument(std::string("diffcomb native ") + entry + ": negative size " +
+                                  std::to_string(size));
+    }
+    empty = empty || size == 0;
+  }
+  if (empty) return;
+  int index = 0;
+  for (std::uintptr_t address : arrays) {
+    if (address == 0) {
+      throw std::invalid_argument(std::string("diffcomb native ") + entry + ": array argument " +
+                                  std::to_string(index) + " is null for a non-empty problem");
+    }
+    ++index;
+  }
 }
 
 // Calls f(T{}) with T = float or double according to the dtype code.
