@@ -52,10 +52,7 @@ class ContenderResult:
     ratio_fwd_bwd: float | None = None
 
     def as_dict(self) -> dict:
-        check = {
-            "max_abs_diff": self.max_abs_diff, "agree": self.agree,
-            "grad_max_abs_diff": self.grad_max_abs_diff, "grad_agree": self.grad_agree,
-        }
+        check = {k: getattr(self, k) for k in ("max_abs_diff", "agree", "grad_max_abs_diff", "grad_agree")}
         if self.note is not None:
             check["note"] = self.note
         return {

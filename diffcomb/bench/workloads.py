@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Mapping, Union
+from typing import ClassVar, Mapping, Union
 
 import torch
 
@@ -95,9 +95,9 @@ def _fmt(value: object) -> str:
 
 @dataclass(frozen=True)
 class BaseWorkload:
-    """What every workload shares; a subclass declares its fields and ``name``, ``out_shape``,
-    and, where they differ from a ``(batch, n)`` ``randn`` input with the values compared to
-    the reference's, ``_draw_inputs`` and ``check``."""
+    """What every workload shares; a subclass declares its fields, ``name``, ``SETTINGS``, and,
+    where they differ from a ``(batch, n)`` output of a ``randn (batch, n)`` input compared with
+    the reference's values and gradients, ``out_shape``, ``_draw_inputs`` and ``check``."""
 
     @property
     def name(self) -> str:
@@ -105,16 +105,17 @@ class BaseWorkload:
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        return (self.batch, self.n)
 
     @property
     def backward(self) -> bool:
         """Whether the op has a backward (forward+backward is timed and checked)."""
         return True
 
+    SETTINGS: ClassVar[tuple[str, ...]] = ()  # the fields shown after the dtype in ``--list``
+
     def _settings_fields(self) -> tuple[str, ...]:
-        """The fields shown after the dtype in ``--list``."""
-        return ()
+        return self.SETTINGS
 
     @property
     def settings(self) -> str:
@@ -166,12 +167,7 @@ class Workload(BaseWorkload):
     def name(self) -> str:
         return f"{self.op}/{self.regularization}/{self.batch}x{self.n}"
 
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.n)
-
-    def _settings_fields(self) -> tuple[str, ...]:
-        return ("strength",)
+    SETTINGS = ("strength",)
 
 
 @dataclass(frozen=True)
@@ -196,8 +192,7 @@ class SoftDTWWorkload(BaseWorkload):
     def out_shape(self) -> tuple[int, ...]:
         return (self.batch,)
 
-    def _settings_fields(self) -> tuple[str, ...]:
-        return ("gamma",)
+    SETTINGS = ("gamma",)
 
     def _draw_inputs(self, gen: torch.Generator):
         x = _draw(gen, (self.batch, self.n, self.d))
@@ -226,8 +221,7 @@ class SortNetWorkload(BaseWorkload):
     def out_shape(self) -> tuple[int, ...]:
         return (self.batch, self.n, self.n)
 
-    def _settings_fields(self) -> tuple[str, ...]:
-        return ("sigmoid", "steepness")
+    SETTINGS = ("sigmoid", "steepness")
 
     def _draw_inputs(self, gen: torch.Generator):
         return _draw(gen, (self.batch, self.n)), _draw(gen, (self.batch, self.n, self.n)), ()
@@ -269,8 +263,7 @@ class SinkhornWorkload(BaseWorkload):
             return (self.batch,)
         return (self.batch, self.n)
 
-    def _settings_fields(self) -> tuple[str, ...]:
-        return ("epsilon", "n_iter")
+    SETTINGS = ("epsilon", "n_iter")
 
     def _draw_inputs(self, gen: torch.Generator):
         if self.op == "sinkhorn_rank":
@@ -401,12 +394,7 @@ class TopKWorkload(BaseWorkload):
     def name(self) -> str:
         return f"{self.op}/p{self.p:.4g}/k{self.k}/{self.batch}x{self.n}"
 
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.n)
-
-    def _settings_fields(self) -> tuple[str, ...]:
-        return ("strength",)
+    SETTINGS = ("strength",)
 
 
 AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload, RankLossWorkload,
