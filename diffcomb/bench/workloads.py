@@ -99,6 +99,8 @@ class BaseWorkload:
     where they differ from a ``(batch, n)`` output of a ``randn (batch, n)`` input compared with
     the reference's values and gradients, ``out_shape``, ``_draw_inputs`` and ``check``."""
 
+    SETTINGS: ClassVar[tuple[str, ...]] = ()  # the fields shown after the dtype in ``--list``
+
     @property
     def name(self) -> str:
         raise NotImplementedError
@@ -111,8 +113,6 @@ class BaseWorkload:
     def backward(self) -> bool:
         """Whether the op has a backward (forward+backward is timed and checked)."""
         return True
-
-    SETTINGS: ClassVar[tuple[str, ...]] = ()  # the fields shown after the dtype in ``--list``
 
     def _settings_fields(self) -> tuple[str, ...]:
         return self.SETTINGS
@@ -163,11 +163,11 @@ class Workload(BaseWorkload):
     strength: float = 1.0  # regularization_strength (epsilon)
     dtype: str = "float32"
 
+    SETTINGS = ("strength",)
+
     @property
     def name(self) -> str:
         return f"{self.op}/{self.regularization}/{self.batch}x{self.n}"
-
-    SETTINGS = ("strength",)
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,8 @@ class SoftDTWWorkload(BaseWorkload):
     dtype: str = "float32"
     op: str = "soft_dtw"
 
+    SETTINGS = ("gamma",)
+
     @property
     def name(self) -> str:
         return f"{self.op}/{self.batch}x{self.n}x{self.m}x{self.d}"
@@ -191,8 +193,6 @@ class SoftDTWWorkload(BaseWorkload):
     @property
     def out_shape(self) -> tuple[int, ...]:
         return (self.batch,)
-
-    SETTINGS = ("gamma",)
 
     def _draw_inputs(self, gen: torch.Generator):
         x = _draw(gen, (self.batch, self.n, self.d))
@@ -213,6 +213,8 @@ class SortNetWorkload(BaseWorkload):
     dtype: str = "float32"
     op: str = "sorting_network"
 
+    SETTINGS = ("sigmoid", "steepness")
+
     @property
     def name(self) -> str:
         return f"{self.op}/{self.network}/{self.batch}x{self.n}"
@@ -220,8 +222,6 @@ class SortNetWorkload(BaseWorkload):
     @property
     def out_shape(self) -> tuple[int, ...]:
         return (self.batch, self.n, self.n)
-
-    SETTINGS = ("sigmoid", "steepness")
 
     def _draw_inputs(self, gen: torch.Generator):
         return _draw(gen, (self.batch, self.n)), _draw(gen, (self.batch, self.n, self.n)), ()
@@ -249,6 +249,8 @@ class SinkhornWorkload(BaseWorkload):
     n_iter: int = 100
     dtype: str = "float32"
 
+    SETTINGS = ("epsilon", "n_iter")
+
     @property
     def name(self) -> str:
         if self.op == "sinkhorn_rank":
@@ -262,8 +264,6 @@ class SinkhornWorkload(BaseWorkload):
         if self.op == "sinkhorn_divergence":
             return (self.batch,)
         return (self.batch, self.n)
-
-    SETTINGS = ("epsilon", "n_iter")
 
     def _draw_inputs(self, gen: torch.Generator):
         if self.op == "sinkhorn_rank":
@@ -390,16 +390,14 @@ class TopKWorkload(BaseWorkload):
     dtype: str = "float32"
     op: str = "sparse_soft_topk"
 
+    SETTINGS = ("strength",)
+
     @property
     def name(self) -> str:
         return f"{self.op}/p{self.p:.4g}/k{self.k}/{self.batch}x{self.n}"
 
-    SETTINGS = ("strength",)
-
-
 AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload, RankLossWorkload,
                     TopKWorkload]
-
 
 def make_inputs(workload: AnyWorkload, device: str, seed: int) -> Inputs:
     """Seeded inputs of ``workload`` (``BaseWorkload.inputs``)."""
