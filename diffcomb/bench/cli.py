@@ -30,10 +30,11 @@ from typing import Mapping, Sequence
 
 import torch
 
-from . import peers, perturb_suite, report, runner
+from . import memory, peers, ranking_suite, report, runner
 from .progress import Progress
+from .suites import SUITES, select
 from .timing import Budget
-from .workloads import DTYPES, SUITES, select
+from .workloads import DTYPES
 
 __all__ = ["main", "build_parser", "DEFAULT_OUT"]
 
@@ -77,6 +78,10 @@ SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
              Budget(repeat=2, min_time=0.0, max_time=0.3, warmup=0, max_call=30.0)),
 }
 BUSY_FRACTION = 0.1  # share of all CPUs used by other processes above which the header warns
+# Suites whose CPU runs measure peak memory unless --no-memory (any suite does with --memory), and
+# the batches at which a contender too big for the workload's batch is probed (memory.py).
+MEMORY_SUITES = ("sortnet", "ranking")
+MEMORY_PROBE_BATCHES: Mapping[str, tuple[int, ...]] = {"ranking": ranking_suite.SMALL_BATCHES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or soft_dtw/batchxnxmxd): whole /-separated segments such as kl, 128x1000, "
                    "soft_rank/l2, or a glob such as '*x1000'; repeatable")
     p.add_argument("-c", "--contender", action="append", default=[], metavar="NAME",
-                   help="run only these contenders (repeatable; default: all of the suite's)")
+                   help="run only these contenders (repeatable; default: all of the suite's, except those "
+                   "--list marks 'on request', which run only when named)")
     sd = SOFTDTW_BUDGET
     p.add_argument("--repeat", type=int, default=None,
                    help=f"minimum samples per measurement (default {DEFAULT_BUDGET.repeat}; "
@@ -136,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before starting, wait up to SECONDS until other processes use less than "
                    f"{BUSY_FRACTION * 100:.0f}%% of the CPUs (default 0: do not wait)")
-    p.add_argument("--no-memory", action="store_true",
-                   help="suites sortnet and ranking: skip the peak-memory measurements (one fresh process per "
-                   "workload and contender, diffcomb/bench/memory.py)")
+    p.add_argument("--memory", dest="memory", action="store_true", default=None,
+                   help="also measure each contender's peak memory of one forward+backward (CPU; one fresh "
+                   f"process per workload and contender, diffcomb/bench/memory.py); the default for suites "
+                   f"{' and '.join(MEMORY_SUITES)}")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurements")
     p.add_argument("--list", action="store_true", help="list suites, workloads and contenders, then exit")
     return p
 
@@ -188,6 +196,11 @@ def _wait_quiet(max_wait: float) -> dict:
         time.sleep(min(10.0, max(deadline - time.perf_counter(), 0.0)))
 
 
+def _suite_contenders(suite: str) -> tuple[str, ...]:
+    """Every contender of a suite: the default ones, then those that run on request (-c)."""
+    return tuple(peers.SUITE_CONTENDERS[suite]) + tuple(peers.ON_REQUEST_CONTENDERS.get(suite, ()))
+
+
 def _list(suite_names: Sequence[str], loaded_by_name: dict) -> str:
     lines = []
     for s in suite_names:
@@ -195,10 +208,11 @@ def _list(suite_names: Sequence[str], loaded_by_name: dict) -> str:
         for w in SUITES[s]:
             lines.append(f"  {w.name:<26} {w.settings}")
         lines.append("  contenders:")
-        for name in peers.SUITE_CONTENDERS[s]:
+        for name in _suite_contenders(s):
             ld = loaded_by_name[name]
             ver = f" {ld.version}" if ld.version else ""
-            lines.append(f"    {name:<16} {ld.status}{ver}")
+            extra = " (on request: -c)" if name not in peers.SUITE_CONTENDERS[s] else ""
+            lines.append(f"    {name:<16} {ld.status}{ver}{extra}")
     return "\n".join(lines)
 
 
@@ -218,15 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     names = list(peers.SUITE_CONTENDERS[args.suite])
     if args.contender:
-        unknown = [c for c in args.contender if c not in names]
+        known = list(_suite_contenders(args.suite))
+        unknown = [c for c in args.contender if c not in known]
         if unknown:
-            print(f"diffcomb-bench: unknown contender(s) {unknown}; choose from {names}", file=sys.stderr)
+            print(f"diffcomb-bench: unknown contender(s) {unknown}; choose from {known}", file=sys.stderr)
             return 2
-        names = [n for n in names if n in args.contender]
+        names = [n for n in known if n in args.contender]
     loaded = [peers.load(peers.CONTENDERS[n]) for n in names]
 
     if args.list:
-        all_names = {n for s in SUITES for n in peers.SUITE_CONTENDERS[s]}
+        all_names = {n for s in SUITES for n in _suite_contenders(s)}
         by_name = {ld.contender.name: ld for ld in loaded}
         by_name.update({n: peers.load(peers.CONTENDERS[n]) for n in all_names if n not in by_name})
         print(_list(sorted(SUITES), by_name))
@@ -259,13 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     idle_probe = _wait_quiet(args.wait_quiet)
     snap0 = report.cpu_snapshot()
     t0 = time.perf_counter()
-    if args.suite == "perturb":  # its own runner: random samples and solver answers (perturb_suite.py)
-        with Progress(2 * len(workloads) * len(loaded), enabled=args.progress) as bar:
-            results = perturb_suite.run(workloads, loaded, args.device, args.seed, budget, bar)
-    else:
-        total = runner.count_units(workloads, loaded, args.device)
-        with Progress(total, enabled=args.progress) as bar:
-            results = runner.run(workloads, loaded, args.device, args.seed, budget, bar)
+    total = runner.count_units(workloads, loaded, args.device)
+    with Progress(total, enabled=args.progress) as bar:
+        results = runner.run(workloads, loaded, args.device, args.seed, budget, bar)
     wall = time.perf_counter() - t0
     during = report.other_load(snap0, report.cpu_snapshot())
 
@@ -296,15 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(most of all multi-threaded ones). Rerun on a quiet machine.")
     if "cuda_device" in machine:
         header.insert(2, f"gpu: {machine['cuda_device']} (CUDA {machine['cuda_runtime']})")
-    if args.suite == "perturb":
-        table = perturb_suite.format_table(results, header)
-    else:
-        table = report.format_table(results, header, report.table_notes(args.suite))
+    table = report.format_table(results, header, report.table_notes(args.suite))
     memory_rows = []
-    if args.suite in ("sortnet", "ranking") and not args.no_memory and dev.type == "cpu":
-        from . import memory, ranking_suite
-
-        small = ranking_suite.SMALL_BATCHES if args.suite == "ranking" else memory.SMALL_BATCHES
+    measure_memory = args.suite in MEMORY_SUITES if args.memory is None else args.memory
+    if measure_memory and dev.type == "cpu":
+        small = MEMORY_PROBE_BATCHES.get(args.suite, memory.SMALL_BATCHES)
         for w in workloads:
             for ld in loaded:
                 if ld.status != "ok":

@@ -1,4 +1,4 @@
-"""Peak host memory of one forward+backward, each measured in a fresh process.
+"""Peak host memory of one forward+backward (the forward where a workload has none), each in a fresh process.
 
 CPU tensors come from malloc/mmap, which torch's allocator does not count, so
 the measure is the process's resident set: a child process imports the
@@ -40,15 +40,11 @@ def _status_kib(field: str) -> int:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
-def _loss(out, g):
-    return out.sum() if g is None else (out * g).sum()
-
-
 def _child(contender_name: str, workload_json: str, lift_work_limit: bool, kind: str = "SortNetWorkload") -> dict:
     import torch
 
     from . import peers, workloads
-    from .workloads import make_inputs
+    from .runner import call_once
 
     w = getattr(workloads, kind)(**{k: v for k, v in json.loads(workload_json).items() if k != "name"})
     ld = peers.load(peers.CONTENDERS[contender_name])
@@ -64,17 +60,13 @@ def _child(contender_name: str, workload_json: str, lift_work_limit: bool, kind:
     # Warm up on one row of the same shape: the first call at a shape allocates buffers
     # that later calls reuse (measured: about 1.4 GiB for diffsort at n = 1024), which
     # is not the per-call memory.
-    inputs = make_inputs(w, "cpu", 0)
-    g = inputs.g
-    warm = inputs.x[:1].detach().clone().requires_grad_(True)
-    _loss(fn(warm, *(o[:1] for o in inputs.others)), None if g is None else g[:1]).backward()
-    del warm
+    inputs = w.inputs("cpu", 0)
+    call_once(fn, dataclasses.replace(w, batch=1).inputs("cpu", 0), dataclasses.replace(w, batch=1))
     gc.collect()
-    x = inputs.x.detach().clone().requires_grad_(True)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current VmRSS
     base = _status_kib("VmRSS")
-    _loss(fn(x, *inputs.others), g).backward()
+    call_once(fn, inputs, w)  # forward and, where the workload has one, backward
     peak = _status_kib("VmHWM")
     return {"status": "ok", "peak_bytes": (peak - base) * 1024, "torch_threads": torch.get_num_threads()}
 
@@ -87,7 +79,7 @@ def measure(contender_name: str, workload, lift_work_limit: bool = False, timeou
     # unmapped on free, so the resident set follows the live tensors (glibc's default
     # raises the threshold after frees and keeps freed blocks in the heap).
     env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds diffcomb/
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         command = [sys.executable, "-m", "diffcomb.bench.memory", contender_name, json.dumps(workload.as_dict()),
@@ -126,8 +118,11 @@ def measure_or_extrapolate(contender_name: str, workload, small_batches: Sequenc
 
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown table of peak memory rows {workload, contender, result}."""
+    from .peers import CONTENDERS
+
     lines = ["| workload | contender | peak MiB (fwd+bwd) | ratio | note |", "|---|---|---:|---:|---|"]
-    base = {r["workload"]: r["result"].get("peak_bytes") for r in rows if r["contender"] == "diffcomb"}
+    base = {r["workload"]: r["result"].get("peak_bytes") for r in rows
+            if r["contender"] in CONTENDERS and CONTENDERS[r["contender"]].is_baseline}
     for r in rows:
         res = r["result"]
         peak = res.get("peak_bytes")
@@ -141,7 +136,8 @@ def format_table(rows: Sequence[dict]) -> str:
         cell = f"{peak / 2**20:,.1f}" if peak is not None else "-"
         lines.append(f"| {r['workload']} | {r['contender']} | {cell} | {ratio} | {note} |")
     lines.append("")
-    lines.append("Peak resident memory of one forward+backward beyond its inputs, each in a fresh process "
+    lines.append("Peak resident memory of one forward+backward (a forward where the workload has no backward) "
+                 "beyond its inputs, each in a fresh process "
                  "(VmHWM - VmRSS after a reset of the high-water mark; diffcomb/bench/memory.py). "
                  "ratio = contender / diffcomb.")
     return "\n".join(lines) + "\n"

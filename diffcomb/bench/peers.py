@@ -3,7 +3,10 @@
 Each contender is a frozen record: the module to import, the distribution
 name for its version, the devices it runs on, and a ``build`` function that
 turns (module, workload) into a callable ``fn(x, *others) -> Tensor`` (sort:
-``fn(x)``; soft-DTW: ``fn(x, y)``, see ``workloads.Inputs``).
+``fn(x)``; soft-DTW: ``fn(x, y)``, see ``workloads.Inputs``), or a
+``ManualBackward`` where the contender computes its input gradient itself.
+``SUITE_CONTENDERS`` lists who runs in each suite by default;
+``ON_REQUEST_CONTENDERS`` those that run only when ``-c`` names them.
 Nothing is imported at module load: ``load`` imports on demand and reports
 "not installed" instead of raising.
 """
@@ -19,15 +22,33 @@ from typing import Callable, Mapping
 
 import torch
 
-from .workloads import DTYPES, AnyWorkload, RankLossWorkload, SinkhornWorkload, TopKWorkload
+# The contenders of suites perturb (outputs are random samples or solver answers, checked by
+# validity and optimal cost: workloads.PerturbWorkload.check), ranking (the O(n^2) pairwise
+# formulations) and topk (plain-PyTorch top-k) live in their own modules.
+from . import perturb_suite as _perturb_suite
+from . import ranking_suite as _ranking_suite
+from . import topk_peers as _topk_peers
+from .workloads import (DTYPES, AnyWorkload, PerturbWorkload, RankLossWorkload, SinkhornWorkload, TopKWorkload,
+                        Unsupported)
 
-__all__ = ["Contender", "Loaded", "CONTENDERS", "SUITE_CONTENDERS", "UNLIMITED_BUILDERS", "load", "Unsupported"]
+__all__ = ["Contender", "Loaded", "ManualBackward", "CONTENDERS", "SUITE_CONTENDERS", "ON_REQUEST_CONTENDERS",
+           "UNLIMITED_BUILDERS", "load", "Unsupported"]
 
 OpFn = Callable[..., torch.Tensor]  # fn(x, *others)
 
 
-class Unsupported(Exception):
-    """The contender cannot run this workload (device, op, option)."""
+@dataclass(frozen=True)
+class ManualBackward:
+    """A contender that computes its input gradient itself: ``forward(x, *others)`` is the op,
+    ``forward_backward(x, g, *others) -> (out, dL/dx)`` the forward and the gradient of
+    ``(out * g).sum()`` at once (e.g. one problem's forward and backward at a time, where the
+    batch's autograd graph would not fit). The runner checks and times forward+backward with it."""
+
+    forward: OpFn
+    forward_backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+    def __call__(self, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
+        return self.forward(x, *others)
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,8 @@ def _build_diffcomb(mod: ModuleType, w: AnyWorkload) -> OpFn:
         return _build_diffcomb_sinkhorn(mod, w, "unroll")
     if isinstance(w, RankLossWorkload):
         return _ranking_suite.build_diffcomb(mod, w)
+    if isinstance(w, PerturbWorkload):
+        return _perturb_suite.build_diffcomb(mod, w)
     fn = _op(mod, w, "diffcomb")
     if w.op == "sorting_network":
         return functools.partial(_sortnet_matrix, fn, dict(network=w.network, sigmoid=w.sigmoid,
@@ -287,6 +310,29 @@ def _build_pot_torch_ckpt(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return plan
 
 
+def _build_pot_torch_loop(mod: ModuleType, w: AnyWorkload) -> ManualBackward:
+    """POT one problem at a time, each problem's forward then its backward (the upstream
+    gradient is known in advance here), so one problem's autograd graph lives at a time and no
+    forward is repeated: what the batch costs POT when memory allows. On request only (-c)."""
+    if not isinstance(w, SinkhornWorkload) or w.op != "sinkhorn":
+        raise Unsupported("POT runs the sinkhorn plan workloads")
+
+    def forward(cost: torch.Tensor) -> torch.Tensor:
+        return torch.stack([_pot_plan(mod, w, c) for c in cost])
+
+    def forward_backward(cost: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        plans, grads = [], []
+        for c, gk in zip(cost, g):
+            c = c.detach().requires_grad_(True)
+            plan = _pot_plan(mod, w, c)
+            (plan * gk).sum().backward()
+            plans.append(plan.detach())
+            grads.append(c.grad)
+        return torch.stack(plans), torch.stack(grads)
+
+    return ManualBackward(forward, forward_backward)
+
+
 class _NumpyPlan(torch.autograd.Function):
     """POT's numpy backend has no gradient: the forward runs it; the backward returns zeros
     (so its fwd+bwd column is its forward time, and its grad diff is meaningless)."""
@@ -345,7 +391,6 @@ def _build_diffcomb_soft_rank(mod: ModuleType, w: AnyWorkload) -> OpFn:
 # (the p = 2 operator: on p != 2 workloads its diff is the distance between two operators),
 # plain-PyTorch threshold bisection (the best alternative written in torch), the O(n^2) one-hot
 # permutation port and torch.topk (the floor): diffcomb/bench/topk_peers.py.
-from . import topk_peers as _topk_peers  # noqa: E402
 
 
 def _topk_only(w: AnyWorkload, who: str) -> TopKWorkload:
@@ -382,27 +427,11 @@ def _build_hard_topk(mod: ModuleType, w: AnyWorkload) -> OpFn:
     return functools.partial(_topk_peers.hard_topk, k=w.k)
 
 
-# --- suite perturb: builders live in diffcomb/bench/perturb_suite.py (its own runner: outputs
-# are random samples or solver answers, checked by validity and optimal cost).
-from . import perturb_suite as _perturb_suite  # noqa: E402
-
-# --- suite ranking: diffcomb's ranking-metric losses against the O(n^2) pairwise formulations
-# (diffcomb/bench/ranking_suite.py).
-from . import ranking_suite as _ranking_suite  # noqa: E402
-
-
-def _build_pairwise(mod: ModuleType, w: AnyWorkload, limit: bool = True) -> OpFn:
-    try:
-        return _ranking_suite.build_pairwise(mod, w, limit)
-    except _ranking_suite.Unsupported as e:
-        raise Unsupported(str(e)) from None
-
-
 # Builders without their work/memory limits, for the peak-memory probes at small batches
 # (diffcomb/bench/memory.py).
 UNLIMITED_BUILDERS: Mapping[str, Callable[[ModuleType, AnyWorkload], OpFn]] = {
     "diffsort": lambda mod, w: build_diffsort(mod, w, max_muladds=None),
-    "pairwise (torch)": lambda mod, w: _build_pairwise(mod, w, limit=False),
+    "pairwise (torch)": lambda mod, w: _ranking_suite.build_pairwise(mod, w, limit=False),
 }
 
 CONTENDERS: Mapping[str, Contender] = {
@@ -422,6 +451,7 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("diffcomb-implicit", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_implicit),
         Contender("POT-torch", "ot", "pot", ("cpu", "cuda"), _build_pot_torch),
         Contender("POT-torch-ckpt", "ot", "pot", ("cpu", "cuda"), _build_pot_torch_ckpt),
+        Contender("POT-torch-loop", "ot", "pot", ("cpu", "cuda"), _build_pot_torch_loop),
         Contender("POT-numpy", "ot", "pot", ("cpu",), _build_pot_numpy),
         Contender("geomloss", "geomloss", "geomloss", ("cpu", "cuda"), _build_geomloss),
         Contender("torchsort.soft_rank", "torchsort", "torchsort", ("cpu", "cuda"), _build_torchsort_rank),
@@ -432,7 +462,7 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("torch (noise + topk)", "torch", "torch", ("cpu",), _perturb_suite.build_plain_torch),
         Contender("scipy", "scipy.sparse.csgraph", "scipy", ("cpu",), _perturb_suite.build_scipy),
         Contender("python dijkstra", "heapq", None, ("cpu",), _perturb_suite.build_python_dijkstra),
-        Contender("pairwise (torch)", "torch", "torch", ("cpu", "cuda"), _build_pairwise),
+        Contender("pairwise (torch)", "torch", "torch", ("cpu", "cuda"), _ranking_suite.build_pairwise),
         Contender("diffcomb.sparse_soft_topk", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_sparse_topk,
                   is_baseline=True),
         Contender("diffcomb.soft_topk (p=2)", "diffcomb", "diffcomb", ("cpu", "cuda"), _build_diffcomb_soft_topk),
@@ -452,4 +482,9 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "ranking": ("diffcomb", "pairwise (torch)"),
     "topk": ("diffcomb.sparse_soft_topk", "diffcomb.soft_topk (p=2)", "torch bisection", "one-hot O(n^2)",
              "torch.topk"),
+}
+
+# Contenders of a suite that run only when ``-c`` names them (slow peers measured on request).
+ON_REQUEST_CONTENDERS: Mapping[str, tuple[str, ...]] = {
+    "sinkhorn": ("POT-torch-loop",),
 }

@@ -1,4 +1,4 @@
-"""Suite ``perturb``: MAP solvers and the I-MLE top-k estimator against their peers.
+"""Suite ``perturb``: the contenders of the MAP solvers and of the I-MLE top-k estimator.
 
 Workloads (``workloads.PERTURB_SUITE``):
 
@@ -15,9 +15,11 @@ Workloads (``workloads.PERTURB_SUITE``):
 - ``linear_assignment``: costs ``(64, 100, 100)``, forward only, against
   ``scipy.optimize.linear_sum_assignment`` per instance.
 
-Checks before timing: top-k samples are 0/1 with k ones per row and the gradient has the
-input's shape and is finite; shortest paths and assignments must have the same total cost as
-diffcomb's (random continuous costs: the optimum is unique).
+The suite runs in the shared runner (diffcomb/bench/runner.py). Its check
+(``workloads.PerturbWorkload.check``): top-k samples are 0/1 with k ones per row and the
+gradient has the input's shape and is finite; shortest paths and assignments must have the
+same total cost as diffcomb's (random continuous costs: the optimum is unique). Every builder
+here is ``build(module, workload) -> fn(x)``, as in ``diffcomb.bench.peers``.
 """
 
 from __future__ import annotations
@@ -25,27 +27,15 @@ from __future__ import annotations
 import functools
 import heapq
 import math
-import time
-from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from .progress import Progress
-from .timing import Budget, Timing, measure
-from .workloads import PerturbWorkload
+from .workloads import PerturbWorkload, Unsupported
 
-__all__ = ["PerturbResult", "run", "format_table", "to_json_results", "BUILDERS", "Unsupported"]
-
-
-class Unsupported(Exception):
-    """The contender cannot run this workload."""
-
-
-# ---------------------------------------------------------------------------
-# Contenders: build(module, workload) -> (fn(x) -> out, differentiable)
+__all__ = ["build_diffcomb", "build_diffcomb_one_thread", "build_torch_imle", "build_plain_torch", "build_scipy",
+           "build_python_dijkstra"]
 
 
 def _topk_mask_torch(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -54,12 +44,11 @@ def _topk_mask_torch(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def build_diffcomb(mod: ModuleType, w: PerturbWorkload):
     if w.op == "imle_topk":
-        est = mod.imle(functools.partial(mod.topk_mask, k=w.k), num_samples=w.samples, noise=w.noise, k=w.k,
-                       return_samples=True)
-        return est, True
+        return mod.imle(functools.partial(mod.topk_mask, k=w.k), num_samples=w.samples, noise=w.noise, k=w.k,
+                        return_samples=True)
     if w.op == "grid_shortest_path":
-        return mod.grid_shortest_path, False
-    return mod.linear_assignment, False
+        return mod.grid_shortest_path
+    return mod.linear_assignment
 
 
 def build_diffcomb_one_thread(mod: ModuleType, w: PerturbWorkload):
@@ -68,7 +57,7 @@ def build_diffcomb_one_thread(mod: ModuleType, w: PerturbWorkload):
     thread, so this line separates the kernel's speed from that wait."""
     if w.op == "imle_topk":
         raise Unsupported("solvers only (the backward would run outside the one-thread scope)")
-    solver, _ = build_diffcomb(mod, w)
+    solver = build_diffcomb(mod, w)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         threads = torch.get_num_threads()
@@ -78,7 +67,7 @@ def build_diffcomb_one_thread(mod: ModuleType, w: PerturbWorkload):
         finally:
             torch.set_num_threads(threads)
 
-    return fn, False
+    return fn
 
 
 def build_torch_imle(mod: ModuleType, w: PerturbWorkload):
@@ -98,7 +87,7 @@ def build_torch_imle(mod: ModuleType, w: PerturbWorkload):
         out = wrapped(x)  # (batch * samples, n), batch-major
         return out.view(x.shape[0], w.samples, -1).transpose(0, 1)
 
-    return fn, True
+    return fn
 
 
 def _torch_noise(shape: tuple[int, ...], w: PerturbWorkload, dtype: torch.dtype) -> torch.Tensor:
@@ -134,7 +123,7 @@ def build_plain_torch(mod: ModuleType, w: PerturbWorkload):
         noise = _torch_noise((w.samples, *x.shape), w, x.dtype)
         return _PlainIMLE.apply(x, noise, w.k)
 
-    return fn, True
+    return fn
 
 
 @functools.lru_cache(maxsize=8)
@@ -168,7 +157,7 @@ def build_scipy(mod: ModuleType, w: PerturbWorkload):
                 out[b, r, col] = 1.0
             return torch.from_numpy(out).to(x.dtype)
 
-        return assign, False
+        return assign
     if w.op != "grid_shortest_path":
         raise Unsupported(f"scipy has no {w.op}")
     from scipy.sparse import csr_matrix
@@ -190,7 +179,7 @@ def build_scipy(mod: ModuleType, w: PerturbWorkload):
                 v = pred[v]
         return torch.from_numpy(out).to(x.dtype)
 
-    return paths, False
+    return paths
 
 
 def build_python_dijkstra(mod: ModuleType, w: PerturbWorkload):
@@ -231,173 +220,5 @@ def build_python_dijkstra(mod: ModuleType, w: PerturbWorkload):
                 v = pred[v]
         return torch.from_numpy(out).to(x.dtype)
 
-    return paths, False
+    return paths
 
-
-BUILDERS: dict[str, Callable] = {
-    "diffcomb": build_diffcomb,
-    "diffcomb (1 thread)": build_diffcomb_one_thread,
-    "torch-imle": build_torch_imle,
-    "torch (noise + topk)": build_plain_torch,
-    "scipy": build_scipy,
-    "python dijkstra": build_python_dijkstra,
-}
-
-
-# ---------------------------------------------------------------------------
-# Running.
-
-
-@dataclass
-class ContenderRun:
-    name: str
-    status: str
-    version: str | None = None
-    check: str | None = None
-    fwd: Timing | None = None
-    fwd_bwd: Timing | None = None
-    ratio_fwd: float | None = None
-    ratio_fwd_bwd: float | None = None
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name, "status": self.status, "version": self.version, "check": self.check,
-            "fwd": None if self.fwd is None else self.fwd.as_dict(),
-            "fwd_bwd": None if self.fwd_bwd is None else self.fwd_bwd.as_dict(),
-            "ratio_fwd": self.ratio_fwd, "ratio_fwd_bwd": self.ratio_fwd_bwd,
-        }
-
-
-@dataclass
-class PerturbResult:
-    workload: PerturbWorkload
-    contenders: list[ContenderRun] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"workload": self.workload.as_dict(), "contenders": [c.as_dict() for c in self.contenders]}
-
-
-def _inputs(w: PerturbWorkload, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    gen = torch.Generator().manual_seed(seed)
-    dt = {"float32": torch.float32, "float64": torch.float64}[w.dtype]
-    if w.op == "imle_topk":
-        x = torch.randn((w.batch, w.n), generator=gen, dtype=torch.float64)
-        g = torch.randn((w.samples, w.batch, w.n), generator=gen, dtype=torch.float64)
-        return x.to(device=device, dtype=dt), g.to(device=device, dtype=dt)
-    # Continuous positive costs: the optimum is unique.
-    x = torch.rand((w.batch, w.n, w.n), generator=gen, dtype=torch.float64) * 9 + 0.1
-    return x.to(device=device, dtype=dt), None
-
-
-def _check(w: PerturbWorkload, out: torch.Tensor, ref: torch.Tensor | None, x: torch.Tensor,
-           grad: torch.Tensor | None) -> str:
-    if w.op == "imle_topk":
-        ok = (out.shape == (w.samples, w.batch, w.n) and bool(((out == 0) | (out == 1)).all())
-              and bool((out.sum(-1) == w.k).all()))
-        if grad is not None:
-            ok = ok and grad.shape == x.shape and bool(torch.isfinite(grad).all())
-        return "valid k-subsets" if ok else "INVALID"
-    cost = (out.double() * x.double()).sum((-2, -1))
-    if ref is None:
-        return "reference"
-    ref_cost = (ref.double() * x.double()).sum((-2, -1))
-    diff = float((cost - ref_cost).abs().max())
-    return f"same cost (max diff {diff:.1e})" if diff <= 1e-5 * float(ref_cost.abs().max()) else f"COST DIFF {diff:.3g}"
-
-
-def run(workloads: Sequence[PerturbWorkload], loaded, device: str, seed: int, budget: Budget,
-        progress: Progress) -> list[PerturbResult]:
-    results = []
-    sync = (lambda: torch.cuda.synchronize(torch.device(device))) if device.startswith("cuda") else (lambda: None)
-    for w in workloads:
-        x, g = _inputs(w, seed, device)
-        res = PerturbResult(w)
-        ref_out = None
-        for ld in loaded:
-            name = ld.contender.name
-            run_ = ContenderRun(name, ld.status, ld.version)
-            res.contenders.append(run_)
-            progress.step(f"{w.name} {name}", units=2)
-            if ld.status != "ok":
-                continue
-            if torch.device(device).type not in ld.contender.devices:
-                run_.status = f"unsupported: {'/'.join(ld.contender.devices)} only"
-                continue
-            try:
-                fn, differentiable = BUILDERS[name](ld.module, w)
-            except Unsupported as e:
-                run_.status = f"unsupported: {e}"
-                continue
-            try:
-                if differentiable:
-                    xg = x.detach().clone().requires_grad_(True)
-                    out = fn(xg)
-                    (out * g).sum().backward()
-                    run_.check = _check(w, out.detach(), ref_out, x, xg.grad)
-                else:
-                    out = fn(x)
-                    run_.check = _check(w, out, ref_out, x, None)
-                    if name == "diffcomb":
-                        ref_out = out
-                sync()
-                x_fwd = x.detach()
-                run_.fwd = measure(lambda: fn(x_fwd), budget, sync)
-                if differentiable:
-                    xb = x.detach().clone().requires_grad_(True)
-
-                    def step():
-                        xb.grad = None
-                        (fn(xb) * g).sum().backward()
-
-                    run_.fwd_bwd = measure(step, budget, sync)
-            except Exception as e:  # report, go on
-                run_.status = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
-        base = next((c for c in res.contenders if c.name == "diffcomb" and c.fwd is not None), None)
-        if base is not None:
-            for c in res.contenders:
-                if c.fwd is not None:
-                    c.ratio_fwd = c.fwd.median / base.fwd.median
-                if c.fwd_bwd is not None and base.fwd_bwd is not None:
-                    c.ratio_fwd_bwd = c.fwd_bwd.median / base.fwd_bwd.median
-        results.append(res)
-    return results
-
-
-def _ms(t: Timing | None) -> str:
-    if t is None:
-        return "-"
-    v = t.median * 1e3
-    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
-
-
-def _ratio(r: float | None) -> str:
-    return "-" if r is None else f"{r:.2f}x"
-
-
-def format_table(results: Sequence[PerturbResult], header: Sequence[str]) -> str:
-    lines = [*header, ""]
-    lines.append("| workload | contender | fwd ms | ratio | fwd+bwd ms | ratio | check / status |")
-    lines.append("| --- | --- | ---: | ---: | ---: | ---: | --- |")
-    for r in results:
-        for c in r.contenders:
-            status = c.check if c.status == "ok" else c.status
-            lines.append(f"| {r.workload.name} | {c.name} | {_ms(c.fwd)} | {_ratio(c.ratio_fwd)} | "
-                         f"{_ms(c.fwd_bwd)} | {_ratio(c.ratio_fwd_bwd)} | {status} |")
-    lines += [
-        "",
-        "Median times in milliseconds; ratio = contender time / diffcomb time in this run (> 1: diffcomb "
-        "is faster). imle_topk: 10 samples of top-10 masks on (256, 1000) scores, fwd+bwd = forward, then "
-        "(out * g).sum().backward() with the I-MLE estimator (lambda = 1); the plain-torch baseline draws "
-        "the same noise with torch and selects with torch.topk. grid_shortest_path / linear_assignment: "
-        "forward only (solvers); peers are called once per instance, their time includes building the "
-        "graph and reading out the 0/1 solution.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def to_json_results(results: Sequence[PerturbResult]) -> list[dict]:
-    return [r.as_dict() for r in results]
-
-
-def now() -> float:
-    return time.perf_counter()

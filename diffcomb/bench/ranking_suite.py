@@ -32,17 +32,13 @@ from types import ModuleType
 
 import torch
 
-from .workloads import DTYPES, RankLossWorkload
+from .workloads import DTYPES, RankLossWorkload, Unsupported
 
 __all__ = ["build_diffcomb", "build_pairwise", "pairwise_estimated_bytes", "SMALL_BATCHES"]
 
 PAIRWISE_LIVE_TENSORS = 4  # (batch, n, n) tensors alive at the peak of forward+backward (measured: ~3-4)
 PAIRWISE_MAX_BYTES = 8 << 30
 SMALL_BATCHES = (1, 2)  # memory probes of unsupported pairwise workloads
-
-
-class Unsupported(Exception):
-    """The contender cannot run this workload (peers.Unsupported re-raises it)."""
 
 
 def build_diffcomb(mod: ModuleType, w: RankLossWorkload):

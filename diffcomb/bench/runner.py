@@ -1,12 +1,16 @@
-"""Run a list of workloads against the contenders: check, then time.
+"""Run a list of workloads against the contenders: check, then time. Every suite runs here.
 
-For every workload: build the seeded input, run each contender once with a
-backward (the correctness check, which also triggers any JIT compilation),
-compare values and gradients with the reference (diffcomb, or the first
-available soft contender when diffcomb is missing), then time the forward on
-an input that does not require grad, and forward+backward, i.e.
+For every workload: build the seeded input (``BaseWorkload.inputs``), run each
+contender once with a backward (the correctness check, which also triggers any
+JIT compilation; forward only where the workload has no backward, e.g. the
+perturb suite's solvers), check it against the reference (diffcomb, or the
+first available soft contender when diffcomb is missing) with the workload's
+``check`` (values and gradients within tolerance by default), then time the
+forward on an input that does not require grad, and forward+backward, i.e.
 ``(fn(x) * g).sum().backward()`` with the workload's fixed ``g`` (or
-``fn(x, y).sum().backward()`` for soft-DTW: see ``workloads.Inputs``).
+``fn(x, y).sum().backward()`` for soft-DTW: see ``workloads.Inputs``). A
+contender built as ``peers.ManualBackward`` computes its input gradient itself
+(one problem at a time, say): its check and forward+backward call that.
 
 With ``Budget.max_call`` set, a contender whose forward+backward call takes
 longer than that is reported ``too slow (> N s)`` instead of being timed.
@@ -22,15 +26,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from .peers import Contender, Loaded, OpFn, Unsupported
+from .peers import Contender, Loaded, ManualBackward, OpFn, Unsupported
 from .progress import Progress
 from .timing import Budget, Timing, measure
-from .workloads import AnyWorkload, Inputs, make_inputs
+from .workloads import TOLERANCE, AnyWorkload, Check, Inputs
 
-__all__ = ["ContenderResult", "WorkloadResult", "run", "TOLERANCE"]
-
-# Values (and gradients) agree when max|a - b| <= TOLERANCE * max(1, max|ref|).
-TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+__all__ = ["ContenderResult", "WorkloadResult", "run", "count_units", "call_once", "TOLERANCE"]
 
 
 @dataclass
@@ -44,23 +45,28 @@ class ContenderResult:
     grad_max_abs_diff: float | None = None
     agree: bool | None = None
     grad_agree: bool | None = None
+    note: str | None = None  # the workload's own check verdict (workloads.Check.note)
     fwd: Timing | None = None
     fwd_bwd: Timing | None = None
     ratio_fwd: float | None = None  # this / diffcomb, same run
     ratio_fwd_bwd: float | None = None
 
     def as_dict(self) -> dict:
+        check = {k: getattr(self, k) for k in ("max_abs_diff", "agree", "grad_max_abs_diff", "grad_agree")}
+        if self.note is not None:
+            check["note"] = self.note
         return {
             "name": self.name, "status": self.status, "version": self.version,
             "is_check_reference": self.is_reference, "is_floor": self.is_floor,
-            "check": {
-                "max_abs_diff": self.max_abs_diff, "agree": self.agree,
-                "grad_max_abs_diff": self.grad_max_abs_diff, "grad_agree": self.grad_agree,
-            },
+            "check": check,
             "fwd": None if self.fwd is None else self.fwd.as_dict(),
             "fwd_bwd": None if self.fwd_bwd is None else self.fwd_bwd.as_dict(),
             "ratio_fwd": self.ratio_fwd, "ratio_fwd_bwd": self.ratio_fwd_bwd,
         }
+
+    def record(self, check: Check) -> None:
+        for f in dataclasses.fields(check):
+            setattr(self, f.name, getattr(check, f.name))
 
 
 @dataclass
@@ -100,15 +106,24 @@ def _loss(out: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     return out.sum() if g is None else (out * g).sum()
 
 
-def _fwd_bwd(fn: OpFn, inputs: Inputs, out_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    x = inputs.x
-    xg = x.detach().clone().requires_grad_(True)
-    out = fn(xg, *inputs.others)
-    if tuple(out.shape) != tuple(out_shape):
-        raise ValueError(f"output shape {tuple(out.shape)} != expected {tuple(out_shape)}")
-    _loss(out, inputs.g).backward()
-    assert xg.grad is not None
-    return out.detach(), xg.grad.detach()
+def call_once(fn: OpFn, inputs: Inputs, w: AnyWorkload) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One checked call: the output and, where the workload has a backward, the input gradient
+    of ``(out * g).sum()`` (``out.sum()`` when ``g`` is None)."""
+    grad = xg = None
+    if w.backward and isinstance(fn, ManualBackward):
+        out, grad = fn.forward_backward(inputs.x.detach(), inputs.g, *inputs.others)
+    elif w.backward:
+        xg = inputs.x.detach().clone().requires_grad_(True)
+        out = fn(xg, *inputs.others)
+    else:
+        out = fn(inputs.x, *inputs.others)
+    if tuple(out.shape) != tuple(w.out_shape):
+        raise ValueError(f"output shape {tuple(out.shape)} != expected {tuple(w.out_shape)}")
+    if xg is not None:
+        _loss(out, inputs.g).backward()
+        assert xg.grad is not None
+        grad = xg.grad
+    return out.detach(), None if grad is None else grad.detach()
 
 
 def _fwd_step(fn: OpFn, x: torch.Tensor, others: tuple[torch.Tensor, ...]) -> None:
@@ -116,16 +131,11 @@ def _fwd_step(fn: OpFn, x: torch.Tensor, others: tuple[torch.Tensor, ...]) -> No
 
 
 def _fwd_bwd_step(fn: OpFn, x: torch.Tensor, g: torch.Tensor | None, others: tuple[torch.Tensor, ...]) -> None:
+    if isinstance(fn, ManualBackward):
+        fn.forward_backward(x, g, *others)
+        return
     x.grad = None
     _loss(fn(x, *others), g).backward()
-
-
-def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
-
-
-def _scale(t: torch.Tensor) -> float:
-    return max(1.0, float(t.double().abs().max())) if t.numel() else 1.0
 
 
 @dataclass
@@ -155,25 +165,31 @@ def _plan(w: AnyWorkload, loaded: Sequence[Loaded], device: str) -> list[_Entry]
     return plan
 
 
+def _units(w: AnyWorkload) -> int:
+    """Progress units of one runnable contender: its timings (forward, and forward+backward)."""
+    return 2 if w.backward else 1
+
+
 def _run_one(
     w: AnyWorkload, loaded: Sequence[Loaded], device: str, seed: int,
     budget: Budget, progress: Progress,
 ) -> WorkloadResult:
     plan = _plan(w, loaded, device)
-    inputs = make_inputs(w, device, seed)
+    inputs = w.inputs(device, seed)
     x, g, others = inputs.x, inputs.g, inputs.others
     sync = _sync_for(device)
+    units = _units(w)
 
     # 1. correctness check (one forward + backward each)
     progress.step(f"{w.name} check")
-    outs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    outs: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     check_time: dict[str, float] = {}
     for e in plan:
         if e.fn is None:
             continue
         try:
             t0 = time.perf_counter()
-            outs[e.result.name] = _fwd_bwd(e.fn, inputs, w.out_shape)
+            outs[e.result.name] = call_once(e.fn, inputs, w)
             sync()
             check_time[e.result.name] = time.perf_counter() - t0
         except Exception as exc:  # MemoryError too: report it, go on
@@ -182,17 +198,9 @@ def _run_one(
     ref = next((e for e in soft if e.contender.is_baseline), soft[0] if soft else None)
     if ref is not None:
         ref.result.is_reference = True
-        ref_out, ref_grad = outs[ref.result.name]
-        tol = TOLERANCE[w.dtype]
         for e in soft:
-            if e is ref:
-                continue
-            res = e.result
-            out, grad = outs[res.name]
-            res.max_abs_diff = _max_abs_diff(out, ref_out)
-            res.grad_max_abs_diff = _max_abs_diff(grad, ref_grad)
-            res.agree = res.max_abs_diff <= tol * _scale(ref_out)
-            res.grad_agree = res.grad_max_abs_diff <= tol * _scale(ref_grad)
+            out, grad = outs[e.result.name]
+            e.result.record(w.check(out, grad, None if e is ref else outs[ref.result.name], inputs))
 
     # 2. timing
     x_fwd = x.detach()
@@ -201,12 +209,12 @@ def _run_one(
         res = e.result
         if e.fn is None:
             continue
-        if res.name not in outs:  # failed the check run: skip its two timings
-            progress.step(f"{w.name} {res.name} skipped", units=2)
+        if res.name not in outs:  # failed the check run: skip its timings
+            progress.step(f"{w.name} {res.name} skipped", units=units)
             continue
         del outs[res.name]
         step_fwd = functools.partial(_fwd_step, e.fn, x_fwd, others)
-        step_fwd_bwd = functools.partial(_fwd_bwd_step, e.fn, x_bwd, g, others)
+        step_fwd_bwd = functools.partial(_fwd_bwd_step, e.fn, x_bwd, g, others) if w.backward else step_fwd
         if budget.max_call is not None and check_time[res.name] > budget.max_call:
             # Numba peers compile on their first call: give one more call
             # before calling the contender too slow. (A native call cannot be
@@ -218,11 +226,11 @@ def _run_one(
                 check_time[res.name] = time.perf_counter() - t0
             except Exception as exc:
                 res.status = _error(exc)
-                progress.step(f"{w.name} {res.name} failed", units=2)
+                progress.step(f"{w.name} {res.name} failed", units=units)
                 continue
             if check_time[res.name] > budget.max_call:
                 res.status = f"too slow (> {budget.max_call:g} s)"
-                progress.step(f"{w.name} {res.name} too slow", units=2)
+                progress.step(f"{w.name} {res.name} too slow", units=units)
                 continue
         # The check run was a forward+backward too: when it alone took longer
         # than the warm-up cap (max_time / 4, see timing.measure), it was the
@@ -232,9 +240,10 @@ def _run_one(
             bwd_budget = dataclasses.replace(budget, warmup=0)
         try:
             progress.step(f"{w.name} {res.name} fwd")
-            res.fwd = measure(step_fwd, budget, sync)
-            progress.step(f"{w.name} {res.name} fwd+bwd")
-            res.fwd_bwd = measure(step_fwd_bwd, bwd_budget, sync)
+            res.fwd = measure(step_fwd, budget if w.backward else bwd_budget, sync)
+            if w.backward:
+                progress.step(f"{w.name} {res.name} fwd+bwd")
+                res.fwd_bwd = measure(step_fwd_bwd, bwd_budget, sync)
         except Exception as exc:
             res.status = _error(exc)
 
@@ -252,10 +261,10 @@ def _run_one(
 
 
 def count_units(workloads: Sequence[AnyWorkload], loaded: Sequence[Loaded], device: str) -> int:
-    """Progress units: one check per workload, two timings per runnable contender."""
+    """Progress units: one check per workload, one or two timings per runnable contender."""
     total = 0
     for w in workloads:
-        total += 1 + 2 * sum(e.fn is not None for e in _plan(w, loaded, device))
+        total += 1 + _units(w) * sum(e.fn is not None for e in _plan(w, loaded, device))
     return total
 
 

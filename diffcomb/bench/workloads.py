@@ -1,54 +1,159 @@
 """Benchmark workloads, declared as data.
 
-A workload names one op call on one input shape. Suites are tuples of
-workloads; the contenders that can run a workload are chosen in
-``diffcomb.bench.peers`` from ``Workload.op``. Suite ``sort`` uses ``Workload``
-(one ``(batch, n)`` input), suite ``softdtw`` uses ``SoftDTWWorkload`` (two
-series ``x (batch, n, d)`` and ``y (batch, m, d)``; the gradient is taken
-with respect to ``x``), suite ``sortnet`` uses ``SortNetWorkload`` (``x (batch,
-n)``, output the relaxed permutation matrix ``(batch, n, n)``), suite ``topk`` uses
-``TopKWorkload`` (``x (batch, n)``, the sparse soft top-k mask).
+A workload names one op call on one input shape: its fields are the parameters, and the
+methods every suite shares come from ``BaseWorkload`` (name, output shape, the settings
+line of ``--list``, the seeded inputs, the check of a contender against the reference, the
+JSON record). Suites are tuples of workloads; the contenders that can run a workload are
+chosen in ``diffcomb.bench.peers``; ``diffcomb.bench.runner`` checks and times them all the
+same way. Suite ``sort`` uses ``Workload`` (one ``(batch, n)`` input), ``softdtw``
+``SoftDTWWorkload`` (two series ``x (batch, n, d)`` and ``y (batch, m, d)``; the gradient is
+taken with respect to ``x``), ``sortnet`` ``SortNetWorkload`` (``x (batch, n)``, output the
+relaxed permutation matrix ``(batch, n, n)``), ``sinkhorn`` ``SinkhornWorkload``, ``perturb``
+``PerturbWorkload``, ``ranking`` ``RankLossWorkload`` and ``topk`` ``TopKWorkload`` (``x
+(batch, n)``, the sparse soft top-k mask).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import ClassVar, Mapping, Union
 
 import torch
 
 __all__ = [
+    "BaseWorkload",
     "Workload",
     "SoftDTWWorkload",
     "AnyWorkload",
     "Inputs",
-    "SORT_SHAPES",
-    "SORT_SUITE",
-    "SOFTDTW_SHAPES",
-    "SOFTDTW_SUITE",
+    "Check",
+    "Unsupported",
+    "TOLERANCE",
     "SortNetWorkload",
-    "SORTNET_SHAPES",
-    "SORTNET_SUITE",
     "SinkhornWorkload",
-    "SINKHORN_SUITE",
     "PerturbWorkload",
-    "PERTURB_SUITE",
     "RankLossWorkload",
-    "RANKING_SUITE",
     "TopKWorkload",
-    "TOPK_SUITE",
-    "SUITES",
     "DTYPES",
-    "select",
     "make_inputs",
 ]
 
 DTYPES: Mapping[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
+# Values (and gradients) agree when max|a - b| <= TOLERANCE * max(1, max|ref|).
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+
+
+class Unsupported(Exception):
+    """The contender cannot run this workload (device, op, option, size)."""
+
 
 @dataclass(frozen=True)
-class Workload:
+class Inputs:
+    """The arguments of one call and the fixed upstream gradient ``g``.
+
+    A contender is called as ``fn(x, *others)``; gradients are taken with
+    respect to ``x`` only. The loss is ``(out * g).sum()``, or ``out.sum()``
+    when ``g`` is None.
+    """
+
+    x: torch.Tensor
+    g: torch.Tensor | None
+    others: tuple[torch.Tensor, ...] = ()
+
+
+@dataclass
+class Check:
+    """What the check of one contender found: the differences to the reference's values and
+    input gradients, whether they are within tolerance, and a workload's own verdict (``note``,
+    e.g. the validity of random samples, which no reference can be compared with)."""
+
+    max_abs_diff: float | None = None
+    agree: bool | None = None
+    grad_max_abs_diff: float | None = None
+    grad_agree: bool | None = None
+    note: str | None = None
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+
+
+def _scale(t: torch.Tensor) -> float:
+    return max(1.0, float(t.double().abs().max())) if t.numel() else 1.0
+
+
+def _draw(gen: torch.Generator, shape: tuple[int, ...], uniform: bool = False) -> torch.Tensor:
+    """Seeded draws in float64 (converted later, so every device and dtype sees the same numbers)."""
+    return (torch.rand if uniform else torch.randn)(shape, generator=gen, dtype=torch.float64)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class BaseWorkload:
+    """What every workload shares; a subclass declares its fields, ``name``, ``SETTINGS``, and,
+    where they differ from a ``(batch, n)`` output of a ``randn (batch, n)`` input compared with
+    the reference's values and gradients, ``out_shape``, ``_draw_inputs`` and ``check``."""
+
+    SETTINGS: ClassVar[tuple[str, ...]] = ()  # the fields shown after the dtype in ``--list``
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.n)
+
+    @property
+    def backward(self) -> bool:
+        """Whether the op has a backward (forward+backward is timed and checked)."""
+        return True
+
+    def _settings_fields(self) -> tuple[str, ...]:
+        return self.SETTINGS
+
+    @property
+    def settings(self) -> str:
+        return " ".join([f"dtype={self.dtype}"] + [f"{f}={_fmt(getattr(self, f))}" for f in self._settings_fields()])
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+    def _draw_inputs(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, tuple]:
+        """(x, g, others) in float64: by default ``x`` then ``g``, both ``randn (batch, n)``."""
+        shape = (self.batch, self.n)
+        return _draw(gen, shape), _draw(gen, shape), ()
+
+    def inputs(self, device: str, seed: int) -> Inputs:
+        """Seeded inputs, drawn on the CPU in float64, then moved and converted."""
+        x, g, others = self._draw_inputs(torch.Generator().manual_seed(seed))
+        dt = DTYPES[self.dtype]
+        return Inputs(x=x.to(device=device, dtype=dt), g=None if g is None else g.to(device=device, dtype=dt),
+                      others=tuple(o.to(device=device, dtype=dt) for o in others))
+
+    def check(self, out: torch.Tensor, grad: torch.Tensor | None,
+              ref: tuple[torch.Tensor, torch.Tensor | None] | None, inputs: Inputs) -> Check:
+        """Compare one contender's output and input gradient with the reference's ``ref`` (None:
+        this contender is the reference) within ``TOLERANCE[dtype] * max(1, max|reference|)``."""
+        if ref is None:
+            return Check()
+        tol = TOLERANCE[self.dtype]
+        ref_out, ref_grad = ref
+        res = Check(max_abs_diff=_max_abs_diff(out, ref_out))
+        res.agree = res.max_abs_diff <= tol * _scale(ref_out)
+        if grad is not None and ref_grad is not None:
+            res.grad_max_abs_diff = _max_abs_diff(grad, ref_grad)
+            res.grad_agree = res.grad_max_abs_diff <= tol * _scale(ref_grad)
+        return res
+
+
+@dataclass(frozen=True)
+class Workload(BaseWorkload):
     """One benchmarked call: ``op`` on a ``(batch, n)`` input, last axis."""
 
     op: str  # "soft_rank" | "soft_sort"
@@ -58,26 +163,18 @@ class Workload:
     strength: float = 1.0  # regularization_strength (epsilon)
     dtype: str = "float32"
 
+    SETTINGS = ("strength",)
+
     @property
     def name(self) -> str:
         return f"{self.op}/{self.regularization}/{self.batch}x{self.n}"
 
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.n)
-
-    @property
-    def settings(self) -> str:
-        return f"dtype={self.dtype} strength={self.strength:g}"
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
-
 
 @dataclass(frozen=True)
-class SoftDTWWorkload:
+class SoftDTWWorkload(BaseWorkload):
     """Soft-DTW between ``x (batch, n, d)`` and ``y (batch, m, d)``, squared
-    Euclidean cost, one value per pair: output ``(batch,)``."""
+    Euclidean cost, one value per pair: output ``(batch,)``; no ``g``, the loss is the sum of
+    the batch's values."""
 
     batch: int
     n: int
@@ -87,6 +184,8 @@ class SoftDTWWorkload:
     dtype: str = "float32"
     op: str = "soft_dtw"
 
+    SETTINGS = ("gamma",)
+
     @property
     def name(self) -> str:
         return f"{self.op}/{self.batch}x{self.n}x{self.m}x{self.d}"
@@ -95,16 +194,13 @@ class SoftDTWWorkload:
     def out_shape(self) -> tuple[int, ...]:
         return (self.batch,)
 
-    @property
-    def settings(self) -> str:
-        return f"dtype={self.dtype} gamma={self.gamma:g}"
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
+    def _draw_inputs(self, gen: torch.Generator):
+        x = _draw(gen, (self.batch, self.n, self.d))
+        return x, None, (_draw(gen, (self.batch, self.m, self.d)),)
 
 
 @dataclass(frozen=True)
-class SortNetWorkload:
+class SortNetWorkload(BaseWorkload):
     """A differentiable sorting network on ``x (batch, n)`` returning the relaxed
     permutation matrix P ``(batch, n, n)``; fwd+bwd is ``(P * g).sum().backward()``
     with a fixed ``g (batch, n, n)``, so the whole P backward is exercised."""
@@ -117,6 +213,8 @@ class SortNetWorkload:
     dtype: str = "float32"
     op: str = "sorting_network"
 
+    SETTINGS = ("sigmoid", "steepness")
+
     @property
     def name(self) -> str:
         return f"{self.op}/{self.network}/{self.batch}x{self.n}"
@@ -125,16 +223,12 @@ class SortNetWorkload:
     def out_shape(self) -> tuple[int, ...]:
         return (self.batch, self.n, self.n)
 
-    @property
-    def settings(self) -> str:
-        return f"dtype={self.dtype} sigmoid={self.sigmoid} steepness={self.steepness:g}"
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
+    def _draw_inputs(self, gen: torch.Generator):
+        return _draw(gen, (self.batch, self.n)), _draw(gen, (self.batch, self.n, self.n)), ()
 
 
 @dataclass(frozen=True)
-class SinkhornWorkload:
+class SinkhornWorkload(BaseWorkload):
     """Entropic OT (suite ``sinkhorn``), one of three ops:
 
     - ``sinkhorn``: the plan ``(batch, n, m)`` of a unit-scale cost (half the squared distances
@@ -155,6 +249,8 @@ class SinkhornWorkload:
     n_iter: int = 100
     dtype: str = "float32"
 
+    SETTINGS = ("epsilon", "n_iter")
+
     @property
     def name(self) -> str:
         if self.op == "sinkhorn_rank":
@@ -169,22 +265,28 @@ class SinkhornWorkload:
             return (self.batch,)
         return (self.batch, self.n)
 
-    @property
-    def settings(self) -> str:
-        return f"dtype={self.dtype} epsilon={self.epsilon:g} n_iter={self.n_iter}"
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
+    def _draw_inputs(self, gen: torch.Generator):
+        if self.op == "sinkhorn_rank":
+            return super()._draw_inputs(gen)
+        p = _draw(gen, (self.batch, self.n, 2), uniform=True)
+        q = _draw(gen, (self.batch, self.m, 2), uniform=True)
+        if self.op == "sinkhorn_divergence":
+            return p, None, (q,)
+        cost = 0.5 * (p.unsqueeze(-2) - q.unsqueeze(-3)).square().sum(-1)
+        return cost, _draw(gen, (self.batch, self.n, self.m)), ()
 
 
 @dataclass(frozen=True)
-class PerturbWorkload:
-    """Suite ``perturb`` (diffcomb/bench/perturb_suite.py): one solver or estimator call.
+class PerturbWorkload(BaseWorkload):
+    """Suite ``perturb`` (contenders in diffcomb/bench/perturb_suite.py): one solver or estimator call.
 
-    ``imle_topk``: I-MLE top-k on scores ``(batch, n)`` with ``samples`` noise samples (output
-    ``(samples, batch, n)``), forward and forward+backward. ``grid_shortest_path``: vertex
-    costs ``(batch, n, n)``, forward only. ``linear_assignment``: costs ``(batch, n, n)``,
-    forward only.
+    ``imle_topk``: I-MLE top-k on scores ``randn (batch, n)`` with ``samples`` noise samples
+    (output ``(samples, batch, n)``, ``g`` of that shape), forward and forward+backward; the
+    samples are random, so the check is their validity (0/1 with k ones per row, a finite
+    gradient of the input's shape), not a comparison. ``grid_shortest_path``: vertex costs
+    ``(batch, n, n)``, forward only. ``linear_assignment``: costs ``(batch, n, n)``, forward
+    only. The solvers' costs are continuous, uniform in [0.1, 9.1] (the optimum is unique):
+    their check compares the total cost of the 0/1 solutions with the reference's.
     """
 
     op: str  # "imle_topk" | "grid_shortest_path" | "linear_assignment"
@@ -202,16 +304,39 @@ class PerturbWorkload:
         return f"{self.op}/{self.batch}x{self.n}x{self.n}"
 
     @property
-    def settings(self) -> str:
-        extra = f" k={self.k} samples={self.samples}" if self.op == "imle_topk" else ""
-        return f"dtype={self.dtype}{extra}"
+    def out_shape(self) -> tuple[int, ...]:
+        if self.op == "imle_topk":
+            return (self.samples, self.batch, self.n)
+        return (self.batch, self.n, self.n)
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
+    @property
+    def backward(self) -> bool:
+        return self.op == "imle_topk"
+
+    def _settings_fields(self) -> tuple[str, ...]:
+        return ("k", "samples") if self.op == "imle_topk" else ()
+
+    def _draw_inputs(self, gen: torch.Generator):
+        if self.op == "imle_topk":
+            return _draw(gen, (self.batch, self.n)), _draw(gen, (self.samples, self.batch, self.n)), ()
+        return _draw(gen, (self.batch, self.n, self.n), uniform=True) * 9 + 0.1, None, ()
+
+    def check(self, out, grad, ref, inputs) -> Check:
+        if self.op == "imle_topk":
+            ok = bool(((out == 0) | (out == 1)).all()) and bool((out.sum(-1) == self.k).all())
+            if grad is not None:
+                ok = ok and grad.shape == inputs.x.shape and bool(torch.isfinite(grad).all())
+            return Check(agree=ok, note="valid k-subsets" if ok else "INVALID")
+        if ref is None:
+            return Check()
+        x = inputs.x.double()
+        cost, ref_cost = (out.double() * x).sum((-2, -1)), (ref[0].double() * x).sum((-2, -1))
+        diff = _max_abs_diff(cost, ref_cost)
+        return Check(max_abs_diff=diff, agree=diff <= 1e-5 * float(ref_cost.abs().max()))
 
 
 @dataclass(frozen=True)
-class RankLossWorkload:
+class RankLossWorkload(BaseWorkload):
     """Suite ``ranking`` (diffcomb/bench/ranking_suite.py): a ranking-metric loss per query.
 
     Scores ``x (batch, n)`` (randn) against graded relevance in {0, ..., 4} (``ndcg_loss``) or
@@ -237,17 +362,23 @@ class RankLossWorkload:
     def out_shape(self) -> tuple[int, ...]:
         return (self.batch,)
 
-    @property
-    def settings(self) -> str:
-        extra = f" k={self.k}" if self.op in ("ndcg_loss", "recall_at_k_loss") else ""
-        return f"dtype={self.dtype} strength={self.strength:g}{extra}"
+    def _settings_fields(self) -> tuple[str, ...]:
+        return ("strength", "k") if self.op in ("ndcg_loss", "recall_at_k_loss") else ("strength",)
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
+    def _draw_inputs(self, gen: torch.Generator):
+        x = _draw(gen, (self.batch, self.n))
+        u = _draw(gen, (self.batch, self.n), uniform=True)
+        if self.op == "ndcg_loss":
+            target = torch.floor(5.0 * u).clamp_max(4.0)  # graded relevance 0..4, uniform
+        else:
+            target = (u < self.positives).to(torch.float64)
+            if self.n >= 2:
+                target[:, 0], target[:, 1] = 1.0, 0.0  # at least one positive and one negative
+        return x, None, (target,)
 
 
 @dataclass(frozen=True)
-class TopKWorkload:
+class TopKWorkload(BaseWorkload):
     """Suite ``topk``: the sparse soft top-k mask of ``x (batch, n)`` (``randn``), last axis, with
     ``k``, the norm ``p`` and ``strength`` (epsilon); fwd+bwd is ``(mask * g).sum().backward()``."""
 
@@ -259,233 +390,15 @@ class TopKWorkload:
     dtype: str = "float32"
     op: str = "sparse_soft_topk"
 
+    SETTINGS = ("strength",)
+
     @property
     def name(self) -> str:
         return f"{self.op}/p{self.p:.4g}/k{self.k}/{self.batch}x{self.n}"
 
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return (self.batch, self.n)
-
-    @property
-    def settings(self) -> str:
-        return f"dtype={self.dtype} strength={self.strength:g}"
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, **dataclasses.asdict(self)}
-
-
 AnyWorkload = Union[Workload, SoftDTWWorkload, SortNetWorkload, SinkhornWorkload, PerturbWorkload, RankLossWorkload,
                     TopKWorkload]
 
-
-# (batch, n): one short row, many short rows, many medium rows, a few long
-# rows, one very long row.
-SORT_SHAPES: Sequence[tuple[int, int]] = (
-    (1, 100),
-    (128, 100),
-    (128, 1000),
-    (16, 10000),
-    (1, 100000),
-)
-
-SORT_SUITE: tuple[Workload, ...] = tuple(
-    Workload(op=op, batch=batch, n=n, regularization=reg)
-    for batch, n in SORT_SHAPES
-    for op in ("soft_rank", "soft_sort")
-    for reg in ("l2", "kl")
-)
-
-# (batch, n, m, d): many short univariate pairs, medium multivariate pairs,
-# a few long univariate pairs (4M cells each).
-SOFTDTW_SHAPES: Sequence[tuple[int, int, int, int]] = (
-    (64, 128, 128, 1),
-    (32, 512, 512, 8),
-    (4, 2048, 2048, 1),
-)
-
-SOFTDTW_SUITE: tuple[SoftDTWWorkload, ...] = tuple(
-    SoftDTWWorkload(batch=b, n=n, m=m, d=d, gamma=0.1) for b, n, m, d in SOFTDTW_SHAPES
-)
-
-# (network, batch, n): batch 128, n in {16, 256, 1024}. The odd-even network
-# has depth n and n(n-1)/2 comparators, so its P costs O(n^3) per row: at
-# n = 1024 one forward+backward of diffcomb takes minutes on 2 cores (and
-# the dense per-layer products of diffsort would need about 2 TB), so it is
-# left out; the bitonic network (depth 55 at n = 1024) covers n = 1024.
-SORTNET_SHAPES: Sequence[tuple[str, int, int]] = (
-    ("odd_even", 128, 16),
-    ("odd_even", 128, 256),
-    ("bitonic", 128, 16),
-    ("bitonic", 128, 256),
-    ("bitonic", 128, 1024),
-)
-
-SORTNET_SUITE: tuple[SortNetWorkload, ...] = tuple(
-    SortNetWorkload(network=net, batch=b, n=n) for net, b, n in SORTNET_SHAPES
-)
-
-# batch in {1, 32}, n = m in {100, 1000}, epsilon 0.1 on a unit-scale cost, 100 iterations.
-SINKHORN_SUITE: tuple[SinkhornWorkload, ...] = tuple(
-    SinkhornWorkload(op=op, batch=b, n=n, m=n)
-    for op in ("sinkhorn", "sinkhorn_divergence", "sinkhorn_rank")
-    for b in (1, 32)
-    for n in (100, 1000)
-)
-
-# Top-k I-MLE (B 256, n 1000, k 10, 10 samples) with both noises; grid shortest path 12x12
-# and 30x30 (batch 64); linear assignment n = 100 (batch 64).
-PERTURB_SUITE: tuple[PerturbWorkload, ...] = (
-    PerturbWorkload("imle_topk", 256, 1000, noise="sum_of_gamma"),
-    PerturbWorkload("imle_topk", 256, 1000, noise="gumbel"),
-    PerturbWorkload("grid_shortest_path", 64, 12),
-    PerturbWorkload("grid_shortest_path", 64, 30),
-    PerturbWorkload("linear_assignment", 64, 100),
-)
-
-# Batch 256, n in {100, 1000, 10000}: the four ranking-metric losses (NDCG@10, AP, recall@10, AUC).
-RANKING_SUITE: tuple[RankLossWorkload, ...] = tuple(
-    RankLossWorkload(op=op, batch=256, n=n)
-    for n in (100, 1000, 10000)
-    for op in ("ndcg_loss", "average_precision_loss", "recall_at_k_loss", "auc_loss")
-)
-
-# Sparse soft top-k: (128, 1000) with k = 100 for p = 2, 4/3 (closed-form block solves) and 1.5
-# (the general solve: each pooling re-solves its block), a mixture-of-experts router shape (4096
-# tokens, 64 experts, k = 2) and a pruning-like shape (16 rows of 10000, k = 1000).
-TOPK_SUITE: tuple[TopKWorkload, ...] = (
-    TopKWorkload(128, 1000, 100, p=2.0),
-    TopKWorkload(128, 1000, 100, p=4.0 / 3.0),
-    TopKWorkload(128, 1000, 100, p=1.5),
-    TopKWorkload(4096, 64, 2, p=4.0 / 3.0),
-    TopKWorkload(16, 10000, 1000, p=4.0 / 3.0),
-)
-
-SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {
-    "sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE, "sortnet": SORTNET_SUITE, "sinkhorn": SINKHORN_SUITE,
-    "perturb": PERTURB_SUITE, "ranking": RANKING_SUITE, "topk": TOPK_SUITE,
-}
-
-
-def select(
-    workloads: Sequence[AnyWorkload],
-    patterns: Sequence[str] = (),
-    dtype: str | None = None,
-    strength: float | None = None,
-    gamma: float | None = None,
-) -> list[AnyWorkload]:
-    """Workloads whose name matches any pattern, with dtype/strength/gamma overrides.
-
-    Names read ``op/regularization/batchxn`` (sort) or ``op/batchxnxmxd``
-    (softdtw). A pattern with a glob character (``*?[``) is matched with
-    fnmatch against the whole name; otherwise it matches whole
-    ``/``-separated segments in order: ``kl``, ``128x1000``, ``soft_rank/l2``
-    (but ``128x100`` does not match ``128x1000``). ``strength`` applies to
-    workloads that have one (sort), ``gamma`` to those with a ``gamma``
-    (softdtw); an override a workload lacks raises ``ValueError``.
-    """
-    from fnmatch import fnmatchcase
-
-    def matches(name: str) -> bool:
-        if not patterns:
-            return True
-        parts = name.split("/")
-        for p in patterns:
-            if any(c in p for c in "*?["):
-                if fnmatchcase(name, p):
-                    return True
-                continue
-            want = p.strip("/").split("/")
-            if any(parts[i:i + len(want)] == want for i in range(len(parts) - len(want) + 1)):
-                return True
-        return False
-
-    out = []
-    for w in workloads:
-        if not matches(w.name):
-            continue
-        if dtype is not None:
-            w = dataclasses.replace(w, dtype=dtype)
-        for field_name, value in (("strength", strength), ("gamma", gamma)):
-            if value is None:
-                continue
-            if not hasattr(w, field_name):
-                raise ValueError(f"workload {w.name} has no {field_name} to override")
-            w = dataclasses.replace(w, **{field_name: value})
-        out.append(w)
-    return out
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The arguments of one call and the fixed upstream gradient ``g``.
-
-    A contender is called as ``fn(x, *others)``; gradients are taken with
-    respect to ``x`` only. The loss is ``(out * g).sum()``, or ``out.sum()``
-    when ``g`` is None.
-    """
-
-    x: torch.Tensor
-    g: torch.Tensor | None
-    others: tuple[torch.Tensor, ...] = ()
-
-
 def make_inputs(workload: AnyWorkload, device: str, seed: int) -> Inputs:
-    """Seeded ``torch.randn`` inputs (and upstream gradient, for sort).
-
-    Drawn on the CPU in float64 and then converted, so every device and dtype
-    sees the same numbers. Sort: ``x`` then ``g``, both ``(batch, n)``.
-    Sorting networks: ``x (batch, n)`` then ``g (batch, n, n)``.
-    Soft-DTW: ``x (batch, n, d)`` then ``y (batch, m, d)``; no ``g``, the loss
-    is the sum of the batch's values.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    dt = DTYPES[workload.dtype]
-    if isinstance(workload, SortNetWorkload):
-        x = torch.randn((workload.batch, workload.n), generator=gen, dtype=torch.float64)
-        g = torch.randn((workload.batch, workload.n, workload.n), generator=gen, dtype=torch.float64)
-        return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
-    if isinstance(workload, SinkhornWorkload):
-        return _sinkhorn_inputs(workload, gen, device, dt)
-    if isinstance(workload, RankLossWorkload):
-        return _ranking_inputs(workload, gen, device, dt)
-    if isinstance(workload, SoftDTWWorkload):
-        x = torch.randn((workload.batch, workload.n, workload.d), generator=gen, dtype=torch.float64)
-        y = torch.randn((workload.batch, workload.m, workload.d), generator=gen, dtype=torch.float64)
-        return Inputs(x=x.to(device=device, dtype=dt), g=None, others=(y.to(device=device, dtype=dt),))
-    shape = (workload.batch, workload.n)
-    x = torch.randn(shape, generator=gen, dtype=torch.float64)
-    g = torch.randn(shape, generator=gen, dtype=torch.float64)
-    return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
-
-
-def _sinkhorn_inputs(w: SinkhornWorkload, gen: torch.Generator, device: str, dt: torch.dtype) -> Inputs:
-    """Sinkhorn suite: see SinkhornWorkload (float64 draws, then converted)."""
-    f64 = torch.float64
-    if w.op == "sinkhorn":
-        p = torch.rand((w.batch, w.n, 2), generator=gen, dtype=f64)
-        q = torch.rand((w.batch, w.m, 2), generator=gen, dtype=f64)
-        cost = 0.5 * (p.unsqueeze(-2) - q.unsqueeze(-3)).square().sum(-1)
-        g = torch.randn((w.batch, w.n, w.m), generator=gen, dtype=f64)
-        return Inputs(x=cost.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
-    if w.op == "sinkhorn_divergence":
-        p = torch.rand((w.batch, w.n, 2), generator=gen, dtype=f64)
-        q = torch.rand((w.batch, w.m, 2), generator=gen, dtype=f64)
-        return Inputs(x=p.to(device=device, dtype=dt), g=None, others=(q.to(device=device, dtype=dt),))
-    x = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
-    g = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
-    return Inputs(x=x.to(device=device, dtype=dt), g=g.to(device=device, dtype=dt))
-
-
-def _ranking_inputs(w: RankLossWorkload, gen: torch.Generator, device: str, dt: torch.dtype) -> Inputs:
-    """Suite ranking: see RankLossWorkload (float64 draws, then converted)."""
-    f64 = torch.float64
-    x = torch.randn((w.batch, w.n), generator=gen, dtype=f64)
-    u = torch.rand((w.batch, w.n), generator=gen, dtype=f64)
-    if w.op == "ndcg_loss":
-        target = torch.floor(5.0 * u).clamp_max(4.0)  # graded relevance 0..4, uniform
-    else:
-        target = (u < w.positives).to(f64)
-        if w.n >= 2:
-            target[:, 0], target[:, 1] = 1.0, 0.0  # at least one positive and one negative
-    return Inputs(x=x.to(device=device, dtype=dt), g=None, others=(target.to(device=device, dtype=dt),))
+    """Seeded inputs of ``workload`` (``BaseWorkload.inputs``)."""
+    return workload.inputs(device, seed)
