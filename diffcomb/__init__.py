@@ -16,7 +16,8 @@ axes last or chosen with ``dim``):
   :func:`sort_permutation`, :func:`grid_shortest_path`, :func:`linear_assignment` and the noise
   samplers :func:`sample_gumbel`, :func:`sample_normal`, :func:`sample_sum_of_gamma`
 
-Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
+Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SoftTopK`, :class:`SoftQuantile`,
+:class:`IsotonicRegression`, :class:`SoftSpearman`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
 :class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`DiffSortNet`,
 :class:`RankingLoss`, :class:`Sinkhorn`, :class:`PerturbedTopK`, :class:`PerturbedArgmax`,
 :class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`, :class:`BlackboxShortestPath`,
@@ -91,6 +92,7 @@ from .fenchel_young import fenchel_young_loss
 from .nn import AUCLoss, AveragePrecisionLoss, FenchelYoungLoss, NDCGLoss, RecallAtKLoss
 from .topk import TopKRouting, sparse_soft_topk, topk_routing
 from .nn import SparseSoftTopK, TopKRouter
+from .nn import IsotonicRegression, SoftQuantile, SoftSpearman, SoftTopK
 
 __version__ = "0.2.0"  # the one place the version is set (pyproject.toml reads it)
 
@@ -176,4 +178,8 @@ __all__ = [
     "TopKRouting",
     "sparse_soft_topk",
     "topk_routing",
+    "IsotonicRegression",
+    "SoftQuantile",
+    "SoftSpearman",
+    "SoftTopK",
 ]

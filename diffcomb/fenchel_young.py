@@ -35,13 +35,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import as_float, check_reduction, check_same_device, reduce
-from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, _to_rows
+from ._checks import (check_choice, check_dim, check_int, check_reduction, check_tensor, check_tol,
+                      compute_dtype, message, reduce)
+from ._isotonic_checks import check_regularization, check_strength, check_target
+from ._isotonic_ops import to_rows
 from .sinkhorn import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
 
-_POLYTOPES = ("permutahedron", "birkhoff")
+POLYTOPES = ("permutahedron", "birkhoff")
 
 
 # ---------------------------------------------------------------------------
@@ -209,35 +211,27 @@ torch.library.register_autograd("diffcomb::fenchel_young_birkhoff", _backward_bi
 
 
 def _check_target(fn: str, theta: Tensor, target: object) -> Tensor:
-    target = as_float(target)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"diffcomb.{fn}: target must be a torch.Tensor, got {type(target).__name__}")
-    if not target.is_floating_point():
-        raise TypeError(f"diffcomb.{fn}: target must be a real tensor, got dtype {target.dtype}")
-    if target.shape != theta.shape:
-        raise ValueError(f"diffcomb.{fn}: target must have theta's shape {tuple(theta.shape)}, got "
-                         f"{tuple(target.shape)}")
-    check_same_device(fn, theta=theta, target=target)
+    target = check_target(fn, "target", target, theta, "theta")
     if target.requires_grad:
-        raise ValueError(f"diffcomb.{fn}: target requires grad; the loss is differentiated with respect "
-                         f"to theta only (pass target.detach())")
+        raise ValueError(message(fn, "target requires grad; the loss is differentiated with respect to theta only "
+                                     "(pass target.detach())"))
     return target
 
 
-def _check_positive_int(fn: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"diffcomb.{fn}: {name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _check_tol(fn: str, tol: Optional[float]) -> Optional[float]:
-    if tol is None:
-        return None
-    if isinstance(tol, (Tensor, bool)) or not isinstance(tol, (int, float)):
-        raise TypeError(f"diffcomb.{fn}: tol must be None or a Python float, got {type(tol).__name__}")
-    if not 0.0 < tol < math.inf:
-        raise ValueError(f"diffcomb.{fn}: tol must be positive and finite, got {tol}")
-    return float(tol)
+def check_options(fn: str, polytope: object, regularization: object, dim: object) -> tuple[str, str]:
+    """(polytope, regularization) with the polytope's default regularization; the options that only one
+    polytope takes (the functional op and FenchelYoungLoss check them here)."""
+    check_choice(fn, "polytope", polytope, POLYTOPES)
+    if polytope == "permutahedron":
+        regularization = "l2" if regularization is None else regularization
+        check_regularization(fn, regularization)
+        return polytope, regularization  # type: ignore[return-value]
+    if regularization not in (None, "kl"):
+        raise ValueError(message(fn, f"the Birkhoff polytope supports regularization='kl' (entropic, through "
+                                     f"Sinkhorn) only, got {regularization!r}"))
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim != -1:
+        raise ValueError(message(fn, f"polytope='birkhoff' uses the last two dimensions; dim must be -1, got {dim!r}"))
+    return polytope, "kl"
 
 
 _DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-6}  # as diffcomb.sinkhorn (SPEC 4.1)
@@ -323,32 +317,25 @@ def fenchel_young_loss(
         arXiv:1910.11369
     """
     fn = "fenchel_young_loss"
-    _check_tensor(fn, "theta", theta)
-    if polytope not in _POLYTOPES:
-        raise ValueError(f"diffcomb.{fn}: polytope must be 'permutahedron' or 'birkhoff', got {polytope!r}")
+    check_tensor(fn, "theta", theta)
+    polytope, regularization = check_options(fn, polytope, regularization, dim)
     target = _check_target(fn, theta, target)
-    eps = _check_strength(fn, regularization_strength)
+    eps = check_strength(fn, regularization_strength)
     check_reduction(fn, reduction)
-    max_iter = _check_positive_int(fn, "max_iter", max_iter)
-    tol = _check_tol(fn, tol)
+    max_iter = check_int(fn, "max_iter", max_iter, 1)
+    tol = check_tol(fn, tol, None, allow_zero=False)
     if polytope == "permutahedron":
-        kl = _check_regularization(fn, "l2" if regularization is None else regularization)
-        dim = _check_dim(fn, theta, dim)
-        rows, _ = _to_rows(theta, dim)
-        target_rows, _ = _to_rows(target.to(rows.dtype), dim)
+        kl = check_regularization(fn, regularization)
+        dim = check_dim(fn, theta, dim)
+        rows, _ = to_rows(fn, theta, dim)
+        target_rows, _ = to_rows(fn, target.to(rows.dtype), dim)
         lead = theta.movedim(dim, -1).shape[:-1]
         loss = torch.ops.diffcomb.fenchel_young_permutahedron(rows, target_rows, eps, kl)[0]
         return reduce(loss.reshape(lead).to(theta.dtype), reduction)
-    if regularization not in (None, "kl"):
-        raise ValueError(f"diffcomb.{fn}: the Birkhoff polytope supports regularization='kl' (entropic, "
-                         f"through Sinkhorn) only, got {regularization!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim != -1:
-        raise ValueError(f"diffcomb.{fn}: polytope='birkhoff' uses the last two dimensions; dim must be -1, "
-                         f"got {dim!r}")
     if theta.dim() < 2 or theta.shape[-1] != theta.shape[-2]:
-        raise ValueError(f"diffcomb.{fn}: polytope='birkhoff' needs square score matrices theta of shape "
-                         f"(..., n, n), got {tuple(theta.shape)}")
-    dtype = torch.float32 if theta.dtype in (torch.float16, torch.bfloat16) else theta.dtype
+        raise ValueError(message(fn, f"polytope='birkhoff' needs square score matrices theta of shape (..., n, n), "
+                                     f"got {tuple(theta.shape)}"))
+    dtype = compute_dtype(theta.dtype)
     *lead, n, _ = theta.shape
     batch = math.prod(lead)
     rows = theta.to(dtype).reshape(batch, n, n).contiguous()
@@ -356,7 +343,7 @@ def fenchel_young_loss(
     tol_value = _DEFAULT_TOL[dtype] if tol is None else tol
     loss, _, _, converged = torch.ops.diffcomb.fenchel_young_birkhoff(rows, target_rows, eps, max_iter, tol_value)
     if not torch.compiler.is_compiling() and theta.device.type != "meta" and batch and not bool(converged.all()):
-        warnings.warn(f"diffcomb.{fn}: Sinkhorn did not converge within max_iter={max_iter} for "
-                      f"{int((~converged).sum())} of {batch} problem(s); the loss and its gradient are "
-                      "inexact (raise max_iter or regularization_strength)", RuntimeWarning, stacklevel=2)
+        warnings.warn(message(fn, f"Sinkhorn did not converge within max_iter={max_iter} for "
+                                  f"{int((~converged).sum())} of {batch} problem(s); the loss and its gradient are "
+                                  "inexact (raise max_iter or regularization_strength)"), RuntimeWarning, stacklevel=2)
     return reduce(loss.reshape(lead).to(theta.dtype), reduction)

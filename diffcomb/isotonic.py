@@ -1,30 +1,26 @@
-"""Soft sort, soft rank and isotonic regression by projection onto the permutahedron.
+"""Soft sort, soft rank, soft top-k, soft quantiles and isotonic regression by projection onto the
+permutahedron: the public functions of the family.
 
-The native kernels (csrc/isotonic) solve one canonical problem on a contiguous
-``(B, n)`` batch: isotonic regression by Pool Adjacent Violators on rows that
-are already sorted, and the O(n) block vector-Jacobian product. This module
-moves the user's ``dim`` to the end, flattens the batch, sorts (the CPU uses
-diffcomb's native stable radix argsort, CUDA uses ``torch.sort``), and
-registers everything as ``torch.library`` custom ops with fake (meta)
-implementations and autograd, so the functions work under
-``torch.compile(fullgraph=True)``, ``torch.autograd.gradcheck`` and
-``torch.library.opcheck``.
+Each function checks its arguments once, here (diffcomb._checks, diffcomb._isotonic_checks), moves
+the user's ``dim`` to the end and flattens the batch (``to_rows``), and calls the family's custom
+ops (diffcomb._isotonic_ops: the sort, Pool Adjacent Violators and the O(n) block VJP in
+csrc/isotonic), so the functions work under ``torch.compile(fullgraph=True)``,
+``torch.autograd.gradcheck`` and ``torch.library.opcheck``.
 
-Math: SPEC.md section 1 (Blondel et al., "Fast Differentiable Sorting and
-Ranking", ICML 2020).
+Math: SPEC.md section 1 (Blondel et al., "Fast Differentiable Sorting and Ranking", ICML 2020).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from . import _native
-from ._checks import as_float, check_flag, check_op, check_op_tensor, check_same_device
+from ._checks import as_float, check_dim, check_flag, check_int, check_same_device, check_tensor, message
+from ._isotonic_checks import check_quantile_levels, check_regularization, check_strength
+from ._isotonic_ops import to_rows
 
 __all__ = [
     "isotonic_regression",
@@ -34,337 +30,17 @@ __all__ = [
     "soft_topk",
 ]
 
-_REGULARIZATIONS = ("l2", "kl")
-_MAX_N = 2**31 - 1  # perm and block starts are int32
-_MIN_STRENGTH = sys.float_info.min
-_VJP_RANK, _VJP_SORT, _VJP_PLAIN = 0, 1, 2  # csrc/isotonic/api.h, VjpCode
 
-
-# ---------------------------------------------------------------------------
-# Validation, at the public boundary only.
-
-
-def _check_tensor(fn: str, name: str, x: object) -> Tensor:
-    """A real tensor of values; integer and bool tensors must already be converted (as_float)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"diffcomb.{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"diffcomb.{fn}: {name} must be a real tensor (float16, bfloat16, float32, float64, or an "
-            f"integer or bool dtype computed in the default float dtype), got dtype {x.dtype}"
-        )
-    if x.dim() == 0:
-        raise ValueError(f"diffcomb.{fn}: {name} must have at least one dimension, got a 0-d tensor")
-    if x.device.type not in ("cpu", "cuda", "meta"):
-        raise RuntimeError(f"diffcomb.{fn}: {name} is on device {x.device}; diffcomb supports cpu and cuda")
-    if x.device.type == "cuda":
-        _native.cuda(fn)
-    return x
-
-
-def _check_dim(fn: str, x: Tensor, dim: int) -> int:
-    if not isinstance(dim, int) or isinstance(dim, bool):
-        raise TypeError(f"diffcomb.{fn}: dim must be an int, got {type(dim).__name__}")
-    if not -x.dim() <= dim < x.dim():
-        raise IndexError(
-            f"diffcomb.{fn}: dim={dim} is out of range for a tensor with {x.dim()} dimension(s) "
-            f"(shape {tuple(x.shape)}); expected -{x.dim()} <= dim < {x.dim()}"
-        )
-    return dim % x.dim()
-
-
-def _check_strength(fn: str, strength: float) -> float:
-    if isinstance(strength, Tensor) or isinstance(strength, bool) or not isinstance(strength, (int, float)):
-        raise TypeError(
-            f"diffcomb.{fn}: regularization_strength must be a Python float, got {type(strength).__name__}"
-        )
-    # Comparisons only (no math.isfinite), so a symbolic float under torch.compile passes.
-    if not 0.0 < strength < math.inf:
-        raise ValueError(f"diffcomb.{fn}: regularization_strength must be positive and finite, got {strength}")
-    if strength < _MIN_STRENGTH:  # 1 / strength, the projections' scale, would overflow to inf
-        raise ValueError(f"diffcomb.{fn}: regularization_strength must be at least {_MIN_STRENGTH} (the "
-                         f"smallest normal double, so that 1 / regularization_strength is finite), got {strength}")
-    return strength
-
-
-def _check_regularization(fn: str, regularization: str) -> bool:
-    """True for KL, False for L2."""
-    if regularization not in _REGULARIZATIONS:
-        raise ValueError(f"diffcomb.{fn}: regularization must be 'l2' or 'kl', got {regularization!r}")
-    return regularization == "kl"
-
-
-def _prepare(fn: str, x: Tensor, dim: int, strength: float,
-             regularization: str) -> tuple[Tensor, Callable[[Tensor], Tensor], float, bool]:
-    """Validates a soft sort/rank call; returns (rows, restore, eps, kl)."""
-    x = _check_tensor(fn, "x", as_float(x))
-    dim = _check_dim(fn, x, dim)
-    eps = _check_strength(fn, strength)
-    kl = _check_regularization(fn, regularization)
-    rows, restore = _to_rows(x, dim)
-    return rows, restore, eps, kl
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _to_rows(x: Tensor, dim: int) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-    """(B, n) contiguous view of x with `dim` last, and the function that maps
-    a (B, n) result back to x's layout and dtype."""
-    shape = x.shape
-    n = shape[dim]
-    if n >= _MAX_N:
-        raise ValueError(f"diffcomb: the sorted dimension has length {n}; at most {_MAX_N - 1} is supported (int32 indices)")
-    if dim == x.dim() - 1 and x.dtype in (torch.float32, torch.float64) and x.is_contiguous():
-        # The common case, views only (per-call overhead matters for small inputs).
-        return x.view(-1, n) if n else x.reshape(math.prod(shape[:-1]), 0), lambda out: out.view(shape)
-    moved = x.movedim(dim, -1)
-    lead = moved.shape[:-1]
-    rows = moved.reshape(math.prod(lead), n).to(_compute_dtype(x.dtype)).contiguous()
-
-    def restore(out: Tensor) -> Tensor:
-        return out.reshape(*lead, n).to(x.dtype).movedim(-1, dim)
-
-    return rows, restore
-
-
-# ---------------------------------------------------------------------------
-# Native calls (inside the custom ops).
-
-
-def _argsort_descending(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """(scale * x) sorted descending along the last axis, stably, and int32 indices."""
-    if x.is_cuda:
-        values, perm = torch.sort(x * scale, dim=-1, descending=True, stable=True)
-        return values, perm.to(torch.int32)
-    rows, n = x.shape
-    values = torch.empty_like(x)
-    perm = torch.empty((rows, n), dtype=torch.int32, device=x.device)
-    _native.cpu().argsort_descending(
-        _native.address(x), _native.address(values), _native.address(perm), rows, n, scale,
-        _native.dtype_code(x), _native.threads(),
-    )
-    return values, perm
-
-
-def _cuda_work(x: Tensor, fn: str) -> Tensor:
-    rows, n = x.shape
-    nbytes = _native.cuda(fn).work_bytes(rows, n)
-    return torch.empty(nbytes, dtype=torch.uint8, device=x.device)
-
-
-def _project(a: Tensor, c: Tensor, perm: Tensor, out_scale: float, rank: bool, kl: bool,
-             chunk: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-    """PAV on sorted rows a (B, n) against the shared sorted vector c (n,)."""
-    rows, n = a.shape
-    out = torch.empty_like(a)
-    starts = torch.empty((rows, n + 1), dtype=torch.int32, device=a.device)
-    weights = torch.empty_like(a)
-    args = (_native.address(a), _native.address(c), _native.address(perm), _native.address(out),
-            _native.address(starts), _native.address(weights))
-    if a.is_cuda:
-        work = _cuda_work(a, "soft_sort")
-        device, stream = _native.stream_of(a)
-        _native.cuda("soft_sort").project(*args, _native.address(work), rows, n, out_scale, rank, kl,
-                                          _native.dtype_code(a), device, stream)
-    else:
-        _native.cpu().project(*args, rows, n, out_scale, rank, kl, _native.dtype_code(a), _native.threads(),
-                              chunk)
-    return out, starts, weights
-
-
-# ---------------------------------------------------------------------------
-# Custom ops. Each returns its saved block structure as extra outputs:
-#   perm    int32 (B, n)      the stable descending argsort of the sorted input
-#   starts  int32 (B, n + 1)  block starts, starts[:, n] = number of blocks
-#   weights (B, n)            per-element block weights of the VJP
-
-
-# Checks of the custom ops' own arguments, run by their implementations and fake implementations,
-# so that a direct torch.ops.diffcomb.* call with bad arguments raises instead of handing native
-# code addresses it would read or write out of bounds. Shapes, dtypes, strides, devices and the
-# Python scalars only: no tensor values are read (the index arrays of isotonic_vjp are range-checked
-# by the native VJP itself, which gives a NaN row for indices out of range).
-
-_FLOATS = (torch.float32, torch.float64)
-
-
-def _check_op_rows(op: str, name: str, x: Tensor) -> None:
-    check_op_tensor(op, name, x, _FLOATS, 2)
-    check_op(x.shape[1] < _MAX_N, lambda: f"torch.ops.diffcomb.{op}: rows of length {x.shape[1]} are too long; at "
-                                          f"most {_MAX_N - 1} (int32 indices)")
-
-
-def _check_op_finite(op: str, name: str, value: float) -> None:
-    check_op(-math.inf < value < math.inf, lambda: f"torch.ops.diffcomb.{op}: {name} must be a finite float, got "
-                                                   f"{value}", ValueError)
-
-
-def _check_projection_args(op: str, x: Tensor, c: Tensor, scale: float) -> None:
-    """project_rank's scale, or project_sort's sign (then scale is the sign)."""
-    _check_op_rows(op, "x", x)
-    check_op_tensor(op, "c", c, (x.dtype,), (x.shape[1],), x.device)
-    if op == "project_sort":
-        check_op(scale in (-1.0, 1.0), lambda: f"torch.ops.diffcomb.{op}: sign must be 1.0 or -1.0, got {scale}",
-                 ValueError)
-    else:
-        _check_op_finite(op, "scale", scale)
-
-
-def _check_isotonic_args(y: Tensor, sample_weight: Optional[Tensor]) -> None:
-    _check_op_rows("isotonic", "y", y)
-    if sample_weight is not None:
-        check_op_tensor("isotonic", "sample_weight", sample_weight, (y.dtype,), tuple(y.shape), y.device)
-
-
-def _check_vjp_args(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor, scale: float, mode: int) -> None:
-    op = "isotonic_vjp"
-    _check_op_rows(op, "grad", grad)
-    rows, n = grad.shape
-    check_op(mode in (_VJP_RANK, _VJP_SORT, _VJP_PLAIN),
-             lambda: f"torch.ops.diffcomb.{op}: mode must be {_VJP_RANK} (rank), {_VJP_SORT} (sort) or {_VJP_PLAIN} "
-                     f"(plain), got {mode}", ValueError)
-    device = grad.device
-    if mode != _VJP_PLAIN:  # the plain VJP reads no permutation
-        check_op_tensor(op, "perm", perm, (torch.int32,), (rows, n), device)
-    check_op_tensor(op, "starts", starts, (torch.int32,), (rows, n + 1), device)
-    check_op_tensor(op, "weights", weights, (grad.dtype,), (rows, n), device)
-    _check_op_finite(op, "scale", scale)
-
-
-@torch.library.custom_op("diffcomb::project_rank", mutates_args=())
-def _project_rank_op(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """P(scale * x, c) for rows x (B, n) and sorted weights c (n,) (log-space for KL)."""
-    _check_projection_args("project_rank", x, c, scale)
-    a, perm = _argsort_descending(x, scale)
-    out, starts, weights = _project(a, c, perm, 1.0, True, kl)
-    return out, perm, starts, weights
-
-
-@torch.library.custom_op("diffcomb::project_sort", mutates_args=())
-def _project_sort_op(x: Tensor, c: Tensor, sign: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """sign * P(c, sort_desc(sign * x)) for rows x (B, n) and sorted c = rho / eps (n,)."""
-    _check_projection_args("project_sort", x, c, sign)
-    a, perm = _argsort_descending(x, sign)
-    out, starts, weights = _project(a, c, perm, sign, False, kl)
-    return out, perm, starts, weights
-
-
-@torch.library.custom_op("diffcomb::isotonic", mutates_args=())
-def _isotonic_op(y: Tensor, sample_weight: Optional[Tensor], increasing: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Weighted least-squares isotonic fit of rows y (B, n)."""
-    _check_isotonic_args(y, sample_weight)
-    rows, n = y.shape
-    out = torch.empty_like(y)
-    starts = torch.empty((rows, n + 1), dtype=torch.int32, device=y.device)
-    weights = torch.empty_like(y)
-    sign = -1.0 if increasing else 1.0
-    args = (_native.address(y), _native.address(sample_weight), _native.address(out), _native.address(starts),
-            _native.address(weights))
-    if y.is_cuda:
-        work = _cuda_work(y, "isotonic_regression")
-        device, stream = _native.stream_of(y)
-        _native.cuda("isotonic_regression").isotonic(*args, _native.address(work), rows, n, sign,
-                                                     _native.dtype_code(y), device, stream)
-    else:
-        _native.cpu().isotonic(*args, rows, n, sign, _native.dtype_code(y), _native.threads(), 0)
-    return out, starts, weights
-
-
-@torch.library.custom_op("diffcomb::isotonic_vjp", mutates_args=())
-def _vjp_op(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor, scale: float, mode: int) -> Tensor:
-    """Block VJP r_i = weights_i * sum_{j in B(i)} u_j (csrc/isotonic/isotonic.h, vjp_row)."""
-    _check_vjp_args(grad, perm, starts, weights, scale, mode)
-    rows, n = grad.shape
-    dx = torch.empty_like(grad)
-    args = (_native.address(grad), _native.address(perm), _native.address(starts), _native.address(weights),
-            _native.address(dx), rows, n, scale, mode, _native.dtype_code(grad))
-    if grad.is_cuda:
-        device, stream = _native.stream_of(grad)
-        _native.cuda("soft_sort").vjp(*args, device, stream)
-    else:
-        _native.cpu().vjp(*args, _native.threads())
-    return dx
-
-
-def _fake_projection(op: str) -> Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]:
-    def fake(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        _check_projection_args(op, x, c, scale)
-        rows, n = x.shape
-        return (torch.empty_like(x), x.new_empty((rows, n), dtype=torch.int32),
-                x.new_empty((rows, n + 1), dtype=torch.int32), torch.empty_like(x))
-
-    return fake
-
-
-_project_rank_op.register_fake(_fake_projection("project_rank"))
-_project_sort_op.register_fake(_fake_projection("project_sort"))
-
-
-@_isotonic_op.register_fake
-def _(y: Tensor, sample_weight: Optional[Tensor], increasing: bool) -> tuple[Tensor, Tensor, Tensor]:
-    _check_isotonic_args(y, sample_weight)
-    rows, n = y.shape
-    return torch.empty_like(y), y.new_empty((rows, n + 1), dtype=torch.int32), torch.empty_like(y)
-
-
-@_vjp_op.register_fake
-def _(grad: Tensor, perm: Tensor, starts: Tensor, weights: Tensor, scale: float, mode: int) -> Tensor:
-    _check_vjp_args(grad, perm, starts, weights, scale, mode)
-    return torch.empty_like(grad)
-
-
-def _grad_or_zeros(grad: Optional[Tensor], like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if grad is None else grad.contiguous()
-
-
-def _setup_projection(ctx, inputs, output) -> None:
-    _, _, scale, _ = inputs
-    out, perm, starts, weights = output
-    ctx.mark_non_differentiable(perm, starts, weights)
-    ctx.save_for_backward(perm, starts, weights)
-    ctx.scale = scale
-
-
-def _backward_rank(ctx, grad_out, *_):
-    perm, starts, weights = ctx.saved_tensors
-    g = _grad_or_zeros(grad_out, weights)
-    return torch.ops.diffcomb.isotonic_vjp(g, perm, starts, weights, ctx.scale, _VJP_RANK), None, None, None
-
-
-def _backward_sort(ctx, grad_out, *_):
-    perm, starts, weights = ctx.saved_tensors
-    g = _grad_or_zeros(grad_out, weights)
-    return torch.ops.diffcomb.isotonic_vjp(g, perm, starts, weights, 1.0, _VJP_SORT), None, None, None
-
-
-def _setup_isotonic(ctx, inputs, output) -> None:
-    y, sample_weight, _ = inputs
-    out, starts, weights = output
-    ctx.mark_non_differentiable(starts, weights)
-    if ctx.needs_input_grad[1]:
-        ctx.save_for_backward(starts, weights, y, sample_weight, out)
-    else:
-        ctx.save_for_backward(starts, weights)
-
-
-def _backward_isotonic(ctx, grad_out, *_):
-    starts, weights = ctx.saved_tensors[:2]
-    g = _grad_or_zeros(grad_out, weights)
-    no_perm = starts.new_empty(0)
-    dy = torch.ops.diffcomb.isotonic_vjp(g, no_perm, starts, weights, 1.0, _VJP_PLAIN)
-    dweight = None
-    if ctx.needs_input_grad[1]:
-        _, _, y, sample_weight, out = ctx.saved_tensors
-        # d out_B / d c_j = (y_j - out_B) / W_B and dy_j = c_j / W_B * G_B.
-        dweight = (y - out) * dy / sample_weight
-    return dy if ctx.needs_input_grad[0] else None, dweight, None
-
-
-torch.library.register_autograd("diffcomb::project_rank", _backward_rank, setup_context=_setup_projection)
-torch.library.register_autograd("diffcomb::project_sort", _backward_sort, setup_context=_setup_projection)
-torch.library.register_autograd("diffcomb::isotonic", _backward_isotonic, setup_context=_setup_isotonic)
+def _prepare(fn: str, x: Tensor, dim: int, descending: bool, strength: float,
+             regularization: str) -> tuple[Tensor, Callable[[Tensor], Tensor], bool, float, bool]:
+    """Validates a soft sort/rank call; returns (rows, restore, descending, eps, kl)."""
+    x = check_tensor(fn, "x", as_float(x))
+    dim = check_dim(fn, x, dim)
+    descending = check_flag(fn, "descending", descending)
+    eps = check_strength(fn, strength)
+    kl = check_regularization(fn, regularization)
+    rows, restore = to_rows(fn, x, dim)
+    return rows, restore, descending, eps, kl
 
 
 # ---------------------------------------------------------------------------
@@ -415,8 +91,8 @@ def soft_rank(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    rows, restore, eps, kl = _prepare("soft_rank", x, dim, regularization_strength, regularization)
-    descending = check_flag("soft_rank", "descending", descending)
+    rows, restore, descending, eps, kl = _prepare("soft_rank", x, dim, descending, regularization_strength,
+                                                  regularization)
     n = rows.shape[-1]
     rho = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device)
     scale = (-1.0 if descending else 1.0) / eps
@@ -469,8 +145,8 @@ def soft_sort(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    rows, restore, eps, kl = _prepare("soft_sort", x, dim, regularization_strength, regularization)
-    descending = check_flag("soft_sort", "descending", descending)
+    rows, restore, descending, eps, kl = _prepare("soft_sort", x, dim, descending, regularization_strength,
+                                                  regularization)
     n = rows.shape[-1]
     c = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device) / eps
     sign = 1.0 if descending else -1.0
@@ -509,13 +185,13 @@ def soft_topk(x: Tensor, k: int, dim: int = -1, regularization_strength: float =
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    x = _check_tensor("soft_topk", "x", as_float(x))
-    dim = _check_dim("soft_topk", x, dim)
-    eps = _check_strength("soft_topk", regularization_strength)
+    fn = "soft_topk"
+    x = check_tensor(fn, "x", as_float(x))
+    dim = check_dim(fn, x, dim)
+    eps = check_strength(fn, regularization_strength)
     n = x.shape[dim]
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
-        raise ValueError(f"diffcomb.soft_topk: k must be an int with 0 <= k <= n = {n}, got {k!r}")
-    rows, restore = _to_rows(x, dim)
+    check_int(fn, "k", k, 0, n)
+    rows, restore = to_rows(fn, x, dim)
     w = (torch.arange(n, device=rows.device) < k).to(rows.dtype)
     out = torch.ops.diffcomb.project_rank(rows, w, 1.0 / eps, False)[0]
     return restore(out)
@@ -562,14 +238,14 @@ def soft_quantile(
         ICML 2020. arXiv:2002.08871
     """
     check_same_device("soft_quantile", x=x, q=q)
-    x = _check_tensor("soft_quantile", "x", as_float(x))
-    dim = _check_dim("soft_quantile", x, dim)
-    _check_strength("soft_quantile", regularization_strength)
-    _check_regularization("soft_quantile", regularization)
+    x = check_tensor("soft_quantile", "x", as_float(x))
+    dim = check_dim("soft_quantile", x, dim)
+    check_strength("soft_quantile", regularization_strength)
+    check_regularization("soft_quantile", regularization)
     n = x.shape[dim]
     if n == 0:
-        raise ValueError(f"diffcomb.soft_quantile: x must have at least one element along dim={dim}")
-    scalar, levels = _quantile_levels(q)
+        raise ValueError(message("soft_quantile", f"x must have at least one element along dim={dim}"))
+    scalar, levels = check_quantile_levels("soft_quantile", q)
     if not levels:
         shape = list(x.shape)
         del shape[dim]
@@ -583,29 +259,6 @@ def soft_quantile(
         frac = pos - lo
         results.append((1.0 - frac) * s.select(dim, lo) + frac * s.select(dim, hi))
     return results[0] if scalar else torch.stack(results)
-
-
-def _quantile_levels(q: object) -> tuple[bool, list[float]]:
-    """(is_scalar, levels) of soft_quantile's q, validated."""
-    if isinstance(q, Tensor):
-        if q.dtype == torch.bool or q.is_complex():
-            raise TypeError(f"diffcomb.soft_quantile: q must be a tensor of a floating-point or integer dtype, "
-                            f"got {q.dtype}")
-        if q.dim() > 1:
-            raise ValueError(f"diffcomb.soft_quantile: q must be a float or a 1-D tensor, got shape {tuple(q.shape)}")
-        scalar, levels = q.dim() == 0, [float(v) for v in q.reshape(-1).tolist()]
-    elif isinstance(q, (int, float)) and not isinstance(q, bool):
-        scalar, levels = True, [float(q)]
-    elif isinstance(q, Sequence) and not isinstance(q, str) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in q
-    ):
-        scalar, levels = False, [float(v) for v in q]
-    else:
-        raise TypeError(f"diffcomb.soft_quantile: q must be a float, a sequence of floats or a tensor, got {q!r}")
-    for level in levels:
-        if not 0.0 <= level <= 1.0:
-            raise ValueError(f"diffcomb.soft_quantile: q must be in [0, 1], got {level}")
-    return scalar, levels
 
 
 def isotonic_regression(
@@ -650,20 +303,18 @@ def isotonic_regression(
     """
     fn = "isotonic_regression"
     check_same_device(fn, y=y, sample_weight=sample_weight)
-    y = _check_tensor(fn, "y", as_float(y))
-    dim = _check_dim(fn, y, dim)
+    y = check_tensor(fn, "y", as_float(y))
+    dim = check_dim(fn, y, dim)
     increasing = check_flag(fn, "increasing", increasing)
-    rows, restore = _to_rows(y, dim)
+    rows, restore = to_rows(fn, y, dim)
     weight_rows = None
     if sample_weight is not None:
-        sample_weight = _check_tensor(fn, "sample_weight", as_float(sample_weight))
+        sample_weight = check_tensor(fn, "sample_weight", as_float(sample_weight))
         try:
             expanded = sample_weight.broadcast_to(y.shape)
         except RuntimeError as exc:
-            raise ValueError(
-                f"diffcomb.isotonic_regression: sample_weight of shape {tuple(sample_weight.shape)} does not "
-                f"broadcast to y's shape {tuple(y.shape)}"
-            ) from exc
-        weight_rows, _ = _to_rows(expanded.to(y.dtype), dim)
+            raise ValueError(message(fn, f"sample_weight of shape {tuple(sample_weight.shape)} does not broadcast "
+                                         f"to y's shape {tuple(y.shape)}")) from exc
+        weight_rows, _ = to_rows(fn, expanded.to(y.dtype), dim)
     out = torch.ops.diffcomb.isotonic(rows, weight_rows, increasing)[0]
     return restore(out)

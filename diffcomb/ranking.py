@@ -28,8 +28,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import as_float, check_reduction, check_same_device, reduce
-from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, soft_rank, soft_topk
+from ._checks import (as_float, check_choice, check_dim, check_int, check_reduction, check_tensor, compute_dtype,
+                      reduce)
+from ._isotonic_checks import check_regularization, check_strength, check_target
+from .isotonic import soft_rank, soft_topk
 
 __all__ = [
     "auc_loss",
@@ -42,7 +44,7 @@ __all__ = [
     "soft_recall_at_k",
 ]
 
-_GAINS = ("exponential", "linear")
+GAINS = ("exponential", "linear")
 
 
 # ---------------------------------------------------------------------------
@@ -53,29 +55,12 @@ def _prepare(fn: str, scores: Tensor, target: object, target_name: str, dim: int
              strength: float) -> tuple[Tensor, Tensor, int, float]:
     """Checked (scores, target, dim, eps); half precision is computed in float32, integer and bool
     scores and targets in the default float dtype."""
-    scores = _check_tensor(fn, "scores", as_float(scores))
-    dim = _check_dim(fn, scores, dim)
-    eps = _check_strength(fn, strength)
-    target = as_float(target)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"diffcomb.{fn}: {target_name} must be a torch.Tensor, got {type(target).__name__}")
-    if not target.is_floating_point():
-        raise TypeError(f"diffcomb.{fn}: {target_name} must be a real tensor, got dtype {target.dtype}")
-    if target.shape != scores.shape:
-        raise ValueError(f"diffcomb.{fn}: {target_name} must have the shape of scores {tuple(scores.shape)}, "
-                         f"got {tuple(target.shape)}")
-    check_same_device(fn, scores=scores, **{target_name: target})
-    dtype = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
+    scores = check_tensor(fn, "scores", as_float(scores))
+    dim = check_dim(fn, scores, dim)
+    eps = check_strength(fn, strength)
+    target = check_target(fn, target_name, target, scores, "scores")
+    dtype = compute_dtype(scores.dtype)
     return scores.to(dtype), target.to(dtype), dim, eps
-
-
-def _check_k(fn: str, k: object, optional: bool) -> Optional[int]:
-    if optional and k is None:
-        return None
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        what = "None or an int >= 1" if optional else "an int >= 1"
-        raise ValueError(f"diffcomb.{fn}: k must be {what}, got {k!r}")
-    return k
 
 
 def _empty_rows(scores: Tensor, dim: int) -> Tensor:
@@ -155,10 +140,9 @@ def soft_ndcg(
 def _ndcg(fn: str, scores: Tensor, relevance: Tensor, k: Optional[int], dim: int, regularization_strength: float,
           regularization: str, gain: str) -> Tensor:
     s, rel, dim, eps = _prepare(fn, scores, relevance, "relevance", dim, regularization_strength)
-    _check_regularization(fn, regularization)
-    k = _check_k(fn, k, optional=True)
-    if gain not in _GAINS:
-        raise ValueError(f"diffcomb.{fn}: gain must be 'exponential' or 'linear', got {gain!r}")
+    check_regularization(fn, regularization)
+    k = check_int(fn, "k", k, 1, optional=True)
+    check_choice(fn, "gain", gain, GAINS)
     n = s.shape[dim]
     if n == 0:
         return _empty_rows(scores, dim)
@@ -282,7 +266,7 @@ def soft_average_precision(
 def _average_precision(fn: str, scores: Tensor, labels: Tensor, dim: int, regularization_strength: float,
                        regularization: str) -> Tensor:
     s, lab, dim, eps = _prepare(fn, scores, labels, "labels", dim, regularization_strength)
-    _check_regularization(fn, regularization)
+    check_regularization(fn, regularization)
     if s.shape[dim] == 0:
         return _empty_rows(scores, dim)
     pos, npos = _positives(lab, dim)
@@ -369,7 +353,7 @@ def soft_recall_at_k(
 
 def _recall_at_k(fn: str, scores: Tensor, labels: Tensor, k: int, dim: int, regularization_strength: float) -> Tensor:
     s, lab, dim, eps = _prepare(fn, scores, labels, "labels", dim, regularization_strength)
-    k = _check_k(fn, k, optional=False)
+    k = check_int(fn, "k", k, 1)
     n = s.shape[dim]
     if n == 0:
         return _empty_rows(scores, dim)
@@ -456,7 +440,7 @@ def soft_auc(
 def _auc(fn: str, scores: Tensor, labels: Tensor, dim: int, regularization_strength: float,
          regularization: str) -> Tensor:
     s, lab, dim, eps = _prepare(fn, scores, labels, "labels", dim, regularization_strength)
-    _check_regularization(fn, regularization)
+    check_regularization(fn, regularization)
     n = s.shape[dim]
     if n == 0:
         return _empty_rows(scores, dim)

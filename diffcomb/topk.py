@@ -12,9 +12,10 @@ takes two values the solution has a single partly selected block, and its thresh
 directly as the root of one monotone equation. The backward is the O(n) block
 vector-Jacobian product of the same family.
 
-This module shares the permutahedron family's native kernels and boundary helpers
-(``diffcomb.isotonic``); its ops are ``torch.library`` custom ops with fake implementations and
-autograd, so they work under ``torch.compile(fullgraph=True)``, gradcheck and opcheck.
+This module shares the permutahedron family's native kernels, custom ops and checks
+(``diffcomb._isotonic_ops``, ``diffcomb._isotonic_checks``); its op is a ``torch.library`` custom
+op with a fake implementation and autograd, so it works under ``torch.compile(fullgraph=True)``,
+gradcheck and opcheck.
 
 Math: M. E. Sander, J. Puigcerver, J. Djolonga, G. Peyre, M. Blondel. Fast, Differentiable and
 Sparse Top-k: a Convex Analysis Perspective. ICML 2023, arXiv:2302.01425.
@@ -22,37 +23,20 @@ Sparse Top-k: a Convex Analysis Perspective. ICML 2023, arXiv:2302.01425.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from . import _native
-from ._checks import as_float, check_flag
-from .isotonic import _VJP_RANK, _argsort_descending, _check_dim, _check_strength, _check_tensor, _to_rows
+from ._checks import as_float, check_dim, check_flag, check_int, check_op, check_tensor
+from ._isotonic_checks import check_p, check_strength
+from ._isotonic_ops import VJP_RANK, argsort_descending, check_op_rows, to_rows
 
 __all__ = ["TopKRouting", "sparse_soft_topk", "topk_routing"]
 
 _QUADRATIC, _CUBIC, _POWER = 0, 1, 2  # csrc/isotonic/sparse_topk.h, TopkMethod
-
-
-# ---------------------------------------------------------------------------
-# Validation, at the public boundary only.
-
-
-def _check_p(fn: str, p: float) -> float:
-    if isinstance(p, Tensor) or isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"diffcomb.{fn}: p must be a Python float, got {type(p).__name__}")
-    # Comparisons only (no math.isfinite), so a symbolic float under torch.compile passes.
-    if not 1.0 < p <= 2.0:
-        raise ValueError(f"diffcomb.{fn}: p must satisfy 1 < p <= 2, got {p}")
-    return float(p)
-
-
-def _check_k(fn: str, k: int, n: int, what: str = "n") -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
-        raise ValueError(f"diffcomb.{fn}: k must be an int with 0 <= k <= {what} = {n}, got {k!r}")
-    return k
 
 
 def _method(p: float) -> tuple[int, float]:
@@ -72,31 +56,47 @@ def _method(p: float) -> tuple[int, float]:
 #   deriv   (B, n)            a = psi'(s - v), input order (0 on blocks of only 0s or only 1s)
 
 
-@torch.library.custom_op("diffcomb::sparse_topk", mutates_args=())
-def _sparse_topk_op(x: Tensor, k: int, scale: float, method: int,
-                    exponent: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The sparse soft top-k mask of rows x (B, n) with z = scale * x; method and exponent as _method."""
+def _check_op_args(x: Tensor, k: int, scale: float, method: int, exponent: float) -> None:
+    """The op's own arguments (a direct torch.ops.diffcomb.sparse_topk call), as diffcomb._isotonic_ops."""
+    op = "torch.ops.diffcomb.sparse_topk"
+    check_op_rows("sparse_topk", "x", x)
+    n = x.shape[1]
+    check_op(0 <= k <= n, lambda: f"{op}: k must be in [0, {n}], got {k}", ValueError)
+    check_op(-math.inf < scale < math.inf, lambda: f"{op}: scale must be a finite float, got {scale}", ValueError)
+    check_op(method in (_QUADRATIC, _CUBIC, _POWER),
+             lambda: f"{op}: method must be {_QUADRATIC}, {_CUBIC} or {_POWER}, got {method}", ValueError)
+    check_op(1.0 <= exponent < math.inf, lambda: f"{op}: exponent must be >= 1 and finite, got {exponent}", ValueError)
+
+
+def sparse_topk_rows(x: Tensor, k: int, scale: float, method: int, exponent: float,
+                     chunk: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out, perm, starts, weights, deriv) of rows x (B, n); chunk > 0 (CPU, tests) runs the chunked PAV."""
     rows, n = x.shape
-    s, perm = _argsort_descending(x, scale)
+    s, perm = argsort_descending(x, scale)
     out = torch.empty_like(x)
     deriv = torch.empty_like(x)
     starts = torch.empty((rows, n + 1), dtype=torch.int32, device=x.device)
     weights = torch.empty_like(x)
     args = (_native.address(s), _native.address(perm), _native.address(out), _native.address(deriv),
-            _native.address(starts), _native.address(weights))
-    if x.is_cuda:
-        module = _native.cuda("sparse_soft_topk")
-        work = torch.empty(module.sparse_topk_work_bytes(rows, n), dtype=torch.uint8, device=x.device)
-        device, stream = _native.stream_of(x)
-        module.sparse_topk(*args, _native.address(work), rows, n, k, exponent, method, _native.dtype_code(x),
-                           device, stream)
+            _native.address(starts), _native.address(weights), rows, n, k, exponent, method, _native.dtype_code(x))
+    if chunk:
+        _native.cpu().sparse_topk(*args, _native.threads(), chunk)
     else:
-        _native.cpu().sparse_topk(*args, rows, n, k, exponent, method, _native.dtype_code(x), _native.threads(), 0)
+        _native.launch("sparse_soft_topk", "sparse_topk", x, *args, workspace=("sparse_topk_work_bytes", (rows, n)))
     return out, perm, starts, weights, deriv
+
+
+@torch.library.custom_op("diffcomb::sparse_topk", mutates_args=())
+def _sparse_topk_op(x: Tensor, k: int, scale: float, method: int,
+                    exponent: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The sparse soft top-k mask of rows x (B, n) with z = scale * x; method and exponent as _method."""
+    _check_op_args(x, k, scale, method, exponent)
+    return sparse_topk_rows(x, k, scale, method, exponent)
 
 
 @_sparse_topk_op.register_fake
 def _(x: Tensor, k: int, scale: float, method: int, exponent: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    _check_op_args(x, k, scale, method, exponent)
     rows, n = x.shape
     return (torch.empty_like(x), x.new_empty((rows, n), dtype=torch.int32),
             x.new_empty((rows, n + 1), dtype=torch.int32), torch.empty_like(x), torch.empty_like(x))
@@ -115,7 +115,7 @@ def _backward_sparse_topk(ctx, grad_out, *_):
     g = torch.zeros_like(deriv) if grad_out is None else grad_out
     # dx = scale * (u - pi * sum_B u) with u = a * g: the permutahedron family's rank-mode block VJP.
     u = (deriv * g).contiguous()
-    dx = torch.ops.diffcomb.isotonic_vjp(u, perm, starts, weights, ctx.scale, _VJP_RANK)
+    dx = torch.ops.diffcomb.isotonic_vjp(u, perm, starts, weights, ctx.scale, VJP_RANK)
     return dx, None, None, None, None
 
 
@@ -186,23 +186,23 @@ def sparse_soft_topk(
         Sparse Top-k: a Convex Analysis Perspective. ICML 2023. arXiv:2302.01425
     """
     fn = "sparse_soft_topk"
-    x = as_float(x)
-    _check_tensor(fn, "x", x)
-    dim = _check_dim(fn, x, dim)
-    eps = _check_strength(fn, regularization_strength)
-    p = _check_p(fn, p)
+    x = check_tensor(fn, "x", as_float(x))
+    dim = check_dim(fn, x, dim)
+    eps = check_strength(fn, regularization_strength)
+    p = check_p(fn, p)
     check_flag(fn, "magnitude", magnitude)
-    _check_k(fn, k, x.shape[dim])
+    check_int(fn, "k", k, 0, x.shape[dim])
     if magnitude:
         x = x.abs()
-    rows, restore = _to_rows(x, dim)
+    rows, restore = to_rows(fn, x, dim)
     method, exponent = _method(p)
     out = torch.ops.diffcomb.sparse_topk(rows, k, 1.0 / eps, method, exponent)[0]
     return restore(out)
 
 
 class TopKRouting(NamedTuple):
-    """The result of :func:`topk_routing` (``E`` experts, tokens ``...``).
+    """The result of :func:`topk_routing` (``E`` experts, tokens ``...``; the expert dimension is
+    the routing's ``dim``, shown last here).
 
     Attributes:
         combine_weights (Tensor[..., E]): the weight of each expert's output in the token's
@@ -233,6 +233,7 @@ def topk_routing(
     regularization_strength: float = 1.0,
     p: float = 4.0 / 3.0,
     normalize: bool = False,
+    dim: int = -1,
 ) -> TopKRouting:
     r"""Mixture-of-experts routing with the sparse soft top-k: each token uses about ``k`` experts,
     with weights that are differentiable in the router logits.
@@ -243,12 +244,13 @@ def topk_routing(
         c = m \odot g \quad (\text{or } m \odot g / \textstyle\sum_e m_e g_e \text{ with normalize})
 
     Args:
-        logits (Tensor[..., E]): router logits of each token over ``E`` experts.
+        logits (Tensor[..., E, ...]): router logits of each token over ``E`` experts (along ``dim``).
         k (int): experts per token, ``1 <= k <= E``.
         regularization_strength (float): :math:`\varepsilon > 0` of the top-k, in the units of
             the logits. Default 1.0.
         p (float): the norm of :func:`sparse_soft_topk`, ``1 < p <= 2``. Default 4/3.
         normalize (bool): rescale each token's combine weights to sum to 1. Default False.
+        dim (int): the expert dimension; every other dimension indexes tokens. Default -1.
 
     Returns:
         TopKRouting: combine weights, mask, gates and the load statistics (see its attributes).
@@ -269,23 +271,21 @@ def topk_routing(
         Sparse Top-k: a Convex Analysis Perspective. ICML 2023. arXiv:2302.01425
     """
     fn = "topk_routing"
-    logits = as_float(logits)
-    _check_tensor(fn, "logits", logits)
-    num_experts = logits.shape[-1]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_experts:
-        raise ValueError(f"diffcomb.{fn}: k must be an int with 1 <= k <= E = {num_experts} (the number of "
-                         f"experts, logits.shape[-1]), got {k!r}")
+    logits = check_tensor(fn, "logits", as_float(logits))
+    dim = check_dim(fn, logits, dim)
+    num_experts = logits.shape[dim]
+    check_int(fn, "k", k, 1, num_experts)
     check_flag(fn, "normalize", normalize)
-    mask = sparse_soft_topk(logits, k, -1, regularization_strength, p)
-    gates = torch.softmax(logits, dim=-1)
+    mask = sparse_soft_topk(logits, k, dim, regularization_strength, p)
+    gates = torch.softmax(logits, dim=dim)
     combine = mask * gates
     if normalize:
-        combine = combine / combine.sum(-1, keepdim=True)
-    flat_mask = mask.reshape(-1, num_experts)
+        combine = combine / combine.sum(dim, keepdim=True)
+    flat_mask = mask.movedim(dim, -1).reshape(-1, num_experts)
     tokens = flat_mask.shape[0]
     selected = (flat_mask > 0).to(mask.dtype)
     load = selected.mean(0) if tokens else selected.sum(0)
-    importance = gates.reshape(-1, num_experts).mean(0)
+    importance = gates.movedim(dim, -1).reshape(-1, num_experts).mean(0)
     balance_loss = num_experts * ((flat_mask.mean(0) / k) * importance).sum()
     experts_per_token = selected.sum(-1).mean()
     return TopKRouting(combine, mask, gates, load, importance, balance_loss, experts_per_token)

@@ -365,7 +365,8 @@ def test_errors():
     y = torch.arange(1.0, 5.0).expand(2, 4)
     with pytest.raises(ValueError, match=r"fenchel_young_loss: polytope must be"):
         fy(theta, y, polytope="simplex")
-    with pytest.raises(ValueError, match=r"fenchel_young_loss: target must have theta's shape"):
+    with pytest.raises(ValueError,
+                       match=r"fenchel_young_loss: target must have the shape of theta \(2, 4\), got \(2, 3\)"):
         fy(theta, y[:, :3])
     with pytest.raises(TypeError, match=r"fenchel_young_loss: target must be a torch.Tensor"):
         fy(theta, [1.0, 2.0, 3.0, 4.0])

@@ -1,6 +1,6 @@
 """Tests of diffcomb.isotonic: soft_rank, soft_sort, soft_topk, soft_quantile, isotonic_regression
 (SPEC.md section 1, 2.2, 2.3, 7.1, 7.2), following STYLE.md rule 15: values and VJPs against the
-float64 numpy references of tests/reference/permutahedron.py over device x dtype x shape, gradcheck,
+float64 numpy references of tests/reference/isotonic.py over device x dtype x shape, gradcheck,
 opcheck, torch.compile, properties (hypothesis), edge cases, the chunked (long-row) PAV path, errors.
 
 CPU-vs-CUDA agreement lives in test_isotonic_cuda.py.
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import diffcomb
 from diffcomb import _native
-from diffcomb import isotonic as iso
+from diffcomb import _isotonic_ops as ops
 from tests.conftest import (
     DEVICES,
     DIRECTIONS,
@@ -32,7 +32,7 @@ from tests.conftest import (
     rowwise_scalar,
     separated,
 )
-from tests.reference import permutahedron as ref
+from tests.reference import isotonic as ref
 
 HYPOTHESIS = settings(max_examples=40, deadline=None, derandomize=True)
 
@@ -560,13 +560,13 @@ def test_opcheck_isotonic_vjp(device, dtype, mode, gen):
     g = randn(gen, 4, 7, dtype=dtype, device=device)
     if mode == "rank":
         _, perm, starts, weights = torch.ops.diffcomb.project_rank(x, rho, 0.5, False)
-        args = (g, perm, starts, weights, 0.5, iso._VJP_RANK)
+        args = (g, perm, starts, weights, 0.5, ops.VJP_RANK)
     elif mode == "sort":
         _, perm, starts, weights = torch.ops.diffcomb.project_sort(x, rho, -1.0, True)
-        args = (g, perm, starts, weights, 1.0, iso._VJP_SORT)
+        args = (g, perm, starts, weights, 1.0, ops.VJP_SORT)
     else:
         _, starts, weights = torch.ops.diffcomb.isotonic(x, None, True)
-        args = (g, starts.new_empty(0), starts, weights, 1.0, iso._VJP_PLAIN)
+        args = (g, starts.new_empty(0), starts, weights, 1.0, ops.VJP_PLAIN)
     torch.library.opcheck(torch.ops.diffcomb.isotonic_vjp.default, args)
 
 
@@ -812,13 +812,13 @@ def chunk_inputs(kind, x, reg, eps=1.0):
     rho = torch.arange(n, 0, -1, dtype=rows.dtype)
     kl = reg == "kl"
     if kind == "rank":
-        a, perm = iso._argsort_descending(rows, 1.0 / eps)
+        a, perm = ops.argsort_descending(rows, 1.0 / eps)
         return a, (rho.log() if kl else rho), perm, 1.0, True, kl
     if kind == "sort":
-        a, perm = iso._argsort_descending(rows, -1.0)
+        a, perm = ops.argsort_descending(rows, -1.0)
         return a, rho / eps, perm, -1.0, False, kl
     # topk mask: w_k = (1, .., 1, 0, .., 0)
-    a, perm = iso._argsort_descending(rows, 1.0 / eps)
+    a, perm = ops.argsort_descending(rows, 1.0 / eps)
     return a, (torch.arange(n) < max(1, n // 3)).to(rows.dtype), perm, 1.0, True, False
 
 
@@ -844,9 +844,9 @@ def test_chunked_pav_matches_sequential(dtype, kind, reg, n, row, gen):
     x = adversarial_rows(n, gen)[row]
     for eps in (0.5, 1.0, 3.0):
         a, c, perm, out_scale, rank, kl = chunk_inputs(kind, x.to(dtype), reg, eps)
-        out0, starts0, w0 = iso._project(a, c, perm, out_scale, rank, kl, chunk=0)
+        out0, starts0, w0 = ops.project(a, c, perm, out_scale, rank, kl, chunk=0)
         for chunk in chunks_for(n):
-            out, starts, w = iso._project(a, c, perm, out_scale, rank, kl, chunk=chunk)
+            out, starts, w = ops.project(a, c, perm, out_scale, rank, kl, chunk=chunk)
             where = (f"eps={eps} chunk={chunk}: blocks {int(starts0[0, -1])} (sequential) vs "
                      f"{int(starts[0, -1])} (chunked)")
             scale = max(1.0, float(out0.abs().max()))
@@ -860,20 +860,13 @@ def test_chunked_pav_matches_sequential(dtype, kind, reg, n, row, gen):
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 @pytest.mark.parametrize("n", [1, 2, 5, 64, 1000])
 def test_chunked_isotonic_entry_matches_sequential(dtype, weighted, sign, n, gen):
-    module = _native.cpu()
     rtol, atol = (1e-12, 1e-12) if dtype == torch.float64 else (1e-5, 1e-5)
     for name, y in adversarial_rows(n, gen).items():
         rows = torch.stack([y, -y, y.flip(0)]).to(dtype).contiguous()
         c = (torch.rand(rows.shape, generator=gen, dtype=torch.float64) + 0.1).to(dtype) if weighted else None
 
         def solve(chunk):
-            out = torch.empty_like(rows)
-            starts = torch.empty((3, n + 1), dtype=torch.int32)
-            weights = torch.empty_like(rows)
-            module.isotonic(_native.address(rows), _native.address(c), _native.address(out),
-                            _native.address(starts), _native.address(weights), 3, n, sign,
-                            _native.dtype_code(rows), 1, chunk)
-            return out, starts, weights
+            return ops.fit(rows, c, sign, chunk=chunk)
 
         out0, starts0, w0 = solve(0)
         for chunk in chunks_for(n):
@@ -888,9 +881,9 @@ def test_chunked_isotonic_entry_matches_sequential(dtype, weighted, sign, n, gen
 def test_chunked_pav_non_finite_row():
     x = torch.tensor([[1.0, float("nan"), 2.0, 3.0, 0.5], [1.0, 2.0, 3.0, 4.0, 5.0]], dtype=torch.float64)
     rho = torch.arange(5, 0, -1, dtype=torch.float64)
-    a, perm = iso._argsort_descending(x, 1.0)
-    out0, starts0, _ = iso._project(a, rho, perm, 1.0, True, False, chunk=0)
-    out2, starts2, _ = iso._project(a, rho, perm, 1.0, True, False, chunk=2)
+    a, perm = ops.argsort_descending(x, 1.0)
+    out0, starts0, _ = ops.project(a, rho, perm, 1.0, True, False, chunk=0)
+    out2, starts2, _ = ops.project(a, rho, perm, 1.0, True, False, chunk=2)
     assert torch.isnan(out0[0]).all() and torch.isnan(out2[0]).all()
     assert torch.equal(starts0, starts2)
     torch.testing.assert_close(out2[1], out0[1])
@@ -1038,9 +1031,14 @@ def test_soft_topk_limits(device, gen):
     assert_close(diffcomb.soft_topk(x, k, regularization_strength=1e8), torch.full_like(x, k / 12), atol=1e-6)
 
 
-@pytest.mark.parametrize("k", [-1, 4, 2.0, True])
-def test_error_topk_k(k):
-    with pytest.raises(ValueError, match="k"):
+@pytest.mark.parametrize("k,error,match", [
+    (-1, ValueError, r"k must be an int in \[0, 3\], got -1"),
+    (4, ValueError, r"k must be an int in \[0, 3\], got 4"),
+    (2.0, TypeError, "k must be an int, got float"),
+    (True, TypeError, "k must be an int, got bool"),
+])
+def test_error_topk_k(k, error, match):
+    with pytest.raises(error, match=r"diffcomb\.soft_topk: " + match):
         diffcomb.soft_topk(torch.randn(2, 3), k)
 
 

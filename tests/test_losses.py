@@ -24,7 +24,7 @@ from tests.conftest import (
     rowwise_scalar,
     separated,
 )
-from tests.reference import permutahedron as ref
+from tests.reference import isotonic as ref
 
 SHAPES = [
     pytest.param((2,), -1, id="n2"),
@@ -288,9 +288,15 @@ def test_spearman_empty_batch(device):
     assert pred.grad.shape == pred.shape
 
 
-@pytest.mark.parametrize("k", [-1, 5, 6, 1.0, True])
-def test_soft_lts_bad_k(k):
-    with pytest.raises(ValueError, match="k"):
+@pytest.mark.parametrize("k,error,match", [
+    (-1, ValueError, r"k must be an int in \[0, 4\], got -1"),
+    (5, ValueError, r"k must be an int in \[0, 4\], got 5"),
+    (6, ValueError, r"k must be an int in \[0, 4\], got 6"),
+    (1.0, TypeError, "k must be an int, got float"),
+    (True, TypeError, "k must be an int, got bool"),
+])
+def test_soft_lts_bad_k(k, error, match):
+    with pytest.raises(error, match=r"soft_lts: " + match):
         diffcomb.soft_lts(torch.rand(2, 5), k)
 
 

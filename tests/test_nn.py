@@ -127,9 +127,9 @@ def test_lts_module_repr():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(k=-1), ValueError, "k"),
-    (dict(k=1.0), ValueError, "k"),
-    (dict(k=True), ValueError, "k"),
+    (dict(k=-1), ValueError, "SoftLTSLoss: k must be an int >= 0, got -1"),
+    (dict(k=1.0), TypeError, "SoftLTSLoss: k must be an int, got float"),
+    (dict(k=True), TypeError, "SoftLTSLoss: k must be an int, got bool"),
     (dict(k=1, regularization_strength=0.0), ValueError, "regularization_strength"),
     (dict(k=1, regularization_strength=float("inf")), ValueError, "regularization_strength"),
     (dict(k=1, reduction="median"), ValueError, "reduction"),

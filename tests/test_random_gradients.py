@@ -466,6 +466,10 @@ entry("SoftRank")(_module(lambda g, n: diffcomb.SoftRank()))
 entry("SoftSort")(_module(lambda g, n: diffcomb.SoftSort()))
 entry("SpearmanLoss")(_module(lambda g, n: diffcomb.SpearmanLoss(), targets=True, lo=2))
 entry("SoftLTSLoss")(_module(lambda g, n: diffcomb.SoftLTSLoss(randint(g, 0, n - 1))))
+entry("SoftTopK")(_module(lambda g, n: diffcomb.SoftTopK(randint(g, 0, n))))
+entry("SoftQuantile")(_module(lambda g, n: diffcomb.SoftQuantile(uniform(g, 0.0, 1.0))))
+entry("IsotonicRegression")(_module(lambda g, n: diffcomb.IsotonicRegression()))
+entry("SoftSpearman")(_module(lambda g, n: diffcomb.SoftSpearman(), targets=True, lo=2))
 for _name in ("SoftDTW", "SoftDTWDivergence", "SharpSoftDTW"):
     entry(_name)(_on_series(getattr(diffcomb, _name)()))
 

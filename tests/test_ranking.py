@@ -429,9 +429,11 @@ def test_errors():
         diffcomb.soft_auc(s, [1, 0, 1, 0, 1])
     with pytest.raises(TypeError, match=r"soft_average_precision: scores must be a real tensor"):
         diffcomb.soft_average_precision(torch.ones(2, 5, dtype=torch.complex64), y)
-    with pytest.raises(ValueError, match=r"soft_ndcg: k must be None or an int >= 1"):
+    with pytest.raises(ValueError, match=r"soft_ndcg: k must be an int >= 1, got 0"):
         diffcomb.soft_ndcg(s, y, 0)
-    with pytest.raises(ValueError, match=r"soft_recall_at_k: k must be an int >= 1"):
+    with pytest.raises(TypeError, match=r"soft_ndcg: k must be None or an int, got float"):
+        diffcomb.soft_ndcg(s, y, 2.0)
+    with pytest.raises(TypeError, match=r"soft_recall_at_k: k must be an int, got NoneType"):
         diffcomb.soft_recall_at_k(s, y, None)
     with pytest.raises(ValueError, match=r"soft_ndcg: gain must be"):
         diffcomb.soft_ndcg(s, y, gain="cubic")

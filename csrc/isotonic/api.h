@@ -1,7 +1,10 @@
-// Entry points of the isotonic family. Arguments are raw addresses of
-// contiguous arrays owned by the Python layer (diffcomb/_native.py), the
-// batch shape, a dtype code (common.h) and, on the CPU, a thread count; CUDA
-// entry points take the device index and the stream to launch on.
+// Entry points of the isotonic family (bound in bind.h as diffcomb._C /
+// diffcomb._C_cuda's isotonic_* and sparse_topk*). Arguments are raw addresses
+// of contiguous arrays owned by the Python layer (diffcomb/_isotonic_ops.py,
+// diffcomb/topk.py), the batch shape and scalars, a dtype code (common.h),
+// then the execution context that diffcomb._native.launch appends: on the CPU
+// a thread count (and chunk, a test hook); on CUDA the work array where the
+// entry point needs one, the device index and the stream to launch on.
 //
 // Array shapes (B rows of length n, all row-major and contiguous):
 //   a, out, weights, g, dx: (B, n) of the dtype;  perm: (B, n) int32;
@@ -14,7 +17,7 @@
 namespace diffcomb {
 namespace isotonic {
 
-// Vjp mode codes shared with diffcomb/isotonic.py.
+// Vjp mode codes shared with diffcomb/_isotonic_ops.py.
 enum VjpCode : int { kVjpRank = 0, kVjpSort = 1, kVjpPlain = 2 };
 
 // sorted = (scale * x) sorted descending (stable), perm = its input indices.
@@ -46,20 +49,22 @@ void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, 
                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
                      int method, int dtype, int threads, int64_t chunk);
 
-// CUDA versions (csrc/isotonic/cuda.cu): same arrays, device addresses; no
-// argsort (torch.sort serves it on the GPU). work_* are device work arrays
-// of at least isotonic_cuda_work_bytes(rows, n) bytes.
+// CUDA versions (csrc/isotonic/cuda.cu): the same arguments in the same order
+// (device addresses), then the execution context: the device work array
+// (solves only; at least isotonic_work_bytes / sparse_topk_work_bytes(rows,
+// n) bytes), the device index and the stream. No argsort: torch.sort serves
+// it on the GPU.
 int64_t cuda_work_bytes(int64_t rows, int64_t n);
 void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
-                  std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
-                  double out_scale, bool rank, bool kl, int dtype, int device, std::uintptr_t stream);
+                  std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double out_scale, bool rank,
+                  bool kl, int dtype, std::uintptr_t work, int device, std::uintptr_t stream);
 void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
-                   std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n, double sign, int dtype,
+                   std::uintptr_t weights, int64_t rows, int64_t n, double sign, int dtype, std::uintptr_t work,
                    int device, std::uintptr_t stream);
 int64_t sparse_topk_cuda_work_bytes(int64_t rows, int64_t n);
 void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
-                      std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
-                      int64_t k, double r, int method, int dtype, int device, std::uintptr_t stream);
+                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
+                      int method, int dtype, std::uintptr_t work, int device, std::uintptr_t stream);
 void vjp_cuda(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,
               std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int device,
               std::uintptr_t stream);

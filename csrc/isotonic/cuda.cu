@@ -268,15 +268,15 @@ int64_t cuda_work_bytes(int64_t rows, int64_t n) {
 }
 
 void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
-                  std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
-                  double out_scale, bool rank, bool kl, int dtype, int device, std::uintptr_t stream) {
+                  std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double out_scale, bool rank,
+                  bool kl, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
   with_projection_batch(a, c, perm, out, weights, n, out_scale, rank, kl, dtype, [&](const auto& batch) {
     launch_solve(batch, rows, n, starts, work, device, stream);
   });
 }
 
 void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
-                   std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n, double sign, int dtype,
+                   std::uintptr_t weights, int64_t rows, int64_t n, double sign, int dtype, std::uintptr_t work,
                    int device, std::uintptr_t stream) {
   with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
     launch_solve(batch, rows, n, starts, work, device, stream);
@@ -288,8 +288,8 @@ int64_t sparse_topk_cuda_work_bytes(int64_t rows, int64_t n) {
 }
 
 void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
-                      std::uintptr_t starts, std::uintptr_t weights, std::uintptr_t work, int64_t rows, int64_t n,
-                      int64_t k, double r, int method, int dtype, int device, std::uintptr_t stream) {
+                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
+                      int method, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
   with_sparse_topk_batch(
       s, perm, out, deriv, weights, n, k, r, method, dtype,
       [&](const auto& batch) { launch_solve(batch, rows, n, starts, work, device, stream); },

@@ -323,18 +323,28 @@ DC_HOST_DEVICE DC_INLINE void finish_starts(int32_t* starts, int32_t nblocks, in
   starts[n] = nblocks;
 }
 
+// The opening of every row solve (solve_row, solve_row_chunked, sparse_topk.h's threshold solve):
+// true when every input of the row is finite; otherwise every output of the row is written as NaN
+// (problem.fail) with the structure of a non-finite row (starts[n] = -1), and false. A problem
+// provides finite(i) and fail(i).
+template <class Problem>
+DC_HOST_DEVICE DC_INLINE bool finite_or_fail(const Problem& problem, int32_t n, int32_t* starts) {
+  for (int32_t i = 0; i < n; ++i) {
+    if (!problem.finite(i)) {
+      for (int32_t j = 0; j < n; ++j) problem.fail(j);
+      finish_starts(starts, -1, n);
+      return false;
+    }
+  }
+  return true;
+}
+
 // Sequential solve of one row; the stack goes straight to starts (the final
 // stack is the block list) with stats as scratch of length n.
 template <class Problem>
 DC_HOST_DEVICE DC_INLINE int32_t solve_row(const Problem& problem, int32_t n, int32_t* starts,
                                            typename Problem::Stats* stats) {
-  for (int32_t i = 0; i < n; ++i) {
-    if (!problem.finite(i)) {
-      for (int32_t j = 0; j < n; ++j) problem.fail(j);
-      finish_starts(starts, -1, n);
-      return -1;
-    }
-  }
+  if (!finite_or_fail(problem, n, starts)) return -1;
   const int32_t nblocks = pav_run(problem, 0, n, starts, stats);
   for (int32_t b = 0; b < nblocks; ++b) {
     const int32_t end = b + 1 < nblocks ? starts[b + 1] : n;
@@ -352,13 +362,7 @@ template <class Problem>
 int32_t solve_row_chunked(const Problem& problem, int32_t n, int32_t chunk, int32_t* starts,
                           int32_t* ws_start, typename Problem::Stats* ws_stats,
                           typename Problem::Stats* compact, Piece* pieces) {
-  for (int32_t i = 0; i < n; ++i) {
-    if (!problem.finite(i)) {
-      for (int32_t j = 0; j < n; ++j) problem.fail(j);
-      finish_starts(starts, -1, n);
-      return -1;
-    }
-  }
+  if (!finite_or_fail(problem, n, starts)) return -1;
   int32_t npieces = 0;
   for (int32_t begin = 0; begin < n; begin += chunk) {
     const int32_t end = begin + chunk < n ? begin + chunk : n;

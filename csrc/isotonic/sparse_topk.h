@@ -210,27 +210,45 @@ struct CubicStats {
   }
 };
 
-// One row of the sparse top-k (a Problem of isotonic.h's PAV). s: the row's
-// z sorted descending; perm: its input indices. Outputs: out[perm[i]] = y_i,
-// deriv[perm[i]] = a_i (input order), weights[i] = a_i / A_B.
-template <class T, class S>
-struct SparseTopk {
-  using Stats = S;
+// The arrays of one row of the sparse top-k (or, at offset 0, of a whole batch). s: the row's z
+// sorted descending; perm: its input indices. Outputs: out[perm[i]] = y_i, deriv[perm[i]] = a_i
+// (input order), weights[i] = a_i / A_B (sorted order). Both solves (the PAV of SparseTopk and the
+// threshold solve) read and write a row through it.
+template <class T>
+struct SparseTopkRow {
   const T* s;
   const int32_t* perm;
   T* out;
   T* deriv;
   T* weights;
+
+  DC_HOST_DEVICE DC_INLINE SparseTopkRow at(int64_t off) const {
+    return {s + off, perm + off, out + off, deriv + off, weights + off};
+  }
+  DC_HOST_DEVICE DC_INLINE bool finite(int32_t i) const { return is_finite(s[i]); }
+  DC_HOST_DEVICE DC_INLINE void set(int32_t i, T y, T a, T pi) const {
+    out[perm[i]] = y;
+    deriv[perm[i]] = a;
+    weights[i] = pi;
+  }
+  DC_HOST_DEVICE DC_INLINE void fail(int32_t i) const { set(i, quiet_nan<T>(), quiet_nan<T>(), quiet_nan<T>()); }
+};
+
+// One row of the sparse top-k as a Problem of isotonic.h's PAV, with block statistics S.
+template <class T, class S>
+struct SparseTopk {
+  using Stats = S;
+  SparseTopkRow<T> io;
   int32_t k;
   double r;
 
-  DC_HOST_DEVICE DC_INLINE bool finite(int32_t i) const { return is_finite(s[i]); }
-  DC_HOST_DEVICE DC_INLINE Stats leaf(int32_t i) const { return Stats::leaf(s, i, i < k ? 1.0 : 0.0, r); }
+  DC_HOST_DEVICE DC_INLINE bool finite(int32_t i) const { return io.finite(i); }
+  DC_HOST_DEVICE DC_INLINE void fail(int32_t i) const { io.fail(i); }
+  DC_HOST_DEVICE DC_INLINE Stats leaf(int32_t i) const { return Stats::leaf(io.s, i, i < k ? 1.0 : 0.0, r); }
 
   DC_HOST_DEVICE DC_INLINE void emit(int32_t i, const Stats& block) const {
     double a;
-    const double y = Stats::psi(block.residual(s, double(s[i])), r, a);
-    out[perm[i]] = T(y);
+    const double y = Stats::psi(block.residual(io.s, double(io.s[i])), r, a);
     double pi = 0.0;
     if (block.pure()) {
       a = 0.0;
@@ -238,31 +256,7 @@ struct SparseTopk {
       const double total = block.slope();
       pi = total > 0.0 ? a / total : 0.0;
     }
-    deriv[perm[i]] = T(a);
-    weights[i] = T(pi);
-  }
-
-  DC_HOST_DEVICE DC_INLINE void fail(int32_t i) const {
-    out[perm[i]] = quiet_nan<T>();
-    deriv[perm[i]] = quiet_nan<T>();
-    weights[i] = quiet_nan<T>();
-  }
-};
-
-template <class T, class S>
-struct SparseTopkBatch {
-  using Problem = SparseTopk<T, S>;
-  const T* s;
-  const int32_t* perm;
-  T* out;
-  T* deriv;
-  T* weights;
-  int64_t n;
-  int32_t k;
-  double r;
-  DC_HOST_DEVICE DC_INLINE Problem row(int64_t row_index) const {
-    const int64_t off = row_index * n;
-    return Problem{s + off, perm + off, out + off, deriv + off, weights + off, k, r};
+    io.set(i, T(y), T(a), T(pi));
   }
 };
 
@@ -325,22 +319,12 @@ struct ThresholdRow {
 };
 
 template <class T>
-DC_HOST_DEVICE DC_INLINE void solve_row_threshold(const T* s, const int32_t* perm, int32_t n, int32_t k, double r,
-                                                  T* out, T* deriv, T* weights, int32_t* starts) {
-  for (int32_t i = 0; i < n; ++i) {
-    if (!is_finite(s[i])) {
-      for (int32_t j = 0; j < n; ++j) {
-        out[perm[j]] = quiet_nan<T>();
-        deriv[perm[j]] = quiet_nan<T>();
-        weights[j] = quiet_nan<T>();
-      }
-      finish_starts(starts, -1, n);
-      return;
-    }
-  }
+DC_HOST_DEVICE DC_INLINE void solve_row_threshold(const SparseTopkRow<T>& io, int32_t n, int32_t k, double r,
+                                                  int32_t* starts) {
+  if (!finite_or_fail(io, n, starts)) return;
   int32_t h = k, e = k;  // k = 0 or n: every entry 0 or 1
   double t = 0.0;
-  ThresholdRow<T> row{s, n, k, r, k > 0 ? double(s[k - 1]) : 0.0};
+  ThresholdRow<T> row{io.s, n, k, r, k > 0 ? double(io.s[k - 1]) : 0.0};
   if (k > 0 && k < n) {
     // t = 1 (entry k-1 exactly at 1) is the root in the hard regime (a gap of at least 1 after
     // the k-th entry); an iteration would only approach it.
@@ -351,28 +335,24 @@ DC_HOST_DEVICE DC_INLINE void solve_row_threshold(const T* s, const int32_t* per
   }
   int32_t nblocks = 0;
   for (int32_t i = 0; i < h; ++i) {  // at 1
-    out[perm[i]] = T(1);
-    deriv[perm[i]] = T(0);
-    weights[i] = T(0);
+    io.set(i, T(1), T(0), T(0));
     starts[nblocks++] = i;
   }
   if (e > h) {  // the mixed block
     double total = 0.0;
     for (int32_t i = h; i < e; ++i) {
       double a;
-      out[perm[i]] = T(power_psi(row.z(i, t), r, a));
-      deriv[perm[i]] = T(a);
+      const double y = power_psi(row.z(i, t), r, a);
+      io.set(i, T(y), T(a), T(0));
       total += a;
     }
     for (int32_t i = h; i < e; ++i) {
-      weights[i] = total > 0.0 ? T(double(deriv[perm[i]]) / total) : T(0);
+      io.weights[i] = total > 0.0 ? T(double(io.deriv[io.perm[i]]) / total) : T(0);
     }
     starts[nblocks++] = h;
   }
   for (int32_t i = e; i < n; ++i) {  // at 0
-    out[perm[i]] = T(0);
-    deriv[perm[i]] = T(0);
-    weights[i] = T(0);
+    io.set(i, T(0), T(0), T(0));
     starts[nblocks++] = i;
   }
   finish_starts(starts, nblocks, n);
@@ -382,45 +362,37 @@ DC_HOST_DEVICE DC_INLINE void solve_row_threshold(const T* s, const int32_t* per
 constexpr int64_t kTopkStatsBytes =
     sizeof(CubicStats) > sizeof(QuadraticStats) ? sizeof(CubicStats) : sizeof(QuadraticStats);
 
-// The rows of a threshold solve (any p): row(r) runs solve_row_threshold on row r.
-template <class T>
-struct ThresholdBatch {
-  const T* s;
-  const int32_t* perm;
-  T* out;
-  T* deriv;
-  T* weights;
+// The rows of a batch: row(r) is row r's Problem for isotonic.h's PAV with the block statistics S
+// (QuadraticStats, CubicStats); with S = void, solve(r, starts) runs the threshold solve on row r.
+template <class T, class S>
+struct SparseTopkBatch {
+  using Problem = SparseTopk<T, S>;
+  SparseTopkRow<T> io;
   int64_t n;
   int32_t k;
   double r;
+  DC_HOST_DEVICE DC_INLINE Problem row(int64_t row_index) const { return Problem{io.at(row_index * n), k, r}; }
   DC_HOST_DEVICE DC_INLINE void solve(int64_t row_index, int32_t* starts) const {
-    const int64_t off = row_index * n;
-    solve_row_threshold(s + off, perm + off, static_cast<int32_t>(n), k, r, out + off, deriv + off, weights + off,
-                        starts + row_index * (n + 1));
+    solve_row_threshold(io.at(row_index * n), static_cast<int32_t>(n), k, r, starts + row_index * (n + 1));
   }
 };
 
 // For the dtype and method codes: pav(batch) with a SparseTopkBatch<T, Stats>
 // (methods 0 and 1, psi exponents 1 and 3), or threshold(batch) with a
-// ThresholdBatch<T> (method 2, exponent r = 1 / (p - 1)).
+// SparseTopkBatch<T, void> (method 2, exponent r = 1 / (p - 1)).
 template <class Pav, class Threshold>
 void with_sparse_topk_batch(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
                             std::uintptr_t weights, int64_t n, int64_t k, double r, int method, int dtype, Pav&& pav,
                             Threshold&& threshold) {
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const auto make = [&](auto stats_tag, double exponent) {
-      using S = decltype(stats_tag);
-      pav(SparseTopkBatch<T, S>{as_ptr<const T>(s), as_ptr<const int32_t>(perm), as_ptr<T>(out), as_ptr<T>(deriv),
-                                as_ptr<T>(weights), n, static_cast<int32_t>(k), exponent});
-    };
+    const SparseTopkRow<T> io{as_ptr<const T>(s), as_ptr<const int32_t>(perm), as_ptr<T>(out), as_ptr<T>(deriv),
+                              as_ptr<T>(weights)};
+    const int32_t len_k = static_cast<int32_t>(k);
     switch (method) {
-      case kTopkQuadratic: make(QuadraticStats{}, 1.0); break;
-      case kTopkCubic: make(CubicStats{}, 3.0); break;
-      case kTopkPower:
-        threshold(ThresholdBatch<T>{as_ptr<const T>(s), as_ptr<const int32_t>(perm), as_ptr<T>(out), as_ptr<T>(deriv),
-                                    as_ptr<T>(weights), n, static_cast<int32_t>(k), r});
-        break;
+      case kTopkQuadratic: pav(SparseTopkBatch<T, QuadraticStats>{io, n, len_k, 1.0}); break;
+      case kTopkCubic: pav(SparseTopkBatch<T, CubicStats>{io, n, len_k, 3.0}); break;
+      case kTopkPower: threshold(SparseTopkBatch<T, void>{io, n, len_k, r}); break;
       default: throw std::invalid_argument("diffcomb native: unknown sparse top-k method");
     }
   });

@@ -12,8 +12,9 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import as_float, check_reduction, check_same_device, reduce
-from ..isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, soft_rank, soft_sort
+from .._checks import as_float, check_dim, check_int, check_reduction, check_same_device, check_tensor, reduce
+from .._isotonic_checks import check_regularization, check_strength, check_target
+from ..isotonic import soft_rank, soft_sort
 
 __all__ = ["average_ranks", "soft_lts", "soft_spearman", "spearman_loss"]
 
@@ -106,17 +107,11 @@ def soft_spearman(
     """
     fn = "soft_spearman"
     check_same_device(fn, pred=pred, target=target)
-    pred = _check_tensor(fn, "pred", as_float(pred))
-    dim = _check_dim(fn, pred, dim)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"diffcomb.{fn}: target must be a torch.Tensor, got {type(target).__name__}")
-    if target.shape != pred.shape:
-        raise ValueError(
-            f"diffcomb.{fn}: target must have pred's shape {tuple(pred.shape)}, got {tuple(target.shape)}"
-        )
-    target = _check_tensor(fn, "target", as_float(target))
-    _check_strength(fn, regularization_strength)
-    _check_regularization(fn, regularization)
+    pred = check_tensor(fn, "pred", as_float(pred))
+    dim = check_dim(fn, pred, dim)
+    target = check_target(fn, "target", target, pred, "pred")
+    check_strength(fn, regularization_strength)
+    check_regularization(fn, regularization)
     r = soft_rank(pred, dim=dim, regularization_strength=regularization_strength, regularization=regularization)
     t = average_ranks(target, dim).to(r.dtype)
     # A non-finite target has no ranks: NaN ranks make the slice's value and gradient NaN.
@@ -201,12 +196,12 @@ def soft_lts(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    losses = _check_tensor("soft_lts", "losses", as_float(losses))
-    dim = _check_dim("soft_lts", losses, dim)
-    _check_strength("soft_lts", regularization_strength)
-    check_reduction("soft_lts", reduction)
+    fn = "soft_lts"
+    losses = check_tensor(fn, "losses", as_float(losses))
+    dim = check_dim(fn, losses, dim)
+    check_strength(fn, regularization_strength)
+    check_reduction(fn, reduction)
     n = losses.shape[dim]
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
-        raise ValueError(f"diffcomb.soft_lts: k must be an int with 0 <= k < n = {n}, got {k!r}")
+    check_int(fn, "k", k, 0, n - 1)
     s = soft_sort(losses, dim=dim, descending=True, regularization_strength=regularization_strength)
     return reduce(s.narrow(dim, k, n - k).mean(dim), reduction)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .._checks import check_flag
-
 from .. import topk as _topk
-from ..isotonic import _check_strength
+from .._checks import check_flag, check_int
+from .._isotonic_checks import check_module_dim, check_p, check_strength
 
 __all__ = ["SparseSoftTopK", "TopKRouter"]
 
@@ -20,13 +19,10 @@ class SparseSoftTopK(nn.Module):
                  magnitude: bool = False) -> None:
         super().__init__()
         name = "SparseSoftTopK"
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"diffcomb.{name}: k must be a non-negative int, got {k!r}")
-        if not isinstance(dim, int) or isinstance(dim, bool):
-            raise TypeError(f"diffcomb.{name}: dim must be an int, got {type(dim).__name__}")
-        self.k, self.dim = k, dim
-        self.regularization_strength = _check_strength(name, regularization_strength)
-        self.p = _topk._check_p(name, p)
+        self.k = check_int(name, "k", k, 0)
+        self.dim = check_module_dim(name, dim)
+        self.regularization_strength = check_strength(name, regularization_strength)
+        self.p = check_p(name, p)
         self.magnitude = check_flag(name, "magnitude", magnitude)
 
     def extra_repr(self) -> str:
@@ -62,14 +58,11 @@ class TopKRouter(nn.Module):
                  p: float = 4.0 / 3.0, normalize: bool = False, bias: bool = False) -> None:
         super().__init__()
         name = "TopKRouter"
-        for arg, value in (("in_features", in_features), ("num_experts", num_experts)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"diffcomb.{name}: {arg} must be a positive int, got {value!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_experts:
-            raise ValueError(f"diffcomb.{name}: k must be an int with 1 <= k <= num_experts = {num_experts}, got {k!r}")
-        self.in_features, self.num_experts, self.k = in_features, num_experts, k
-        self.regularization_strength = _check_strength(name, regularization_strength)
-        self.p = _topk._check_p(name, p)
+        self.in_features = check_int(name, "in_features", in_features, 1)
+        self.num_experts = check_int(name, "num_experts", num_experts, 1)
+        self.k = check_int(name, "k", k, 1, num_experts)
+        self.regularization_strength = check_strength(name, regularization_strength)
+        self.p = check_p(name, p)
         self.normalize = check_flag(name, "normalize", normalize)
         self.proj = nn.Linear(in_features, num_experts, bias=check_flag(name, "bias", bias))
 

@@ -9,7 +9,7 @@ Omega*(theta) + Omega(y) - <theta, y>), never from the implementation:
   tied scores take their average rank, and at a top-k cutoff a tie group shares the remaining slots
   evenly (the limit of the soft ranks and of the soft top-k mask as the strength goes to 0);
 - the soft metrics put the soft ranks / soft top-k mask of the permutahedron reference
-  (tests/reference/permutahedron.py) into the same formulas; the soft AP ranks the positives
+  (tests/reference/isotonic.py) into the same formulas; the soft AP ranks the positives
   among themselves by calling the soft rank on the positives alone;
 - the Fenchel-Young losses compute Omega*(theta) = <theta, y_hat> - Omega(y_hat) from the
   reference prediction (permutahedron soft rank, or the Sinkhorn plan of tests/reference/sinkhorn.py).
@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from . import permutahedron as perm
+from . import isotonic as perm
 from . import sinkhorn as skh
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Validate the float64 numpy references of tests/reference/permutahedron.py against SPEC.md:
+"""Validate the float64 numpy references of tests/reference/isotonic.py against SPEC.md:
 the reference values of SPEC 7.1 / 7.2, finite differences, optimality (KKT) conditions and the
 properties of SPEC 1.7 / 2."""
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.reference import permutahedron as ref
+from tests.reference import isotonic as ref
 
 RTOL = 1e-5
 ATOL = 1e-6  # SPEC 7 rounds to 6 decimals
