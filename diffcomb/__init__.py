@@ -17,7 +17,8 @@ axes last or chosen with ``dim``):
   samplers :func:`sample_gumbel`, :func:`sample_normal`, :func:`sample_sum_of_gamma`
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
-:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`DiffSortNet`,
+:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`SharpSoftDTWDivergence`,
+:class:`SoftDTWAlignment`, :class:`DiffSortNet`,
 :class:`RankingLoss`, :class:`Sinkhorn`, :class:`PerturbedTopK`, :class:`PerturbedArgmax`,
 :class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`, :class:`BlackboxShortestPath`,
 :class:`PerturbedFenchelYoungLoss`.
@@ -34,7 +35,8 @@ from .nn import (
     PerturbedShortestPath,
     PerturbedTopK,
 )
-from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+from .nn import SharpSoftDTW, SharpSoftDTWDivergence, SoftDTW, SoftDTWAlignment, SoftDTWDivergence
+from .nn import SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
 from .nn import Sinkhorn
 from .sinkhorn import (
     SinkhornResult,
@@ -121,9 +123,11 @@ __all__ = [
     "sort_permutation",
     "topk_mask",
     "SharpSoftDTW",
+    "SharpSoftDTWDivergence",
     "Sinkhorn",
     "SinkhornResult",
     "SoftDTW",
+    "SoftDTWAlignment",
     "SoftDTWDivergence",
     "SoftLTSLoss",
     "SoftRank",
