@@ -268,10 +268,8 @@ struct Smoothing {
 // Forward: R and B's normalizer (or code) of cell (k, i), from diagonals k - 1 and k - 2.
 template <class M, bool Hard>
 struct ForwardStep {
-  const double* r1;  // R of diagonal k - 1 (left at i, up at i - 1)
-  const double* r2;  // R of diagonal k - 2 (diag at i - 1)
-  double* r;
-  double* b;
+  const double *r1, *r2;  // R of diagonals k - 1 (left at i, up at i - 1) and k - 2 (diag at i - 1)
+  double *r, *b;           // R and B of diagonal k
   Smoothing s;
   DC_HOST_DEVICE DC_STEP_INLINE ForwardStep(const Arrays& a, int64_t k, Smoothing s)
       : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), r(a.A + a.start[k]), b(a.B + a.start[k]), s(s) {}
@@ -286,14 +284,9 @@ struct ForwardStep {
 // into D and mu into Z.
 template <class M, bool Hard>
 struct TangentStep {
-  const double* r1;
-  const double* r2;
-  const double* d1;  // dR of diagonal k - 1
-  const double* d2;  // dR of diagonal k - 2
-  double* r;
-  double* b;
-  double* d;
-  double* z;
+  const double *r1, *r2;  // R of diagonals k - 1 and k - 2
+  const double *d1, *d2;  // dR of diagonals k - 1 and k - 2
+  double *r, *b, *d, *z;  // R, B, dR and Z of diagonal k
   Smoothing s;
   DC_HOST_DEVICE DC_STEP_INLINE TangentStep(const Arrays& a, int64_t k, Smoothing s)
       : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), d1(a.D + a.start[k - 1]), d2(a.D + a.start[k - 2]),
@@ -313,12 +306,10 @@ struct TangentStep {
 // diagonals k + 1 and k + 2 (above, "The successors of cell (k, i)").
 template <class M, bool Hard>
 struct BackwardStep {
-  const double* e1;  // E of diagonal k + 1 (right at i, down at i + 1)
-  const double* b1;
-  const double* e2;  // E of diagonal k + 2 (diagonal successor at i + 1)
-  const double* b2;
-  const double* r0;  // R of the successors' diagonal predecessors, on diagonal k - 1
-  double* a;
+  const double *e1, *b1;  // E and B of diagonal k + 1 (right successor at i, down at i + 1)
+  const double *e2, *b2;  // E and B of diagonal k + 2 (diagonal successor at i + 1)
+  const double* r0;       // R of the successors' diagonal predecessors, on diagonal k - 1
+  double* a;              // R of diagonal k, overwritten by E
   Smoothing s;
   DC_HOST_DEVICE DC_STEP_INLINE BackwardStep(const Arrays& w, int64_t k, Smoothing s)
       : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), e2(w.A + w.start[k + 2]), b2(w.B + w.start[k + 2]),
@@ -334,17 +325,10 @@ struct BackwardStep {
 // Backward with its tangent (SPEC 3.8): E into A, dE = H Z into D.
 template <class M, bool Hard>
 struct SecondBackwardStep {
-  const double* e1;
-  const double* b1;
-  const double* d1;  // dE of diagonal k + 1
-  const double* z1;  // mu of diagonal k + 1
-  const double* e2;
-  const double* b2;
-  const double* d2;
-  const double* z2;
-  const double* r0;
-  double* a;
-  double* d;
+  const double *e1, *b1, *d1, *z1;  // E, B, dE and mu of diagonal k + 1
+  const double *e2, *b2, *d2, *z2;  // the same of diagonal k + 2
+  const double* r0;                 // as in BackwardStep
+  double *a, *d;                    // R and dR of diagonal k, overwritten by E and dE
   Smoothing s;
   DC_HOST_DEVICE DC_STEP_INLINE SecondBackwardStep(const Arrays& w, int64_t k, Smoothing s)
       : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), d1(w.D + w.start[k + 1]), z1(w.Z + w.start[k + 1]),
