@@ -18,7 +18,8 @@ axes last or chosen with ``dim``):
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SoftTopK`, :class:`SoftQuantile`,
 :class:`IsotonicRegression`, :class:`SoftSpearman`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
-:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`DiffSortNet`,
+:class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`,
+:class:`SharpSoftDTWDivergence`, :class:`SoftDTWAlignment`, :class:`DiffSortNet`,
 :class:`RankingLoss`, :class:`Sinkhorn`, :class:`PerturbedTopK`, :class:`PerturbedArgmax`,
 :class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`, :class:`BlackboxShortestPath`,
 :class:`PerturbedFenchelYoungLoss`.
@@ -35,7 +36,8 @@ from .nn import (
     PerturbedShortestPath,
     PerturbedTopK,
 )
-from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
+from .nn import SharpSoftDTW, SharpSoftDTWDivergence, SoftDTW, SoftDTWAlignment, SoftDTWDivergence
+from .nn import SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
 from .nn import Sinkhorn
 from .sinkhorn import (
     SinkhornResult,
@@ -123,9 +125,11 @@ __all__ = [
     "sort_permutation",
     "topk_mask",
     "SharpSoftDTW",
+    "SharpSoftDTWDivergence",
     "Sinkhorn",
     "SinkhornResult",
     "SoftDTW",
+    "SoftDTWAlignment",
     "SoftDTWDivergence",
     "SoftLTSLoss",
     "SoftRank",

@@ -8,10 +8,17 @@ import torch
 import diffcomb
 import diffcomb.isotonic
 import diffcomb.losses.isotonic
+import diffcomb.nn.softdtw
 import diffcomb.softdtw
+import diffcomb.softdtw.costs
+import diffcomb.softdtw.functional
 
 
-@pytest.mark.parametrize("module", [diffcomb.isotonic, diffcomb.losses.isotonic, diffcomb.softdtw], ids=lambda m: m.__name__)
+MODULES = [diffcomb.isotonic, diffcomb.losses.isotonic, diffcomb.softdtw, diffcomb.softdtw.costs,
+           diffcomb.softdtw.functional, diffcomb.nn.softdtw]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"torch": torch, "diffcomb": diffcomb},
                              optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -470,8 +470,22 @@ entry("SoftTopK")(_module(lambda g, n: diffcomb.SoftTopK(randint(g, 0, n))))
 entry("SoftQuantile")(_module(lambda g, n: diffcomb.SoftQuantile(uniform(g, 0.0, 1.0))))
 entry("IsotonicRegression")(_module(lambda g, n: diffcomb.IsotonicRegression()))
 entry("SoftSpearman")(_module(lambda g, n: diffcomb.SoftSpearman(), targets=True, lo=2))
-for _name in ("SoftDTW", "SoftDTWDivergence", "SharpSoftDTW"):
-    entry(_name)(_on_series(getattr(diffcomb, _name)()))
+
+
+def _on_batched_series(module: torch.nn.Module):
+    """The soft-DTW modules take (B, N, D) series with at least one batch dimension."""
+    def build(g):
+        lead = [randint(g, 1, 3)] + lead_shape(g, 1)
+        d = randint(g, 1, 3)
+        scale = log_uniform(g, 0.3, 3.0)
+        x = leaf(normal(g, *lead, randint(g, 1, 7), d, scale=scale))
+        y = leaf(normal(g, *lead, randint(g, 1, 7), d, scale=scale))
+        return Problem(lambda x, y: module(x, y), [x, y])
+    return build
+
+
+for _name in ("SoftDTW", "SoftDTWDivergence", "SharpSoftDTW", "SharpSoftDTWDivergence", "SoftDTWAlignment"):
+    entry(_name)(_on_batched_series(getattr(diffcomb, _name)()))
 
 
 # --- ranking metrics and Fenchel-Young losses (SPEC 2.5, 2.6): eps = 1 by default --------------------

@@ -1,10 +1,10 @@
-// CUDA kernels of soft-DTW: the anti-diagonal engine of softdtw.h
-// (Diagonals and the cell functions, soft and hard, first and second
-// order) as a tiled wavefront.
+// CUDA driver of soft-DTW: the anti-diagonal engine of softdtw.h and layout.h
+// (the geometry, the cell steps soft and hard, first and second order) as a
+// tiled wavefront.
 //
 // Design.
-// - Tiles: every pair is cut into kTile x kTile tiles. The tiles of one tile
-//   anti-diagonal (ti + tj = t) are independent, so one launch per tile
+// - Tiles: every pair is cut into the kTile x kTile tiles of layout.h. The
+//   tiles of one tile anti-diagonal are independent, so one launch per tile
 //   diagonal runs all of them, for all pairs of the batch, as one thread
 //   block each: grid (batch, tiles of diagonal t). Inside a tile the block
 //   walks the cell diagonals with a __syncthreads between them, one cell per
@@ -13,9 +13,9 @@
 //   pairs still spread over many SMs.
 // - Memory: each pair's arrays A, B (and D, Z for the second order; double)
 //   and diagonal offsets live in one global work array from Python
-//   (softdtw_cuda_work_bytes), in the CPU engine's layout: consecutive cells
-//   of a diagonal are consecutive in memory, so a warp's accesses to A, B, D
-//   and Z are coalesced. Only in-band cells are stored.
+//   (softdtw_work_bytes), in the CPU driver's layout: consecutive cells of a
+//   diagonal are consecutive in memory, so a warp's accesses to A, B, D and Z
+//   are coalesced. Only in-band cells are stored.
 // - Costs are read (matrix) or computed from the series (x_i, y_j) by the
 //   thread that computes the cell, when it computes it: no pass of its own
 //   and no (B, N, M) intermediate for series.
@@ -27,13 +27,14 @@
 // - Gradients: E (and H Z) to matrices; for series, gx (one thread per row)
 //   and gy (one thread per column) summed in a fixed order: deterministic,
 //   no atomics.
-// The CPU sweeps (cpu.cpp) run the same tiles, diagonal by diagonal, when a
+// The CPU driver (cpu.cpp) runs the same tiles, diagonal by diagonal, when a
 // small batch shares the threads, so the CPU tests cover this order.
 #include <cstdint>
 
 #include "../common/common.h"
 #include "../common/cuda_utils.cuh"
 #include "api.h"
+#include "layout.h"
 #include "softdtw.h"
 
 namespace diffcomb {
@@ -44,17 +45,9 @@ constexpr int kTile = 256;     // tile side, in cells
 constexpr int kThreads = 256;  // threads per tile block: one per cell of a tile diagonal
 constexpr int kPairThreads = 256;
 
-// Doubles of each array per pair: the layout of the full (m, n) problem, the
-// largest any lengths can need.
-int64_t cells_per_pair(int64_t m, int64_t n, int64_t band) {
-  const Diagonals g = Diagonals::of(m, n, band);
-  int64_t size = 0;
-  for (int64_t k = 0; k <= g.last() + 1; ++k) size += g.length(k) + 2;
-  return size;
-}
-
 // Per pair: arrays * cells doubles, starts int64 offsets, one int64 status
-// and two doubles (value, tangent).
+// and two doubles (value, tangent). cells: the layout of the full (m, n)
+// problem, the largest any lengths can need.
 struct WorkLayout {
   int64_t cells;
   int64_t arrays;  // 2: A, B;  4: A, B, D, Z (second order)
@@ -64,15 +57,12 @@ struct WorkLayout {
 };
 
 WorkLayout work_layout(int64_t batch, int64_t m, int64_t n, int64_t band, bool second_order) {
-  return {cells_per_pair(m, n, band), second_order ? 4 : 2, m + n + 2, batch};
+  return {Diagonals::of(m, n, band).size(), second_order ? 4 : 2, m + n + 2, batch};
 }
 
 struct PairWork {
-  double* A;
-  double* B;
-  double* D;  // second order only
-  double* Z;  // second order only
-  int64_t* start;
+  Arrays arrays;
+  int64_t* start;  // arrays.start, writable (setup)
   int64_t* status;
   double* result;  // value, tangent
 };
@@ -84,11 +74,10 @@ __device__ PairWork pair_work(void* work, const WorkLayout& layout, int64_t b) {
   int64_t* status = starts + layout.batch * layout.starts;
   double* results = reinterpret_cast<double*>(status + layout.batch);
   const bool second = layout.arrays == 4;
-  return {arrays,
-          arrays + layout.cells,
-          second ? arrays + 2 * layout.cells : nullptr,
-          second ? arrays + 3 * layout.cells : nullptr,
-          starts + b * layout.starts,
+  int64_t* start = starts + b * layout.starts;
+  return {{arrays, arrays + layout.cells, second ? arrays + 2 * layout.cells : nullptr,
+           second ? arrays + 3 * layout.cells : nullptr, start},
+          start,
           status + b,
           results + 2 * b};
 }
@@ -109,27 +98,12 @@ struct SeriesSource {
   const T* y;
   int64_t m, n, D;
   int kind;
-  __device__ double h(int64_t b, int64_t i, int64_t j) const {
-    return half_sq(x + (b * m + (i - 1)) * D, y + (b * n + (j - 1)) * D, D);
-  }
-  __device__ double cost(int64_t b, int64_t i, int64_t j) const { return step_cost<LibMath>(h(b, i, j), kind); }
-  // d cost / d x_i = factor (x_i - y_j)
-  __device__ double factor(int64_t b, int64_t i, int64_t j) const {
-    return step_cost_factor<LibMath>(kind == kCostLogAugmented ? h(b, i, j) : 0.0, kind);
-  }
+  __device__ SeriesPair<T> pair(int64_t b) const { return {x + b * m * D, y + b * n * D, D, kind}; }
+  __device__ double cost(int64_t b, int64_t i, int64_t j) const { return pair(b).template cost<LibMath>(i, j); }
 };
 
-struct Problem {
-  const int64_t* lengths_x;
-  const int64_t* lengths_y;
-  int64_t m, n, band;
-  __device__ Diagonals pair(int64_t b) const {
-    return Diagonals::of(used_length(lengths_x, b, m), used_length(lengths_y, b, n), band);
-  }
-};
-
-// One block per pair: the diagonal offsets, the pads (+inf in A and B, 0 in
-// D and Z), R[0][0] = 0, and the status (0, or 1 for an infeasible band).
+// One block per pair: the diagonal offsets, the pads, the origin, and the
+// status (0, or 1 for an infeasible band).
 __global__ void setup_kernel(Problem p, void* work, WorkLayout layout) {
   const int64_t b = blockIdx.x;
   const Diagonals g = p.pair(b);
@@ -139,58 +113,38 @@ __global__ void setup_kernel(Problem p, void* work, WorkLayout layout) {
     *w.status = g.feasible() ? 0 : 1;
   }
   __syncthreads();
-  const bool second = w.D != nullptr;
-  for (int64_t k = threadIdx.x; k <= g.last() + 1; k += blockDim.x) {
-    const int64_t pads[2] = {w.start[k] + g.lo(k) - 1, w.start[k] + g.hi(k) + 1};
-    for (int64_t q : pads) {
-      w.A[q] = w.B[q] = INFINITY;
-      if (second) w.D[q] = w.Z[q] = 0.0;
-    }
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    w.A[w.start[0]] = 0.0;
-    if (second) w.D[w.start[0]] = w.Z[w.start[0]] = 0.0;
-  }
+  for (int64_t k = threadIdx.x; k <= g.last() + 1; k += blockDim.x) set_pads(w.arrays, g, k);
+  if (threadIdx.x == 0) set_origin(w.arrays);  // not a pad slot: no race with the loop
 }
 
-// The tile (first + blockIdx.y, t - ti) of tile diagonal t, for pair
-// blockIdx.x: rows [*i0, *i1] x columns [*j0, *j1] of the used block; false
-// when the tile is outside it.
-__device__ bool tile_of(const Diagonals& g, int64_t t, int64_t first, int64_t* i0, int64_t* i1, int64_t* j0,
-                        int64_t* j1) {
-  const int64_t ti = first + blockIdx.y, tj = t - ti;
-  *i0 = ti * kTile + 1;
-  *j0 = tj * kTile + 1;
-  *i1 = min(g.mb, (ti + 1) * kTile);
-  *j1 = min(g.nb, (tj + 1) * kTile);
-  return *i0 <= *i1 && *j0 <= *j1;
+// The tile of tile diagonal t that block (b, blockIdx.y) sweeps.
+__device__ Tile block_tile(const Diagonals& g, int64_t t, int64_t first) {
+  const int64_t ti = first + blockIdx.y;
+  return Tile::at(g, kTile, ti, t - ti);
 }
 
 // Forward (or its tangent, with a direction Z) over the tiles of tile
 // diagonal t.
 template <bool Hard, class Source, class T>
-__global__ void forward_tiles_kernel(int64_t t, int64_t first, Problem p, Source source, const T* Z, double gamma,
+__global__ void forward_tiles_kernel(int64_t t, int64_t first, Problem p, Source source, const T* Z, Smoothing s,
                                      void* work, WorkLayout layout) {
   const int64_t b = blockIdx.x;
   const Diagonals g = p.pair(b);
   const PairWork w = pair_work(work, layout, b);
-  int64_t i0, i1, j0, j1;
-  if (*w.status == 1 || !tile_of(g, t, first, &i0, &i1, &j0, &j1)) return;
-  const double inv_gamma = Hard ? 0.0 : 1.0 / gamma;
-  for (int64_t k = i0 + j0; k <= i1 + j1; ++k) {
-    const int64_t lo = max(max(g.lo(k), i0), k - j1), hi = min(min(g.hi(k), i1), k - j0);
-    const int64_t i = lo + threadIdx.x;  // a tile diagonal has at most kTile = blockDim.x cells
-    if (i <= hi) {
+  const Tile tile = block_tile(g, t, first);
+  if (*w.status == 1 || tile.empty()) return;
+  for (int64_t k = tile.first(); k <= tile.last(); ++k) {
+    const int64_t i = tile.lo(g, k) + threadIdx.x;  // a tile diagonal has at most kTile = blockDim.x cells
+    if (i <= tile.hi(g, k)) {
       const int64_t at = w.start[k] + i;
       const double c = source.cost(b, i, k - i);
       if (!is_finite(c)) atomicOr(reinterpret_cast<unsigned long long*>(w.status), 2ull);
-      w.B[at] = c;
+      w.arrays.B[at] = c;
       if (Z) {
-        w.Z[at] = double(Z[(b * p.m + (i - 1)) * p.n + (k - i - 1)]);
-        tangent_cell<LibMath, Hard>(w.A, w.B, w.D, w.Z, w.start, k, i, gamma, inv_gamma);
+        w.arrays.Z[at] = double(Z[(b * p.m + (i - 1)) * p.n + (k - i - 1)]);
+        TangentStep<LibMath, Hard>(w.arrays, k, s)(i);
       } else {
-        forward_cell<LibMath, Hard>(w.A, w.B, w.start, k, i, gamma, inv_gamma);
+        ForwardStep<LibMath, Hard>(w.arrays, k, s)(i);
       }
     }
     __syncthreads();
@@ -199,49 +153,42 @@ __global__ void forward_tiles_kernel(int64_t t, int64_t first, Problem p, Source
 
 // Backward (first or second order) over the tiles of tile diagonal t.
 template <bool Hard>
-__global__ void backward_tiles_kernel(int64_t t, int64_t first, Problem p, double gamma, void* work,
+__global__ void backward_tiles_kernel(int64_t t, int64_t first, Problem p, Smoothing s, void* work,
                                       WorkLayout layout) {
   const int64_t b = blockIdx.x;
   const Diagonals g = p.pair(b);
   const PairWork w = pair_work(work, layout, b);
-  int64_t i0, i1, j0, j1;
-  if (*w.status != 0 || !tile_of(g, t, first, &i0, &i1, &j0, &j1)) return;
-  const double inv_gamma = Hard ? 0.0 : 1.0 / gamma;
-  for (int64_t k = min(i1 + j1, g.last() - 1); k >= i0 + j0; --k) {
-    const int64_t lo = max(max(g.lo(k), i0), k - j1), hi = min(min(g.hi(k), i1), k - j0);
-    const int64_t i = lo + threadIdx.x;
-    if (i <= hi) {
-      if (w.D) {
-        second_backward_cell<LibMath, Hard>(w.A, w.B, w.D, w.Z, w.start, k, i, inv_gamma);
+  const Tile tile = block_tile(g, t, first);
+  if (*w.status != 0 || tile.empty()) return;
+  for (int64_t k = tile.last_backward(g); k >= tile.first(); --k) {
+    const int64_t i = tile.lo(g, k) + threadIdx.x;
+    if (i <= tile.hi(g, k)) {
+      if (w.arrays.D) {
+        SecondBackwardStep<LibMath, Hard>(w.arrays, k, s)(i);
       } else {
-        backward_cell<LibMath, Hard>(w.A, w.B, w.start, k, i, inv_gamma);
+        BackwardStep<LibMath, Hard>(w.arrays, k, s)(i);
       }
     }
     __syncthreads();
   }
 }
 
-// One thread per pair, between the passes: saves R[mb][nb] (and dR[mb][nb])
-// and seeds E[mb][nb] = 1 (dE[mb][nb] = 0); writes the value output
-// (the tangent for the second order) with the status applied.
+// One thread per pair, between the passes (layout.h, finish_forward); writes
+// the value output (the tangent for the second order) with the status
+// applied.
 template <class T>
 __global__ void finish_forward_kernel(Problem p, T* out, bool tangent, void* work, WorkLayout layout) {
   const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (b >= layout.batch) return;
-  const Diagonals g = p.pair(b);
   const PairWork w = pair_work(work, layout, b);
   const int64_t status = *w.status;
   double v = INFINITY;
   if (status == 0) {
-    const int64_t end = w.start[g.last()] + g.mb;
-    w.result[0] = w.A[end];
-    w.A[end] = 1.0;
-    if (w.D) {
-      w.result[1] = w.D[end];
-      w.D[end] = 0.0;
-    }
-    v = tangent ? w.result[1] : w.result[0];
-    if (!is_finite(w.result[0])) {
+    const Ends ends = finish_forward(w.arrays, p.pair(b));
+    w.result[0] = ends.value;
+    w.result[1] = ends.tangent;
+    v = tangent ? ends.tangent : ends.value;
+    if (!is_finite(ends.value)) {
       *w.status = 4;  // the backward and the stores see it: NaN derivatives (and a NaN tangent)
       if (tangent) v = NAN;
     }
@@ -252,8 +199,8 @@ __global__ void finish_forward_kernel(Problem p, T* out, bool tangent, void* wor
 }
 
 // The used cells of `in` (A or D, by offset) into M (B, m, n), zeroed by the
-// caller; NaN on the used block for a pair with a non-finite cost. Grid
-// (batch, blocks).
+// caller where a band or lengths leave cells out; NaN on the used block for
+// a pair with a non-finite cost. Grid (batch, blocks).
 template <class T>
 __global__ void store_matrix_kernel(Problem p, int which, T* M, void* work, WorkLayout layout) {
   const int64_t b = blockIdx.x;
@@ -261,7 +208,7 @@ __global__ void store_matrix_kernel(Problem p, int which, T* M, void* work, Work
   const PairWork w = pair_work(work, layout, b);
   const int64_t status = *w.status;
   if (status == 1) return;
-  const double* in = which == 0 ? w.A : w.D;
+  const double* in = which == 0 ? w.arrays.A : w.arrays.D;
   T* out = M + b * p.m * p.n;
   const int64_t stride = int64_t(gridDim.y) * blockDim.x;
   for (int64_t q = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; q < g.mb * g.nb; q += stride) {
@@ -274,9 +221,9 @@ __global__ void store_matrix_kernel(Problem p, int which, T* M, void* work, Work
   }
 }
 
-// Series gradients from E (SPEC 3.3): gx_i = sum_j E_ij f_ij (x_i - y_j)
-// with one thread per row, gy_j = -sum_i E_ij f_ij (x_i - y_j) with one
-// thread per column. Grid (batch, blocks); gx, gy zeroed by the caller.
+// Series gradients from E (softdtw.h, SeriesPair): gx_i with one thread per
+// row (sum over j), gy_j with one thread per column (sum over i). Grid
+// (batch, blocks); rows past the lengths are the caller's.
 template <class T>
 __global__ void series_gradients_kernel(Problem p, SeriesSource<T> source, T* gx, T* gy, void* work,
                                         WorkLayout layout) {
@@ -285,19 +232,17 @@ __global__ void series_gradients_kernel(Problem p, SeriesSource<T> source, T* gx
   const PairWork w = pair_work(work, layout, b);
   const int64_t status = *w.status;
   if (status == 1) return;
-  const int64_t D = source.D;
-  const T* x = source.x + b * p.m * D;
-  const T* y = source.y + b * p.n * D;
+  const SeriesPair<T> pair = source.pair(b);
+  const double* E = w.arrays.A;
+  const int64_t D = pair.D;
   const int64_t stride = int64_t(gridDim.y) * blockDim.x;
   const int64_t first = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   for (int64_t i = first + 1; gx && i <= g.mb; i += stride) {
     for (int64_t d = 0; d < D; ++d) {
       double acc = 0.0;
-      if (status == 0) {
-        for (int64_t j = g.first_col(i); j <= g.last_col(i); ++j) {
-          const double e = w.A[w.start[i + j] + i];
-          if (e != 0.0) acc += e * source.factor(b, i, j) * (double(x[(i - 1) * D + d]) - double(y[(j - 1) * D + d]));
-        }
+      for (int64_t j = g.first_col(i); status == 0 && j <= g.last_col(i); ++j) {
+        const double e = E[w.start[i + j] + i];
+        if (e != 0.0) acc += pair.template weight<LibMath>(e, i, j) * pair.difference(i, j, d);
       }
       gx[(b * p.m + (i - 1)) * D + d] = status == 0 ? T(acc) : quiet_nan<T>();
     }
@@ -305,20 +250,13 @@ __global__ void series_gradients_kernel(Problem p, SeriesSource<T> source, T* gx
   for (int64_t j = first + 1; gy && j <= g.nb; j += stride) {
     for (int64_t d = 0; d < D; ++d) {
       double acc = 0.0;
-      if (status == 0) {
-        for (int64_t i = g.first_row(j); i <= g.last_row(j); ++i) {
-          const double e = w.A[w.start[i + j] + i];
-          if (e != 0.0) acc += e * source.factor(b, i, j) * (double(x[(i - 1) * D + d]) - double(y[(j - 1) * D + d]));
-        }
+      for (int64_t i = g.first_row(j); status == 0 && i <= g.last_row(j); ++i) {
+        const double e = E[w.start[i + j] + i];
+        if (e != 0.0) acc += pair.template weight<LibMath>(e, i, j) * pair.difference(i, j, d);
       }
       gy[(b * p.n + (j - 1)) * D + d] = status == 0 ? T(-acc) : quiet_nan<T>();
     }
   }
-}
-
-template <class T>
-T* ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
 }
 
 unsigned int blocks_for(int64_t items, int threads, int64_t cap) {
@@ -330,16 +268,15 @@ unsigned int blocks_for(int64_t items, int threads, int64_t cap) {
 // finish kernel (value or tangent into `out`), and, with `backward`, the
 // backward tile diagonals. A then holds E, D holds H Z.
 template <bool Hard, class Source, class T>
-void run_passes(const Problem& p, const Source& source, const T* Z, T* out, bool backward, double gamma, void* work,
+void run_passes(const Problem& p, const Source& source, const T* Z, T* out, bool backward, Smoothing s, void* work,
                 const WorkLayout& layout, cudaStream_t stream) {
   const auto batch = static_cast<unsigned int>(layout.batch);
   setup_kernel<<<batch, kPairThreads, 0, stream>>>(p, work, layout);
   check_launch("softdtw setup_kernel");
-  const int64_t tm = (p.m + kTile - 1) / kTile, tn = (p.n + kTile - 1) / kTile;
-  for (int64_t t = 0; t <= tm + tn - 2; ++t) {
-    const int64_t first = t - (tn - 1) > 0 ? t - (tn - 1) : 0, last = t < tm - 1 ? t : tm - 1;
-    const dim3 grid(batch, static_cast<unsigned int>(last - first + 1));
-    forward_tiles_kernel<Hard><<<grid, kThreads, 0, stream>>>(t, first, p, source, Z, gamma, work, layout);
+  const Tiles tiles = Tiles::of(p.m, p.n, kTile);
+  for (int64_t t = 0; t < tiles.count(); ++t) {
+    const dim3 grid(batch, static_cast<unsigned int>(tiles.last(t) - tiles.first(t) + 1));
+    forward_tiles_kernel<Hard><<<grid, kThreads, 0, stream>>>(t, tiles.first(t), p, source, Z, s, work, layout);
     check_launch("softdtw forward_tiles_kernel");
   }
   // One thread per pair, no grid-stride loop: the grid is not capped below the batch.
@@ -347,12 +284,20 @@ void run_passes(const Problem& p, const Source& source, const T* Z, T* out, bool
                                                                                         work, layout);
   check_launch("softdtw finish_forward_kernel");
   if (!backward) return;
-  for (int64_t t = tm + tn - 2; t >= 0; --t) {
-    const int64_t first = t - (tn - 1) > 0 ? t - (tn - 1) : 0, last = t < tm - 1 ? t : tm - 1;
-    const dim3 grid(batch, static_cast<unsigned int>(last - first + 1));
-    backward_tiles_kernel<Hard><<<grid, kThreads, 0, stream>>>(t, first, p, gamma, work, layout);
+  for (int64_t t = tiles.count() - 1; t >= 0; --t) {
+    const dim3 grid(batch, static_cast<unsigned int>(tiles.last(t) - tiles.first(t) + 1));
+    backward_tiles_kernel<Hard><<<grid, kThreads, 0, stream>>>(t, tiles.first(t), p, s, work, layout);
     check_launch("softdtw backward_tiles_kernel");
   }
+}
+
+// run_passes with the mode (hard or soft) chosen from gamma.
+template <class Source, class T>
+void run(const Problem& p, const Source& source, const T* Z, T* out, bool backward, double gamma, void* work,
+         const WorkLayout& layout, cudaStream_t stream) {
+  dispatch_bool(gamma == 0.0, [&](auto hard) {
+    run_passes<decltype(hard)::value>(p, source, Z, out, backward, Smoothing::of(gamma), work, layout, stream);
+  });
 }
 
 template <class T>
@@ -369,65 +314,58 @@ int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band, bool 
 }
 
 void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
-                              std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch, int64_t m, int64_t n,
-                              double gamma, int64_t band, int dtype, int device, std::uintptr_t stream) {
+                              std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma,
+                              int64_t band, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
   const WorkLayout layout = work_layout(batch, m, n, band, false);
-  const Problem p{ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, band};
+  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const MatrixSource<T> source{ptr<const T>(C), m, n};
-    dispatch_bool(gamma == 0.0, [&](auto hard) {
-      run_passes<decltype(hard)::value>(p, source, static_cast<const T*>(nullptr), ptr<T>(value), E != 0, gamma,
-                                        ptr<void>(work), layout, as_stream(stream));
-    });
-    if (E) store_matrix(p, 0, ptr<T>(E), ptr<void>(work), layout, as_stream(stream));
+    const MatrixSource<T> source{at_address<const T>(C), m, n};
+    run(p, source, static_cast<const T*>(nullptr), at_address<T>(value), E != 0, gamma, at_address<void>(work),
+        layout, as_stream(stream));
+    if (E) store_matrix(p, 0, at_address<T>(E), at_address<void>(work), layout, as_stream(stream));
   });
 }
 
 void series_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::uintptr_t gx, std::uintptr_t gy,
-                 std::uintptr_t lengths_x, std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch, int64_t m,
-                 int64_t n, int64_t D, int cost, double gamma, int64_t band, int dtype, int device,
+                 std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, int64_t D,
+                 int cost, double gamma, int64_t band, int dtype, std::uintptr_t work, int device,
                  std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
   const WorkLayout layout = work_layout(batch, m, n, band, false);
-  const Problem p{ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, band};
+  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
   const bool grads = gx || gy;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const SeriesSource<T> source{ptr<const T>(x), ptr<const T>(y), m, n, D, cost};
-    dispatch_bool(gamma == 0.0, [&](auto hard) {
-      run_passes<decltype(hard)::value>(p, source, static_cast<const T*>(nullptr), ptr<T>(value), grads, gamma,
-                                        ptr<void>(work), layout, as_stream(stream));
-    });
+    const SeriesSource<T> source{at_address<const T>(x), at_address<const T>(y), m, n, D, cost};
+    run(p, source, static_cast<const T*>(nullptr), at_address<T>(value), grads, gamma, at_address<void>(work), layout,
+        as_stream(stream));
     if (!grads) return;
     const dim3 grid(static_cast<unsigned int>(batch), blocks_for(m > n ? m : n, 128, 64));
-    series_gradients_kernel<T><<<grid, 128, 0, as_stream(stream)>>>(p, source, gx ? ptr<T>(gx) : nullptr,
-                                                                     gy ? ptr<T>(gy) : nullptr, ptr<void>(work),
-                                                                     layout);
+    series_gradients_kernel<T><<<grid, 128, 0, as_stream(stream)>>>(p, source, at_address<T>(gx), at_address<T>(gy),
+                                                                     at_address<void>(work), layout);
     check_launch("softdtw series_gradients_kernel");
   });
 }
 
 void second_order_cuda(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, std::uintptr_t E, std::uintptr_t HZ,
-                       std::uintptr_t lengths_x, std::uintptr_t lengths_y, std::uintptr_t work, int64_t batch,
-                       int64_t m, int64_t n, double gamma, int64_t band, int dtype, int device,
+                       std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
+                       double gamma, int64_t band, int dtype, std::uintptr_t work, int device,
                        std::uintptr_t stream) {
   if (batch == 0) return;
   DeviceGuard guard(device);
   const WorkLayout layout = work_layout(batch, m, n, band, true);
-  const Problem p{ptr<const int64_t>(lengths_x), ptr<const int64_t>(lengths_y), m, n, band};
+  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const MatrixSource<T> source{ptr<const T>(C), m, n};
-    dispatch_bool(gamma == 0.0, [&](auto hard) {
-      run_passes<decltype(hard)::value>(p, source, ptr<const T>(Z), ptr<T>(jvp), true, gamma, ptr<void>(work), layout,
-                                        as_stream(stream));
-    });
-    store_matrix(p, 0, ptr<T>(E), ptr<void>(work), layout, as_stream(stream));
-    store_matrix(p, 1, ptr<T>(HZ), ptr<void>(work), layout, as_stream(stream));
+    const MatrixSource<T> source{at_address<const T>(C), m, n};
+    run(p, source, at_address<const T>(Z), at_address<T>(jvp), true, gamma, at_address<void>(work), layout,
+        as_stream(stream));
+    store_matrix(p, 0, at_address<T>(E), at_address<void>(work), layout, as_stream(stream));
+    store_matrix(p, 1, at_address<T>(HZ), at_address<void>(work), layout, as_stream(stream));
   });
 }
 

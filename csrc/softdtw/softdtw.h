@@ -1,7 +1,8 @@
 // Soft-DTW on anti-diagonals: the forward DP, the expected-alignment
 // backward and the second-order pass (SPEC.md sections 3.2-3.8), as cell
-// functions shared by the CPU sweeps (cpu.cpp, vectorized along a diagonal)
-// and the CUDA wavefront (cuda.cu, threads along a diagonal).
+// functions and per-diagonal steps shared by the CPU sweeps (cpu.cpp,
+// vectorized along a diagonal) and the CUDA wavefront (cuda.cu, threads
+// along a diagonal). The layout's geometry, pads and tiles: layout.h.
 //
 // One problem is a cost matrix of which the leading mb x nb block is used
 // (variable lengths), smoothing gamma >= 0 (0: hard DTW, ties broken diag,
@@ -62,84 +63,10 @@
 #pragma once
 
 #include "../common/common.h"
+#include "layout.h"
 
 namespace diffcomb {
 namespace softdtw {
-
-// The used length of pair b: lengths[b] (nullptr: full), kept within [1, full]
-// so that no length can take the kernels outside a pair's memory. Python
-// checks the range and raises; under torch.compile it cannot (that would be a
-// host sync), and an out-of-range length is clamped here instead.
-DC_HOST_DEVICE DC_INLINE int64_t used_length(const int64_t* lengths, int64_t b, int64_t full) {
-  if (lengths == nullptr) return full;
-  const int64_t l = lengths[b];
-  return l < 1 ? 1 : (l > full ? full : l);
-}
-
-struct Diagonals {
-  int64_t mb, nb;  // used lengths
-  int64_t band;    // < 0: none
-
-  // The problem of used lengths mb, nb under band b. A band at least as wide
-  // as the longer side excludes nothing and becomes "none", which also keeps
-  // k + band and k - band below within int64 for any band (a band near
-  // INT64_MAX would otherwise overflow them).
-  DC_HOST_DEVICE DC_INLINE static Diagonals of(int64_t mb, int64_t nb, int64_t band) {
-    const int64_t longer = mb > nb ? mb : nb;
-    return {mb, nb, band >= longer ? int64_t(-1) : band};
-  }
-
-  // floor(x / 2) for any sign.
-  DC_HOST_DEVICE DC_INLINE static int64_t floor_half(int64_t x) { return x >= 0 ? x / 2 : -((1 - x) / 2); }
-
-  DC_HOST_DEVICE DC_INLINE int64_t last() const { return mb + nb; }
-  // A band narrower than |mb - nb| leaves (mb, nb) unreachable (SPEC 3.4).
-  DC_HOST_DEVICE DC_INLINE bool feasible() const {
-    const int64_t d = mb > nb ? mb - nb : nb - mb;
-    return band < 0 || band >= d;
-  }
-  // Rows i of diagonal k: lo(k) <= i <= hi(k) (empty when lo > hi). Both
-  // grow by 0 or 1 per diagonal, which keeps every neighbour read of a
-  // sweep inside the neighbouring diagonal or on one of its pads.
-  DC_HOST_DEVICE DC_INLINE int64_t lo(int64_t k) const {
-    if (k == 0) return 0;
-    int64_t v = k - nb > 1 ? k - nb : 1;
-    if (band >= 0) {
-      const int64_t b = floor_half(k - band + 1);  // ceil((k - band) / 2)
-      v = b > v ? b : v;
-    }
-    return v;
-  }
-  DC_HOST_DEVICE DC_INLINE int64_t hi(int64_t k) const {
-    if (k == 0) return 0;
-    int64_t v = k - 1 < mb ? k - 1 : mb;
-    if (band >= 0) {
-      const int64_t b = floor_half(k + band);
-      v = b < v ? b : v;
-    }
-    return v;
-  }
-  DC_HOST_DEVICE DC_INLINE int64_t length(int64_t k) const {
-    const int64_t d = hi(k) - lo(k) + 1;
-    return d > 0 ? d : 0;
-  }
-  // Row i's columns inside the band and the used block (1-based, inclusive).
-  DC_HOST_DEVICE DC_INLINE int64_t first_col(int64_t i) const { return band < 0 || i - band < 1 ? 1 : i - band; }
-  DC_HOST_DEVICE DC_INLINE int64_t last_col(int64_t i) const { return band < 0 || i + band > nb ? nb : i + band; }
-  DC_HOST_DEVICE DC_INLINE int64_t first_row(int64_t j) const { return band < 0 || j - band < 1 ? 1 : j - band; }
-  DC_HOST_DEVICE DC_INLINE int64_t last_row(int64_t j) const { return band < 0 || j + band > mb ? mb : j + band; }
-  // start[k] for k = 0 .. last() + 1: cell (i, k - i) is at start[k] + i and
-  // the pads at start[k] + lo(k) - 1 and start[k] + hi(k) + 1 (for an empty
-  // diagonal, hi + 1 = lo: the two pads are adjacent). Returns the size.
-  DC_HOST_DEVICE int64_t layout(int64_t* start) const {
-    int64_t offset = 0;
-    for (int64_t k = 0; k <= last() + 1; ++k) {
-      start[k] = offset + 1 - lo(k);
-      offset += length(k) + 2;
-    }
-    return offset;
-  }
-};
 
 // exp and log for the cell functions: the C library's (CUDA) or the
 // vectorizable ones of common/vmath.h (CPU sweeps).
@@ -177,6 +104,31 @@ DC_HOST_DEVICE DC_INLINE double step_cost_factor(double h, int kind) {
   const double e = M::exp(-h);
   return 1.0 + e / (2.0 - e);
 }
+
+// A pair of series x (mb, D), y (nb, D) under a cost code: the cost of cell
+// (i, j) (1-based), and the weight w of the cell's share of the gradients
+// (SPEC 3.3) with E_ij = e: gx_i += w (x_i - y_j), gy_j -= w (x_i - y_j).
+template <class T>
+struct SeriesPair {
+  const T* x;
+  const T* y;
+  int64_t D;
+  int kind;
+  DC_HOST_DEVICE DC_INLINE const T* xi(int64_t i) const { return x + (i - 1) * D; }
+  DC_HOST_DEVICE DC_INLINE const T* yj(int64_t j) const { return y + (j - 1) * D; }
+  template <class M>
+  DC_HOST_DEVICE DC_INLINE double cost(int64_t i, int64_t j) const {
+    return step_cost<M>(half_sq(xi(i), yj(j), D), kind);
+  }
+  template <class M>
+  DC_HOST_DEVICE DC_INLINE double weight(double e, int64_t i, int64_t j) const {
+    return e * step_cost_factor<M>(kind == kCostLogAugmented ? half_sq(xi(i), yj(j), D) : 0.0, kind);
+  }
+  // x_i[d] - y_j[d] in double.
+  DC_HOST_DEVICE DC_INLINE double difference(int64_t i, int64_t j, int64_t d) const {
+    return double(xi(i)[d]) - double(yj(j)[d]);
+  }
+};
 
 // Predecessor codes (gamma = 0) and the direction from a successor to the
 // cell it pulls from.
@@ -289,54 +241,109 @@ DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, doubl
 }
 
 // ---------------------------------------------------------------------------
-// Whole-cell steps on the arrays, for code that walks cells one at a time
-// (the CUDA wavefront); the CPU sweeps inline the same functions into
-// vector loops over a diagonal.
+// The passes' steps, one per pass, each the cell update of row i on one
+// diagonal k. A step holds the diagonals it reads and writes as pointers
+// indexed by i (built once per diagonal), so the CPU sweeps run it as the
+// body of a vector loop over a diagonal's rows and the CUDA wavefront as one
+// thread's cell: one definition of each update for both devices. The steps
+// are forced inline: the CPU's row loops are compiled once per instruction
+// set (cpu.cpp), and a step left out of line would be compiled only for the
+// baseline one (about 3x slower).
 
-template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE void forward_cell(double* A, double* B, const int64_t* start, int64_t k, int64_t i,
-                                           double gamma, double inv_gamma) {
-  const int64_t p1 = start[k - 1], p2 = start[k - 2], at = start[k] + i;
-  double b;
-  A[at] = forward_value<M, Hard>(A[p1 + i], A[p2 + i - 1], A[p1 + i - 1], B[at], gamma, inv_gamma, &b);
-  B[at] = b;
-}
+#if defined(__CUDACC__)
+#define DC_STEP_INLINE __forceinline__
+#elif defined(__GNUC__)
+#define DC_STEP_INLINE inline __attribute__((always_inline))
+#else
+#define DC_STEP_INLINE inline
+#endif
 
-template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE void tangent_cell(double* A, double* B, double* D, double* Z, const int64_t* start, int64_t k,
-                                           int64_t i, double gamma, double inv_gamma) {
-  const int64_t p1 = start[k - 1], p2 = start[k - 2], at = start[k] + i;
-  const double l = A[p1 + i], d = A[p2 + i - 1], u = A[p1 + i - 1];
-  double b;
-  A[at] = forward_value<M, Hard>(l, d, u, B[at], gamma, inv_gamma, &b);
-  B[at] = b;
-  const double mu = tangent_mu<M, Hard>(b, l, d, u, D[p1 + i], D[p2 + i - 1], D[p1 + i - 1], inv_gamma);
-  D[at] = Z[at] + mu;
-  Z[at] = mu;
-}
+// gamma and the 1 / gamma the weights use (0 for the hard DTW), computed in
+// one place so that every pass and device rounds it alike.
+struct Smoothing {
+  double gamma, inv_gamma;
+  DC_HOST_DEVICE DC_INLINE static Smoothing of(double gamma) { return {gamma, gamma == 0.0 ? 0.0 : 1.0 / gamma}; }
+};
 
+// Forward: R and B's normalizer (or code) of cell (k, i), from diagonals k - 1 and k - 2.
 template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE void backward_cell(double* A, const double* B, const int64_t* start, int64_t k, int64_t i,
-                                            double inv_gamma) {
-  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, p1 = start[k - 1] + i, at = start[k] + i;
-  const double r = A[at];
-  A[at] = share<M, Hard>(A[s1], B[s1], A[p1 - 1], r, inv_gamma, kLeft) +
-          share<M, Hard>(A[s1 + 1], B[s1 + 1], A[p1], r, inv_gamma, kUp) +
-          share<M, Hard>(A[s2], B[s2], r, r, inv_gamma, kDiag);
-}
+struct ForwardStep {
+  const double *r1, *r2;  // R of diagonals k - 1 (left at i, up at i - 1) and k - 2 (diag at i - 1)
+  double *r, *b;           // R and B of diagonal k
+  Smoothing s;
+  DC_HOST_DEVICE DC_STEP_INLINE ForwardStep(const Arrays& a, int64_t k, Smoothing s)
+      : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), r(a.A + a.start[k]), b(a.B + a.start[k]), s(s) {}
+  DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
+    double code;
+    r[i] = forward_value<M, Hard>(r1[i], r2[i - 1], r1[i - 1], b[i], s.gamma, s.inv_gamma, &code);
+    b[i] = code;
+  }
+};
 
+// Forward with its tangent for the direction Z (SPEC 3.8): also dR = Z + mu
+// into D and mu into Z.
 template <class M, bool Hard>
-DC_HOST_DEVICE DC_INLINE void second_backward_cell(double* A, const double* B, double* D, const double* Z,
-                                                   const int64_t* start, int64_t k, int64_t i, double inv_gamma) {
-  const int64_t s1 = start[k + 1] + i, s2 = start[k + 2] + i + 1, p1 = start[k - 1] + i, at = start[k] + i;
-  const double r = A[at], dr = D[at];
-  double e = 0.0, de = 0.0;
-  second_share<M, Hard>(A[s1], D[s1], Z[s1], B[s1], A[p1 - 1], r, dr, inv_gamma, kLeft, &e, &de);
-  second_share<M, Hard>(A[s1 + 1], D[s1 + 1], Z[s1 + 1], B[s1 + 1], A[p1], r, dr, inv_gamma, kUp, &e, &de);
-  second_share<M, Hard>(A[s2], D[s2], Z[s2], B[s2], r, r, dr, inv_gamma, kDiag, &e, &de);
-  A[at] = e;
-  D[at] = de;
-}
+struct TangentStep {
+  const double *r1, *r2;  // R of diagonals k - 1 and k - 2
+  const double *d1, *d2;  // dR of diagonals k - 1 and k - 2
+  double *r, *b, *d, *z;  // R, B, dR and Z of diagonal k
+  Smoothing s;
+  DC_HOST_DEVICE DC_STEP_INLINE TangentStep(const Arrays& a, int64_t k, Smoothing s)
+      : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), d1(a.D + a.start[k - 1]), d2(a.D + a.start[k - 2]),
+        r(a.A + a.start[k]), b(a.B + a.start[k]), d(a.D + a.start[k]), z(a.Z + a.start[k]), s(s) {}
+  DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
+    const double l = r1[i], g = r2[i - 1], u = r1[i - 1];
+    double code;
+    r[i] = forward_value<M, Hard>(l, g, u, b[i], s.gamma, s.inv_gamma, &code);
+    b[i] = code;
+    const double mu = tangent_mu<M, Hard>(code, l, g, u, d1[i], d2[i - 1], d1[i - 1], s.inv_gamma);
+    d[i] = z[i] + mu;
+    z[i] = mu;
+  }
+};
+
+// Backward: E of cell (k, i) (overwriting its R) from its successors on
+// diagonals k + 1 and k + 2 (above, "The successors of cell (k, i)").
+template <class M, bool Hard>
+struct BackwardStep {
+  const double *e1, *b1;  // E and B of diagonal k + 1 (right successor at i, down at i + 1)
+  const double *e2, *b2;  // E and B of diagonal k + 2 (diagonal successor at i + 1)
+  const double* r0;       // R of the successors' diagonal predecessors, on diagonal k - 1
+  double* a;              // R of diagonal k, overwritten by E
+  Smoothing s;
+  DC_HOST_DEVICE DC_STEP_INLINE BackwardStep(const Arrays& w, int64_t k, Smoothing s)
+      : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), e2(w.A + w.start[k + 2]), b2(w.B + w.start[k + 2]),
+        r0(w.A + w.start[k - 1]), a(w.A + w.start[k]), s(s) {}
+  DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
+    const double r = a[i];
+    a[i] = share<M, Hard>(e1[i], b1[i], r0[i - 1], r, s.inv_gamma, kLeft) +
+           share<M, Hard>(e1[i + 1], b1[i + 1], r0[i], r, s.inv_gamma, kUp) +
+           share<M, Hard>(e2[i + 1], b2[i + 1], r, r, s.inv_gamma, kDiag);
+  }
+};
+
+// Backward with its tangent (SPEC 3.8): E into A, dE = H Z into D.
+template <class M, bool Hard>
+struct SecondBackwardStep {
+  const double *e1, *b1, *d1, *z1;  // E, B, dE and mu of diagonal k + 1
+  const double *e2, *b2, *d2, *z2;  // the same of diagonal k + 2
+  const double* r0;                 // as in BackwardStep
+  double *a, *d;                    // R and dR of diagonal k, overwritten by E and dE
+  Smoothing s;
+  DC_HOST_DEVICE DC_STEP_INLINE SecondBackwardStep(const Arrays& w, int64_t k, Smoothing s)
+      : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), d1(w.D + w.start[k + 1]), z1(w.Z + w.start[k + 1]),
+        e2(w.A + w.start[k + 2]), b2(w.B + w.start[k + 2]), d2(w.D + w.start[k + 2]), z2(w.Z + w.start[k + 2]),
+        r0(w.A + w.start[k - 1]), a(w.A + w.start[k]), d(w.D + w.start[k]), s(s) {}
+  DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
+    const double r = a[i], dr = d[i], g = s.inv_gamma;
+    double e = 0.0, de = 0.0;
+    second_share<M, Hard>(e1[i], d1[i], z1[i], b1[i], r0[i - 1], r, dr, g, kLeft, &e, &de);
+    second_share<M, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r0[i], r, dr, g, kUp, &e, &de);
+    second_share<M, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, r, dr, g, kDiag, &e, &de);
+    a[i] = e;
+    d[i] = de;
+  }
+};
 
 }  // namespace softdtw
 }  // namespace diffcomb
