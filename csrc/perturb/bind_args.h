@@ -24,7 +24,8 @@ namespace bind {
 constexpr const char* kNoiseDoc =
     "out[:numel] = noise of kind (0 gumbel, 1 normal, 2 sum_of_gamma with k, tau, s) from the Philox stream of *seed.";
 constexpr const char* kArgmaxDoc = "out (rows, n) = one-hot of the first maximal entry of each row of x.";
-constexpr const char* kTopkDoc = "out (rows, n) = 0/1 mask of the k largest entries of each row of x (lower index on ties).";
+constexpr const char* kTopkDoc =
+    "out (rows, n) = 0/1 mask of the k largest entries of each row of x (lower index on ties).";
 constexpr const char* kRanksDoc = "out (rows, n) = 1-based ascending ranks of each row of x, stable on ties.";
 constexpr const char* kGridDoc =
     "out (rows, h, wd) = 0/1 mask of the cheapest king-move path from (0, 0) to (h-1, wd-1) on vertex costs w.";

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_flag, check_float, check_int
-from ._common import Estimator, Solver, call_solver, event_dims_of, prepare_theta, wrap_or_decorate
+from ._common import Estimator, Solver, call_solver, check_solver, event_dims_of, prepare_theta, wrap_or_decorate
 
 __all__ = ["BlackboxSolver", "blackbox"]
 
@@ -111,6 +111,8 @@ def blackbox(solver: Optional[Solver] = None, lambda_: float = 10.0, straight_th
         Blackbox Combinatorial Solvers. ICLR 2020. arXiv:1912.02175
     """
     fn = "blackbox"
+    if solver is not None:  # the first argument: checked first
+        check_solver(fn, solver, estimator=True)
     lambda_ = check_float(fn, "lambda_", lambda_)
     straight_through = check_flag(fn, "straight_through", straight_through)
     minimize = check_flag(fn, "minimize", minimize)

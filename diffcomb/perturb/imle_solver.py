@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_flag, check_float, check_int, message
-from ._common import MAX_INT32, Estimator, Solver, call_solver, event_dims_of, prepare_theta, wrap_or_decorate
+from ._common import (MAX_INT32, Estimator, Solver, call_solver, check_solver, event_dims_of, prepare_theta,
+                      wrap_or_decorate)
 from .noise import sample_noise
 
 __all__ = ["IMLESolver", "imle"]
@@ -183,6 +184,8 @@ def imle(solver: Optional[Solver] = None, num_samples: int = 1, noise: str = "su
         Exponential Family Distributions. NeurIPS 2021. arXiv:2106.01798
     """
     fn = "imle"
+    if solver is not None:  # the first argument: checked first
+        check_solver(fn, solver, estimator=True)
     num_samples = check_int(fn, "num_samples", num_samples, 1)
     check_choice(fn, "noise", noise, IMLE_NOISES)
     check_choice(fn, "target", target, ("perturbation",))

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_flag, check_float, check_int
-from ._common import Estimator, Solver, call_solver, event_dims_of, flatten_event, prepare_theta, wrap_or_decorate
+from ._common import (Estimator, Solver, call_solver, check_solver, event_dims_of, flatten_event, prepare_theta,
+                      wrap_or_decorate)
 from .noise import sample_noise
 
 __all__ = ["PerturbedSolver", "perturbed"]
@@ -145,6 +146,8 @@ def perturbed(solver: Optional[Solver] = None, num_samples: int = 100, sigma: fl
         arXiv:2002.08676
     """
     fn = "perturbed"
+    if solver is not None:  # the first argument: checked first
+        check_solver(fn, solver, estimator=True)
     num_samples, sigma, noise = check_perturbation(fn, num_samples, sigma, noise)
     baseline, minimize = check_flag(fn, "baseline", baseline), check_flag(fn, "minimize", minimize)
     event_dims = check_int(fn, "event_dims", event_dims, 0, optional=True)

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from .. import _native
-from .._checks import as_float, check_dim, check_flag, check_int, check_op, check_op_tensor, check_tensor, compute_dtype, message
+from .._checks import (as_float, check_dim, check_flag, check_int, check_op, check_op_tensor, check_tensor,
+                       compute_dtype, message)
 from ._common import FLOATS, MAX_INT32
 
 __all__ = ["argmax_onehot", "grid_shortest_path", "linear_assignment", "sort_permutation", "topk_mask"]
