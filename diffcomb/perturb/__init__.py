@@ -29,29 +29,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import blackbox_solver, imle_solver, noise, perturbed_solver, solvers
 from .blackbox_solver import BlackboxSolver, blackbox
 from .imle_solver import IMLESolver, imle
 from .noise import sample_gumbel, sample_normal, sample_sum_of_gamma
 from .perturbed_solver import PerturbedSolver, perturbed
 from .solvers import argmax_onehot, grid_shortest_path, linear_assignment, sort_permutation, topk_mask
 
-__all__ = [
-    "BlackboxSolver",
-    "IMLESolver",
-    "PerturbedSolver",
-    "argmax_onehot",
-    "blackbox",
-    "grid_shortest_path",
-    "imle",
-    "linear_assignment",
-    "perturbed",
-    "perturbed_fenchel_young_loss",
-    "sample_gumbel",
-    "sample_normal",
-    "sample_sum_of_gamma",
-    "sort_permutation",
-    "topk_mask",
-]
+__all__ = sorted([*blackbox_solver.__all__, *imle_solver.__all__, *noise.__all__, *perturbed_solver.__all__,
+                  *solvers.__all__, "perturbed_fenchel_young_loss"])
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ function moves the axis (``dim=``), flattens the batch and converts the dtype.""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -44,55 +44,46 @@ def _check_solver_args(op: str, x: Tensor, *args) -> None:
         check_op(0 <= k <= n, lambda: f"torch.ops.diffcomb.{op}: k must be in [0, n] = [0, {n}], got {k}", ValueError)
 
 
-# The ops: out = the solver's answer for the batch x; launch picks the CPU or CUDA entry point
-# (csrc/perturb/api.h), which take the same arguments. The first argument of launch names the
-# public function in the error raised when diffcomb was built without CUDA.
+# The ops: out = the solver's answer for the batch x. launch picks the CPU or CUDA entry point
+# (csrc/perturb/api.h), which take the same arguments: x, out, x's sizes, the op's scalars, the
+# dtype code; `fn` names the public function in the error raised without a CUDA build.
+
+
+def _launch(fn: str, entry: str, x: Tensor, *scalars: object, workspace: Optional[str] = None) -> Tensor:
+    out = torch.empty_like(x)
+    _native.launch(fn, entry, x, _native.address(x), _native.address(out), *x.shape, *scalars, _native.dtype_code(x),
+                   workspace=None if workspace is None else (workspace, tuple(x.shape)))
+    return out
 
 
 @torch.library.custom_op("diffcomb::argmax_onehot", mutates_args=())
 def _argmax_op(x: Tensor) -> Tensor:
     _check_solver_args("argmax_onehot", x)
-    out = torch.empty_like(x)
-    _native.launch("argmax_onehot", "perturb_argmax", x, _native.address(x), _native.address(out), *x.shape,
-                   _native.dtype_code(x))
-    return out
+    return _launch("argmax_onehot", "perturb_argmax", x)
 
 
 @torch.library.custom_op("diffcomb::topk_mask", mutates_args=())
 def _topk_op(x: Tensor, k: int) -> Tensor:
     _check_solver_args("topk_mask", x, k)
-    out = torch.empty_like(x)
-    _native.launch("topk_mask", "perturb_topk", x, _native.address(x), _native.address(out), *x.shape, k,
-                   _native.dtype_code(x))
-    return out
+    return _launch("topk_mask", "perturb_topk", x, k)
 
 
 @torch.library.custom_op("diffcomb::sort_ranks", mutates_args=())
 def _ranks_op(x: Tensor) -> Tensor:
     _check_solver_args("sort_ranks", x)
-    out = torch.empty_like(x)
-    _native.launch("sort_permutation", "perturb_ranks", x, _native.address(x), _native.address(out), *x.shape,
-                   _native.dtype_code(x))
-    return out
+    return _launch("sort_permutation", "perturb_ranks", x)
 
 
 @torch.library.custom_op("diffcomb::grid_shortest_path", mutates_args=())
 def _grid_op(w: Tensor) -> Tensor:
     _check_solver_args("grid_shortest_path", w)
-    out = torch.empty_like(w)
-    _native.launch("grid_shortest_path", "perturb_grid_path", w, _native.address(w), _native.address(out), *w.shape,
-                   _native.dtype_code(w), workspace=("perturb_grid_work_bytes", tuple(w.shape)))
-    return out
+    return _launch("grid_shortest_path", "perturb_grid_path", w, workspace="perturb_grid_work_bytes")
 
 
 @torch.library.custom_op("diffcomb::linear_assignment", mutates_args=())
 def _assignment_op(cost: Tensor, maximize: bool) -> Tensor:
     _check_solver_args("linear_assignment", cost)
-    out = torch.empty_like(cost)
-    _native.launch("linear_assignment", "perturb_assignment", cost, _native.address(cost), _native.address(out),
-                   *cost.shape, maximize, _native.dtype_code(cost),
-                   workspace=("perturb_assignment_work_bytes", tuple(cost.shape)))
-    return out
+    return _launch("linear_assignment", "perturb_assignment", cost, maximize, workspace="perturb_assignment_work_bytes")
 
 
 def _fake_solver(op: str) -> Callable[..., Tensor]:
