@@ -1,6 +1,7 @@
 """Build of diffcomb's native modules, driven by environment variables.
 
-  diffcomb._C       csrc/bindings.cpp + csrc/common/*.cpp + csrc/<family>/{cpu,bind}.cpp
+  diffcomb._C       csrc/bindings.cpp + csrc/common/*.cpp + csrc/<family>/*.cpp but bind_cuda.cpp
+                    (cpu.cpp, bind.cpp, and a family's further CPU files such as cpu_<part>.cpp)
                     (C++17, -O3, OpenMP over the batch)
   diffcomb._C_cuda  csrc/bindings_cuda.cpp + csrc/<family>/{*.cu,bind_cuda.cpp}, linked with the
                     static CUDA runtime, so importing it needs no GPU or driver;
@@ -206,7 +207,7 @@ def extensions():
     exts = [
         NativeExtension(
             "diffcomb._C",
-            sources(["bindings.cpp", "common/*.cpp", "*/cpu.cpp", "*/bind.cpp"]),
+            [s for s in sources(["bindings.cpp", "*/*.cpp"]) if not s.endswith("/bind_cuda.cpp")],
         )
     ]
     cuda_home = cuda_setting()

@@ -26,7 +26,7 @@ Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SoftTopK`, :class:`SoftQu
 """
 
 from .isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
-from .losses import soft_lts, soft_spearman, spearman_loss
+from .losses import perturbed_fenchel_young_loss, soft_lts, soft_spearman, spearman_loss
 from .nn import (
     BlackboxShortestPath,
     IMLEShortestPath,
@@ -58,7 +58,6 @@ from .perturb import (
     imle,
     linear_assignment,
     perturbed,
-    perturbed_fenchel_young_loss,
     sample_gumbel,
     sample_normal,
     sample_sum_of_gamma,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import doctest
 import functools
+import importlib
 import math
 
 import numpy as np
@@ -334,7 +335,7 @@ def test_solvers_are_not_differentiable_and_detach():
 
 
 def test_solver_bad_input():
-    with pytest.raises(ValueError, match="k must be in"):
+    with pytest.raises(ValueError, match=r"diffcomb\.topk_mask: k must be an int in \[0, 5\], got 6"):
         diffcomb.topk_mask(torch.randn(5), 6)
     with pytest.raises(TypeError, match="k must be an int"):
         diffcomb.topk_mask(torch.randn(5), 2.0)
@@ -687,7 +688,7 @@ def test_imle_bad_input():
         diffcomb.imle(diffcomb.topk_mask)
     with pytest.raises(ValueError, match="lambda_ must be positive"):
         diffcomb.imle(diffcomb.argmax_onehot, noise="gumbel", lambda_=0.0)
-    with pytest.raises(ValueError, match="target must be 'perturbation'"):
+    with pytest.raises(ValueError, match="target must be one of 'perturbation', got 'adaptive'"):
         diffcomb.imle(diffcomb.argmax_onehot, noise="gumbel", target="adaptive")
     with pytest.raises(ValueError, match="noise must be one of"):
         diffcomb.imle(diffcomb.argmax_onehot, noise="normal")
@@ -763,8 +764,11 @@ def test_modules(gen):
         diffcomb.PerturbedTopK(2, sigma=0.0)
 
 
-def test_docstring_examples():
-    result = doctest.testmod(diffcomb.perturb, extraglobs={"torch": torch, "diffcomb": diffcomb},
+@pytest.mark.parametrize("module", ["perturb.noise", "perturb.solvers", "perturb.perturbed_solver",
+                                    "perturb.imle_solver", "perturb.blackbox_solver", "losses.perturb"])
+def test_docstring_examples(module):
+    module = importlib.import_module(f"diffcomb.{module}")
+    result = doctest.testmod(module, extraglobs={"torch": torch, "diffcomb": diffcomb},
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
@@ -1068,3 +1072,186 @@ def test_estimators_on_empty_solutions():
         assert grad.shape == (3, 0)
     loss = diffcomb.perturbed_fenchel_young_loss(theta, torch.zeros(3, 0), solver, 4, reduction="none")
     assert torch.equal(loss, torch.zeros(3))  # F - <theta, y> over no coordinates
+
+
+# ------------------------------------------------------------------------------------------------
+# dim= on the row solvers and the top-k / argmax modules: the same as moving the axis last.
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dim", [0, 1, -2, 2, -1])
+def test_row_solvers_dim_matches_movedim(gen, device, dim):
+    x = torch.randn(5, 6, 7, generator=gen, dtype=torch.float64).to(device)
+    x[1, 2, 3] = x[1, 2, 4] = x[1, 3, 3]  # ties along every axis
+    moved = x.movedim(dim, -1)
+    k = x.shape[dim] // 2
+    for got, expected in (
+        (diffcomb.topk_mask(x, k, dim=dim), diffcomb.topk_mask(moved, k).movedim(-1, dim)),
+        (diffcomb.argmax_onehot(x, dim=dim), diffcomb.argmax_onehot(moved).movedim(-1, dim)),
+        (diffcomb.sort_permutation(x, dim=dim), diffcomb.sort_permutation(moved).movedim(-1, dim)),
+    ):
+        assert got.shape == x.shape
+        assert torch.equal(got, expected)
+    # Against torch on the moved axis: top-k sums to k, argmax is torch.argmax's first maximum,
+    # ranks are a stable ascending argsort's inverse.
+    assert torch.equal(diffcomb.topk_mask(x, k, dim=dim).sum(dim), torch.full_like(x.sum(dim), k))
+    assert torch.equal(diffcomb.argmax_onehot(x, dim=dim).argmax(dim), x.argmax(dim))
+    order = torch.sort(x, dim=dim, stable=True).indices
+    assert torch.equal(diffcomb.sort_permutation(x, dim=dim).long() - 1, order.argsort(dim=dim))
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_sort_permutation_matrix_dim(gen, dim):
+    x = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    got = diffcomb.sort_permutation(x, matrix=True, dim=dim)
+    d = dim % x.dim()
+    expected = diffcomb.sort_permutation(x.movedim(d, -1), matrix=True).movedim((-2, -1), (d, d + 1))
+    assert got.shape == (*x.shape[: d + 1], x.shape[d], *x.shape[d + 1:])
+    assert torch.equal(got, expected)
+    # P applied along the item axis sends every item to its rank position: sum_i P[i, j] x_i = sorted_j.
+    sorted_x = torch.einsum("ij...,i...->j...", got.movedim(d, 0).movedim(d + 1, 1), x.movedim(d, 0))
+    assert_close(sorted_x.movedim(0, d), torch.sort(x, dim=d).values)
+
+
+def test_row_solvers_dim_bad_input():
+    x = torch.randn(3, 4)
+    for call in (lambda: diffcomb.topk_mask(x, 1, dim=2), lambda: diffcomb.argmax_onehot(x, dim=-3),
+                 lambda: diffcomb.sort_permutation(x, dim=5)):
+        with pytest.raises(IndexError, match=r"diffcomb\.\w+: dim=-?\d is out of range for a tensor with 2 dim"):
+            call()
+    with pytest.raises(TypeError, match=r"diffcomb\.topk_mask: dim must be an int, got float"):
+        diffcomb.topk_mask(x, 1, dim=0.0)
+    with pytest.raises(ValueError, match=r"diffcomb\.topk_mask: k must be an int in \[0, 3\], got 4"):
+        diffcomb.topk_mask(x, 4, dim=0)  # k is bounded by the size along dim, not the last axis
+    with pytest.raises(ValueError, match=r"diffcomb\.argmax_onehot: theta must have at least one element along dim=0"):
+        diffcomb.argmax_onehot(torch.empty(0, 4), dim=0)
+
+
+@pytest.mark.parametrize("dim", [0, 1, -2])
+def test_modules_dim_matches_movedim(gen, dim):
+    theta = torch.randn(6, 4, 5, generator=gen, dtype=torch.float64)
+    g = torch.randn(6, 4, 5, generator=gen, dtype=torch.float64)
+    for make in (lambda d: diffcomb.PerturbedTopK(2, num_samples=6, dim=d),
+                 lambda d: diffcomb.IMLETopK(2, num_samples=3, dim=d),
+                 lambda d: diffcomb.PerturbedArgmax(num_samples=6, dim=d)):
+        along, last = make(dim), make(-1)
+        t1 = theta.clone().requires_grad_(True)
+        t2 = theta.clone().requires_grad_(True)
+        y1 = along(t1, generator=torch.Generator().manual_seed(3))
+        y2 = last(t2.movedim(dim, -1), generator=torch.Generator().manual_seed(3)).movedim(-1, dim)
+        assert y1.shape == theta.shape
+        assert torch.equal(y1, y2)
+        (y1 * g).sum().backward()
+        (y2 * g).sum().backward()
+        assert torch.equal(t1.grad, t2.grad)
+        assert f"dim={dim}" in repr(along)
+    with pytest.raises(IndexError, match=r"diffcomb\.PerturbedTopK: dim=3 is out of range"):
+        diffcomb.PerturbedTopK(2, dim=3)(theta)
+    with pytest.raises(TypeError, match=r"diffcomb\.IMLETopK: dim must be an int, got str"):
+        diffcomb.IMLETopK(2, dim="0")
+
+
+# ------------------------------------------------------------------------------------------------
+# perturbed, imle and blackbox as decorators (with and without arguments) and as plain wrappers.
+
+
+def _top2(scores):
+    return diffcomb.topk_mask(scores, 2)
+
+
+def _run(est, theta, g, seed=None):
+    theta = theta.clone().requires_grad_(True)
+    out = est(theta) if seed is None else est(theta, generator=torch.Generator().manual_seed(seed))
+    (out * g).sum().backward()
+    return out.detach(), theta.grad
+
+
+def test_decorators_match_the_wrappers(gen):
+    theta = torch.randn(4, 9, generator=gen, dtype=torch.float64)
+    g = torch.randn(4, 9, generator=gen, dtype=torch.float64)
+
+    @diffcomb.imle(num_samples=5, noise="sum_of_gamma", k=2, lambda_=2.0)
+    def imle_top2(scores):
+        """Top-2 mask."""
+        return diffcomb.topk_mask(scores, 2)
+
+    @diffcomb.perturbed(num_samples=7, sigma=0.5, noise="normal")
+    def perturbed_top2(scores):
+        return diffcomb.topk_mask(scores, 2)
+
+    @diffcomb.blackbox(lambda_=3.0)
+    def blackbox_top2(scores):
+        return diffcomb.topk_mask(scores, 2)
+
+    @diffcomb.perturbed
+    def perturbed_bare(scores):
+        return diffcomb.topk_mask(scores, 2)
+
+    @diffcomb.blackbox
+    def blackbox_bare(scores):
+        return diffcomb.topk_mask(scores, 2)
+
+    pairs = (
+        (imle_top2, diffcomb.imle(_top2, num_samples=5, noise="sum_of_gamma", k=2, lambda_=2.0), 11),
+        (perturbed_top2, diffcomb.perturbed(_top2, num_samples=7, sigma=0.5, noise="normal"), 12),
+        (perturbed_bare, diffcomb.perturbed(_top2), 13),
+        (blackbox_top2, diffcomb.blackbox(_top2, lambda_=3.0), None),
+        (blackbox_bare, diffcomb.blackbox(_top2), None),
+    )
+    for decorated, wrapped, seed in pairs:
+        assert type(decorated) is type(wrapped)
+        y1, g1 = _run(decorated, theta, g, seed)
+        y2, g2 = _run(wrapped, theta, g, seed)
+        assert torch.equal(y1, y2) and torch.equal(g1, g2)
+        assert g1.abs().sum() > 0  # a real gradient, not zeros on both sides
+    # The decorated name reads like the function it wraps.
+    assert imle_top2.__name__ == "imle_top2" and imle_top2.__doc__ == "Top-2 mask."
+    assert imle_top2.__wrapped__(theta).sum() == 8
+    assert "imle_top2" in repr(imle_top2)
+
+
+def test_decorator_imle_torch_imle_mapping(gen):
+    # torch-imle's @imle(target_distribution=TargetDistribution(alpha, beta), nb_samples=S,
+    # theta_noise_temperature=t1, target_noise_temperature=t2) is diffcomb's alpha, lambda_=beta,
+    # num_samples=S, tau=t1, tau_target=t2: the formula of the I-MLE backward with the same noise.
+    theta = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    g = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    alpha, beta, s, t1, t2 = 0.5, 2.0, 4, 0.7, 1.5
+
+    @diffcomb.imle(noise="gumbel", num_samples=s, alpha=alpha, lambda_=beta, tau=t1, tau_target=t2)
+    def argmax(scores):
+        return diffcomb.argmax_onehot(scores)
+
+    y, grad = _run(argmax, theta, g, seed=5)
+    eps = diffcomb.sample_gumbel((s, 3, 6), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    z = diffcomb.argmax_onehot(theta + t1 * eps)
+    assert torch.equal(y, z.mean(0))
+    expected = (z - diffcomb.argmax_onehot(alpha * theta - beta * g + t2 * eps)).mean(0)
+    assert torch.equal(grad, expected)
+
+
+def test_decorator_bad_arguments():
+    # A bad argument raises where the decorator is written, before any function is decorated.
+    with pytest.raises(ValueError, match=r"diffcomb\.imle: num_samples must be an int >= 1, got 0"):
+        diffcomb.imle(num_samples=0, noise="gumbel")
+    with pytest.raises(ValueError, match=r"diffcomb\.imle: noise must be one of 'sum_of_gamma', 'gumbel', 'none'"):
+        diffcomb.imle(noise="sum-of-gamma", k=3)
+    with pytest.raises(ValueError, match=r"diffcomb\.perturbed: sigma must be positive and finite, got -1"):
+        diffcomb.perturbed(sigma=-1.0)
+    with pytest.raises(TypeError, match=r"diffcomb\.blackbox: minimize must be a bool"):
+        diffcomb.blackbox(minimize="yes")
+    with pytest.raises(ValueError, match=r"diffcomb\.blackbox: event_dims must be an int >= 0, got -1"):
+        diffcomb.blackbox(event_dims=-1)
+    # Positional numbers are taken as the solver: the error says to pass them by keyword.
+    with pytest.raises(TypeError, match=r"diffcomb\.imle: solver must be callable, got int \(used as a decorator, "
+                                        r"imle takes its other arguments by keyword"):
+        diffcomb.imle(5)
+    decorate = diffcomb.perturbed(num_samples=3)
+    with pytest.raises(TypeError, match=r"diffcomb\.perturbed: solver must be callable, got str"):
+        decorate("not a function")
+    # Without arguments, imle takes its defaults: the Sum-of-Gamma noise needs k, and says how to give it.
+    with pytest.raises(ValueError, match=r"diffcomb\.imle: noise='sum_of_gamma' \(the default\) needs k.*"
+                                         r"@diffcomb\.imle\(k=\.\.\.\)"):
+        @diffcomb.imle
+        def top3(scores):
+            return diffcomb.topk_mask(scores, 3)

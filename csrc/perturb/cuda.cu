@@ -328,8 +328,8 @@ int64_t grid_work_bytes(int64_t rows, int64_t h, int64_t wd) {
   return align_up(2 * rows * nv * int64_t(sizeof(double))) + align_up(2 * rows * nv * int64_t(sizeof(int32_t)));
 }
 
-void grid_shortest_path_cuda(std::uintptr_t w, std::uintptr_t out, std::uintptr_t work, int64_t rows, int64_t h,
-                             int64_t wd, int dtype, int device, std::uintptr_t stream) {
+void grid_shortest_path_cuda(std::uintptr_t w, std::uintptr_t out, int64_t rows, int64_t h, int64_t wd, int dtype,
+                             std::uintptr_t work, int device, std::uintptr_t stream) {
   if (rows == 0 || h == 0 || wd == 0) return;
   DeviceGuard guard(device);
   const int64_t nv = h * wd;
@@ -349,8 +349,8 @@ int64_t assignment_work_bytes(int64_t rows, int64_t n, int64_t m) {
   return rows * layout.total;
 }
 
-void linear_assignment_cuda(std::uintptr_t cost, std::uintptr_t out, std::uintptr_t work, int64_t rows, int64_t n,
-                            int64_t m, bool maximize, int dtype, int device, std::uintptr_t stream) {
+void linear_assignment_cuda(std::uintptr_t cost, std::uintptr_t out, int64_t rows, int64_t n, int64_t m,
+                            bool maximize, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
   if (rows == 0 || n == 0 || m == 0) return;
   DeviceGuard guard(device);
   const int64_t stride = AssignmentWork(n > m ? m : n, n > m ? n : m).total;

@@ -1,61 +1,86 @@
 """Perturb-and-MAP modules (diffcomb.perturb): thin wrappers over perturbed / imle / blackbox
-with a native solver; forward(theta, generator=None)."""
+with a native solver; forward(theta, generator=None). The top-k and argmax modules take ``dim``,
+the axis of the items (default -1)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
 
-from .._checks import check_flag, check_reduction
+from .._checks import check_dim, check_flag, check_int, check_reduction, message
+from .. import perturb
+from ..losses.perturb import perturbed_fenchel_young_loss
+from ..perturb._common import check_solver, event_dims_of
+from ..perturb.perturbed_solver import check_perturbation
 
-import functools as _functools
-
-import torch as _torch
-
-from .. import perturb as _perturb
-
-__all__ = ["BlackboxShortestPath", "IMLEShortestPath", "IMLETopK", "PerturbedArgmax", "PerturbedFenchelYoungLoss", "PerturbedShortestPath", "PerturbedTopK"]
+__all__ = ["BlackboxShortestPath", "IMLEShortestPath", "IMLETopK", "PerturbedArgmax", "PerturbedFenchelYoungLoss",
+           "PerturbedShortestPath", "PerturbedTopK"]
 
 
-class _TopKModule(nn.Module):
-    def _set_k(self, name: str, k: int) -> None:
-        self.k = _perturb._check_int(name, "k", k, 0)
+def _check_module_dim(name: str, dim: object) -> int:
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(message(name, f"dim must be an int, got {type(dim).__name__}"))
+    return dim
+
+
+class _AlongDim(nn.Module):
+    """A module whose estimator solves along the last axis, applied along ``self.dim``."""
+
+    def __init__(self, name: str, dim: int) -> None:
+        super().__init__()
+        self._name = name
+        self.dim = _check_module_dim(name, dim)
+
+    def _along_dim(self, theta: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        if self.dim == -1:
+            return self._estimator(theta, generator)
+        d = check_dim(self._name, theta, self.dim)
+        return self._estimator(theta.movedim(d, -1), generator).movedim(-1, d)
+
+
+class _TopKModule(_AlongDim):
+    def __init__(self, name: str, k: int, dim: int) -> None:
+        super().__init__(name, dim)
+        self.k = check_int(name, "k", k, 0)
 
     def _solver(self):
-        return _functools.partial(_perturb.topk_mask, k=self.k)
+        return functools.partial(perturb.topk_mask, k=self.k)
 
 
 class PerturbedTopK(_TopKModule):
     """Perturbed top-k: the expected k-subset mask :math:`\\mathbb E[\\mathrm{topk}(\\theta + \\sigma Z)]`
-    (:func:`diffcomb.perturbed` around :func:`diffcomb.topk_mask`)."""
+    (:func:`diffcomb.perturbed` around :func:`diffcomb.topk_mask`) along ``dim``."""
 
-    def __init__(self, k: int, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel") -> None:
-        super().__init__()
-        self._set_k("PerturbedTopK", k)
-        self._estimator = _perturb.perturbed(self._solver(), num_samples, sigma, noise)
+    def __init__(self, k: int, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel",
+                 dim: int = -1) -> None:
+        super().__init__("PerturbedTopK", k, dim)
+        self._estimator = perturb.perturbed(self._solver(), num_samples, sigma, noise)
         self.num_samples, self.sigma, self.noise = num_samples, float(sigma), noise
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, num_samples={self.num_samples}, sigma={self.sigma}, noise={self.noise!r}"
+        return f"k={self.k}, num_samples={self.num_samples}, sigma={self.sigma}, noise={self.noise!r}, dim={self.dim}"
 
-    def forward(self, theta: Tensor, generator: Optional[_torch.Generator] = None) -> Tensor:
-        return self._estimator(theta, generator)
+    def forward(self, theta: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        return self._along_dim(theta, generator)
 
 
-class PerturbedArgmax(nn.Module):
-    """Perturbed one-hot argmax (with Gumbel noise, the softmax of theta / sigma in expectation)."""
+class PerturbedArgmax(_AlongDim):
+    """Perturbed one-hot argmax along ``dim`` (with Gumbel noise, the softmax of theta / sigma in
+    expectation)."""
 
-    def __init__(self, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel") -> None:
-        super().__init__()
-        self._estimator = _perturb.perturbed(_perturb.argmax_onehot, num_samples, sigma, noise)
+    def __init__(self, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel", dim: int = -1) -> None:
+        super().__init__("PerturbedArgmax", dim)
+        self._estimator = perturb.perturbed(perturb.argmax_onehot, num_samples, sigma, noise)
         self.num_samples, self.sigma, self.noise = num_samples, float(sigma), noise
 
     def extra_repr(self) -> str:
-        return f"num_samples={self.num_samples}, sigma={self.sigma}, noise={self.noise!r}"
+        return f"num_samples={self.num_samples}, sigma={self.sigma}, noise={self.noise!r}, dim={self.dim}"
 
-    def forward(self, theta: Tensor, generator: Optional[_torch.Generator] = None) -> Tensor:
-        return self._estimator(theta, generator)
+    def forward(self, theta: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        return self._along_dim(theta, generator)
 
 
 class PerturbedShortestPath(nn.Module):
@@ -64,34 +89,34 @@ class PerturbedShortestPath(nn.Module):
 
     def __init__(self, num_samples: int = 100, sigma: float = 1.0, noise: str = "normal") -> None:
         super().__init__()
-        self._estimator = _perturb.perturbed(_perturb.grid_shortest_path, num_samples, sigma, noise, minimize=True)
+        self._estimator = perturb.perturbed(perturb.grid_shortest_path, num_samples, sigma, noise, minimize=True)
         self.num_samples, self.sigma, self.noise = num_samples, float(sigma), noise
 
     def extra_repr(self) -> str:
         return f"num_samples={self.num_samples}, sigma={self.sigma}, noise={self.noise!r}"
 
-    def forward(self, weights: Tensor, generator: Optional[_torch.Generator] = None) -> Tensor:
+    def forward(self, weights: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         return self._estimator(weights, generator)
 
 
 class IMLETopK(_TopKModule):
     """I-MLE top-k: a sampled k-subset mask forward, the I-MLE estimate backward
-    (:func:`diffcomb.imle` around :func:`diffcomb.topk_mask`, Sum-of-Gamma noise by default)."""
+    (:func:`diffcomb.imle` around :func:`diffcomb.topk_mask`, Sum-of-Gamma noise by default),
+    along ``dim``."""
 
     def __init__(self, k: int, num_samples: int = 1, noise: str = "sum_of_gamma", lambda_: float = 1.0,
-                 tau: float = 1.0, s: int = 10) -> None:
-        super().__init__()
-        self._set_k("IMLETopK", k)
-        self._estimator = _perturb.imle(self._solver(), num_samples, noise, lambda_=lambda_, k=max(self.k, 1),
-                                        tau=tau, s=s)
+                 tau: float = 1.0, s: int = 10, dim: int = -1) -> None:
+        super().__init__("IMLETopK", k, dim)
+        self._estimator = perturb.imle(self._solver(), num_samples, noise, lambda_=lambda_, k=max(self.k, 1),
+                                       tau=tau, s=s)
         self.num_samples, self.noise, self.lambda_, self.tau, self.s = num_samples, noise, float(lambda_), tau, s
 
     def extra_repr(self) -> str:
         return (f"k={self.k}, num_samples={self.num_samples}, noise={self.noise!r}, lambda_={self.lambda_}, "
-                f"tau={self.tau}, s={self.s}")
+                f"tau={self.tau}, s={self.s}, dim={self.dim}")
 
-    def forward(self, theta: Tensor, generator: Optional[_torch.Generator] = None) -> Tensor:
-        return self._estimator(theta, generator)
+    def forward(self, theta: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        return self._along_dim(theta, generator)
 
 
 class IMLEShortestPath(nn.Module):
@@ -101,14 +126,14 @@ class IMLEShortestPath(nn.Module):
     def __init__(self, num_samples: int = 1, noise: str = "gumbel", lambda_: float = 1.0, tau: float = 1.0,
                  k: Optional[float] = None, s: int = 10) -> None:
         super().__init__()
-        self._estimator = _perturb.imle(_perturb.grid_shortest_path, num_samples, noise, lambda_=lambda_, k=k,
-                                        tau=tau, s=s, minimize=True)
+        self._estimator = perturb.imle(perturb.grid_shortest_path, num_samples, noise, lambda_=lambda_, k=k, tau=tau,
+                                       s=s, minimize=True)
         self.num_samples, self.noise, self.lambda_, self.tau = num_samples, noise, float(lambda_), float(tau)
 
     def extra_repr(self) -> str:
         return f"num_samples={self.num_samples}, noise={self.noise!r}, lambda_={self.lambda_}, tau={self.tau}"
 
-    def forward(self, weights: Tensor, generator: Optional[_torch.Generator] = None) -> Tensor:
+    def forward(self, weights: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         return self._estimator(weights, generator)
 
 
@@ -118,7 +143,7 @@ class BlackboxShortestPath(nn.Module):
 
     def __init__(self, lambda_: float = 10.0, straight_through: bool = False) -> None:
         super().__init__()
-        self._estimator = _perturb.blackbox(_perturb.grid_shortest_path, lambda_, straight_through, minimize=True)
+        self._estimator = perturb.blackbox(perturb.grid_shortest_path, lambda_, straight_through, minimize=True)
         self.lambda_, self.straight_through = float(lambda_), self._estimator.straight_through
 
     def extra_repr(self) -> str:
@@ -135,19 +160,16 @@ class PerturbedFenchelYoungLoss(nn.Module):
                  minimize: bool = False, event_dims: Optional[int] = None, reduction: str = "mean") -> None:
         super().__init__()
         name = "PerturbedFenchelYoungLoss"
-        self.event_dims, self.num_samples, self.sigma = _perturb._check_perturbation(
-            name, solver, event_dims, num_samples, sigma, noise)
-        self.noise = noise
+        self.solver = check_solver(name, solver)
+        self.num_samples, self.sigma, self.noise = check_perturbation(name, num_samples, sigma, noise)
+        self.event_dims = event_dims_of(name, solver, event_dims)
         self.reduction = check_reduction(name, reduction)
-        self.solver, self.minimize = solver, check_flag(name, "minimize", minimize)
+        self.minimize = check_flag(name, "minimize", minimize)
 
     def extra_repr(self) -> str:
         return (f"solver={getattr(self.solver, '__name__', self.solver)!r}, num_samples={self.num_samples}, "
                 f"sigma={self.sigma}, noise={self.noise!r}, minimize={self.minimize}, reduction={self.reduction!r}")
 
-    def forward(self, theta: Tensor, target: Tensor, generator: Optional[_torch.Generator] = None) -> Tensor:
-        return _perturb.perturbed_fenchel_young_loss(theta, target, self.solver, self.num_samples, self.sigma,
-                                                     self.noise, self.minimize, self.event_dims, self.reduction,
-                                                     generator)
-
-
+    def forward(self, theta: Tensor, target: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        return perturbed_fenchel_young_loss(theta, target, self.solver, self.num_samples, self.sigma, self.noise,
+                                            self.minimize, self.event_dims, self.reduction, generator)

@@ -1,0 +1,124 @@
+"""Differentiation of blackbox combinatorial solvers by interpolation (SPEC.md 6.5), or the
+straight-through estimator: the solver's own answer forward, one extra solver call backward."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, overload
+
+import torch
+from torch import Tensor
+
+from .._checks import check_flag, check_float, check_int
+from ._common import Estimator, Solver, call_solver, check_solver, event_dims_of, prepare_theta, wrap_or_decorate
+
+__all__ = ["BlackboxSolver", "blackbox"]
+
+
+class _BlackboxFn(torch.autograd.Function):
+    """y = y*(theta); dtheta = (y - y*(theta - lambda g)) / lambda, or g (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, solver: Solver, lambda_: float, straight_through: bool,
+                minimize: bool) -> Tensor:
+        y = call_solver("blackbox", solver, theta, minimize)
+        ctx.save_for_backward(theta, y)
+        ctx.solver, ctx.lambda_, ctx.straight_through, ctx.minimize = solver, lambda_, straight_through, minimize
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if ctx.straight_through:
+            return g, None, None, None, None
+        theta, y = ctx.saved_tensors
+        y_lambda = call_solver("blackbox", ctx.solver, theta - ctx.lambda_ * g, ctx.minimize)
+        return (y - y_lambda) / ctx.lambda_, None, None, None, None
+
+
+class BlackboxSolver(Estimator):
+    """The callable returned by :func:`blackbox`."""
+
+    def __init__(self, solver: Solver, lambda_: float, straight_through: bool, minimize: bool,
+                 event_dims: int) -> None:
+        self._wrap(solver)
+        self.lambda_, self.straight_through = lambda_, straight_through
+        self.minimize, self.event_dims = minimize, event_dims
+
+    def __repr__(self) -> str:
+        return (f"BlackboxSolver(solver={self._solver_name()}, lambda_={self.lambda_}, "
+                f"straight_through={self.straight_through}, minimize={self.minimize})")
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        rows, shape, dtype = prepare_theta("blackbox", theta, self.event_dims)
+        sign = -1.0 if self.minimize else 1.0
+        out = _BlackboxFn.apply(sign * rows, self.solver, self.lambda_, self.straight_through, self.minimize)
+        return out.reshape(shape).to(dtype)
+
+
+@overload
+def blackbox(solver: Solver, lambda_: float = ..., straight_through: bool = ..., minimize: bool = ...,
+             event_dims: Optional[int] = ...) -> BlackboxSolver: ...
+@overload
+def blackbox(solver: None = ..., lambda_: float = ..., straight_through: bool = ..., minimize: bool = ...,
+             event_dims: Optional[int] = ...) -> Callable[[Solver], BlackboxSolver]: ...
+
+
+def blackbox(solver: Optional[Solver] = None, lambda_: float = 10.0, straight_through: bool = False,
+             minimize: bool = False, event_dims: Optional[int] = None):
+    r"""Differentiation of a blackbox solver by interpolation (or straight-through).
+
+    Forward: the solver's answer :math:`y = y^*(\theta)`. Backward with upstream :math:`g`:
+
+    .. math::
+        \nabla_\theta = \frac{y^*(\theta) - y^*(\theta - \lambda g)}{\lambda}
+
+    (for a cost solver, ``minimize=True``: :math:`\nabla_w = -(y(w) - y(w + \lambda g)) / \lambda`,
+    the paper's form). ``straight_through=True`` returns :math:`g` unchanged instead.
+
+    A plain wrapper, ``blackbox(solver, ...)``, or a decorator of a solver function, with
+    arguments (``@diffcomb.blackbox(lambda_=5.0, minimize=True)``) or without
+    (``@diffcomb.blackbox``).
+
+    Args:
+        solver (callable): scores ``(B', *S)`` -> solutions ``(B', *S)``. None (the default when
+            only keywords are given) returns a decorator.
+        lambda_ (float): interpolation strength > 0. Default 10.
+        straight_through (bool): identity backward. Default False.
+        minimize (bool): the solver minimizes costs; the callable then takes costs. Default False.
+        event_dims (int, optional): trailing dimensions of one solution.
+
+    Returns:
+        BlackboxSolver: ``f(theta) -> Tensor`` (an integer or bool theta is computed in the
+        default float dtype, also the result's dtype); with ``solver=None``, the decorator that
+        makes one.
+
+    Note:
+        One extra solver call per backward. Small lambda gives zero gradients almost everywhere;
+        larger lambda gives coarser but informative ones.
+
+    Example:
+        >>> f = diffcomb.blackbox(lambda t: diffcomb.topk_mask(t, 2), lambda_=1.0)
+        >>> theta = torch.tensor([0.9, 0.1, 0.5, -0.3], requires_grad=True)
+        >>> (f(theta) * torch.tensor([0.0, -1, 0.5, 0])).sum().backward(); theta.grad
+        tensor([ 0., -1.,  1.,  0.])
+        >>> @diffcomb.blackbox(lambda_=1.0)
+        ... def top2(scores):
+        ...     return diffcomb.topk_mask(scores, 2)
+        >>> top2(torch.tensor([0.9, 0.1, 0.5, -0.3]))
+        tensor([1., 0., 1., 0.])
+
+    References:
+        M. Vlastelica Pogancic, A. Paulus, V. Musil, G. Martius, M. Rolinek. Differentiation of
+        Blackbox Combinatorial Solvers. ICLR 2020. arXiv:1912.02175
+    """
+    fn = "blackbox"
+    if solver is not None:  # the first argument: checked first
+        check_solver(fn, solver, estimator=True)
+    lambda_ = check_float(fn, "lambda_", lambda_)
+    straight_through = check_flag(fn, "straight_through", straight_through)
+    minimize = check_flag(fn, "minimize", minimize)
+    event_dims = check_int(fn, "event_dims", event_dims, 0, optional=True)
+
+    def build(f: Solver) -> BlackboxSolver:
+        return BlackboxSolver(f, lambda_, straight_through, minimize, event_dims_of(fn, f, event_dims))
+
+    return wrap_or_decorate(fn, solver, build)
