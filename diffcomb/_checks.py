@@ -25,10 +25,12 @@ __all__ = [
     "check_flag",
     "check_float",
     "check_int",
+    "check_module_dim",
     "check_op",
     "check_op_tensor",
     "check_reduction",
     "check_same_device",
+    "check_target",
     "check_tensor",
     "check_tol",
     "compute_dtype",
@@ -116,6 +118,24 @@ def check_dim(fn: str, x: Tensor, dim: object) -> int:
         raise IndexError(message(fn, f"dim={dim} is out of range for a tensor with {x.dim()} dimension(s) "
                                      f"(shape {tuple(x.shape)}); expected -{x.dim()} <= dim < {x.dim()}"))
     return dim % x.dim()
+
+
+def check_module_dim(fn: str, dim: object) -> int:
+    """A module's ``dim``: an int (its range is checked against the input, at forward)."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(message(fn, f"dim must be an int, got {type(dim).__name__}"))
+    return dim
+
+
+def check_target(fn: str, name: str, target: object, like: Tensor, like_name: str) -> Tensor:
+    """A second tensor argument (relevance, labels, a target) with the shape and device of ``like``;
+    integer and bool tensors as the default float dtype (as_float)."""
+    target = check_tensor(fn, name, as_float(target))
+    if target.shape != like.shape:
+        raise ValueError(message(fn, f"{name} must have the shape of {like_name} {tuple(like.shape)}, got "
+                                     f"{tuple(target.shape)}"))
+    check_same_device(fn, **{like_name: like, name: target})
+    return target
 
 
 def check_tol(fn: str, tol: object, default: float, allow_zero: bool = True) -> float:

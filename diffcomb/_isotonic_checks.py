@@ -15,10 +15,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import as_float, check_choice, check_float, check_same_device, check_tensor, message
+from ._checks import check_choice, check_float, message
 
-__all__ = ["MIN_STRENGTH", "REGULARIZATIONS", "check_module_dim", "check_p", "check_quantile_levels", "check_regularization", "check_strength",
-           "check_target"]
+__all__ = ["MIN_STRENGTH", "REGULARIZATIONS", "check_p", "check_quantile_levels", "check_regularization", "check_strength"]
 
 REGULARIZATIONS = ("l2", "kl")
 # The smallest normal double: below it 1 / regularization_strength, the projections' scale, overflows.
@@ -42,24 +41,6 @@ def check_regularization(fn: str, regularization: object) -> bool:
 def check_p(fn: str, p: object) -> float:
     """The norm of the sparse soft top-k: 1 < p <= 2."""
     return check_float(fn, "p", p, 1.0, maximum=2.0, allow_maximum=True)
-
-
-def check_target(fn: str, name: str, target: object, like: Tensor, like_name: str) -> Tensor:
-    """A second tensor argument (relevance, labels, a target) with the shape and device of ``like``;
-    integer and bool tensors as the default float dtype (as_float)."""
-    target = check_tensor(fn, name, as_float(target))
-    if target.shape != like.shape:
-        raise ValueError(message(fn, f"{name} must have the shape of {like_name} {tuple(like.shape)}, got "
-                                     f"{tuple(target.shape)}"))
-    check_same_device(fn, **{like_name: like, name: target})
-    return target
-
-
-def check_module_dim(fn: str, dim: object) -> int:
-    """A module's ``dim``: an int (its range is checked against the input, at forward)."""
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(message(fn, f"dim must be an int, got {type(dim).__name__}"))
-    return dim
 
 
 def check_quantile_levels(fn: str, q: object) -> tuple[bool, list[float]]:

@@ -37,7 +37,8 @@ from torch import Tensor
 
 from ._checks import (check_choice, check_dim, check_int, check_reduction, check_tensor, check_tol,
                       compute_dtype, message, reduce)
-from ._isotonic_checks import check_regularization, check_strength, check_target
+from ._checks import check_target
+from ._isotonic_checks import check_regularization, check_strength
 from ._isotonic_ops import to_rows
 from .sinkhorn import sinkhorn
 

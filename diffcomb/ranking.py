@@ -30,7 +30,8 @@ from torch import Tensor
 
 from ._checks import (as_float, check_choice, check_dim, check_int, check_reduction, check_tensor, compute_dtype,
                       reduce)
-from ._isotonic_checks import check_regularization, check_strength, check_target
+from ._checks import check_target
+from ._isotonic_checks import check_regularization, check_strength
 from .isotonic import soft_rank, soft_topk
 
 __all__ = [

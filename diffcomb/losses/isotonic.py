@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from .._checks import as_float, check_dim, check_int, check_reduction, check_same_device, check_tensor, reduce
-from .._isotonic_checks import check_regularization, check_strength, check_target
+from .._checks import check_target
+from .._isotonic_checks import check_regularization, check_strength
 from ..isotonic import soft_rank, soft_sort
 
 __all__ = ["average_ranks", "soft_lts", "soft_spearman", "spearman_loss"]

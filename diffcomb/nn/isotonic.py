@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from .. import losses
 from .._checks import check_flag, check_int, check_reduction
-from .._isotonic_checks import check_module_dim, check_quantile_levels, check_regularization, check_strength
+from .._checks import check_module_dim
+from .._isotonic_checks import check_quantile_levels, check_regularization, check_strength
 from ..isotonic import isotonic_regression, soft_quantile, soft_rank, soft_sort, soft_topk
 
 __all__ = ["IsotonicRegression", "SoftLTSLoss", "SoftQuantile", "SoftRank", "SoftSort", "SoftSpearman", "SoftTopK",

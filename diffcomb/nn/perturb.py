@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_dim, check_flag, check_int, check_reduction, message
+from .._checks import check_dim, check_flag, check_int, check_module_dim, check_reduction
 from .. import perturb
 from ..losses.perturb import perturbed_fenchel_young_loss
 from ..perturb._common import check_solver, event_dims_of
@@ -20,19 +20,13 @@ __all__ = ["BlackboxShortestPath", "IMLEShortestPath", "IMLETopK", "PerturbedArg
            "PerturbedShortestPath", "PerturbedTopK"]
 
 
-def _check_module_dim(name: str, dim: object) -> int:
-    if not isinstance(dim, int) or isinstance(dim, bool):
-        raise TypeError(message(name, f"dim must be an int, got {type(dim).__name__}"))
-    return dim
-
-
 class _AlongDim(nn.Module):
     """A module whose estimator solves along the last axis, applied along ``self.dim``."""
 
     def __init__(self, name: str, dim: int) -> None:
         super().__init__()
         self._name = name
-        self.dim = _check_module_dim(name, dim)
+        self.dim = check_module_dim(name, dim)
 
     def _along_dim(self, theta: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         if self.dim == -1:

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from .. import fenchel_young as _fenchel_young
 from .. import ranking as _ranking
 from .._checks import check_choice, check_int, check_reduction, check_tol
-from .._isotonic_checks import check_module_dim, check_strength
+from .._checks import check_module_dim
+from .._isotonic_checks import check_strength
 from .isotonic import _Permutahedron
 
 __all__ = ["AUCLoss", "AveragePrecisionLoss", "FenchelYoungLoss", "NDCGLoss", "RecallAtKLoss"]

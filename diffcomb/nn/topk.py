@@ -7,7 +7,8 @@ from torch import Tensor, nn
 
 from .. import topk as _topk
 from .._checks import check_flag, check_int
-from .._isotonic_checks import check_module_dim, check_p, check_strength
+from .._checks import check_module_dim
+from .._isotonic_checks import check_p, check_strength
 
 __all__ = ["SparseSoftTopK", "TopKRouter"]
 
