@@ -7,6 +7,8 @@ from ..fenchel_young import fenchel_young_loss
 from ..ranking import auc_loss, average_precision_loss, ndcg_loss, recall_at_k_loss
 from .isotonic import *  # noqa: F401,F403
 from .isotonic import __all__ as _isotonic
+from .sortnet import *  # noqa: F401,F403
+from .sortnet import __all__ as _sortnet
 
-__all__ = sorted([*_isotonic, "auc_loss", "average_precision_loss", "fenchel_young_loss", "ndcg_loss",
+__all__ = sorted([*_isotonic, *_sortnet, "auc_loss", "average_precision_loss", "fenchel_young_loss", "ndcg_loss",
                   "recall_at_k_loss"])
