@@ -572,6 +572,17 @@ def test_opcheck():
                               (x.detach(), alpha, None, G, net, pad, 1, 5.0, 0.25))
 
 
+def assert_compiles_like_eager(loss_fn, x):
+    """loss_fn under torch.compile(fullgraph=True) gives the eager loss and gradient."""
+    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
+    eager = loss_fn(x)
+    (g_eager,) = torch.autograd.grad(eager, x)
+    out = compiled(x)
+    (g_compiled,) = torch.autograd.grad(out, x)
+    assert_close(out, eager)
+    assert_close(g_compiled, g_eager)
+
+
 @pytest.mark.parametrize("network", NETWORKS)
 def test_compile_fullgraph(network):
     gen = torch.Generator().manual_seed(4)
@@ -582,13 +593,7 @@ def test_compile_fullgraph(network):
         r = diffcomb.sorting_network(t, network=network, sigmoid="optimal", steepness=5.0)
         return diffcomb.ranking_loss(r.matrix, targets) + r.values.square().mean()
 
-    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
-    eager = loss_fn(x)
-    (g_eager,) = torch.autograd.grad(eager, x)
-    out = compiled(x)
-    (g_compiled,) = torch.autograd.grad(out, x)
-    assert_close(out, eager)
-    assert_close(g_compiled, g_eager)
+    assert_compiles_like_eager(loss_fn, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -970,12 +975,7 @@ def test_renamed_outputs_gradcheck_opcheck_and_compile():
     torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 1, 1, 4, 2.0, 0.25, True))
     targets = torch.tensor(rng.normal(size=(2, 11)))
     loss_fn = lambda t: diffcomb.ranking_loss(fn(t)[1], targets) + fn(t)[0].square().mean()
-    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
-    (g_eager,) = torch.autograd.grad(loss_fn(x), x)
-    out = compiled(x)
-    (g_compiled,) = torch.autograd.grad(out, x)
-    assert_close(out, loss_fn(x))
-    assert_close(g_compiled, g_eager)
+    assert_compiles_like_eager(loss_fn, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1088,12 +1088,7 @@ def test_dim_compile_fullgraph():
         r = diffcomb.sorting_network(t, dim=1, steepness=5.0)
         return diffcomb.ranking_loss(r.matrix, targets, dim=1) + r.values.square().mean()
 
-    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
-    (g_eager,) = torch.autograd.grad(loss_fn(x), x)
-    out = compiled(x)
-    (g_compiled,) = torch.autograd.grad(out, x)
-    assert_close(out, loss_fn(x))
-    assert_close(g_compiled, g_eager)
+    assert_compiles_like_eager(loss_fn, x)
 
 
 # ------------------------------------------------------------------------------------------------
