@@ -153,10 +153,15 @@ SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha
       scratch.bounds[2 * g + 1] = e;
       if (g + 1 < segments) run_layers<R, T, false>(net, alpha, state, g * K, (g + 1) * K, s, e, nullptr, nullptr);
     }
-    // The lanes of the gradient: rows i0.. of dL/dP, as wire-major lanes.
+    // The lanes of the gradient: rows i0.. of dL/dP, as wire-major lanes (the inner loop
+    // along the layout's contiguous axis).
     std::fill_n(grad, n * R, T(0));
-    for (int64_t w = 0; w < n; ++w) {
-      for (int32_t r = 0; r < rows; ++r) grad[w * R + r] = g_P[(i0 + r) * gs.row + w * gs.col];
+    if (gs.col == 1) {  // P's layout: row i0 + r of dL/dP is contiguous
+      for (int32_t r = 0; r < rows; ++r) {
+        for (int64_t w = 0; w < n; ++w) grad[w * R + r] = g_P[(i0 + r) * gs.row + w];
+      }
+    } else {  // Pt's: the lanes' entries of wire w are contiguous
+      for (int64_t w = 0; w < n; ++w) std::memcpy(grad + w * R, g_P + w * gs.col + i0, rows * sizeof(T));
     }
     for (int32_t g = segments - 1; g >= 0; --g) {
       const int32_t l_begin = g * K;
