@@ -570,6 +570,8 @@ def test_opcheck():
                               (x.detach(), alpha, g, G, net, pad, 1, 5.0, 0.25))
         torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
                               (x.detach(), alpha, None, G, net, pad, 1, 5.0, 0.25))
+        torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,  # dL/dP stored as Pt
+                              (x.detach(), alpha, g, G.mT.contiguous().mT, net, pad, 1, 5.0, 0.25))
 
 
 def assert_compiles_like_eager(loss_fn, x):
@@ -818,7 +820,8 @@ def test_raw_ops_reject_bad_arguments():
         with pytest.raises((RuntimeError, ValueError, IndexError), match="torch.ops.diffcomb.sorting_network: "):
             fwd(*args)
     for name, args in _bad_backward_calls(x, alpha, g, G):
-        with pytest.raises((RuntimeError, ValueError, IndexError), match="torch.ops.diffcomb.sorting_network_backward: "):
+        with pytest.raises((RuntimeError, ValueError, IndexError),
+                           match="torch.ops.diffcomb.sorting_network_backward: "):
             bwd(*args)
     # the fake implementations check too (meta tensors run them)
     meta = [t.to("meta") for t in (x, alpha, g, G)]
