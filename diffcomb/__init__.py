@@ -78,7 +78,9 @@ from .softdtw import (
     soft_dtw_divergence,
     soft_dtw_from_cost,
 )
-from .sortnet import DiffSortNet, RankingLoss, SortingNetworkResult, ranking_loss, sorting_network
+from .sortnet import SortingNetworkResult, sorting_network
+from .nn import DiffSortNet, RankingLoss
+from .losses import ranking_loss
 from .ranking import (
     auc_loss,
     average_precision_loss,

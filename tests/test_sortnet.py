@@ -18,7 +18,7 @@ import torch
 from torch.autograd import gradcheck
 
 import diffcomb
-from diffcomb.sortnet import _bitonic_layers, _pruned_bitonic_sorts, network_layout
+from diffcomb._sortnet_layout import _bitonic_layers, _pruned_bitonic_sorts, network_layout
 from tests.conftest import CUDA_SKIP_REASON, DEVICES, DTYPES, HAS_CUDA, assert_close
 from tests.reference import sortnet as ref
 
@@ -210,7 +210,8 @@ def test_pruned_bitonic_warns_where_it_does_not_sort():
     """Where the pruned network does not sort, its steep limit is not the sort: the values are
     still diffsort's, with a warning (once per n, when the layout is built) naming the fix; no
     warning where it sorts or with bitonic_padding="inf"."""
-    for cache in (network_layout, diffcomb.sortnet._layout_tensors, diffcomb.sortnet._warn_if_pruned_bitonic_unsorted):
+    for cache in (network_layout, diffcomb._sortnet_ops._layout_tensors,
+                  diffcomb._sortnet_layout.warn_if_pruned_bitonic_unsorted):
         cache.cache_clear()
     x = torch.tensor(separated_np(rng_for("warn"), (2, 22), min_gap=0.01))
     with pytest.warns(UserWarning, match=r"not a sorting network for n = 22.*bitonic_padding='inf'"):
@@ -564,11 +565,24 @@ def test_opcheck():
         for with_matrix in (True, False):
             torch.library.opcheck(torch.ops.diffcomb.sorting_network.default,
                                   (x, net, pad, 4, 5.0, 0.25, with_matrix))
-        alpha = diffcomb.sortnet._sortnet_op(x.detach(), net, pad, 1, 5.0, 0.25, True)[2]
+        alpha = diffcomb._sortnet_ops._sortnet_op(x.detach(), net, pad, 1, 5.0, 0.25, True)[2]
         torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
                               (x.detach(), alpha, g, G, net, pad, 1, 5.0, 0.25))
         torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,
                               (x.detach(), alpha, None, G, net, pad, 1, 5.0, 0.25))
+        torch.library.opcheck(torch.ops.diffcomb.sorting_network_backward.default,  # dL/dP stored as Pt
+                              (x.detach(), alpha, g, G.mT.contiguous().mT, net, pad, 1, 5.0, 0.25))
+
+
+def assert_compiles_like_eager(loss_fn, x):
+    """loss_fn under torch.compile(fullgraph=True) gives the eager loss and gradient."""
+    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
+    eager = loss_fn(x)
+    (g_eager,) = torch.autograd.grad(eager, x)
+    out = compiled(x)
+    (g_compiled,) = torch.autograd.grad(out, x)
+    assert_close(out, eager)
+    assert_close(g_compiled, g_eager)
 
 
 @pytest.mark.parametrize("network", NETWORKS)
@@ -581,13 +595,7 @@ def test_compile_fullgraph(network):
         r = diffcomb.sorting_network(t, network=network, sigmoid="optimal", steepness=5.0)
         return diffcomb.ranking_loss(r.matrix, targets) + r.values.square().mean()
 
-    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
-    eager = loss_fn(x)
-    (g_eager,) = torch.autograd.grad(eager, x)
-    out = compiled(x)
-    (g_compiled,) = torch.autograd.grad(out, x)
-    assert_close(out, eager)
-    assert_close(g_compiled, g_eager)
+    assert_compiles_like_eager(loss_fn, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -677,7 +685,7 @@ def test_errors():
         sn([1.0, 2.0])
     with pytest.raises(TypeError, match="x must be a real tensor"):
         sn(torch.ones(4, dtype=torch.complex64))
-    with pytest.raises(ValueError, match="at least one dimension"):
+    with pytest.raises(ValueError, match="x must have at least 1 dimension"):
         sn(torch.tensor(1.0))
     with pytest.raises(ValueError, match="network must be one of 'odd_even', 'bitonic', got 'bubble'"):
         sn(x, network="bubble")
@@ -689,7 +697,7 @@ def test_errors():
     with pytest.raises(TypeError, match="steepness must be a Python float"):
         sn(x, steepness=torch.tensor(1.0))
     for bad in (-0.1, 1.5):
-        with pytest.raises(ValueError, match=r"art_lambda must be in \[0, 1\]"):
+        with pytest.raises(ValueError, match=r"art_lambda must be in \[0\.0, 1\.0\]"):
             sn(x, art_lambda=bad)
     with pytest.raises(ValueError, match="bitonic_padding must be one of 'prune', 'inf', got 'zero'"):
         sn(x, network="bitonic", bitonic_padding="zero")
@@ -791,7 +799,7 @@ def _bad_backward_calls(x, alpha, g, G):
         ("grad_values non-contiguous", with_(2, g.t().contiguous().t())),
         ("grad_values expanded", with_(2, g[:1].expand(3, -1))),
         ("grad_P short", with_(3, G[:, :, :-1].contiguous())), ("grad_P 2-D", with_(3, G[0])),
-        ("grad_P non-contiguous", with_(3, G.mT)), ("grad_P int", with_(3, G.long())),
+        ("grad_P non-contiguous", with_(3, torch.cat([G, G], dim=-1)[..., ::2])), ("grad_P int", with_(3, G.long())),
         ("network 5", with_(4, 5)), ("padding 7", with_(5, 7)), ("sigmoid 9", with_(6, 9)),
         ("steepness -2", with_(7, -2.0)), ("art_lambda 1.5", with_(8, 1.5)),
     ]
@@ -809,15 +817,16 @@ def test_raw_ops_reject_bad_arguments():
     G = torch.randn(3, 6, 6, generator=gen, dtype=torch.float64)
     dx = bwd(x, alpha, g, G, 1, 0, 4, 2.0, 0.25)
     for name, args in _bad_forward_calls(x):
-        with pytest.raises((RuntimeError, ValueError, IndexError), match="diffcomb::sorting_network: "):
+        with pytest.raises((RuntimeError, ValueError, IndexError), match="torch.ops.diffcomb.sorting_network: "):
             fwd(*args)
     for name, args in _bad_backward_calls(x, alpha, g, G):
-        with pytest.raises((RuntimeError, ValueError, IndexError), match="diffcomb::sorting_network_backward: "):
+        with pytest.raises((RuntimeError, ValueError, IndexError),
+                           match="torch.ops.diffcomb.sorting_network_backward: "):
             bwd(*args)
     # the fake implementations check too (meta tensors run them)
     meta = [t.to("meta") for t in (x, alpha, g, G)]
     for name, args in _bad_forward_calls(meta[0]) + [c for c in _bad_backward_calls(*meta) if c[0] != "alpha on meta"]:
-        with pytest.raises((RuntimeError, ValueError, IndexError), match="diffcomb::sorting_network"):
+        with pytest.raises((RuntimeError, ValueError, IndexError), match="torch.ops.diffcomb.sorting_network"):
             (fwd if len(args) == 7 else bwd)(*args)
     # the good calls still agree with the public function
     r = diffcomb.sorting_network(x.clone().requires_grad_(True), network="bitonic", sigmoid="cauchy", steepness=2.0)
@@ -875,12 +884,12 @@ def test_cuda_gradcheck_and_opcheck():
     torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 1, 1, 4, 5.0, 0.25, True))
 
 
-def test_docstring_examples():
+@pytest.mark.parametrize("module", ["diffcomb.sortnet", "diffcomb.nn.sortnet", "diffcomb.losses.sortnet"])
+def test_docstring_examples(module):
     import doctest
+    import importlib
 
-    import diffcomb.sortnet
-
-    result = doctest.testmod(diffcomb.sortnet, extraglobs={"torch": torch, "diffcomb": diffcomb},
+    result = doctest.testmod(importlib.import_module(module), extraglobs={"torch": torch, "diffcomb": diffcomb},
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
@@ -969,9 +978,192 @@ def test_renamed_outputs_gradcheck_opcheck_and_compile():
     torch.library.opcheck(torch.ops.diffcomb.sorting_network.default, (x, 1, 1, 4, 2.0, 0.25, True))
     targets = torch.tensor(rng.normal(size=(2, 11)))
     loss_fn = lambda t: diffcomb.ranking_loss(fn(t)[1], targets) + fn(t)[0].square().mean()
-    compiled = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)
-    (g_eager,) = torch.autograd.grad(loss_fn(x), x)
-    out = compiled(x)
-    (g_compiled,) = torch.autograd.grad(out, x)
-    assert_close(out, loss_fn(x))
-    assert_close(g_compiled, g_eager)
+    assert_compiles_like_eager(loss_fn, x)
+
+
+# ------------------------------------------------------------------------------------------------
+# dim= (issue 15): the axis sorted, against movedim.
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("network, padding", LAYOUTS)
+def test_dim_matches_movedim(network, padding, descending):
+    gen = torch.Generator().manual_seed(15)
+    x = torch.randn(3, 5, 4, generator=gen, dtype=torch.float64)
+    kw = dict(network=network, bitonic_padding=padding, steepness=3.0, descending=descending)
+    for dim in (0, 1, 2, -1, -2, -3):
+        d = dim % 3
+        xd = x.clone().requires_grad_(True)
+        xm = x.clone().requires_grad_(True)
+        r = diffcomb.sorting_network(xd, dim=dim, **kw)
+        e = diffcomb.sorting_network(xm.movedim(d, -1), **kw)
+        n = x.shape[d]
+        assert r.values.shape == x.shape
+        assert r.matrix.shape == (*x.shape[:d], n, n, *x.shape[d + 1:])
+        assert_close(r.values, e.values.movedim(-1, d), rtol=0, atol=0)
+        assert_close(r.matrix, e.matrix.movedim((-2, -1), (d, d + 1)), rtol=0, atol=0)
+        # the gradients of the same loss, through either placement
+        g_v = torch.randn(r.values.shape, generator=gen, dtype=torch.float64)
+        g_P = torch.randn(r.matrix.shape, generator=gen, dtype=torch.float64)
+        ((r.values * g_v).sum() + (r.matrix * g_P).sum()).backward()
+        ((e.values * g_v.movedim(d, -1)).sum() + (e.matrix * g_P.movedim((d, d + 1), (-2, -1))).sum()).backward()
+        assert_close(xd.grad, xm.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_dim_places_the_matrix_axes_at_dim():
+    """matrix[b, i, k, c] of x (B, n, C) sorted along dim=1 is the matrix of the row x[b, :, c]."""
+    gen = torch.Generator().manual_seed(16)
+    x = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64)
+    r = diffcomb.sorting_network(x, dim=1, network="bitonic", steepness=4.0)
+    for b in range(2):
+        for c in range(3):
+            row = diffcomb.sorting_network(x[b, :, c], network="bitonic", steepness=4.0)
+            assert_close(r.values[b, :, c], row.values, rtol=0, atol=0)
+            assert_close(r.matrix[b, :, :, c], row.matrix, rtol=0, atol=0)
+            s, p = ref.sorting_network(x[b, :, c].numpy(), "bitonic", "cauchy", 4.0)
+            assert_close(r.matrix[b, :, :, c], p)
+    # values = P^T x along the axis
+    assert_close(r.values, torch.einsum("bikc,bic->bkc", r.matrix, x))
+
+
+def test_dim_errors():
+    x = torch.randn(3, 4)
+    with pytest.raises(IndexError, match=r"sorting_network: dim=2 is out of range"):
+        diffcomb.sorting_network(x, dim=2)
+    with pytest.raises(TypeError, match="sorting_network: dim must be an int"):
+        diffcomb.sorting_network(x, dim=1.0)
+    with pytest.raises(TypeError, match="DiffSortNet: dim must be an int"):
+        diffcomb.DiffSortNet("odd_even", 4, dim=None)
+    with pytest.raises(ValueError, match=r"DiffSortNet: expected x of shape 4 along dim=0, got \(3, 4\)"):
+        diffcomb.DiffSortNet("odd_even", 4, dim=0)(x)
+    P = diffcomb.sorting_network(x, dim=0).matrix  # (3, 3, 4)
+    with pytest.raises(IndexError, match=r"ranking_loss: dim=2 is out of range for target_ranks of 2"):
+        diffcomb.ranking_loss(P, x, dim=2)
+    with pytest.raises(ValueError, match=r"ranking_loss: P must have shape \(\.\.\., n, n\), got \(3, 3, 4\)"):
+        diffcomb.ranking_loss(P, x, dim=-1)  # P's last two axes
+    with pytest.raises(ValueError, match=r"P must have shape \(\.\.\., n, n\) along its axes 0 and 1, got \(3, 4, 4\)"):
+        diffcomb.ranking_loss(torch.zeros(3, 4, 4), x, dim=0)
+    with pytest.raises(ValueError, match=r"target_ranks must have shape \(3, 4\) \(P's shape without axis 1\)"):
+        diffcomb.ranking_loss(P, x.t(), dim=0)
+    with pytest.raises(TypeError, match="RankingLoss: dim must be an int"):
+        diffcomb.RankingLoss(dim="0")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_ranking_loss_dim_matches_movedim(reduction):
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64)
+    t = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64)
+    for dim in (0, 1, 2, -2):
+        d = dim % 3
+        xd = x.clone().requires_grad_(True)
+        xm = x.clone().requires_grad_(True)
+        P = diffcomb.sorting_network(xd, dim=dim, steepness=2.0).matrix
+        ours = diffcomb.ranking_loss(P, t, reduction, dim=dim)
+        Pm = diffcomb.sorting_network(xm.movedim(d, -1), steepness=2.0).matrix
+        theirs = diffcomb.ranking_loss(Pm, t.movedim(d, -1), reduction)
+        assert_close(ours, theirs, rtol=1e-14, atol=0)
+        module = diffcomb.RankingLoss(reduction, dim=dim)
+        assert f"dim={dim}" in repr(module)
+        assert_close(module(P, t), ours, rtol=0, atol=0)
+        ours.sum().backward()
+        theirs.sum().backward()
+        assert_close(xd.grad, xm.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_module_dim():
+    gen = torch.Generator().manual_seed(18)
+    x = torch.randn(4, 6, 2, generator=gen, dtype=torch.float64)
+    sorter = diffcomb.DiffSortNet("odd_even", 6, steepness=5.0, dim=1)
+    assert "dim=1" in repr(sorter)
+    values, P = sorter(x)
+    expected = diffcomb.sorting_network(x, network="odd_even", steepness=5.0, dim=1)
+    assert_close(values, expected.values, rtol=0, atol=0)
+    assert_close(P, expected.matrix, rtol=0, atol=0)
+
+
+def test_dim_compile_fullgraph():
+    gen = torch.Generator().manual_seed(19)
+    x = torch.randn(2, 7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.randn(2, 7, 3, generator=gen, dtype=torch.float64)
+
+    def loss_fn(t):
+        r = diffcomb.sorting_network(t, dim=1, steepness=5.0)
+        return diffcomb.ranking_loss(r.matrix, targets, dim=1) + r.values.square().mean()
+
+    assert_compiles_like_eager(loss_fn, x)
+
+
+# ------------------------------------------------------------------------------------------------
+# The native boundary (issue 15): one layout of dL/dP per call, either orientation, no copy.
+
+
+@pytest.mark.parametrize("network, padding, n", [("odd_even", "prune", 7), ("bitonic", "prune", 20),
+                                                 ("bitonic", "inf", 11), ("bitonic", "inf", 40)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_takes_both_layouts_of_dL_dP(network, padding, n, dtype):
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(3, n, generator=gen, dtype=torch.float64).to(dtype)
+    G = torch.randn(3, n, n, generator=gen, dtype=torch.float64).to(dtype)
+    g = torch.randn(3, n, generator=gen, dtype=torch.float64).to(dtype)
+    net, pad = NETWORKS.index(network), PADDINGS.index(padding)
+    _, _, alpha = torch.ops.diffcomb.sorting_network(x, net, pad, 4, 3.0, 0.25, True)
+    bwd = torch.ops.diffcomb.sorting_network_backward
+    G_t = G.mT.contiguous().mT  # the same dL/dP, stored as Pt
+    assert not G_t.is_contiguous() and G_t.mT.is_contiguous()
+    for gv in (g, None):
+        dx = bwd(x, alpha, gv, G, net, pad, 4, 3.0, 0.25)
+        assert_close(bwd(x, alpha, gv, G_t, net, pad, 4, 3.0, 0.25), dx, rtol=0, atol=0)
+    # through autograd: a gradient in P's layout ((P * G).sum()) and one in Pt's (a loss that
+    # keeps P's strides, as ranking_loss does)
+    _, _, dx1 = run(x, g, G, network=network, bitonic_padding=padding, steepness=3.0)
+    x2 = x.clone().requires_grad_(True)
+    r = diffcomb.sorting_network(x2, network=network, bitonic_padding=padding, steepness=3.0)
+    ((r.values * g).sum() + (r.matrix * G_t).sum()).backward()
+    assert_close(x2.grad, dx1, rtol=0, atol=0)
+    ref_dx = bwd(x, alpha, g, G, net, pad, 4, 3.0, 0.25)
+    assert_close(dx1, ref_dx, rtol=0, atol=0)
+
+
+def test_native_structs_and_named_arguments():
+    from diffcomb import _native
+
+    C = _native.cpu()
+    with pytest.raises(ValueError, match="Relaxation got sigmoid = 6"):
+        C.Relaxation(6, 1.0, 0.25)
+    with pytest.raises(ValueError, match="Relaxation got"):
+        C.Relaxation(4, 0.0, 0.25)
+    with pytest.raises(ValueError, match="Relaxation got"):
+        C.Relaxation(4, 1.0, 1.5)
+    with pytest.raises(ValueError, match="SortLayout got layers = -1"):
+        C.SortLayout(0, 0, 8, 8, -1, 0)
+    with pytest.raises(ValueError, match="SortLayout needs the addresses"):
+        C.SortLayout(0, 0, 8, 8, 2, 3)
+    relax = C.Relaxation(sigmoid=4, steepness=2.0, art_lambda=0.25)
+    assert (relax.sigmoid, relax.steepness, relax.art_lambda) == (4, 2.0, 0.25)
+    for entry in ("sortnet_forward", "sortnet_backward"):
+        doc = getattr(C, entry).__doc__
+        assert "layout: diffcomb._C.SortLayout" in doc and "relaxation: diffcomb._C.Relaxation" in doc
+    # the entry points check what they are given before touching memory
+    layout = C.SortLayout(lo=0, hi=0, offsets=8, reach=0, layers=0, comparators=0)
+    with pytest.raises(ValueError, match="sortnet_forward got batch = -1"):
+        C.sortnet_forward(x=0, values=0, alpha=0, Pt=0, batch=-1, n=3, dtype=0, layout=layout, relaxation=relax,
+                          threads=1)
+    with pytest.raises(ValueError, match="sortnet_backward needs x"):
+        C.sortnet_backward(0, 0, 0, 0, False, 0, 2, 3, 0, layout, relax, 1)
+
+
+def test_moved_names_stay_importable():
+    import diffcomb.losses
+    import diffcomb.nn
+    import diffcomb.sortnet
+    from diffcomb.sortnet import DiffSortNet, RankingLoss, ranking_loss
+
+    assert DiffSortNet is diffcomb.nn.DiffSortNet is diffcomb.DiffSortNet
+    assert RankingLoss is diffcomb.nn.RankingLoss is diffcomb.RankingLoss
+    assert ranking_loss is diffcomb.losses.ranking_loss is diffcomb.ranking_loss
+    assert {"DiffSortNet", "RankingLoss"} <= set(diffcomb.nn.__all__)
+    assert "ranking_loss" in diffcomb.losses.__all__
+    assert diffcomb.sortnet.SIGMOIDS == tuple(SIGMOIDS) and diffcomb.sortnet.NETWORKS == tuple(NETWORKS)
+    with pytest.raises(AttributeError):
+        diffcomb.sortnet.not_a_name

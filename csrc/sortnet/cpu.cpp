@@ -126,13 +126,14 @@ int32_t segment_layers(int64_t n, int32_t layers) {
   return int32_t(std::max<int64_t>(1, std::min<int64_t>(std::max(layers, 1), kTapeBytes / per_layer)));
 }
 
-// dalpha[c] += the P part of dL/dalpha_c for one row of the batch (g_P in P's layout, (n, n)).
+// dalpha[c] += the P part of dL/dalpha_c for one row of the batch (g_P: its (n, n) dL/dP at
+// strides gs, api.h).
 // Per block of lanes: a forward pass keeps the lanes' state at the start of
 // every segment of layers; then, last segment first, the segment is replayed
 // from its checkpoint with a tape and the gradient lanes run backward through it.
 template <class T>
-SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha, const T* g_P, int64_t n,
-                                          int64_t block_begin, int64_t block_end, double* dalpha,
+SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha, const T* g_P, PStrides gs,
+                                          int64_t n, int64_t block_begin, int64_t block_end, double* dalpha,
                                           LaneScratch<T>& scratch) {
   constexpr int R = lanes<T>();
   const int32_t K = segment_layers<T>(n, net.layers);
@@ -152,11 +153,15 @@ SN_ALWAYS_INLINE void p_backward_row_impl(const SortNetwork& net, const T* alpha
       scratch.bounds[2 * g + 1] = e;
       if (g + 1 < segments) run_layers<R, T, false>(net, alpha, state, g * K, (g + 1) * K, s, e, nullptr, nullptr);
     }
-    // The lanes of the gradient: rows i0.. of g_P (P layout), transposed into wire-major lanes.
+    // The lanes of the gradient: rows i0.. of dL/dP, as wire-major lanes (the inner loop
+    // along the layout's contiguous axis).
     std::fill_n(grad, n * R, T(0));
-    for (int32_t r = 0; r < rows; ++r) {
-      const T* row = g_P + (i0 + r) * n;
-      for (int64_t w = 0; w < n; ++w) grad[w * R + r] = row[w];
+    if (gs.col == 1) {  // P's layout: row i0 + r of dL/dP is contiguous
+      for (int32_t r = 0; r < rows; ++r) {
+        for (int64_t w = 0; w < n; ++w) grad[w * R + r] = g_P[(i0 + r) * gs.row + w];
+      }
+    } else {  // Pt's: the lanes' entries of wire w are contiguous
+      for (int64_t w = 0; w < n; ++w) std::memcpy(grad + w * R, g_P + w * gs.col + i0, rows * sizeof(T));
     }
     for (int32_t g = segments - 1; g >= 0; --g) {
       const int32_t l_begin = g * K;
@@ -188,14 +193,14 @@ SN_CLONES void p_forward_row(const SortNetwork& net, const double* alpha, int64_
                              int64_t block_begin, int64_t block_end, LaneScratch<double>& scratch) {
   p_forward_row_impl(net, alpha, n, Pt, block_begin, block_end, scratch);
 }
-SN_CLONES void p_backward_row(const SortNetwork& net, const float* alpha, const float* g_P, int64_t n,
+SN_CLONES void p_backward_row(const SortNetwork& net, const float* alpha, const float* g_P, PStrides gs, int64_t n,
                               int64_t block_begin, int64_t block_end, double* dalpha, LaneScratch<float>& scratch) {
-  p_backward_row_impl(net, alpha, g_P, n, block_begin, block_end, dalpha, scratch);
+  p_backward_row_impl(net, alpha, g_P, gs, n, block_begin, block_end, dalpha, scratch);
 }
-SN_CLONES void p_backward_row(const SortNetwork& net, const double* alpha, const double* g_P, int64_t n,
-                              int64_t block_begin, int64_t block_end, double* dalpha,
+SN_CLONES void p_backward_row(const SortNetwork& net, const double* alpha, const double* g_P, PStrides gs,
+                              int64_t n, int64_t block_begin, int64_t block_end, double* dalpha,
                               LaneScratch<double>& scratch) {
-  p_backward_row_impl(net, alpha, g_P, n, block_begin, block_end, dalpha, scratch);
+  p_backward_row_impl(net, alpha, g_P, gs, n, block_begin, block_end, dalpha, scratch);
 }
 
 // The scratch of p_backward_row.
@@ -222,15 +227,16 @@ void fill_nan(T* p, int64_t count) {
 
 }  // namespace
 
-void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, std::uintptr_t Pt,
-                 std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, std::uintptr_t reach, int64_t batch,
-                 int64_t n, int64_t layers, int sigmoid, double steepness, double art_lambda, int dtype,
-                 int threads) {
-  const SortNetwork net = make_network(lo, hi, offsets, layers, reach);
-  const int64_t C = layers > 0 ? net.comparators() : 0;
+void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, std::uintptr_t Pt, int64_t batch,
+                 int64_t n, int dtype, const SortLayout& layout, const Relaxation& relaxation, int threads) {
+  check_call("sortnet_forward", batch, n, x, values, alpha, layout);
+  const SortNetwork net = make_network(layout);
+  const int64_t C = layout.comparators;
+  const double steepness = relaxation.steepness;
+  const double art_lambda = relaxation.art_lambda;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    dispatch_sigmoid(sigmoid, [&](auto sigmoid_tag) {
+    dispatch_sigmoid(relaxation.sigmoid, [&](auto sigmoid_tag) {
       constexpr Sigmoid S = decltype(sigmoid_tag)::value;
       // Values and mixing weights, row by row.
       std::vector<char> bad(batch, 0);
@@ -273,14 +279,17 @@ void forward_cpu(std::uintptr_t x, std::uintptr_t values, std::uintptr_t alpha, 
 }
 
 void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_values, std::uintptr_t g_P,
-                  std::uintptr_t dx, std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets,
-                  std::uintptr_t reach, int64_t batch, int64_t n, int64_t layers, int sigmoid, double steepness,
-                  double art_lambda, int dtype, int threads) {
-  const SortNetwork net = make_network(lo, hi, offsets, layers, reach);
-  const int64_t C = layers > 0 ? net.comparators() : 0;
+                  bool g_P_transposed, std::uintptr_t dx, int64_t batch, int64_t n, int dtype,
+                  const SortLayout& layout, const Relaxation& relaxation, int threads) {
+  check_call("sortnet_backward", batch, n, x, dx, alpha, layout);
+  const SortNetwork net = make_network(layout);
+  const int64_t C = layout.comparators;
+  const double steepness = relaxation.steepness;
+  const double art_lambda = relaxation.art_lambda;
+  const PStrides gs = p_strides(n, g_P_transposed);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    dispatch_sigmoid(sigmoid, [&](auto sigmoid_tag) {
+    dispatch_sigmoid(relaxation.sigmoid, [&](auto sigmoid_tag) {
       constexpr Sigmoid S = decltype(sigmoid_tag)::value;
       const int64_t row_cost = 8 * C + (g_P ? 2 * C * n + n * n : 0);
       const int64_t blocks = (n + lanes<T>() - 1) / lanes<T>();
@@ -315,7 +324,7 @@ void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_value
                 LaneScratch<T> own;
                 prepare_backward_scratch(net, n, own);
                 std::vector<double> local(C, 0.0);
-                p_backward_row(net, al, gp, n, bb, be, local.data(), own);
+                p_backward_row(net, al, gp, gs, n, bb, be, local.data(), own);
                 std::lock_guard<std::mutex> guard(lock);
                 parts.emplace_back(bb, std::move(local));
               });
@@ -325,7 +334,7 @@ void backward_cpu(std::uintptr_t x, std::uintptr_t alpha, std::uintptr_t g_value
                 for (int64_t c = 0; c < C; ++c) dalpha[c] += part.second[c];
               }
             } else {
-              p_backward_row(net, al, gp, n, 0, blocks, dalpha.data(), scratch);
+              p_backward_row(net, al, gp, gs, n, 0, blocks, dalpha.data(), scratch);
             }
           }
           std::copy(xb, xb + n, v.begin());

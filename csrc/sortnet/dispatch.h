@@ -1,5 +1,5 @@
 // Host-side dispatch shared by cpu.cpp and cuda.cu: the sigmoid code becomes
-// a template parameter once per call, and the network's arrays a SortNetwork.
+// a template parameter once per call, and the layout's arrays a SortNetwork.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "../common/common.h"
+#include "api.h"
 #include "sortnet.h"
 
 namespace diffcomb {
@@ -16,6 +17,8 @@ template <class T>
 T* as_ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
+
+static_assert(int(Sigmoid::Optimal) + 1 == kSigmoids, "api.h's kSigmoids counts the Sigmoid codes");
 
 // f(std::integral_constant<Sigmoid, S>{}) for the sigmoid code.
 template <class F>
@@ -31,11 +34,23 @@ void dispatch_sigmoid(int code, F&& f) {
   }
 }
 
-// reach = 0 (the CUDA kernels): a network without SortNetwork::active.
-inline SortNetwork make_network(std::uintptr_t lo, std::uintptr_t hi, std::uintptr_t offsets, int64_t layers,
-                                std::uintptr_t reach = 0) {
-  return SortNetwork{as_ptr<const int32_t>(lo), as_ptr<const int32_t>(hi), as_ptr<const int32_t>(offsets),
-                     static_cast<int32_t>(layers), as_ptr<const int32_t>(reach)};
+inline SortNetwork make_network(const SortLayout& layout) {
+  return SortNetwork{as_ptr<const int32_t>(layout.lo), as_ptr<const int32_t>(layout.hi),
+                     as_ptr<const int32_t>(layout.offsets), static_cast<int32_t>(layout.layers),
+                     as_ptr<const int32_t>(layout.reach)};
+}
+
+// The checks every entry point makes before it touches memory: sizes and the
+// arrays that must exist (0 = an optional array that is absent).
+inline void check_call(const char* entry, int64_t batch, int64_t n, std::uintptr_t x, std::uintptr_t out,
+                       std::uintptr_t alpha, const SortLayout& layout) {
+  if (batch < 0 || n < 0 || n > INT32_MAX) {
+    throw std::invalid_argument(std::string("diffcomb native: ") + entry + " got batch = " + std::to_string(batch) +
+                                ", n = " + std::to_string(n));
+  }
+  if (batch > 0 && n > 0 && (x == 0 || out == 0 || (layout.comparators > 0 && alpha == 0))) {
+    throw std::invalid_argument(std::string("diffcomb native: ") + entry + " needs x, its output and alpha");
+  }
 }
 
 }  // namespace sortnet

@@ -3,7 +3,7 @@
 // conditional swap of the values, its replay from a stored mixing weight, and
 // the mix of two wires' distributions (the columns of P) with its adjoint.
 //
-// Layout of a network (built once per (type, n) in diffcomb/sortnet.py):
+// Layout of a network (built once per (type, n) in diffcomb/_sortnet_layout.py):
 // comparators c = 0..C-1 in execution order, lo[c] / hi[c] their wires (the
 // smaller value goes to lo), offsets[l]..offsets[l+1] the comparators of layer
 // l. Within a layer the comparators are disjoint and sorted by min(lo, hi),
@@ -42,7 +42,7 @@
 namespace diffcomb {
 namespace sortnet {
 
-// Sigmoid codes shared with diffcomb/sortnet.py (_SIGMOIDS there).
+// Sigmoid codes shared with diffcomb/_sortnet_ops.py (SIGMOIDS there; kSigmoids in api.h).
 enum class Sigmoid : int { Logistic = 0, LogisticPhi = 1, Gaussian = 2, Reciprocal = 3, Cauchy = 4, Optimal = 5 };
 
 constexpr double kPhiC = 1e-10;  // the constant c of logistic_phi (SPEC 5.2)
@@ -56,23 +56,23 @@ DC_HOST_DEVICE DC_INLINE double logistic(double v) {
   return e / (1.0 + e);
 }
 
-// v of logistic_phi: beta d / (|d| + c)^lambda.
-DC_HOST_DEVICE DC_INLINE double phi_argument(double d, double beta, double lambda) {
-  return beta * d / pow(fabs(d) + kPhiC, lambda);
+// v of logistic_phi: steepness d / (|d| + c)^art_lambda.
+DC_HOST_DEVICE DC_INLINE double phi_argument(double d, double steepness, double art_lambda) {
+  return steepness * d / pow(fabs(d) + kPhiC, art_lambda);
 }
 
-// f(d): the weight of the "a is the min" order (SPEC 5.2), v = beta d.
+// f(d): the weight of the "a is the min" order (SPEC 5.2), v = steepness d (beta d in the papers).
 template <Sigmoid S>
-DC_HOST_DEVICE DC_INLINE double sigmoid(double d, double beta, double lambda) {
-  const double v = beta * d;
+DC_HOST_DEVICE DC_INLINE double sigmoid(double d, double steepness, double art_lambda) {
+  const double v = steepness * d;
   if constexpr (S == Sigmoid::Logistic) {
     return logistic(v);
   } else if constexpr (S == Sigmoid::LogisticPhi) {
-    return logistic(phi_argument(d, beta, lambda));
+    return logistic(phi_argument(d, steepness, art_lambda));
   } else if constexpr (S == Sigmoid::Gaussian) {
     return 0.5 * erfc(-v * kSqrt1_2);
   } else if constexpr (S == Sigmoid::Reciprocal) {
-    if (fabs(v) == INFINITY) return v > 0 ? 1.0 : 0.0;  // beta d overflowed: not inf / inf
+    if (fabs(v) == INFINITY) return v > 0 ? 1.0 : 0.0;  // steepness d overflowed: not inf / inf
     return 0.5 * (v / (2.0 + fabs(v)) + 1.0);
   } else if constexpr (S == Sigmoid::Cauchy) {
     return atan(v) / kPi + 0.5;
@@ -85,25 +85,25 @@ DC_HOST_DEVICE DC_INLINE double sigmoid(double d, double beta, double lambda) {
 
 // f'(d) = df/dd (SPEC 5.2).
 template <Sigmoid S>
-DC_HOST_DEVICE DC_INLINE double sigmoid_grad(double d, double beta, double lambda) {
-  const double v = beta * d;
+DC_HOST_DEVICE DC_INLINE double sigmoid_grad(double d, double steepness, double art_lambda) {
+  const double v = steepness * d;
   if constexpr (S == Sigmoid::Logistic) {
     const double f = logistic(v);
-    return beta * f * (1.0 - f);
+    return steepness * f * (1.0 - f);
   } else if constexpr (S == Sigmoid::LogisticPhi) {
-    const double f = logistic(phi_argument(d, beta, lambda));
+    const double f = logistic(phi_argument(d, steepness, art_lambda));
     const double x = fabs(d) + kPhiC;
-    return f * (1.0 - f) * beta * (x - lambda * fabs(d)) / x / pow(x, lambda);
+    return f * (1.0 - f) * steepness * (x - art_lambda * fabs(d)) / x / pow(x, art_lambda);
   } else if constexpr (S == Sigmoid::Gaussian) {
-    return beta * kInvSqrt2Pi * exp(-0.5 * v * v);
+    return steepness * kInvSqrt2Pi * exp(-0.5 * v * v);
   } else if constexpr (S == Sigmoid::Reciprocal) {
     const double s = 2.0 + fabs(v);
-    return beta / (s * s);
+    return steepness / (s * s);
   } else if constexpr (S == Sigmoid::Cauchy) {
-    return beta / (kPi * (1.0 + v * v));
+    return steepness / (kPi * (1.0 + v * v));
   } else {  // Optimal
-    if (fabs(v) <= 0.25) return beta;
-    return beta / (16.0 * v * v);
+    if (fabs(v) <= 0.25) return steepness;
+    return steepness / (16.0 * v * v);
   }
 }
 
@@ -122,8 +122,8 @@ DC_HOST_DEVICE SN_INLINE T mix(T& x, T& y, T alpha) {
 // The relaxed conditional swap of wires lo, hi of the values v (SPEC 5.2).
 // Returns alpha, rounded to T: the weight that was applied and that is saved.
 template <Sigmoid S, class T>
-DC_HOST_DEVICE DC_INLINE T swap_values(T* v, int32_t lo, int32_t hi, double beta, double lambda) {
-  const T alpha = T(sigmoid<S>(double(v[hi]) - double(v[lo]), beta, lambda));
+DC_HOST_DEVICE DC_INLINE T swap_values(T* v, int32_t lo, int32_t hi, double steepness, double art_lambda) {
+  const T alpha = T(sigmoid<S>(double(v[hi]) - double(v[lo]), steepness, art_lambda));
   mix(v[lo], v[hi], alpha);
   return alpha;
 }
@@ -131,12 +131,12 @@ DC_HOST_DEVICE DC_INLINE T swap_values(T* v, int32_t lo, int32_t hi, double beta
 // Replays a swap with its saved alpha (bit for bit the forward's update) and
 // returns what the values' adjoint needs: a - b and f'(b - a).
 template <Sigmoid S, class T>
-DC_HOST_DEVICE DC_INLINE void replay_swap(T* v, int32_t lo, int32_t hi, T alpha, double beta, double lambda,
-                                          double* a_minus_b, double* fprime) {
+DC_HOST_DEVICE DC_INLINE void replay_swap(T* v, int32_t lo, int32_t hi, T alpha, double steepness,
+                                          double art_lambda, double* a_minus_b, double* fprime) {
   const double a = double(v[lo]);
   const double b = double(v[hi]);
   *a_minus_b = a - b;
-  *fprime = sigmoid_grad<S>(b - a, beta, lambda);
+  *fprime = sigmoid_grad<S>(b - a, steepness, art_lambda);
   mix(v[lo], v[hi], alpha);
 }
 
@@ -181,6 +181,17 @@ DC_HOST_DEVICE SN_INLINE T mix_lanes_vjp(T* gx, T* gy, T alpha, const T* delta) 
   T dalpha = T(0);
   for (int r = 0; r < R; ++r) dalpha += diff[r] * delta[r];
   return dalpha;
+}
+
+// Where dL/dP[i, k] of one row of the batch is (api.h: P's layout, or Pt's
+// when transposed): at i * row + k * col.
+struct PStrides {
+  int64_t row;
+  int64_t col;
+};
+
+DC_HOST_DEVICE DC_INLINE PStrides p_strides(int64_t n, bool transposed) {
+  return transposed ? PStrides{1, n} : PStrides{n, 1};
 }
 
 // A network layout (see the top of this file) on the host or the device.

@@ -9,6 +9,8 @@ from .isotonic import *  # noqa: F401,F403
 from .isotonic import __all__ as _isotonic
 from .perturb import *  # noqa: F401,F403
 from .perturb import __all__ as _perturb
+from .sortnet import *  # noqa: F401,F403
+from .sortnet import __all__ as _sortnet
 
-__all__ = sorted([*_isotonic, *_perturb, "auc_loss", "average_precision_loss", "fenchel_young_loss", "ndcg_loss",
+__all__ = sorted([*_isotonic, *_perturb, *_sortnet, "auc_loss", "average_precision_loss", "fenchel_young_loss", "ndcg_loss",
                   "recall_at_k_loss"])

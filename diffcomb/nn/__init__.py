@@ -12,7 +12,9 @@ from .sinkhorn import *  # noqa: F401,F403
 from .sinkhorn import __all__ as _sinkhorn
 from .softdtw import *  # noqa: F401,F403
 from .softdtw import __all__ as _softdtw
+from .sortnet import *  # noqa: F401,F403
+from .sortnet import __all__ as _sortnet
 from .topk import *  # noqa: F401,F403
 from .topk import __all__ as _topk
 
-__all__ = sorted([*_isotonic, *_perturb, *_ranking, *_sinkhorn, *_softdtw, *_topk])
+__all__ = sorted([*_isotonic, *_perturb, *_ranking, *_sinkhorn, *_softdtw, *_sortnet, *_topk])

@@ -1,0 +1,198 @@
+"""The custom ops of the sorting networks: ``diffcomb::sorting_network`` and its backward, on
+contiguous ``(B, n)`` rows, with fake (meta) implementations and autograd, so that
+:func:`diffcomb.sorting_network` works under ``torch.compile(fullgraph=True)``,
+``torch.autograd.gradcheck`` and ``torch.library.opcheck``.
+
+The native kernels (csrc/sortnet) run the swaps layer by layer: O(1) per comparator for the values
+and O(n) per comparator (O(n^2) per layer) for ``P``, whose rows evolve independently; their
+backward keeps only the per-swap mixing weights ``alpha`` from the forward. The forward returns
+``Pt``, the transposed matrix (``Pt[b, k, i] = P[b, i, k]``, the layout both devices write); the
+backward takes ``dL/dP`` in either of the two layouts autograd hands back (P's or Pt's, see
+csrc/sortnet/api.h), so it never copies the gradient.
+
+The ops check what they are given before anything reaches the native code (shapes, dtypes,
+devices, contiguity and the scalar codes; no tensor values are read), in the real and the fake
+implementation alike, so a direct call with bad arguments raises instead of reading or writing out
+of bounds.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from . import _native
+from ._checks import check_op, check_op_tensor
+from ._sortnet_layout import BITONIC_PADDINGS, NETWORKS, network_layout
+
+__all__ = ["SIGMOIDS"]
+
+# Codes shared with csrc/sortnet/sortnet.h (enum Sigmoid).
+SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
+_FLOATS = (torch.float32, torch.float64)
+
+
+class _DeviceLayout(NamedTuple):
+    """A network layout on one device, with the native SortLayout of its arrays' addresses."""
+
+    arrays: tuple[Tensor, Tensor, Tensor, Tensor]
+    """lo, hi, offsets, reach (int32), kept alive for the addresses in ``native``."""
+    native: object
+    """diffcomb._C.SortLayout (taken by the CPU and the CUDA entry points alike)."""
+    output: Optional[Tensor]
+    """int64 (n,): NetworkLayout.output (None: the identity)."""
+    place: Optional[Tensor]
+    """int64 (n,): its inverse, the output position of each wire (None: the identity)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_tensors(network: int, padding: int, n: int, device: torch.device) -> _DeviceLayout:
+    layout = network_layout(NETWORKS[network], n, BITONIC_PADDINGS[padding])
+    arrays = tuple(torch.from_numpy(a.copy()).to(device) for a in layout[:4])
+    lo, hi, offsets, reach = arrays
+    native = _native.cpu().SortLayout(_native.address(lo), _native.address(hi), _native.address(offsets),
+                                      _native.address(reach), offsets.numel() - 1, lo.numel())
+    if not layout.permuted:
+        return _DeviceLayout(arrays, native, None, None)
+    output = torch.from_numpy(layout.output.copy()).to(device)
+    return _DeviceLayout(arrays, native, output, torch.argsort(output))
+
+
+def _comparators(network: int, padding: int, n: int) -> int:
+    return int(network_layout(NETWORKS[network], n, BITONIC_PADDINGS[padding]).offsets[-1])
+
+
+# ---------------------------------------------------------------------------
+# Checks of the raw ops' own arguments.
+
+
+def _check_scalars(op: str, network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float) -> None:
+    where = f"torch.ops.diffcomb.{op}"
+    for name, code, names in (("network", network, NETWORKS), ("padding", padding, BITONIC_PADDINGS),
+                              ("sigmoid", sigmoid, SIGMOIDS)):
+        check_op(0 <= code < len(names), lambda: f"{where}: {name} must be a code in [0, {len(names)}) "
+                 f"({', '.join(names)}), got {code}", ValueError)
+    check_op(0.0 < steepness < float("inf"), lambda: f"{where}: steepness must be positive and finite, got "
+             f"{steepness}", ValueError)
+    check_op(0.0 <= art_lambda <= 1.0, lambda: f"{where}: art_lambda must be in [0, 1], got {art_lambda}", ValueError)
+
+
+def _check_forward(x: Tensor, network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float) -> None:
+    check_op_tensor("sorting_network", "x", x, _FLOATS, 2)
+    _check_scalars("sorting_network", network, padding, sigmoid, steepness, art_lambda)
+
+
+def _grad_P_transposed(grad_P: Tensor) -> bool:
+    """Whether dL/dP is stored in Pt's layout (its transpose is contiguous) rather than P's."""
+    return not grad_P.is_contiguous() and grad_P.mT.is_contiguous()
+
+
+def _check_backward(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor],
+                    network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float) -> None:
+    op = "sorting_network_backward"
+    check_op_tensor(op, "x", x, _FLOATS, 2)
+    _check_scalars(op, network, padding, sigmoid, steepness, art_lambda)
+    batch, n = x.shape
+    check_op_tensor(op, "alpha", alpha, (x.dtype,), (batch, _comparators(network, padding, int(n))), x.device)
+    if grad_values is not None:
+        check_op_tensor(op, "grad_values", grad_values, (x.dtype,), (batch, n), x.device)
+    if grad_P is not None:
+        # P's layout or Pt's (a transposed view of a contiguous tensor); the shape is square
+        check_op_tensor(op, "grad_P (or its transpose)", grad_P.mT if _grad_P_transposed(grad_P) else grad_P,
+                        (x.dtype,), (batch, n, n), x.device)
+
+
+# ---------------------------------------------------------------------------
+# The ops.
+
+
+@torch.library.custom_op("diffcomb::sorting_network", mutates_args=())
+def _sortnet_op(x: Tensor, network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float,
+                with_matrix: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Relaxed sorted values (B, n), Pt (B, n, n) or (B, 0, 0), and the mixing weights alpha (B, C).
+    network, padding and sigmoid are indices into NETWORKS, BITONIC_PADDINGS and SIGMOIDS."""
+    _check_forward(x, network, padding, sigmoid, steepness, art_lambda)
+    batch, n = x.shape
+    layout = _layout_tensors(network, padding, n, x.device)
+    values = torch.empty_like(x)
+    alpha = x.new_empty((batch, layout.native.comparators))
+    Pt = x.new_empty((batch, n, n) if with_matrix else (batch, 0, 0))
+    relaxation = _native.cpu().Relaxation(sigmoid, steepness, art_lambda)
+    _native.launch("sorting_network", "sortnet_forward", x, _native.address(x), _native.address(values),
+                   _native.address(alpha), _native.address(Pt), batch, n, _native.dtype_code(x), layout.native,
+                   relaxation)
+    if layout.output is not None:  # the outputs leave a padded bitonic network on renamed wires
+        values = values.index_select(1, layout.output)
+        if with_matrix:
+            Pt = Pt.index_select(1, layout.output)
+    return values, Pt, alpha
+
+
+@_sortnet_op.register_fake
+def _(x: Tensor, network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float,
+      with_matrix: bool) -> tuple[Tensor, Tensor, Tensor]:
+    _check_forward(x, network, padding, sigmoid, steepness, art_lambda)
+    batch, n = x.shape
+    comparators = _comparators(network, padding, int(n))
+    return (torch.empty_like(x), x.new_empty((batch, n, n) if with_matrix else (batch, 0, 0)),
+            x.new_empty((batch, comparators)))
+
+
+@torch.library.custom_op("diffcomb::sorting_network_backward", mutates_args=())
+def _sortnet_backward_op(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor],
+                         network: int, padding: int, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+    """dL/dx (B, n) from the upstream gradients of the values and of P (B, n, n), grad_P[b, i, k] =
+    dL/dP[b, i, k], either contiguous or the transpose of a contiguous tensor; None: zero."""
+    _check_backward(x, alpha, grad_values, grad_P, network, padding, sigmoid, steepness, art_lambda)
+    batch, n = x.shape
+    layout = _layout_tensors(network, padding, n, x.device)
+    if layout.place is not None:  # back to the wires the outputs left on
+        grad_values = grad_values.index_select(1, layout.place) if grad_values is not None else None
+        grad_P = grad_P.index_select(2, layout.place) if grad_P is not None else None
+    with_P = grad_P is not None and alpha.numel() > 0
+    transposed = with_P and _grad_P_transposed(grad_P)
+    dx = torch.empty_like(x)
+    dtype = _native.dtype_code(x)
+    relaxation = _native.cpu().Relaxation(sigmoid, steepness, art_lambda)
+    _native.launch("sorting_network", "sortnet_backward", x, _native.address(x), _native.address(alpha),
+                   _native.address(grad_values), _native.address(grad_P) if with_P else 0, transposed,
+                   _native.address(dx), batch, n, dtype, layout.native, relaxation,
+                   workspace=("sortnet_backward_work_bytes", (batch, n, alpha.shape[1], dtype, with_P)))
+    return dx
+
+
+@_sortnet_backward_op.register_fake
+def _(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor], network: int,
+      padding: int, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+    _check_backward(x, alpha, grad_values, grad_P, network, padding, sigmoid, steepness, art_lambda)
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, network, padding, sigmoid, steepness, art_lambda, with_matrix = inputs
+    _, _, alpha = output
+    ctx.mark_non_differentiable(alpha)
+    ctx.save_for_backward(x, alpha)
+    ctx.params = (network, padding, sigmoid, steepness, art_lambda)
+    ctx.with_matrix = with_matrix
+
+
+def _backward(ctx, grad_values, grad_Pt, _grad_alpha):
+    x, alpha = ctx.saved_tensors
+    if grad_values is not None:
+        grad_values = grad_values.contiguous()
+    grad_P = None
+    if grad_Pt is not None and ctx.with_matrix and grad_Pt.numel():
+        # dL/dP, as the kernels take it without a copy: contiguous in P's layout (a loss on P
+        # with its own contiguous gradient) or in Pt's (a gradient that kept P's strides)
+        grad_P = grad_Pt.mT
+        if not (grad_P.is_contiguous() or grad_P.mT.is_contiguous()):
+            grad_P = grad_P.contiguous()
+    dx = torch.ops.diffcomb.sorting_network_backward(x, alpha, grad_values, grad_P, *ctx.params)
+    return dx, None, None, None, None, None, None
+
+
+torch.library.register_autograd("diffcomb::sorting_network", _backward, setup_context=_setup_context)
