@@ -5,18 +5,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .._checks import check_flag, check_int, check_reduction, message
+from .._checks import check_flag, check_int, check_module_dim, check_reduction, message
 from .._sortnet_layout import warn_if_pruned_bitonic_unsorted
 from ..losses.sortnet import ranking_loss
 from ..sortnet import SortingNetworkResult, check_options, sorting_network
 
 __all__ = ["DiffSortNet", "RankingLoss"]
-
-
-def _check_module_dim(name: str, dim: object) -> int:
-    if not isinstance(dim, int) or isinstance(dim, bool):
-        raise TypeError(message(name, f"dim must be an int, got {type(dim).__name__}"))
-    return dim
 
 
 class DiffSortNet(nn.Module):
@@ -50,7 +44,7 @@ class DiffSortNet(nn.Module):
         self.return_matrix = check_flag(name, "return_matrix", return_matrix)
         self.descending = check_flag(name, "descending", descending)
         self.bitonic_padding = bitonic_padding
-        self.dim = _check_module_dim(name, dim)
+        self.dim = check_module_dim(name, dim)
         if network == "bitonic" and bitonic_padding == "prune":
             warn_if_pruned_bitonic_unsorted(size)  # now rather than at the first call
 
@@ -74,7 +68,7 @@ class RankingLoss(nn.Module):
     def __init__(self, reduction: str = "mean", dim: int = -1) -> None:
         super().__init__()
         self.reduction = check_reduction("RankingLoss", reduction)
-        self.dim = _check_module_dim("RankingLoss", dim)
+        self.dim = check_module_dim("RankingLoss", dim)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, dim={self.dim}"
