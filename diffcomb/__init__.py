@@ -18,8 +18,9 @@ axes last or chosen with ``dim``):
 
 Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
 :class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`, :class:`DiffSortNet`,
-:class:`RankingLoss`, :class:`Sinkhorn`, :class:`PerturbedTopK`, :class:`PerturbedArgmax`,
-:class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`, :class:`BlackboxShortestPath`,
+:class:`RankingLoss`, :class:`Sinkhorn`, :class:`SinkhornSort`, :class:`SinkhornRank`,
+:class:`SinkhornQuantile`, :class:`GumbelSinkhorn`, :class:`SinkhornDivergence`, :class:`PerturbedTopK`,
+:class:`PerturbedArgmax`, :class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`, :class:`BlackboxShortestPath`,
 :class:`PerturbedFenchelYoungLoss`.
 """
 
@@ -35,16 +36,10 @@ from .nn import (
     PerturbedTopK,
 )
 from .nn import SharpSoftDTW, SoftDTW, SoftDTWDivergence, SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
-from .nn import Sinkhorn
-from .sinkhorn import (
-    SinkhornResult,
-    gumbel_sinkhorn,
-    sinkhorn,
-    sinkhorn_divergence,
-    sinkhorn_quantile,
-    sinkhorn_rank,
-    sinkhorn_sort,
-)
+from .nn import GumbelSinkhorn, Sinkhorn, SinkhornDivergence, SinkhornQuantile, SinkhornRank, SinkhornSort
+from .transport import SinkhornResult, sinkhorn, sinkhorn_divergence
+from .transport_permutation import gumbel_sinkhorn
+from .transport_sort import sinkhorn_quantile, sinkhorn_rank, sinkhorn_sort
 from .perturb import (
     BlackboxSolver,
     IMLESolver,
@@ -121,8 +116,13 @@ __all__ = [
     "sort_permutation",
     "topk_mask",
     "SharpSoftDTW",
+    "GumbelSinkhorn",
     "Sinkhorn",
+    "SinkhornDivergence",
+    "SinkhornQuantile",
+    "SinkhornRank",
     "SinkhornResult",
+    "SinkhornSort",
     "SoftDTW",
     "SoftDTWDivergence",
     "SoftLTSLoss",

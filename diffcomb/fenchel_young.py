@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ._checks import as_float, check_reduction, check_same_device, reduce
 from .isotonic import _check_dim, _check_regularization, _check_strength, _check_tensor, _to_rows
-from .sinkhorn import sinkhorn
+from .transport import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
 
