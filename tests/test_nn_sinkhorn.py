@@ -88,6 +88,9 @@ def test_bad_dim(fn):
 # Modules equal their functions.
 
 
+# The default epsilon on random values can stop at max_iter above the float64 tol and warn, in the
+# module and the function alike: what is compared is that the two are the same computation.
+@pytest.mark.filterwarnings("ignore:.*Sinkhorn did not converge")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("module,function,kwargs", [
     (SinkhornSort, sinkhorn_sort, dict()),
