@@ -108,7 +108,8 @@ for name, fn, inputs, rtol in CASES:
     torch.cuda.synchronize()
     for k, (x, y) in enumerate(zip(reference[name], out)):
         if not close(x, y, rtol):
-            err = (x.double() - y.cpu().double()).abs().nan_to_num(math.inf).max().item() if x.shape == y.shape else None
+            same_shape = x.shape == y.shape
+            err = (x.double() - y.cpu().double()).abs().nan_to_num(math.inf).max().item() if same_shape else None
             failures.append(f"{name}: output {k} differs between CPU and CUDA (max abs diff {err})")
 
 print("\n".join(failures) if failures else f"cuda smoke (sinkhorn): all {len(CASES)} paths agree with the CPU")

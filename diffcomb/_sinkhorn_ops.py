@@ -157,12 +157,13 @@ def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol
     """(P, f, g, cost, n_iter, err, f_hist, g_hist) for costs C (B, n, m) and weights a (B, n), b (B, m).
     tol <= 0: exactly max_iter iterations. f_hist/g_hist: recorded iterates when unroll.
 
-    check_weights: raise ValueError for negative weights or unequal masses (SPEC 4.4; reads the
-    weights, one synchronization on CUDA, skipped while a CUDA graph is captured). A run with
-    tol > 0 warns (UserWarning) when some problem stopped at max_iter above tol (on CUDA reading
-    the errors costs one synchronization; skipped while a CUDA graph is captured). Both happen here, in the op, so that compiled graphs raise and
-    warn as eager calls do. caller: the public function those messages name. A problem with n = 0
-    or m = 0 has no transport between masses 0 and 1: its cost, potentials and err are NaN."""
+    check_weights: raise ValueError for negative weights or unequal masses (SPEC 4.4; reads the weights,
+    one synchronization on CUDA, skipped while a CUDA graph is captured). A run with tol > 0 warns
+    (UserWarning) when some problem stopped at max_iter above tol (on CUDA reading the errors costs one
+    synchronization; skipped while a CUDA graph is captured). Both happen here, in the op, so that
+    compiled graphs raise and warn as eager calls do. caller: the public function those messages name. A
+    problem with n = 0 or m = 0 has no transport between masses 0 and 1: its cost, potentials and err
+    are NaN."""
     _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
     if check_weights and not _capturing(C):
         error = _weights_error(caller, a, b)

@@ -54,15 +54,19 @@ def _sort_rows(fn: str, x: Tensor, dim: int) -> tuple[Tensor, torch.Size, int]:
     return rows, lead, dim
 
 
-def _plan_to_sorted_targets(fn: str, x: Tensor, dim: int, epsilon: float, num_targets: Optional[int], squash: str,
-                            max_iter: int, tol: Optional[float], backward: str):
-    """What sinkhorn_rank and sinkhorn_sort share: x's rows (B, n), its lead shape and dim, the
-    target weights b (1, m) and the plan P (B, n, m) to m sorted targets."""
+def _plan_to_sorted_targets(fn: str, x: object, dim: int, epsilon: float, descending: bool,
+                            num_targets: Optional[int], squash: str, max_iter: int, tol: Optional[float],
+                            backward: str):
+    """What sinkhorn_rank and sinkhorn_sort share: x as a float tensor (as_float), its rows (B, n),
+    its lead shape and dim, the target weights b (1, m) and the plan P (B, n, m) to m sorted
+    targets; descending is checked."""
+    x = as_float(x)
+    check_flag(fn, "descending", descending)
     rows, lead, dim = _sort_rows(fn, x, dim)
     eps = check_float(fn, "epsilon", epsilon)
     n = rows.shape[-1]
     y, b = _targets(n, _num_targets(fn, num_targets, n), rows)
-    return rows, lead, dim, b, _transport_to_targets(fn, rows, y, b, eps, squash, max_iter, tol, backward)
+    return x, rows, lead, dim, b, _transport_to_targets(fn, rows, y, b, eps, squash, max_iter, tol, backward)
 
 
 def _transport_to_targets(fn: str, rows: Tensor, y: Tensor, b: Tensor, eps: float, squash: str, max_iter: int,
@@ -133,11 +137,8 @@ def sinkhorn_rank(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
         M. Cuturi, O. Teboul, J.-P. Vert. Differentiable Ranks and Sorting using Optimal Transport.
         NeurIPS 2019.
     """
-    fn = "sinkhorn_rank"
-    x = as_float(x)
-    descending = check_flag(fn, "descending", descending)
-    rows, lead, dim, b, P = _plan_to_sorted_targets(fn, x, dim, epsilon, num_targets, squash, max_iter, tol,
-                                                    backward)
+    x, rows, lead, dim, b, P = _plan_to_sorted_targets("sinkhorn_rank", x, dim, epsilon, descending, num_targets,
+                                                       squash, max_iter, tol, backward)
     n = rows.shape[-1]
     R = n * n * (P @ b[0].cumsum(0))  # n (P bbar)_i / a_i with a_i = 1/n
     if descending:
@@ -183,11 +184,8 @@ def sinkhorn_sort(x: Tensor, epsilon: float = 1e-2, *, dim: int = -1, descending
         M. Cuturi, O. Teboul, J.-P. Vert. Differentiable Ranks and Sorting using Optimal Transport.
         NeurIPS 2019.
     """
-    fn = "sinkhorn_sort"
-    x = as_float(x)
-    descending = check_flag(fn, "descending", descending)
-    rows, lead, dim, b, P = _plan_to_sorted_targets(fn, x, dim, epsilon, num_targets, squash, max_iter, tol,
-                                                    backward)
+    x, rows, lead, dim, b, P = _plan_to_sorted_targets("sinkhorn_sort", x, dim, epsilon, descending, num_targets,
+                                                       squash, max_iter, tol, backward)
     m = P.shape[-1]
     S = (P.transpose(-1, -2) @ rows.unsqueeze(-1)).squeeze(-1) * m
     if rows.shape[-1] == 0:  # no values to sort into m > 0 targets: the means are undefined (SPEC 0)

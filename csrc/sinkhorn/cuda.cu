@@ -190,7 +190,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ForwardBatch A, doubl
 template <class T>
 struct ImplicitSweeper : Block {
   const T *P, *G;
-  __device__ ImplicitSweeper(const ImplicitProblem<T>& p, double* scratch_) : Block(p.n, p.m, scratch_), P(p.P), G(p.G) {}
+  __device__ ImplicitSweeper(const ImplicitProblem<T>& p, double* scratch_)
+      : Block(p.n, p.m, scratch_), P(p.P), G(p.G) {}
 
   __device__ void plan_line_sums(double* rhs, double* wt) const {
     // (G_ij P_ij, P_ij) summed along rows and columns.

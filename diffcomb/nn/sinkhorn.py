@@ -82,7 +82,20 @@ class _SortedTargets(nn.Module):
                 f"tol={self.tol}, backward={self.backward!r}")
 
 
-class SinkhornSort(_SortedTargets):
+class _SortOrRank(_SortedTargets):
+    """The sort and the rank: all targets' hyper-parameters, the direction and the target count."""
+
+    def __init__(self, name: str, epsilon: float, dim: int, squash: str, max_iter: int, tol: Optional[float],
+                 backward: str, descending: bool, num_targets: Optional[int]) -> None:
+        super().__init__(name, epsilon, dim, squash, max_iter, tol, backward)
+        self.descending = check_flag(name, "descending", descending)
+        self.num_targets = check_int(name, "num_targets", num_targets, 1, optional=True)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, descending={self.descending}, num_targets={self.num_targets}"
+
+
+class SinkhornSort(_SortOrRank):
     """Module form of :func:`diffcomb.sinkhorn_sort`: soft sort along ``dim`` through optimal
     transport to sorted targets; ``forward(x)``.
 
@@ -101,20 +114,14 @@ class SinkhornSort(_SortedTargets):
     def __init__(self, epsilon: float = 1e-2, dim: int = -1, descending: bool = False,
                  num_targets: Optional[int] = None, squash: str = "sigmoid", max_iter: int = 1000,
                  tol: Optional[float] = None, backward: str = "implicit") -> None:
-        name = "SinkhornSort"
-        super().__init__(name, epsilon, dim, squash, max_iter, tol, backward)
-        self.descending = check_flag(name, "descending", descending)
-        self.num_targets = check_int(name, "num_targets", num_targets, 1, optional=True)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, descending={self.descending}, num_targets={self.num_targets}"
+        super().__init__("SinkhornSort", epsilon, dim, squash, max_iter, tol, backward, descending, num_targets)
 
     def forward(self, x: Tensor) -> Tensor:
         return sinkhorn_sort(x, self.epsilon, dim=self.dim, descending=self.descending, num_targets=self.num_targets,
                              squash=self.squash, max_iter=self.max_iter, tol=self.tol, backward=self.backward)
 
 
-class SinkhornRank(_SortedTargets):
+class SinkhornRank(_SortOrRank):
     """Module form of :func:`diffcomb.sinkhorn_rank`: soft ranks along ``dim`` through optimal
     transport to sorted targets; ``forward(x)``.
 
@@ -133,13 +140,7 @@ class SinkhornRank(_SortedTargets):
     def __init__(self, epsilon: float = 1e-2, dim: int = -1, descending: bool = False,
                  num_targets: Optional[int] = None, squash: str = "sigmoid", max_iter: int = 1000,
                  tol: Optional[float] = None, backward: str = "implicit") -> None:
-        name = "SinkhornRank"
-        super().__init__(name, epsilon, dim, squash, max_iter, tol, backward)
-        self.descending = check_flag(name, "descending", descending)
-        self.num_targets = check_int(name, "num_targets", num_targets, 1, optional=True)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, descending={self.descending}, num_targets={self.num_targets}"
+        super().__init__("SinkhornRank", epsilon, dim, squash, max_iter, tol, backward, descending, num_targets)
 
     def forward(self, x: Tensor) -> Tensor:
         return sinkhorn_rank(x, self.epsilon, dim=self.dim, descending=self.descending, num_targets=self.num_targets,
