@@ -211,6 +211,16 @@ def _empty_backward(C: Tensor, a: Tensor, b: Tensor, gcost: Optional[Tensor]) ->
     return torch.zeros_like(C), torch.full_like(a, fill), torch.full_like(b, fill)
 
 
+def _check_implicit_args(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, g: Tensor, G: Optional[Tensor],
+                         gcost: Optional[Tensor], eps: float) -> None:
+    op = "sinkhorn_implicit_backward"
+    _check_backward_args(op, C, a, b, G, gcost, eps)
+    batch, n, m = C.shape
+    _check_side(op, "P", P, (batch, n, m), C)
+    _check_side(op, "f", f, (batch, n), C)
+    _check_side(op, "g", g, (batch, m), C)
+
+
 @torch.library.custom_op("diffcomb::sinkhorn_implicit_backward", mutates_args=())
 def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, g: Tensor, G: Optional[Tensor],
                           gcost: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -218,12 +228,9 @@ def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor,
     conditions (its marginals P 1, P^T 1 in H: exact for the returned plan, converged or not) for
     plan gradients G (B, n, m) and cost gradients gcost (B) (envelope, SPEC 4.2); None stands for
     zero."""
+    _check_implicit_args(C, a, b, P, f, g, G, gcost, eps)
     op = "sinkhorn_implicit_backward"
-    _check_backward_args(op, C, a, b, G, gcost, eps)
     batch, n, m = C.shape
-    _check_side(op, "P", P, (batch, n, m), C)
-    _check_side(op, "f", f, (batch, n), C)
-    _check_side(op, "g", g, (batch, m), C)
     if C.numel() == 0:
         return _empty_backward(C, a, b, gcost)
     dC, da, db = torch.zeros_like(C), torch.zeros_like(a), torch.zeros_like(b)
@@ -238,12 +245,7 @@ def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor,
 
 @_implicit_backward_op.register_fake
 def _(C, a, b, P, f, g, G, gcost, eps):
-    op = "sinkhorn_implicit_backward"
-    _check_backward_args(op, C, a, b, G, gcost, eps)
-    batch, n, m = C.shape
-    _check_side(op, "P", P, (batch, n, m), C)
-    _check_side(op, "f", f, (batch, n), C)
-    _check_side(op, "g", g, (batch, m), C)
+    _check_implicit_args(C, a, b, P, f, g, G, gcost, eps)
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
 
