@@ -97,14 +97,17 @@ void transpose(const T* src, T* dst, int64_t n, int64_t m, int64_t j0, int64_t j
 template <class T>
 struct ForwardWork {
   std::vector<T> CT, wa, wb;
-  std::vector<double> f_cur, f_new, g_cur, partial;
+  std::vector<double> f_cur, f_new, g_cur, loga, logb, partial;
   ForwardWork(int64_t n, int64_t m, int nt)
-      : CT(n * m), wa(n), wb(m), f_cur(n), f_new(n), g_cur(m), partial(static_cast<size_t>(nt)) {}
+      : CT(n * m), wa(n), wb(m), f_cur(n), f_new(n), g_cur(m), loga(n), logb(m),
+        partial(static_cast<size_t>(nt)) {}
   ForwardProblem<T, T> problem(const ForwardBatch& A, int64_t bi) {
     ForwardProblem<T, T> p = forward_problem_at<T, T>(A, bi);
     p.f_cur = f_cur.data();
     p.f_new = f_new.data();
     p.g_cur = g_cur.data();
+    p.loga = loga.data();
+    p.logb = logb.data();
     p.wa = wa.data();
     p.wb = wb.data();
     return p;

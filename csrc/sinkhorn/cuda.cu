@@ -178,8 +178,10 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ForwardBatch A, doubl
   p.f_cur = problem_work(work, n, m);
   p.f_new = p.f_cur + n;
   p.wa = p.f_new + n;
-  p.g_cur = p.wa + n;
+  p.loga = p.wa + n;
+  p.g_cur = p.loga + n;
   p.wb = p.g_cur + m;
+  p.logb = p.wb + m;
   ForwardSweeper<T> s(p, scratch);
   forward_problem(s, p);
 }

@@ -45,6 +45,7 @@ struct ForwardProblem {
   double tol;
   Scale scale;
   double *f_cur, *f_new, *g_cur;  // work (n), (n), (m)
+  double *loga, *logb;            // work (n), (m): the log weights, once per call
   W *wa, *wb;                     // work: log a + f / eps (n), log b + g / eps (m)
 };
 
@@ -96,10 +97,14 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
     }
     return;
   }
-  s.rows([&](int64_t i) { p.f_cur[i] = 0.0; });
+  s.rows([&](int64_t i) {
+    p.f_cur[i] = 0.0;
+    p.loga[i] = log_weight(double(p.a[i]));
+  });
   s.cols([&](int64_t j) {
     p.g_cur[j] = 0.0;
-    p.wb[j] = W(log_weight(double(p.b[j])));
+    p.logb[j] = log_weight(double(p.b[j]));
+    p.wb[j] = W(p.logb[j]);
     if (p.gh) p.gh[j] = T(0);
   });
   s.prepare();
@@ -132,7 +137,7 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
     }
     s.rows([&](int64_t i) {
       p.f_cur[i] = p.f_new[i];
-      p.wa[i] = W(log_weight(double(p.a[i])) + p.f_cur[i] * inv_eps);
+      p.wa[i] = W(p.loga[i] + p.f_cur[i] * inv_eps);
       if (p.fh) p.fh[(t - 1) * n + i] = T(p.f_cur[i]);
     });
     s.sync();
@@ -140,7 +145,7 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
     s.col_lse(p.wa, [&](int64_t j, double mx, double sum) {
       const double gj = potential(mx, sum, eps);
       p.g_cur[j] = gj;
-      p.wb[j] = W(log_weight(double(p.b[j])) + gj * inv_eps);
+      p.wb[j] = W(p.logb[j] + gj * inv_eps);
       if (p.gh) p.gh[t * m + j] = T(gj);
     });
     s.sync();
@@ -149,7 +154,7 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
   s.cols([&](int64_t j) { p.g[j] = T(p.g_cur[j]); });
   s.rows([&](int64_t i) {
     p.f[i] = T(p.f_cur[i]);
-    p.wa[i] = W(log_weight(double(p.a[i])) + p.f_cur[i] * inv_eps);
+    p.wa[i] = W(p.loga[i] + p.f_cur[i] * inv_eps);
   });
   s.sync();
   const double mine = s.plan_rows(p.wa, p.wb, p.g, p.P, [&](int64_t i, double r, double gsum) {
