@@ -20,7 +20,9 @@ Modules: :class:`SoftSort`, :class:`SoftRank`, :class:`SoftTopK`, :class:`SoftQu
 :class:`IsotonicRegression`, :class:`SoftSpearman`, :class:`SpearmanLoss`, :class:`SoftLTSLoss`,
 :class:`SoftDTW`, :class:`SoftDTWDivergence`, :class:`SharpSoftDTW`,
 :class:`SharpSoftDTWDivergence`, :class:`SoftDTWAlignment`, :class:`DiffSortNet`,
-:class:`RankingLoss`, :class:`Sinkhorn`, :class:`PerturbedTopK`, :class:`PerturbedArgmax`,
+:class:`RankingLoss`, :class:`Sinkhorn`, :class:`SinkhornSort`, :class:`SinkhornRank`,
+:class:`SinkhornQuantile`, :class:`GumbelSinkhorn`, :class:`SinkhornDivergence`, :class:`PerturbedTopK`,
+:class:`PerturbedArgmax`,
 :class:`PerturbedShortestPath`, :class:`IMLETopK`, :class:`IMLEShortestPath`, :class:`BlackboxShortestPath`,
 :class:`PerturbedFenchelYoungLoss`.
 """
@@ -38,16 +40,10 @@ from .nn import (
 )
 from .nn import SharpSoftDTW, SharpSoftDTWDivergence, SoftDTW, SoftDTWAlignment, SoftDTWDivergence
 from .nn import SoftLTSLoss, SoftRank, SoftSort, SpearmanLoss
-from .nn import Sinkhorn
-from .sinkhorn import (
-    SinkhornResult,
-    gumbel_sinkhorn,
-    sinkhorn,
-    sinkhorn_divergence,
-    sinkhorn_quantile,
-    sinkhorn_rank,
-    sinkhorn_sort,
-)
+from .nn import GumbelSinkhorn, Sinkhorn, SinkhornDivergence, SinkhornQuantile, SinkhornRank, SinkhornSort
+from .transport import SinkhornResult, sinkhorn, sinkhorn_divergence
+from .transport_permutation import gumbel_sinkhorn
+from .transport_sort import sinkhorn_quantile, sinkhorn_rank, sinkhorn_sort
 from .perturb import (
     BlackboxSolver,
     IMLESolver,
@@ -127,8 +123,13 @@ __all__ = [
     "topk_mask",
     "SharpSoftDTW",
     "SharpSoftDTWDivergence",
+    "GumbelSinkhorn",
     "Sinkhorn",
+    "SinkhornDivergence",
+    "SinkhornQuantile",
+    "SinkhornRank",
     "SinkhornResult",
+    "SinkhornSort",
     "SoftDTW",
     "SoftDTWAlignment",
     "SoftDTWDivergence",

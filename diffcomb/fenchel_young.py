@@ -40,7 +40,7 @@ from ._checks import (check_choice, check_dim, check_int, check_reduction, check
 from ._checks import check_target
 from ._isotonic_checks import check_regularization, check_strength
 from ._isotonic_ops import to_rows
-from .sinkhorn import sinkhorn
+from .transport import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
 

@@ -360,21 +360,38 @@ def _ot_sort(fn: Callable, **kwargs):
     return build
 
 
+def _ot_sort_module(cls: type):
+    def build(g):
+        shape, dim = with_dim(g, randint(g, 1, 7))
+        return Problem(cls(dim=dim), [leaf(_values(g, shape))], SINKHORN_RTOL, cls(dim=dim, **CONVERGED))
+    return build
+
+
 entry("sinkhorn_rank", cases=SINKHORN_CASES)(_ot_sort(diffcomb.sinkhorn_rank))
 entry("sinkhorn_sort", cases=SINKHORN_CASES)(_ot_sort(diffcomb.sinkhorn_sort))
+entry("SinkhornRank", cases=SINKHORN_CASES)(_ot_sort_module(diffcomb.SinkhornRank))
+entry("SinkhornSort", cases=SINKHORN_CASES)(_ot_sort_module(diffcomb.SinkhornSort))
 
 
-@entry("sinkhorn_quantile", cases=SINKHORN_CASES)
-def _sinkhorn_quantile(g):
-    shape, dim = with_dim(g, randint(g, 1, 7))
-    levels = [uniform(g, 0.05, 0.95) for _ in range(randint(g, 1, 3))]  # width/2 <= q <= 1 - width/2
-    q = levels[0] if len(levels) == 1 else levels
-    return Problem(lambda x: diffcomb.sinkhorn_quantile(x, q, dim=dim), [leaf(_values(g, shape))], SINKHORN_RTOL,
-                   lambda x: diffcomb.sinkhorn_quantile(x, q, dim=dim, **CONVERGED))
+def _quantile(module: bool):
+    def build(g):
+        shape, dim = with_dim(g, randint(g, 1, 7))
+        levels = [uniform(g, 0.05, 0.95) for _ in range(randint(g, 1, 3))]  # width/2 <= q <= 1 - width/2
+        q = levels[0] if len(levels) == 1 else levels
+        if module:
+            solve, converged = diffcomb.SinkhornQuantile(q, dim=dim), diffcomb.SinkhornQuantile(q, dim=dim, **CONVERGED)
+        else:
+            solve = (lambda x: diffcomb.sinkhorn_quantile(x, q, dim=dim))
+            converged = (lambda x: diffcomb.sinkhorn_quantile(x, q, dim=dim, **CONVERGED))
+        return Problem(solve, [leaf(_values(g, shape))], SINKHORN_RTOL, converged)
+    return build
 
 
-@entry("sinkhorn_divergence", cases=SINKHORN_CASES)
-def _sinkhorn_divergence(g):
+entry("sinkhorn_quantile", cases=SINKHORN_CASES)(_quantile(module=False))
+entry("SinkhornQuantile", cases=SINKHORN_CASES)(_quantile(module=True))
+
+
+def _sinkhorn_divergence(g, module: bool = False):
     lead = lead_shape(g)
     d = randint(g, 1, 3)
     x = normal(g, *lead, randint(g, 1, 6), d)
@@ -388,10 +405,18 @@ def _sinkhorn_divergence(g):
         vb = torch.randn(b.shape, generator=g, dtype=F64)
         return [vx, vy, va - va.mean(-1, keepdim=True), vb - vb.mean(-1, keepdim=True)]
 
-    return Problem(lambda x, y, a, b: diffcomb.sinkhorn_divergence(x, y, a=a, b=b),
-                   [leaf(x), leaf(y), leaf(a), leaf(b)], SINKHORN_RTOL,
-                   lambda x, y, a, b: diffcomb.sinkhorn_divergence(x, y, a=a, b=b, **CONVERGED), directions,
+    if module:  # the loss, summed over the batch
+        solve, converged = diffcomb.SinkhornDivergence(reduction="sum"), diffcomb.SinkhornDivergence(
+            reduction="sum", **CONVERGED)
+    else:
+        solve = (lambda x, y, a, b: diffcomb.sinkhorn_divergence(x, y, a=a, b=b))
+        converged = (lambda x, y, a, b: diffcomb.sinkhorn_divergence(x, y, a=a, b=b, **CONVERGED))
+    return Problem(solve, [leaf(x), leaf(y), leaf(a), leaf(b)], SINKHORN_RTOL, converged, directions,
                    centered=(2, 3))
+
+
+entry("sinkhorn_divergence", cases=SINKHORN_CASES)(_sinkhorn_divergence)
+entry("SinkhornDivergence", cases=SINKHORN_CASES)(lambda g: _sinkhorn_divergence(g, module=True))
 
 
 @entry("gumbel_sinkhorn", "noise=False")
@@ -399,6 +424,13 @@ def _gumbel_sinkhorn(g):
     n = randint(g, 1, 6)
     X = normal(g, *lead_shape(g), n, n, scale=log_uniform(g, 0.3, 3.0))
     return Problem(lambda X: diffcomb.gumbel_sinkhorn(X, noise=False), [leaf(X)])
+
+
+@entry("GumbelSinkhorn", "noise=False")
+def _gumbel_sinkhorn_module(g):
+    n = randint(g, 1, 6)
+    X = normal(g, *lead_shape(g), n, n, scale=log_uniform(g, 0.3, 3.0))
+    return Problem(diffcomb.GumbelSinkhorn(noise=False), [leaf(X)])
 
 
 # --- sorting networks (SPEC 5): cauchy, steepness 10 by default ----------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import doctest
 import math
-import sys
 import warnings
 
 import numpy as np
@@ -16,6 +15,10 @@ from scipy.optimize import linear_sum_assignment
 
 import diffcomb
 import diffcomb.nn
+import diffcomb.nn.sinkhorn
+import diffcomb.transport
+import diffcomb.transport_permutation
+import diffcomb.transport_sort
 from diffcomb import (
     Sinkhorn,
     gumbel_sinkhorn,
@@ -1004,13 +1007,12 @@ def test_module(gen):
     assert_close(out.plan, sinkhorn(C, a, b, 0.3, tol=1e-10).plan)
 
 
-def test_docstring_examples():
-    module_ = sys.modules["diffcomb.sinkhorn"]  # the attribute diffcomb.sinkhorn is the function
-    for module in (module_, diffcomb.nn):
-        result = doctest.testmod(module, extraglobs={"torch": torch, "diffcomb": diffcomb},
-                                 optionflags=doctest.NORMALIZE_WHITESPACE)
-        assert result.failed == 0
-    assert doctest.testmod(module_, extraglobs={"torch": torch}).attempted > 0
+@pytest.mark.parametrize("module", [diffcomb.transport, diffcomb.transport_sort, diffcomb.transport_permutation,
+                                    diffcomb.nn.sinkhorn], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, extraglobs={"torch": torch, "diffcomb": diffcomb},
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,24 +33,25 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                            int64_t m, int64_t max_iter, double eps, int dtype, int threads);
 
-// CUDA versions (csrc/sinkhorn/cuda.cu): same arrays as device addresses;
-// work: device scratch of cuda_work_bytes(batch, n, m) bytes.
+// CUDA versions (csrc/sinkhorn/cuda.cu): the same arguments as device
+// addresses, then the execution context: work, device scratch of
+// cuda_work_bytes(batch, n, m) bytes; the device index; the stream.
 int64_t cuda_work_bytes(int64_t batch, int64_t n, int64_t m);
 void forward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
                   std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
-                  std::uintptr_t f_hist, std::uintptr_t g_hist, std::uintptr_t work, int64_t batch, int64_t n,
-                  int64_t m, double eps, int64_t max_iter, double tol, int64_t check_every, int dtype, int device,
+                  std::uintptr_t f_hist, std::uintptr_t g_hist, int64_t batch, int64_t n, int64_t m, double eps,
+                  int64_t max_iter, double tol, int64_t check_every, int dtype, std::uintptr_t work, int device,
                   std::uintptr_t stream);
 void implicit_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
                             std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
-                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t work,
-                            int64_t batch, int64_t n, int64_t m, double eps, double cg_tol, int64_t cg_max_iter,
-                            int dtype, int device, std::uintptr_t stream);
+                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
+                            int64_t m, double eps, double cg_tol, int64_t cg_max_iter, int dtype, std::uintptr_t work,
+                            int device, std::uintptr_t stream);
 void unrolled_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
                             std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
-                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t work,
-                            int64_t batch, int64_t n, int64_t m, int64_t max_iter, double eps, int dtype,
-                            int device, std::uintptr_t stream);
+                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
+                            int64_t m, int64_t max_iter, double eps, int dtype, std::uintptr_t work, int device,
+                            std::uintptr_t stream);
 
 }  // namespace sinkhorn
 }  // namespace diffcomb

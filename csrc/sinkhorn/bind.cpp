@@ -1,11 +1,16 @@
-// diffcomb._C entry points of the Sinkhorn family (api.h).
+// diffcomb._C entry points of the Sinkhorn family (api.h); context: threads.
 #include "common/registry.h"
 #include "sinkhorn/api.h"
+#include "sinkhorn/args.h"
 
 namespace skh = diffcomb::sinkhorn;
 
 DC_BIND_CPU(sinkhorn) {
-  m.def("sinkhorn_forward", &skh::forward_cpu, nogil);
-  m.def("sinkhorn_implicit_backward", &skh::implicit_backward_cpu, nogil);
-  m.def("sinkhorn_unrolled_backward", &skh::unrolled_backward_cpu, nogil);
+  namespace py = pybind11;
+  m.def("sinkhorn_forward", &skh::forward_cpu, skh::kForwardDoc, DC_SINKHORN_FORWARD_ARGS, py::arg("threads"),
+        nogil);
+  m.def("sinkhorn_implicit_backward", &skh::implicit_backward_cpu, skh::kImplicitDoc, DC_SINKHORN_IMPLICIT_ARGS,
+        py::arg("threads"), nogil);
+  m.def("sinkhorn_unrolled_backward", &skh::unrolled_backward_cpu, skh::kUnrolledDoc, DC_SINKHORN_UNROLLED_ARGS,
+        py::arg("threads"), nogil);
 }

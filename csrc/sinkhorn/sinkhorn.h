@@ -1,8 +1,10 @@
 // The math of entropic optimal transport by log-domain Sinkhorn (SPEC.md
-// section 4), shared by cpu.cpp and cuda.cu: the exponential used in the
-// log-sum-exp sweeps, the dual updates, the free marginal error, the plan
-// read-out, and the steps of the two backward passes (implicit
-// differentiation by conjugate gradient, SPEC 4.3 b; unrolling, SPEC 4.3 a).
+// section 4), shared by cpu.cpp and cuda.cu: the scale 1/eps, the exponential
+// used in the log-sum-exp sweeps, the dual updates, the free marginal error,
+// the plan read-out, and the per-entry steps of the two backward passes
+// (implicit differentiation by conjugate gradient, SPEC 4.3 b; unrolling,
+// SPEC 4.3 a). The algorithms that use them, written once over an abstract
+// row/column sweep, are forward.h and backward.h.
 //
 // Notation for one problem: cost C (n, m) row-major, weights a (n), b (m),
 // eps > 0, potentials f (n), g (m). With
@@ -34,6 +36,15 @@
 
 namespace diffcomb {
 namespace sinkhorn {
+
+// eps and 1/eps of a problem. 1/eps is computed here and nowhere else, in
+// double, the same on both devices; a sweep that runs in float (the CPU's
+// float32 sweeps) rounds this one value to float.
+struct Scale {
+  double eps, inv_eps;
+};
+
+DC_HOST_DEVICE DC_INLINE Scale make_scale(double eps) { return Scale{eps, 1.0 / eps}; }
 
 // ---------------------------------------------------------------------------
 // exp without branches, so that a loop of it vectorizes (GCC target clones on
@@ -196,6 +207,18 @@ DC_HOST_DEVICE DC_INLINE double zero_marginal_gradient(const T* c, const T* G, c
   return weighted / sum;
 }
 
+// The weight gradient of a line (row i: da_i; column j: db_j), from
+// weighted = sum_k P_k (G_k - y_k) and the line's marginal, with the
+// zero-marginal limit above where the marginal is 0; plus the envelope term
+// gcost (h - eps/2) of the line's potential h.
+template <class T>
+DC_HOST_DEVICE DC_INLINE double line_weight_gradient(double weighted, double marginal, const T* c, const T* G,
+                                                     const T* w, const T* h, const double* y, int64_t len,
+                                                     int64_t stride, double potential, const Scale& s, double gcost) {
+  const double limit = marginal > 0 ? 0.0 : zero_marginal_gradient(c, G, w, h, y, len, stride, s.inv_eps);
+  return implicit_weight_gradient(weighted, marginal, limit) + gcost * cost_weight_gradient(potential, s.eps);
+}
+
 // The unrolled backward replays n_iter recorded iterations; a count outside
 // [0, max_iter] (only possible from a direct call of the raw op) is clamped so
 // that the history is never read out of bounds (0: the NaN result).
@@ -211,7 +234,27 @@ DC_HOST_DEVICE DC_INLINE int64_t replayed_iterations(int64_t n_iter, int64_t max
 //     gbar'_j -= b_j E_ij fbar_i;  Cbar_ij += b_j E_ij fbar_i;  db_j -= eps E_ij fbar_i
 // after which fbar restarts at 0 and gbar = gbar'. The read-out adds
 // fbar = Q 1 / eps, gbar = Q^T 1 / eps, Cbar = -Q / eps, da = sum_j b_j E G,
-// db = sum_i a_i E G with E from the final potentials.
+// db = sum_i a_i E G with E from the final potentials. E is computed from the
+// scaled potentials fe = f / eps, ge = g / eps as exp(fe_i + ge_j - C_ij / eps).
+
+template <class W, class T>
+DC_MATH_INLINE W scaled_exp(W fe, W ge, T c, W inv_eps) {
+  return exp_fast(fe + term(ge, W(c), inv_eps));
+}
+
+// One entry of the read-out: e = E_ij, G = G_ij. q = G P_ij goes to fbar and
+// gbar (divided by eps), cbar is the entry's Cbar, row (col) its term of
+// da_i (db_j).
+struct ReadoutEntry {
+  double q, cbar, row, col;
+};
+
+DC_HOST_DEVICE DC_INLINE ReadoutEntry readout_entry(double G, double ai, double bj, double e, double inv_eps,
+                                                    double gcost) {
+  const double pij = ai * bj * e;
+  const double q = G * pij;
+  return ReadoutEntry{q, -q * inv_eps + gcost * pij, G * bj * e, G * ai * e};
+}
 
 }  // namespace sinkhorn
 }  // namespace diffcomb

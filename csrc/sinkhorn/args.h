@@ -1,0 +1,35 @@
+// The named arguments of the Sinkhorn bindings (bind.cpp, bind_cuda.cpp): the
+// op arguments are the same on both devices (api.h), then each device's
+// execution context.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace diffcomb {
+namespace sinkhorn {
+
+
+#define DC_SINKHORN_FORWARD_ARGS                                                                                 \
+  py::arg("C"), py::arg("a"), py::arg("b"), py::arg("P"), py::arg("f"), py::arg("g"), py::arg("cost"),           \
+      py::arg("n_iter"), py::arg("err"), py::arg("f_hist"), py::arg("g_hist"), py::arg("batch"), py::arg("n"),   \
+      py::arg("m"), py::arg("eps"), py::arg("max_iter"), py::arg("tol"), py::arg("check_every"), py::arg("dtype")
+#define DC_SINKHORN_IMPLICIT_ARGS                                                                              \
+  py::arg("C"), py::arg("a"), py::arg("b"), py::arg("P"), py::arg("f"), py::arg("g"), py::arg("G"),            \
+      py::arg("gcost"), py::arg("dC"), py::arg("da"), py::arg("db"), py::arg("batch"), py::arg("n"), py::arg("m"), \
+      py::arg("eps"), py::arg("cg_tol"), py::arg("cg_max_iter"), py::arg("dtype")
+#define DC_SINKHORN_UNROLLED_ARGS                                                                               \
+  py::arg("C"), py::arg("a"), py::arg("b"), py::arg("f_hist"), py::arg("g_hist"), py::arg("n_iter"), py::arg("G"), \
+      py::arg("gcost"), py::arg("dC"), py::arg("da"), py::arg("db"), py::arg("batch"), py::arg("n"), py::arg("m"),  \
+      py::arg("max_iter"), py::arg("eps"), py::arg("dtype")
+
+constexpr const char* kForwardDoc =
+    "Log-domain Sinkhorn on a contiguous batch (B, n, m): plan P, potentials f, g, cost, n_iter, err and, "
+    "where f_hist/g_hist are nonzero, the iterates (addresses of the caller's arrays).";
+constexpr const char* kImplicitDoc =
+    "Implicit backward (SPEC 4.3 b): dC, da, db from the plan P, potentials f, g and the upstream G, gcost "
+    "(address 0: zero) by preconditioned conjugate gradient.";
+constexpr const char* kUnrolledDoc =
+    "Unrolled backward (SPEC 4.3 a): dC, da, db through the n_iter recorded iterations f_hist, g_hist.";
+
+}  // namespace sinkhorn
+}  // namespace diffcomb

@@ -1,0 +1,241 @@
+// The two backward passes of Sinkhorn, once for both devices, over a
+// sweeper (sweep.h): implicit differentiation by preconditioned conjugate
+// gradient (SPEC 4.3 b, math in sinkhorn.h) and the unrolled adjoint of the
+// recorded iterations (SPEC 4.3 a). Their sweeps over lines of P or C:
+//
+//   implicit:
+//   s.plan_line_sums(rhs, wt)  rhs = [Q 1; Q^T 1] with Q = G o P, and the plan's
+//                              marginals wt = [P 1; P^T 1] (N = n + m each)
+//   s.plan_matvec(x, out)      out = [P x_v; P^T x_u] for x = [x_u; x_v]
+//   unrolled (E_ij = scaled_exp(fe_i, ge_j, C_ij), sinkhorn.h):
+//   s.readout(q)               with the final potentials in fe, ge: for every
+//                              entry readout_entry(G_ij, a_i, b_j, E_ij); fbar_i,
+//                              da_i get the row sums of its q / eps and row terms,
+//                              gbar_j, db_j the column sums; cbar_ij its cbar
+//   s.adjoint()                one iteration in reverse (sinkhorn.h): with
+//                              E' from (fe, ge) and E from (fe, ge_prev),
+//                              s1_i = sum_j E'_ij gbar_j, fb_i = fbar_i - a_i s1_i,
+//                              da_i -= eps s1_i, fbar_i = fb_i,
+//                              cbar_ij += a_i E'_ij gbar_j + b_j E_ij fb_i,
+//                              gnew_j -= b_j sum_i E_ij fb_i, db_j -= eps sum_i E_ij fb_i
+// Each sweep ends with the barrier its partition needs before rows(),
+// cols() and lines() read what it wrote.
+#pragma once
+
+#include <cstdint>
+
+#include "sweep.h"
+
+namespace diffcomb {
+namespace sinkhorn {
+
+// ---------------------------------------------------------------------------
+// Implicit backward.
+
+// The entry point's arguments (api.h).
+struct ImplicitBatch {
+  std::uintptr_t C, a, b, P, f, g, G, gcost, dC, da, db;
+  int64_t n, m;
+  double eps, cg_tol;
+  int64_t cg_max_iter;
+};
+
+template <class T>
+struct ImplicitProblem {
+  const T *C, *a, *b, *P, *f, *g;
+  const T* G;  // nullptr: no plan gradient (envelope only)
+  double gcost;
+  T* dC;  // nullptr: not written
+  T *da, *db;
+  int64_t n, m, cg_max_iter;
+  double cg_tol;
+  Scale scale;
+  double* work;  // 7 (n + m): rhs, x, r, z, p, hp, wt
+};
+
+template <class T>
+DC_HOST_DEVICE ImplicitProblem<T> implicit_problem_at(const ImplicitBatch& A, int64_t bi) {
+  const int64_t n = A.n, m = A.m;
+  ImplicitProblem<T> p{};
+  p.C = reinterpret_cast<const T*>(A.C) + bi * n * m;
+  p.a = reinterpret_cast<const T*>(A.a) + bi * n;
+  p.b = reinterpret_cast<const T*>(A.b) + bi * m;
+  p.P = reinterpret_cast<const T*>(A.P) + bi * n * m;
+  p.f = reinterpret_cast<const T*>(A.f) + bi * n;
+  p.g = reinterpret_cast<const T*>(A.g) + bi * m;
+  p.G = A.G ? reinterpret_cast<const T*>(A.G) + bi * n * m : nullptr;
+  p.gcost = A.gcost ? double(reinterpret_cast<const T*>(A.gcost)[bi]) : 0.0;
+  p.dC = A.dC ? reinterpret_cast<T*>(A.dC) + bi * n * m : nullptr;
+  p.da = reinterpret_cast<T*>(A.da) + bi * n;
+  p.db = reinterpret_cast<T*>(A.db) + bi * m;
+  p.n = n;
+  p.m = m;
+  p.cg_max_iter = A.cg_max_iter;
+  p.cg_tol = A.cg_tol;
+  p.scale = make_scale(A.eps);
+  return p;
+}
+
+DC_SWEEP_TEMPLATE
+template <class S, class T>
+DC_HOST_DEVICE void implicit_problem(S& s, const ImplicitProblem<T>& p) {
+  const int64_t n = p.n, m = p.m, N = n + m;
+  const double eps = p.scale.eps, inv_eps = p.scale.inv_eps, gc = p.gcost;
+  if (!p.G) {  // envelope only (SPEC 4.2)
+    if (p.dC) s.entries([&](int64_t, int64_t, int64_t k) { p.dC[k] = T(gc * double(p.P[k])); });
+    s.rows([&](int64_t i) { p.da[i] = T(gc * cost_weight_gradient(double(p.f[i]), eps)); });
+    s.cols([&](int64_t j) { p.db[j] = T(gc * cost_weight_gradient(double(p.g[j]), eps)); });
+    return;
+  }
+  double* rhs = p.work;
+  double* x = rhs + N;
+  double* r = x + N;
+  double* z = r + N;
+  double* d = z + N;  // the search direction
+  double* hd = d + N;
+  double* wt = hd + N;  // the plan's marginals: H's diagonal and the preconditioner
+  s.plan_line_sums(rhs, wt);
+  s.lines(N, [&](int64_t k) {
+    x[k] = 0.0;
+    r[k] = rhs[k];
+    z[k] = precondition(r[k], wt[k]);
+    d[k] = z[k];
+  });
+  const double rhs2 = line_sum(s, N, [&](int64_t k) { return rhs[k] * rhs[k]; });
+  if (!(rhs2 < INFINITY)) {  // non-finite problem or upstream gradient
+    fill_nan_gradients(s, p.dC, p.da, p.db);
+    return;
+  }
+  // Preconditioned CG on H [u; v] = rhs from x = 0.
+  double rz = line_sum(s, N, [&](int64_t k) { return r[k] * z[k]; });
+  const double stop = p.cg_tol * p.cg_tol * rhs2;
+  s.sync();
+  for (int64_t it = 0; it < p.cg_max_iter && rhs2 > 0; ++it) {
+    if (line_sum(s, N, [&](int64_t k) { return r[k] * r[k]; }) <= stop) break;
+    s.plan_matvec(d, hd);
+    const double dhd = line_sum(s, N, [&](int64_t k) {
+      hd[k] += wt[k] * d[k];
+      return d[k] * hd[k];
+    });
+    if (!(dhd > 0)) break;
+    const double alpha = rz / dhd;
+    const double rz_new = line_sum(s, N, [&](int64_t k) {
+      x[k] += alpha * d[k];
+      r[k] -= alpha * hd[k];
+      z[k] = precondition(r[k], wt[k]);
+      return r[k] * z[k];
+    });
+    const double beta = rz_new / rz;
+    rz = rz_new;
+    s.lines(N, [&](int64_t k) { d[k] = z[k] + beta * d[k]; });
+    s.sync();
+  }
+  s.sync();
+  const double* u = x;
+  const double* v = x + n;
+  const double* pv = hd;       // P v
+  const double* ptu = hd + n;  // P^T u
+  s.plan_matvec(x, hd);
+  if (p.dC)
+    s.entries([&](int64_t i, int64_t j, int64_t k) {
+      p.dC[k] = T(implicit_cost_gradient(double(p.P[k]), u[i], v[j], double(p.G[k]), inv_eps, gc));
+    });
+  s.rows([&](int64_t i) {
+    p.da[i] = T(line_weight_gradient(rhs[i] - pv[i], wt[i], p.C + i * m, p.G + i * m, p.b, p.g, v, m, 1,
+                                     double(p.f[i]), p.scale, gc));
+  });
+  s.cols([&](int64_t j) {
+    p.db[j] = T(line_weight_gradient(rhs[n + j] - ptu[j], wt[n + j], p.C + j, p.G + j, p.a, p.f, u, n, m,
+                                     double(p.g[j]), p.scale, gc));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Unrolled backward.
+
+struct UnrolledBatch {
+  std::uintptr_t C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db;
+  int64_t n, m, max_iter;
+  double eps;
+};
+
+// W: the type of the scaled potentials fe, ge (as in forward.h).
+template <class T, class W>
+struct UnrolledProblem {
+  const T *C, *a, *b, *fh, *gh;
+  const T* G;  // nullptr: no plan gradient
+  int64_t iters;
+  double gcost;
+  T* dC;  // nullptr: not written
+  T *da, *db;
+  int64_t n, m;
+  Scale scale;
+  T* cbar;                               // Cbar: dC, the device's scratch, or nullptr (not kept)
+  double *fbar, *gbar, *gnew, *sa, *sb;  // work (n), (m), (m), (n), (m): sa, sb accumulate da, db
+  W *fe, *ge, *ge_prev;                  // work (n), (m), (m)
+};
+
+template <class T, class W>
+DC_HOST_DEVICE UnrolledProblem<T, W> unrolled_problem_at(const UnrolledBatch& A, int64_t bi) {
+  const int64_t n = A.n, m = A.m;
+  UnrolledProblem<T, W> p{};
+  p.C = reinterpret_cast<const T*>(A.C) + bi * n * m;
+  p.a = reinterpret_cast<const T*>(A.a) + bi * n;
+  p.b = reinterpret_cast<const T*>(A.b) + bi * m;
+  p.fh = reinterpret_cast<const T*>(A.f_hist) + bi * A.max_iter * n;
+  p.gh = reinterpret_cast<const T*>(A.g_hist) + bi * (A.max_iter + 1) * m;
+  p.G = A.G ? reinterpret_cast<const T*>(A.G) + bi * n * m : nullptr;
+  p.iters = replayed_iterations(reinterpret_cast<const int64_t*>(A.n_iter)[bi], A.max_iter);
+  p.gcost = A.gcost ? double(reinterpret_cast<const T*>(A.gcost)[bi]) : 0.0;
+  p.dC = A.dC ? reinterpret_cast<T*>(A.dC) + bi * n * m : nullptr;
+  p.da = reinterpret_cast<T*>(A.da) + bi * n;
+  p.db = reinterpret_cast<T*>(A.db) + bi * m;
+  p.n = n;
+  p.m = m;
+  p.scale = make_scale(A.eps);
+  return p;
+}
+
+// fe = f / eps and ge = g / eps for the potentials f (n) and g (m).
+DC_SWEEP_TEMPLATE
+template <class S, class T, class W>
+DC_HOST_DEVICE void scale_potentials(S& s, const T* f, const T* g, W* fe, W* ge, double inv_eps) {
+  if (f) s.rows([&](int64_t i) { fe[i] = W(double(f[i]) * inv_eps); });
+  s.cols([&](int64_t j) { ge[j] = W(double(g[j]) * inv_eps); });
+}
+
+DC_SWEEP_TEMPLATE
+template <class S, class T, class W>
+DC_HOST_DEVICE void unrolled_problem(S& s, const UnrolledProblem<T, W>& p) {
+  const int64_t n = p.n, m = p.m, last = p.iters;
+  const double eps = p.scale.eps, inv_eps = p.scale.inv_eps, gc = p.gcost;
+  if (last < 1) {  // non-finite problem
+    fill_nan_gradients(s, p.dC, p.da, p.db);
+    return;
+  }
+  const T* f_final = p.fh + (last - 1) * n;
+  const T* g_final = p.gh + last * m;
+  scale_potentials(s, f_final, g_final, p.fe, p.ge, inv_eps);
+  s.rows([&](int64_t i) { p.fbar[i] = p.sa[i] = 0.0; });
+  s.cols([&](int64_t j) { p.gbar[j] = p.sb[j] = 0.0; });
+  s.sync();
+  s.readout();
+  s.rows([&](int64_t i) { p.sa[i] += gc * cost_weight_gradient(double(f_final[i]), eps); });
+  s.cols([&](int64_t j) { p.sb[j] += gc * cost_weight_gradient(double(g_final[j]), eps); });
+  s.sync();
+  for (int64_t t = p.G ? last : 0; t >= 1; --t) {
+    scale_potentials(s, p.fh + (t - 1) * n, p.gh + t * m, p.fe, p.ge, inv_eps);
+    scale_potentials(s, static_cast<const T*>(nullptr), p.gh + (t - 1) * m, p.fe, p.ge_prev, inv_eps);
+    s.cols([&](int64_t j) { p.gnew[j] = 0.0; });
+    s.sync();
+    s.adjoint();
+    s.cols([&](int64_t j) { p.gbar[j] = p.gnew[j]; });
+    s.rows([&](int64_t i) { p.fbar[i] = 0.0; });
+    s.sync();
+  }
+  s.rows([&](int64_t i) { p.da[i] = T(p.sa[i]); });
+  s.cols([&](int64_t j) { p.db[j] = T(p.sb[j]); });
+}
+
+}  // namespace sinkhorn
+}  // namespace diffcomb
