@@ -10,7 +10,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_flag, check_float, check_int, check_reduction, check_tol, message, reduce
+from .._checks import (check_choice, check_flag, check_float, check_int, check_module_dim, check_reduction, check_tol,
+                       reduce)
 from .._sinkhorn_ops import BACKWARDS
 from ..transport import SinkhornResult, sinkhorn, sinkhorn_divergence
 from ..transport_permutation import gumbel_sinkhorn
@@ -57,13 +58,6 @@ class Sinkhorn(nn.Module):
                         check_every=self.check_every, backward=self.backward)
 
 
-def _check_axis(name: str, dim: object) -> int:
-    """An axis given before any tensor is seen: an int (its range is checked at the call)."""
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(message(name, f"dim must be an int, got {type(dim).__name__}"))
-    return dim
-
-
 class _SortedTargets(nn.Module):
     """The hyper-parameters that the OT sort, rank and quantile modules share."""
 
@@ -71,7 +65,7 @@ class _SortedTargets(nn.Module):
                  backward: str) -> None:
         super().__init__()
         self.epsilon = check_float(name, "epsilon", epsilon)
-        self.dim = _check_axis(name, dim)
+        self.dim = check_module_dim(name, dim)
         self.squash = check_choice(name, "squash", squash, SQUASHES)
         self.max_iter = check_int(name, "max_iter", max_iter, 1)
         self.tol = check_tol(name, tol, None)
