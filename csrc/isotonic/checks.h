@@ -1,8 +1,8 @@
 // The isotonic family's boundary checks (common.h, check_entry): one function
 // per op, called first by its CPU (cpu.cpp) and CUDA (cuda.cu) entry points
 // with the op arguments of api.h. CUDA passes its work array as `scratch`,
-// an array of the (rows, n) extent. Optional arrays (sample weights, deriv,
-// the plain VJP's perm) may be 0; everything else must be non-null when the
+// an array of the (rows, n) extent. Optional arrays (sample weights, the
+// plain VJP's perm) may be 0; everything else must be non-null when the
 // problem is not empty. Rows are int32-indexed: n < 2^31.
 #pragma once
 
@@ -69,16 +69,16 @@ inline void check_vjp(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t star
   if (mode != kVjpPlain) check_entry(entry, {{"rows", rows}, {"n", n}}, {{"perm", perm}});
 }
 
-// deriv is optional (0: not written).
-inline void check_sparse_topk(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t starts,
-                              std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, int method, int dtype,
-                              std::initializer_list<ArrayArg> scratch = {}) {
+inline void check_sparse_topk(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
+                              std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k,
+                              int method, int dtype, std::initializer_list<ArrayArg> scratch = {}) {
   const char* entry = "sparse_topk";
   check_rows(entry, rows, n, dtype);
   check_starts(entry, rows, starts);
   check_range(entry, "k", k, 0, n);
   check_code(entry, "method", method, kTopkPower + 1);
-  check_entry(entry, {{"rows", rows}, {"n", n}}, {{"s", s}, {"perm", perm}, {"out", out}, {"weights", weights}});
+  check_entry(entry, {{"rows", rows}, {"n", n}},
+              {{"s", s}, {"perm", perm}, {"out", out}, {"deriv", deriv}, {"weights", weights}});
   check_entry(entry, {{"rows", rows}, {"n", n}}, scratch);
 }
 

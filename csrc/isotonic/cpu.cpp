@@ -81,7 +81,7 @@ void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::u
 void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
                      int method, int dtype, int threads, int64_t chunk) {
-  check_sparse_topk(s, perm, out, starts, weights, rows, n, k, method, dtype);
+  check_sparse_topk(s, perm, out, deriv, starts, weights, rows, n, k, method, dtype);
   int32_t* row_starts = as_ptr<int32_t>(starts);
   with_sparse_topk_batch(
       s, perm, out, deriv, weights, n, k, r, method, dtype,

@@ -293,7 +293,7 @@ int64_t sparse_topk_cuda_work_bytes(int64_t rows, int64_t n) {
 void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
                       std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
                       int method, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
-  check_sparse_topk(s, perm, out, starts, weights, rows, n, k, method, dtype, {{"work", work}});
+  check_sparse_topk(s, perm, out, deriv, starts, weights, rows, n, k, method, dtype, {{"work", work}});
   with_sparse_topk_batch(
       s, perm, out, deriv, weights, n, k, r, method, dtype,
       [&](const auto& batch) { launch_solve(batch, rows, n, starts, work, device, stream); },

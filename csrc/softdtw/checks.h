@@ -41,6 +41,7 @@ inline void check_value_and_alignment(std::uintptr_t C, std::uintptr_t value, in
 inline void check_series(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, int64_t batch, int64_t m,
                          int64_t n, int64_t D, int cost, int dtype, std::initializer_list<ArrayArg> scratch = {}) {
   const char* entry = "softdtw_series";
+  check_entry(entry, {{"D", D}}, {});
   check_batch(entry, batch, m, n, dtype, {"value", value}, scratch);
   check_code(entry, "cost", cost, kCostLogAugmented + 1);
   check_entry(entry, {{"batch", batch}, {"D", D}}, {{"x", x}, {"y", y}});
