@@ -36,25 +36,29 @@ inline void check_topk(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64
   check_range("perturb_topk", "k", k, 0, n);
 }
 
+// A batch of `rows` matrices (p, q): the input and output arrays (rows, p, q),
+// the scratch, each axis at most `limit` and a known dtype.
+inline void check_matrices(const char* entry, int64_t rows, SizeArg p, SizeArg q, int64_t limit,
+                           std::initializer_list<ArrayArg> arrays, std::initializer_list<ArrayArg> scratch, int dtype) {
+  const std::initializer_list<SizeArg> sizes{{"rows", rows}, p, q};
+  check_entry(entry, sizes, arrays);
+  check_entry(entry, sizes, scratch);
+  check_range(entry, p.name, p.value, 0, limit);
+  check_range(entry, q.name, q.value, 0, limit);
+  check_code(entry, "dtype", dtype, kDTypeCount);
+}
+
 inline void check_grid(std::uintptr_t w, std::uintptr_t out, int64_t rows, int64_t h, int64_t wd, int dtype,
                        std::initializer_list<ArrayArg> scratch = {}) {
   const char* entry = "perturb_grid_path";
-  check_entry(entry, {{"rows", rows}, {"h", h}, {"wd", wd}}, {{"w", w}, {"out", out}});
-  check_entry(entry, {{"rows", rows}, {"h", h}, {"wd", wd}}, scratch);
-  check_range(entry, "h", h, 0, kMaxGridVertices);
-  check_range(entry, "wd", wd, 0, kMaxGridVertices);
+  check_matrices(entry, rows, {"h", h}, {"wd", wd}, kMaxGridVertices, {{"w", w}, {"out", out}}, scratch, dtype);
   check_range(entry, "h * wd", h * wd, 0, kMaxGridVertices);  // h, wd < 2^30: the product does not overflow
-  check_code(entry, "dtype", dtype, kDTypeCount);
 }
 
 inline void check_assignment(std::uintptr_t cost, std::uintptr_t out, int64_t rows, int64_t n, int64_t m, int dtype,
                              std::initializer_list<ArrayArg> scratch = {}) {
-  const char* entry = "perturb_assignment";
-  check_entry(entry, {{"rows", rows}, {"n", n}, {"m", m}}, {{"cost", cost}, {"out", out}});
-  check_entry(entry, {{"rows", rows}, {"n", n}, {"m", m}}, scratch);
-  check_range(entry, "n", n, 0, kMaxAxis);
-  check_range(entry, "m", m, 0, kMaxAxis);
-  check_code(entry, "dtype", dtype, kDTypeCount);
+  check_matrices("perturb_assignment", rows, {"n", n}, {"m", m}, kMaxAxis, {{"cost", cost}, {"out", out}}, scratch,
+                 dtype);
 }
 
 }  // namespace perturb
