@@ -22,6 +22,7 @@ namespace diffcomb {
 
 // dtype codes shared with diffcomb/_native.py (DTYPE_CODES there).
 enum class DType : int { Float32 = 0, Float64 = 1 };
+constexpr int64_t kDTypeCount = 2;  // the number of dtype codes (check_code)
 
 inline DType to_dtype(int code) {
   if (code == 0) return DType::Float32;
@@ -29,29 +30,84 @@ inline DType to_dtype(int code) {
   throw std::invalid_argument("diffcomb native: unsupported dtype code " + std::to_string(code));
 }
 
+// A raw address argument of an entry point as a typed pointer (0: nullptr).
+template <class T>
+DC_HOST_DEVICE DC_INLINE T* as_ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
 // The native boundary checks what it is handed before it touches memory: the
 // Python layer validates tensors (shapes, dtypes, devices) once, so a failure
 // here is a bug in diffcomb or a direct call of an entry point with bad
 // arguments, and it raises (ValueError in Python) instead of reading out of
-// bounds. Cheap scalar tests, once per call.
+// bounds. Cheap scalar tests, once per call. Messages name the entry point as
+// Python sees it (the binding's name) and, in the named forms, the argument.
+[[noreturn]] inline void entry_error(const char* entry, const std::string& text) {
+  throw std::invalid_argument(std::string("diffcomb native ") + entry + ": " + text);
+}
+
 inline void check_entry(const char* entry, std::initializer_list<int64_t> sizes,
                         std::initializer_list<std::uintptr_t> arrays) {
   bool empty = false;
   for (int64_t size : sizes) {
-    if (size < 0) {
-      throw std::invalid_argument(std::string("diffcomb native ") + entry + ": negative size " +
-                                  std::to_string(size));
-    }
+    if (size < 0) entry_error(entry, "negative size " + std::to_string(size));
     empty = empty || size == 0;
   }
   if (empty) return;
   int index = 0;
   for (std::uintptr_t address : arrays) {
     if (address == 0) {
-      throw std::invalid_argument(std::string("diffcomb native ") + entry + ": array argument " +
-                                  std::to_string(index) + " is null for a non-empty problem");
+      entry_error(entry, "array argument " + std::to_string(index) + " is null for a non-empty problem");
     }
     ++index;
+  }
+}
+
+// A size or an array argument with its binding name (py::arg).
+struct SizeArg {
+  const char* name;
+  int64_t value;
+};
+struct ArrayArg {
+  const char* name;
+  std::uintptr_t address;
+};
+
+// The named form: every size must be >= 0, and when none is 0 (the arrays
+// hold elements) every array must be non-null. An entry point whose arrays
+// have different extents calls it once per group, e.g. {rows, n} for the
+// (rows, n) arrays and {rows} for a (rows, n + 1) one. Optional arrays (0
+// meaning "absent") are not listed.
+inline void check_entry(const char* entry, std::initializer_list<SizeArg> sizes,
+                        std::initializer_list<ArrayArg> arrays) {
+  bool empty = false;
+  for (const SizeArg& size : sizes) {
+    if (size.value < 0) {
+      entry_error(entry, std::string(size.name) + " = " + std::to_string(size.value) + " is negative");
+    }
+    empty = empty || size.value == 0;
+  }
+  if (empty) return;
+  for (const ArrayArg& array : arrays) {
+    if (array.address == 0) {
+      entry_error(entry, std::string(array.name) + " is null (address 0) for a non-empty problem");
+    }
+  }
+}
+
+// A code argument (dtype, mode, method, kind, cost) must be in [0, count).
+inline void check_code(const char* entry, const char* name, int64_t code, int64_t count) {
+  if (code < 0 || code >= count) {
+    entry_error(entry, "unknown " + std::string(name) + " code " + std::to_string(code) + " (expected 0 to " +
+                           std::to_string(count - 1) + ")");
+  }
+}
+
+// An integer argument must lie in [low, high] (a count such as k <= n).
+inline void check_range(const char* entry, const char* name, int64_t value, int64_t low, int64_t high) {
+  if (value < low || value > high) {
+    entry_error(entry, std::string(name) + " = " + std::to_string(value) + " is outside [" + std::to_string(low) +
+                           ", " + std::to_string(high) + "]");
   }
 }
 

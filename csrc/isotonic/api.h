@@ -42,7 +42,7 @@ void vjp_cpu(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::
              std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int threads);
 
 // Sparse soft top-k (sparse_topk.h) on rows s already sorted descending
-// (s = x / eps): out[perm[i]] = the mask, deriv[perm[i]] = psi' (0: not
+// (s = x / eps): out[perm[i]] = the mask, deriv[perm[i]] = psi' (always
 // written), weights[i] = the VJP's block weights. method: TopkMethod code; r =
 // 1 / (p - 1) for the general method. chunk > 0 runs the chunked (GPU) PAV.
 void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,

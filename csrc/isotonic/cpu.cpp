@@ -7,6 +7,7 @@
 #include "../common/parallel.h"
 #include "../common/radix_sort.h"
 #include "api.h"
+#include "checks.h"
 #include "dispatch.h"
 #include "isotonic.h"
 #include "sparse_topk.h"
@@ -46,6 +47,7 @@ void solve_rows(const Batch& batch, int64_t rows, int64_t n, int threads, int64_
 
 void argsort_descending_cpu(std::uintptr_t x, std::uintptr_t sorted, std::uintptr_t perm, int64_t rows,
                             int64_t n, double scale, int dtype, int threads) {
+  check_argsort(x, sorted, perm, rows, n, dtype);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     parallel_rows(rows, threads, 16 * n, [&](int64_t begin, int64_t end) {
@@ -61,6 +63,7 @@ void argsort_descending_cpu(std::uintptr_t x, std::uintptr_t sorted, std::uintpt
 void project_cpu(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
                  std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double out_scale,
                  bool rank, bool kl, int dtype, int threads, int64_t chunk) {
+  check_project(a, c, perm, out, starts, weights, rows, n, dtype);
   with_projection_batch(a, c, perm, out, weights, n, out_scale, rank, kl, dtype, [&](const auto& batch) {
     solve_rows(batch, rows, n, threads, chunk, as_ptr<int32_t>(starts));
   });
@@ -69,6 +72,7 @@ void project_cpu(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::u
 void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
                   std::uintptr_t weights, int64_t rows, int64_t n, double sign, int dtype, int threads,
                   int64_t chunk) {
+  check_regression(y, out, starts, weights, rows, n, dtype);
   with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
     solve_rows(batch, rows, n, threads, chunk, as_ptr<int32_t>(starts));
   });
@@ -77,6 +81,7 @@ void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::u
 void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
                      int method, int dtype, int threads, int64_t chunk) {
+  check_sparse_topk(s, perm, out, deriv, starts, weights, rows, n, k, method, dtype);
   int32_t* row_starts = as_ptr<int32_t>(starts);
   with_sparse_topk_batch(
       s, perm, out, deriv, weights, n, k, r, method, dtype,
@@ -90,6 +95,7 @@ void sparse_topk_cpu(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, 
 
 void vjp_cpu(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,
              std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int threads) {
+  check_vjp(g, perm, starts, weights, dx, rows, n, mode, dtype);
   with_vjp_mode(dtype, mode, [&](auto tag, auto mode_tag) {
     using T = decltype(tag);
     constexpr Vjp M = decltype(mode_tag)::value;

@@ -31,6 +31,7 @@
 #include "../common/common.h"
 #include "../common/cuda_utils.cuh"
 #include "api.h"
+#include "checks.h"
 #include "dispatch.h"
 #include "isotonic.h"
 #include "sparse_topk.h"
@@ -270,6 +271,7 @@ int64_t cuda_work_bytes(int64_t rows, int64_t n) {
 void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,
                   std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double out_scale, bool rank,
                   bool kl, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
+  check_project(a, c, perm, out, starts, weights, rows, n, dtype, {{"work", work}});
   with_projection_batch(a, c, perm, out, weights, n, out_scale, rank, kl, dtype, [&](const auto& batch) {
     launch_solve(batch, rows, n, starts, work, device, stream);
   });
@@ -278,6 +280,7 @@ void project_cuda(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::
 void isotonic_cuda(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
                    std::uintptr_t weights, int64_t rows, int64_t n, double sign, int dtype, std::uintptr_t work,
                    int device, std::uintptr_t stream) {
+  check_regression(y, out, starts, weights, rows, n, dtype, {{"work", work}});
   with_isotonic_batch(y, c, out, weights, n, sign, dtype, [&](const auto& batch) {
     launch_solve(batch, rows, n, starts, work, device, stream);
   });
@@ -290,6 +293,7 @@ int64_t sparse_topk_cuda_work_bytes(int64_t rows, int64_t n) {
 void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out, std::uintptr_t deriv,
                       std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int64_t k, double r,
                       int method, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
+  check_sparse_topk(s, perm, out, deriv, starts, weights, rows, n, k, method, dtype, {{"work", work}});
   with_sparse_topk_batch(
       s, perm, out, deriv, weights, n, k, r, method, dtype,
       [&](const auto& batch) { launch_solve(batch, rows, n, starts, work, device, stream); },
@@ -299,6 +303,7 @@ void sparse_topk_cuda(std::uintptr_t s, std::uintptr_t perm, std::uintptr_t out,
 void vjp_cuda(std::uintptr_t g, std::uintptr_t perm, std::uintptr_t starts, std::uintptr_t weights,
               std::uintptr_t dx, int64_t rows, int64_t n, double scale, int mode, int dtype, int device,
               std::uintptr_t stream_handle) {
+  check_vjp(g, perm, starts, weights, dx, rows, n, mode, dtype);
   if (rows == 0 || n == 0) return;
   DeviceGuard guard(device);
   const cudaStream_t stream = as_stream(stream_handle);

@@ -14,11 +14,6 @@
 namespace diffcomb {
 namespace isotonic {
 
-template <class T>
-T* as_ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
 // f(batch) with batch a ProjectionBatch<T, R, kRank>.
 template <class F>
 void with_projection_batch(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::uintptr_t out,

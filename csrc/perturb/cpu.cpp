@@ -10,6 +10,7 @@
 #include "../common/parallel.h"
 #include "../common/radix_sort.h"
 #include "api.h"
+#include "checks.h"
 #include "cpu_util.h"
 #include "perturb.h"
 
@@ -18,6 +19,7 @@ namespace perturb {
 
 void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind, double k, double tau, int64_t s,
                int dtype, int threads) {
+  check_noise(seed, out, numel, kind, dtype);
   if (numel == 0) return;
   const uint64_t key = static_cast<uint64_t>(*as_ptr<const int64_t>(seed));
   dispatch_float(dtype, [&](auto tag) {
@@ -39,6 +41,7 @@ void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind,
 }
 
 void argmax_onehot_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int dtype, int threads) {
+  check_rows("perturb_argmax", x, out, rows, n, dtype);
   if (rows == 0 || n == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -102,6 +105,7 @@ void topk_row(const T* x, T* out, int64_t n, int64_t k, std::vector<int32_t>& in
 
 void topk_mask_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int64_t k, int dtype,
                    int threads) {
+  check_topk(x, out, rows, n, k, dtype);
   if (rows == 0 || n == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -116,6 +120,7 @@ void topk_mask_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n
 }
 
 void ranks_cpu(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int dtype, int threads) {
+  check_rows("perturb_ranks", x, out, rows, n, dtype);
   if (rows == 0 || n == 0) return;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);

@@ -8,6 +8,7 @@
 #include "../common/common.h"
 #include "../common/parallel.h"
 #include "api.h"
+#include "checks.h"
 #include "cpu_util.h"
 #include "perturb.h"
 
@@ -16,6 +17,7 @@ namespace perturb {
 
 void linear_assignment_cpu(std::uintptr_t cost, std::uintptr_t out, int64_t rows, int64_t n, int64_t m,
                            bool maximize, int dtype, int threads) {
+  check_assignment(cost, out, rows, n, m, dtype);
   if (rows == 0 || n == 0 || m == 0) return;
   const bool transpose = n > m;
   const int32_t nr = static_cast<int32_t>(transpose ? m : n), nc = static_cast<int32_t>(transpose ? n : m);

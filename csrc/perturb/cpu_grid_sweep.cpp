@@ -11,6 +11,7 @@
 #include "../common/common.h"
 #include "../common/parallel.h"
 #include "api.h"
+#include "checks.h"
 #include "cpu_grid.h"
 #include "cpu_util.h"
 #include "perturb.h"
@@ -343,6 +344,7 @@ void grid_group(const T* ws, T* os, int64_t first, int count, int32_t h, int32_t
 
 void grid_shortest_path_cpu(std::uintptr_t w, std::uintptr_t out, int64_t rows, int64_t h, int64_t wd, int dtype,
                             int threads) {
+  check_grid(w, out, rows, h, wd, dtype);
   if (rows == 0 || h == 0 || wd == 0) return;
   const int64_t nv = h * wd;
   dispatch_float(dtype, [&](auto tag) {

@@ -1,5 +1,4 @@
-// Helpers of the perturb family's CPU files (cpu*.cpp): raw addresses to
-// typed pointers, the finite-row test and the NaN fill of a row whose input
+// Helpers of the perturb family's CPU files (cpu*.cpp): the finite-row test and the NaN fill of a row whose input
 // is not finite (api.h: such a row gives an all-NaN output).
 #pragma once
 
@@ -10,11 +9,6 @@
 
 namespace diffcomb {
 namespace perturb {
-
-template <class T>
-T* as_ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
 
 // x - x is 0 for finite x and NaN for inf and NaN: a loop the compiler vectorizes.
 template <class T>

@@ -30,6 +30,7 @@
 #include "../common/common.h"
 #include "../common/cuda_utils.cuh"
 #include "api.h"
+#include "checks.h"
 #include "perturb.h"
 
 namespace diffcomb {
@@ -38,11 +39,6 @@ namespace {
 
 constexpr int kElementThreads = 256;
 constexpr int kRowThreads = 256;
-
-template <class T>
-T* as_ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
 
 __host__ __device__ int64_t align_up(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
@@ -275,6 +271,7 @@ __global__ void __launch_bounds__(kRowThreads)
 
 void noise_cuda(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind, double k, double tau, int64_t s,
                 int dtype, int device, std::uintptr_t stream) {
+  check_noise(seed, out, numel, kind, dtype);
   if (numel == 0) return;
   DeviceGuard guard(device);
   const int64_t blocks64 = (numel + kElementThreads - 1) / kElementThreads;
@@ -289,6 +286,7 @@ void noise_cuda(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind
 
 void argmax_onehot_cuda(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int dtype, int device,
                         std::uintptr_t stream) {
+  check_rows("perturb_argmax", x, out, rows, n, dtype);
   if (rows == 0 || n == 0) return;
   DeviceGuard guard(device);
   dispatch_float(dtype, [&](auto tag) {
@@ -301,6 +299,7 @@ void argmax_onehot_cuda(std::uintptr_t x, std::uintptr_t out, int64_t rows, int6
 
 void topk_mask_cuda(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int64_t k, int dtype, int device,
                     std::uintptr_t stream) {
+  check_topk(x, out, rows, n, k, dtype);
   if (rows == 0 || n == 0) return;
   DeviceGuard guard(device);
   dispatch_float(dtype, [&](auto tag) {
@@ -313,6 +312,7 @@ void topk_mask_cuda(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t 
 
 void ranks_cuda(std::uintptr_t x, std::uintptr_t out, int64_t rows, int64_t n, int dtype, int device,
                 std::uintptr_t stream) {
+  check_rows("perturb_ranks", x, out, rows, n, dtype);
   if (rows == 0 || n == 0) return;
   DeviceGuard guard(device);
   dispatch_float(dtype, [&](auto tag) {
@@ -330,6 +330,7 @@ int64_t grid_work_bytes(int64_t rows, int64_t h, int64_t wd) {
 
 void grid_shortest_path_cuda(std::uintptr_t w, std::uintptr_t out, int64_t rows, int64_t h, int64_t wd, int dtype,
                              std::uintptr_t work, int device, std::uintptr_t stream) {
+  check_grid(w, out, rows, h, wd, dtype, {{"work", work}});
   if (rows == 0 || h == 0 || wd == 0) return;
   DeviceGuard guard(device);
   const int64_t nv = h * wd;
@@ -351,6 +352,7 @@ int64_t assignment_work_bytes(int64_t rows, int64_t n, int64_t m) {
 
 void linear_assignment_cuda(std::uintptr_t cost, std::uintptr_t out, int64_t rows, int64_t n, int64_t m,
                             bool maximize, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
+  check_assignment(cost, out, rows, n, m, dtype, {{"work", work}});
   if (rows == 0 || n == 0 || m == 0) return;
   DeviceGuard guard(device);
   const int64_t stride = AssignmentWork(n > m ? m : n, n > m ? n : m).total;

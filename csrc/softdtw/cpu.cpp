@@ -20,6 +20,7 @@
 #include "../common/parallel.h"
 #include "../common/vmath.h"
 #include "api.h"
+#include "checks.h"
 #include "layout.h"
 #include "softdtw.h"
 
@@ -327,14 +328,15 @@ void for_each_pair(int64_t batch, int64_t cells, int threads, Pair&& pair) {
 void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
                              std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma,
                              int64_t band, int dtype, int threads) {
-  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
+  check_value_and_alignment(C, value, batch, m, n, dtype);
+  const Problem p{as_ptr<const int64_t>(lengths_x), as_ptr<const int64_t>(lengths_y), m, n, band};
   const Smoothing s = Smoothing::of(gamma);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& w) {
-      T* e = E ? at_address<T>(E) + b * m * n : nullptr;
-      at_address<T>(value)[b] =
-          T(solve_matrix(p.pair(b), at_address<const T>(C) + b * m * n, n, e, n, s, team, w));
+      T* e = E ? as_ptr<T>(E) + b * m * n : nullptr;
+      as_ptr<T>(value)[b] =
+          T(solve_matrix(p.pair(b), as_ptr<const T>(C) + b * m * n, n, e, n, s, team, w));
     });
   });
 }
@@ -342,15 +344,16 @@ void value_and_alignment_cpu(std::uintptr_t C, std::uintptr_t value, std::uintpt
 void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::uintptr_t gx, std::uintptr_t gy,
                 std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, int64_t D,
                 int cost, double gamma, int64_t band, int dtype, int threads) {
-  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
+  check_series(x, y, value, batch, m, n, D, cost, dtype);
+  const Problem p{as_ptr<const int64_t>(lengths_x), as_ptr<const int64_t>(lengths_y), m, n, band};
   const Smoothing s = Smoothing::of(gamma);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& w) {
-      const SeriesPair<T> pair{at_address<const T>(x) + b * m * D, at_address<const T>(y) + b * n * D, D, cost};
-      T* gxb = gx ? at_address<T>(gx) + b * m * D : nullptr;
-      T* gyb = gy ? at_address<T>(gy) + b * n * D : nullptr;
-      at_address<T>(value)[b] = T(solve_series(p.pair(b), pair, gxb, gyb, s, team, w));
+      const SeriesPair<T> pair{as_ptr<const T>(x) + b * m * D, as_ptr<const T>(y) + b * n * D, D, cost};
+      T* gxb = gx ? as_ptr<T>(gx) + b * m * D : nullptr;
+      T* gyb = gy ? as_ptr<T>(gy) + b * n * D : nullptr;
+      as_ptr<T>(value)[b] = T(solve_series(p.pair(b), pair, gxb, gyb, s, team, w));
     });
   });
 }
@@ -358,14 +361,15 @@ void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::u
 void second_order_cpu(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, std::uintptr_t E, std::uintptr_t HZ,
                       std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
                       double gamma, int64_t band, int dtype, int threads) {
-  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
+  check_second_order(C, Z, jvp, E, HZ, batch, m, n, dtype);
+  const Problem p{as_ptr<const int64_t>(lengths_x), as_ptr<const int64_t>(lengths_y), m, n, band};
   const Smoothing s = Smoothing::of(gamma);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_pair(batch, m * n, threads, [&](int64_t b, int team, Scratch& w) {
       const int64_t at = b * m * n;
-      at_address<T>(jvp)[b] = T(solve_second_order(p.pair(b), at_address<const T>(C) + at, at_address<const T>(Z) + at,
-                                                    n, at_address<T>(E) + at, at_address<T>(HZ) + at,
+      as_ptr<T>(jvp)[b] = T(solve_second_order(p.pair(b), as_ptr<const T>(C) + at, as_ptr<const T>(Z) + at,
+                                                    n, as_ptr<T>(E) + at, as_ptr<T>(HZ) + at,
                                                     s, team, w));
     });
   });

@@ -34,6 +34,7 @@
 #include "../common/common.h"
 #include "../common/cuda_utils.cuh"
 #include "api.h"
+#include "checks.h"
 #include "layout.h"
 #include "softdtw.h"
 
@@ -316,16 +317,17 @@ int64_t cuda_work_bytes(int64_t batch, int64_t m, int64_t n, int64_t band, bool 
 void value_and_alignment_cuda(std::uintptr_t C, std::uintptr_t value, std::uintptr_t E, std::uintptr_t lengths_x,
                               std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, double gamma,
                               int64_t band, int dtype, std::uintptr_t work, int device, std::uintptr_t stream) {
+  check_value_and_alignment(C, value, batch, m, n, dtype, {{"work", work}});
   if (batch == 0) return;
   DeviceGuard guard(device);
   const WorkLayout layout = work_layout(batch, m, n, band, false);
-  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
+  const Problem p{as_ptr<const int64_t>(lengths_x), as_ptr<const int64_t>(lengths_y), m, n, band};
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const MatrixSource<T> source{at_address<const T>(C), m, n};
-    run(p, source, static_cast<const T*>(nullptr), at_address<T>(value), E != 0, gamma, at_address<void>(work),
+    const MatrixSource<T> source{as_ptr<const T>(C), m, n};
+    run(p, source, static_cast<const T*>(nullptr), as_ptr<T>(value), E != 0, gamma, as_ptr<void>(work),
         layout, as_stream(stream));
-    if (E) store_matrix(p, 0, at_address<T>(E), at_address<void>(work), layout, as_stream(stream));
+    if (E) store_matrix(p, 0, as_ptr<T>(E), as_ptr<void>(work), layout, as_stream(stream));
   });
 }
 
@@ -333,20 +335,21 @@ void series_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::
                  std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, int64_t D,
                  int cost, double gamma, int64_t band, int dtype, std::uintptr_t work, int device,
                  std::uintptr_t stream) {
+  check_series(x, y, value, batch, m, n, D, cost, dtype, {{"work", work}});
   if (batch == 0) return;
   DeviceGuard guard(device);
   const WorkLayout layout = work_layout(batch, m, n, band, false);
-  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
+  const Problem p{as_ptr<const int64_t>(lengths_x), as_ptr<const int64_t>(lengths_y), m, n, band};
   const bool grads = gx || gy;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const SeriesSource<T> source{at_address<const T>(x), at_address<const T>(y), m, n, D, cost};
-    run(p, source, static_cast<const T*>(nullptr), at_address<T>(value), grads, gamma, at_address<void>(work), layout,
+    const SeriesSource<T> source{as_ptr<const T>(x), as_ptr<const T>(y), m, n, D, cost};
+    run(p, source, static_cast<const T*>(nullptr), as_ptr<T>(value), grads, gamma, as_ptr<void>(work), layout,
         as_stream(stream));
     if (!grads) return;
     const dim3 grid(static_cast<unsigned int>(batch), blocks_for(m > n ? m : n, 128, 64));
-    series_gradients_kernel<T><<<grid, 128, 0, as_stream(stream)>>>(p, source, at_address<T>(gx), at_address<T>(gy),
-                                                                     at_address<void>(work), layout);
+    series_gradients_kernel<T><<<grid, 128, 0, as_stream(stream)>>>(p, source, as_ptr<T>(gx), as_ptr<T>(gy),
+                                                                     as_ptr<void>(work), layout);
     check_launch("softdtw series_gradients_kernel");
   });
 }
@@ -355,17 +358,18 @@ void second_order_cuda(std::uintptr_t C, std::uintptr_t Z, std::uintptr_t jvp, s
                        std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n,
                        double gamma, int64_t band, int dtype, std::uintptr_t work, int device,
                        std::uintptr_t stream) {
+  check_second_order(C, Z, jvp, E, HZ, batch, m, n, dtype, {{"work", work}});
   if (batch == 0) return;
   DeviceGuard guard(device);
   const WorkLayout layout = work_layout(batch, m, n, band, true);
-  const Problem p{at_address<const int64_t>(lengths_x), at_address<const int64_t>(lengths_y), m, n, band};
+  const Problem p{as_ptr<const int64_t>(lengths_x), as_ptr<const int64_t>(lengths_y), m, n, band};
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const MatrixSource<T> source{at_address<const T>(C), m, n};
-    run(p, source, at_address<const T>(Z), at_address<T>(jvp), true, gamma, at_address<void>(work), layout,
+    const MatrixSource<T> source{as_ptr<const T>(C), m, n};
+    run(p, source, as_ptr<const T>(Z), as_ptr<T>(jvp), true, gamma, as_ptr<void>(work), layout,
         as_stream(stream));
-    store_matrix(p, 0, at_address<T>(E), at_address<void>(work), layout, as_stream(stream));
-    store_matrix(p, 1, at_address<T>(HZ), at_address<void>(work), layout, as_stream(stream));
+    store_matrix(p, 0, as_ptr<T>(E), as_ptr<void>(work), layout, as_stream(stream));
+    store_matrix(p, 1, as_ptr<T>(HZ), as_ptr<void>(work), layout, as_stream(stream));
   });
 }
 

@@ -13,12 +13,6 @@
 namespace diffcomb {
 namespace softdtw {
 
-// A native entry point's address argument as a typed pointer (0: nullptr).
-template <class T>
-DC_HOST_DEVICE DC_INLINE T* at_address(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
 // The used length of pair b: lengths[b] (nullptr: full), kept within [1, full]
 // so that no length can take the kernels outside a pair's memory. Python
 // checks the range and raises; under torch.compile it cannot (that would be a
