@@ -1,5 +1,5 @@
 """The native boundary's own checks (csrc/common/common.h, check_entry; csrc/<family>/checks.h):
-every entry point of the isotonic, soft-DTW and perturb families, called directly through its raw
+every entry point of the isotonic, soft-DTW, Sinkhorn and perturb families, called directly through its raw
 binding (diffcomb._C, diffcomb._C_cuda), raises ValueError naming the entry point and the argument
 for a negative size, a null address of a non-empty problem, an unknown code (dtype, mode, method,
 cost, kind) and a count out of range; it accepts a valid empty problem with null addresses and the
@@ -66,7 +66,20 @@ def _grid(s):
     return (s["rows"], s["h"], s["wd"])
 
 
+def _plans(s):
+    return (s["batch"], s["n"], s["m"])
+
+
+def _left(s):
+    return (s["batch"], s["n"])
+
+
+def _right(s):
+    return (s["batch"], s["m"])
+
+
 ROWS = {"rows": 2, "n": 3}
+PLANS = {"batch": 2, "n": 3, "m": 4}
 PAIRS = {"batch": 2, "m": 3, "n": 4}
 SDTW = {"gamma": 0.5, "band": -1, "dtype": 1}
 
@@ -104,6 +117,23 @@ ENTRIES = [
           {"C": (F64, _pairs), "Z": (F64, _pairs), "jvp": (F64, _batch), "E": (F64, _pairs), "HZ": (F64, _pairs)},
           PAIRS, SDTW, optional=("lengths_x", "lengths_y"), empty=("batch",), codes={"dtype": 2},
           work=("softdtw_work_bytes", lambda s: (s["batch"], s["m"], s["n"], -1, True))),
+    Entry("sinkhorn_forward",
+          {"C": (F64, _plans), "a": (F64, _left), "b": (F64, _right), "P": (F64, _plans), "f": (F64, _left),
+           "g": (F64, _right), "cost": (F64, _batch), "n_iter": (I64, _batch), "err": (F64, _batch)}, PLANS,
+          {"eps": 1.0, "max_iter": 5, "tol": 1e-6, "check_every": 1, "dtype": 1}, optional=("f_hist", "g_hist"),
+          empty=("batch", "n", "m"), codes={"dtype": 2}, work=("sinkhorn_work_bytes", _plans)),
+    Entry("sinkhorn_implicit_backward",
+          {"C": (F64, _plans), "a": (F64, _left), "b": (F64, _right), "P": (F64, _plans), "f": (F64, _left),
+           "g": (F64, _right), "dC": (F64, _plans), "da": (F64, _left), "db": (F64, _right)}, PLANS,
+          {"eps": 1.0, "cg_tol": 1e-10, "cg_max_iter": 10, "dtype": 1}, optional=("G", "gcost"),
+          empty=("batch", "n", "m"), codes={"dtype": 2}, work=("sinkhorn_work_bytes", _plans)),
+    Entry("sinkhorn_unrolled_backward",
+          {"C": (F64, _plans), "a": (F64, _left), "b": (F64, _right),
+           "f_hist": (F64, lambda s: (s["batch"], s["max_iter"], s["n"])),
+           "g_hist": (F64, lambda s: (s["batch"], s["max_iter"] + 1, s["m"])), "n_iter": (I64, _batch),
+           "dC": (F64, _plans), "da": (F64, _left), "db": (F64, _right)}, {**PLANS, "max_iter": 2},
+          {"eps": 1.0, "dtype": 1}, optional=("G", "gcost"), empty=("batch", "n", "m"), codes={"dtype": 2},
+          work=("sinkhorn_work_bytes", _plans)),
     Entry("perturb_noise", {"seed": (I64, lambda s: (1,)), "out": (F64, lambda s: (s["numel"],))}, {"numel": 5},
           {"kind": 0, "k": 1.0, "tau": 1.0, "s": 1, "dtype": 1}, empty=("numel",), codes={"kind": 3, "dtype": 2}),
     Entry("perturb_argmax", {"x": (F64, _rows), "out": (F64, _rows)}, ROWS, {"dtype": 1}, empty=("rows", "n"),
@@ -137,6 +167,12 @@ def _fill(name: str, dtype: torch.dtype, shape: tuple, device: str) -> torch.Ten
     """Valid contents: zeros, identity permutations and singleton blocks (starts[:, n] = n blocks)."""
     if name == "perm":
         return torch.arange(shape[-1], dtype=dtype, device=device).expand(shape).contiguous()
+    if name in ("a", "b"):  # marginals: uniform weights
+        return torch.full(shape, 1.0 / max(shape[-1], 1), dtype=dtype, device=device)
+    if name == "P":  # the plan of a zero cost between uniform marginals
+        return torch.full(shape, 1.0 / max(shape[-1] * shape[-2], 1), dtype=dtype, device=device)
+    if name == "n_iter":  # one recorded iteration (the unrolled backward's input)
+        return torch.ones(shape, dtype=dtype, device=device)
     if name == "starts":
         return torch.arange(shape[-1], dtype=dtype, device=device).expand(shape).contiguous()
     return torch.zeros(shape, dtype=dtype, device=device)

@@ -20,6 +20,7 @@
 #include "../common/common.h"
 #include "../common/parallel.h"
 #include "api.h"
+#include "checks.h"
 #include "backward.h"
 #include "cpu_sweeps.h"
 #include "forward.h"
@@ -264,6 +265,7 @@ void forward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uint
                  std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
                  std::uintptr_t f_hist, std::uintptr_t g_hist, int64_t batch, int64_t n, int64_t m, double eps,
                  int64_t max_iter, double tol, int64_t check_every, int dtype, int threads) {
+  check_forward(C, a, b, P, f, g, cost, n_iter, err, batch, n, m, eps, max_iter, check_every, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
   const ForwardBatch A{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, eps, tol};
   dispatch_float(dtype, [&](auto tag) {
@@ -304,6 +306,7 @@ void implicit_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                            std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                            int64_t m, double eps, double cg_tol, int64_t cg_max_iter, int dtype, int threads) {
+  check_implicit_backward(C, a, b, P, f, g, dC, da, db, batch, n, m, eps, cg_max_iter, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
   const ImplicitBatch A{C, a, b, P, f, g, G, gcost, dC, da, db, n, m, eps, cg_tol, cg_max_iter};
   dispatch_float(dtype, [&](auto tag) {
@@ -324,6 +327,7 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                            std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                            int64_t m, int64_t max_iter, double eps, int dtype, int threads) {
+  check_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, dC, da, db, batch, n, m, max_iter, eps, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
   const UnrolledBatch A{C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db, n, m, max_iter, eps};
   dispatch_float(dtype, [&](auto tag) {

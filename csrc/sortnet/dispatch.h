@@ -13,11 +13,6 @@
 namespace diffcomb {
 namespace sortnet {
 
-template <class T>
-T* as_ptr(std::uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
 static_assert(int(Sigmoid::Optimal) + 1 == kSigmoids, "api.h's kSigmoids counts the Sigmoid codes");
 
 // f(std::integral_constant<Sigmoid, S>{}) for the sigmoid code.

@@ -1,0 +1,65 @@
+// The Sinkhorn family's boundary checks (common.h, check_entry): one function
+// per op, called first by its CPU (cpu.cpp) and CUDA (cuda.cu) entry points
+// with the op arguments of api.h. Optional arrays (the iterate history of the
+// forward, G and gcost of the backwards) may be 0; every other array is
+// required when the problem is not empty.
+#pragma once
+
+#include <cstdint>
+
+#include "../common/common.h"
+
+namespace diffcomb {
+namespace sinkhorn {
+
+inline void check_problem(const char* entry, int64_t batch, int64_t n, int64_t m, double eps, int dtype) {
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}}, {});
+  check_code(entry, "dtype", dtype, kDTypeCount);
+  if (!(eps > 0.0)) entry_error(entry, "eps = " + std::to_string(eps) + " must be positive");
+}
+
+inline void check_forward(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
+                          std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                          int64_t batch, int64_t n, int64_t m, double eps, int64_t max_iter, int64_t check_every,
+                          int dtype) {
+  const char* entry = "sinkhorn_forward";
+  check_problem(entry, batch, n, m, eps, dtype);
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}},
+              {{"C", C}, {"a", a}, {"b", b}, {"P", P}, {"f", f}, {"g", g}, {"cost", cost}, {"n_iter", n_iter},
+               {"err", err}});
+  check_range(entry, "max_iter", max_iter, 0, INT64_MAX);
+  check_range(entry, "check_every", check_every, 1, INT64_MAX);
+}
+
+inline void check_backward(const char* entry, std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
+                           std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
+                           int64_t m, double eps, int dtype) {
+  check_problem(entry, batch, n, m, eps, dtype);
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}},
+              {{"C", C}, {"a", a}, {"b", b}, {"dC", dC}, {"da", da}, {"db", db}});
+}
+
+inline void check_implicit_backward(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
+                                    std::uintptr_t f, std::uintptr_t g, std::uintptr_t dC, std::uintptr_t da,
+                                    std::uintptr_t db, int64_t batch, int64_t n, int64_t m, double eps,
+                                    int64_t cg_max_iter, int dtype) {
+  const char* entry = "sinkhorn_implicit_backward";
+  check_backward(entry, C, a, b, dC, da, db, batch, n, m, eps, dtype);
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}}, {{"P", P}, {"f", f}, {"g", g}});
+  check_range(entry, "cg_max_iter", cg_max_iter, 0, INT64_MAX);
+}
+
+inline void check_unrolled_backward(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
+                                    std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t dC,
+                                    std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n, int64_t m,
+                                    int64_t max_iter, double eps, int dtype) {
+  const char* entry = "sinkhorn_unrolled_backward";
+  check_entry(entry, {{"max_iter", max_iter}}, {});  // sizes before arrays
+  check_backward(entry, C, a, b, dC, da, db, batch, n, m, eps, dtype);
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}}, {{"n_iter", n_iter}});
+  check_entry(entry, {{"batch", batch}, {"max_iter", max_iter}, {"n", n}, {"m", m}},
+              {{"f_hist", f_hist}, {"g_hist", g_hist}});
+}
+
+}  // namespace sinkhorn
+}  // namespace diffcomb
