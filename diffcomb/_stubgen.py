@@ -24,6 +24,7 @@ _TYPES = [
     (r"typing\.SupportsFloat \| typing\.SupportsIndex", "float"),
     (r"typing\.SupportsInt", "int"),
     (r"typing\.SupportsFloat", "float"),
+    (r"\bdiffcomb\._C\.", ""),  # the bound structs, defined in both stubs (_C_cuda reuses _C's types)
 ]
 
 
@@ -64,18 +65,19 @@ def render(module_name: str) -> str:
                 out.append(f'    """{doc.splitlines()[0]}"""')
             for attr in sorted(vars(obj)):
                 value = vars(obj)[attr]
-                if attr.startswith("__") and attr != "__init__":
+                if attr.startswith("_") and attr != "__init__":
                     continue
                 if isinstance(value, property):
-                    kind = (inspect.getdoc(value) or "").split("\n")[0]
-                    out.append(f"    {attr}: {_plain(kind) if kind else 'object'}")
+                    getter = (value.fget.__doc__ or "") if value.fget is not None else ""
+                    kind = re.search(r"\)\s*->\s*(.+)", getter.splitlines()[0] if getter else "")
+                    out.append(f"    {attr}: {_plain(kind.group(1).strip()) if kind else 'object'}")
                 elif callable(value):
                     if attr == "__init__":
                         doc = inspect.getdoc(value) or ""
                         sig = next((line for line in doc.splitlines() if line.startswith("__init__(")), None)
                         if sig is None:
                             raise SystemExit(f"stubgen: {name}.__init__ has no signature line")
-                        out += [f"    def {_plain(sig)}: ..."]
+                        out += [f"    def {_plain(re.sub(r'^__init__[(]self: [^,)]+', '__init__(self', sig))}: ..."]
                     else:
                         out += _function(attr, value, "    ")
             if out[-1] == f"class {name}:":
