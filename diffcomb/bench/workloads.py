@@ -15,6 +15,7 @@ relaxed permutation matrix ``(batch, n, n)``), ``sinkhorn`` ``SinkhornWorkload``
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Mapping, Union
@@ -94,7 +95,7 @@ def _fmt(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class BaseWorkload:
+class BaseWorkload(ABC):
     """What every workload shares; a subclass declares its fields, ``name``, ``SETTINGS``, and,
     where they differ from a ``(batch, n)`` output of a ``randn (batch, n)`` input compared with
     the reference's values and gradients, ``out_shape``, ``_draw_inputs`` and ``check``."""
@@ -102,8 +103,9 @@ class BaseWorkload:
     SETTINGS: ClassVar[tuple[str, ...]] = ()  # the fields shown after the dtype in ``--list``
 
     @property
+    @abstractmethod
     def name(self) -> str:
-        raise NotImplementedError
+        """The workload's name as the tables and ``-w`` show it (op/settings/shape)."""
 
     @property
     def out_shape(self) -> tuple[int, ...]:
