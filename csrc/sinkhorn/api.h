@@ -33,7 +33,43 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                            int64_t m, int64_t max_iter, double eps, int dtype, int threads);
 
-// CUDA versions (csrc/sinkhorn/cuda.cu): the same arguments as device
+// Extended entry points (sinkhorn.h, Options): params (B, 4) float64 holds
+// each problem's eps, the start eps0 of epsilon scaling (factor `scaling` in
+// (0, 1]; eps0 = eps: none) and the marginal penalties rho_a, rho_b of
+// unbalanced transport (+inf: balanced); f_init (B, n), g_init (B, m): warm
+// start (address 0: none; the first update is f's from g, or g is first
+// computed from f_init when only f_init is given). The unrolled backward
+// takes no epsilon scaling.
+void forward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
+                     std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                     std::uintptr_t f_hist, std::uintptr_t g_hist, std::uintptr_t f_init, std::uintptr_t g_init,
+                     std::uintptr_t params, double scaling, int64_t batch, int64_t n, int64_t m, int64_t max_iter,
+                     double tol, int64_t check_every, int dtype, int threads);
+void implicit_backward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
+                               std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
+                               std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                               int64_t batch, int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype,
+                               int threads);
+void unrolled_backward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
+                               std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
+                               std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                               int64_t batch, int64_t n, int64_t m, int64_t max_iter, int dtype, int threads);
+
+// Point clouds (cloud.h): x (B, n, d), y (B, m, d) contiguous, metric 0
+// (squared Euclidean) or 1 (Euclidean); the cost is never stored. The
+// forward writes f, g, cost, n_iter, err (no plan); the backward the envelope
+// gradients dx (B, n, d), dy (B, m, d), da, db of the costs for gcost (B).
+void cloud_forward_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f,
+                       std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                       std::uintptr_t f_init, std::uintptr_t g_init, std::uintptr_t params, double scaling,
+                       int64_t batch, int64_t n, int64_t m, int64_t d, int metric, int64_t max_iter, double tol,
+                       int64_t check_every, int dtype, int threads);
+void cloud_backward_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f,
+                        std::uintptr_t g, std::uintptr_t gcost, std::uintptr_t dx, std::uintptr_t dy,
+                        std::uintptr_t da, std::uintptr_t db, std::uintptr_t params, int64_t batch, int64_t n,
+                        int64_t m, int64_t d, int metric, int dtype, int threads);
+
+// CUDA versions (csrc/sinkhorn/cuda.cu, cuda_cloud.cu): the same arguments as device
 // addresses, then the execution context: work, device scratch of
 // cuda_work_bytes(batch, n, m) bytes; the device index; the stream.
 int64_t cuda_work_bytes(int64_t batch, int64_t n, int64_t m);
@@ -52,6 +88,32 @@ void unrolled_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b
                             std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                             int64_t m, int64_t max_iter, double eps, int dtype, std::uintptr_t work, int device,
                             std::uintptr_t stream);
+void forward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
+                      std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                      std::uintptr_t f_hist, std::uintptr_t g_hist, std::uintptr_t f_init, std::uintptr_t g_init,
+                      std::uintptr_t params, double scaling, int64_t batch, int64_t n, int64_t m, int64_t max_iter,
+                      double tol, int64_t check_every, int dtype, std::uintptr_t work, int device,
+                      std::uintptr_t stream);
+void implicit_backward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
+                                std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
+                                std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                                int64_t batch, int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype,
+                                std::uintptr_t work, int device, std::uintptr_t stream);
+void unrolled_backward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
+                                std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
+                                std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                                int64_t batch, int64_t n, int64_t m, int64_t max_iter, int dtype, std::uintptr_t work,
+                                int device, std::uintptr_t stream);
+void cloud_forward_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f,
+                        std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                        std::uintptr_t f_init, std::uintptr_t g_init, std::uintptr_t params, double scaling,
+                        int64_t batch, int64_t n, int64_t m, int64_t d, int metric, int64_t max_iter, double tol,
+                        int64_t check_every, int dtype, std::uintptr_t work, int device, std::uintptr_t stream);
+void cloud_backward_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f,
+                         std::uintptr_t g, std::uintptr_t gcost, std::uintptr_t dx, std::uintptr_t dy,
+                         std::uintptr_t da, std::uintptr_t db, std::uintptr_t params, int64_t batch, int64_t n,
+                         int64_t m, int64_t d, int metric, int dtype, std::uintptr_t work, int device,
+                         std::uintptr_t stream);
 
 }  // namespace sinkhorn
 }  // namespace diffcomb

@@ -20,6 +20,13 @@
 //                              gnew_j -= b_j sum_i E_ij fb_i, db_j -= eps sum_i E_ij fb_i
 // Each sweep ends with the barrier its partition needs before rows(),
 // cols() and lines() read what it wrote.
+//
+// Unbalanced problems (sinkhorn.h, Options): the f-update is lambda_a times
+// the balanced one, so its linearization has the diagonal r / lambda_a in H
+// (H is then definite), the unrolled adjoint scales by lambda_a and uses the
+// balanced potential f / lambda_a in the f-update's kernel (g alike), and the
+// weight read-outs divide by the weights themselves (P depends on log a_i
+// directly; the row equations do not).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +45,7 @@ struct ImplicitBatch {
   int64_t n, m;
   double eps, cg_tol;
   int64_t cg_max_iter;
+  std::uintptr_t params = 0;  // extended entry point (sinkhorn.h, Options)
 };
 
 template <class T>
@@ -50,6 +58,7 @@ struct ImplicitProblem {
   int64_t n, m, cg_max_iter;
   double cg_tol;
   Scale scale;
+  Options opt;
   double* work;  // 7 (n + m): rhs, x, r, z, p, hp, wt
 };
 
@@ -72,8 +81,28 @@ DC_HOST_DEVICE ImplicitProblem<T> implicit_problem_at(const ImplicitBatch& A, in
   p.m = m;
   p.cg_max_iter = A.cg_max_iter;
   p.cg_tol = A.cg_tol;
-  p.scale = make_scale(A.eps);
+  p.opt = options_at(reinterpret_cast<const double*>(A.params), bi, A.eps);
+  p.scale = make_scale(p.opt.eps);
   return p;
+}
+
+// The masses (sum a, sum b) of an unbalanced problem (the envelope gradient of its cost).
+DC_SWEEP_TEMPLATE
+template <class S, class T>
+DC_HOST_DEVICE void masses(S& s, const T* a, const T* b, double* mass_a, double* mass_b) {
+  double ma = 0.0, mb = 0.0;
+  s.rows([&](int64_t i) { ma += double(a[i]); });
+  s.cols([&](int64_t j) { mb += double(b[j]); });
+  *mass_a = s.sum(ma);
+  *mass_b = s.sum(mb);
+}
+
+// The envelope gradient of the cost in a weight with potential h: balanced
+// (both marginals constraints) as cost_weight_gradient, else the unbalanced
+// cost's derivative (sinkhorn.h) with the side's rho and the other side's mass.
+DC_HOST_DEVICE DC_INLINE double envelope_weight_gradient(bool balanced, double h, double eps, double rho,
+                                                         double other_mass) {
+  return balanced ? cost_weight_gradient(h, eps) : unbalanced_weight_gradient(h, eps, rho, other_mass);
 }
 
 DC_SWEEP_TEMPLATE
@@ -81,10 +110,18 @@ template <class S, class T>
 DC_HOST_DEVICE void implicit_problem(S& s, const ImplicitProblem<T>& p) {
   const int64_t n = p.n, m = p.m, N = n + m;
   const double eps = p.scale.eps, inv_eps = p.scale.inv_eps, gc = p.gcost;
+  const Options& o = p.opt;
+  const bool balanced = is_balanced(o);
+  double mass_a = 1.0, mass_b = 1.0;
+  if (!balanced) masses(s, p.a, p.b, &mass_a, &mass_b);
   if (!p.G) {  // envelope only (SPEC 4.2)
     if (p.dC) s.entries([&](int64_t, int64_t, int64_t k) { p.dC[k] = T(gc * double(p.P[k])); });
-    s.rows([&](int64_t i) { p.da[i] = T(gc * cost_weight_gradient(double(p.f[i]), eps)); });
-    s.cols([&](int64_t j) { p.db[j] = T(gc * cost_weight_gradient(double(p.g[j]), eps)); });
+    s.rows([&](int64_t i) {
+      p.da[i] = T(gc * envelope_weight_gradient(balanced, double(p.f[i]), eps, o.rho_a, mass_b));
+    });
+    s.cols([&](int64_t j) {
+      p.db[j] = T(gc * envelope_weight_gradient(balanced, double(p.g[j]), eps, o.rho_b, mass_a));
+    });
     return;
   }
   double* rhs = p.work;
@@ -95,6 +132,13 @@ DC_HOST_DEVICE void implicit_problem(S& s, const ImplicitProblem<T>& p) {
   double* hd = d + N;
   double* wt = hd + N;  // the plan's marginals: H's diagonal and the preconditioner
   s.plan_line_sums(rhs, wt);
+  // Unbalanced: H's diagonal r / lambda_a, c / lambda_b (the weight read-outs then divide by a, b).
+  const double lam_a = damping(o.rho_a, eps), lam_b = damping(o.rho_b, eps);
+  if (!balanced) {
+    s.rows([&](int64_t i) { wt[i] = lam_a < 1.0 ? wt[i] / lam_a : wt[i]; });
+    s.cols([&](int64_t j) { wt[n + j] = lam_b < 1.0 ? wt[n + j] / lam_b : wt[n + j]; });
+    s.sync();
+  }
   s.lines(N, [&](int64_t k) {
     x[k] = 0.0;
     r[k] = rhs[k];
@@ -140,13 +184,34 @@ DC_HOST_DEVICE void implicit_problem(S& s, const ImplicitProblem<T>& p) {
     s.entries([&](int64_t i, int64_t j, int64_t k) {
       p.dC[k] = T(implicit_cost_gradient(double(p.P[k]), u[i], v[j], double(p.G[k]), inv_eps, gc));
     });
+  if (balanced) {
+    s.rows([&](int64_t i) {
+      p.da[i] = T(line_weight_gradient(rhs[i] - pv[i], wt[i], p.C + i * m, p.G + i * m, p.b, p.g, v, m, 1,
+                                       double(p.f[i]), p.scale, gc));
+    });
+    s.cols([&](int64_t j) {
+      p.db[j] = T(line_weight_gradient(rhs[n + j] - ptu[j], wt[n + j], p.C + j, p.G + j, p.a, p.f, u, n, m,
+                                       double(p.g[j]), p.scale, gc));
+    });
+    return;
+  }
+  // Unbalanced: (Q 1 - P v)_i / a_i for a relaxed row (r_i / a_i = e^{-f_i / rho_a} times the
+  // conditional plan's limit at a_i = 0); a constrained side divides by its own marginal.
   s.rows([&](int64_t i) {
-    p.da[i] = T(line_weight_gradient(rhs[i] - pv[i], wt[i], p.C + i * m, p.G + i * m, p.b, p.g, v, m, 1,
-                                     double(p.f[i]), p.scale, gc));
+    const double h = double(p.f[i]);
+    const double marginal = lam_a < 1.0 ? double(p.a[i]) : wt[i];
+    const double limit = marginal > 0 ? 0.0 : zero_marginal_gradient(p.C + i * m, p.G + i * m, p.b, p.g, v, m, 1,
+                                                                     inv_eps) * exp(-h * inverse(o.rho_a));
+    p.da[i] = T(implicit_weight_gradient(rhs[i] - pv[i], marginal, limit) +
+                gc * unbalanced_weight_gradient(h, eps, o.rho_a, mass_b));
   });
   s.cols([&](int64_t j) {
-    p.db[j] = T(line_weight_gradient(rhs[n + j] - ptu[j], wt[n + j], p.C + j, p.G + j, p.a, p.f, u, n, m,
-                                     double(p.g[j]), p.scale, gc));
+    const double h = double(p.g[j]);
+    const double marginal = lam_b < 1.0 ? double(p.b[j]) : wt[n + j];
+    const double limit = marginal > 0 ? 0.0 : zero_marginal_gradient(p.C + j, p.G + j, p.a, p.f, u, n, m,
+                                                                     inv_eps) * exp(-h * inverse(o.rho_b));
+    p.db[j] = T(implicit_weight_gradient(rhs[n + j] - ptu[j], marginal, limit) +
+                gc * unbalanced_weight_gradient(h, eps, o.rho_b, mass_a));
   });
 }
 
@@ -157,6 +222,7 @@ struct UnrolledBatch {
   std::uintptr_t C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db;
   int64_t n, m, max_iter;
   double eps;
+  std::uintptr_t params = 0;  // extended entry point (sinkhorn.h, Options; no epsilon scaling)
 };
 
 // W: the type of the scaled potentials fe, ge (as in forward.h).
@@ -170,9 +236,12 @@ struct UnrolledProblem {
   T *da, *db;
   int64_t n, m;
   Scale scale;
+  Options opt;
+  double lam_a, lam_b;                   // the damping of the updates (1: balanced)
   T* cbar;                               // Cbar: dC, the device's scratch, or nullptr (not kept)
   double *fbar, *gbar, *gnew, *sa, *sb;  // work (n), (m), (m), (n), (m): sa, sb accumulate da, db
   W *fe, *ge, *ge_prev;                  // work (n), (m), (m)
+  W* fe2;                                // work (n): f / (lambda_a eps), the f-update's balanced potential
 };
 
 template <class T, class W>
@@ -192,7 +261,10 @@ DC_HOST_DEVICE UnrolledProblem<T, W> unrolled_problem_at(const UnrolledBatch& A,
   p.db = reinterpret_cast<T*>(A.db) + bi * m;
   p.n = n;
   p.m = m;
-  p.scale = make_scale(A.eps);
+  p.opt = options_at(reinterpret_cast<const double*>(A.params), bi, A.eps);
+  p.scale = make_scale(p.opt.eps);
+  p.lam_a = damping(p.opt.rho_a, p.opt.eps);
+  p.lam_b = damping(p.opt.rho_b, p.opt.eps);
   return p;
 }
 
@@ -213,6 +285,10 @@ DC_HOST_DEVICE void unrolled_problem(S& s, const UnrolledProblem<T, W>& p) {
     fill_nan_gradients(s, p.dC, p.da, p.db);
     return;
   }
+  const Options& o = p.opt;
+  const bool balanced = is_balanced(o);
+  double mass_a = 1.0, mass_b = 1.0;
+  if (!balanced) masses(s, p.a, p.b, &mass_a, &mass_b);
   const T* f_final = p.fh + (last - 1) * n;
   const T* g_final = p.gh + last * m;
   scale_potentials(s, f_final, g_final, p.fe, p.ge, inv_eps);
@@ -220,13 +296,24 @@ DC_HOST_DEVICE void unrolled_problem(S& s, const UnrolledProblem<T, W>& p) {
   s.cols([&](int64_t j) { p.gbar[j] = p.sb[j] = 0.0; });
   s.sync();
   s.readout();
-  s.rows([&](int64_t i) { p.sa[i] += gc * cost_weight_gradient(double(f_final[i]), eps); });
-  s.cols([&](int64_t j) { p.sb[j] += gc * cost_weight_gradient(double(g_final[j]), eps); });
+  s.rows([&](int64_t i) {
+    p.sa[i] += gc * envelope_weight_gradient(balanced, double(f_final[i]), eps, o.rho_a, mass_b);
+  });
+  s.cols([&](int64_t j) {
+    p.sb[j] += gc * envelope_weight_gradient(balanced, double(g_final[j]), eps, o.rho_b, mass_a);
+  });
   s.sync();
+  // Iteration t in reverse: g^t = lam_b g_bal^t, so the g-update's kernel uses g^t / lam_b and its
+  // adjoint lam_b gbar; f^t = lam_a f_bal^t alike (fe2, and the sweeper's lam_a fbar).
   for (int64_t t = p.G ? last : 0; t >= 1; --t) {
     scale_potentials(s, p.fh + (t - 1) * n, p.gh + t * m, p.fe, p.ge, inv_eps);
     scale_potentials(s, static_cast<const T*>(nullptr), p.gh + (t - 1) * m, p.fe, p.ge_prev, inv_eps);
-    s.cols([&](int64_t j) { p.gnew[j] = 0.0; });
+    s.rows([&](int64_t i) { p.fe2[i] = W(double(p.fe[i]) / p.lam_a); });
+    s.cols([&](int64_t j) {
+      p.ge[j] = W(double(p.ge[j]) / p.lam_b);
+      p.gbar[j] *= p.lam_b;
+      p.gnew[j] = 0.0;
+    });
     s.sync();
     s.adjoint();
     s.cols([&](int64_t j) { p.gbar[j] = p.gnew[j]; });

@@ -23,60 +23,12 @@
 #include "checks.h"
 #include "backward.h"
 #include "cpu_sweeps.h"
+#include "cpu_team.h"
 #include "forward.h"
 
 namespace diffcomb {
 namespace sinkhorn {
 namespace {
-
-// The common loops of a sweeper (sweep.h) for worker tid of a team of nt
-// threads (nt = 1: one thread does the whole problem): rows, columns and
-// CG entries split into contiguous ranges.
-struct Team {
-  int64_t n, m;
-  int tid, nt;
-  double* partial;  // nt doubles shared by the team (nt > 1)
-  int64_t i0, i1, j0, j1;
-
-  Team(int64_t n_, int64_t m_, int tid_, int nt_, double* partial_)
-      : n(n_), m(m_), tid(tid_), nt(nt_), partial(partial_),
-        i0(n_ * tid_ / nt_), i1(n_ * (tid_ + 1) / nt_), j0(m_ * tid_ / nt_), j1(m_ * (tid_ + 1) / nt_) {}
-
-  template <class F>
-  void rows(F f) const {
-    for (int64_t i = i0; i < i1; ++i) f(i);
-  }
-  template <class F>
-  void cols(F f) const {
-    for (int64_t j = j0; j < j1; ++j) f(j);
-  }
-  template <class F>
-  void entries(F f) const {
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = 0; j < m; ++j) f(i, j, i * m + j);
-  }
-  template <class F>
-  void lines(int64_t N, F f) const {
-    for (int64_t k = N * tid / nt, end = N * (tid + 1) / nt; k < end; ++k) f(k);
-  }
-  void sync() const {
-#if defined(_OPENMP)
-    if (nt > 1) {
-#pragma omp barrier
-    }
-#endif
-  }
-  double sum(double mine) const {
-    if (nt == 1) return mine;
-    partial[tid] = mine;
-    sync();
-    double s = 0.0;
-    for (int t = 0; t < nt; ++t) s += partial[t];
-    sync();
-    return s;
-  }
-  bool leader() const { return tid == 0; }
-};
 
 template <class T>
 void transpose(const T* src, T* dst, int64_t n, int64_t m, int64_t j0, int64_t j1) {
@@ -96,26 +48,6 @@ void transpose(const T* src, T* dst, int64_t n, int64_t m, int64_t j0, int64_t j
 // Forward (forward.h): the sweeps read C by rows and its transpose CT.
 
 template <class T>
-struct ForwardWork {
-  std::vector<T> CT, wa, wb;
-  std::vector<double> f_cur, f_new, g_cur, loga, logb, partial;
-  ForwardWork(int64_t n, int64_t m, int nt)
-      : CT(n * m), wa(n), wb(m), f_cur(n), f_new(n), g_cur(m), loga(n), logb(m),
-        partial(static_cast<size_t>(nt)) {}
-  ForwardProblem<T, T> problem(const ForwardBatch& A, int64_t bi) {
-    ForwardProblem<T, T> p = forward_problem_at<T, T>(A, bi);
-    p.f_cur = f_cur.data();
-    p.f_new = f_new.data();
-    p.g_cur = g_cur.data();
-    p.loga = loga.data();
-    p.logb = logb.data();
-    p.wa = wa.data();
-    p.wb = wb.data();
-    return p;
-  }
-};
-
-template <class T>
 struct ForwardSweeper : Team {
   const T* C;
   T* CT;
@@ -125,6 +57,12 @@ struct ForwardSweeper : Team {
       : Team(p.n, p.m, tid_, nt_, partial_), C(p.C), CT(CT_), inv_eps(T(p.scale.inv_eps)) {}
 
   void prepare() const { transpose(C, CT, n, m, j0, j1); }
+  void set_inv_eps(double x) { inv_eps = T(x); }
+  double nonfinite() const {
+    T bad = T(0);
+    for (int64_t k = i0 * m; k < i1 * m; ++k) bad += C[k] - C[k];
+    return bad == T(0) ? 0.0 : 1.0;
+  }
   template <class E>
   void row_lse(const T* wb, E emit) const {
     for (int64_t i = i0; i < i1; ++i) {
@@ -191,7 +129,7 @@ struct ImplicitSweeper : Team {
 
 template <class T>
 struct UnrolledWork {
-  std::vector<T> cbar, fe, ge, ge_prev, e1;
+  std::vector<T> cbar, fe, fe2, ge, ge_prev, e1;
   std::vector<double> d;
   UnrolledProblem<T, T> problem(const UnrolledBatch& A, int64_t bi) {
     UnrolledProblem<T, T> p = unrolled_problem_at<T, T>(A, bi);
@@ -199,6 +137,7 @@ struct UnrolledWork {
     if (!p.dC) cbar.resize(n * m);
     p.cbar = p.dC ? p.dC : cbar.data();
     fe.resize(n);
+    fe2.resize(n);
     ge.resize(m);
     ge_prev.resize(m);
     e1.resize(m);
@@ -209,6 +148,7 @@ struct UnrolledWork {
     p.gnew = p.gbar + m;
     p.sb = p.gnew + m;
     p.fe = fe.data();
+    p.fe2 = fe2.data();
     p.ge = ge.data();
     p.ge_prev = ge_prev.data();
     return p;
@@ -249,8 +189,8 @@ struct UnrolledSweeper : Team {
       const double s1 = unroll_pass1(c, p.ge, p.fe[i], p.gbar, m, inv_eps, e1);
       const double fb = p.fbar[i] - ai * s1;
       p.sa[i] -= p.scale.eps * s1;
-      unroll_pass2(c, p.ge_prev, p.fe[i], e1, p.gbar, p.b, ai, fb, m, inv_eps, p.scale.eps, p.cbar + i * m, p.gnew,
-                   p.sb);
+      unroll_pass2(c, p.ge_prev, p.fe2[i], e1, p.gbar, p.b, ai, p.lam_a * fb, m, inv_eps, p.scale.eps, p.cbar + i * m,
+                   p.gnew, p.sb);
       p.fbar[i] = fb;
     }
   }
@@ -261,54 +201,24 @@ struct UnrolledSweeper : Team {
 // ---------------------------------------------------------------------------
 // Entry points.
 
-void forward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
-                 std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
-                 std::uintptr_t f_hist, std::uintptr_t g_hist, int64_t batch, int64_t n, int64_t m, double eps,
-                 int64_t max_iter, double tol, int64_t check_every, int dtype, int threads) {
-  check_forward(C, a, b, P, f, g, cost, n_iter, err, batch, n, m, eps, max_iter, check_every, dtype);
-  if (batch == 0 || n == 0 || m == 0) return;
-  const ForwardBatch A{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, eps, tol};
+namespace {
+
+void run_forward(const ForwardBatch& A, int64_t batch, int dtype, int threads) {
+  const int64_t n = A.n, m = A.m;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const int nt = std::max(threads, 1);
-    const int64_t work = n * m * std::max<int64_t>(max_iter, 1);
-    if (batch >= nt || nt == 1 || n * m < (1 << 14)) {
-      parallel_rows(batch, threads, work, [&](int64_t begin, int64_t end) {
-        ForwardWork<T> w(n, m, 1);
-        for (int64_t bi = begin; bi < end; ++bi) {
-          const ForwardProblem<T, T> p = w.problem(A, bi);
-          ForwardSweeper<T> s(p, w.CT.data(), 0, 1, w.partial.data());
-          forward_problem(s, p);
-        }
-      });
-      return;
-    }
-    // Fewer problems than threads: a team per problem.
-    const int team = static_cast<int>(std::min<int64_t>(nt, std::min(n, m)));
-    ForwardWork<T> w(n, m, team);
-    for (int64_t bi = 0; bi < batch; ++bi) {
-      const ForwardProblem<T, T> p = w.problem(A, bi);
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(team)
-      {
-        ForwardSweeper<T> s(p, w.CT.data(), omp_get_thread_num(), omp_get_num_threads(), w.partial.data());
-        forward_problem(s, p);
-      }
-#else
-      ForwardSweeper<T> s(p, w.CT.data(), 0, 1, w.partial.data());
-      forward_problem(s, p);
-#endif
-    }
+    run_batch(batch, threads, n * m * std::max<int64_t>(A.max_iter, 1), std::min(n, m), n * m < (1 << 14),
+              [&](int nt) { return ForwardWork<T>(n, m, n * m, nt); },
+              [&](ForwardWork<T>& w, int64_t bi, int tid, int nt) {
+                const ForwardProblem<T, T> p = w.problem(A, bi);
+                ForwardSweeper<T> s(p, w.CT.data(), tid, nt, w.partial.data());
+                forward_problem(s, p);
+              });
   });
 }
 
-void implicit_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
-                           std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
-                           std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
-                           int64_t m, double eps, double cg_tol, int64_t cg_max_iter, int dtype, int threads) {
-  check_implicit_backward(C, a, b, P, f, g, dC, da, db, batch, n, m, eps, cg_max_iter, dtype);
-  if (batch == 0 || n == 0 || m == 0) return;
-  const ImplicitBatch A{C, a, b, P, f, g, G, gcost, dC, da, db, n, m, eps, cg_tol, cg_max_iter};
+void run_implicit(const ImplicitBatch& A, int64_t batch, int dtype, int threads) {
+  const int64_t n = A.n, m = A.m;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     parallel_rows(batch, threads, 100 * n * m, [&](int64_t begin, int64_t end) {
@@ -323,16 +233,11 @@ void implicit_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
   });
 }
 
-void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
-                           std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
-                           std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
-                           int64_t m, int64_t max_iter, double eps, int dtype, int threads) {
-  check_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, dC, da, db, batch, n, m, max_iter, eps, dtype);
-  if (batch == 0 || n == 0 || m == 0) return;
-  const UnrolledBatch A{C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db, n, m, max_iter, eps};
+void run_unrolled(const UnrolledBatch& A, int64_t batch, int dtype, int threads) {
+  const int64_t n = A.n, m = A.m;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
-    parallel_rows(batch, threads, 4 * n * m * std::max<int64_t>(max_iter, 1), [&](int64_t begin, int64_t end) {
+    parallel_rows(batch, threads, 4 * n * m * std::max<int64_t>(A.max_iter, 1), [&](int64_t begin, int64_t end) {
       UnrolledWork<T> w;
       for (int64_t bi = begin; bi < end; ++bi) {
         const UnrolledProblem<T, T> p = w.problem(A, bi);
@@ -341,6 +246,78 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
       }
     });
   });
+}
+
+}  // namespace
+
+void forward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
+                 std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                 std::uintptr_t f_hist, std::uintptr_t g_hist, int64_t batch, int64_t n, int64_t m, double eps,
+                 int64_t max_iter, double tol, int64_t check_every, int dtype, int threads) {
+  check_forward(C, a, b, P, f, g, cost, n_iter, err, batch, n, m, eps, max_iter, check_every, dtype);
+  if (batch == 0 || n == 0 || m == 0) return;
+  run_forward(ForwardBatch{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, eps, tol},
+              batch, dtype, threads);
+}
+
+void forward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
+                     std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                     std::uintptr_t f_hist, std::uintptr_t g_hist, std::uintptr_t f_init, std::uintptr_t g_init,
+                     std::uintptr_t params, double scaling, int64_t batch, int64_t n, int64_t m, int64_t max_iter,
+                     double tol, int64_t check_every, int dtype, int threads) {
+  check_forward_ext(C, a, b, P, f, g, cost, n_iter, err, params, scaling, batch, n, m, max_iter, check_every, dtype);
+  if (batch == 0 || n == 0 || m == 0) return;
+  ForwardBatch A{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, 1.0, tol};
+  A.f_init = f_init;
+  A.g_init = g_init;
+  A.params = params;
+  A.scaling = scaling;
+  run_forward(A, batch, dtype, threads);
+}
+
+void implicit_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
+                           std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
+                           std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
+                           int64_t m, double eps, double cg_tol, int64_t cg_max_iter, int dtype, int threads) {
+  check_implicit_backward(C, a, b, P, f, g, dC, da, db, batch, n, m, eps, cg_max_iter, dtype);
+  if (batch == 0 || n == 0 || m == 0) return;
+  run_implicit(ImplicitBatch{C, a, b, P, f, g, G, gcost, dC, da, db, n, m, eps, cg_tol, cg_max_iter}, batch, dtype,
+               threads);
+}
+
+void implicit_backward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
+                               std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
+                               std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                               int64_t batch, int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype,
+                               int threads) {
+  check_implicit_backward(C, a, b, P, f, g, dC, da, db, batch, n, m, 1.0, cg_max_iter, dtype);
+  check_params("sinkhorn_implicit_backward_ext", params, batch, n, m);
+  if (batch == 0 || n == 0 || m == 0) return;
+  ImplicitBatch A{C, a, b, P, f, g, G, gcost, dC, da, db, n, m, 1.0, cg_tol, cg_max_iter};
+  A.params = params;
+  run_implicit(A, batch, dtype, threads);
+}
+
+void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
+                           std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
+                           std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
+                           int64_t m, int64_t max_iter, double eps, int dtype, int threads) {
+  check_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, dC, da, db, batch, n, m, max_iter, eps, dtype);
+  if (batch == 0 || n == 0 || m == 0) return;
+  run_unrolled(UnrolledBatch{C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db, n, m, max_iter, eps}, batch,
+               dtype, threads);
+}
+
+void unrolled_backward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
+                               std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
+                               std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                               int64_t batch, int64_t n, int64_t m, int64_t max_iter, int dtype, int threads) {
+  check_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, dC, da, db, batch, n, m, max_iter, 1.0, dtype);
+  check_params("sinkhorn_unrolled_backward_ext", params, batch, n, m);
+  if (batch == 0 || n == 0 || m == 0) return;
+  UnrolledBatch A{C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db, n, m, max_iter, 1.0};
+  A.params = params;
+  run_unrolled(A, batch, dtype, threads);
 }
 
 }  // namespace sinkhorn

@@ -141,6 +141,83 @@ DC_HOST_DEVICE DC_INLINE int64_t iteration_limit(int64_t n, int64_t m, int64_t m
 }
 
 // ---------------------------------------------------------------------------
+// Options of the extended entry points (api.h, *_ext): per problem, the
+// target eps, the start of epsilon scaling and the marginal penalties of
+// unbalanced transport, read from a (B, kParams) float64 array.
+//
+// Epsilon scaling: iteration t (1-based) runs at eps_t = max(eps, eps0 q^(t-1))
+// (q in (0, 1): one iteration per value while annealing, as in geomloss),
+// then at eps until the convergence test passes; the test is only made at eps.
+//
+// Unbalanced transport (KL-relaxed marginals, rho = POT's reg_m, +inf: the
+// marginal is a constraint): the f-update becomes f = lambda_a f_bal with
+// lambda = rho / (rho + eps) (ott-jax's tau) and f_bal the balanced update;
+// the fixed point has row sums r_i = a_i exp(-f_i / rho_a) (columns alike).
+constexpr int kParams = 4;  // eps, eps0, rho_a, rho_b
+
+struct Options {
+  double eps, eps0, rho_a, rho_b;
+};
+
+// A marginal penalty rho = +inf: the marginal is a constraint.
+DC_HOST_DEVICE DC_INLINE bool unbounded(double rho) { return !(rho < INFINITY); }
+
+DC_HOST_DEVICE DC_INLINE Options options_at(const double* params, int64_t bi, double eps) {
+  if (!params) return Options{eps, eps, INFINITY, INFINITY};
+  const double* q = params + bi * kParams;
+  return Options{q[0], q[1], q[2], q[3]};
+}
+
+DC_HOST_DEVICE DC_INLINE bool is_balanced(const Options& o) { return unbounded(o.rho_a) && unbounded(o.rho_b); }
+
+// eps_t of iteration t >= 1 (above: eps0 q^(t-1), never below eps).
+DC_HOST_DEVICE DC_INLINE double annealed_eps(const Options& o, double q, int64_t t) {
+  if (!(o.eps0 > o.eps) || !(q < 1.0)) return o.eps;
+  const double e = o.eps0 * pow(q, double(t - 1));
+  return e > o.eps ? e : o.eps;
+}
+
+// lambda = rho / (rho + eps), 1 for rho = +inf; 1 / rho (0 for +inf).
+DC_HOST_DEVICE DC_INLINE double damping(double rho, double eps) { return unbounded(rho) ? 1.0 : rho / (rho + eps); }
+DC_HOST_DEVICE DC_INLINE double inverse(double rho) { return unbounded(rho) ? 0.0 : 1.0 / rho; }
+
+// The row marginal error of the state (f_old, g) against the fixed point's
+// row sums a_i exp(-f_old_i / rho_a) (a_i for the balanced row, row_error),
+// from the balanced update f_bal of g (sinkhorn.h, row_error).
+DC_HOST_DEVICE DC_INLINE double row_error_ext(double a, double f_old, double f_bal, double inv_eps, double inv_rho) {
+  return a > 0 ? fabs(a * (exp((f_old - f_bal) * inv_eps) - exp(-f_old * inv_rho))) : 0.0;
+}
+
+// The unbalanced cost's derivative in a weight a_i (envelope, the dual
+//   D = -rho_a <a, e^{-f/rho_a} - 1> - rho_b <b, e^{-g/rho_b} - 1> - eps <a b^T, e^{(f+g-C)/eps} - 1>
+// at the fixed point e^{(f_i + g_j - C_ij) / eps} summed against b = e^{-f_i / rho_a}):
+//   rho_a (1 - e^{-f_i / rho_a}) - eps (e^{-f_i / rho_a} - mass_b)
+// (f_i - eps (1 - mass_b) for a balanced side; the other side is alike).
+DC_HOST_DEVICE DC_INLINE double unbalanced_weight_gradient(double potential, double eps, double rho,
+                                                           double other_mass) {
+  if (unbounded(rho)) return potential - eps * (1.0 - other_mass);
+  const double e = exp(-potential / rho);
+  return -rho * expm1(-potential / rho) - eps * (e - other_mass);
+}
+
+// The unbalanced cost's penalty of one side from its potentials: with the
+// fixed point's marginal r = w e^{-h / rho}, rho KL(r | w) = rho sum (r log(r / w) - r + w)
+// = sum (-r h - rho r + rho w); 0 for a balanced side.
+DC_HOST_DEVICE DC_INLINE double marginal_penalty(double w, double h, double rho) {
+  if (unbounded(rho) || !(w > 0)) return 0.0;
+  const double r = w * exp(-h / rho);
+  return -r * h - rho * r + rho * w;
+}
+
+// rho KL(r | w) of one entry from the plan's own marginal r (rows: the
+// returned plan is not exactly at the row fixed point).
+DC_HOST_DEVICE DC_INLINE double marginal_kl(double r, double w, double rho) {
+  if (unbounded(rho)) return 0.0;
+  if (!(w > 0)) return rho * r;
+  return rho * ((r > 0 ? r * log(r / w) : 0.0) - r + w);
+}
+
+// ---------------------------------------------------------------------------
 // Implicit backward (SPEC 4.3 b), for the plan P that the forward returned.
 // That plan has the form exp((F_i + G_j - C_ij) / eps), so it is the exact
 // entropic plan of its own marginals r = P 1 and c = P^T 1, which differ from
