@@ -1,0 +1,1 @@
+"""Optimal-transport benchmarks against geomloss and ott-jax (see README.md here)."""
