@@ -17,4 +17,14 @@ DC_BIND_CUDA(sinkhorn) {
         py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
   m.def("sinkhorn_unrolled_backward", &skh::unrolled_backward_cuda, skh::kUnrolledDoc, DC_SINKHORN_UNROLLED_ARGS,
         py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
+  m.def("sinkhorn_forward_ext", &skh::forward_ext_cuda, skh::kForwardExtDoc, DC_SINKHORN_FORWARD_EXT_ARGS,
+        py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
+  m.def("sinkhorn_implicit_backward_ext", &skh::implicit_backward_ext_cuda, skh::kImplicitExtDoc,
+        DC_SINKHORN_IMPLICIT_EXT_ARGS, py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
+  m.def("sinkhorn_unrolled_backward_ext", &skh::unrolled_backward_ext_cuda, skh::kUnrolledExtDoc,
+        DC_SINKHORN_UNROLLED_EXT_ARGS, py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
+  m.def("sinkhorn_cloud_forward", &skh::cloud_forward_cuda, skh::kCloudForwardDoc, DC_SINKHORN_CLOUD_FORWARD_ARGS,
+        py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
+  m.def("sinkhorn_cloud_backward", &skh::cloud_backward_cuda, skh::kCloudBackwardDoc,
+        DC_SINKHORN_CLOUD_BACKWARD_ARGS, py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
 }

@@ -42,11 +42,13 @@ struct CloudForwardBatch {
   ForwardBatch base;
   std::uintptr_t x, y;
   int64_t d;
+  int metric;
 };
 
 struct CloudGradBatch {
   std::uintptr_t x, y, a, b, f, g, gcost, dx, dy, da, db, params;
   int64_t n, m, d;
+  int metric;
 };
 
 template <class T, class W>

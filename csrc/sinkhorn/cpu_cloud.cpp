@@ -347,7 +347,7 @@ void cloud_backward_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, st
                         int64_t m, int64_t d, int metric, int dtype, int threads) {
   check_cloud_backward(x, y, a, b, f, g, gcost, dx, dy, da, db, params, batch, n, m, d, metric, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
-  const CloudGradBatch A{x, y, a, b, f, g, gcost, dx, dy, da, db, params, n, m, d};
+  const CloudGradBatch A{x, y, a, b, f, g, gcost, dx, dy, da, db, params, n, m, d, metric};
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     run_batch(batch, threads, n * m, std::min(n, m), n * m < (1 << 14),

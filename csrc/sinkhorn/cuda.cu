@@ -23,97 +23,12 @@
 #include "api.h"
 #include "checks.h"
 #include "backward.h"
+#include "cuda_block.cuh"
 #include "forward.h"
 
 namespace diffcomb {
 namespace sinkhorn {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-
-__device__ __forceinline__ double warp_sum(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-// Two sums taken in one sweep.
-struct Pair {
-  double x, y;
-};
-__device__ __forceinline__ Pair& operator+=(Pair& a, const Pair& b) {
-  a.x += b.x;
-  a.y += b.y;
-  return a;
-}
-__device__ __forceinline__ Pair warp_sum(Pair v) { return Pair{warp_sum(v.x), warp_sum(v.y)}; }
-__device__ __forceinline__ double warp_max(double v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ int lane_id() { return threadIdx.x & 31; }
-__device__ __forceinline__ int warp_id() { return threadIdx.x >> 5; }
-
-// A problem's slice of the work array.
-__device__ double* problem_work(double* work, int64_t n, int64_t m) { return work + blockIdx.x * 7 * (n + m); }
-
-// The common loops of a sweeper (sweep.h) for the threads of one block.
-struct Block {
-  int64_t n, m;
-  double* scratch;  // kWarps doubles of shared memory
-
-  __device__ Block(int64_t n_, int64_t m_, double* scratch_) : n(n_), m(m_), scratch(scratch_) {}
-
-  template <class F>
-  __device__ void rows(F f) const {
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
-  }
-  template <class F>
-  __device__ void cols(F f) const {
-    for (int64_t j = threadIdx.x; j < m; j += blockDim.x) f(j);
-  }
-  template <class F>
-  __device__ void entries(F f) const {
-    for (int64_t k = threadIdx.x; k < n * m; k += blockDim.x) f(k / m, k % m, k);
-  }
-  template <class F>
-  __device__ void lines(int64_t N, F f) const {
-    for (int64_t k = threadIdx.x; k < N; k += blockDim.x) f(k);
-  }
-  __device__ void sync() const { __syncthreads(); }
-  // Every thread gets the sum, added in a fixed order (deterministic).
-  __device__ double sum(double v) const {
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane_id() == 0) scratch[warp_id()] = v;
-    __syncthreads();
-    double s = 0.0;
-    for (int w = 0; w < kWarps; ++w) s += scratch[w];
-    return s;
-  }
-  __device__ bool leader() const { return threadIdx.x == 0; }
-
-  // row(i, sum) for each row, with sum = sum_j entry(i, j) over the row (a
-  // warp: the lanes stride the row; only lane 0 calls row). entry returns a
-  // double or a Pair.
-  template <class E, class R>
-  __device__ void row_sums(E entry, R row) const {
-    for (int64_t i = warp_id(); i < n; i += kWarps) {
-      decltype(entry(i, i)) s{};
-      for (int64_t j = lane_id(); j < m; j += 32) s += entry(i, j);
-      s = warp_sum(s);
-      if (lane_id() == 0) row(i, s);
-    }
-  }
-  // col(j, sum) for each column, sum = sum_i entry(i, j) (a thread per column).
-  template <class E, class R>
-  __device__ void col_sums(E entry, R col) const {
-    for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
-      decltype(entry(j, j)) s{};
-      for (int64_t i = 0; i < n; ++i) s += entry(i, j);
-      col(j, s);
-    }
-  }
-};
 
 // ---------------------------------------------------------------------------
 // Forward (forward.h).
@@ -126,6 +41,12 @@ struct ForwardSweeper : Block {
       : Block(p.n, p.m, scratch_), C(p.C), inv_eps(p.scale.inv_eps) {}
 
   __device__ void prepare() const {}
+  __device__ void set_inv_eps(double x) { inv_eps = x; }
+  __device__ double nonfinite() const {
+    T bad = T(0);
+    entries([&](int64_t, int64_t, int64_t k) { bad += C[k] - C[k]; });
+    return bad == T(0) ? 0.0 : 1.0;
+  }
   template <class E>
   __device__ void row_lse(const double* wb, E emit) const {
     for (int64_t i = warp_id(); i < n; i += kWarps) {
@@ -242,6 +163,10 @@ struct UnrolledSweeper : Block {
   __device__ double E(const double* ge, int64_t i, int64_t j) const {
     return scaled_exp(p.fe[i], ge[j], p.C[i * m + j], p.scale.inv_eps);
   }
+  // The f-update's kernel: the balanced potential f / lam_a (backward.h).
+  __device__ double E2(const double* ge, int64_t i, int64_t j) const {
+    return scaled_exp(p.fe2[i], ge[j], p.C[i * m + j], p.scale.inv_eps);
+  }
   __device__ ReadoutEntry entry(int64_t i, int64_t j) const {
     return readout_entry(p.G ? double(p.G[i * m + j]) : 0.0, double(p.a[i]), double(p.b[j]), E(p.ge, i, j),
                          p.scale.inv_eps, p.gcost);
@@ -273,10 +198,10 @@ struct UnrolledSweeper : Block {
       for (int64_t j = lane_id(); j < m; j += 32) s1 += E(p.ge, i, j) * p.gbar[j];
       s1 = warp_sum(s1);
       const double ai = double(p.a[i]);
-      const double fb = p.fbar[i] - ai * s1;
+      const double fb = p.lam_a * (p.fbar[i] - ai * s1);  // the adjoint of the balanced f-update
       if (p.cbar)
         for (int64_t j = lane_id(); j < m; j += 32)
-          p.cbar[i * m + j] += T(ai * E(p.ge, i, j) * p.gbar[j] + double(p.b[j]) * E(p.ge_prev, i, j) * fb);
+          p.cbar[i * m + j] += T(ai * E(p.ge, i, j) * p.gbar[j] + double(p.b[j]) * E2(p.ge_prev, i, j) * fb);
       __syncwarp();
       if (lane_id() == 0) {
         p.sa[i] -= eps * s1;
@@ -285,7 +210,7 @@ struct UnrolledSweeper : Block {
     }
     __syncthreads();
     // f-update adjoint by columns.
-    col_sums([&](int64_t i, int64_t j) { return E(p.ge_prev, i, j) * p.fbar[i]; }, [&](int64_t j, double s) {
+    col_sums([&](int64_t i, int64_t j) { return E2(p.ge_prev, i, j) * p.fbar[i]; }, [&](int64_t j, double s) {
       p.gnew[j] -= double(p.b[j]) * s;
       p.sb[j] -= eps * s;
     });
@@ -307,17 +232,9 @@ __global__ void __launch_bounds__(kThreads) unrolled_kernel(UnrolledBatch A, dou
   p.sb = p.gnew + m;
   p.ge = p.sb + m;
   p.ge_prev = p.ge + m;
+  p.fe2 = p.ge_prev + m;
   UnrolledSweeper<T> s(p, scratch);
   unrolled_problem(s, p);
-}
-
-// One block per problem on the caller's stream.
-template <class Kernel, class Batch>
-void launch(Kernel kernel, const Batch& A, int64_t batch, std::uintptr_t work, int device, std::uintptr_t stream,
-            const char* name) {
-  DeviceGuard guard(device);
-  kernel<<<static_cast<unsigned int>(batch), kThreads, 0, as_stream(stream)>>>(A, reinterpret_cast<double*>(work));
-  check_launch(name);
 }
 
 }  // namespace
@@ -339,6 +256,24 @@ void forward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uin
   });
 }
 
+void forward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
+                      std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
+                      std::uintptr_t f_hist, std::uintptr_t g_hist, std::uintptr_t f_init, std::uintptr_t g_init,
+                      std::uintptr_t params, double scaling, int64_t batch, int64_t n, int64_t m, int64_t max_iter,
+                      double tol, int64_t check_every, int dtype, std::uintptr_t work, int device,
+                      std::uintptr_t stream) {
+  check_forward_ext(C, a, b, P, f, g, cost, n_iter, err, params, scaling, batch, n, m, max_iter, check_every, dtype);
+  if (batch == 0 || n == 0 || m == 0) return;
+  ForwardBatch A{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, 1.0, tol};
+  A.f_init = f_init;
+  A.g_init = g_init;
+  A.params = params;
+  A.scaling = scaling;
+  dispatch_float(dtype, [&](auto tag) {
+    launch(forward_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn forward_kernel (ext)");
+  });
+}
+
 void implicit_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
                             std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
                             std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
@@ -352,6 +287,21 @@ void implicit_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b
   });
 }
 
+void implicit_backward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
+                                std::uintptr_t f, std::uintptr_t g, std::uintptr_t G, std::uintptr_t gcost,
+                                std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                                int64_t batch, int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype,
+                                std::uintptr_t work, int device, std::uintptr_t stream) {
+  check_implicit_backward(C, a, b, P, f, g, dC, da, db, batch, n, m, 1.0, cg_max_iter, dtype);
+  check_params("sinkhorn_implicit_backward_ext", params, batch, n, m);
+  if (batch == 0 || n == 0 || m == 0) return;
+  ImplicitBatch A{C, a, b, P, f, g, G, gcost, dC, da, db, n, m, 1.0, cg_tol, cg_max_iter};
+  A.params = params;
+  dispatch_float(dtype, [&](auto tag) {
+    launch(implicit_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn implicit_kernel (ext)");
+  });
+}
+
 void unrolled_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
                             std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
                             std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
@@ -362,6 +312,21 @@ void unrolled_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b
   const UnrolledBatch A{C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db, n, m, max_iter, eps};
   dispatch_float(dtype, [&](auto tag) {
     launch(unrolled_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn unrolled_kernel");
+  });
+}
+
+void unrolled_backward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
+                                std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
+                                std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
+                                int64_t batch, int64_t n, int64_t m, int64_t max_iter, int dtype, std::uintptr_t work,
+                                int device, std::uintptr_t stream) {
+  check_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, dC, da, db, batch, n, m, max_iter, 1.0, dtype);
+  check_params("sinkhorn_unrolled_backward_ext", params, batch, n, m);
+  if (batch == 0 || n == 0 || m == 0) return;
+  UnrolledBatch A{C, a, b, f_hist, g_hist, n_iter, G, gcost, dC, da, db, n, m, max_iter, 1.0};
+  A.params = params;
+  dispatch_float(dtype, [&](auto tag) {
+    launch(unrolled_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn unrolled_kernel (ext)");
   });
 }
 
