@@ -239,8 +239,8 @@ def _result(P: Optional[Tensor], value: Tensor, f: Tensor, g: Tensor, n_iter: Te
             bw: Tensor, lead: torch.Size, tol: float, out_dtype: torch.dtype) -> SinkhornResult:
     """The public result: potentials 0 at zero weights, the batch shape, the caller's dtype."""
     n, m = f.shape[-1], g.shape[-1]
-    f = torch.where(aw.reshape(-1, n) == 0, torch.zeros_like(f), f)
-    g = torch.where(bw.reshape(-1, m) == 0, torch.zeros_like(g), g)
+    f = torch.where(aw.reshape(f.shape) == 0, torch.zeros_like(f), f)
+    g = torch.where(bw.reshape(g.shape) == 0, torch.zeros_like(g), g)
     return SinkhornResult(None if P is None else P.to(out_dtype), value.reshape(lead).to(out_dtype),
                           f.reshape(*lead, n).to(out_dtype), g.reshape(*lead, m).to(out_dtype),
                           n_iter.reshape(lead), (err <= tol).reshape(lead))
