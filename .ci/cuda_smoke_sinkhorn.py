@@ -88,6 +88,32 @@ for dtype, rtol in ((torch.float64, 1e-8), (torch.float32, 2e-3)):
     p, q = torch.randn(2, 8, 2, dtype=dtype), torch.randn(2, 5, 2, dtype=dtype)
     CASES.append((f"sinkhorn_divergence/{tag}", with_gradients(
         lambda p, q: (diffcomb.sinkhorn_divergence(p, q, 0.5),), seeded), [p, q], rtol))
+    # The extended solver (forward_ext, implicit/unrolled ext backwards): unbalanced, warm start,
+    # relative epsilon with epsilon scaling; point clouds (cloud forward and gradient kernels), both
+    # metrics, d = 3 and d = 11 (coordinates beyond the register chunk), a NaN point.
+    C, a, b = problem(2, 6, 5, dtype)
+    g0 = torch.randn(2, 5, dtype=dtype) * 0.1
+    for backward in ("implicit", "unroll"):
+        CASES.append((f"sinkhorn-ext/unbalanced/{backward}/{tag}", with_gradients(
+            lambda C, a, b, bw=backward: (lambda r: (r.plan, r.cost))(
+                diffcomb.sinkhorn(C, a, b, 0.3, reg_m=(0.5, 2.0), backward=bw)), seeded), [C, a, b], rtol))
+        CASES.append((f"sinkhorn-ext/warm/{backward}/{tag}", with_gradients(
+            lambda C, g0, bw=backward: (lambda r: (r.plan, r.cost))(
+                diffcomb.sinkhorn(C, epsilon=0.3, init=(None, g0), tau_a=0.9, backward=bw)), seeded), [C, g0], rtol))
+    CASES.append((f"sinkhorn-ext/relative-scaling/{tag}", with_gradients(
+        lambda C: (lambda r: (r.plan, r.cost))(diffcomb.sinkhorn(C, epsilon=0.05, relative_epsilon="mean",
+                                                                epsilon_scaling=0.7)), seeded), [C], rtol))
+    for d in (3, 11):
+        p, q = torch.rand(2, 9, d, dtype=dtype), torch.rand(2, 7, d, dtype=dtype)
+        for metric in ("sqeuclidean", "euclidean"):
+            CASES.append((f"sinkhorn-cloud/{metric}/d{d}/{tag}", with_gradients(
+                lambda p, q, mt=metric: (lambda r: (r.cost, r.f, r.g))(
+                    diffcomb.sinkhorn(x=p, y=q, epsilon=0.2, metric=mt, reg_m=(math.inf, 1.0))), seeded), [p, q],
+                rtol))
+    p, q = torch.rand(2, 9, 3, dtype=dtype), torch.rand(2, 7, 3, dtype=dtype)
+    p[1, 3, 1] = math.nan
+    CASES.append((f"sinkhorn-cloud/nan/{tag}", with_gradients(
+        lambda p, q: (diffcomb.sinkhorn(x=p, y=q, epsilon=0.2, epsilon_scaling=0.5).cost,), seeded), [p, q], rtol))
 
 
 def close(x, y, rtol):

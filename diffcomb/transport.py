@@ -135,10 +135,11 @@ def sinkhorn(cost: Optional[Tensor] = None, a: Optional[Tensor] = None, b: Optio
         gradient ``(P, f, g)`` (SPEC 4.2, exact at convergence); the potentials, ``n_iter`` and
         ``converged`` are not differentiable. Gradients with respect to ``a`` and ``b`` are defined up
         to an additive constant (the mass constraint). Between point clouds the cost's gradient
-        flows to ``x``, ``y``, ``a`` and ``b`` (envelope: ``sum_j P_ij dC_ij/dx_i``, computed on the fly). The implicit backward differentiates the
-        optimality conditions of the returned plan with that plan's own row and column sums (they
-        differ from ``a`` and ``b`` by up to ``tol``; the plan is the exact transport between them),
-        so it is exact for the returned plan, converged or not. Its distance to the derivative of
+        flows to ``x``, ``y``, ``a`` and ``b`` (envelope: ``sum_j P_ij dC_ij/dx_i``, computed on the
+        fly). The implicit backward differentiates the optimality conditions of the returned plan
+        with that plan's own row and column sums (they differ from ``a`` and ``b`` by up to
+        ``tol``; the plan is the exact transport between them), so it is exact for the returned
+        plan, converged or not. Its distance to the derivative of
         the exact transport between ``a`` and ``b`` is the forward's own error, about
         ``tol / epsilon`` relative on well-conditioned problems (up to ``tol * n_iter / epsilon``
         on slowly converging ones): lower ``tol`` when that matters.

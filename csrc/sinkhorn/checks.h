@@ -39,7 +39,9 @@ inline void check_params(const char* entry, std::uintptr_t params, int64_t batch
 }
 
 inline void check_scaling(const char* entry, double scaling) {
-  if (!(scaling > 0.0 && scaling <= 1.0)) entry_error(entry, "scaling = " + std::to_string(scaling) + " is outside (0, 1]");
+  if (!(scaling > 0.0 && scaling <= 1.0)) {
+    entry_error(entry, "scaling = " + std::to_string(scaling) + " is outside (0, 1]");
+  }
 }
 
 inline void check_forward_ext(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P,
@@ -57,18 +59,25 @@ inline void check_forward_ext(std::uintptr_t C, std::uintptr_t a, std::uintptr_t
   check_scaling(entry, scaling);
 }
 
-// Point clouds (cloud.h): x (B, n, d), y (B, m, d), a metric code.
+// Point clouds (cloud.h): x (B, n, d), y (B, m, d), a metric code, the
+// weights, the potentials and the options.
+inline void check_cloud(const char* entry, std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, std::uintptr_t b,
+                        std::uintptr_t f, std::uintptr_t g, std::uintptr_t params, int64_t batch, int64_t n, int64_t m,
+                        int64_t d, int metric, int dtype) {
+  check_problem(entry, batch, n, m, 1.0, dtype);
+  check_code(entry, "metric", metric, 2);
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}, {"d", d}},
+              {{"x", x}, {"y", y}, {"a", a}, {"b", b}, {"f", f}, {"g", g}});
+  check_params(entry, params, batch, n, m);
+}
+
 inline void check_cloud_forward(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, std::uintptr_t b,
                                 std::uintptr_t f, std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter,
                                 std::uintptr_t err, std::uintptr_t params, double scaling, int64_t batch, int64_t n,
                                 int64_t m, int64_t d, int metric, int64_t max_iter, int64_t check_every, int dtype) {
   const char* entry = "sinkhorn_cloud_forward";
-  check_problem(entry, batch, n, m, 1.0, dtype);
-  check_code(entry, "metric", metric, 2);
-  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}, {"d", d}},
-              {{"x", x}, {"y", y}, {"a", a}, {"b", b}, {"f", f}, {"g", g}, {"cost", cost}, {"n_iter", n_iter},
-               {"err", err}});
-  check_params(entry, params, batch, n, m);
+  check_cloud(entry, x, y, a, b, f, g, params, batch, n, m, d, metric, dtype);
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}}, {{"cost", cost}, {"n_iter", n_iter}, {"err", err}});
   check_range(entry, "max_iter", max_iter, 0, INT64_MAX);
   check_range(entry, "check_every", check_every, 1, INT64_MAX);
   check_scaling(entry, scaling);
@@ -79,12 +88,9 @@ inline void check_cloud_backward(std::uintptr_t x, std::uintptr_t y, std::uintpt
                                  std::uintptr_t dy, std::uintptr_t da, std::uintptr_t db, std::uintptr_t params,
                                  int64_t batch, int64_t n, int64_t m, int64_t d, int metric, int dtype) {
   const char* entry = "sinkhorn_cloud_backward";
-  check_problem(entry, batch, n, m, 1.0, dtype);
-  check_code(entry, "metric", metric, 2);
+  check_cloud(entry, x, y, a, b, f, g, params, batch, n, m, d, metric, dtype);
   check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}, {"d", d}},
-              {{"x", x}, {"y", y}, {"a", a}, {"b", b}, {"f", f}, {"g", g}, {"gcost", gcost}, {"dx", dx}, {"dy", dy},
-               {"da", da}, {"db", db}});
-  check_params(entry, params, batch, n, m);
+              {{"gcost", gcost}, {"dx", dx}, {"dy", dy}, {"da", da}, {"db", db}});
 }
 
 inline void check_backward(const char* entry, std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,

@@ -267,11 +267,9 @@ void forward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::
                      double tol, int64_t check_every, int dtype, int threads) {
   check_forward_ext(C, a, b, P, f, g, cost, n_iter, err, params, scaling, batch, n, m, max_iter, check_every, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
-  ForwardBatch A{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, 1.0, tol};
-  A.f_init = f_init;
-  A.g_init = g_init;
-  A.params = params;
-  A.scaling = scaling;
+  const ForwardBatch A = extended(
+      ForwardBatch{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, 1.0, tol}, f_init,
+      g_init, params, scaling);
   run_forward(A, batch, dtype, threads);
 }
 

@@ -153,33 +153,26 @@ DC_SWEEP void cloud_grad_impl(const T* __restrict p, const T* __restrict Q, cons
 }
 
 // The (D, M) instantiation of a sweep for the runtime dimension and metric.
-#define DC_CLOUD_DISPATCH(call)                      \
-  do {                                               \
-    if (metric == kEuclidean) {                      \
-      constexpr int M = kEuclidean;                  \
-      if (d == 3) {                                  \
-        constexpr int D = 3;                         \
-        call;                                        \
-      } else if (d == 2) {                           \
-        constexpr int D = 2;                         \
-        call;                                        \
-      } else {                                       \
-        constexpr int D = 0;                         \
-        call;                                        \
-      }                                              \
-    } else {                                         \
-      constexpr int M = kSqEuclidean;                \
-      if (d == 3) {                                  \
-        constexpr int D = 3;                         \
-        call;                                        \
-      } else if (d == 2) {                           \
-        constexpr int D = 2;                         \
-        call;                                        \
-      } else {                                       \
-        constexpr int D = 0;                         \
-        call;                                        \
-      }                                              \
-    }                                                \
+#define DC_CLOUD_BY_DIM(call)  \
+  if (d == 3) {                \
+    constexpr int D = 3;       \
+    call;                      \
+  } else if (d == 2) {         \
+    constexpr int D = 2;       \
+    call;                      \
+  } else {                     \
+    constexpr int D = 0;       \
+    call;                      \
+  }
+#define DC_CLOUD_DISPATCH(call)                                           \
+  do {                                                                    \
+    if (metric == kEuclidean) {                                           \
+      constexpr int M = kEuclidean;                                       \
+      DC_CLOUD_BY_DIM(call)                                               \
+    } else {                                                              \
+      constexpr int M = kSqEuclidean;                                     \
+      DC_CLOUD_BY_DIM(call)                                               \
+    }                                                                     \
   } while (0)
 
 template <class T>
@@ -200,6 +193,7 @@ DC_SWEEP void cloud_grad_any(const T* p, const T* Q, const T* w, T wp, int64_t l
   DC_CLOUD_DISPATCH((cloud_grad_impl<T, D, M>(p, Q, w, wp, len, d, inv_eps, buf, out)));
 }
 #undef DC_CLOUD_DISPATCH
+#undef DC_CLOUD_BY_DIM
 
 DC_VECTOR_CLONES void cloud_lse(const float* p, const float* Q, const float* w, int64_t len, int d, int metric,
                                 float inv_eps, double* mx, double* sum) {
@@ -321,11 +315,9 @@ void cloud_forward_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, std
   check_cloud_forward(x, y, a, b, f, g, cost, n_iter, err, params, scaling, batch, n, m, d, metric, max_iter,
                       check_every, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
-  ForwardBatch A{0, a, b, 0, f, g, cost, n_iter, err, 0, 0, n, m, max_iter, check_every, 1.0, tol};
-  A.f_init = f_init;
-  A.g_init = g_init;
-  A.params = params;
-  A.scaling = scaling;
+  const ForwardBatch A = extended(ForwardBatch{0, a, b, 0, f, g, cost, n_iter, err, 0, 0, n, m, max_iter, check_every,
+                                                1.0, tol},
+                                   f_init, g_init, params, scaling);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* X = reinterpret_cast<const T*>(x);

@@ -97,13 +97,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ForwardBatch A, doubl
   __shared__ double scratch[kWarps];
   const int64_t n = A.n, m = A.m;
   ForwardProblem<T, double> p = forward_problem_at<T, double>(A, blockIdx.x);
-  p.f_cur = problem_work(work, n, m);
-  p.f_new = p.f_cur + n;
-  p.wa = p.f_new + n;
-  p.loga = p.wa + n;
-  p.g_cur = p.loga + n;
-  p.wb = p.g_cur + m;
-  p.logb = p.wb + m;
+  attach_forward_work(p, work, n, m);
   ForwardSweeper<T> s(p, scratch);
   forward_problem(s, p);
 }
@@ -264,11 +258,9 @@ void forward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std:
                       std::uintptr_t stream) {
   check_forward_ext(C, a, b, P, f, g, cost, n_iter, err, params, scaling, batch, n, m, max_iter, check_every, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
-  ForwardBatch A{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, 1.0, tol};
-  A.f_init = f_init;
-  A.g_init = g_init;
-  A.params = params;
-  A.scaling = scaling;
+  const ForwardBatch A = extended(
+      ForwardBatch{C, a, b, P, f, g, cost, n_iter, err, f_hist, g_hist, n, m, max_iter, check_every, 1.0, tol}, f_init,
+      g_init, params, scaling);
   dispatch_float(dtype, [&](auto tag) {
     launch(forward_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn forward_kernel (ext)");
   });

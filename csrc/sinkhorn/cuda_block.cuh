@@ -101,6 +101,19 @@ struct Block {
   }
 };
 
+// The forward's work arrays (forward.h, ForwardProblem) in a problem's slice:
+// 4 n + 3 m doubles.
+template <class Problem>
+__device__ void attach_forward_work(Problem& p, double* work, int64_t n, int64_t m) {
+  p.f_cur = problem_work(work, n, m);
+  p.f_new = p.f_cur + n;
+  p.wa = p.f_new + n;
+  p.loga = p.wa + n;
+  p.g_cur = p.loga + n;
+  p.wb = p.g_cur + m;
+  p.logb = p.wb + m;
+}
+
 // One block per problem on the caller's stream.
 template <class Kernel, class Batch>
 void launch(Kernel kernel, const Batch& A, int64_t batch, std::uintptr_t work, int device, std::uintptr_t stream,

@@ -144,13 +144,7 @@ __global__ void __launch_bounds__(kThreads) cloud_forward_kernel(CloudForwardBat
   __shared__ double scratch[kWarps];
   const int64_t n = A.base.n, m = A.base.m, d = A.d, bi = blockIdx.x;
   ForwardProblem<T, double> p = forward_problem_at<T, double>(A.base, bi);
-  p.f_cur = problem_work(work, n, m);
-  p.f_new = p.f_cur + n;
-  p.wa = p.f_new + n;
-  p.loga = p.wa + n;
-  p.g_cur = p.loga + n;
-  p.wb = p.g_cur + m;
-  p.logb = p.wb + m;
+  attach_forward_work(p, work, n, m);
   CloudSweeper<T> s(reinterpret_cast<const T*>(A.x) + bi * n * d, reinterpret_cast<const T*>(A.y) + bi * m * d, n,
                     m, d, A.metric, scratch);
   forward_problem(s, p);
@@ -176,12 +170,10 @@ void cloud_forward_cuda(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, st
   check_cloud_forward(x, y, a, b, f, g, cost, n_iter, err, params, scaling, batch, n, m, d, metric, max_iter,
                       check_every, dtype);
   if (batch == 0 || n == 0 || m == 0) return;
-  CloudForwardBatch A{ForwardBatch{0, a, b, 0, f, g, cost, n_iter, err, 0, 0, n, m, max_iter, check_every, 1.0, tol},
-                      x, y, d, metric};
-  A.base.f_init = f_init;
-  A.base.g_init = g_init;
-  A.base.params = params;
-  A.base.scaling = scaling;
+  const CloudForwardBatch A{
+      extended(ForwardBatch{0, a, b, 0, f, g, cost, n_iter, err, 0, 0, n, m, max_iter, check_every, 1.0, tol}, f_init,
+               g_init, params, scaling),
+      x, y, d, metric};
   dispatch_float(dtype, [&](auto tag) {
     launch(cloud_forward_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn cloud_forward_kernel");
   });

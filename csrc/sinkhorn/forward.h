@@ -39,6 +39,16 @@ struct ForwardBatch {
   double scaling = 1.0;                              // epsilon scaling factor q
 };
 
+// A batch of the extended entry points: warm starts and per problem options (sinkhorn.h).
+DC_HOST_DEVICE DC_INLINE ForwardBatch extended(ForwardBatch A, std::uintptr_t f_init, std::uintptr_t g_init,
+                                               std::uintptr_t params, double scaling) {
+  A.f_init = f_init;
+  A.g_init = g_init;
+  A.params = params;
+  A.scaling = scaling;
+  return A;
+}
+
 // One problem: its slices of the batch, and the work arrays of the driver
 // (the device's scratch). W is the type of the scaled potentials that the
 // sweeps read (the CPU: the dtype, so that float32 sweeps run in float; the
