@@ -159,12 +159,17 @@ def sinkhorn(cost: Optional[Tensor] = None, a: Optional[Tensor] = None, b: Optio
         CUDA). Small ``epsilon`` needs more iterations (about ``1/epsilon`` on a unit-scale cost);
         float32 with ``epsilon`` below about ``1e-3 max|C|`` is fragile.
 
-        Which epsilon: ``epsilon`` is in the units of the cost. For data on an arbitrary scale
-        (coordinates in [0, 100], costs up to 2e4), either pass ``relative_epsilon="mean"`` (or
-        ``"max"``/``"diameter"``) so that ``epsilon`` is a fraction of the cost's scale (0.01 to 0.1
-        are usual), or keep an absolute ``epsilon`` and add ``epsilon_scaling=0.9`` (0.5 to 0.95:
-        closer to 1 is slower and more robust), which makes small ``epsilon`` converge. Warm starts
-        (``init``) save iterations when the problem changes slowly (a training loop).
+        Which epsilon: ``epsilon`` is in the units of the cost, and Sinkhorn needs about
+        ``scale / epsilon`` iterations. For data on an arbitrary scale (points in [0, 100]^2, costs
+        up to 2e4) pick ``relative_epsilon="mean"`` with ``epsilon`` 1e-2 (a smooth plan, a few
+        hundred iterations) to 1e-3 (closer to exact OT, tens of thousands), and add
+        ``epsilon_scaling=0.9`` (0.5 to 0.95; closer to 1 is slower and more robust), which starts
+        from a large epsilon and cuts the iterations (measured on that example: 740 -> 550 at 1e-2,
+        38800 -> 29890 at 1e-3). An absolute ``epsilon=0.1`` there is 3e-5 of the mean cost: with
+        ``epsilon_scaling`` the cost is within 2% of exact OT after 2000 iterations, but the
+        marginals need about 1e5 iterations to reach ``tol`` whatever the schedule. Warm starts
+        (``init``) save iterations when the problem changes slowly (a training loop: about half on
+        a cost that moves by 1e-3 per step).
 
         Unbalanced transport (``tau_a``/``tau_b`` < 1 or ``reg_m``): the marginal constraints become
         penalties, and the cost is POT's objective
