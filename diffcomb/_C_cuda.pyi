@@ -68,16 +68,36 @@ def perturb_topk(x: int, out: int, rows: int, n: int, k: int, dtype: int, device
     """out (rows, n) = 0/1 mask of the k largest entries of each row of x (lower index on ties)."""
     ...
 
+def sinkhorn_cloud_backward(x: int, y: int, a: int, b: int, f: int, g: int, gcost: int, dx: int, dy: int, da: int, db: int, params: int, batch: int, n: int, m: int, d: int, metric: int, dtype: int, work: int, device: int, stream: int) -> None:
+    """Envelope gradients dx, dy, da, db of sinkhorn_cloud_forward's costs for the upstream gcost (B)."""
+    ...
+
+def sinkhorn_cloud_forward(x: int, y: int, a: int, b: int, f: int, g: int, cost: int, n_iter: int, err: int, f_init: int, g_init: int, params: int, scaling: float, batch: int, n: int, m: int, d: int, metric: int, max_iter: int, tol: float, check_every: int, dtype: int, work: int, device: int, stream: int) -> None:
+    """Log-domain Sinkhorn between point clouds x (B, n, d), y (B, m, d) with the cost (metric 0: squared Euclidean, 1: Euclidean) computed on the fly: potentials f, g, cost, n_iter, err; no plan."""
+    ...
+
 def sinkhorn_forward(C: int, a: int, b: int, P: int, f: int, g: int, cost: int, n_iter: int, err: int, f_hist: int, g_hist: int, batch: int, n: int, m: int, eps: float, max_iter: int, tol: float, check_every: int, dtype: int, work: int, device: int, stream: int) -> None:
     """Log-domain Sinkhorn on a contiguous batch (B, n, m): plan P, potentials f, g, cost, n_iter, err and, where f_hist/g_hist are nonzero, the iterates (addresses of the caller's arrays)."""
+    ...
+
+def sinkhorn_forward_ext(C: int, a: int, b: int, P: int, f: int, g: int, cost: int, n_iter: int, err: int, f_hist: int, g_hist: int, f_init: int, g_init: int, params: int, scaling: float, batch: int, n: int, m: int, max_iter: int, tol: float, check_every: int, dtype: int, work: int, device: int, stream: int) -> None:
+    """Log-domain Sinkhorn with per problem options params (B, 4) float64 (eps, eps0 of epsilon scaling, rho_a, rho_b of unbalanced marginals; +inf: balanced), the scaling factor and warm starts f_init, g_init (address 0: none)."""
     ...
 
 def sinkhorn_implicit_backward(C: int, a: int, b: int, P: int, f: int, g: int, G: int, gcost: int, dC: int, da: int, db: int, batch: int, n: int, m: int, eps: float, cg_tol: float, cg_max_iter: int, dtype: int, work: int, device: int, stream: int) -> None:
     """Implicit backward (SPEC 4.3 b): dC, da, db from the plan P, potentials f, g and the upstream G, gcost (address 0: zero) by preconditioned conjugate gradient."""
     ...
 
+def sinkhorn_implicit_backward_ext(C: int, a: int, b: int, P: int, f: int, g: int, G: int, gcost: int, dC: int, da: int, db: int, params: int, batch: int, n: int, m: int, cg_tol: float, cg_max_iter: int, dtype: int, work: int, device: int, stream: int) -> None:
+    """Implicit backward of sinkhorn_forward_ext's plan and cost for its params (B, 4) (no epsilon scaling needed: the plan is at the target eps)."""
+    ...
+
 def sinkhorn_unrolled_backward(C: int, a: int, b: int, f_hist: int, g_hist: int, n_iter: int, G: int, gcost: int, dC: int, da: int, db: int, batch: int, n: int, m: int, max_iter: int, eps: float, dtype: int, work: int, device: int, stream: int) -> None:
     """Unrolled backward (SPEC 4.3 a): dC, da, db through the n_iter recorded iterations f_hist, g_hist."""
+    ...
+
+def sinkhorn_unrolled_backward_ext(C: int, a: int, b: int, f_hist: int, g_hist: int, n_iter: int, G: int, gcost: int, dC: int, da: int, db: int, params: int, batch: int, n: int, m: int, max_iter: int, dtype: int, work: int, device: int, stream: int) -> None:
+    """Unrolled backward of sinkhorn_forward_ext's recorded iterations for its params (B, 4) (balanced or unbalanced; without epsilon scaling)."""
     ...
 
 def sinkhorn_work_bytes(batch: int, n: int, m: int) -> int:
