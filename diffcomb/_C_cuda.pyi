@@ -81,7 +81,7 @@ def sinkhorn_forward(C: int, a: int, b: int, P: int, f: int, g: int, cost: int, 
     ...
 
 def sinkhorn_forward_ext(C: int, a: int, b: int, P: int, f: int, g: int, cost: int, n_iter: int, err: int, f_hist: int, g_hist: int, f_init: int, g_init: int, params: int, scaling: float, batch: int, n: int, m: int, max_iter: int, tol: float, check_every: int, dtype: int, work: int, device: int, stream: int) -> None:
-    """Log-domain Sinkhorn with per problem options params (B, 4) float64 (eps, eps0 of epsilon scaling, rho_a, rho_b of unbalanced marginals; +inf: balanced), the scaling factor and warm starts f_init, g_init (address 0: none)."""
+    """Log-domain Sinkhorn with per problem options params (B, 5) float64 (eps, eps0 of epsilon scaling, rho_a, rho_b of unbalanced marginals; +inf: balanced; symmetric flag), the scaling factor and warm starts f_init, g_init (address 0: none)."""
     ...
 
 def sinkhorn_implicit_backward(C: int, a: int, b: int, P: int, f: int, g: int, G: int, gcost: int, dC: int, da: int, db: int, batch: int, n: int, m: int, eps: float, cg_tol: float, cg_max_iter: int, dtype: int, work: int, device: int, stream: int) -> None:
@@ -89,7 +89,7 @@ def sinkhorn_implicit_backward(C: int, a: int, b: int, P: int, f: int, g: int, G
     ...
 
 def sinkhorn_implicit_backward_ext(C: int, a: int, b: int, P: int, f: int, g: int, G: int, gcost: int, dC: int, da: int, db: int, params: int, batch: int, n: int, m: int, cg_tol: float, cg_max_iter: int, dtype: int, work: int, device: int, stream: int) -> None:
-    """Implicit backward of sinkhorn_forward_ext's plan and cost for its params (B, 4) (no epsilon scaling needed: the plan is at the target eps)."""
+    """Implicit backward of sinkhorn_forward_ext's plan and cost for its params (B, 5) (no epsilon scaling needed: the plan is at the target eps)."""
     ...
 
 def sinkhorn_unrolled_backward(C: int, a: int, b: int, f_hist: int, g_hist: int, n_iter: int, G: int, gcost: int, dC: int, da: int, db: int, batch: int, n: int, m: int, max_iter: int, eps: float, dtype: int, work: int, device: int, stream: int) -> None:
@@ -97,7 +97,7 @@ def sinkhorn_unrolled_backward(C: int, a: int, b: int, f_hist: int, g_hist: int,
     ...
 
 def sinkhorn_unrolled_backward_ext(C: int, a: int, b: int, f_hist: int, g_hist: int, n_iter: int, G: int, gcost: int, dC: int, da: int, db: int, params: int, batch: int, n: int, m: int, max_iter: int, dtype: int, work: int, device: int, stream: int) -> None:
-    """Unrolled backward of sinkhorn_forward_ext's recorded iterations for its params (B, 4) (balanced or unbalanced; without epsilon scaling)."""
+    """Unrolled backward of sinkhorn_forward_ext's recorded iterations for its params (B, 5) (balanced or unbalanced; without epsilon scaling)."""
     ...
 
 def sinkhorn_work_bytes(batch: int, n: int, m: int) -> int:

@@ -1,9 +1,11 @@
 """The custom ops of Sinkhorn's extended solvers (SPEC.md section 4), wired with ``_autodiff.define``:
 
 - ``diffcomb::sinkhorn_ext``: log-domain Sinkhorn on contiguous ``(B, n, m)`` costs with per problem
-  options ``params (B, 4)`` float64 = (eps, eps0, rho_a, rho_b): the target epsilon, the start of
-  epsilon scaling (factor ``scaling``; eps0 = eps: none) and the KL penalties of unbalanced marginals
-  (``inf``: balanced), and warm starts ``f0 (B, n)``, ``g0 (B, m)``. Its backward is
+  options ``params (B, 5)`` float64 = (eps, eps0, rho_a, rho_b, symmetric): the target epsilon, the
+  start of epsilon scaling (factor ``scaling``; eps0 = eps: none), the KL penalties of unbalanced
+  marginals (``inf``: balanced) and whether the problem is symmetric (``C = C^T``, ``a = b``: solved
+  with ``g = f``, one symmetrized update per iteration; not with the unrolled backward), and warm
+  starts ``f0 (B, n)``, ``g0 (B, m)``. Its backward is
   ``sinkhorn_ext_implicit`` (implicit differentiation, unbalanced included) or
   ``sinkhorn_ext_unrolled`` (through the recorded iterations; no epsilon scaling).
 - ``diffcomb::sinkhorn_cloud``: the same solver between point clouds ``x (B, n, d)``, ``y (B, m, d)``
@@ -30,15 +32,15 @@ from ._sinkhorn_ops import _CG_TOL, _capturing, _warn_not_converged, _weights_er
 
 __all__ = ["CLOUD", "METRICS", "SOLVE", "PARAMS"]
 
-PARAMS = 4  # eps, eps0, rho_a, rho_b (csrc/sinkhorn/sinkhorn.h, Options)
+PARAMS = 5  # eps, eps0, rho_a, rho_b, symmetric (csrc/sinkhorn/sinkhorn.h, Options)
 METRICS = {"sqeuclidean": 0, "euclidean": 1}
 _FLOATS = tuple(_native.DTYPE_CODES)
 _NO_SECOND = "second derivatives of Sinkhorn are not implemented"
 
 
 def _unbalanced(params: Tensor) -> bool:
-    """Whether some problem of params (B, 4) relaxes a marginal (reads the values: host tensors only)."""
-    return bool(torch.isfinite(params[:, 2:]).any()) if params.numel() else False
+    """Whether some problem of params (B, 5) relaxes a marginal (reads the values: host tensors only)."""
+    return bool(torch.isfinite(params[:, 2:4]).any()) if params.numel() else False
 
 
 def _weights_check(fn: str, a: Tensor, b: Tensor, balanced: bool) -> Optional[str]:

@@ -2,9 +2,10 @@
 parameters of the extended custom ops (diffcomb._transport_ops): relative epsilon, epsilon scaling,
 unbalanced marginals (ott-jax's ``tau_a``/``tau_b`` or POT's ``reg_m``) and warm starts.
 
-Each problem gets ``params = (eps, eps0, rho_a, rho_b)`` (float64): its epsilon (``epsilon`` times its
-cost scale when relative), the start of epsilon scaling, and the KL penalties of its marginals
-(``inf``: a constraint). Scales are computed per problem from that problem's cost only (SPEC 0: a
+Each problem gets ``params = (eps, eps0, rho_a, rho_b, symmetric)`` (float64): its epsilon
+(``epsilon`` times its cost scale when relative), the start of epsilon scaling, the KL penalties of
+its marginals (``inf``: a constraint) and 1 for a symmetric problem (the debiasing terms of
+sinkhorn_divergence). Scales are computed per problem from that problem's cost only (SPEC 0: a
 result does not depend on the other problems of the batch) and are constants (no gradient flows
 through them, as in ott-jax).
 """
@@ -114,9 +115,10 @@ def cloud_scale(fn: str, relative: Optional[str], x: Tensor, y: Tensor, metric: 
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-def params(opts: Options, eps: float, scale: Tensor, start: Optional[Tensor]) -> Tensor:
-    """The (B, 4) float64 parameters: eps_b = eps scale_b; eps0_b = start_b (epsilon scaling, never
-    below eps_b) or eps_b; rho from reg_m, or rho = eps_b tau / (1 - tau) (ott-jax's tau, inf for 1)."""
+def params(opts: Options, eps: float, scale: Tensor, start: Optional[Tensor], symmetric: bool = False) -> Tensor:
+    """The (B, 5) float64 parameters: eps_b = eps scale_b; eps0_b = start_b (epsilon scaling, never
+    below eps_b) or eps_b; rho from reg_m, or rho = eps_b tau / (1 - tau) (ott-jax's tau, inf for 1);
+    the symmetric flag."""
     eps_b = eps * scale
     eps0 = eps_b if start is None or opts.scaling is None else torch.maximum(start.double(), eps_b)
     inf = torch.full_like(eps_b, math.inf)
@@ -131,7 +133,8 @@ def params(opts: Options, eps: float, scale: Tensor, start: Optional[Tensor]) ->
         rb = rho(1.0, opts.rho_b)
     else:
         ra, rb = rho(opts.tau_a, None), rho(opts.tau_b, None)
-    return torch.stack([eps_b, eps0, ra, rb], dim=-1).contiguous()
+    flag = torch.full_like(eps_b, 1.0 if symmetric else 0.0)
+    return torch.stack([eps_b, eps0, ra, rb, flag], dim=-1).contiguous()
 
 
 def warm_start(fn: str, init: object, lead: torch.Size, n: int, m: int, like: Tensor) -> tuple[Optional[Tensor],

@@ -224,7 +224,9 @@ def test_divergence_is_three_dense_solves(gen, metric):
     assert_close(div, expected, atol=1e-10)
     assert_close(gx, gd, atol=1e-9)
     assert float(div.detach().min()) > 0
-    assert float(sinkhorn_divergence(x, x, 0.2).abs().max()) < 1e-12
+    # 0 for equal clouds, to the tolerance (the cross term alternates, the debiasing terms symmetrize)
+    assert float(sinkhorn_divergence(x, x, 0.2, tol=1e-12).abs().max()) < 1e-12
+    assert float(sinkhorn_divergence(x, x, 0.2).abs().max()) < 1e-6
 
 
 def test_cloud_memory_is_linear():
@@ -392,7 +394,7 @@ def test_bad_clouds(gen):
 def test_opcheck(gen):
     C = torch.rand(2, 4, 3, generator=gen, dtype=F64)
     a, b = _weights(gen, 2, 4), _weights(gen, 2, 3)
-    params = torch.tensor([[0.2, 0.2, 0.5, INF], [0.3, 1.0, INF, INF]], dtype=F64)
+    params = torch.tensor([[0.2, 0.2, 0.5, INF, 0.0], [0.3, 1.0, INF, INF, 0.0]], dtype=F64)
     g0 = torch.zeros(2, 3, dtype=F64)
     for unroll in (False, True):
         torch.library.opcheck(torch.ops.diffcomb.sinkhorn_ext,

@@ -33,13 +33,14 @@ void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                            int64_t m, int64_t max_iter, double eps, int dtype, int threads);
 
-// Extended entry points (sinkhorn.h, Options): params (B, 4) float64 holds
+// Extended entry points (sinkhorn.h, Options): params (B, 5) float64 holds
 // each problem's eps, the start eps0 of epsilon scaling (factor `scaling` in
-// (0, 1]; eps0 = eps: none) and the marginal penalties rho_a, rho_b of
-// unbalanced transport (+inf: balanced); f_init (B, n), g_init (B, m): warm
+// (0, 1]; eps0 = eps: none), the marginal penalties rho_a, rho_b of
+// unbalanced transport (+inf: balanced) and the symmetric flag (1: a
+// symmetric problem, C = C^T and a = b, solved with g = f; for n = m); f_init (B, n), g_init (B, m): warm
 // start (address 0: none; the first update is f's from g, or g is first
 // computed from f_init when only f_init is given). The unrolled backward
-// takes no epsilon scaling.
+// takes no epsilon scaling and no symmetric problems.
 void forward_ext_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t P, std::uintptr_t f,
                      std::uintptr_t g, std::uintptr_t cost, std::uintptr_t n_iter, std::uintptr_t err,
                      std::uintptr_t f_hist, std::uintptr_t g_hist, std::uintptr_t f_init, std::uintptr_t g_init,

@@ -55,14 +55,14 @@ constexpr const char* kUnrolledDoc =
     "Unrolled backward (SPEC 4.3 a): dC, da, db through the n_iter recorded iterations f_hist, g_hist.";
 
 constexpr const char* kForwardExtDoc =
-    "Log-domain Sinkhorn with per problem options params (B, 4) float64 (eps, eps0 of epsilon scaling, rho_a, "
-    "rho_b of unbalanced marginals; +inf: balanced), the scaling factor and warm starts f_init, g_init (address "
-    "0: none).";
+    "Log-domain Sinkhorn with per problem options params (B, 5) float64 (eps, eps0 of epsilon scaling, rho_a, "
+    "rho_b of unbalanced marginals; +inf: balanced; symmetric flag), the scaling factor and warm starts f_init, "
+    "g_init (address 0: none).";
 constexpr const char* kImplicitExtDoc =
-    "Implicit backward of sinkhorn_forward_ext's plan and cost for its params (B, 4) (no epsilon scaling "
+    "Implicit backward of sinkhorn_forward_ext's plan and cost for its params (B, 5) (no epsilon scaling "
     "needed: the plan is at the target eps).";
 constexpr const char* kUnrolledExtDoc =
-    "Unrolled backward of sinkhorn_forward_ext's recorded iterations for its params (B, 4) (balanced or "
+    "Unrolled backward of sinkhorn_forward_ext's recorded iterations for its params (B, 5) (balanced or "
     "unbalanced; without epsilon scaling).";
 constexpr const char* kCloudForwardDoc =
     "Log-domain Sinkhorn between point clouds x (B, n, d), y (B, m, d) with the cost (metric 0: squared "

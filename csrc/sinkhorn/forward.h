@@ -155,6 +155,7 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
   const bool plain = is_balanced(o) && annealed_eps(o, p.scaling, 1) == eps;
   const int64_t last = plain ? iteration_limit(n, m, p.max_iter) : p.max_iter;
   const bool check = p.tol > 0;
+  const bool symmetric = o.symmetric && n == m;
   const double inv_rho_a = inverse(o.rho_a);
   double lam_a = damping(o.rho_a, eps), lam_b = damping(o.rho_b, eps);
   double eps_t = eps1, inv_t = 1.0 / eps1;
@@ -191,6 +192,18 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
     if (t > last) {
       iters = last;
       break;
+    }
+    if (symmetric) {  // g = f: the symmetrized update, no column sweep (rows and columns coincide)
+      s.rows([&](int64_t i) {
+        p.f_cur[i] = 0.5 * (p.f_cur[i] + lam_a * p.f_new[i]);
+        p.g_cur[i] = p.f_cur[i];
+        p.wa[i] = W(p.loga[i] + p.f_cur[i] * inv_t);
+        p.wb[i] = p.wa[i];
+        if (p.fh) p.fh[(t - 1) * n + i] = T(p.f_cur[i]);
+        if (p.gh) p.gh[t * m + i] = T(p.f_cur[i]);
+      });
+      s.sync();
+      continue;
     }
     s.rows([&](int64_t i) {
       p.f_cur[i] = lam_a * p.f_new[i];

@@ -153,19 +153,25 @@ DC_HOST_DEVICE DC_INLINE int64_t iteration_limit(int64_t n, int64_t m, int64_t m
 // marginal is a constraint): the f-update becomes f = lambda_a f_bal with
 // lambda = rho / (rho + eps) (ott-jax's tau) and f_bal the balanced update;
 // the fixed point has row sums r_i = a_i exp(-f_i / rho_a) (columns alike).
-constexpr int kParams = 4;  // eps, eps0, rho_a, rho_b
+//
+// Symmetric problems (C = C^T, a = b: the debiasing terms OT(x, x) of a
+// Sinkhorn divergence): the solution has g = f, and one symmetrized update
+// f <- (f + T(f)) / 2 per iteration (T: the f-update) replaces the two
+// half-steps (geomloss's and ott-jax's debiasing updates); honored for n = m.
+constexpr int kParams = 5;  // eps, eps0, rho_a, rho_b, symmetric (0 or 1)
 
 struct Options {
   double eps, eps0, rho_a, rho_b;
+  bool symmetric;
 };
 
 // A marginal penalty rho = +inf: the marginal is a constraint.
 DC_HOST_DEVICE DC_INLINE bool unbounded(double rho) { return !(rho < INFINITY); }
 
 DC_HOST_DEVICE DC_INLINE Options options_at(const double* params, int64_t bi, double eps) {
-  if (!params) return Options{eps, eps, INFINITY, INFINITY};
+  if (!params) return Options{eps, eps, INFINITY, INFINITY, false};
   const double* q = params + bi * kParams;
-  return Options{q[0], q[1], q[2], q[3]};
+  return Options{q[0], q[1], q[2], q[3], q[4] != 0.0};
 }
 
 DC_HOST_DEVICE DC_INLINE bool is_balanced(const Options& o) { return unbounded(o.rho_a) && unbounded(o.rho_b); }
