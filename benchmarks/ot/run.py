@@ -99,7 +99,7 @@ def main():
             record = {"case": case, "contender": name, "args": argv, **run_one(command, env, args.timeout)}
             print(json.dumps(record), flush=True)
             records.append(record)
-        Path(args.out + ".json").write_text(json.dumps(records, indent=1))
+            Path(args.out + ".json").write_text(json.dumps(records, indent=1))
     print(table(records))
 
 
