@@ -18,9 +18,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "parallel.h"
 
 namespace diffcomb {
 
@@ -191,11 +189,7 @@ void argsort_descending_row_parallel(const T* x, T scale, int64_t n, T* sorted, 
 #pragma omp parallel num_threads(std::max(threads, 1))
 #endif
   {
-#if defined(_OPENMP)
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int t = 0, team = 1;
-#endif
+    const auto [t, team] = team_member();
     const int64_t begin = n * t / team, end = n * (t + 1) / team;
     K* keys = key_buf.get();
     K* keys_out = keys + n;
@@ -210,9 +204,7 @@ void argsort_descending_row_parallel(const T* x, T scale, int64_t n, T* sorted, 
       const int shift = 8 * p;
       std::fill(mine, mine + 256, 0u);
       for (int64_t i = begin; i < end; ++i) ++mine[(keys[i] >> shift) & 0xff];
-#if defined(_OPENMP)
-#pragma omp barrier
-#endif
+      team_barrier();
       // Digit d of thread t starts after every smaller digit and after digit d of threads t' < t.
       uint32_t offsets[256];
       uint32_t sum = 0;
@@ -229,9 +221,7 @@ void argsort_descending_row_parallel(const T* x, T scale, int64_t n, T* sorted, 
         sum += total;
       }
       if (!one_digit) radix_scatter(keys, index, begin, end, shift, offsets, keys_out, index_out);
-#if defined(_OPENMP)
-#pragma omp barrier
-#endif
+      team_barrier();
       if (!one_digit) {  // every thread takes the same decision from the same counts
         std::swap(keys, keys_out);
         std::swap(index, index_out);

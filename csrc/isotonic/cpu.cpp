@@ -14,10 +14,6 @@
 #include <memory>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "../common/common.h"
 #include "../common/parallel.h"
 #include "../common/radix_sort.h"
@@ -95,11 +91,7 @@ void solve_row_team(const Problem& problem, int32_t n, int32_t chunk, int32_t* s
 #pragma omp parallel num_threads(std::max(threads, 1)) if (threads > 1)
 #endif
   {
-#if defined(_OPENMP)
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int t = 0, team = 1;
-#endif
+    const auto [t, team] = team_member();
     const int32_t i0 = static_cast<int32_t>(int64_t{n} * t / team);
     const int32_t i1 = static_cast<int32_t>(int64_t{n} * (t + 1) / team);
     bool mine = false;
@@ -108,9 +100,7 @@ void solve_row_team(const Problem& problem, int32_t n, int32_t chunk, int32_t* s
 #pragma omp critical(diffcomb_isotonic_team)
 #endif
     bad = bad || mine;
-#if defined(_OPENMP)
-#pragma omp barrier
-#endif
+    team_barrier();
     if (bad) {  // a non-finite row is NaN (finite_or_fail)
       for (int32_t i = i0; i < i1; ++i) problem.fail(i);
     } else {
@@ -118,8 +108,8 @@ void solve_row_team(const Problem& problem, int32_t n, int32_t chunk, int32_t* s
         const int32_t begin = c * chunk, end = std::min(n, begin + chunk);
         w.count[c] = pav_run(problem, begin, end, w.start.get() + begin, w.stats.get() + begin);
       }
+      team_barrier();
 #if defined(_OPENMP)
-#pragma omp barrier
 #pragma omp single
 #endif
       {
