@@ -878,6 +878,100 @@ def test_chunked_isotonic_entry_matches_sequential(dtype, weighted, sign, n, gen
             torch.testing.assert_close(w, w0, rtol=rtol, atol=atol, msg=where)
 
 
+# The CPU's team path: chunk < 0 runs the chunked PAV with its chunks on a team of threads (every
+# row at least LONG_ROW long does, with chunk LONG_ROW_CHUNK: csrc/isotonic/cpu.cpp). It must give
+# exactly the serial chunked result, whatever the thread count.
+LONG_ROW, LONG_ROW_CHUNK = 1 << 16, 1 << 14
+
+
+def _project_all(a, c, perm, out_scale, rank, kl, chunk, threads):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return ops.project(a, c, perm, out_scale, rank, kl, chunk=chunk)
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind, reg", KIND_REG)
+@pytest.mark.parametrize("n", [1, 2, 33, 1000, 5000])
+def test_team_pav_equals_the_serial_chunked_pav(dtype, kind, reg, n, gen):
+    for row, x in adversarial_rows(n, gen).items():
+        a, c, perm, out_scale, rank, kl = chunk_inputs(kind, x.to(dtype), reg, 1.0)
+        _, starts0, _ = ops.project(a, c, perm, out_scale, rank, kl, chunk=0)
+        for chunk in (1, 3, 64, 777, n):
+            serial = ops.project(a, c, perm, out_scale, rank, kl, chunk=chunk)
+            assert torch.equal(serial[1], starts0), (row, chunk)  # the blocks of the sequential PAV
+            for threads in (1, 2, 3):
+                team = _project_all(a, c, perm, out_scale, rank, kl, -chunk, threads)
+                for got, want in zip(team, serial):
+                    assert torch.equal(got, want), (row, chunk, threads)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_team_isotonic_regression_equals_the_serial_chunked_fit(weighted, gen):
+    n = 3000
+    rows = torch.stack(list(adversarial_rows(n, gen).values())).contiguous()
+    w = torch.rand(rows.shape, generator=gen, dtype=torch.float64) + 0.1 if weighted else None
+    for sign in (1.0, -1.0):
+        for chunk in (5, 512):
+            serial = ops.fit(rows, w, sign, chunk=chunk)
+            team = ops.fit(rows, w, sign, chunk=-chunk)
+            assert all(torch.equal(t, s) for t, s in zip(team, serial))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reg", REGULARIZATIONS)
+def test_long_rows_run_on_the_team(dtype, reg, gen):
+    # One long row (the team argsort and the team PAV) gives the serial chunked result with the
+    # same chunk on any number of threads, the sequential PAV's blocks, and a stable argsort.
+    n = LONG_ROW + 4321
+    x = torch.randn(2, n, generator=gen, dtype=torch.float64)
+    x[1] = torch.round(x[1] * 8)  # many exact ties
+    x = x.to(dtype)
+    for r in range(2):
+        row = x[r:r + 1].contiguous()
+        for threads in (1, 2, 3):
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                values, perm = ops.argsort_descending(row, -1.0)
+            finally:
+                torch.set_num_threads(saved)
+            ref = torch.sort(row, dim=-1, stable=True)
+            assert torch.equal(perm.long(), ref.indices) and torch.equal(-values, ref.values)
+        for kind in ("rank", "sort"):
+            a, c, perm, out_scale, rank, kl = chunk_inputs(kind, row[0], reg, 1.0)
+            serial = ops.project(a, c, perm, out_scale, rank, kl, chunk=LONG_ROW_CHUNK)
+            sequential = ops.project(a, c, perm, out_scale, rank, kl, chunk=n)  # one chunk: solve_row
+            assert torch.equal(serial[1], sequential[1])
+            scale = max(1.0, float(sequential[0].abs().max()))
+            tol = 1e-12 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(serial[0], sequential[0], rtol=tol, atol=tol * scale)
+            for threads in (1, 2, 3):
+                auto = _project_all(a, c, perm, out_scale, rank, kl, 0, threads)
+                assert all(torch.equal(u, v) for u, v in zip(auto, serial)), (kind, threads)
+    # the public function on a long row (values within rounding of the sequential solve)
+    out = diffcomb.soft_sort(x, regularization=reg)
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+
+
+def test_team_pav_non_finite_rows():
+    n = LONG_ROW + 7
+    x = torch.randn(3, n, dtype=torch.float64)
+    x[0, 5] = float("nan")
+    x[2, n - 1] = float("inf")
+    rho = torch.arange(n, 0, -1, dtype=torch.float64)
+    a, perm = ops.argsort_descending(x, 1.0)
+    for threads in (1, 2):
+        out, starts, w = _project_all(a, rho, perm, 1.0, True, False, 0, threads)
+        assert torch.isnan(out[0]).all() and torch.isnan(out[2]).all() and torch.isfinite(out[1]).all()
+        assert int(starts[0, -1]) == -1 and int(starts[2, -1]) == -1 and int(starts[1, -1]) > 0
+        assert torch.equal(starts[0, :-1], torch.full((n,), n, dtype=torch.int32))
+        assert torch.isnan(w[0]).all()
+
+
 def test_chunked_pav_non_finite_row():
     x = torch.tensor([[1.0, float("nan"), 2.0, 3.0, 0.5], [1.0, 2.0, 3.0, 4.0, 5.0]], dtype=torch.float64)
     rho = torch.arange(5, 0, -1, dtype=torch.float64)
