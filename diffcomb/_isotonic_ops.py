@@ -27,7 +27,7 @@ from ._autodiff import ROW, SHARED, define, save
 from ._checks import check_op, check_op_tensor, compute_dtype
 
 __all__ = ["ISOTONIC", "MAX_N", "PROJECT_RANK", "PROJECT_SORT", "VJP", "VJP_PLAIN", "VJP_RANK", "VJP_SORT",
-           "argsort_descending", "block_sum", "from_sorted", "project", "softmax_derivative", "to_rows", "to_sorted",
+           "argsort_descending", "block_sum", "from_sorted", "project", "project_rank_impl", "softmax_derivative", "to_rows", "to_sorted",
            "vjp_transpose"]
 
 MAX_N = 2**31 - 1  # perm and block starts are int32
@@ -267,7 +267,7 @@ VJP = define("isotonic_vjp", _vjp_impl, _vjp_fake, kinds=(ROW, ROW, ROW, ROW, No
 # the backward's VJP call, which reads them, is differentiated exactly (double backward).
 
 
-def _project_rank_impl(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def project_rank_impl(x: Tensor, c: Tensor, scale: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """P(scale * x, c) for rows x (B, n) and sorted weights c (n,) (log-space for KL)."""
     _check_projection_args("project_rank", x, c, scale)
     a, perm = argsort_descending(x, scale)
@@ -332,7 +332,7 @@ def _jvp_projection(ctx, tx, _c, _scale, _kl):
 
 
 _PROJECTION_KINDS = (ROW, SHARED, None, None)
-PROJECT_RANK = define("project_rank", _project_rank_impl, _fake_projection("project_rank"), kinds=_PROJECTION_KINDS,
+PROJECT_RANK = define("project_rank", project_rank_impl, _fake_projection("project_rank"), kinds=_PROJECTION_KINDS,
                       setup=_setup_projection(True), backward=_backward_projection, jvp=_jvp_projection)
 PROJECT_SORT = define("project_sort", _project_sort_impl, _fake_projection("project_sort"), kinds=_PROJECTION_KINDS,
                       setup=_setup_projection(False), backward=_backward_projection, jvp=_jvp_projection)
