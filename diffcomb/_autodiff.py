@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
 
 __all__ = ["NativeOp", "ROW", "SHARED", "define", "not_differentiable", "save"]
 
@@ -64,18 +65,24 @@ class NativeOp:
     (``torch.ops.diffcomb.<name>``), ``function`` the autograd.Function of the eager path.
     """
 
-    __slots__ = ("name", "op", "function", "_apply")
+    __slots__ = ("name", "op", "function", "_apply", "_apply_plain")
 
     def __init__(self, name: str, op: Any, function: type) -> None:
         self.name = name
         self.op = op
         self.function = function
         self._apply = function.apply
+        # Without a torch.func transform, Function.apply binds the arguments to forward's signature
+        # (inspect.signature, about half the cost of a small call) and unwraps dead functorch wrappers
+        # before the C++ apply: forward takes *args, so only the unwrapping is kept.
+        self._apply_plain = torch._C._FunctionBase.__dict__["apply"].__get__(None, function)
 
     def __call__(self, *args: Any) -> Any:
         if torch.compiler.is_compiling():
             return self.op(*args)
-        return self._apply(*args)
+        if torch._C._are_functorch_transforms_active():
+            return self._apply(*args)
+        return self._apply_plain(*_unwrap_dead_wrappers(args))
 
     def __repr__(self) -> str:
         return f"NativeOp(diffcomb::{self.name})"
