@@ -39,7 +39,8 @@ from ._checks import (check_choice, check_dim, check_int, check_reduction, check
                       compute_dtype, message, reduce)
 from ._checks import check_target
 from ._isotonic_checks import check_regularization, check_strength
-from ._isotonic_ops import to_rows
+from ._autodiff import ROW, define, save
+from ._isotonic_ops import PROJECT_RANK, project_rank_impl, to_rows
 from .transport import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
@@ -88,18 +89,18 @@ def _in_birkhoff(target: Tensor) -> Tensor:
 # eps <mu, log mu - 1> (kl), restricted to P(rho).
 
 
-def _rank_prediction(theta: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(out, perm, starts, weights) of the ascending soft rank of rows theta (B, n); out is the
-    rank (l2) or its log (kl)."""
+def _rank_prediction(theta: Tensor, eps: float, kl: bool, differentiable: bool = True) -> Tensor:
+    """The ascending soft rank of rows theta (B, n) (its log for kl), through the differentiable
+    projection op (or, inside the op's own implementation, the projection's implementation)."""
     n = theta.shape[-1]
     rho = torch.arange(n, 0, -1, dtype=theta.dtype, device=theta.device)
-    return torch.ops.diffcomb.project_rank(theta, rho.log() if kl else rho, 1.0 / eps, kl)
+    project = PROJECT_RANK if differentiable else project_rank_impl
+    return project(theta, rho.log() if kl else rho, 1.0 / eps, kl)[0]
 
 
-@torch.library.custom_op("diffcomb::fenchel_young_permutahedron", mutates_args=())
-def _fy_permutahedron_op(theta: Tensor, target: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _fy_permutahedron_impl(theta: Tensor, target: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(loss (B), prediction (B, n), valid (B) bool) for rows theta, target (B, n)."""
-    out = _rank_prediction(theta, eps, kl)[0]
+    out = _rank_prediction(theta, eps, kl, differentiable=False)
     if kl:
         # L = eps [<theta/eps - log r, r - y> + sum(y log(y/r) - y + r)]: the first term is >= 0
         # (optimality of r), the second a generalized KL divergence (>= 0 term by term).
@@ -117,8 +118,7 @@ def _fy_permutahedron_op(theta: Tensor, target: Tensor, eps: float, kl: bool) ->
     return loss, r, valid
 
 
-@_fy_permutahedron_op.register_fake
-def _(theta, target, eps, kl):
+def _fy_permutahedron_fake(theta: Tensor, target: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor]:
     rows, n = theta.shape
     return theta.new_empty(rows), torch.empty_like(theta), theta.new_empty(rows, dtype=torch.bool)
 
@@ -127,24 +127,36 @@ def _setup_permutahedron(ctx, inputs, output) -> None:
     theta, target, eps, kl = inputs
     _, r, valid = output
     ctx.mark_non_differentiable(r, valid)
-    ctx.save_for_backward(theta, target, r, valid)
+    save(ctx, theta, target, r, valid)
     ctx.eps, ctx.kl = eps, kl
 
 
-def _backward_permutahedron(ctx, grad_loss, _grad_r, _grad_valid):
+def _gradient_permutahedron(ctx, differentiable: bool) -> Tensor:
+    """The loss's gradient r - y (NaN rows for targets outside the polytope). differentiable: the
+    prediction rebuilt with the differentiable soft-rank op, whose Jacobian is the loss's Hessian
+    (double backward, forward mode nested in reverse mode, and higher orders)."""
     theta, target, r, valid = ctx.saved_tensors
-    if torch.is_grad_enabled():
-        # create_graph=True: rebuild the prediction with the differentiable soft-rank op, so that
-        # second derivatives (the Hessian is the prediction's Jacobian) are exact.
-        out = _rank_prediction(theta, ctx.eps, ctx.kl)[0]
-        r = out.exp() if ctx.kl else out
-    grad = grad_loss.unsqueeze(-1) * (r - target)
-    grad = torch.where(valid.unsqueeze(-1), grad, torch.full_like(grad, math.nan))
+    if differentiable:
+        r = _rank_prediction(theta, ctx.eps, ctx.kl)
+        r = r.exp() if ctx.kl else r
+    return torch.where(valid.unsqueeze(-1), r - target, torch.full_like(r, math.nan))
+
+
+def _backward_permutahedron(ctx, grad_loss, _grad_r, _grad_valid):
+    grad = grad_loss.unsqueeze(-1) * _gradient_permutahedron(ctx, torch.is_grad_enabled())
     return grad, None, None, None
 
 
-torch.library.register_autograd("diffcomb::fenchel_young_permutahedron", _backward_permutahedron,
-                                setup_context=_setup_permutahedron)
+def _jvp_permutahedron(ctx, ttheta, _target, _eps, _kl):
+    theta = ctx.saved_tensors[0]
+    if ttheta is None:
+        return theta.new_zeros(theta.shape[0]), None, None
+    return (_gradient_permutahedron(ctx, True) * ttheta).sum(-1), None, None
+
+
+FY_PERMUTAHEDRON = define("fenchel_young_permutahedron", _fy_permutahedron_impl, _fy_permutahedron_fake,
+                          kinds=(ROW, ROW, None, None), setup=_setup_permutahedron, backward=_backward_permutahedron,
+                          jvp=_jvp_permutahedron)
 
 
 # ---------------------------------------------------------------------------
@@ -298,8 +310,8 @@ def fenchel_young_loss(
         registered autograd rule: the solver is never differentiated for the first derivative.
         Second derivatives (``create_graph=True``) are exact: the backward then rebuilds the
         prediction with the differentiable soft rank / Sinkhorn op, so the Hessian is the
-        prediction's Jacobian (Birkhoff: implicit differentiation, exact at convergence); third
-        derivatives are not supported. Permutahedron: O(n log n) per row; Birkhoff: O(T n^2)
+        prediction's Jacobian (Birkhoff: implicit differentiation, exact at convergence; the
+        permutahedron's forward mode and higher orders also go through the soft rank). Permutahedron: O(n log n) per row; Birkhoff: O(T n^2)
         Sinkhorn iterations, and a warning when some problem did not converge (raise ``max_iter``
         or ``regularization_strength``). A target outside the polytope (e.g. 0-based ranks, rows
         that do not sum to 1) has :math:`\Omega(y) = +\infty`: its loss is ``inf`` and its
@@ -331,7 +343,7 @@ def fenchel_young_loss(
         rows, _ = to_rows(fn, theta, dim)
         target_rows, _ = to_rows(fn, target.to(rows.dtype), dim)
         lead = theta.movedim(dim, -1).shape[:-1]
-        loss = torch.ops.diffcomb.fenchel_young_permutahedron(rows, target_rows, eps, kl)[0]
+        loss = FY_PERMUTAHEDRON(rows, target_rows, eps, kl)[0]
         return reduce(loss.reshape(lead).to(theta.dtype), reduction)
     if theta.dim() < 2 or theta.shape[-1] != theta.shape[-2]:
         raise ValueError(message(fn, f"polytope='birkhoff' needs square score matrices theta of shape (..., n, n), "

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ._checks import as_float, check_dim, check_flag, check_int, check_same_device, check_tensor, message
 from ._isotonic_checks import check_quantile_levels, check_regularization, check_strength
-from ._isotonic_ops import to_rows
+from ._isotonic_ops import ISOTONIC, PROJECT_RANK, PROJECT_SORT, to_rows
 
 __all__ = [
     "isotonic_regression",
@@ -96,7 +96,7 @@ def soft_rank(
     n = rows.shape[-1]
     rho = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device)
     scale = (-1.0 if descending else 1.0) / eps
-    out = torch.ops.diffcomb.project_rank(rows, rho.log() if kl else rho, scale, kl)[0]
+    out = PROJECT_RANK(rows, rho.log() if kl else rho, scale, kl)[0]
     return restore(out.exp() if kl else out)
 
 
@@ -150,7 +150,7 @@ def soft_sort(
     n = rows.shape[-1]
     c = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device) / eps
     sign = 1.0 if descending else -1.0
-    out = torch.ops.diffcomb.project_sort(rows, c, sign, kl)[0]
+    out = PROJECT_SORT(rows, c, sign, kl)[0]
     return restore(out)
 
 
@@ -193,7 +193,7 @@ def soft_topk(x: Tensor, k: int, dim: int = -1, regularization_strength: float =
     check_int(fn, "k", k, 0, n)
     rows, restore = to_rows(fn, x, dim)
     w = (torch.arange(n, device=rows.device) < k).to(rows.dtype)
-    out = torch.ops.diffcomb.project_rank(rows, w, 1.0 / eps, False)[0]
+    out = PROJECT_RANK(rows, w, 1.0 / eps, False)[0]
     return restore(out)
 
 
@@ -316,5 +316,5 @@ def isotonic_regression(
             raise ValueError(message(fn, f"sample_weight of shape {tuple(sample_weight.shape)} does not broadcast "
                                          f"to y's shape {tuple(y.shape)}")) from exc
         weight_rows, _ = to_rows(fn, expanded.to(y.dtype), dim)
-    out = torch.ops.diffcomb.isotonic(rows, weight_rows, increasing)[0]
+    out = ISOTONIC(rows, weight_rows, increasing)[0]
     return restore(out)

@@ -9,10 +9,12 @@ CPU-vs-CUDA agreement lives in test_isotonic_cuda.py.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.func as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -1557,3 +1559,74 @@ def test_vjp_index_values_out_of_range_give_nan_rows(device, mode, n, gen):
         out = torch.ops.diffcomb.isotonic_vjp(g, bad_perm, starts, weights, 1.0, mode)
         assert torch.isnan(out[[1, 3, 4]]).all()
         assert torch.equal(out[[0, 2, 5]], good[[0, 2, 5]])
+
+
+# ---------------------------------------------------------------------------
+# Autodiff beyond the op x mode matrix (tests/autodiff_cases/isotonic.py): derivatives under vmap
+# (per-sample gradients, batched Hessians) fold into the native batch, third derivatives, and
+# second derivatives against closed forms.
+
+_SMOOTH = {
+    "soft_rank-kl": lambda x: diffcomb.soft_rank(x, regularization_strength=0.6, regularization="kl"),
+    "soft_sort-kl": lambda x: diffcomb.soft_sort(x, descending=True, regularization_strength=1.3,
+                                                 regularization="kl"),
+    "isotonic-weighted": lambda x: diffcomb.isotonic_regression(x[..., :3], x[..., 3:].exp()),
+    "sparse_topk-p4/3": lambda x: diffcomb.sparse_soft_topk(x, 2, regularization_strength=1.5),
+    "fenchel_young-kl": lambda x: diffcomb.fenchel_young_loss(
+        x, torch.arange(1.0, 7.0, dtype=x.dtype).expand(x.shape), regularization="kl", regularization_strength=0.6,
+        reduction="none"),
+}
+
+
+def _smooth_loss(name):
+    return lambda x: _SMOOTH[name](x).sin().sum()
+
+
+@pytest.mark.parametrize("name", list(_SMOOTH))
+def test_vmap_of_derivatives_folds(name, gen):
+    loss = _smooth_loss(name)
+    x = randn(gen, 4, 3, 6)
+    ones = torch.ones_like(x[0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")  # no per-sample fallback
+        grads = F.vmap(F.grad(loss))(x)
+        tangents = F.vmap(lambda x: F.jvp(loss, (x,), (ones,))[1])(x)
+        hessians = F.vmap(F.hessian(loss))(x[:, :1])
+    assert_close(grads, torch.stack([F.grad(loss)(s) for s in x]))
+    assert_close(tangents, torch.stack([F.jvp(loss, (s,), (ones,))[1] for s in x]))
+    assert_close(hessians, torch.stack([F.hessian(loss)(s) for s in x[:, :1]]))
+    assert hessians.abs().max() > 0.1  # a smooth op: a real second derivative
+
+
+@pytest.mark.parametrize("name", list(_SMOOTH))
+def test_third_derivatives(name, gen):
+    loss = _smooth_loss(name)
+    x = randn(gen, 2, 6, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: torch.autograd.grad(loss(x), x, create_graph=True)[0], (x,))
+
+
+def test_second_derivatives_single_block_closed_forms(gen):
+    # One KL block (SPEC 1.7): the descending soft sort is rho/eps - LSE(rho/eps) + LSE(x) once eps >=
+    # 1 / (smallest gap) (every leaf pools), and the ascending soft rank is n(n+1)/2 softmax(x/eps) once
+    # the spread of x/eps is below log(rho_i / rho_{i+1}).
+    x = torch.tensor([0.3, -1.2, 2.0, 0.9, -0.4], dtype=torch.float64)
+    w = randn(gen, 5)
+    n, rho = 5, torch.arange(5, 0, -1, dtype=torch.float64)
+    cases = [
+        (lambda x: diffcomb.soft_sort(x, descending=True, regularization_strength=10.0, regularization="kl"),
+         lambda x: rho / 10.0 - torch.logsumexp(rho / 10.0, -1) + torch.logsumexp(x, -1)),
+        (lambda x: diffcomb.soft_rank(x, regularization_strength=50.0, regularization="kl"),
+         lambda x: n * (n + 1) / 2 * torch.softmax(x / 50.0, -1)),
+    ]
+    v = randn(gen, 5)
+    for op, closed in cases:
+        assert_close(op(x), closed(x))
+        hess_op = F.hessian(lambda x: (op(x) * w).sum())(x)
+        hess_closed = F.hessian(lambda x: (closed(x) * w).sum())(x)
+        assert hess_closed.abs().max() > 1e-4
+        assert_close(hess_op, hess_closed)
+        assert_close(F.jvp(op, (x,), (v,))[1], F.jvp(closed, (x,), (v,))[1])
+        # Double backward (reverse over reverse) gives the same Hessian-vector product.
+        xr = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad((op(xr) * w).sum(), xr, create_graph=True)
+        assert_close(torch.autograd.grad(g, xr, v)[0], hess_closed @ v)
