@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from .. import _native
 from .._autodiff import ROW, define, save
@@ -150,8 +151,37 @@ def _setup_costs(ctx, inputs, output) -> None:
     ctx.gamma, ctx.band = inputs[-2], inputs[-1]
 
 
-def _hvp(ctx, C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor]) -> Tensor:
-    return HVP(C, Z.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
+def _guard_impl(C: Tensor) -> Tensor:
+    """Zeros (B,): added to an HVP, it carries the HVP's dependence on the costs C in its own node."""
+    return C.new_zeros(C.shape[0])
+
+
+def _guard_fake(C):
+    return C.new_empty(C.shape[0])
+
+
+def _raise_third():
+    raise NotImplementedError(_THIRD)
+
+
+THIRD = define("soft_dtw_third_derivative", _guard_impl, _guard_fake, kinds=(ROW,),
+               backward=lambda ctx, _: _raise_third(), jvp=lambda ctx, _: _raise_third())
+
+
+def _recorded(C: Tensor) -> bool:
+    """Whether a backward formula's result may be differentiated again: grad mode is on (create_graph,
+    torch.func) or C carries a forward-mode tangent (forward AD over a plain backward)."""
+    return torch.is_grad_enabled() or forward_ad.unpack_dual(C).tangent is not None
+
+
+def _hvp(ctx, C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor],
+         guard: bool = True) -> Tensor:
+    """H Z inside a derivative formula, differentiable in Z. Its derivative in C (a third derivative)
+    goes through THIRD, which raises only when that derivative is taken, not when autograd merely
+    differentiates the product in Z (as the double-vjp trick does). ``guard=False`` (a backward whose
+    result is not differentiated again) skips THIRD."""
+    HZ = HVP(C.detach(), Z.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
+    return HZ + THIRD(C)[:, None, None] if guard else HZ
 
 
 def _backward_hvp(ctx, grad):
@@ -160,7 +190,7 @@ def _backward_hvp(ctx, grad):
     if ctx.needs_input_grad[0]:
         raise NotImplementedError(_THIRD)
     C, lengths_x, lengths_y = ctx.saved_tensors
-    return None, _hvp(ctx, C, grad, lengths_x, lengths_y), *_NONE4
+    return None, _hvp(ctx, C, grad, lengths_x, lengths_y, _recorded(C)), *_NONE4
 
 
 def _jvp_hvp(ctx, dC, dZ, *_):
@@ -189,7 +219,7 @@ def _alignment_fake(C, lengths_x, lengths_y, gamma, band):
 def _backward_alignment(ctx, grad_E):
     # E = grad sdtw, so its VJP in the direction G is H G (the Hessian is symmetric), and its JVP H dC.
     C, lengths_x, lengths_y = ctx.saved_tensors
-    return _hvp(ctx, C, grad_E, lengths_x, lengths_y), *_NONE4
+    return _hvp(ctx, C, grad_E, lengths_x, lengths_y, _recorded(C)), *_NONE4
 
 
 def _jvp_alignment(ctx, dC, *_):
@@ -232,7 +262,7 @@ def _backward_soft_dtw(ctx, grad_value, _grad_E):
     C, E, lengths_x, lengths_y = ctx.saved_tensors
     if grad_value is None:
         return None, *_NONE4, None
-    if torch.is_grad_enabled() or E.shape[1] == 0:
+    if E.shape[1] == 0 or _recorded(C):
         # Double backward (create_graph=True, torch.func), or a forward that did not compute E: E from
         # the alignment op is differentiable (its backward is the Hessian-vector product).
         E = _alignment(ctx, C, lengths_x, lengths_y)
@@ -274,7 +304,7 @@ def _backward_sharp(ctx, grad_value, _grad_grad):
     C, grad, lengths_x, lengths_y = ctx.saved_tensors
     if grad_value is None:
         return None, *_NONE4
-    if torch.is_grad_enabled():
+    if _recorded(C):
         # Recorded for a higher derivative: E + H C from the differentiable ops, whose derivative in C
         # (a third derivative of soft-DTW) raises instead of silently missing.
         grad = _alignment(ctx, C, lengths_x, lengths_y) + _hvp(ctx, C, C, lengths_x, lengths_y)
@@ -344,7 +374,7 @@ def _backward_series(ctx, grad_value, _grad_gx, _grad_gy):
     need_x, need_y = ctx.needs_input_grad[:2]
     if grad_value is None:
         return None, None, *_NONE4, None, None, None
-    if torch.is_grad_enabled() or (need_x and gx.shape[1] == 0) or (need_y and gy.shape[1] == 0):
+    if (need_x and gx.shape[1] == 0) or (need_y and gy.shape[1] == 0) or _recorded(x) or _recorded(y):
         # Double backward (create_graph=True, torch.func), or a forward that did not compute the
         # gradients: the differentiable route.
         gx, gy = _series_gradients(ctx, x, y, lengths_x, lengths_y)
