@@ -27,6 +27,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers
+from torch.autograd import forward_ad
 
 __all__ = ["NativeOp", "ROW", "SHARED", "define", "not_differentiable", "save"]
 
@@ -64,21 +66,34 @@ class NativeOp:
     (``torch.ops.diffcomb.<name>``), ``function`` the autograd.Function of the eager path.
     """
 
-    __slots__ = ("name", "op", "function", "_apply")
+    __slots__ = ("name", "op", "function", "_apply", "_forward")
 
     def __init__(self, name: str, op: Any, function: type) -> None:
         self.name = name
         self.op = op
         self.function = function
         self._apply = function.apply
+        self._forward = function.forward
 
     def __call__(self, *args: Any) -> Any:
         if torch.compiler.is_compiling():
             return self.op(*args)
+        if _untracked(args):
+            # Nothing to differentiate: skip the autograd.Function's cost. As Function.apply does,
+            # unwrap the wrappers that a finished torch.func transform left (a vjp's pullback).
+            return self._forward(*unwrap_dead_wrappers(args))
         return self._apply(*args)
 
     def __repr__(self) -> str:
         return f"NativeOp(diffcomb::{self.name})"
+
+
+def _untracked(args: tuple) -> bool:
+    """No derivative of the call can be taken: no torch.func transform is active, no forward-AD dual
+    level is entered, and no tensor argument requires a gradient under grad mode."""
+    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+        return False
+    return not (torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args))
 
 
 def _eager_forward(impl: Callable[..., Any], op: Any) -> Callable[..., Any]:
