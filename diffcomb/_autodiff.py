@@ -59,6 +59,29 @@ def _no_setup(ctx: Any, inputs: tuple, output: Any) -> None:
     pass
 
 
+_JVP = torch._C._functorch.TransformType.Jvp
+
+
+def _single_forward_level(name: str, jvp: Callable[..., Any]) -> Callable[..., Any]:
+    """``jvp`` that raises under nested forward-mode transforms (jacfwd of jacfwd, jvp of jvp).
+
+    PyTorch computes an autograd.Function's jvp with forward AD off for the enclosing forward levels, so
+    an outer jvp would see the inner tangent as a constant: a zero second derivative, silently
+    (pytorch/pytorch#197867). Reverse over forward (jacrev(jacfwd)) and forward over reverse
+    (jacfwd(jacrev), torch.func.hessian) are not affected."""
+
+    def formula(ctx: Any, *tangents: Any) -> Any:
+        stack = torch._C._functorch.get_interpreter_stack() or ()
+        if sum(1 for level in stack if level.key() == _JVP) > 1:
+            raise RuntimeError(f"diffcomb.{name}: forward mode over forward mode (jacfwd of jacfwd, nested jvp) is "
+                               f"not supported: PyTorch computes a custom op's jvp without the outer forward "
+                               f"levels, which would see a zero derivative; take second derivatives with "
+                               f"jacrev(jacfwd(f)), jacfwd(jacrev(f)) or torch.func.hessian")
+        return jvp(ctx, *tangents)
+
+    return formula
+
+
 class NativeOp:
     """A native op wired for eager autograd, torch.func, forward mode, vmap and torch.compile.
 
@@ -176,7 +199,8 @@ def define(name: str, impl: Callable[..., Any], fake: Callable[..., Any], *, kin
         "forward": staticmethod(_eager_forward(impl, op)),
         "setup_context": staticmethod(setup or _no_setup),
         "backward": staticmethod(backward or not_differentiable(name, "derivative", "the op is not differentiable")),
-        "jvp": staticmethod(jvp or not_differentiable(name, "forward-mode derivative", "no jvp formula")),
+        "jvp": staticmethod(_single_forward_level(name, jvp) if jvp is not None
+                            else not_differentiable(name, "forward-mode derivative", "no jvp formula")),
         "__doc__": f"The eager autograd.Function of diffcomb::{name} (diffcomb._autodiff).",
         "__module__": impl.__module__,
     })
