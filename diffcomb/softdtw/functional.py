@@ -195,6 +195,11 @@ def soft_dtw_alignment(
         lengths and the band). Differentiable in ``C``: the backward is the Hessian-vector
         product of soft-DTW (SPEC 3.8), O(N M).
 
+    Note:
+        Autodiff: first derivatives in every mode (reverse, forward, vmap); a second derivative
+        (double backward, Hessian) is a third derivative of soft-DTW and raises
+        NotImplementedError.
+
     Example:
         >>> diffcomb.soft_dtw_alignment(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
         tensor([[1.0000, 0.0132],
@@ -305,7 +310,9 @@ def sharp_soft_dtw_from_cost(
         Tends to the DTW as :math:`\gamma \to 0` and to the mean alignment cost as
         :math:`\gamma \to \infty`. Three O(N M) passes. An unreachable end (band narrower than
         ``|N - M|``) gives +inf and a zero gradient; finite costs whose sums overflow double
-        give NaN (value and gradient).
+        give NaN (value and gradient). Autodiff: first derivatives in every mode; a second
+        derivative needs the third derivative of soft-DTW and raises NotImplementedError (also
+        for :func:`sharp_soft_dtw` and :func:`sharp_soft_dtw_divergence`).
 
     References:
         M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
@@ -327,7 +334,7 @@ def sharp_soft_dtw(
 ) -> Tensor:
     """Sharp soft-DTW between series: :func:`sharp_soft_dtw_from_cost` of :func:`pairwise_cost`
     (arguments as in :func:`soft_dtw`; integer and bool series are computed in torch's default
-    float dtype)."""
+    float dtype). Autodiff: first derivatives in every mode; second derivatives raise."""
     check_same_device("sharp_soft_dtw", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _on_series("sharp_soft_dtw", _sharp_from_cost, as_float(x), as_float(y), cost, gamma=gamma,
                       bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
@@ -345,7 +352,7 @@ def sharp_soft_dtw_divergence(
 ) -> Tensor:
     r"""Sharp soft-DTW divergence: :math:`s(x, y) - \tfrac12 s(x, x) - \tfrac12 s(y, y)` with
     :math:`s` = :func:`sharp_soft_dtw` (arguments as in :func:`soft_dtw_divergence`); 0 when x
-    equals y."""
+    equals y. Autodiff: first derivatives in every mode; second derivatives raise."""
     fn = "sharp_soft_dtw_divergence"
     return _divergence(fn, lambda a, b, la, lb: _on_series(fn, _sharp_from_cost, a, b, cost, gamma=gamma,
                                                            bandwidth=bandwidth, x_lengths=la, y_lengths=lb),
