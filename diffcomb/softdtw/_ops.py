@@ -250,11 +250,12 @@ def _soft_dtw_fake(C, lengths_x, lengths_y, gamma, band, alignment):
     return C.new_empty(batch), C.new_empty((batch, m, n) if alignment else (batch, 0, 0))
 
 
-def _setup_soft_dtw(ctx, inputs, output) -> None:
-    C, lengths_x, lengths_y, gamma, band, _ = inputs
-    _, E = output
-    ctx.mark_non_differentiable(E)
-    save(ctx, C, E, lengths_x, lengths_y)
+def _setup_cached(ctx, inputs, output) -> None:
+    """The value ops (C, lengths_x, lengths_y, gamma, band, ...) -> (value, derivative): saves C, the
+    lengths and the derivative that the forward computed (a cache for the plain backward)."""
+    C, lengths_x, lengths_y, gamma, band = inputs[:5]
+    ctx.mark_non_differentiable(output[1])
+    save(ctx, C, output[1], lengths_x, lengths_y)
     ctx.gamma, ctx.band = gamma, band
 
 
@@ -270,13 +271,13 @@ def _backward_soft_dtw(ctx, grad_value, _grad_E):
 
 
 def _jvp_soft_dtw(ctx, dC, *_):
-    # The directional derivative <E, dC> (SPEC 3.8), through the differentiable E (forward over forward).
+    # The directional derivative <E, dC> (SPEC 3.8), through the differentiable E (reverse over forward).
     C, _E, lengths_x, lengths_y = ctx.saved_tensors
     return (_alignment(ctx, C, lengths_x, lengths_y) * dC).sum((1, 2)), None
 
 
 SOFT_DTW = define("soft_dtw_cost", _soft_dtw_impl, _soft_dtw_fake, kinds=(ROW, ROW, ROW, None, None, None),
-                  setup=_setup_soft_dtw, backward=_backward_soft_dtw, jvp=_jvp_soft_dtw)
+                  setup=_setup_cached, backward=_backward_soft_dtw, jvp=_jvp_soft_dtw)
 
 
 def _sharp_impl(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
@@ -290,14 +291,6 @@ def _sharp_impl(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tens
 def _sharp_fake(C, lengths_x, lengths_y, gamma, band):
     _check_costs("sharp_soft_dtw_cost", C, lengths_x, lengths_y, gamma, band)
     return C.new_empty(C.shape[0]), torch.empty_like(C)
-
-
-def _setup_sharp(ctx, inputs, output) -> None:
-    C, lengths_x, lengths_y, gamma, band = inputs
-    _, grad = output
-    ctx.mark_non_differentiable(grad)
-    save(ctx, C, grad, lengths_x, lengths_y)
-    ctx.gamma, ctx.band = gamma, band
 
 
 def _backward_sharp(ctx, grad_value, _grad_grad):
@@ -319,7 +312,7 @@ def _jvp_sharp(ctx, dC, *_):
 
 
 SHARP = define("sharp_soft_dtw_cost", _sharp_impl, _sharp_fake, kinds=(ROW, ROW, ROW, None, None),
-               setup=_setup_sharp, backward=_backward_sharp, jvp=_jvp_sharp)
+               setup=_setup_cached, backward=_backward_sharp, jvp=_jvp_sharp)
 
 
 # ---------------------------------------------------------------------------
