@@ -98,7 +98,9 @@ class SoftDTWDivergence(SoftDTW):
 
 class SharpSoftDTW(SoftDTW):
     """Module form of :func:`diffcomb.sharp_soft_dtw` (``normalize=True``: the sharp divergence,
-    :func:`diffcomb.sharp_soft_dtw_divergence`); arguments and layout as in :class:`SoftDTW`."""
+    :func:`diffcomb.sharp_soft_dtw_divergence`); arguments and layout as in :class:`SoftDTW`.
+    Autodiff: first derivatives in every mode; second derivatives raise (a third derivative of
+    soft-DTW)."""
 
     _functions = (F.sharp_soft_dtw, F.sharp_soft_dtw_divergence)
 
@@ -116,7 +118,8 @@ class SoftDTWAlignment(_SeriesModule):
     y_lengths=None)`` with x (B, N, D), y (B, M, D) returns (B, N, M), the
     :func:`diffcomb.soft_dtw_alignment` of their :func:`diffcomb.pairwise_cost` (a soft,
     monotone correspondence between the steps; entries in [0, 1], zero past the lengths and
-    outside the band). Differentiable in x and y (through the soft-DTW Hessian). Layout as in
+    outside the band). Differentiable in x and y (through the soft-DTW Hessian) in every mode;
+    a second derivative is a third derivative of soft-DTW and raises. Layout as in
     :class:`SoftDTW`.
 
     Example:
