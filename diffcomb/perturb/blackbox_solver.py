@@ -9,29 +9,64 @@ import torch
 from torch import Tensor
 
 from .._checks import check_flag, check_float, check_int
-from ._common import Estimator, Solver, call_solver, check_solver, event_dims_of, prepare_theta, wrap_or_decorate
+from .._autodiff import not_differentiable
+from ._common import (ROW, Estimator, Solver, call_solver, check_solver, event_dims_of, fold_rule, prepare_theta,
+                      wrap_or_decorate)
 
 __all__ = ["BlackboxSolver", "blackbox"]
 
 
+_SURROGATE = ("blackbox differentiation defines a gradient estimate (the VJP, an interpolation of the piecewise "
+              "constant solver, or the identity with straight_through=True), not the derivative of a function of "
+              "theta, so it has no forward mode and no second derivative")
+
+
+def _blackbox_forward(theta: Tensor, solver: Solver, lambda_: float, straight_through: bool,
+                      minimize: bool) -> Tensor:
+    return call_solver("blackbox", solver, theta, minimize)
+
+
+def _blackbox_setup(ctx, inputs: tuple, output: Tensor) -> None:
+    theta, solver, lambda_, straight_through, minimize = inputs
+    ctx.save_for_backward(theta, output)
+    ctx.params = (solver, lambda_, straight_through, minimize)
+
+
+def _blackbox_backward(ctx, g: Tensor):
+    theta, y = ctx.saved_tensors
+    return _BlackboxGrad.apply(g, theta, y, *ctx.params), None, None, None, None
+
+
 class _BlackboxFn(torch.autograd.Function):
-    """y = y*(theta); dtheta = (y - y*(theta - lambda g)) / lambda, or g (straight-through)."""
+    """y = y*(theta). The VJP is _BlackboxGrad; forward mode raises (a surrogate gradient, no
+    Jacobian); vmap folds into the batch."""
 
-    @staticmethod
-    def forward(ctx, theta: Tensor, solver: Solver, lambda_: float, straight_through: bool,
-                minimize: bool) -> Tensor:
-        y = call_solver("blackbox", solver, theta, minimize)
-        ctx.save_for_backward(theta, y)
-        ctx.solver, ctx.lambda_, ctx.straight_through, ctx.minimize = solver, lambda_, straight_through, minimize
-        return y
+    forward = staticmethod(_blackbox_forward)
+    setup_context = staticmethod(_blackbox_setup)
+    backward = staticmethod(_blackbox_backward)
+    jvp = staticmethod(not_differentiable("blackbox", "forward-mode derivative", _SURROGATE))
 
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        if ctx.straight_through:
-            return g, None, None, None, None
-        theta, y = ctx.saved_tensors
-        y_lambda = call_solver("blackbox", ctx.solver, theta - ctx.lambda_ * g, ctx.minimize)
-        return (y - y_lambda) / ctx.lambda_, None, None, None, None
+
+def _blackbox_grad(g: Tensor, theta: Tensor, y: Tensor, solver: Solver, lambda_: float, straight_through: bool,
+                   minimize: bool) -> Tensor:
+    """dtheta = (y - y*(theta - lambda g)) / lambda, or g (straight-through)."""
+    if straight_through:
+        return g.clone()
+    return (y - call_solver("blackbox", solver, theta - lambda_ * g, minimize)) / lambda_
+
+
+class _BlackboxGrad(torch.autograd.Function):
+    """The blackbox estimate as a function of the upstream gradient: one solver call, folded under
+    vmap (per-sample gradients); differentiating it again raises (see _SURROGATE)."""
+
+    forward = staticmethod(_blackbox_grad)
+    setup_context = staticmethod(lambda ctx, inputs, output: None)
+    backward = staticmethod(not_differentiable("blackbox", "second derivative", _SURROGATE))
+    jvp = staticmethod(not_differentiable("blackbox", "second derivative", _SURROGATE))
+
+
+_BlackboxFn.vmap = staticmethod(fold_rule(_BlackboxFn, (ROW, None, None, None, None), (ROW,)))
+_BlackboxGrad.vmap = staticmethod(fold_rule(_BlackboxGrad, (ROW, ROW, ROW, None, None, None, None), (ROW,)))
 
 
 class BlackboxSolver(Estimator):
