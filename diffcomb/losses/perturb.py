@@ -11,8 +11,8 @@ from torch import Tensor
 
 from .._checks import as_float, check_flag, check_reduction, check_same_device, check_tensor, message, reduce
 from .._autodiff import save
-from ..perturb._common import (ROW, SAMPLES, Solver, call_solver, check_solver, event_dims_of, flatten_event,
-                               fold_rule, prepare_theta)
+from ..perturb._common import (ROW, SAMPLES, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
+                               flatten_event, prepare_theta)
 from ..perturb.noise import sample_noise
 from ..perturb.perturbed_solver import check_perturbation
 
@@ -59,18 +59,10 @@ def _fy_jvp(ctx, t_theta: Optional[Tensor], t_y: Optional[Tensor], *_):
     return out, None
 
 
-class _FenchelYoungFn(torch.autograd.Function):
-    """Value F_hat - <theta, y> per instance, and y_hat (non-differentiable); gradient y_hat - y; every
-    autodiff mode, vmap folded into the batch (one solver call)."""
-
-    forward = staticmethod(_fy_forward)
-    setup_context = staticmethod(_fy_setup)
-    backward = staticmethod(_fy_backward)
-    jvp = staticmethod(_fy_jvp)
-
-
-_FenchelYoungFn.vmap = staticmethod(fold_rule(_FenchelYoungFn, (ROW, ROW, SAMPLES, None, None, None, None),
-                                              (ROW, ROW)))
+# Value F_hat - <theta, y> per instance, and y_hat (non-differentiable); gradient y_hat - y; every
+# autodiff mode, vmap folded into the batch (one solver call).
+_FENCHEL_YOUNG = EstimatorFunction("_FenchelYoungFn", _fy_forward, _fy_setup, _fy_backward, _fy_jvp,
+                                   (ROW, ROW, SAMPLES, None, None, None, None), (ROW, ROW))
 
 
 def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, num_samples: int = 100,
@@ -125,6 +117,6 @@ def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, 
     y_rows = target.reshape(rows.shape).to(rows.dtype)
     sign = -1.0 if minimize else 1.0
     z = sample_noise(fn, noise, (num_samples, *rows.shape), generator, rows.dtype, rows.device)
-    value, _ = _FenchelYoungFn.apply(sign * rows, y_rows, z, solver, sigma, minimize, event_dims)
+    value, _ = _FENCHEL_YOUNG(sign * rows, y_rows, z, solver, sigma, minimize, event_dims)
     value = value.reshape(shape[: len(shape) - event_dims]).to(dtype)
     return reduce(value, reduction)

@@ -144,3 +144,29 @@ def fold_rule(function: type, kinds: tuple, out_kinds: Union[tuple, Callable[...
 
     return rule
 
+
+
+def no_setup(ctx, inputs: tuple, output) -> None:
+    """The setup_context of a Function that saves nothing."""
+
+
+class EstimatorFunction:
+    """An estimator's autograd.Function in two classes: ``plain`` (forward, setup_context, backward), which
+    torch.compile traces (Dynamo does not trace a Function with a custom jvp), and ``full``, the same
+    with the jvp and the folding vmap rule, which eager calls and torch.func use. Call it with the
+    Function's arguments."""
+
+    __slots__ = ("plain", "full")
+
+    def __init__(self, name: str, forward: Callable, setup: Callable, backward: Callable, jvp: Callable,
+                 kinds: tuple, out_kinds: Union[tuple, Callable[..., tuple]]) -> None:
+        body = {"forward": staticmethod(forward), "setup_context": staticmethod(setup),
+                "backward": staticmethod(backward), "__module__": forward.__module__}
+        self.plain = type(f"{name}_compiled", (torch.autograd.Function,), body)
+        self.full = type(name, (self.plain,), {"jvp": staticmethod(jvp), "__module__": forward.__module__})
+        self.full.vmap = staticmethod(fold_rule(self.full, kinds, out_kinds))
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self.plain.apply(*args)
+        return self.full.apply(*args)

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from .._checks import check_flag, check_float, check_int
 from .._autodiff import not_differentiable
-from ._common import (ROW, Estimator, Solver, call_solver, check_solver, event_dims_of, fold_rule, prepare_theta,
-                      wrap_or_decorate)
+from ._common import (ROW, Estimator, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
+                      no_setup, prepare_theta, wrap_or_decorate)
 
 __all__ = ["BlackboxSolver", "blackbox"]
 
@@ -34,17 +34,14 @@ def _blackbox_setup(ctx, inputs: tuple, output: Tensor) -> None:
 
 def _blackbox_backward(ctx, g: Tensor):
     theta, y = ctx.saved_tensors
-    return _BlackboxGrad.apply(g, theta, y, *ctx.params), None, None, None, None
+    return _BLACKBOX_GRAD(g, theta, y, *ctx.params), None, None, None, None
 
 
-class _BlackboxFn(torch.autograd.Function):
-    """y = y*(theta). The VJP is _BlackboxGrad; forward mode raises (a surrogate gradient, no
-    Jacobian); vmap folds into the batch."""
-
-    forward = staticmethod(_blackbox_forward)
-    setup_context = staticmethod(_blackbox_setup)
-    backward = staticmethod(_blackbox_backward)
-    jvp = staticmethod(not_differentiable("blackbox", "forward-mode derivative", _SURROGATE))
+# y = y*(theta). The VJP is _BLACKBOX_GRAD; forward mode raises (a surrogate gradient, no Jacobian);
+# vmap folds into the batch.
+_BLACKBOX = EstimatorFunction("_BlackboxFn", _blackbox_forward, _blackbox_setup, _blackbox_backward,
+                              not_differentiable("blackbox", "forward-mode derivative", _SURROGATE),
+                              (ROW, None, None, None, None), (ROW,))
 
 
 def _blackbox_grad(g: Tensor, theta: Tensor, y: Tensor, solver: Solver, lambda_: float, straight_through: bool,
@@ -55,18 +52,12 @@ def _blackbox_grad(g: Tensor, theta: Tensor, y: Tensor, solver: Solver, lambda_:
     return (y - call_solver("blackbox", solver, theta - lambda_ * g, minimize)) / lambda_
 
 
-class _BlackboxGrad(torch.autograd.Function):
-    """The blackbox estimate as a function of the upstream gradient: one solver call, folded under
-    vmap (per-sample gradients); differentiating it again raises (see _SURROGATE)."""
-
-    forward = staticmethod(_blackbox_grad)
-    setup_context = staticmethod(lambda ctx, inputs, output: None)
-    backward = staticmethod(not_differentiable("blackbox", "second derivative", _SURROGATE))
-    jvp = staticmethod(not_differentiable("blackbox", "second derivative", _SURROGATE))
-
-
-_BlackboxFn.vmap = staticmethod(fold_rule(_BlackboxFn, (ROW, None, None, None, None), (ROW,)))
-_BlackboxGrad.vmap = staticmethod(fold_rule(_BlackboxGrad, (ROW, ROW, ROW, None, None, None, None), (ROW,)))
+# The blackbox estimate as a function of the upstream gradient: one solver call, folded under vmap
+# (per-sample gradients); differentiating it again raises (see _SURROGATE).
+_BLACKBOX_GRAD = EstimatorFunction("_BlackboxGrad", _blackbox_grad, no_setup,
+                                   not_differentiable("blackbox", "second derivative", _SURROGATE),
+                                   not_differentiable("blackbox", "second derivative", _SURROGATE),
+                                   (ROW, ROW, ROW, None, None, None, None), (ROW,))
 
 
 class BlackboxSolver(Estimator):
@@ -85,7 +76,7 @@ class BlackboxSolver(Estimator):
     def __call__(self, theta: Tensor) -> Tensor:
         rows, shape, dtype = prepare_theta("blackbox", theta, self.event_dims)
         sign = -1.0 if self.minimize else 1.0
-        out = _BlackboxFn.apply(sign * rows, self.solver, self.lambda_, self.straight_through, self.minimize)
+        out = _BLACKBOX(sign * rows, self.solver, self.lambda_, self.straight_through, self.minimize)
         return out.reshape(shape).to(dtype)
 
 

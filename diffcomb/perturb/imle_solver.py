@@ -12,8 +12,8 @@ from torch import Tensor
 
 from .._checks import check_choice, check_flag, check_float, check_int, message
 from .._autodiff import not_differentiable
-from ._common import (MAX_INT32, ROW, SAMPLES, Estimator, Solver, call_solver, check_solver, event_dims_of,
-                      fold_rule, prepare_theta, wrap_or_decorate)
+from ._common import (MAX_INT32, ROW, SAMPLES, Estimator, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
+                      no_setup, prepare_theta, wrap_or_decorate)
 from .noise import sample_noise
 
 __all__ = ["IMLESolver", "imle"]
@@ -47,17 +47,14 @@ def _imle_setup(ctx, inputs: tuple, output: tuple) -> None:
 def _imle_backward(ctx, g: Tensor, _g_placeholder):
     theta, eps, z = ctx.saved_tensors
     g_s = g if ctx.return_samples else g.unsqueeze(0)
-    return _IMLEGrad.apply(g_s, theta, eps, z, *ctx.params), *([None] * 9)
+    return _IMLE_GRAD(g_s, theta, eps, z, *ctx.params), *([None] * 9)
 
 
-class _IMLEFn(torch.autograd.Function):
-    """z_s = y*(theta + tau_in eps_s); returns (z or its mean, z or a placeholder). The VJP is
-    _IMLEGrad; forward mode raises (a surrogate gradient, no Jacobian); vmap folds into the batch."""
-
-    forward = staticmethod(_imle_forward)
-    setup_context = staticmethod(_imle_setup)
-    backward = staticmethod(_imle_backward)
-    jvp = staticmethod(not_differentiable("imle", "forward-mode derivative", _SURROGATE))
+# z_s = y*(theta + tau_in eps_s); returns (z or its mean, z or a placeholder). The VJP is _IMLE_GRAD;
+# forward mode raises (a surrogate gradient, no Jacobian); vmap folds into the batch.
+_IMLE = EstimatorFunction("_IMLEFn", _imle_forward, _imle_setup, _imle_backward,
+                          not_differentiable("imle", "forward-mode derivative", _SURROGATE),
+                          (ROW, SAMPLES, *[None] * 8), lambda *args: (SAMPLES if args[8] else ROW, SAMPLES))
 
 
 def _imle_grad(g_s: Tensor, theta: Tensor, eps: Tensor, z: Tensor, solver: Solver, lambda_: float, alpha: float,
@@ -72,19 +69,12 @@ def _imle_grad(g_s: Tensor, theta: Tensor, eps: Tensor, z: Tensor, solver: Solve
     return dtheta / lambda_ if divide_by_lambda else dtheta
 
 
-class _IMLEGrad(torch.autograd.Function):
-    """The I-MLE estimate as a function of the upstream gradient: one solver call, folded under vmap
-    (per-sample gradients); differentiating it again raises (see _SURROGATE)."""
-
-    forward = staticmethod(_imle_grad)
-    setup_context = staticmethod(lambda ctx, inputs, output: None)
-    backward = staticmethod(not_differentiable("imle", "second derivative", _SURROGATE))
-    jvp = staticmethod(not_differentiable("imle", "second derivative", _SURROGATE))
-
-
-_IMLEFn.vmap = staticmethod(fold_rule(_IMLEFn, (ROW, SAMPLES, *[None] * 8),
-                                      lambda *args: (SAMPLES if args[8] else ROW, SAMPLES)))
-_IMLEGrad.vmap = staticmethod(fold_rule(_IMLEGrad, (SAMPLES, ROW, SAMPLES, SAMPLES, *[None] * 6), (ROW,)))
+# The I-MLE estimate as a function of the upstream gradient: one solver call, folded under vmap
+# (per-sample gradients); differentiating it again raises (see _SURROGATE).
+_IMLE_GRAD = EstimatorFunction("_IMLEGrad", _imle_grad, no_setup,
+                               not_differentiable("imle", "second derivative", _SURROGATE),
+                               not_differentiable("imle", "second derivative", _SURROGATE),
+                               (SAMPLES, ROW, SAMPLES, SAMPLES, *[None] * 6), (ROW,))
 
 
 class IMLESolver(Estimator):
@@ -117,7 +107,7 @@ class IMLESolver(Estimator):
         else:
             eps = sample_noise(fn, self.noise, sample_shape, gen, rows.dtype, rows.device)
         sign = -1.0 if self.minimize else 1.0
-        out, _ = _IMLEFn.apply(sign * rows, eps, self.solver, self.lambda_, self.alpha, self.tau, self.tau_target,
+        out, _ = _IMLE(sign * rows, eps, self.solver, self.lambda_, self.alpha, self.tau, self.tau_target,
                                self.minimize, self.return_samples, self.divide_by_lambda)
         if self.return_samples:
             return out.reshape(self.num_samples, *shape).to(dtype)

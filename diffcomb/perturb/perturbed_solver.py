@@ -11,8 +11,8 @@ from torch import Tensor
 
 from .._autodiff import save
 from .._checks import check_choice, check_flag, check_float, check_int
-from ._common import (ROW, SAMPLES, Estimator, Solver, call_solver, check_solver, event_dims_of, flatten_event,
-                      fold_rule, prepare_theta, wrap_or_decorate)
+from ._common import (ROW, SAMPLES, Estimator, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
+                      flatten_event, prepare_theta, wrap_or_decorate)
 from .noise import sample_noise
 
 __all__ = ["PerturbedSolver", "perturbed"]
@@ -76,17 +76,10 @@ def _perturbed_jvp(ctx, t_theta: Optional[Tensor], *_):
     return (dots.reshape(*dots.shape, *([1] * d)) * y).mean(0) / ctx.sigma, None
 
 
-class _PerturbedFn(torch.autograd.Function):
-    """y_hat = mean_m y*(theta + sigma Z_m); VJP (1/(sigma M)) sum_m <g, y_m - b> grad nu(Z_m); JVP its
-    transpose; vmap folds the vmapped dimension into the batch (one solver call). Returns (y_hat, y)."""
-
-    forward = staticmethod(_perturbed_forward)
-    setup_context = staticmethod(_perturbed_setup)
-    backward = staticmethod(_perturbed_backward)
-    jvp = staticmethod(_perturbed_jvp)
-
-
-_PerturbedFn.vmap = staticmethod(fold_rule(_PerturbedFn, (ROW, SAMPLES, *[None] * 7), (ROW, SAMPLES)))
+# y_hat = mean_m y*(theta + sigma Z_m); VJP (1/(sigma M)) sum_m <g, y_m - b> grad nu(Z_m); JVP its
+# transpose; vmap folds the vmapped dimension into the batch (one solver call). Returns (y_hat, y).
+_PERTURBED = EstimatorFunction("_PerturbedFn", _perturbed_forward, _perturbed_setup, _perturbed_backward,
+                               _perturbed_jvp, (ROW, SAMPLES, *[None] * 7), (ROW, SAMPLES))
 
 
 class PerturbedSolver(Estimator):
@@ -108,8 +101,8 @@ class PerturbedSolver(Estimator):
         sign = -1.0 if self.minimize else 1.0
         z = sample_noise(fn, self.noise, (self.num_samples, *rows.shape), generator or self.generator, rows.dtype,
                          rows.device)
-        out, _ = _PerturbedFn.apply(sign * rows, z, self.solver, self.sigma, self.noise, self.minimize,
-                                    self.baseline, self.event_dims, fn)
+        out, _ = _PERTURBED(sign * rows, z, self.solver, self.sigma, self.noise, self.minimize, self.baseline,
+                            self.event_dims, fn)
         return out.reshape(shape).to(dtype)
 
 
