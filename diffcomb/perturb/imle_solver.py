@@ -21,7 +21,7 @@ __all__ = ["IMLESolver", "imle"]
 IMLE_NOISES = ("sum_of_gamma", "gumbel", "none")
 
 
-_SURROGATE = ("I-MLE defines a gradient estimate (the VJP below, a difference of two MAP solutions), not the "
+_SURROGATE = ("I-MLE defines a gradient estimate (its VJP, a difference of two MAP solutions), not the "
               "derivative of a function of theta, so it has no forward mode and no second derivative")
 
 
