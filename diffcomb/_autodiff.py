@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["NativeOp", "ROW", "SHARED", "define", "not_differentiable", "save"]
+__all__ = ["NativeOp", "ROW", "SHARED", "define", "not_differentiable", "one_forward_level", "save"]
 
 ROW = "row"  # a tensor argument whose leading dimension is the op's batch (vmap folds into it)
 SHARED = "shared"  # a tensor argument common to the whole batch (vmap over it calls the op per sample)
@@ -49,6 +49,28 @@ def not_differentiable(name: str, mode: str, why: str) -> Callable[..., Any]:
 
     def formula(ctx: Any, *_: Any) -> Any:
         raise RuntimeError(f"diffcomb.{name}: the {mode} is not defined: {why}")
+
+    return formula
+
+
+def _forward_levels() -> int:
+    """How many torch.func forward-mode transforms (jvp, jacfwd) are active."""
+    stack = torch._C._functorch.get_interpreter_stack() or ()
+    return sum(1 for level in stack if level.key() == torch._C._functorch.TransformType.Jvp)
+
+
+def one_forward_level(name: str, jvp: Callable[..., Any]) -> Callable[..., Any]:
+    """``jvp`` guarded against forward mode over forward mode (jvp of jvp, jacfwd of jacfwd): torch
+    computes a custom autograd.Function's jvp with forward gradients off, so the outer tangent of the
+    inner tangent would be dropped and the second derivative returned as zeros. It raises instead."""
+
+    def formula(ctx: Any, *tangents: Any) -> Any:
+        if _forward_levels() > 1:
+            raise RuntimeError(
+                f"diffcomb.{name}: forward mode over forward mode (jvp of jvp, jacfwd of jacfwd) is not supported: "
+                f"torch drops the outer tangent of a custom autograd.Function's jvp (it would return zeros); put "
+                f"reverse mode on one side, e.g. torch.func.hessian (jacfwd of jacrev) or jacrev of jacfwd")
+        return jvp(ctx, *tangents)
 
     return formula
 
@@ -161,7 +183,8 @@ def define(name: str, impl: Callable[..., Any], fake: Callable[..., Any], *, kin
         "forward": staticmethod(_eager_forward(impl, op)),
         "setup_context": staticmethod(setup or _no_setup),
         "backward": staticmethod(backward or not_differentiable(name, "derivative", "the op is not differentiable")),
-        "jvp": staticmethod(jvp or not_differentiable(name, "forward-mode derivative", "no jvp formula")),
+        "jvp": staticmethod(one_forward_level(name, jvp) if jvp is not None else
+                            not_differentiable(name, "forward-mode derivative", "no jvp formula")),
         "__doc__": f"The eager autograd.Function of diffcomb::{name} (diffcomb._autodiff).",
         "__module__": impl.__module__,
     })

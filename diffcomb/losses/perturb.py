@@ -9,8 +9,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._checks import as_float, check_flag, check_reduction, check_same_device, check_tensor, message, reduce
 from .._autodiff import save
+from .._checks import as_float, check_flag, check_reduction, check_same_device, check_tensor, message, reduce
 from ..perturb._common import (ROW, SAMPLES, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
                                flatten_event, prepare_theta)
 from ..perturb.noise import sample_noise
@@ -61,8 +61,8 @@ def _fy_jvp(ctx, t_theta: Optional[Tensor], t_y: Optional[Tensor], *_):
 
 # Value F_hat - <theta, y> per instance, and y_hat (non-differentiable); gradient y_hat - y; every
 # autodiff mode, vmap folded into the batch (one solver call).
-_FENCHEL_YOUNG = EstimatorFunction("_FenchelYoungFn", _fy_forward, _fy_setup, _fy_backward, _fy_jvp,
-                                   (ROW, ROW, SAMPLES, None, None, None, None), (ROW, ROW))
+_FENCHEL_YOUNG = EstimatorFunction("perturbed_fenchel_young_loss", "_FenchelYoungFn", _fy_forward, _fy_setup,
+                                   _fy_backward, _fy_jvp, (ROW, ROW, SAMPLES, None, None, None, None), (ROW, ROW))
 
 
 def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, num_samples: int = 100,

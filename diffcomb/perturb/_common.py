@@ -12,6 +12,7 @@ from typing import Callable, Optional, TypeVar, Union
 import torch
 from torch import Tensor
 
+from .._autodiff import one_forward_level
 from .._checks import as_float, check_int, check_tensor, message
 
 Solver = Callable[[Tensor], Tensor]
@@ -153,17 +154,18 @@ def no_setup(ctx, inputs: tuple, output) -> None:
 class EstimatorFunction:
     """An estimator's autograd.Function in two classes: ``plain`` (forward, setup_context, backward), which
     torch.compile traces (Dynamo does not trace a Function with a custom jvp), and ``full``, the same
-    with the jvp and the folding vmap rule, which eager calls and torch.func use. Call it with the
-    Function's arguments."""
+    with the jvp and the folding vmap rule, which eager calls and torch.func use. ``fn`` is the public
+    function (in error messages), ``name`` the classes' name. Call it with the Function's arguments."""
 
     __slots__ = ("plain", "full")
 
-    def __init__(self, name: str, forward: Callable, setup: Callable, backward: Callable, jvp: Callable,
+    def __init__(self, fn: str, name: str, forward: Callable, setup: Callable, backward: Callable, jvp: Callable,
                  kinds: tuple, out_kinds: Union[tuple, Callable[..., tuple]]) -> None:
         body = {"forward": staticmethod(forward), "setup_context": staticmethod(setup),
                 "backward": staticmethod(backward), "__module__": forward.__module__}
         self.plain = type(f"{name}_compiled", (torch.autograd.Function,), body)
-        self.full = type(name, (self.plain,), {"jvp": staticmethod(jvp), "__module__": forward.__module__})
+        self.full = type(name, (self.plain,), {"jvp": staticmethod(one_forward_level(fn, jvp)),
+                                               "__module__": forward.__module__})
         self.full.vmap = staticmethod(fold_rule(self.full, kinds, out_kinds))
 
     def __call__(self, *args):

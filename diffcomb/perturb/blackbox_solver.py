@@ -8,8 +8,8 @@ from typing import Callable, Optional, overload
 import torch
 from torch import Tensor
 
-from .._checks import check_flag, check_float, check_int
 from .._autodiff import not_differentiable
+from .._checks import check_flag, check_float, check_int
 from ._common import (ROW, Estimator, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
                       no_setup, prepare_theta, wrap_or_decorate)
 
@@ -39,7 +39,7 @@ def _blackbox_backward(ctx, g: Tensor):
 
 # y = y*(theta). The VJP is _BLACKBOX_GRAD; forward mode raises (a surrogate gradient, no Jacobian);
 # vmap folds into the batch.
-_BLACKBOX = EstimatorFunction("_BlackboxFn", _blackbox_forward, _blackbox_setup, _blackbox_backward,
+_BLACKBOX = EstimatorFunction("blackbox", "_BlackboxFn", _blackbox_forward, _blackbox_setup, _blackbox_backward,
                               not_differentiable("blackbox", "forward-mode derivative", _SURROGATE),
                               (ROW, None, None, None, None), (ROW,))
 
@@ -54,7 +54,7 @@ def _blackbox_grad(g: Tensor, theta: Tensor, y: Tensor, solver: Solver, lambda_:
 
 # The blackbox estimate as a function of the upstream gradient: one solver call, folded under vmap
 # (per-sample gradients); differentiating it again raises (see _SURROGATE).
-_BLACKBOX_GRAD = EstimatorFunction("_BlackboxGrad", _blackbox_grad, no_setup,
+_BLACKBOX_GRAD = EstimatorFunction("blackbox", "_BlackboxGrad", _blackbox_grad, no_setup,
                                    not_differentiable("blackbox", "second derivative", _SURROGATE),
                                    not_differentiable("blackbox", "second derivative", _SURROGATE),
                                    (ROW, ROW, ROW, None, None, None, None), (ROW,))

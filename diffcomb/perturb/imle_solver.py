@@ -10,10 +10,10 @@ from typing import Callable, Optional, overload
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_flag, check_float, check_int, message
 from .._autodiff import not_differentiable
-from ._common import (MAX_INT32, ROW, SAMPLES, Estimator, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
-                      no_setup, prepare_theta, wrap_or_decorate)
+from .._checks import check_choice, check_flag, check_float, check_int, message
+from ._common import (MAX_INT32, ROW, SAMPLES, Estimator, EstimatorFunction, Solver, call_solver, check_solver,
+                      event_dims_of, no_setup, prepare_theta, wrap_or_decorate)
 from .noise import sample_noise
 
 __all__ = ["IMLESolver", "imle"]
@@ -52,7 +52,7 @@ def _imle_backward(ctx, g: Tensor, _g_placeholder):
 
 # z_s = y*(theta + tau_in eps_s); returns (z or its mean, z or a placeholder). The VJP is _IMLE_GRAD;
 # forward mode raises (a surrogate gradient, no Jacobian); vmap folds into the batch.
-_IMLE = EstimatorFunction("_IMLEFn", _imle_forward, _imle_setup, _imle_backward,
+_IMLE = EstimatorFunction("imle", "_IMLEFn", _imle_forward, _imle_setup, _imle_backward,
                           not_differentiable("imle", "forward-mode derivative", _SURROGATE),
                           (ROW, SAMPLES, *[None] * 8), lambda *args: (SAMPLES if args[8] else ROW, SAMPLES))
 
@@ -71,7 +71,7 @@ def _imle_grad(g_s: Tensor, theta: Tensor, eps: Tensor, z: Tensor, solver: Solve
 
 # The I-MLE estimate as a function of the upstream gradient: one solver call, folded under vmap
 # (per-sample gradients); differentiating it again raises (see _SURROGATE).
-_IMLE_GRAD = EstimatorFunction("_IMLEGrad", _imle_grad, no_setup,
+_IMLE_GRAD = EstimatorFunction("imle", "_IMLEGrad", _imle_grad, no_setup,
                                not_differentiable("imle", "second derivative", _SURROGATE),
                                not_differentiable("imle", "second derivative", _SURROGATE),
                                (SAMPLES, ROW, SAMPLES, SAMPLES, *[None] * 6), (ROW,))

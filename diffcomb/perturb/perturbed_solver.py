@@ -78,8 +78,8 @@ def _perturbed_jvp(ctx, t_theta: Optional[Tensor], *_):
 
 # y_hat = mean_m y*(theta + sigma Z_m); VJP (1/(sigma M)) sum_m <g, y_m - b> grad nu(Z_m); JVP its
 # transpose; vmap folds the vmapped dimension into the batch (one solver call). Returns (y_hat, y).
-_PERTURBED = EstimatorFunction("_PerturbedFn", _perturbed_forward, _perturbed_setup, _perturbed_backward,
-                               _perturbed_jvp, (ROW, SAMPLES, *[None] * 7), (ROW, SAMPLES))
+_PERTURBED = EstimatorFunction("perturbed", "_PerturbedFn", _perturbed_forward, _perturbed_setup,
+                               _perturbed_backward, _perturbed_jvp, (ROW, SAMPLES, *[None] * 7), (ROW, SAMPLES))
 
 
 class PerturbedSolver(Estimator):
