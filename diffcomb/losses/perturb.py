@@ -91,6 +91,9 @@ def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, 
     Note:
         The value omits :math:`\sigma \Omega(y)`, which does not depend on theta: it may be
         negative. The gradient needs no Jacobian estimator (low variance, O(numel)).
+        Autodiff: every mode gives the exact derivatives of the estimate with its samples fixed;
+        its Hessian in theta is therefore 0 (the mean solution is piecewise constant in theta).
+        vmap's randomness as in :func:`perturbed`.
 
     Example:
         >>> theta = torch.tensor([1.0, 0.5, -0.2], requires_grad=True)

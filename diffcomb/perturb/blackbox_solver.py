@@ -120,6 +120,9 @@ def blackbox(solver: Optional[Solver] = None, lambda_: float = 10.0, straight_th
     Note:
         One extra solver call per backward. Small lambda gives zero gradients almost everywhere;
         larger lambda gives coarser but informative ones.
+        Autodiff: the backward is a gradient estimate, not the derivative of a function of theta:
+        reverse mode (grad, vjp, jacrev) and vmap work; forward mode (jvp, jacfwd) and second
+        derivatives raise an error.
 
     Example:
         >>> f = diffcomb.blackbox(lambda t: diffcomb.topk_mask(t, 2), lambda_=1.0)

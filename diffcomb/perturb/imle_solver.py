@@ -195,6 +195,9 @@ def imle(solver: Optional[Solver] = None, num_samples: int = 1, noise: str = "su
 
     Note:
         2 S solver calls per forward+backward, memory O(S numel).
+        Autodiff: the backward is a gradient estimate, not the derivative of a function of theta:
+        reverse mode (grad, vjp, jacrev) and vmap work (vmap's randomness as in :func:`perturbed`);
+        forward mode (jvp, jacfwd) and second derivatives raise an error.
 
     Example:
         >>> f = diffcomb.imle(lambda t: diffcomb.topk_mask(t, 2), noise="none")

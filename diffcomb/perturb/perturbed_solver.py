@@ -154,6 +154,12 @@ def perturbed(solver: Optional[Solver] = None, num_samples: int = 100, sigma: fl
     Note:
         Memory O(M numel) (noise and solutions are saved for the backward). The gradient is
         unbiased for the smoothed map; sigma -> 0 tends to the hard solver.
+        Autodiff: every mode differentiates the estimator with its samples fixed: forward mode gives
+        J t with the same Monte-Carlo Jacobian J as the backward; the second derivative is that of
+        the estimate (linear in the cotangent, 0 in theta: the samples being fixed, J does not
+        change with theta), not an estimate of the smoothed map's own second derivative. Under
+        ``torch.vmap``, ``randomness="same"`` gives every vmapped sample the same noise,
+        ``"different"`` independent noise, ``"error"`` (the default) raises.
 
     Example:
         >>> f = diffcomb.perturbed(diffcomb.argmax_onehot, num_samples=20000, sigma=0.5,
