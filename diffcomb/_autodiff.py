@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["NativeOp", "ROW", "SHARED", "define", "not_differentiable", "one_forward_level", "save"]
+__all__ = ["NativeOp", "ROW", "SHARED", "define", "fast_apply", "not_differentiable", "one_forward_level", "save"]
 
 ROW = "row"  # a tensor argument whose leading dimension is the op's batch (vmap folds into it)
 SHARED = "shared"  # a tensor argument common to the whole batch (vmap over it calls the op per sample)
@@ -79,6 +79,24 @@ def _no_setup(ctx: Any, inputs: tuple, output: Any) -> None:
     pass
 
 
+def fast_apply(function: type) -> Callable[..., Any]:
+    """``function.apply`` without its per-call ``inspect.signature`` (torch binds default arguments for
+    every Function that defines setup_context, tens of microseconds a call): outside torch.func
+    transforms, the C++ apply directly (the arguments must be complete, as the ops' callers pass them);
+    under a transform, ``function.apply`` itself (torch.func's handling of the Function)."""
+    base = super(torch.autograd.Function, function).apply  # the C++ _FunctionBase.apply
+    slow = function.apply
+    active = torch._C._are_functorch_transforms_active
+    unwrap = torch._functorch.utils.unwrap_dead_wrappers
+
+    def apply(*args: Any) -> Any:
+        if active():
+            return slow(*args)
+        return base(*unwrap(args))
+
+    return apply
+
+
 class NativeOp:
     """A native op wired for eager autograd, torch.func, forward mode, vmap and torch.compile.
 
@@ -92,7 +110,7 @@ class NativeOp:
         self.name = name
         self.op = op
         self.function = function
-        self._apply = function.apply
+        self._apply = fast_apply(function)
 
     def __call__(self, *args: Any) -> Any:
         if torch.compiler.is_compiling():
