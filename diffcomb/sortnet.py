@@ -9,7 +9,8 @@ P^T x``). The pieces, one concern a file:
 - diffcomb/_sortnet_layout.py: the networks' comparators, layer by layer (SPEC 5.1),
   built once per ``(network, n)``;
 - diffcomb/_sortnet_ops.py: the custom ops over the native kernels (csrc/sortnet),
-  with fake implementations and autograd;
+  with fake implementations and their autograd in every mode (diffcomb/_autodiff.py);
+- diffcomb/_sortnet_tangent.py: forward mode and second derivatives (torch ops);
 - this module: :func:`sorting_network` (validation, ``dim``, the batch);
 - diffcomb/nn/sortnet.py: :class:`DiffSortNet`, :class:`RankingLoss`;
 - diffcomb/losses/sortnet.py: :func:`ranking_loss`.
@@ -31,10 +32,9 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import _sortnet_ops  # noqa: F401  (registers the custom ops)
 from ._checks import as_float, check_choice, check_dim, check_flag, check_float, check_tensor, compute_dtype
 from ._sortnet_layout import BITONIC_PADDINGS, NETWORKS, NetworkLayout, network_layout
-from ._sortnet_ops import SIGMOIDS
+from ._sortnet_ops import SIGMOIDS, SORTING_NETWORK
 
 __all__ = [
     "BITONIC_PADDINGS",
@@ -173,7 +173,7 @@ def sorting_network(
     n = moved.shape[-1]
     lead = moved.shape[:-1]
     rows = moved.reshape(math.prod(lead), n).to(compute_dtype(x.dtype)).contiguous()
-    values, Pt, _ = torch.ops.diffcomb.sorting_network(
+    values, Pt, _ = SORTING_NETWORK(
         rows, NETWORKS.index(network), BITONIC_PADDINGS.index(bitonic_padding), SIGMOIDS.index(sigmoid),
         float(steepness), float(art_lambda), with_matrix)
     values = values.reshape(*lead, n).to(x.dtype)

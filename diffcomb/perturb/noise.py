@@ -68,6 +68,18 @@ def _(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: in
     return seed.new_empty(tuple(shape), dtype=dtype)
 
 
+@_noise_op.register_vmap
+def _(info, in_dims, seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: int,
+      dtype: torch.dtype):
+    """Under torch.vmap(randomness="different") the seed drawn for the noise is batched: one stream per
+    vmapped sample (independent noise), stacked. With randomness="same" the seed is not batched and
+    every sample sees the same noise; with "error" torch raises at the draw of the seed."""
+    if in_dims[0] is None:
+        return _noise_op(seed, shape, kind, k, tau, s, dtype), None
+    seeds = seed.movedim(in_dims[0], 0)
+    return torch.stack([_noise_op(one, shape, kind, k, tau, s, dtype) for one in seeds]), 0
+
+
 def sample_noise(fn: str, kind: str, shape: Sequence[int], generator: Optional[torch.Generator],
                  dtype: Optional[torch.dtype], device: Union[str, torch.device, None], k: float = 1.0,
                  tau: float = 1.0, s: int = 1) -> Tensor:
