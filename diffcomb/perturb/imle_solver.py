@@ -50,7 +50,15 @@ class _IMLEFn(torch.autograd.Function):
 
 
 class IMLESolver(Estimator):
-    """The callable returned by :func:`imle`."""
+    """The callable returned by :func:`imle`.
+
+    Example:
+        >>> solver = diffcomb.imle(diffcomb.argmax_onehot, noise='none')
+        >>> type(solver).__name__
+        'IMLESolver'
+        >>> solver(torch.tensor([0.0, 10.0]))
+        tensor([0., 1.])
+    """
 
     def __init__(self, solver: Solver, num_samples: int, noise: str, lambda_: float, k: Optional[float],
                  tau: float, tau_target: float, s: int, alpha: float, return_samples: bool,
