@@ -37,14 +37,21 @@ y = torch.tensor(y, dtype=torch.float64)
 
 values = y[:8]
 strengths = np.logspace(-2, 5, 200)
-path = torch.stack([diffcomb.soft_rank(values, regularization_strength=float(s)) for s in strengths])
-print("hard ranks:        ", diffcomb.soft_rank(values, regularization_strength=1e-3).tolist())
+path = torch.stack(
+    [diffcomb.soft_rank(values, regularization_strength=float(s)) for s in strengths]
+)
+print(
+    "hard ranks:        ",
+    diffcomb.soft_rank(values, regularization_strength=1e-3).tolist(),
+)
 print("strength 1e5 ranks:", [round(r, 2) for r in path[-1].tolist()])
 
 fig, ax = plt.subplots(figsize=(7, 4))
 for i in range(len(values)):
     ax.plot(strengths, path[:, i], label=f"y = {values[i]:.0f}")
-ax.axhline((len(values) + 1) / 2, color="k", ls=":", lw=1, label="mean rank (n + 1) / 2")
+ax.axhline(
+    (len(values) + 1) / 2, color="k", ls=":", lw=1, label="mean rank (n + 1) / 2"
+)
 ax.set_xscale("log")
 ax.set_xlabel("regularization strength $\\varepsilon$")
 ax.set_ylabel("soft rank")
@@ -76,7 +83,9 @@ def test_spearman(scores: torch.Tensor) -> float:
 
 history = []
 for epoch in range(60):
-    order = train[torch.randperm(len(train))][: len(train) // 32 * 32].view(-1, 32)  # (batches, 32)
+    order = train[torch.randperm(len(train))][: len(train) // 32 * 32].view(
+        -1, 32
+    )  # (batches, 32)
     pred = model(X[order]).squeeze(-1)  # (batches, 32): one ranking problem per row
     loss = loss_fn(pred, y[order])
     opt.zero_grad()
@@ -84,13 +93,21 @@ for epoch in range(60):
     opt.step()
     history.append(test_spearman(model(X[test]).squeeze(-1)))
 
-coef = torch.linalg.lstsq(torch.cat([X[train], torch.ones(len(train), 1, dtype=torch.float64)], 1),
-                          y[train].unsqueeze(-1)).solution
-least_squares = test_spearman(torch.cat([X[test], torch.ones(len(test), 1, dtype=torch.float64)], 1) @ coef)
-print(f"test Spearman: Spearman loss {history[-1]:.3f}, least squares {least_squares:.3f}")
+coef = torch.linalg.lstsq(
+    torch.cat([X[train], torch.ones(len(train), 1, dtype=torch.float64)], 1),
+    y[train].unsqueeze(-1),
+).solution
+least_squares = test_spearman(
+    torch.cat([X[test], torch.ones(len(test), 1, dtype=torch.float64)], 1) @ coef
+)
+print(
+    f"test Spearman: Spearman loss {history[-1]:.3f}, least squares {least_squares:.3f}"
+)
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
-ax.plot(np.arange(1, len(history) + 1), history, label="linear model, diffcomb.SpearmanLoss")
+ax.plot(
+    np.arange(1, len(history) + 1), history, label="linear model, diffcomb.SpearmanLoss"
+)
 ax.axhline(least_squares, color="k", ls="--", lw=1, label="linear model, least squares")
 ax.set_xlabel("epoch (one step over every training batch)")
 ax.set_ylabel("test Spearman correlation")

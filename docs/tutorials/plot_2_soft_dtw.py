@@ -30,7 +30,10 @@ import diffcomb
 digits = load_digits()
 classes = (1, 2, 3, 7)
 # 30 images per class, each read row by row: (K, M, D) = (30, 64, 1) per class, ink in [0, 1].
-series = {c: torch.tensor(digits.images[digits.target == c][:30].reshape(30, 64, 1) / 16.0) for c in classes}
+series = {
+    c: torch.tensor(digits.images[digits.target == c][:30].reshape(30, 64, 1) / 16.0)
+    for c in classes
+}
 print("series per class:", tuple(series[1].shape))
 
 # %%
@@ -40,28 +43,40 @@ print("series per class:", tuple(series[1].shape))
 # batched soft-DTW call over the 30 pairs), started at the Euclidean mean.
 GAMMA = 0.1
 euclidean = {c: Y.mean(0) for c, Y in series.items()}
-barycenter = {c: diffcomb.soft_dtw_barycenter(Y, gamma=GAMMA, max_iter=200) for c, Y in series.items()}
+barycenter = {
+    c: diffcomb.soft_dtw_barycenter(Y, gamma=GAMMA, max_iter=200)
+    for c, Y in series.items()
+}
 
 
 def mean_divergence(z: torch.Tensor, Y: torch.Tensor) -> float:
-    """The mean soft-DTW divergence from z to the series Y (0 only if z equals every series)."""
+    """The mean soft-DTW divergence from z to the series Y."""
     return diffcomb.soft_dtw_divergence(z.expand_as(Y), Y, gamma=GAMMA).mean().item()
 
 
 for c in classes:
-    print(f"digit {c}: mean soft-DTW divergence to its series: barycenter "
-          f"{mean_divergence(barycenter[c], series[c]):.3f}, Euclidean mean "
-          f"{mean_divergence(euclidean[c], series[c]):.3f}")
+    print(
+        f"digit {c}: mean soft-DTW divergence to its series: barycenter "
+        f"{mean_divergence(barycenter[c], series[c]):.3f}, Euclidean mean "
+        f"{mean_divergence(euclidean[c], series[c]):.3f}"
+    )
 
 Y = series[1]
 fig, ax = plt.subplots(figsize=(8, 3.5))
 for s in Y[:10, :, 0]:
     ax.plot(s, color="0.75", lw=0.8)
 ax.plot(euclidean[1][:, 0], "k--", lw=1.5, label="Euclidean mean")
-ax.plot(barycenter[1][:, 0], color="C3", lw=2, label=f"soft-DTW barycenter ($\\gamma$ = {GAMMA})")
+ax.plot(
+    barycenter[1][:, 0],
+    color="C3",
+    lw=2,
+    label=f"soft-DTW barycenter ($\\gamma$ = {GAMMA})",
+)
 ax.set_xlabel("step (pixel, row by row)")
 ax.set_ylabel("ink")
-ax.set_title("Ten images of a 1 as series (grey), their Euclidean mean and soft-DTW barycenter")
+ax.set_title(
+    "Ten images of a 1 as series (grey), their Euclidean mean and soft-DTW barycenter"
+)
 ax.legend(fontsize=8, loc="upper right")
 fig.tight_layout()
 

@@ -38,11 +38,19 @@ for ax, eps in zip(axes, epsilons):
     out = diffcomb.sinkhorn(C, epsilon=eps, max_iter=20000)
     P = out.plan / out.plan.max()
     for i, j in zip(*torch.nonzero(P > 0.02, as_tuple=True)):
-        ax.plot([x[i, 0], y[j, 0]], [x[i, 1], y[j, 1]], color="k", alpha=float(P[i, j]), lw=1)
+        ax.plot(
+            [x[i, 0], y[j, 0]],
+            [x[i, 1], y[j, 1]],
+            color="k",
+            alpha=float(P[i, j]),
+            lw=1,
+        )
     ax.scatter(x[:, 0], x[:, 1], s=14, label="setosa", zorder=3)
     ax.scatter(y[:, 0], y[:, 1], s=14, label="versicolor", zorder=3)
-    ax.set_title(f"$\\varepsilon$ = {eps}: cost {out.cost.item():.3f}, {int(out.n_iter)} iterations",
-                 fontsize=9)
+    ax.set_title(
+        f"$\\varepsilon$ = {eps}: cost {out.cost.item():.3f}, {int(out.n_iter)} iterations",
+        fontsize=9,
+    )
     ax.set_xlabel("sepal length (standardized)")
 axes[0].set_ylabel("sepal width (standardized)")
 axes[0].legend(fontsize=8)
@@ -62,10 +70,18 @@ values = features[[0, 50, 100, 20, 70, 120, 30, 140], 0]  # eight flowers, no ti
 print("input:       ", [round(v, 2) for v in values.tolist()])
 print("torch.sort:  ", [round(v, 2) for v in values.sort().values.tolist()])
 for eps in (1e-1, 1e-2, 3e-3):
-    print(f"eps = {eps:<6g}", [round(v, 2) for v in diffcomb.sinkhorn_sort(values, eps, max_iter=20000).tolist()])
+    print(
+        f"eps = {eps:<6g}",
+        [
+            round(v, 2)
+            for v in diffcomb.sinkhorn_sort(values, eps, max_iter=20000).tolist()
+        ],
+    )
 
 grid = torch.logspace(-2.5, 0, 40)
-sorted_path = torch.stack([diffcomb.sinkhorn_sort(values, float(e), max_iter=20000) for e in grid])
+sorted_path = torch.stack(
+    [diffcomb.sinkhorn_sort(values, float(e), max_iter=20000) for e in grid]
+)
 fig, ax = plt.subplots(figsize=(7, 3.5))
 ax.plot(grid, sorted_path)
 ax.set_xscale("log")

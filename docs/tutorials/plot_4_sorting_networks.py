@@ -34,7 +34,9 @@ for ax, beta in zip(axes, steepnesses):
     ax.set_title(f"steepness {beta:g}")
     ax.set_xlabel("sorted position")
 axes[0].set_ylabel("input position")
-fig.suptitle("relaxed permutation matrix P of an odd-even network, n = 8 (values = P^T x)")
+fig.suptitle(
+    "relaxed permutation matrix P of an odd-even network, n = 8 (values = P^T x)"
+)
 fig.tight_layout()
 
 # %%
@@ -59,7 +61,8 @@ train_idx, test_idx = order[:1300], order[1300:]
 
 
 def make_sets(idx: np.ndarray, count: int, n: int = 5):
-    """count sets of n 4-digit numbers (distinct within a set): images (count, n, 1, 8, 32), numbers (count, n)."""
+    """count sets of n distinct 4-digit numbers: images (count, n, 1, 8, 32), numbers
+    (count, n)."""
     xs = np.empty((count, n, 1, 8, 32), dtype=np.float32)
     numbers = np.empty((count, n), dtype=np.int64)
     for s in range(count):
@@ -77,9 +80,16 @@ train_x, train_numbers = make_sets(train_idx, 2000)
 test_x, test_numbers = make_sets(test_idx, 300)
 
 scorer = torch.nn.Sequential(
-    torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-    torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-    torch.nn.Flatten(), torch.nn.Linear(32 * 2 * 8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1),
+    torch.nn.Conv2d(1, 16, 3, padding=1),
+    torch.nn.ReLU(),
+    torch.nn.MaxPool2d(2),
+    torch.nn.Conv2d(16, 32, 3, padding=1),
+    torch.nn.ReLU(),
+    torch.nn.MaxPool2d(2),
+    torch.nn.Flatten(),
+    torch.nn.Linear(32 * 2 * 8, 64),
+    torch.nn.ReLU(),
+    torch.nn.Linear(64, 1),
 )
 
 
@@ -90,7 +100,9 @@ def scores(xs: torch.Tensor) -> torch.Tensor:  # (..., 1, 8, 32) -> (...)
 @torch.no_grad()
 def accuracy() -> tuple[float, float]:
     """Exact-match (whole set ranked right) and element-wise accuracy on the test sets."""
-    correct = scores(test_x).argsort(-1).argsort(-1) == test_numbers.argsort(-1).argsort(-1)
+    correct = scores(test_x).argsort(-1).argsort(-1) == test_numbers.argsort(
+        -1
+    ).argsort(-1)
     return correct.all(-1).float().mean().item(), correct.float().mean().item()
 
 
@@ -99,11 +111,16 @@ opt = torch.optim.Adam(scorer.parameters(), lr=1e-3)
 print("before training: exact-match %.2f, element-wise %.2f" % accuracy())
 for step in range(300):
     batch = torch.from_numpy(rng.integers(0, len(train_x), size=32))
-    loss = diffcomb.ranking_loss(sorter(scores(train_x[batch])).matrix, train_numbers[batch])
+    loss = diffcomb.ranking_loss(
+        sorter(scores(train_x[batch])).matrix, train_numbers[batch]
+    )
     opt.zero_grad()
     loss.backward()
     opt.step()
-print("after 300 steps: exact-match %.2f, element-wise %.2f (chance: 0.01, 0.20)" % accuracy())
+print(
+    "after 300 steps: exact-match %.2f, element-wise %.2f (chance: 0.01, 0.20)"
+    % accuracy()
+)
 
 # %%
 # One test set, ordered by the learned scores:

@@ -32,15 +32,19 @@ import diffcomb
 SIZE = 12
 gen = torch.Generator().manual_seed(0)
 torch.manual_seed(0)
-dem = cbook.get_sample_data("jacksboro_fault_dem.npz")["elevation"].astype(np.float64)  # (344, 403)
+dem = cbook.get_sample_data("jacksboro_fault_dem.npz")["elevation"].astype(
+    np.float64
+)  # (344, 403)
 dem = torch.tensor((dem - dem.mean()) / dem.std())
 slope = torch.zeros_like(dem)
-slope[1:-1, 1:-1] = torch.hypot(dem[2:, 1:-1] - dem[:-2, 1:-1], dem[1:-1, 2:] - dem[1:-1, :-2])
+slope[1:-1, 1:-1] = torch.hypot(
+    dem[2:, 1:-1] - dem[:-2, 1:-1], dem[1:-1, 2:] - dem[1:-1, :-2]
+)
 slope = (slope - slope.mean()) / slope.std()
 
 
 def make_maps(count: int):
-    """count maps: features (count, SIZE, SIZE, 3), true costs and true paths (count, SIZE, SIZE)."""
+    """count maps: features (count, SIZE, SIZE, 3), true costs and paths (count, SIZE, SIZE)."""
     r = torch.randint(1, dem.shape[0] - SIZE - 1, (count,), generator=gen)
     c = torch.randint(1, dem.shape[1] - SIZE - 1, (count,), generator=gen)
     rows = r[:, None] + torch.arange(SIZE)
@@ -87,8 +91,12 @@ def evaluate(model: CostModel) -> tuple[float, float]:
 # %%
 # Training with three estimators
 # ------------------------------
-imle_paths = diffcomb.imle(diffcomb.grid_shortest_path, noise="gumbel", lambda_=10.0, tau=0.1, minimize=True)
-blackbox_paths = diffcomb.blackbox(diffcomb.grid_shortest_path, lambda_=10.0, minimize=True)
+imle_paths = diffcomb.imle(
+    diffcomb.grid_shortest_path, noise="gumbel", lambda_=10.0, tau=0.1, minimize=True
+)
+blackbox_paths = diffcomb.blackbox(
+    diffcomb.grid_shortest_path, lambda_=10.0, minimize=True
+)
 
 
 def train_model(method: str, epochs: int = 4) -> CostModel:
@@ -102,9 +110,16 @@ def train_model(method: str, epochs: int = 4) -> CostModel:
             if method == "I-MLE":
                 loss = hamming(imle_paths(cost, generator=gen), paths[batch])
             elif method == "perturbed":
-                loss = diffcomb.perturbed_fenchel_young_loss(cost, paths[batch], diffcomb.grid_shortest_path,
-                                                             num_samples=8, sigma=0.5, noise="normal",
-                                                             minimize=True, generator=gen)
+                loss = diffcomb.perturbed_fenchel_young_loss(
+                    cost,
+                    paths[batch],
+                    diffcomb.grid_shortest_path,
+                    num_samples=8,
+                    sigma=0.5,
+                    noise="normal",
+                    minimize=True,
+                    generator=gen,
+                )
             else:
                 loss = hamming(blackbox_paths(cost), paths[batch])
             opt.zero_grad()
@@ -134,8 +149,10 @@ fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
 axes[0].imshow(x[k, :, :, 0].numpy(), cmap="terrain")
 axes[0].set_title("elevation")
 vmax = float(cost[k].max())
-for ax, c, p, title in ((axes[1], cost[k], paths[k], "true cost, true path"),
-                        (axes[2], learned, pred, "learned cost (I-MLE), predicted path")):
+for ax, c, p, title in (
+    (axes[1], cost[k], paths[k], "true cost, true path"),
+    (axes[2], learned, pred, "learned cost (I-MLE), predicted path"),
+):
     ax.imshow(c.numpy(), cmap="viridis", vmin=0, vmax=vmax)
     rr, cc = torch.nonzero(p, as_tuple=True)
     ax.plot(cc.numpy(), rr.numpy(), "w.-", ms=8, lw=1.5)
