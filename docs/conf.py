@@ -70,6 +70,7 @@ sphinx_gallery_conf = {
     "reset_modules": ("matplotlib",),
     "capture_repr": ("_repr_html_",),
     "min_reported_time": 1,
+    "write_computation_times": False,  # its page loads scripts from a CDN; the site stays offline
 }
 
 # MathJax from the site itself: copy the one bundle and its fonts out of the installed package.
