@@ -51,7 +51,17 @@ __all__ = [
 
 
 class SortingNetworkResult(NamedTuple):
-    """What :func:`sorting_network` returns."""
+    """What :func:`sorting_network` returns.
+
+    Example:
+        >>> res = diffcomb.sorting_network(torch.tensor([2.0, 0.0, 1.0]), steepness=100.0)
+        >>> res.values.round(decimals=2)
+        tensor([0.0100, 1.0000, 1.9900])
+        >>> res.matrix.round(decimals=2)
+        tensor([[0.0000, 0.0000, 1.0000],
+                [1.0000, 0.0000, 0.0000],
+                [0.0000, 0.9900, 0.0000]])
+    """
 
     values: Tensor
     """Tensor[..., n]: the relaxed sorted values."""

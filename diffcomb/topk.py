@@ -262,6 +262,13 @@ class TopKRouting(NamedTuple):
             coefficient to the training loss to balance the experts.
         experts_per_token (Tensor[]): the mean number of experts a token uses (>= k: tokens whose
             k-th and (k+1)-th experts score closely use both, with fractional weights).
+
+    Example:
+        >>> r = diffcomb.topk_routing(torch.tensor([[2.0, 0.0, 1.0, -1.0]]), k=1, regularization_strength=0.1)
+        >>> r.mask
+        tensor([[1., 0., 0., 0.]])
+        >>> r.load
+        tensor([1., 0., 0., 0.])
     """
 
     combine_weights: Tensor

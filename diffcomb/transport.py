@@ -33,6 +33,12 @@ class SinkhornResult(NamedTuple):
     f (Tensor[..., n]), g (Tensor[..., m]): dual potentials (0 at zero weights).
     n_iter (Tensor[...], int64): iterations executed.
     converged (Tensor[...], bool): whether the row-marginal error reached ``tol``.
+
+    Example:
+        >>> out = diffcomb.sinkhorn(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), epsilon=0.1)
+        >>> out.plan.sum(), out.converged, out.plan.round(decimals=3)
+        (tensor(1.), tensor(True), tensor([[0.5000, 0.0000],
+                [0.0000, 0.5000]]))
     """
 
     plan: Tensor

@@ -77,10 +77,10 @@ def perturbed_fenchel_young_loss(theta: Tensor, target: Tensor, solver: Solver, 
         \nabla_\theta L_\sigma = y_\sigma(\theta) - y
 
     Args:
-        theta (Tensor[..., *S]): scores (costs with ``minimize=True``; then the loss is that of
+        theta (Tensor[..., \*S]): scores (costs with ``minimize=True``; then the loss is that of
             the scores ``-theta``, and the gradient's sign follows); integer and bool tensors are
             computed in the default float dtype (``torch.get_default_dtype()``).
-        target (Tensor[..., *S]): the true solution ``y``, on theta's device (e.g. an integer
+        target (Tensor[..., \*S]): the true solution ``y``, on theta's device (e.g. an integer
             one-hot tensor; converted like theta).
         solver, num_samples, sigma, noise, minimize, event_dims, generator: as in :func:`perturbed`.
         reduction (str): ``"mean"``, ``"sum"`` or ``"none"`` over the instances. Default ``"mean"``.

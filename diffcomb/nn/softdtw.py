@@ -89,7 +89,14 @@ class SoftDTW(_SeriesModule):
 
 
 class SoftDTWDivergence(SoftDTW):
-    """:class:`SoftDTW` with ``normalize=True``: the soft-DTW divergence as a loss."""
+    """:class:`SoftDTW` with ``normalize=True``: the soft-DTW divergence as a loss.
+
+    Example:
+        >>> loss = diffcomb.SoftDTWDivergence(gamma=1.0, reduction='none')
+        >>> x = torch.tensor([[[0.0], [1.0]]])
+        >>> loss(x, x), loss(x, torch.tensor([[[0.0], [2.0]]]))
+        (tensor([0.]), tensor([0.9671]))
+    """
 
     def __init__(self, gamma: float = 1.0, bandwidth: Optional[int] = None, cost: str = "sqeuclidean",
                  reduction: str = "mean") -> None:
@@ -100,13 +107,26 @@ class SharpSoftDTW(SoftDTW):
     """Module form of :func:`diffcomb.sharp_soft_dtw` (``normalize=True``: the sharp divergence,
     :func:`diffcomb.sharp_soft_dtw_divergence`); arguments and layout as in :class:`SoftDTW`.
     Autodiff: first derivatives in every mode; second derivatives raise (a third derivative of
-    soft-DTW)."""
+    soft-DTW).
+
+    Example:
+        >>> loss = diffcomb.SharpSoftDTW(gamma=1.0, reduction='none')
+        >>> loss(torch.tensor([[[0.0], [1.0]]]), torch.tensor([[[0.0], [2.0]]]))
+        tensor([1.3182])
+    """
 
     _functions = (F.sharp_soft_dtw, F.sharp_soft_dtw_divergence)
 
 
 class SharpSoftDTWDivergence(SharpSoftDTW):
-    """:class:`SharpSoftDTW` with ``normalize=True``: the sharp soft-DTW divergence as a loss."""
+    """:class:`SharpSoftDTW` with ``normalize=True``: the sharp soft-DTW divergence as a loss.
+
+    Example:
+        >>> loss = diffcomb.SharpSoftDTWDivergence(gamma=1.0, reduction='none')
+        >>> x = torch.tensor([[[0.0], [1.0]]])
+        >>> loss(x, x), loss(x, torch.tensor([[[0.0], [2.0]]]))
+        (tensor([0.]), tensor([1.0356]))
+    """
 
     def __init__(self, gamma: float = 1.0, bandwidth: Optional[int] = None, cost: str = "sqeuclidean",
                  reduction: str = "mean") -> None:

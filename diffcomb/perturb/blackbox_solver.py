@@ -61,7 +61,15 @@ _BLACKBOX_GRAD = EstimatorFunction("blackbox", "_BlackboxGrad", _blackbox_grad, 
 
 
 class BlackboxSolver(Estimator):
-    """The callable returned by :func:`blackbox`."""
+    """The callable returned by :func:`blackbox`.
+
+    Example:
+        >>> solver = diffcomb.blackbox(diffcomb.argmax_onehot, lambda_=5.0)
+        >>> type(solver).__name__
+        'BlackboxSolver'
+        >>> solver(torch.tensor([0.0, 10.0]))
+        tensor([0., 1.])
+    """
 
     def __init__(self, solver: Solver, lambda_: float, straight_through: bool, minimize: bool,
                  event_dims: int) -> None:

@@ -78,7 +78,15 @@ _IMLE_GRAD = EstimatorFunction("imle", "_IMLEGrad", _imle_grad, no_setup,
 
 
 class IMLESolver(Estimator):
-    """The callable returned by :func:`imle`."""
+    """The callable returned by :func:`imle`.
+
+    Example:
+        >>> solver = diffcomb.imle(diffcomb.argmax_onehot, noise='none')
+        >>> type(solver).__name__
+        'IMLESolver'
+        >>> solver(torch.tensor([0.0, 10.0]))
+        tensor([0., 1.])
+    """
 
     def __init__(self, solver: Solver, num_samples: int, noise: str, lambda_: float, k: Optional[float],
                  tau: float, tau_target: float, s: int, alpha: float, return_samples: bool,
@@ -147,20 +155,20 @@ def imle(solver: Optional[Solver] = None, num_samples: int = 1, noise: str = "su
     ``k``, so this form raises an error that asks for ``@diffcomb.imle(k=...)``, or
     ``noise="gumbel"`` for one-hot solvers). torch-imle's decorator arguments map as follows:
 
-    =====================================================  =========================================
-    torch-imle ``@imle(...)``                              diffcomb ``@diffcomb.imle(...)``
-    =====================================================  =========================================
-    ``nb_samples=S``                                       ``num_samples=S``
-    ``theta_noise_temperature=t``                          ``tau=t``
+    =======================================================  =========================================
+    torch-imle ``@imle(...)``                                diffcomb ``@diffcomb.imle(...)``
+    =======================================================  =========================================
+    ``nb_samples=S``                                         ``num_samples=S``
+    ``theta_noise_temperature=t``                            ``tau=t``
     (``input_noise_temperature`` in older releases)
-    ``target_noise_temperature=t``                         ``tau_target=t``
+    ``target_noise_temperature=t``                           ``tau_target=t``
     ``target_distribution=TargetDistribution(alpha, beta)``  ``alpha=alpha, lambda_=beta``
-    ``TargetDistribution(..., do_gradient_scaling=True)``  ``divide_by_lambda=True``
-    ``noise_distribution=SumOfGammaNoiseDistribution(k,    ``noise="sum_of_gamma", k=k, s=n``
-    nb_iterations=n)``
-    ``noise_distribution=GumbelNoiseDistribution()``       ``noise="gumbel"``
-    ``noise_distribution=None``                            ``noise="none"``
-    =====================================================  =========================================
+    ``TargetDistribution(..., do_gradient_scaling=True)``    ``divide_by_lambda=True``
+    ``noise_distribution=SumOfGammaNoiseDistribution(k,``    ``noise="sum_of_gamma", k=k, s=n``
+    ``nb_iterations=n)``
+    ``noise_distribution=GumbelNoiseDistribution()``         ``noise="gumbel"``
+    ``noise_distribution=None``                              ``noise="none"``
+    =======================================================  =========================================
 
     torch-imle's other options (marginal samples, gradient dumps) have no counterpart; its solver
     takes the same ``(B', *S)`` batch of scores. diffcomb's decorated function also takes a

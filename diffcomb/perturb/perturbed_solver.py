@@ -83,7 +83,15 @@ _PERTURBED = EstimatorFunction("perturbed", "_PerturbedFn", _perturbed_forward, 
 
 
 class PerturbedSolver(Estimator):
-    """The callable returned by :func:`perturbed`."""
+    """The callable returned by :func:`perturbed`.
+
+    Example:
+        >>> solver = diffcomb.perturbed(diffcomb.argmax_onehot, num_samples=1000)
+        >>> type(solver).__name__
+        'PerturbedSolver'
+        >>> solver(torch.tensor([0.0, 10.0]), generator=torch.Generator().manual_seed(0))
+        tensor([0., 1.])
+    """
 
     def __init__(self, solver: Solver, num_samples: int, sigma: float, noise: str, baseline: bool,
                  minimize: bool, event_dims: int, generator: Optional[torch.Generator]) -> None:

@@ -70,6 +70,13 @@ def soft_dtw_barycenter(
         All K pairs go through one batched soft-DTW call per evaluation. The weights' values are
         not checked (that would synchronize with the device): negative weights make the objective
         unbounded below.
+
+    Example:
+        >>> Y = torch.tensor([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [4.0]]])
+        >>> diffcomb.soft_dtw_barycenter(Y, gamma=0.1).round(decimals=2)
+        tensor([[0.0000],
+                [1.5200],
+                [3.0000]])
     """
     fn = "soft_dtw_barycenter"
     check_same_device(fn, Y=Y, weights=weights, y_lengths=y_lengths, init=init)

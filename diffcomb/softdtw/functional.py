@@ -278,6 +278,12 @@ def soft_dtw_divergence(
         Three soft-DTW evaluations. Non-negative for the ``"log_augmented"`` cost; with the
         squared Euclidean cost it is typically, but not provably, non-negative.
 
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0]])
+        >>> y = torch.tensor([[0.0], [2.0]])
+        >>> diffcomb.soft_dtw_divergence(x, x), diffcomb.soft_dtw_divergence(x, y)
+        (tensor(0.), tensor(0.9671))
+
     References:
         M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
         AISTATS 2021. arXiv:2010.08354
@@ -314,6 +320,13 @@ def sharp_soft_dtw_from_cost(
         derivative needs the third derivative of soft-DTW and raises NotImplementedError (also
         for :func:`sharp_soft_dtw` and :func:`sharp_soft_dtw_divergence`).
 
+    Example:
+        >>> C = torch.tensor([[0.0, 4.0], [1.0, 1.0]])
+        >>> diffcomb.sharp_soft_dtw_from_cost(C, gamma=1.0)
+        tensor(1.3182)
+        >>> diffcomb.sharp_soft_dtw_from_cost(C, gamma=0.01)
+        tensor(1.)
+
     References:
         M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
         AISTATS 2021. arXiv:2010.08354
@@ -334,7 +347,12 @@ def sharp_soft_dtw(
 ) -> Tensor:
     """Sharp soft-DTW between series: :func:`sharp_soft_dtw_from_cost` of :func:`pairwise_cost`
     (arguments as in :func:`soft_dtw`; integer and bool series are computed in torch's default
-    float dtype). Autodiff: first derivatives in every mode; second derivatives raise."""
+    float dtype). Autodiff: first derivatives in every mode; second derivatives raise.
+
+    Example:
+        >>> diffcomb.sharp_soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
+        tensor(1.3182)
+    """
     check_same_device("sharp_soft_dtw", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _on_series("sharp_soft_dtw", _sharp_from_cost, as_float(x), as_float(y), cost, gamma=gamma,
                       bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
@@ -352,7 +370,14 @@ def sharp_soft_dtw_divergence(
 ) -> Tensor:
     r"""Sharp soft-DTW divergence: :math:`s(x, y) - \tfrac12 s(x, x) - \tfrac12 s(y, y)` with
     :math:`s` = :func:`sharp_soft_dtw` (arguments as in :func:`soft_dtw_divergence`); 0 when x
-    equals y. Autodiff: first derivatives in every mode; second derivatives raise."""
+    equals y. Autodiff: first derivatives in every mode; second derivatives raise.
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0]])
+        >>> y = torch.tensor([[0.0], [2.0]])
+        >>> diffcomb.sharp_soft_dtw_divergence(x, x), diffcomb.sharp_soft_dtw_divergence(x, y)
+        (tensor(0.), tensor(1.0356))
+    """
     fn = "sharp_soft_dtw_divergence"
     return _divergence(fn, lambda a, b, la, lb: _on_series(fn, _sharp_from_cost, a, b, cost, gamma=gamma,
                                                            bandwidth=bandwidth, x_lengths=la, y_lengths=lb),
@@ -375,6 +400,10 @@ def mean_cost_from_cost(
         transition weights are the counting weights of SPEC 3.9 and :math:`\bar E` is the
         alignment of a zero cost matrix, computed in the log domain (no overflow of the path
         counts). An unreachable end gives +inf and a zero gradient.
+
+    Example:
+        >>> diffcomb.mean_cost_from_cost(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
+        tensor(2.6667)
     """
     check_same_device("mean_cost_from_cost", C=C, x_lengths=x_lengths, y_lengths=y_lengths)
     return _mean_from_cost("mean_cost_from_cost", C, bandwidth, x_lengths, y_lengths)
@@ -390,7 +419,12 @@ def mean_cost(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     """:func:`mean_cost_from_cost` of :func:`pairwise_cost` (arguments as in :func:`soft_dtw`;
-    integer and bool series are computed in torch's default float dtype)."""
+    integer and bool series are computed in torch's default float dtype).
+
+    Example:
+        >>> diffcomb.mean_cost(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
+        tensor(2.6667)
+    """
     check_same_device("mean_cost", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _on_series("mean_cost", _mean_from_cost, as_float(x), as_float(y), cost, bandwidth=bandwidth,
                       x_lengths=x_lengths, y_lengths=y_lengths)
@@ -406,7 +440,14 @@ def mean_cost_divergence(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     r""":math:`m(x, y) - \tfrac12 m(x, x) - \tfrac12 m(y, y)` with :math:`m` = :func:`mean_cost`
-    (arguments as in :func:`soft_dtw_divergence`)."""
+    (arguments as in :func:`soft_dtw_divergence`).
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0]])
+        >>> y = torch.tensor([[0.0], [2.0]])
+        >>> diffcomb.mean_cost_divergence(x, x), diffcomb.mean_cost_divergence(x, y)
+        (tensor(0.), tensor(1.))
+    """
     fn = "mean_cost_divergence"
     return _divergence(fn, lambda a, b, la, lb: _on_series(fn, _mean_from_cost, a, b, cost, bandwidth=bandwidth,
                                                            x_lengths=la, y_lengths=lb), x, y, x_lengths, y_lengths)
