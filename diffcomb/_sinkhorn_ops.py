@@ -22,9 +22,12 @@ import torch
 from torch import Tensor
 
 from . import _native
+from ._autodiff import ROW, define, save
 from ._checks import check_op, check_op_tensor, message
+from ._sinkhorn_derivatives import (cost_tangent, hvp, marginals, plan_tangent, project, replay, solve_derivatives,
+                                    unrolled_first_order)
 
-__all__ = ["BACKWARDS", "default_tol", "solve"]
+__all__ = ["BACKWARDS", "FORWARD", "IMPLICIT", "SOLVE", "UNROLLED", "default_tol", "solve"]
 
 BACKWARDS = ("implicit", "unroll")
 _DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-6}  # SPEC 4.1
@@ -150,8 +153,7 @@ def _history_shapes(batch: int, n: int, m: int, max_iter: int, unroll: bool) -> 
     return (batch, steps, n), (batch, steps + 1 if unroll else 0, m)
 
 
-@torch.library.custom_op("diffcomb::sinkhorn", mutates_args=())
-def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
+def _sinkhorn_impl(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
                  unroll: bool, check_weights: bool = False, caller: str = "sinkhorn"
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(P, f, g, cost, n_iter, err, f_hist, g_hist) for costs C (B, n, m) and weights a (B, n), b (B, m).
@@ -194,8 +196,7 @@ def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol
     return P, f, g, cost, n_iter, err, f_hist, g_hist
 
 
-@_sinkhorn_op.register_fake
-def _(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights=False, caller="sinkhorn"):
+def _sinkhorn_fake(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights=False, caller="sinkhorn"):
     _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
     batch, n, m = C.shape
     fh_shape, gh_shape = _history_shapes(batch, n, m, max_iter, unroll)
@@ -221,8 +222,7 @@ def _check_implicit_args(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, 
     _check_side(op, "g", g, (batch, m), C)
 
 
-@torch.library.custom_op("diffcomb::sinkhorn_implicit_backward", mutates_args=())
-def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, g: Tensor, G: Optional[Tensor],
+def _implicit_backward_impl(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, g: Tensor, G: Optional[Tensor],
                           gcost: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dC, da, db) by implicit differentiation (SPEC 4.3 b) of the plan P's own optimality
     conditions (its marginals P 1, P^T 1 in H: exact for the returned plan, converged or not) for
@@ -243,8 +243,7 @@ def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor,
     return dC, da, db
 
 
-@_implicit_backward_op.register_fake
-def _(C, a, b, P, f, g, G, gcost, eps):
+def _implicit_backward_fake(C, a, b, P, f, g, G, gcost, eps):
     _check_implicit_args(C, a, b, P, f, g, G, gcost, eps)
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
@@ -259,8 +258,7 @@ def _check_history(op: str, C: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: T
     _check_side(op, "n_iter", n_iter, (batch,), C, torch.int64)
 
 
-@torch.library.custom_op("diffcomb::sinkhorn_unrolled_backward", mutates_args=())
-def _unrolled_backward_op(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: Tensor,
+def _unrolled_backward_impl(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: Tensor,
                           G: Optional[Tensor], gcost: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dC, da, db) through the recorded iterations (SPEC 4.3 a); cost gradients by the envelope.
     n_iter is clamped to the recorded history by the kernels."""
@@ -279,25 +277,153 @@ def _unrolled_backward_op(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_his
     return dC, da, db
 
 
-@_unrolled_backward_op.register_fake
-def _(C, a, b, f_hist, g_hist, n_iter, G, gcost, eps):
+def _unrolled_backward_fake(C, a, b, f_hist, g_hist, n_iter, G, gcost, eps):
     op = "sinkhorn_unrolled_backward"
     _check_backward_args(op, C, a, b, G, gcost, eps)
     _check_history(op, C, f_hist, g_hist, n_iter)
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
 
+def _check_solve_args(P: Tensor, w: Tensor) -> None:
+    op = "sinkhorn_implicit_solve"
+    check_op_tensor(op, "P", P, _FLOATS, 3)
+    batch, n, m = P.shape
+    _check_side(op, "w", w, (batch, n + m), P)
+
+
+def _solve_impl(P: Tensor, w: Tensor) -> Tensor:
+    """x = H^+ w (B, n + m) for the plan P (B, n, m), H = [[diag(P 1), P], [P^T, diag(P^T 1)]]: the
+    solution on H's range (w projected onto it first: _sinkhorn_derivatives.project), by the implicit
+    backward's conjugate gradient."""
+    _check_solve_args(P, w)
+    batch, n, m = P.shape
+    if P.numel() == 0:
+        return torch.zeros_like(w)
+    wt = marginals(P)
+    support = (wt > 0).to(torch.float64)
+    rhs = project(w.to(torch.float64), support, n).contiguous()
+    x = torch.zeros_like(rhs)
+    addr = _native.address
+    _native.launch("sinkhorn_implicit_solve", "sinkhorn_implicit_solve", P, addr(P), addr(rhs), addr(wt), addr(x),
+                   batch, n, m, _CG_TOL[P.dtype], 10 * (n + m) + 100, _native.dtype_code(P),
+                   workspace=("sinkhorn_work_bytes", (batch, n, m)))
+    return project(x, support, n).to(P.dtype)
+
+
+def _solve_fake(P, w):
+    _check_solve_args(P, w)
+    return torch.empty_like(w)
+
+
+def _solve_setup(ctx, inputs, output) -> None:
+    save(ctx, inputs[0], output)
+
+
+_solve_backward, _solve_jvp = solve_derivatives(lambda P, w: SOLVE(P, w))
+SOLVE = define("sinkhorn_implicit_solve", _solve_impl, _solve_fake, kinds=(ROW, ROW), setup=_solve_setup,
+               backward=_solve_backward, jvp=_solve_jvp)
+
+
+def _solution(da: Tensor, db: Tensor, f: Tensor, g: Tensor, gcost: Optional[Tensor], eps: float) -> Tensor:
+    """The implicit backward's system solution [u; v] from its weight gradients (da, db) = (u, v) +
+    gcost (f - eps/2, g - eps/2)."""
+    x = torch.cat((da, db), -1)
+    if gcost is not None:
+        x = x - gcost[..., None] * (torch.cat((f, g), -1) - 0.5 * eps)
+    return x
+
+
+def _implicit_setup(ctx, inputs, output) -> None:
+    C, a, b, P, f, g, G, gcost, eps = inputs
+    _, da, db = output
+    ctx.eps = eps
+    save(ctx, C, a, b, P, f, g, G, gcost, da, db)
+
+
+def _implicit_derivative(ctx, tC, ta, tb):
+    """The implicit backward's derivative with respect to (C, a, b) (the plan and the potentials are
+    functions of them): the Hessian-vector product, and the plan's tangent."""
+    C, a, b, P, f, g, G, gcost, da, db = ctx.saved_tensors
+    u = _solution(da, db, f, g, gcost, ctx.eps)
+    return hvp(SOLVE, C, a, b, P, G, gcost, u, ctx.eps, tC, ta, tb)
+
+
+def _implicit_backward_backward(ctx, sC, sa, sb):
+    C, a, b, P, f, g, G, gcost, _, _ = ctx.saved_tensors
+    (hC, ha, hb), dP = _implicit_derivative(ctx, sC, sa, sb)
+    gG = dP if G is not None else None
+    ggc = cost_tangent(P, f, g, ctx.eps, sC, sa, sb) if gcost is not None else None
+    return hC, ha, hb, None, None, None, gG, ggc, None
+
+
+def _implicit_backward_jvp(ctx, tC, ta, tb, _tP, _tf, _tg, tG, tgcost, _teps):
+    (hC, ha, hb), _ = _implicit_derivative(ctx, tC, ta, tb)
+    if tG is not None or tgcost is not None:  # linear in (G, gcost)
+        C, a, b, P, f, g = ctx.saved_tensors[:6]
+        lC, la, lb = IMPLICIT(C, a, b, P, f, g, None if tG is None else tG.contiguous(), tgcost, ctx.eps)
+        hC, ha, hb = hC + lC, ha + la, hb + lb
+    return hC, ha, hb
+
+
+IMPLICIT = define("sinkhorn_implicit_backward", _implicit_backward_impl, _implicit_backward_fake,
+                  kinds=(ROW,) * 8 + (None,), setup=_implicit_setup, backward=_implicit_backward_backward,
+                  jvp=_implicit_backward_jvp)
+
+
+def _unrolled_setup(ctx, inputs, output) -> None:
+    C, a, b, f_hist, g_hist, n_iter, G, gcost, eps = inputs
+    ctx.eps = eps
+    save(ctx, C, a, b, f_hist, g_hist, n_iter, G, gcost)
+
+
+def _unrolled_first(ctx):
+    """The unrolled backward as a torch function of (C, a, b, G, gcost) (the replayed iterations)."""
+    C, a, b, f_hist, g_hist, n_iter, G, gcost = ctx.saved_tensors
+    steps, g0, eps = f_hist.shape[1], g_hist[:, 0], ctx.eps
+
+    def first(C, a, b, G, gcost):
+        return unrolled_first_order(C, a, b, G, gcost, g0, n_iter, steps, eps)
+
+    return first, (C, a, b, G, gcost)
+
+
+def _unrolled_backward_backward(ctx, sC, sa, sb):
+    first, (C, a, b, G, gcost) = _unrolled_first(ctx)
+    G0 = torch.zeros_like(C) if G is None else G
+    gc0 = C.new_zeros(C.shape[:-2]) if gcost is None else gcost
+    _, pull = torch.func.vjp(first, C, a, b, G0, gc0)
+    hC, ha, hb, gG, ggc = pull((sC, sa, sb))
+    return (hC, ha, hb, None, None, None, gG if G is not None else None, ggc if gcost is not None else None, None)
+
+
+def _unrolled_backward_jvp(ctx, tC, ta, tb, _tfh, _tgh, _tn, tG, tgcost, _teps):
+    first, (C, a, b, G, gcost) = _unrolled_first(ctx)
+    tangents = tuple(torch.zeros_like(p) if t is None else t for p, t in ((C, tC), (a, ta), (b, tb)))
+    hC, ha, hb = torch.func.jvp(lambda C, a, b: first(C, a, b, G, gcost), (C, a, b), tangents)[1]
+    if tG is not None or tgcost is not None:  # linear in (G, gcost)
+        f_hist, g_hist, n_iter = ctx.saved_tensors[3:6]
+        lC, la, lb = UNROLLED(C, a, b, f_hist, g_hist, n_iter, None if tG is None else tG.contiguous(), tgcost,
+                              ctx.eps)
+        hC, ha, hb = hC + lC, ha + la, hb + lb
+    return hC, ha, hb
+
+
+UNROLLED = define("sinkhorn_unrolled_backward", _unrolled_backward_impl, _unrolled_backward_fake,
+                  kinds=(ROW,) * 8 + (None,), setup=_unrolled_setup, backward=_unrolled_backward_backward,
+                  jvp=_unrolled_backward_jvp)
+
+
 def _setup(ctx, inputs, output) -> None:
-    C, a, b, eps, _max_iter, _tol, _check_every, unroll, _check_weights, _caller = inputs
+    C, a, b, eps, _max_iter, _tol, _check_every, unroll = inputs[:8]
     P, f, g, cost, n_iter, err, f_hist, g_hist = output
     ctx.mark_non_differentiable(f, g, n_iter, err, f_hist, g_hist)
     ctx.set_materialize_grads(False)  # an unused plan gradient stays None: envelope only, no CG
     ctx.eps = eps
     ctx.unroll = unroll
     if unroll:
-        ctx.save_for_backward(C, a, b, f_hist, g_hist, n_iter)
+        save(ctx, C, a, b, P, f, g, f_hist, g_hist, n_iter)
     else:
-        ctx.save_for_backward(C, a, b, P, f, g)
+        save(ctx, C, a, b, P, f, g)
 
 
 def _backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
@@ -306,19 +432,36 @@ def _backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
         return (None, None, None) + none
     G = None if gP is None else gP.contiguous()
     gc = None if gcost is None else gcost.contiguous()
+    C, a, b, P, f, g = ctx.saved_tensors[:6]
     if ctx.unroll:
-        C, a, b, f_hist, g_hist, n_iter = ctx.saved_tensors
-        dC, da, db = torch.ops.diffcomb.sinkhorn_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, G, gc, ctx.eps)
+        f_hist, g_hist, n_iter = ctx.saved_tensors[6:]
+        dC, da, db = UNROLLED(C, a, b, f_hist, g_hist, n_iter, G, gc, ctx.eps)
     else:
         # Exact for the returned plan whether or not the forward converged (a forward that did
         # not has warned already, on the CPU).
-        C, a, b, P, f, g = ctx.saved_tensors
-        dC, da, db = torch.ops.diffcomb.sinkhorn_implicit_backward(C, a, b, P, f, g, G, gc, ctx.eps)
+        dC, da, db = IMPLICIT(C, a, b, P, f, g, G, gc, ctx.eps)
     need = ctx.needs_input_grad
     return (dC if need[0] else None, da if need[1] else None, db if need[2] else None) + none
 
 
-torch.library.register_autograd("diffcomb::sinkhorn", _backward, setup_context=_setup)
+def _jvp(ctx, tC, ta, tb, *_):
+    """Forward mode: the plan's tangent (implicit: the implicit system, _sinkhorn_derivatives; unrolled:
+    the replayed iterations) and the cost's envelope derivative (SPEC 4.2), the transposes of the
+    backward passes."""
+    C, a, b, P, f, g = ctx.saved_tensors[:6]
+    eps = ctx.eps
+    if ctx.unroll:
+        f_hist, g_hist, n_iter = ctx.saved_tensors[6:]
+        tangents = tuple(torch.zeros_like(p) if t is None else t for p, t in ((C, tC), (a, ta), (b, tb)))
+        dP = torch.func.jvp(lambda C, a, b: replay(C, a, b, g_hist[:, 0], n_iter, f_hist.shape[1], eps)[0],
+                            (C, a, b), tangents)[1]
+    else:
+        dP = plan_tangent(SOLVE, P, eps, tC, ta, tb)[0]
+    return dP, None, None, cost_tangent(P, f, g, eps, tC, ta, tb), None, None, None, None
+
+
+FORWARD = define("sinkhorn", _sinkhorn_impl, _sinkhorn_fake, kinds=(ROW, ROW, ROW) + (None,) * 7, setup=_setup,
+                 backward=_backward, jvp=_jvp)
 
 
 def solve(fn: str, C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
@@ -326,7 +469,6 @@ def solve(fn: str, C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     """(P, f, g, cost, n_iter, err) of contiguous (B, n, m) problems through the custom op, which
     checks the weights when asked and warns (on the CPU) about problems that did not converge, in
     the name of the public function fn."""
-    P, f, g, cost, n_iter, err, _, _ = torch.ops.diffcomb.sinkhorn(
-        C.contiguous(), a.contiguous(), b.contiguous(), eps, max_iter, tol, check_every, unroll, check_weights, fn)
+    P, f, g, cost, n_iter, err, _, _ = FORWARD(C.contiguous(), a.contiguous(), b.contiguous(), eps, max_iter, tol,
+                                               check_every, unroll, check_weights, fn)
     return P, f, g, cost, n_iter, err
-
