@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["cost_tangent", "hvp", "marginals", "plan_tangent", "project", "replay", "solve_derivatives",
+__all__ = ["cost_tangent", "hvp", "jvp_by_vjp", "marginals", "plan_cotangent", "plan_tangent", "project", "replay", "solve_derivatives",
            "unrolled_first_order"]
 
 
@@ -113,6 +113,16 @@ def plan_tangent(solve: Callable[[Tensor, Tensor], Tensor], P: Tensor, eps: floa
     return P * scaled, x
 
 
+def plan_cotangent(solve: Callable[[Tensor, Tensor], Tensor], P: Tensor, eps: float,
+                   G: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dC, da, db): the transpose of plan_tangent (SPEC 4.3 b with the plan's own marginals), as torch ops
+    around ``solve``: the plan's vector-Jacobian product where it must be differentiable again."""
+    n = P.shape[-2]
+    Q = G * P
+    x = solve(P, _line_sums(Q))
+    return (P * _outer_sum(x, n) - Q) / eps, x[..., :n], x[..., n:]
+
+
 def cost_tangent(P: Tensor, f: Tensor, g: Tensor, eps: float, tC: Optional[Tensor], ta: Optional[Tensor],
                  tb: Optional[Tensor]) -> Tensor:
     """The envelope derivative of OT_eps (SPEC 4.2): <P, dC> + <f - eps/2, da> + <g - eps/2, db>."""
@@ -177,6 +187,20 @@ def replay(C: Tensor, a: Tensor, b: Tensor, g0: Tensor, n_iter: Tensor, steps: i
         g = torch.where(live, g_new, g)
     P = torch.exp(la[..., :, None] + lb[..., None, :] + (f[..., :, None] + g[..., None, :] - C) / eps)
     return P, f, g
+
+
+def jvp_by_vjp(fn: Callable[..., object], primals: tuple, tangents: tuple) -> object:
+    """The Jacobian-vector product of fn (tensors to a tensor or a tuple of tensors) at primals in the
+    direction tangents, as the vector-Jacobian product of fn's (linear) pullback: reverse mode only, so
+    it also runs inside a forward-mode level (torch.autograd.forward_ad, torch.func.jvp), which cannot
+    nest."""
+    tangents = tuple(torch.zeros_like(p) if t is None else t for p, t in zip(primals, tangents))
+    out, pull = torch.func.vjp(fn, *primals)
+    single = isinstance(out, Tensor)
+    zeros = torch.zeros_like(out) if single else tuple(torch.zeros_like(o) for o in out)
+    _, pull_pull = torch.func.vjp(pull, zeros)
+    (result,) = pull_pull(tangents)
+    return result
 
 
 def unrolled_first_order(C: Tensor, a: Tensor, b: Tensor, G: Optional[Tensor], gcost: Optional[Tensor],

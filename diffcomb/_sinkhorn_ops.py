@@ -24,7 +24,7 @@ from torch import Tensor
 from . import _native
 from ._autodiff import ROW, define, save
 from ._checks import check_op, check_op_tensor, message
-from ._sinkhorn_derivatives import (cost_tangent, hvp, marginals, plan_tangent, project, replay, solve_derivatives,
+from ._sinkhorn_derivatives import (cost_tangent, hvp, jvp_by_vjp, marginals, plan_tangent, project, replay, solve_derivatives,
                                     unrolled_first_order)
 
 __all__ = ["BACKWARDS", "FORWARD", "IMPLICIT", "SOLVE", "UNROLLED", "default_tol", "solve"]
@@ -73,13 +73,13 @@ def _weights_error(fn: str, a: Tensor, b: Tensor) -> Optional[str]:
 _INTERNAL_PATHS = tuple(os.path.dirname(path) + os.sep for path in (__file__, torch.__file__))
 
 
-def _warn(text: str) -> None:
-    """A UserWarning attributed to the first caller outside diffcomb and torch (the user's line,
+def warn(text: str, category: type = UserWarning) -> None:
+    """A warning (UserWarning by default) attributed to the first caller outside diffcomb and torch (the user's line,
     also when the custom op runs inside a compiled graph)."""
     frame, level = sys._getframe(1), 2
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PATHS):
         frame, level = frame.f_back, level + 1
-    warnings.warn(text, UserWarning, stacklevel=level - 1 if frame is None else level)
+    warnings.warn(text, category, stacklevel=level - 1 if frame is None else level)
 
 
 def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None:
@@ -89,7 +89,7 @@ def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None
     count = int(bad.sum())
     if count:
         worst = float(err[bad].max())
-        _warn(message(fn, f"Sinkhorn did not converge in {count} of {err.numel()} problem(s): stopped at "
+        warn(message(fn, f"Sinkhorn did not converge in {count} of {err.numel()} problem(s): stopped at "
               f"max_iter={max_iter} with a row-marginal error sum_i |sum_j P_ij - a_i| of up to {worst:.3g} > "
               f"tol={tol:g}, so the plan (and its gradient) is that far from the transport between a and b. "
               f"Increase max_iter, or epsilon (it is on the scale of the cost: rescale a large cost); "
@@ -398,8 +398,7 @@ def _unrolled_backward_backward(ctx, sC, sa, sb):
 
 def _unrolled_backward_jvp(ctx, tC, ta, tb, _tfh, _tgh, _tn, tG, tgcost, _teps):
     first, (C, a, b, G, gcost) = _unrolled_first(ctx)
-    tangents = tuple(torch.zeros_like(p) if t is None else t for p, t in ((C, tC), (a, ta), (b, tb)))
-    hC, ha, hb = torch.func.jvp(lambda C, a, b: first(C, a, b, G, gcost), (C, a, b), tangents)[1]
+    hC, ha, hb = jvp_by_vjp(lambda C, a, b: first(C, a, b, G, gcost), (C, a, b), (tC, ta, tb))
     if tG is not None or tgcost is not None:  # linear in (G, gcost)
         f_hist, g_hist, n_iter = ctx.saved_tensors[3:6]
         lC, la, lb = UNROLLED(C, a, b, f_hist, g_hist, n_iter, None if tG is None else tG.contiguous(), tgcost,
@@ -452,9 +451,8 @@ def _jvp(ctx, tC, ta, tb, *_):
     eps = ctx.eps
     if ctx.unroll:
         f_hist, g_hist, n_iter = ctx.saved_tensors[6:]
-        tangents = tuple(torch.zeros_like(p) if t is None else t for p, t in ((C, tC), (a, ta), (b, tb)))
-        dP = torch.func.jvp(lambda C, a, b: replay(C, a, b, g_hist[:, 0], n_iter, f_hist.shape[1], eps)[0],
-                            (C, a, b), tangents)[1]
+        dP = jvp_by_vjp(lambda C, a, b: replay(C, a, b, g_hist[:, 0], n_iter, f_hist.shape[1], eps)[0],
+                        (C, a, b), (tC, ta, tb))
     else:
         dP = plan_tangent(SOLVE, P, eps, tC, ta, tb)[0]
     return dP, None, None, cost_tangent(P, f, g, eps, tC, ta, tb), None, None, None, None
