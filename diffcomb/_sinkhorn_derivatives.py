@@ -29,8 +29,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["cost_tangent", "hvp", "jvp_by_vjp", "marginals", "plan_cotangent", "plan_tangent", "project", "replay", "solve_derivatives",
-           "unrolled_first_order"]
+__all__ = ["cost_tangent", "hvp", "jvp_by_vjp", "marginals", "plan_cotangent", "plan_tangent", "project", "replay",
+           "solve_derivatives", "unrolled_first_order"]
 
 
 def _zeros(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -172,11 +172,17 @@ def hvp(solve: Callable[[Tensor, Tensor], Tensor], C: Tensor, a: Tensor, b: Tens
 # Unrolled mode: the recorded iterations replayed with torch ops.
 
 
+def _log_weight(w: Tensor) -> Tensor:
+    """log w, -inf at zero weights with a zero derivative there (a zero weight stays out of the sums)."""
+    positive = w > 0
+    return torch.where(positive, torch.where(positive, w, torch.ones_like(w)).log(), torch.full_like(w, -torch.inf))
+
+
 def replay(C: Tensor, a: Tensor, b: Tensor, g0: Tensor, n_iter: Tensor, steps: int,
            eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """(P, f, g) after each problem's own n_iter of the ``steps`` recorded iterations of SPEC 4.1 from
     g0 (the kernel's initial potential), as differentiable torch ops."""
-    la, lb = a.log(), b.log()
+    la, lb = _log_weight(a), _log_weight(b)
     f = torch.zeros_like(a)
     g = g0
     for t in range(steps):

@@ -1,13 +1,16 @@
 """The Sinkhorn family's custom ops (SPEC.md section 4): log-domain Sinkhorn on contiguous
-``(B, n, m)`` batches, with its two backward passes, registered with ``torch.library`` (fake
-implementations and autograd), so every public function of the family works under
-``torch.compile(fullgraph=True)``, ``torch.autograd.gradcheck`` and ``torch.library.opcheck``.
+``(B, n, m)`` batches, its two backward passes and the implicit system alone, each wired by
+``diffcomb._autodiff.define`` (custom op with fake implementation and autograd, and the eager
+autograd.Function with forward mode and a folding vmap rule), so every public function of the family
+works under every autodiff mode, ``torch.compile(fullgraph=True)``, ``gradcheck`` and ``opcheck``.
 
 The native kernels (csrc/sinkhorn) solve every problem of the batch to its own convergence and
 compute the backward either by implicit differentiation of the optimality conditions (conjugate
 gradient on SPEC 4.3's system) or by replaying the recorded iterations in reverse (unrolling).
-The public functions (diffcomb.transport, diffcomb.transport_sort, diffcomb.transport_permutation)
-validate, broadcast and flatten, then call :func:`solve`.
+Forward mode and the backward passes' own derivatives are diffcomb._sinkhorn_derivatives (the same
+implicit system, solved by the same conjugate gradient; the unrolled iterations replayed with torch
+ops). The public functions (diffcomb.transport, diffcomb.transport_sort,
+diffcomb.transport_permutation) validate, broadcast and flatten, then call :func:`solve`.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from torch import Tensor
 from . import _native
 from ._autodiff import ROW, define, save
 from ._checks import check_op, check_op_tensor, message
-from ._sinkhorn_derivatives import (cost_tangent, hvp, jvp_by_vjp, marginals, plan_tangent, project, replay, solve_derivatives,
-                                    unrolled_first_order)
+from ._sinkhorn_derivatives import (cost_tangent, hvp, jvp_by_vjp, marginals, plan_tangent, project, replay,
+                                    solve_derivatives, unrolled_first_order)
 
-__all__ = ["BACKWARDS", "FORWARD", "IMPLICIT", "SOLVE", "UNROLLED", "default_tol", "solve"]
+__all__ = ["BACKWARDS", "FORWARD", "IMPLICIT", "SOLVE", "UNROLLED", "default_tol", "solve", "solve_system",
+           "warn"]
 
 BACKWARDS = ("implicit", "unroll")
 _DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-6}  # SPEC 4.1
@@ -319,7 +323,13 @@ def _solve_setup(ctx, inputs, output) -> None:
     save(ctx, inputs[0], output)
 
 
-_solve_backward, _solve_jvp = solve_derivatives(lambda P, w: SOLVE(P, w))
+def solve_system(P: Tensor, w: Tensor) -> Tensor:
+    """SOLVE on contiguous arguments (cotangents and tangents may be expanded): the callable that the
+    derivative formulas (diffcomb._sinkhorn_derivatives) receive."""
+    return SOLVE(P.contiguous(), w.contiguous())
+
+
+_solve_backward, _solve_jvp = solve_derivatives(solve_system)
 SOLVE = define("sinkhorn_implicit_solve", _solve_impl, _solve_fake, kinds=(ROW, ROW), setup=_solve_setup,
                backward=_solve_backward, jvp=_solve_jvp)
 
@@ -345,7 +355,7 @@ def _implicit_derivative(ctx, tC, ta, tb):
     functions of them): the Hessian-vector product, and the plan's tangent."""
     C, a, b, P, f, g, G, gcost, da, db = ctx.saved_tensors
     u = _solution(da, db, f, g, gcost, ctx.eps)
-    return hvp(SOLVE, C, a, b, P, G, gcost, u, ctx.eps, tC, ta, tb)
+    return hvp(solve_system, C, a, b, P, G, gcost, u, ctx.eps, tC, ta, tb)
 
 
 def _implicit_backward_backward(ctx, sC, sa, sb):
@@ -454,7 +464,7 @@ def _jvp(ctx, tC, ta, tb, *_):
         dP = jvp_by_vjp(lambda C, a, b: replay(C, a, b, g_hist[:, 0], n_iter, f_hist.shape[1], eps)[0],
                         (C, a, b), (tC, ta, tb))
     else:
-        dP = plan_tangent(SOLVE, P, eps, tC, ta, tb)[0]
+        dP = plan_tangent(solve_system, P, eps, tC, ta, tb)[0]
     return dP, None, None, cost_tangent(P, f, g, eps, tC, ta, tb), None, None, None, None
 
 

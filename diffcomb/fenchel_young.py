@@ -41,7 +41,7 @@ from ._isotonic_checks import check_regularization, check_strength
 from ._isotonic_ops import to_rows
 from ._autodiff import ROW, define, save
 from ._sinkhorn_derivatives import plan_cotangent, plan_tangent
-from ._sinkhorn_ops import SOLVE, warn
+from ._sinkhorn_ops import solve_system, warn
 from .transport import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
@@ -216,7 +216,7 @@ def _backward_birkhoff(ctx, grad_loss, grad_P, _grad_valid, _grad_converged):
         grad = grad + grad_loss.view(-1, 1, 1) * (P - target)
     if grad_P is not None:
         plan, n = _plan_of(P)
-        grad = grad - plan_cotangent(SOLVE, plan, ctx.eps, n * grad_P)[0]
+        grad = grad - plan_cotangent(solve_system, plan, ctx.eps, n * grad_P)[0]
     grad = torch.where(valid.view(-1, 1, 1), grad, torch.full_like(grad, math.nan))
     return grad, None, None, None, None
 
@@ -224,7 +224,7 @@ def _backward_birkhoff(ctx, grad_loss, grad_P, _grad_valid, _grad_converged):
 def _jvp_birkhoff(ctx, t_theta, *_):
     target, P, valid = ctx.saved_tensors
     plan, n = _plan_of(P)
-    dP = n * plan_tangent(SOLVE, plan, ctx.eps, -t_theta, None, None)[0]
+    dP = n * plan_tangent(solve_system, plan, ctx.eps, -t_theta, None, None)[0]
     dloss = ((P - target) * t_theta).sum((-2, -1))
     dloss = torch.where(valid, dloss, torch.full_like(dloss, math.nan))
     return dloss, dP, None, None
