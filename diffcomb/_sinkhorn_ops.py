@@ -343,6 +343,15 @@ def _solution(da: Tensor, db: Tensor, f: Tensor, g: Tensor, gcost: Optional[Tens
     return x
 
 
+def _plus_linear(h: tuple, op, saved: tuple, tG: Optional[Tensor], tgcost: Optional[Tensor], eps: float) -> tuple:
+    """h plus a backward op (op(): IMPLICIT or UNROLLED) at the tangents (tG, tgcost): the part of the
+    backward's forward-mode derivative that is linear in (G, gcost)."""
+    if tG is None and tgcost is None:
+        return tuple(h)
+    linear = op()(*saved, None if tG is None else tG.contiguous(), tgcost, eps)
+    return tuple(x + y for x, y in zip(h, linear))
+
+
 def _implicit_setup(ctx, inputs, output) -> None:
     C, a, b, P, f, g, G, gcost, eps = inputs
     _, da, db = output
@@ -367,12 +376,8 @@ def _implicit_backward_backward(ctx, sC, sa, sb):
 
 
 def _implicit_backward_jvp(ctx, tC, ta, tb, _tP, _tf, _tg, tG, tgcost, _teps):
-    (hC, ha, hb), _ = _implicit_derivative(ctx, tC, ta, tb)
-    if tG is not None or tgcost is not None:  # linear in (G, gcost)
-        C, a, b, P, f, g = ctx.saved_tensors[:6]
-        lC, la, lb = IMPLICIT(C, a, b, P, f, g, None if tG is None else tG.contiguous(), tgcost, ctx.eps)
-        hC, ha, hb = hC + lC, ha + la, hb + lb
-    return hC, ha, hb
+    return _plus_linear(_implicit_derivative(ctx, tC, ta, tb)[0], lambda: IMPLICIT, ctx.saved_tensors[:6], tG,
+                        tgcost, ctx.eps)
 
 
 IMPLICIT = define("sinkhorn_implicit_backward", _implicit_backward_impl, _implicit_backward_fake,
@@ -408,13 +413,8 @@ def _unrolled_backward_backward(ctx, sC, sa, sb):
 
 def _unrolled_backward_jvp(ctx, tC, ta, tb, _tfh, _tgh, _tn, tG, tgcost, _teps):
     first, (C, a, b, G, gcost) = _unrolled_first(ctx)
-    hC, ha, hb = jvp_by_vjp(lambda C, a, b: first(C, a, b, G, gcost), (C, a, b), (tC, ta, tb))
-    if tG is not None or tgcost is not None:  # linear in (G, gcost)
-        f_hist, g_hist, n_iter = ctx.saved_tensors[3:6]
-        lC, la, lb = UNROLLED(C, a, b, f_hist, g_hist, n_iter, None if tG is None else tG.contiguous(), tgcost,
-                              ctx.eps)
-        hC, ha, hb = hC + lC, ha + la, hb + lb
-    return hC, ha, hb
+    h = jvp_by_vjp(lambda C, a, b: first(C, a, b, G, gcost), (C, a, b), (tC, ta, tb))
+    return _plus_linear(h, lambda: UNROLLED, ctx.saved_tensors[:6], tG, tgcost, ctx.eps)
 
 
 UNROLLED = define("sinkhorn_unrolled_backward", _unrolled_backward_impl, _unrolled_backward_fake,
