@@ -29,7 +29,6 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Optional
 
 import torch
@@ -41,6 +40,8 @@ from ._checks import check_target
 from ._isotonic_checks import check_regularization, check_strength
 from ._autodiff import ROW, define, save
 from ._isotonic_ops import PROJECT_RANK, project_rank_impl, to_rows
+from ._sinkhorn_derivatives import plan_cotangent, plan_tangent
+from ._sinkhorn_ops import solve_system, warn
 from .transport import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
@@ -164,10 +165,11 @@ FY_PERMUTAHEDRON = define("fenchel_young_permutahedron", _fy_permutahedron_impl,
 # P = argmax <theta, P> - eps <P, log P> (SPEC 4.1 with C = -theta, a = b = 1/n, P = n x plan).
 
 
-@torch.library.custom_op("diffcomb::fenchel_young_birkhoff", mutates_args=())
-def _fy_birkhoff_op(theta: Tensor, target: Tensor, eps: float, max_iter: int,
-                    tol: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(loss (B), prediction (B, n, n), valid (B) bool, converged (B) bool) for theta, target (B, n, n)."""
+def _fy_birkhoff_impl(theta: Tensor, target: Tensor, eps: float, max_iter: int,
+                      tol: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss (B), prediction (B, n, n), valid (B) bool, converged (B) bool) for theta, target (B, n, n).
+    Warns (RuntimeWarning, in the op, so that compiled graphs warn too) when some problem did not
+    converge."""
     batch, n, _ = theta.shape
     if n == 0:
         flags = torch.ones(batch, dtype=torch.bool, device=theta.device)
@@ -185,11 +187,15 @@ def _fy_birkhoff_op(theta: Tensor, target: Tensor, eps: float, max_iter: int,
     loss = (eps * (first + second)).clamp_min(0.0)  # >= 0 in exact arithmetic, up to rounding
     valid = _in_birkhoff(target)
     loss = torch.where(valid, loss, torch.full_like(loss, math.inf))
-    return loss, P, valid, res.converged
+    converged = res.converged
+    if theta.device.type != "meta" and batch and not bool(converged.all()):
+        warn(message("fenchel_young_loss", f"Sinkhorn did not converge within max_iter={max_iter} for "
+                     f"{int((~converged).sum())} of {batch} problem(s); the loss and its gradient are inexact (raise "
+                     "max_iter or regularization_strength)"), RuntimeWarning)
+    return loss, P, valid, converged
 
 
-@_fy_birkhoff_op.register_fake
-def _(theta, target, eps, max_iter, tol):
+def _fy_birkhoff_fake(theta, target, eps, max_iter, tol):
     batch = theta.shape[0]
     flags = theta.new_empty(batch, dtype=torch.bool)
     return theta.new_empty(batch), torch.empty_like(theta), flags, torch.empty_like(flags)
@@ -198,25 +204,45 @@ def _(theta, target, eps, max_iter, tol):
 def _setup_birkhoff(ctx, inputs, output) -> None:
     theta, target, eps, max_iter, tol = inputs
     _, P, valid, converged = output
-    ctx.mark_non_differentiable(P, valid, converged)
-    ctx.save_for_backward(theta, target, P, valid)
-    ctx.eps, ctx.max_iter, ctx.tol = eps, max_iter, tol
+    ctx.mark_non_differentiable(valid, converged)
+    ctx.set_materialize_grads(False)  # no prediction gradient: no solve
+    save(ctx, target, P, valid)
+    ctx.eps = eps
 
 
-def _backward_birkhoff(ctx, grad_loss, _grad_P, _grad_valid, _grad_converged):
-    theta, target, P, valid = ctx.saved_tensors
-    n = theta.shape[-1]
-    if torch.is_grad_enabled() and n > 0:
-        # create_graph=True: rebuild the plan with diffcomb.sinkhorn's differentiable op (implicit
-        # differentiation), so that second derivatives are exact at convergence.
-        P = n * sinkhorn(-theta, epsilon=ctx.eps, max_iter=ctx.max_iter, tol=ctx.tol).plan
-    grad = grad_loss.view(-1, 1, 1) * (P - target)
+def _plan_of(P: Tensor) -> tuple[Tensor, int]:
+    n = P.shape[-1]
+    return P / max(n, 1), n
+
+
+def _backward_birkhoff(ctx, grad_loss, grad_P, _grad_valid, _grad_converged):
+    # The prediction P = n plan(C = -theta) is a differentiable output (its derivative: the implicit
+    # system, diffcomb._sinkhorn_derivatives), so this formula differentiates again: the Hessian of the
+    # loss is the prediction's Jacobian.
+    target, P, valid = ctx.saved_tensors
+    if grad_loss is None and grad_P is None:
+        return None, None, None, None, None
+    grad = torch.zeros_like(P)
+    if grad_loss is not None:
+        grad = grad + grad_loss.view(-1, 1, 1) * (P - target)
+    if grad_P is not None:
+        plan, n = _plan_of(P)
+        grad = grad - plan_cotangent(solve_system, plan, ctx.eps, n * grad_P)[0]
     grad = torch.where(valid.view(-1, 1, 1), grad, torch.full_like(grad, math.nan))
     return grad, None, None, None, None
 
 
-torch.library.register_autograd("diffcomb::fenchel_young_birkhoff", _backward_birkhoff,
-                                setup_context=_setup_birkhoff)
+def _jvp_birkhoff(ctx, t_theta, *_):
+    target, P, valid = ctx.saved_tensors
+    plan, n = _plan_of(P)
+    dP = n * plan_tangent(solve_system, plan, ctx.eps, -t_theta, None, None)[0]
+    dloss = ((P - target) * t_theta).sum((-2, -1))
+    dloss = torch.where(valid, dloss, torch.full_like(dloss, math.nan))
+    return dloss, dP, None, None
+
+
+FY_BIRKHOFF = define("fenchel_young_birkhoff", _fy_birkhoff_impl, _fy_birkhoff_fake, kinds=(ROW, ROW, None, None, None),
+                     setup=_setup_birkhoff, backward=_backward_birkhoff, jvp=_jvp_birkhoff)
 
 
 # ---------------------------------------------------------------------------
@@ -354,9 +380,5 @@ def fenchel_young_loss(
     rows = theta.to(dtype).reshape(batch, n, n).contiguous()
     target_rows = target.to(dtype).reshape(batch, n, n).contiguous()
     tol_value = _DEFAULT_TOL[dtype] if tol is None else tol
-    loss, _, _, converged = torch.ops.diffcomb.fenchel_young_birkhoff(rows, target_rows, eps, max_iter, tol_value)
-    if not torch.compiler.is_compiling() and theta.device.type != "meta" and batch and not bool(converged.all()):
-        warnings.warn(message(fn, f"Sinkhorn did not converge within max_iter={max_iter} for "
-                                  f"{int((~converged).sum())} of {batch} problem(s); the loss and its gradient are "
-                                  "inexact (raise max_iter or regularization_strength)"), RuntimeWarning, stacklevel=2)
+    loss = FY_BIRKHOFF(rows, target_rows, eps, max_iter, tol_value)[0]
     return reduce(loss.reshape(lead).to(theta.dtype), reduction)

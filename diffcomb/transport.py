@@ -111,6 +111,13 @@ def sinkhorn(cost: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = Non
         ``tol / epsilon`` relative on well-conditioned problems (up to ``tol * n_iter / epsilon``
         on slowly converging ones): lower ``tol`` when that matters.
 
+        Autodiff: every mode (``torch.func`` transforms, ``vmap``, forward mode, double backward).
+        Forward mode and the second derivatives solve the implicit system again (one conjugate
+        gradient per direction); with ``backward="unroll"`` they replay the recorded iterations with
+        torch ops (``O(T n m)`` time and memory). The cost's second derivative is that of its envelope
+        gradient (symmetric at convergence). They hold zero weights at 0 (reverse mode gives the
+        one-sided derivative of moving mass onto them).
+
         Convergence: a problem that stops at ``max_iter`` with a marginal error above ``tol`` has
         ``converged = False``, and the call emits one ``UserWarning`` naming the worst error (raise
         ``max_iter`` or ``epsilon``). The warning is given on every device, also inside

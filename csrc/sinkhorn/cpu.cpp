@@ -328,6 +328,24 @@ void implicit_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b,
   });
 }
 
+void implicit_solve_cpu(std::uintptr_t P, std::uintptr_t rhs, std::uintptr_t wt, std::uintptr_t x, int64_t batch,
+                        int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype, int threads) {
+  check_implicit_solve(P, rhs, wt, x, batch, n, m, cg_max_iter, dtype);
+  if (batch == 0 || n == 0 || m == 0) return;
+  const SolveBatch A{P, rhs, wt, x, n, m, cg_tol, cg_max_iter};
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    parallel_rows(batch, threads, 100 * n * m, [&](int64_t begin, int64_t end) {
+      std::vector<double> cg(4 * (n + m));
+      for (int64_t bi = begin; bi < end; ++bi) {
+        const ImplicitProblem<T> p = solve_problem_at<T>(A, bi);
+        ImplicitSweeper<T> s(p);
+        solve_problem(s, p, A, bi, cg.data());
+      }
+    });
+  });
+}
+
 void unrolled_backward_cpu(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
                            std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
                            std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
