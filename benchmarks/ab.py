@@ -9,7 +9,7 @@ Why paired: on a shared machine the speed of the same code drifts by 10-30% with
 the 5% a regression gate must resolve. Here two worker processes (one per tree, each importing its own
 diffcomb) hold the same seeded inputs; for every workload, contender and mode (forward, and
 forward+backward) the parent asks them in turn A B, B A, A B, ... for one block of calls each (one
-block = calls until ``--block`` seconds, at least 3, after one warm-up call) and takes the median time
+block = calls until ``--block`` seconds, at least one; the first block of each side warms up first) and takes the median time
 per call of each block. Only one worker runs at a time. The ratio A/B is taken round by round (adjacent
 blocks see the same machine), and the table reports its median over the rounds with the lowest and
 highest round; a median above 1.05 with a lowest round above 1 is a real slowdown.
@@ -72,14 +72,15 @@ def _worker(suite: str, contenders: list[str], threads: int) -> None:
             print(json.dumps({"steps": [list(k) for k in steps]}), file=out, flush=True)
         elif cmd["op"] == "time":
             step = steps[(cmd["c"], cmd["mode"])]
-            warm = time.perf_counter()
-            while True:  # warm-up: the first calls of a workload allocate and fill caches
-                step()
-                if time.perf_counter() - warm > cmd["block"] / 4:
-                    break
+            if cmd["warm"]:
+                warm = time.perf_counter()
+                while True:  # warm-up: the first calls of a workload allocate and fill caches
+                    step()
+                    if time.perf_counter() - warm > cmd["block"] / 2:
+                        break
             samples = []
             start = time.perf_counter()
-            while len(samples) < 3 or time.perf_counter() - start < cmd["block"]:
+            while not samples or time.perf_counter() - start < cmd["block"]:
                 t0 = time.perf_counter()
                 step()
                 samples.append(time.perf_counter() - t0)
@@ -126,7 +127,8 @@ def _compare(a_tree: str, b_tree: str, suite: str, contenders: list[str], rounds
                 ta, tb, ratios = [], [], []
                 for r in range(rounds):
                     order = (a, b) if r % 2 == 0 else (b, a)
-                    got = {id(side): side.ask(op="time", c=c, mode=mode, block=block)["median"] for side in order}
+                    got = {id(side): side.ask(op="time", c=c, mode=mode, block=block, warm=r < 2)["median"]
+                           for side in order}
                     ta.append(got[id(a)])
                     tb.append(got[id(b)])
                     ratios.append(got[id(a)] / got[id(b)])
