@@ -149,8 +149,10 @@ def lean_ready(x: Tensor) -> bool:
 
 def lean_backward_ready(grad: Tensor) -> bool:
     """A lean backward may call native code on ``grad`` directly: no graph of the backward is being
-    recorded (create_graph=False), no transform is active and grad is a plain tensor."""
-    return not torch.is_grad_enabled() and not _transforms_active() and type(grad) in _REAL and not _wrapped(grad)
+    recorded (create_graph=False), no transform or forward-AD level is active (grad may carry a
+    tangent there) and grad is a plain tensor."""
+    return (not torch.is_grad_enabled() and not _transforms_active() and forward_ad._current_level < 0
+            and type(grad) in _REAL and not _wrapped(grad))
 
 
 def lean_apply(function: type) -> Callable[..., Any]:
