@@ -15,6 +15,7 @@ from torch.autograd import forward_ad
 
 import diffcomb
 from diffcomb._autodiff import lean_path
+from tests.conftest import CUDA_SKIP_REASON, HAS_CUDA
 
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 SHAPES = [(7,), (3, 8), (2, 3, 33)]
@@ -202,3 +203,38 @@ def test_shared_vectors_are_not_aliased_with_results():
     with lean_path(False):
         expected = diffcomb.soft_sort(x, regularization_strength=0.5)
     assert torch.equal(second, expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)
+@pytest.mark.parametrize("name,fn", CALLS, ids=[c[0] for c in CALLS])
+def test_cuda_lean_path_matches_the_cpu(name, fn):
+    """CUDA's lean path (torch.sort, then isotonic_project; the native VJP on the saved buffer) against
+    the CPU's fused one, and against CUDA's checked path."""
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(5, 40, generator=gen, dtype=torch.float64)
+    g, v = torch.randn(5, 40, generator=gen, dtype=torch.float64), torch.randn(5, 40, generator=gen, dtype=torch.float64)
+    with lean_path(True):
+        cpu, _ = _run(fn, x, g, v)
+        cuda, name_cuda = _run(fn, x.cuda(), g.cuda(), v.cuda())
+    assert name_cuda.startswith(("_Projection", "_Fit", "ExpBackward0"))
+    for a, b in zip(cuda, cpu):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-9)
+    _both(fn, x.cuda(), g.cuda(), v.cuda())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_SKIP_REASON)
+def test_cuda_lean_soft_dtw_matches_the_cpu():
+    gen = torch.Generator().manual_seed(19)
+    x = torch.randn(3, 6, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 5, 2, generator=gen, dtype=torch.float64)
+    results = []
+    for device in ("cpu", "cuda"):
+        with lean_path(True):
+            xs, ys = x.to(device).requires_grad_(), y.to(device).requires_grad_()
+            out = diffcomb.soft_dtw(xs, ys, 0.3)
+            assert type(out.grad_fn).__name__ == "_SeriesBackward"
+            results.append((out.detach().cpu(), *(t.cpu() for t in torch.autograd.grad(out.sum(), (xs, ys)))))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
