@@ -32,11 +32,11 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._autodiff import lean_apply, lean_backward_ready
+from ._autodiff import lean_apply, lean_backward_ready, lean_ready
 from ._isotonic_checks import MIN_STRENGTH
 from ._isotonic_ops import MAX_N, PROJECT_RANK, PROJECT_SORT, VJP, VJP_PLAIN, VJP_RANK, VJP_SORT
 
-__all__ = ["common", "isotonic", "soft_rank", "soft_sort", "soft_topk"]
+__all__ = ["common", "isotonic", "soft_rank", "soft_sort", "soft_topk", "sort_args"]
 
 _FLOATS = (torch.float32, torch.float64)
 _CODES = _native.DTYPE_CODES
@@ -55,12 +55,13 @@ def common(x: Tensor, dim: object, strength: object = 1.0) -> bool:
             and 0 < x.shape[-1] < MAX_N and x.numel() > 0)
 
 
-def regularization(value: object) -> Optional[bool]:
-    """``"l2"`` -> False, ``"kl"`` -> True; None for anything else (the checked path raises)."""
-    if type(value) is str:
-        if value == "l2":
+def sort_args(x: Tensor, dim: object, descending: object, strength: object, regularization: object) -> Optional[bool]:
+    """Whether a soft sort / rank call takes the lean path: None if not, else whether it is KL."""
+    if lean_ready(x) and common(x, dim, strength) and (descending is True or descending is False) \
+            and type(regularization) is str:
+        if regularization == "l2":
             return False
-        if value == "kl":
+        if regularization == "kl":
             return True
     return None
 

@@ -93,10 +93,9 @@ def soft_rank(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    if lean_ready(x) and lean.common(x, dim, regularization_strength) and (descending is True or descending is False):
-        kl = lean.regularization(regularization)
-        if kl is not None:
-            return lean.soft_rank(x, descending, float(regularization_strength), kl)
+    kl = lean.sort_args(x, dim, descending, regularization_strength, regularization)
+    if kl is not None:
+        return lean.soft_rank(x, descending, float(regularization_strength), kl)
     rows, restore, descending, eps, kl = _prepare("soft_rank", x, dim, descending, regularization_strength,
                                                   regularization)
     n = rows.shape[-1]
@@ -151,10 +150,9 @@ def soft_sort(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
-    if lean_ready(x) and lean.common(x, dim, regularization_strength) and (descending is True or descending is False):
-        kl = lean.regularization(regularization)
-        if kl is not None:
-            return lean.soft_sort(x, descending, float(regularization_strength), kl)
+    kl = lean.sort_args(x, dim, descending, regularization_strength, regularization)
+    if kl is not None:
+        return lean.soft_sort(x, descending, float(regularization_strength), kl)
     rows, restore, descending, eps, kl = _prepare("soft_sort", x, dim, descending, regularization_strength,
                                                   regularization)
     n = rows.shape[-1]
