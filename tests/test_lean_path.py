@@ -9,6 +9,8 @@ the lean predicates hand to the checked path). The grad_fn names show which path
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.autograd import forward_ad
@@ -238,3 +240,37 @@ def test_cuda_lean_soft_dtw_matches_the_cpu():
             results.append((out.detach().cpu(), *(t.cpu() for t in torch.autograd.grad(out.sum(), (xs, ys)))))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("with_matrix", [True, False], ids=["P", "values"])
+@pytest.mark.parametrize("descending", [False, True], ids=["asc", "desc"])
+@pytest.mark.parametrize("shape", [(5,), (3, 8), (2, 3, 6)], ids=str)
+@pytest.mark.parametrize("network,padding", [("odd_even", "prune"), ("bitonic", "prune"), ("bitonic", "inf")])
+def test_sorting_network_bit_for_bit(network, padding, shape, descending, with_matrix):
+    gen = torch.Generator().manual_seed(23)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    gv = torch.randn(shape, generator=gen, dtype=torch.float64)
+    options = dict(network=network, bitonic_padding=padding, descending=descending, return_matrix=with_matrix,
+                   steepness=2.0, sigmoid="logistic")
+    results = []
+    for lean in (True, False):
+        with lean_path(lean), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the pruned bitonic network's warning for n = 6
+            leaf = x.clone().requires_grad_()
+
+            def loss():
+                r = diffcomb.sorting_network(leaf, **options)
+                return (r.values * gv).sum() + ((r.matrix * r.matrix).sum() if with_matrix else 0), r
+
+            value, r = loss()
+            (grad,) = torch.autograd.grad(value, leaf)
+            (graph_grad,) = torch.autograd.grad(loss()[0], leaf, create_graph=True)
+            (hvp,) = torch.autograd.grad(graph_grad.sum(), leaf)
+            with torch.no_grad():
+                plain = diffcomb.sorting_network(x, **options)
+            results.append((r.values.detach(), grad, graph_grad.detach(), hvp, plain.values,
+                            *((r.matrix.detach(), plain.matrix) if with_matrix else ())))
+            if with_matrix:
+                assert r.matrix.stride() == plain.matrix.stride()
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
