@@ -31,7 +31,7 @@ from torch import Tensor
 from torch._functorch.utils import unwrap_dead_wrappers
 from torch.autograd import forward_ad
 
-__all__ = ["NativeOp", "ROW", "SHARED", "define", "fast_apply", "lean_apply", "lean_backward_ready", "lean_path",
+__all__ = ["NativeOp", "ROW", "SHARED", "define", "eager_call", "fast_apply", "lean_apply", "lean_backward_ready", "lean_path",
            "lean_ready", "not_differentiable", "one_forward_level", "save"]
 
 ROW = "row"  # a tensor argument whose leading dimension is the op's batch (vmap folds into it)
@@ -159,6 +159,16 @@ def lean_apply(function: type) -> Callable[..., Any]:
     """``function.apply`` of a lean autograd.Function (old style, ``forward(ctx, ...)``): the C++
     apply directly, as Function.apply does outside transforms (lean calls are made only there)."""
     return super(torch.autograd.Function, function).apply  # the C++ _FunctionBase.apply
+
+
+def eager_call(op: Any, x: Tensor, *args: Any) -> Any:
+    """A raw custom op without autograd (a solver, a sampler; x its only tensor argument) on the lean
+    path: its implementation directly where ``lean_ready(x)`` and no gradient is recorded through x
+    (there the op attaches its own "autograd not implemented" node); otherwise the op (dispatcher,
+    fake tensors, vmap rule, torch.compile)."""
+    if lean_ready(x) and not (x.requires_grad and torch.is_grad_enabled()):
+        return op._init_fn(x, *args)
+    return op(x, *args)
 
 
 class NativeOp:

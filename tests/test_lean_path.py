@@ -274,3 +274,23 @@ def test_sorting_network_bit_for_bit(network, padding, shape, descending, with_m
                 assert r.matrix.stride() == plain.matrix.stride()
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_perturb_solvers_and_noise_bit_for_bit():
+    """The solvers and the noise sampler call their op's implementation directly on the lean path."""
+    x = torch.randn(6, 9, generator=torch.Generator().manual_seed(29), dtype=torch.float64)
+    weights = torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(31), dtype=torch.float64)
+    results = []
+    for lean in (True, False):
+        with lean_path(lean):
+            torch.manual_seed(0)
+            leaf = x.clone().requires_grad_()
+            estimator = diffcomb.imle(lambda t: diffcomb.topk_mask(t, k=2), num_samples=3, noise="gumbel", k=2)
+            out = estimator(leaf)
+            (grad,) = torch.autograd.grad((out * x).sum(), leaf)
+            results.append((out.detach(), grad, diffcomb.topk_mask(x, k=3), diffcomb.argmax_onehot(x, dim=0),
+                            diffcomb.grid_shortest_path(weights), diffcomb.linear_assignment(x[:, :6]),
+                            diffcomb.sample_gumbel((3, 4), generator=torch.Generator().manual_seed(1)),
+                            diffcomb.sample_sum_of_gamma((5,), 2.0, generator=torch.Generator().manual_seed(2))))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
