@@ -22,6 +22,7 @@ of bounds.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -160,7 +161,7 @@ def native_forward(x: Tensor, values: Tensor, alpha: Tensor, Pt: Tensor, layout:
     (all contiguous; Pt empty: no matrix), on the network's wires."""
     n = x.shape[-1]
     _native.launch("sorting_network", "sortnet_forward", x, _native.address(x), _native.address(values),
-                   _native.address(alpha), _native.address(Pt), x.numel() // n, n, _native.DTYPE_CODES[x.dtype],
+                   _native.address(alpha), _native.address(Pt), math.prod(x.shape[:-1]), n, _native.DTYPE_CODES[x.dtype],
                    layout.native, _native.cpu().Relaxation(sigmoid, steepness, art_lambda))
 
 
@@ -169,7 +170,7 @@ def native_backward(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], gra
     """sortnet_backward: dL/dx (x's shape) from grad_values (contiguous, x's shape) and grad_P (P's
     layout or its transpose contiguous), on the network's wires; None: zero."""
     n = x.shape[-1]
-    batch = x.numel() // n
+    batch = math.prod(x.shape[:-1])
     with_P = grad_P is not None and alpha.numel() > 0
     transposed = with_P and _grad_P_transposed(grad_P)
     dx = torch.empty_like(x)
