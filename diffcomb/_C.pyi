@@ -32,6 +32,10 @@ def isotonic_regression(y: int, sample_weight: int, out: int, starts: int, weigh
     """Weighted isotonic regression of rows y (rows, n): the non-increasing fit of sign * y, times sign."""
     ...
 
+def isotonic_sort_project(x: int, c: int, out: int, perm: int, starts: int, weights: int, rows: int, n: int, scale: float, out_scale: float, rank: bool, kl: bool, dtype: int, threads: int) -> None:
+    """The stable descending argsort of scale * x (rows, n), then the permutahedron projection of isotonic_project, in one call (the sorted rows are scratch)."""
+    ...
+
 def isotonic_vjp(grad: int, perm: int, starts: int, weights: int, dx: int, rows: int, n: int, scale: float, mode: int, dtype: int, threads: int) -> None:
     """Block VJP of a projection or fit (isotonic.h, vjp_row); mode: VjpCode."""
     ...

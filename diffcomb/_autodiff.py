@@ -23,14 +23,16 @@ Math of each op: its family's module; the conventions here: DESIGN.md, "Autodiff
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch._functorch.utils import unwrap_dead_wrappers
 from torch.autograd import forward_ad
 
-__all__ = ["NativeOp", "ROW", "SHARED", "define", "fast_apply", "not_differentiable", "one_forward_level", "save"]
+__all__ = ["NativeOp", "ROW", "SHARED", "define", "eager_call", "fast_apply", "lean_apply", "lean_backward_ready", "lean_path",
+           "lean_ready", "not_differentiable", "one_forward_level", "save"]
 
 ROW = "row"  # a tensor argument whose leading dimension is the op's batch (vmap folds into it)
 SHARED = "shared"  # a tensor argument common to the whole batch (vmap over it calls the op per sample)
@@ -108,6 +110,65 @@ def _untracked(args: tuple) -> bool:
     if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
         return False
     return not (torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args))
+
+
+# ---------------------------------------------------------------------------
+# The lean eager path. A public function whose arguments are the common case (plain tensors, plain
+# Python scalars) calls its family's native forward directly and, when a gradient is needed, wraps
+# it in a small autograd.Function of its own: no custom op, no argument binding, one allocation for
+# the saved state, a backward that calls the native VJP directly. It serves only calls outside
+# torch.compile / torch.export, torch.func transforms and forward-mode AD, on real tensors; every
+# other call (and every call with arguments that need checking) takes the NativeOp path above,
+# which raises the same errors and gives the same results. The lean backward takes the NativeOp
+# path itself where a derivative of the backward may be taken (create_graph=True).
+
+_LEAN = [True]
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_transforms_active = torch._C._are_functorch_transforms_active
+_is_compiling = torch.compiler.is_compiling
+
+
+@contextmanager
+def lean_path(enabled: bool) -> Iterator[None]:
+    """Turn the lean eager path on or off inside the block (tests run both paths on the same calls)."""
+    previous = _LEAN[0]
+    _LEAN[0] = enabled
+    try:
+        yield
+    finally:
+        _LEAN[0] = previous
+
+
+def lean_ready(x: Tensor) -> bool:
+    """The lean eager path may serve a call on ``x``: it is on, nothing traces or transforms the
+    call (torch.compile, torch.func, forward-mode AD), and x is a plain tensor (no subclass, no
+    functorch wrapper left by a finished transform)."""
+    return (_LEAN[0] and not _is_compiling() and type(x) in _REAL and not _transforms_active()
+            and forward_ad._current_level < 0 and not _wrapped(x))
+
+
+def lean_backward_ready(grad: Tensor) -> bool:
+    """A lean backward may call native code on ``grad`` directly: no graph of the backward is being
+    recorded (create_graph=False), no transform or forward-AD level is active (grad may carry a
+    tangent there) and grad is a plain tensor."""
+    return (not torch.is_grad_enabled() and not _transforms_active() and forward_ad._current_level < 0
+            and type(grad) in _REAL and not _wrapped(grad))
+
+
+def lean_apply(function: type) -> Callable[..., Any]:
+    """``function.apply`` of a lean autograd.Function (old style, ``forward(ctx, ...)``): the C++
+    apply directly, as Function.apply does outside transforms (lean calls are made only there)."""
+    return super(torch.autograd.Function, function).apply  # the C++ _FunctionBase.apply
+
+
+def eager_call(op: Any, x: Tensor, *args: Any) -> Any:
+    """A raw custom op without autograd (a solver, a sampler; x its only tensor argument) on the lean
+    path: its implementation directly where ``lean_ready(x)`` and no gradient is recorded through x
+    (there the op attaches its own "autograd not implemented" node); otherwise the op (dispatcher,
+    fake tensors, vmap rule, torch.compile)."""
+    if lean_ready(x) and not (x.requires_grad and torch.is_grad_enabled()):
+        return op._init_fn(x, *args)
+    return op(x, *args)
 
 
 class NativeOp:

@@ -22,6 +22,7 @@ of bounds.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -33,7 +34,7 @@ from ._autodiff import ROW, define, save
 from ._checks import check_op, check_op_tensor
 from ._sortnet_layout import BITONIC_PADDINGS, NETWORKS, network_layout
 
-__all__ = ["BACKWARD", "SIGMOIDS", "SORTING_NETWORK"]
+__all__ = ["BACKWARD", "SIGMOIDS", "SORTING_NETWORK", "native_backward", "native_forward"]
 
 # Codes shared with csrc/sortnet/sortnet.h (enum Sigmoid).
 SIGMOIDS = ("logistic", "logistic_phi", "gaussian", "reciprocal", "cauchy", "optimal")
@@ -124,10 +125,7 @@ def _forward_impl(x: Tensor, network: int, padding: int, sigmoid: int, steepness
     values = torch.empty_like(x)
     alpha = x.new_empty((batch, layout.native.comparators))
     Pt = x.new_empty((batch, n, n) if with_matrix else (batch, 0, 0))
-    relaxation = _native.cpu().Relaxation(sigmoid, steepness, art_lambda)
-    _native.launch("sorting_network", "sortnet_forward", x, _native.address(x), _native.address(values),
-                   _native.address(alpha), _native.address(Pt), batch, n, _native.dtype_code(x), layout.native,
-                   relaxation)
+    native_forward(x, values, alpha, Pt, layout, sigmoid, steepness, art_lambda)
     if layout.output is not None:  # the outputs leave a padded bitonic network on renamed wires
         values = values.index_select(1, layout.output)
         if with_matrix:
@@ -154,15 +152,34 @@ def _backward_impl(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad
     if layout.place is not None:  # back to the wires the outputs left on
         grad_values = grad_values.index_select(1, layout.place) if grad_values is not None else None
         grad_P = grad_P.index_select(2, layout.place) if grad_P is not None else None
+    return native_backward(x, alpha, grad_values, grad_P, layout, sigmoid, steepness, art_lambda)
+
+
+def native_forward(x: Tensor, values: Tensor, alpha: Tensor, Pt: Tensor, layout: _DeviceLayout, sigmoid: int,
+                   steepness: float, art_lambda: float) -> None:
+    """sortnet_forward on rows x (batch = x.numel() / n, n = x's last size) into values, alpha, Pt
+    (all contiguous; Pt empty: no matrix), on the network's wires."""
+    n = x.shape[-1]
+    _native.launch("sorting_network", "sortnet_forward", x, _native.address(x), _native.address(values),
+                   _native.address(alpha), _native.address(Pt), math.prod(x.shape[:-1]), n, _native.DTYPE_CODES[x.dtype],
+                   layout.native, _native.cpu().Relaxation(sigmoid, steepness, art_lambda))
+
+
+def native_backward(x: Tensor, alpha: Tensor, grad_values: Optional[Tensor], grad_P: Optional[Tensor],
+                    layout: _DeviceLayout, sigmoid: int, steepness: float, art_lambda: float) -> Tensor:
+    """sortnet_backward: dL/dx (x's shape) from grad_values (contiguous, x's shape) and grad_P (P's
+    layout or its transpose contiguous), on the network's wires; None: zero."""
+    n = x.shape[-1]
+    batch = math.prod(x.shape[:-1])
     with_P = grad_P is not None and alpha.numel() > 0
     transposed = with_P and _grad_P_transposed(grad_P)
     dx = torch.empty_like(x)
-    dtype = _native.dtype_code(x)
+    dtype = _native.DTYPE_CODES[x.dtype]
     relaxation = _native.cpu().Relaxation(sigmoid, steepness, art_lambda)
     _native.launch("sorting_network", "sortnet_backward", x, _native.address(x), _native.address(alpha),
                    _native.address(grad_values), _native.address(grad_P) if with_P else 0, transposed,
                    _native.address(dx), batch, n, dtype, layout.native, relaxation,
-                   workspace=("sortnet_backward_work_bytes", (batch, n, alpha.shape[1], dtype, with_P)))
+                   workspace=("sortnet_backward_work_bytes", (batch, n, alpha.shape[-1], dtype, with_P)))
     return dx
 
 

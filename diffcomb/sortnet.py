@@ -32,6 +32,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from . import _sortnet_lean as lean
 from ._checks import as_float, check_choice, check_dim, check_flag, check_float, check_tensor, compute_dtype
 from ._sortnet_layout import BITONIC_PADDINGS, NETWORKS, NetworkLayout, network_layout
 from ._sortnet_ops import SIGMOIDS, SORTING_NETWORK
@@ -173,6 +174,11 @@ def sorting_network(
         Scalable Sorting and Ranking Supervision. ICML 2021. arXiv:2105.04019;
         Monotonic Differentiable Sorting Networks. ICLR 2022. arXiv:2203.09630
     """
+    codes = lean.args(x, network, sigmoid, steepness, art_lambda, return_matrix, descending, bitonic_padding, dim)
+    if codes is not None:
+        result = lean.sorting_network(x, codes, steepness, art_lambda, return_matrix, descending)
+        if result is not None:
+            return SortingNetworkResult(*result)
     fn = "sorting_network"
     x = check_tensor(fn, "x", as_float(x))
     check_options(fn, network, sigmoid, steepness, art_lambda, bitonic_padding)

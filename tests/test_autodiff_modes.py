@@ -21,6 +21,7 @@ import torch
 import torch.func as F
 from torch.autograd import forward_ad
 
+from diffcomb._autodiff import lean_path
 from tests import autodiff_cases
 from tests.autodiff_cases import MODES, Case
 from tests.conftest import DEVICES, TOLERANCES
@@ -150,3 +151,13 @@ def test_mode(case: Case, mode: str, dtype: torch.dtype, device: str) -> None:
             _check(case, mode, dtype, device)
     else:
         _check(case, mode, dtype, device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_gradgrad_on_the_checked_path(case: Case, dtype: torch.dtype) -> None:
+    """Plain autograd calls take the lean eager path where it applies (diffcomb._autodiff); the
+    gradgrad mode above runs on it, this one on the checked NativeOp path (the torch.func modes use
+    the NativeOp path anyway)."""
+    with lean_path(False):
+        test_mode(case, "gradgrad", dtype, "cpu")

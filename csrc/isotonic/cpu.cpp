@@ -207,6 +207,42 @@ void project_cpu(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::u
   });
 }
 
+void sort_project_cpu(std::uintptr_t x, std::uintptr_t c, std::uintptr_t out, std::uintptr_t perm,
+                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double scale,
+                      double out_scale, bool rank, bool kl, int dtype, int threads) {
+  check_sort_project(x, c, out, perm, starts, weights, rows, n, dtype);
+  if (n >= kLongRow) {  // the team paths: the two phases on a sorted copy
+    dispatch_float(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      std::unique_ptr<T[]> sorted(new T[rows * n]);
+      const auto a = reinterpret_cast<std::uintptr_t>(sorted.get());
+      argsort_descending_cpu(x, a, perm, rows, n, scale, dtype, threads);
+      project_cpu(a, c, perm, out, starts, weights, rows, n, out_scale, rank, kl, dtype, threads, 0);
+    });
+    return;
+  }
+  // Each row sorted into a row of scratch, then solved while it is in cache (solve_row, as
+  // solve_rows does for rows shorter than kLongRow).
+  with_projection_batch(x, c, perm, out, weights, n, out_scale, rank, kl, dtype, [&](const auto& batch) {
+    using Problem = typename std::decay_t<decltype(batch)>::Problem;
+    using T = std::decay_t<decltype(*batch.out)>;
+    const int32_t len = static_cast<int32_t>(n);
+    parallel_rows(rows, threads, 24 * n, [&](int64_t begin, int64_t end) {
+      ArgsortScratch<T> scratch;
+      std::vector<T> sorted(n);
+      std::vector<typename Problem::Stats> stats(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t off = r * n;
+        int32_t* row_perm = as_ptr<int32_t>(perm) + off;
+        argsort_descending_row<T>(as_ptr<const T>(x) + off, T(scale), len, sorted.data(), row_perm, scratch);
+        const Problem problem{sorted.data(), batch.c, row_perm, batch.out + off, batch.weights + off,
+                              batch.out_scale};
+        solve_row(problem, len, as_ptr<int32_t>(starts) + r * (n + 1), stats.data());
+      }
+    });
+  });
+}
+
 void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,
                   std::uintptr_t weights, int64_t rows, int64_t n, double sign, int dtype, int threads,
                   int64_t chunk) {

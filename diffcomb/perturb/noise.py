@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _native
+from .._autodiff import eager_call
 from .._checks import check_float, check_int, check_op, check_op_tensor, compute_dtype, message
 from ._common import FLOATS, MAX_INT32
 
@@ -100,7 +101,7 @@ def sample_noise(fn: str, kind: str, shape: Sequence[int], generator: Optional[t
     if device.type == "cuda":
         _native.cuda(fn)
     seed = _draw_seed(generator, device)
-    out = _noise_op(seed, list(shape), NOISE_CODES[kind], float(k), float(tau), int(s), compute_dtype(dtype))
+    out = eager_call(_noise_op, seed, list(shape), NOISE_CODES[kind], float(k), float(tau), int(s), compute_dtype(dtype))
     return out.to(dtype)
 
 
