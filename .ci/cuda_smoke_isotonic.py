@@ -2,8 +2,8 @@
 CPU: row-per-thread rows (n <= 32) and block-per-row rows, NaN rows, n = 0, KL and L2,
 rank/sort/top-k/isotonic (unweighted and weighted), the sparse soft top-k's three block solves
 (p = 2, p = 4/3 and the threshold solve of any other p), forward and backward, large blocks in the
-backward, float64 and float32. Meant for compute-sanitizer (.ci/gpu); exits non-zero on a
-mismatch. The other families' kernels have their own .ci/cuda_smoke_<family>.py."""
+backward, forward mode and double backward, float64 and float32. Meant for compute-sanitizer
+(.ci/gpu); exits non-zero on a mismatch. The other families' kernels have their own .ci/cuda_smoke_<family>.py."""
 
 import sys
 
@@ -62,6 +62,36 @@ check("soft_sort/large-blocks", lambda t: diffcomb.soft_sort(t, regularization_s
 for p in (2.0, 4.0 / 3.0, 1.5):  # one mixed block of about n entries: the rank-mode VJP reduces it cooperatively
     check(f"sparse_soft_topk/large-blocks/p={p:.3g}",
           lambda t: diffcomb.sparse_soft_topk(t, 5000, regularization_strength=1e4, p=p), x.double())
+
+
+def check_higher(name, fn, x):
+    """Forward mode (jvp) and a Hessian-vector product by double backward, CUDA against the CPU: the
+    block VJP's own derivatives (plain-mode block sums, its transpose, the differentiable KL / p < 2
+    block weights)."""
+    v, u = torch.randn_like(x), torch.randn_like(x)
+    results = []
+    for device in ("cpu", "cuda"):
+        xd, vd, ud = x.to(device).requires_grad_(), v.to(device), u.to(device)
+        tangent = torch.func.jvp(fn, (xd.detach(),), (vd,))[1]
+        (grad,) = torch.autograd.grad((fn(xd).sin() * ud).sum(), xd, create_graph=True)
+        (hvp,) = torch.autograd.grad(grad, xd, vd)
+        results.append((tangent.detach().cpu(), hvp.cpu()))
+    torch.cuda.synchronize()
+    for what, a, b in zip(("jvp", "hvp"), *results):
+        if not torch.allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True):
+            failures.append(f"{name} {what} shape={tuple(x.shape)}: max diff {(a - b).abs().nan_to_num().max().item():.3g}")
+
+
+for n in (5, 300):
+    x = torch.randn(7, n, dtype=torch.float64) * 3
+    for reg in ("l2", "kl"):
+        check_higher(f"soft_rank/{reg}/higher", lambda t: diffcomb.soft_rank(t, regularization=reg), x)
+        check_higher(f"soft_sort/{reg}/higher", lambda t: diffcomb.soft_sort(t, regularization=reg), x)
+    weight = torch.rand(7, n, dtype=torch.float64) + 0.1
+    check_higher("isotonic/weighted/higher", lambda t: diffcomb.isotonic_regression(t, weight.to(t.device) * t.exp()), x)
+    for p in (2.0, 4.0 / 3.0, 1.5):
+        check_higher(f"sparse_soft_topk/p={p:.3g}/higher",
+                     lambda t: diffcomb.sparse_soft_topk(t, n // 3, regularization_strength=0.7, p=p), x)
 
 print("\n".join(failures) if failures else "cuda smoke (isotonic): all paths agree with the CPU")
 sys.exit(1 if failures else 0)

@@ -1,7 +1,7 @@
 """Runs every CUDA kernel path of the Sinkhorn family once, small, and checks it against the CPU:
 the forward (converging, fixed iteration count, iterates recorded for the unrolled backward,
 non-finite problems, n = 1 and m = 1), the implicit backward (plan and cost gradients, the
-envelope-only path, zero weights), the unrolled backward, in float32 and float64, square and
+envelope-only path, zero weights), the implicit system alone (forward mode), the unrolled backward, in float32 and float64, square and
 rectangular (n != m) problems, batch 1 and batch > 1, and the ops built on them (OT rank, sort,
 quantile, Gumbel-Sinkhorn, the divergence). Meant for compute-sanitizer (.ci/gpu); exits non-zero
 on a mismatch. Without a GPU it computes the CPU half, then says that it compared nothing."""
@@ -85,6 +85,12 @@ for dtype, rtol in ((torch.float64, 1e-8), (torch.float32, 2e-3)):
     X = torch.randn(2, 6, 6, dtype=dtype)
     CASES.append((f"gumbel_sinkhorn/{tag}", with_gradients(
         lambda X: (diffcomb.gumbel_sinkhorn(X, 0.5, 9, noise=False),), seeded), [X], rtol))
+    # the implicit system alone (forward mode and second derivatives): the plan's directional derivative
+    C, a, b = problem(3, 7, 4, dtype)
+    tC = torch.randn(3, 7, 4, dtype=dtype)
+    CASES.append((f"sinkhorn/jvp/{tag}", lambda C, a, b, tC: sum(torch.func.jvp(
+        lambda C: (diffcomb.sinkhorn(C, a, b, 0.3, tol=1e-9 if dtype == torch.float64 else 1e-5).plan,), (C,),
+        (tC,)), ()), [C, a, b, tC], rtol))
     p, q = torch.randn(2, 8, 2, dtype=dtype), torch.randn(2, 5, 2, dtype=dtype)
     CASES.append((f"sinkhorn_divergence/{tag}", with_gradients(
         lambda p, q: (diffcomb.sinkhorn_divergence(p, q, 0.5),), seeded), [p, q], rtol))

@@ -32,6 +32,10 @@ def isotonic_regression(y: int, sample_weight: int, out: int, starts: int, weigh
     """Weighted isotonic regression of rows y (rows, n): the non-increasing fit of sign * y, times sign."""
     ...
 
+def isotonic_sort_project(x: int, c: int, out: int, perm: int, starts: int, weights: int, rows: int, n: int, scale: float, out_scale: float, rank: bool, kl: bool, dtype: int, threads: int) -> None:
+    """The stable descending argsort of scale * x (rows, n), then the permutahedron projection of isotonic_project, in one call (the sorted rows are scratch)."""
+    ...
+
 def isotonic_vjp(grad: int, perm: int, starts: int, weights: int, dx: int, rows: int, n: int, scale: float, mode: int, dtype: int, threads: int) -> None:
     """Block VJP of a projection or fit (isotonic.h, vjp_row); mode: VjpCode."""
     ...
@@ -82,6 +86,10 @@ def sinkhorn_implicit_backward(C: int, a: int, b: int, P: int, f: int, g: int, G
 
 def sinkhorn_implicit_backward_ext(C: int, a: int, b: int, P: int, f: int, g: int, G: int, gcost: int, dC: int, da: int, db: int, params: int, batch: int, n: int, m: int, cg_tol: float, cg_max_iter: int, dtype: int, threads: int) -> None:
     """Implicit backward of sinkhorn_forward_ext's plan and cost for its params (B, 5) (no epsilon scaling needed: the plan is at the target eps)."""
+    ...
+
+def sinkhorn_implicit_solve(P: int, rhs: int, wt: int, x: int, batch: int, n: int, m: int, cg_tol: float, cg_max_iter: int, dtype: int, threads: int) -> None:
+    """The implicit system alone: x = H^-1 rhs for the plan P (B, n, m) and rhs, its marginals wt, x: (B, n + m) float64, by the implicit backward's preconditioned conjugate gradient."""
     ...
 
 def sinkhorn_unrolled_backward(C: int, a: int, b: int, f_hist: int, g_hist: int, n_iter: int, G: int, gcost: int, dC: int, da: int, db: int, batch: int, n: int, m: int, max_iter: int, eps: float, dtype: int, threads: int) -> None:

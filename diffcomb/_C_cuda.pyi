@@ -92,6 +92,10 @@ def sinkhorn_implicit_backward_ext(C: int, a: int, b: int, P: int, f: int, g: in
     """Implicit backward of sinkhorn_forward_ext's plan and cost for its params (B, 5) (no epsilon scaling needed: the plan is at the target eps)."""
     ...
 
+def sinkhorn_implicit_solve(P: int, rhs: int, wt: int, x: int, batch: int, n: int, m: int, cg_tol: float, cg_max_iter: int, dtype: int, work: int, device: int, stream: int) -> None:
+    """The implicit system alone: x = H^-1 rhs for the plan P (B, n, m) and rhs, its marginals wt, x: (B, n + m) float64, by the implicit backward's preconditioned conjugate gradient."""
+    ...
+
 def sinkhorn_unrolled_backward(C: int, a: int, b: int, f_hist: int, g_hist: int, n_iter: int, G: int, gcost: int, dC: int, da: int, db: int, batch: int, n: int, m: int, max_iter: int, eps: float, dtype: int, work: int, device: int, stream: int) -> None:
     """Unrolled backward (SPEC 4.3 a): dC, da, db through the n_iter recorded iterations f_hist, g_hist."""
     ...

@@ -23,12 +23,16 @@ Math of each op: its family's module; the conventions here: DESIGN.md, "Autodiff
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers
+from torch.autograd import forward_ad
 
-__all__ = ["NativeOp", "ROW", "SHARED", "define", "not_differentiable", "save"]
+__all__ = ["NativeOp", "ROW", "SHARED", "define", "eager_call", "fast_apply", "lean_apply", "lean_backward_ready", "lean_path",
+           "lean_ready", "not_differentiable", "one_forward_level", "save"]
 
 ROW = "row"  # a tensor argument whose leading dimension is the op's batch (vmap folds into it)
 SHARED = "shared"  # a tensor argument common to the whole batch (vmap over it calls the op per sample)
@@ -53,8 +57,118 @@ def not_differentiable(name: str, mode: str, why: str) -> Callable[..., Any]:
     return formula
 
 
+def _forward_levels() -> int:
+    """How many torch.func forward-mode transforms (jvp, jacfwd) are active."""
+    stack = torch._C._functorch.get_interpreter_stack() or ()
+    return sum(1 for level in stack if level.key() == torch._C._functorch.TransformType.Jvp)
+
+
+def one_forward_level(name: str, jvp: Callable[..., Any]) -> Callable[..., Any]:
+    """``jvp`` guarded against forward mode over forward mode (jvp of jvp, jacfwd of jacfwd).
+
+    PyTorch computes a custom autograd.Function's jvp with forward AD off for the enclosing forward
+    levels, so an outer tangent of the inner tangent would be dropped and the second derivative returned
+    as zeros, silently. It raises instead. Reverse over forward (jacrev(jacfwd)) and forward over reverse
+    (jacfwd(jacrev), torch.func.hessian) are not affected."""
+
+    def formula(ctx: Any, *tangents: Any) -> Any:
+        if _forward_levels() > 1:
+            raise RuntimeError(
+                f"diffcomb.{name}: forward mode over forward mode (jvp of jvp, jacfwd of jacfwd) is not supported: "
+                f"PyTorch drops the outer tangent of a custom autograd.Function's jvp (it would return zeros); put "
+                f"reverse mode on one side, e.g. torch.func.hessian (jacfwd of jacrev) or jacrev of jacfwd")
+        return jvp(ctx, *tangents)
+
+    return formula
+
+
 def _no_setup(ctx: Any, inputs: tuple, output: Any) -> None:
     pass
+
+
+def fast_apply(function: type) -> Callable[..., Any]:
+    """``function.apply`` without its per-call ``inspect.signature`` (torch binds default arguments for
+    every Function that defines setup_context: tens of microseconds a call). Outside torch.func
+    transforms it is the C++ apply directly (the arguments must be complete, as the ops' callers pass
+    them), after unwrapping the wrappers a finished transform left (as Function.apply does); under a
+    transform, ``function.apply`` itself (torch.func's handling of the Function)."""
+    base = super(torch.autograd.Function, function).apply  # the C++ _FunctionBase.apply
+    slow = function.apply
+    active = torch._C._are_functorch_transforms_active
+
+    def apply(*args: Any) -> Any:
+        if active():
+            return slow(*args)
+        return base(*unwrap_dead_wrappers(args))
+
+    return apply
+
+
+def _untracked(args: tuple) -> bool:
+    """No derivative of the call can be taken: no torch.func transform is active, no forward-AD dual
+    level is entered, and no tensor argument requires a gradient under grad mode."""
+    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+        return False
+    return not (torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args))
+
+
+# ---------------------------------------------------------------------------
+# The lean eager path. A public function whose arguments are the common case (plain tensors, plain
+# Python scalars) calls its family's native forward directly and, when a gradient is needed, wraps
+# it in a small autograd.Function of its own: no custom op, no argument binding, one allocation for
+# the saved state, a backward that calls the native VJP directly. It serves only calls outside
+# torch.compile / torch.export, torch.func transforms and forward-mode AD, on real tensors; every
+# other call (and every call with arguments that need checking) takes the NativeOp path above,
+# which raises the same errors and gives the same results. The lean backward takes the NativeOp
+# path itself where a derivative of the backward may be taken (create_graph=True).
+
+_LEAN = [True]
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_transforms_active = torch._C._are_functorch_transforms_active
+_is_compiling = torch.compiler.is_compiling
+
+
+@contextmanager
+def lean_path(enabled: bool) -> Iterator[None]:
+    """Turn the lean eager path on or off inside the block (tests run both paths on the same calls)."""
+    previous = _LEAN[0]
+    _LEAN[0] = enabled
+    try:
+        yield
+    finally:
+        _LEAN[0] = previous
+
+
+def lean_ready(x: Tensor) -> bool:
+    """The lean eager path may serve a call on ``x``: it is on, nothing traces or transforms the
+    call (torch.compile, torch.func, forward-mode AD), and x is a plain tensor (no subclass, no
+    functorch wrapper left by a finished transform)."""
+    return (_LEAN[0] and not _is_compiling() and type(x) in _REAL and not _transforms_active()
+            and forward_ad._current_level < 0 and not _wrapped(x))
+
+
+def lean_backward_ready(grad: Tensor) -> bool:
+    """A lean backward may call native code on ``grad`` directly: no graph of the backward is being
+    recorded (create_graph=False), no transform or forward-AD level is active (grad may carry a
+    tangent there) and grad is a plain tensor."""
+    return (not torch.is_grad_enabled() and not _transforms_active() and forward_ad._current_level < 0
+            and type(grad) in _REAL and not _wrapped(grad))
+
+
+def lean_apply(function: type) -> Callable[..., Any]:
+    """``function.apply`` of a lean autograd.Function (old style, ``forward(ctx, ...)``): the C++
+    apply directly, as Function.apply does outside transforms (lean calls are made only there)."""
+    return super(torch.autograd.Function, function).apply  # the C++ _FunctionBase.apply
+
+
+def eager_call(op: Any, x: Tensor, *args: Any) -> Any:
+    """A raw custom op without autograd (a solver, a sampler; x its only tensor argument) on the lean
+    path: its implementation directly where ``lean_ready(x)`` and no gradient is recorded through x
+    (there the op attaches its own "autograd not implemented" node); otherwise the op (dispatcher,
+    fake tensors, vmap rule, torch.compile)."""
+    if lean_ready(x) and not (x.requires_grad and torch.is_grad_enabled()):
+        return op._init_fn(x, *args)
+    return op(x, *args)
 
 
 class NativeOp:
@@ -64,17 +178,22 @@ class NativeOp:
     (``torch.ops.diffcomb.<name>``), ``function`` the autograd.Function of the eager path.
     """
 
-    __slots__ = ("name", "op", "function", "_apply")
+    __slots__ = ("_apply", "_forward", "function", "name", "op")
 
     def __init__(self, name: str, op: Any, function: type) -> None:
         self.name = name
         self.op = op
         self.function = function
-        self._apply = function.apply
+        self._apply = fast_apply(function)
+        self._forward = function.forward
 
     def __call__(self, *args: Any) -> Any:
         if torch.compiler.is_compiling():
             return self.op(*args)
+        if _untracked(args):
+            # Nothing to differentiate: skip the autograd.Function's cost. As Function.apply does,
+            # unwrap the wrappers that a finished torch.func transform left (a vjp's pullback).
+            return self._forward(*unwrap_dead_wrappers(args))
         return self._apply(*args)
 
     def __repr__(self) -> str:
@@ -161,7 +280,8 @@ def define(name: str, impl: Callable[..., Any], fake: Callable[..., Any], *, kin
         "forward": staticmethod(_eager_forward(impl, op)),
         "setup_context": staticmethod(setup or _no_setup),
         "backward": staticmethod(backward or not_differentiable(name, "derivative", "the op is not differentiable")),
-        "jvp": staticmethod(jvp or not_differentiable(name, "forward-mode derivative", "no jvp formula")),
+        "jvp": staticmethod(one_forward_level(name, jvp) if jvp is not None else
+                            not_differentiable(name, "forward-mode derivative", "no jvp formula")),
         "__doc__": f"The eager autograd.Function of diffcomb::{name} (diffcomb._autodiff).",
         "__module__": impl.__module__,
     })

@@ -1,13 +1,16 @@
 """The Sinkhorn family's custom ops (SPEC.md section 4): log-domain Sinkhorn on contiguous
-``(B, n, m)`` batches, with its two backward passes, registered with ``torch.library`` (fake
-implementations and autograd), so every public function of the family works under
-``torch.compile(fullgraph=True)``, ``torch.autograd.gradcheck`` and ``torch.library.opcheck``.
+``(B, n, m)`` batches, its two backward passes and the implicit system alone, each wired by
+``diffcomb._autodiff.define`` (custom op with fake implementation and autograd, and the eager
+autograd.Function with forward mode and a folding vmap rule), so every public function of the family
+works under every autodiff mode, ``torch.compile(fullgraph=True)``, ``gradcheck`` and ``opcheck``.
 
 The native kernels (csrc/sinkhorn) solve every problem of the batch to its own convergence and
 compute the backward either by implicit differentiation of the optimality conditions (conjugate
 gradient on SPEC 4.3's system) or by replaying the recorded iterations in reverse (unrolling).
-The public functions (diffcomb.transport, diffcomb.transport_sort, diffcomb.transport_permutation)
-validate, broadcast and flatten, then call :func:`solve`.
+Forward mode and the backward passes' own derivatives are diffcomb._sinkhorn_derivatives (the same
+implicit system, solved by the same conjugate gradient; the unrolled iterations replayed with torch
+ops). The public functions (diffcomb.transport, diffcomb.transport_sort,
+diffcomb.transport_permutation) validate, broadcast and flatten, then call :func:`solve`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ import torch
 from torch import Tensor
 
 from . import _native
+from ._autodiff import ROW, define, save
 from ._checks import check_op, check_op_tensor, message
+from ._sinkhorn_derivatives import (cost_tangent, hvp, jvp_by_vjp, marginals, plan_tangent, project, replay,
+                                    solve_derivatives, unrolled_first_order)
 
-__all__ = ["BACKWARDS", "default_tol", "solve"]
+__all__ = ["BACKWARDS", "FORWARD", "IMPLICIT", "SOLVE", "UNROLLED", "default_tol", "solve", "solve_system",
+           "warn"]
 
 BACKWARDS = ("implicit", "unroll")
 _DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-6}  # SPEC 4.1
@@ -70,13 +77,13 @@ def _weights_error(fn: str, a: Tensor, b: Tensor) -> Optional[str]:
 _INTERNAL_PATHS = tuple(os.path.dirname(path) + os.sep for path in (__file__, torch.__file__))
 
 
-def _warn(text: str) -> None:
-    """A UserWarning attributed to the first caller outside diffcomb and torch (the user's line,
+def warn(text: str, category: type = UserWarning) -> None:
+    """A warning (UserWarning by default) attributed to the first caller outside diffcomb and torch (the user's line,
     also when the custom op runs inside a compiled graph)."""
     frame, level = sys._getframe(1), 2
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PATHS):
         frame, level = frame.f_back, level + 1
-    warnings.warn(text, UserWarning, stacklevel=level - 1 if frame is None else level)
+    warnings.warn(text, category, stacklevel=level - 1 if frame is None else level)
 
 
 def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None:
@@ -86,7 +93,7 @@ def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None
     count = int(bad.sum())
     if count:
         worst = float(err[bad].max())
-        _warn(message(fn, f"Sinkhorn did not converge in {count} of {err.numel()} problem(s): stopped at "
+        warn(message(fn, f"Sinkhorn did not converge in {count} of {err.numel()} problem(s): stopped at "
               f"max_iter={max_iter} with a row-marginal error sum_i |sum_j P_ij - a_i| of up to {worst:.3g} > "
               f"tol={tol:g}, so the plan (and its gradient) is that far from the transport between a and b. "
               f"Increase max_iter, or epsilon (it is on the scale of the cost: rescale a large cost); "
@@ -150,8 +157,7 @@ def _history_shapes(batch: int, n: int, m: int, max_iter: int, unroll: bool) -> 
     return (batch, steps, n), (batch, steps + 1 if unroll else 0, m)
 
 
-@torch.library.custom_op("diffcomb::sinkhorn", mutates_args=())
-def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
+def _sinkhorn_impl(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
                  unroll: bool, check_weights: bool = False, caller: str = "sinkhorn"
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(P, f, g, cost, n_iter, err, f_hist, g_hist) for costs C (B, n, m) and weights a (B, n), b (B, m).
@@ -194,8 +200,7 @@ def _sinkhorn_op(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol
     return P, f, g, cost, n_iter, err, f_hist, g_hist
 
 
-@_sinkhorn_op.register_fake
-def _(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights=False, caller="sinkhorn"):
+def _sinkhorn_fake(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights=False, caller="sinkhorn"):
     _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
     batch, n, m = C.shape
     fh_shape, gh_shape = _history_shapes(batch, n, m, max_iter, unroll)
@@ -221,8 +226,7 @@ def _check_implicit_args(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, 
     _check_side(op, "g", g, (batch, m), C)
 
 
-@torch.library.custom_op("diffcomb::sinkhorn_implicit_backward", mutates_args=())
-def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, g: Tensor, G: Optional[Tensor],
+def _implicit_backward_impl(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor, g: Tensor, G: Optional[Tensor],
                           gcost: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dC, da, db) by implicit differentiation (SPEC 4.3 b) of the plan P's own optimality
     conditions (its marginals P 1, P^T 1 in H: exact for the returned plan, converged or not) for
@@ -243,8 +247,7 @@ def _implicit_backward_op(C: Tensor, a: Tensor, b: Tensor, P: Tensor, f: Tensor,
     return dC, da, db
 
 
-@_implicit_backward_op.register_fake
-def _(C, a, b, P, f, g, G, gcost, eps):
+def _implicit_backward_fake(C, a, b, P, f, g, G, gcost, eps):
     _check_implicit_args(C, a, b, P, f, g, G, gcost, eps)
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
@@ -259,8 +262,7 @@ def _check_history(op: str, C: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: T
     _check_side(op, "n_iter", n_iter, (batch,), C, torch.int64)
 
 
-@torch.library.custom_op("diffcomb::sinkhorn_unrolled_backward", mutates_args=())
-def _unrolled_backward_op(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: Tensor,
+def _unrolled_backward_impl(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_hist: Tensor, n_iter: Tensor,
                           G: Optional[Tensor], gcost: Optional[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dC, da, db) through the recorded iterations (SPEC 4.3 a); cost gradients by the envelope.
     n_iter is clamped to the recorded history by the kernels."""
@@ -279,25 +281,158 @@ def _unrolled_backward_op(C: Tensor, a: Tensor, b: Tensor, f_hist: Tensor, g_his
     return dC, da, db
 
 
-@_unrolled_backward_op.register_fake
-def _(C, a, b, f_hist, g_hist, n_iter, G, gcost, eps):
+def _unrolled_backward_fake(C, a, b, f_hist, g_hist, n_iter, G, gcost, eps):
     op = "sinkhorn_unrolled_backward"
     _check_backward_args(op, C, a, b, G, gcost, eps)
     _check_history(op, C, f_hist, g_hist, n_iter)
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
 
+def _check_solve_args(P: Tensor, w: Tensor) -> None:
+    op = "sinkhorn_implicit_solve"
+    check_op_tensor(op, "P", P, _FLOATS, 3)
+    batch, n, m = P.shape
+    _check_side(op, "w", w, (batch, n + m), P)
+
+
+def _solve_impl(P: Tensor, w: Tensor) -> Tensor:
+    """x = H^+ w (B, n + m) for the plan P (B, n, m), H = [[diag(P 1), P], [P^T, diag(P^T 1)]]: the
+    solution on H's range (w projected onto it first: _sinkhorn_derivatives.project), by the implicit
+    backward's conjugate gradient."""
+    _check_solve_args(P, w)
+    batch, n, m = P.shape
+    if P.numel() == 0:
+        return torch.zeros_like(w)
+    wt = marginals(P)
+    support = (wt > 0).to(torch.float64)
+    rhs = project(w.to(torch.float64), support, n).contiguous()
+    x = torch.zeros_like(rhs)
+    addr = _native.address
+    _native.launch("sinkhorn_implicit_solve", "sinkhorn_implicit_solve", P, addr(P), addr(rhs), addr(wt), addr(x),
+                   batch, n, m, _CG_TOL[P.dtype], 10 * (n + m) + 100, _native.dtype_code(P),
+                   workspace=("sinkhorn_work_bytes", (batch, n, m)))
+    return project(x, support, n).to(P.dtype)
+
+
+def _solve_fake(P, w):
+    _check_solve_args(P, w)
+    return torch.empty_like(w)
+
+
+def _solve_setup(ctx, inputs, output) -> None:
+    save(ctx, inputs[0], output)
+
+
+def solve_system(P: Tensor, w: Tensor) -> Tensor:
+    """SOLVE on contiguous arguments (cotangents and tangents may be expanded): the callable that the
+    derivative formulas (diffcomb._sinkhorn_derivatives) receive."""
+    return SOLVE(P.contiguous(), w.contiguous())
+
+
+_solve_backward, _solve_jvp = solve_derivatives(solve_system)
+SOLVE = define("sinkhorn_implicit_solve", _solve_impl, _solve_fake, kinds=(ROW, ROW), setup=_solve_setup,
+               backward=_solve_backward, jvp=_solve_jvp)
+
+
+def _solution(da: Tensor, db: Tensor, f: Tensor, g: Tensor, gcost: Optional[Tensor], eps: float) -> Tensor:
+    """The implicit backward's system solution [u; v] from its weight gradients (da, db) = (u, v) +
+    gcost (f - eps/2, g - eps/2)."""
+    x = torch.cat((da, db), -1)
+    if gcost is not None:
+        x = x - gcost[..., None] * (torch.cat((f, g), -1) - 0.5 * eps)
+    return x
+
+
+def _plus_linear(h: tuple, op, saved: tuple, tG: Optional[Tensor], tgcost: Optional[Tensor], eps: float) -> tuple:
+    """h plus a backward op (op(): IMPLICIT or UNROLLED) at the tangents (tG, tgcost): the part of the
+    backward's forward-mode derivative that is linear in (G, gcost)."""
+    if tG is None and tgcost is None:
+        return tuple(h)
+    linear = op()(*saved, None if tG is None else tG.contiguous(), tgcost, eps)
+    return tuple(x + y for x, y in zip(h, linear))
+
+
+def _implicit_setup(ctx, inputs, output) -> None:
+    C, a, b, P, f, g, G, gcost, eps = inputs
+    _, da, db = output
+    ctx.eps = eps
+    save(ctx, C, a, b, P, f, g, G, gcost, da, db)
+
+
+def _implicit_derivative(ctx, tC, ta, tb):
+    """The implicit backward's derivative with respect to (C, a, b) (the plan and the potentials are
+    functions of them): the Hessian-vector product, and the plan's tangent."""
+    C, a, b, P, f, g, G, gcost, da, db = ctx.saved_tensors
+    u = _solution(da, db, f, g, gcost, ctx.eps)
+    return hvp(solve_system, C, a, b, P, G, gcost, u, ctx.eps, tC, ta, tb)
+
+
+def _implicit_backward_backward(ctx, sC, sa, sb):
+    C, a, b, P, f, g, G, gcost, _, _ = ctx.saved_tensors
+    (hC, ha, hb), dP = _implicit_derivative(ctx, sC, sa, sb)
+    gG = dP if G is not None else None
+    ggc = cost_tangent(P, f, g, ctx.eps, sC, sa, sb) if gcost is not None else None
+    return hC, ha, hb, None, None, None, gG, ggc, None
+
+
+def _implicit_backward_jvp(ctx, tC, ta, tb, _tP, _tf, _tg, tG, tgcost, _teps):
+    return _plus_linear(_implicit_derivative(ctx, tC, ta, tb)[0], lambda: IMPLICIT, ctx.saved_tensors[:6], tG,
+                        tgcost, ctx.eps)
+
+
+IMPLICIT = define("sinkhorn_implicit_backward", _implicit_backward_impl, _implicit_backward_fake,
+                  kinds=(ROW,) * 8 + (None,), setup=_implicit_setup, backward=_implicit_backward_backward,
+                  jvp=_implicit_backward_jvp)
+
+
+def _unrolled_setup(ctx, inputs, output) -> None:
+    C, a, b, f_hist, g_hist, n_iter, G, gcost, eps = inputs
+    ctx.eps = eps
+    save(ctx, C, a, b, f_hist, g_hist, n_iter, G, gcost)
+
+
+def _unrolled_first(ctx):
+    """The unrolled backward as a torch function of (C, a, b, G, gcost) (the replayed iterations)."""
+    C, a, b, f_hist, g_hist, n_iter, G, gcost = ctx.saved_tensors
+    steps, g0, eps = f_hist.shape[1], g_hist[:, 0], ctx.eps
+
+    def first(C, a, b, G, gcost):
+        return unrolled_first_order(C, a, b, G, gcost, g0, n_iter, steps, eps)
+
+    return first, (C, a, b, G, gcost)
+
+
+def _unrolled_backward_backward(ctx, sC, sa, sb):
+    first, (C, a, b, G, gcost) = _unrolled_first(ctx)
+    G0 = torch.zeros_like(C) if G is None else G
+    gc0 = C.new_zeros(C.shape[:-2]) if gcost is None else gcost
+    _, pull = torch.func.vjp(first, C, a, b, G0, gc0)
+    hC, ha, hb, gG, ggc = pull((sC, sa, sb))
+    return (hC, ha, hb, None, None, None, gG if G is not None else None, ggc if gcost is not None else None, None)
+
+
+def _unrolled_backward_jvp(ctx, tC, ta, tb, _tfh, _tgh, _tn, tG, tgcost, _teps):
+    first, (C, a, b, G, gcost) = _unrolled_first(ctx)
+    h = jvp_by_vjp(lambda C, a, b: first(C, a, b, G, gcost), (C, a, b), (tC, ta, tb))
+    return _plus_linear(h, lambda: UNROLLED, ctx.saved_tensors[:6], tG, tgcost, ctx.eps)
+
+
+UNROLLED = define("sinkhorn_unrolled_backward", _unrolled_backward_impl, _unrolled_backward_fake,
+                  kinds=(ROW,) * 8 + (None,), setup=_unrolled_setup, backward=_unrolled_backward_backward,
+                  jvp=_unrolled_backward_jvp)
+
+
 def _setup(ctx, inputs, output) -> None:
-    C, a, b, eps, _max_iter, _tol, _check_every, unroll, _check_weights, _caller = inputs
+    C, a, b, eps, _max_iter, _tol, _check_every, unroll = inputs[:8]
     P, f, g, cost, n_iter, err, f_hist, g_hist = output
     ctx.mark_non_differentiable(f, g, n_iter, err, f_hist, g_hist)
     ctx.set_materialize_grads(False)  # an unused plan gradient stays None: envelope only, no CG
     ctx.eps = eps
     ctx.unroll = unroll
     if unroll:
-        ctx.save_for_backward(C, a, b, f_hist, g_hist, n_iter)
+        save(ctx, C, a, b, P, f, g, f_hist, g_hist, n_iter)
     else:
-        ctx.save_for_backward(C, a, b, P, f, g)
+        save(ctx, C, a, b, P, f, g)
 
 
 def _backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
@@ -306,19 +441,35 @@ def _backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
         return (None, None, None) + none
     G = None if gP is None else gP.contiguous()
     gc = None if gcost is None else gcost.contiguous()
+    C, a, b, P, f, g = ctx.saved_tensors[:6]
     if ctx.unroll:
-        C, a, b, f_hist, g_hist, n_iter = ctx.saved_tensors
-        dC, da, db = torch.ops.diffcomb.sinkhorn_unrolled_backward(C, a, b, f_hist, g_hist, n_iter, G, gc, ctx.eps)
+        f_hist, g_hist, n_iter = ctx.saved_tensors[6:]
+        dC, da, db = UNROLLED(C, a, b, f_hist, g_hist, n_iter, G, gc, ctx.eps)
     else:
         # Exact for the returned plan whether or not the forward converged (a forward that did
         # not has warned already, on the CPU).
-        C, a, b, P, f, g = ctx.saved_tensors
-        dC, da, db = torch.ops.diffcomb.sinkhorn_implicit_backward(C, a, b, P, f, g, G, gc, ctx.eps)
+        dC, da, db = IMPLICIT(C, a, b, P, f, g, G, gc, ctx.eps)
     need = ctx.needs_input_grad
     return (dC if need[0] else None, da if need[1] else None, db if need[2] else None) + none
 
 
-torch.library.register_autograd("diffcomb::sinkhorn", _backward, setup_context=_setup)
+def _jvp(ctx, tC, ta, tb, *_):
+    """Forward mode: the plan's tangent (implicit: the implicit system, _sinkhorn_derivatives; unrolled:
+    the replayed iterations) and the cost's envelope derivative (SPEC 4.2), the transposes of the
+    backward passes."""
+    C, a, b, P, f, g = ctx.saved_tensors[:6]
+    eps = ctx.eps
+    if ctx.unroll:
+        f_hist, g_hist, n_iter = ctx.saved_tensors[6:]
+        dP = jvp_by_vjp(lambda C, a, b: replay(C, a, b, g_hist[:, 0], n_iter, f_hist.shape[1], eps)[0],
+                        (C, a, b), (tC, ta, tb))
+    else:
+        dP = plan_tangent(solve_system, P, eps, tC, ta, tb)[0]
+    return dP, None, None, cost_tangent(P, f, g, eps, tC, ta, tb), None, None, None, None
+
+
+FORWARD = define("sinkhorn", _sinkhorn_impl, _sinkhorn_fake, kinds=(ROW, ROW, ROW) + (None,) * 7, setup=_setup,
+                 backward=_backward, jvp=_jvp)
 
 
 def solve(fn: str, C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int,
@@ -326,7 +477,6 @@ def solve(fn: str, C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     """(P, f, g, cost, n_iter, err) of contiguous (B, n, m) problems through the custom op, which
     checks the weights when asked and warns (on the CPU) about problems that did not converge, in
     the name of the public function fn."""
-    P, f, g, cost, n_iter, err, _, _ = torch.ops.diffcomb.sinkhorn(
-        C.contiguous(), a.contiguous(), b.contiguous(), eps, max_iter, tol, check_every, unroll, check_weights, fn)
+    P, f, g, cost, n_iter, err, _, _ = FORWARD(C.contiguous(), a.contiguous(), b.contiguous(), eps, max_iter, tol,
+                                               check_every, unroll, check_weights, fn)
     return P, f, g, cost, n_iter, err
-

@@ -29,7 +29,6 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Optional
 
 import torch
@@ -39,7 +38,10 @@ from ._checks import (check_choice, check_dim, check_int, check_reduction, check
                       compute_dtype, message, reduce)
 from ._checks import check_target
 from ._isotonic_checks import check_regularization, check_strength
-from ._isotonic_ops import to_rows
+from ._autodiff import ROW, define, save
+from ._isotonic_ops import PROJECT_RANK, project_rank_impl, to_rows
+from ._sinkhorn_derivatives import plan_cotangent, plan_tangent
+from ._sinkhorn_ops import solve_system, warn
 from .transport import sinkhorn
 
 __all__ = ["fenchel_young_loss"]
@@ -88,18 +90,18 @@ def _in_birkhoff(target: Tensor) -> Tensor:
 # eps <mu, log mu - 1> (kl), restricted to P(rho).
 
 
-def _rank_prediction(theta: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(out, perm, starts, weights) of the ascending soft rank of rows theta (B, n); out is the
-    rank (l2) or its log (kl)."""
+def _rank_prediction(theta: Tensor, eps: float, kl: bool, differentiable: bool = True) -> Tensor:
+    """The ascending soft rank of rows theta (B, n) (its log for kl), through the differentiable
+    projection op (or, inside the op's own implementation, the projection's implementation)."""
     n = theta.shape[-1]
     rho = torch.arange(n, 0, -1, dtype=theta.dtype, device=theta.device)
-    return torch.ops.diffcomb.project_rank(theta, rho.log() if kl else rho, 1.0 / eps, kl)
+    project = PROJECT_RANK if differentiable else project_rank_impl
+    return project(theta, rho.log() if kl else rho, 1.0 / eps, kl)[0]
 
 
-@torch.library.custom_op("diffcomb::fenchel_young_permutahedron", mutates_args=())
-def _fy_permutahedron_op(theta: Tensor, target: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _fy_permutahedron_impl(theta: Tensor, target: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(loss (B), prediction (B, n), valid (B) bool) for rows theta, target (B, n)."""
-    out = _rank_prediction(theta, eps, kl)[0]
+    out = _rank_prediction(theta, eps, kl, differentiable=False)
     if kl:
         # L = eps [<theta/eps - log r, r - y> + sum(y log(y/r) - y + r)]: the first term is >= 0
         # (optimality of r), the second a generalized KL divergence (>= 0 term by term).
@@ -117,8 +119,7 @@ def _fy_permutahedron_op(theta: Tensor, target: Tensor, eps: float, kl: bool) ->
     return loss, r, valid
 
 
-@_fy_permutahedron_op.register_fake
-def _(theta, target, eps, kl):
+def _fy_permutahedron_fake(theta: Tensor, target: Tensor, eps: float, kl: bool) -> tuple[Tensor, Tensor, Tensor]:
     rows, n = theta.shape
     return theta.new_empty(rows), torch.empty_like(theta), theta.new_empty(rows, dtype=torch.bool)
 
@@ -127,24 +128,36 @@ def _setup_permutahedron(ctx, inputs, output) -> None:
     theta, target, eps, kl = inputs
     _, r, valid = output
     ctx.mark_non_differentiable(r, valid)
-    ctx.save_for_backward(theta, target, r, valid)
+    save(ctx, theta, target, r, valid)
     ctx.eps, ctx.kl = eps, kl
 
 
-def _backward_permutahedron(ctx, grad_loss, _grad_r, _grad_valid):
+def _gradient_permutahedron(ctx, differentiable: bool) -> Tensor:
+    """The loss's gradient r - y (NaN rows for targets outside the polytope). differentiable: the
+    prediction rebuilt with the differentiable soft-rank op, whose Jacobian is the loss's Hessian
+    (double backward, forward mode nested in reverse mode, and higher orders)."""
     theta, target, r, valid = ctx.saved_tensors
-    if torch.is_grad_enabled():
-        # create_graph=True: rebuild the prediction with the differentiable soft-rank op, so that
-        # second derivatives (the Hessian is the prediction's Jacobian) are exact.
-        out = _rank_prediction(theta, ctx.eps, ctx.kl)[0]
-        r = out.exp() if ctx.kl else out
-    grad = grad_loss.unsqueeze(-1) * (r - target)
-    grad = torch.where(valid.unsqueeze(-1), grad, torch.full_like(grad, math.nan))
+    if differentiable:
+        r = _rank_prediction(theta, ctx.eps, ctx.kl)
+        r = r.exp() if ctx.kl else r
+    return torch.where(valid.unsqueeze(-1), r - target, torch.full_like(r, math.nan))
+
+
+def _backward_permutahedron(ctx, grad_loss, _grad_r, _grad_valid):
+    grad = grad_loss.unsqueeze(-1) * _gradient_permutahedron(ctx, torch.is_grad_enabled())
     return grad, None, None, None
 
 
-torch.library.register_autograd("diffcomb::fenchel_young_permutahedron", _backward_permutahedron,
-                                setup_context=_setup_permutahedron)
+def _jvp_permutahedron(ctx, ttheta, _target, _eps, _kl):
+    theta = ctx.saved_tensors[0]
+    if ttheta is None:
+        return theta.new_zeros(theta.shape[0]), None, None
+    return (_gradient_permutahedron(ctx, True) * ttheta).sum(-1), None, None
+
+
+FY_PERMUTAHEDRON = define("fenchel_young_permutahedron", _fy_permutahedron_impl, _fy_permutahedron_fake,
+                          kinds=(ROW, ROW, None, None), setup=_setup_permutahedron, backward=_backward_permutahedron,
+                          jvp=_jvp_permutahedron)
 
 
 # ---------------------------------------------------------------------------
@@ -152,10 +165,11 @@ torch.library.register_autograd("diffcomb::fenchel_young_permutahedron", _backwa
 # P = argmax <theta, P> - eps <P, log P> (SPEC 4.1 with C = -theta, a = b = 1/n, P = n x plan).
 
 
-@torch.library.custom_op("diffcomb::fenchel_young_birkhoff", mutates_args=())
-def _fy_birkhoff_op(theta: Tensor, target: Tensor, eps: float, max_iter: int,
-                    tol: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(loss (B), prediction (B, n, n), valid (B) bool, converged (B) bool) for theta, target (B, n, n)."""
+def _fy_birkhoff_impl(theta: Tensor, target: Tensor, eps: float, max_iter: int,
+                      tol: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss (B), prediction (B, n, n), valid (B) bool, converged (B) bool) for theta, target (B, n, n).
+    Warns (RuntimeWarning, in the op, so that compiled graphs warn too) when some problem did not
+    converge."""
     batch, n, _ = theta.shape
     if n == 0:
         flags = torch.ones(batch, dtype=torch.bool, device=theta.device)
@@ -173,11 +187,15 @@ def _fy_birkhoff_op(theta: Tensor, target: Tensor, eps: float, max_iter: int,
     loss = (eps * (first + second)).clamp_min(0.0)  # >= 0 in exact arithmetic, up to rounding
     valid = _in_birkhoff(target)
     loss = torch.where(valid, loss, torch.full_like(loss, math.inf))
-    return loss, P, valid, res.converged
+    converged = res.converged
+    if theta.device.type != "meta" and batch and not bool(converged.all()):
+        warn(message("fenchel_young_loss", f"Sinkhorn did not converge within max_iter={max_iter} for "
+                     f"{int((~converged).sum())} of {batch} problem(s); the loss and its gradient are inexact (raise "
+                     "max_iter or regularization_strength)"), RuntimeWarning)
+    return loss, P, valid, converged
 
 
-@_fy_birkhoff_op.register_fake
-def _(theta, target, eps, max_iter, tol):
+def _fy_birkhoff_fake(theta, target, eps, max_iter, tol):
     batch = theta.shape[0]
     flags = theta.new_empty(batch, dtype=torch.bool)
     return theta.new_empty(batch), torch.empty_like(theta), flags, torch.empty_like(flags)
@@ -186,25 +204,45 @@ def _(theta, target, eps, max_iter, tol):
 def _setup_birkhoff(ctx, inputs, output) -> None:
     theta, target, eps, max_iter, tol = inputs
     _, P, valid, converged = output
-    ctx.mark_non_differentiable(P, valid, converged)
-    ctx.save_for_backward(theta, target, P, valid)
-    ctx.eps, ctx.max_iter, ctx.tol = eps, max_iter, tol
+    ctx.mark_non_differentiable(valid, converged)
+    ctx.set_materialize_grads(False)  # no prediction gradient: no solve
+    save(ctx, target, P, valid)
+    ctx.eps = eps
 
 
-def _backward_birkhoff(ctx, grad_loss, _grad_P, _grad_valid, _grad_converged):
-    theta, target, P, valid = ctx.saved_tensors
-    n = theta.shape[-1]
-    if torch.is_grad_enabled() and n > 0:
-        # create_graph=True: rebuild the plan with diffcomb.sinkhorn's differentiable op (implicit
-        # differentiation), so that second derivatives are exact at convergence.
-        P = n * sinkhorn(-theta, epsilon=ctx.eps, max_iter=ctx.max_iter, tol=ctx.tol).plan
-    grad = grad_loss.view(-1, 1, 1) * (P - target)
+def _plan_of(P: Tensor) -> tuple[Tensor, int]:
+    n = P.shape[-1]
+    return P / max(n, 1), n
+
+
+def _backward_birkhoff(ctx, grad_loss, grad_P, _grad_valid, _grad_converged):
+    # The prediction P = n plan(C = -theta) is a differentiable output (its derivative: the implicit
+    # system, diffcomb._sinkhorn_derivatives), so this formula differentiates again: the Hessian of the
+    # loss is the prediction's Jacobian.
+    target, P, valid = ctx.saved_tensors
+    if grad_loss is None and grad_P is None:
+        return None, None, None, None, None
+    grad = torch.zeros_like(P)
+    if grad_loss is not None:
+        grad = grad + grad_loss.view(-1, 1, 1) * (P - target)
+    if grad_P is not None:
+        plan, n = _plan_of(P)
+        grad = grad - plan_cotangent(solve_system, plan, ctx.eps, n * grad_P)[0]
     grad = torch.where(valid.view(-1, 1, 1), grad, torch.full_like(grad, math.nan))
     return grad, None, None, None, None
 
 
-torch.library.register_autograd("diffcomb::fenchel_young_birkhoff", _backward_birkhoff,
-                                setup_context=_setup_birkhoff)
+def _jvp_birkhoff(ctx, t_theta, *_):
+    target, P, valid = ctx.saved_tensors
+    plan, n = _plan_of(P)
+    dP = n * plan_tangent(solve_system, plan, ctx.eps, -t_theta, None, None)[0]
+    dloss = ((P - target) * t_theta).sum((-2, -1))
+    dloss = torch.where(valid, dloss, torch.full_like(dloss, math.nan))
+    return dloss, dP, None, None
+
+
+FY_BIRKHOFF = define("fenchel_young_birkhoff", _fy_birkhoff_impl, _fy_birkhoff_fake, kinds=(ROW, ROW, None, None, None),
+                     setup=_setup_birkhoff, backward=_backward_birkhoff, jvp=_jvp_birkhoff)
 
 
 # ---------------------------------------------------------------------------
@@ -298,8 +336,8 @@ def fenchel_young_loss(
         registered autograd rule: the solver is never differentiated for the first derivative.
         Second derivatives (``create_graph=True``) are exact: the backward then rebuilds the
         prediction with the differentiable soft rank / Sinkhorn op, so the Hessian is the
-        prediction's Jacobian (Birkhoff: implicit differentiation, exact at convergence); third
-        derivatives are not supported. Permutahedron: O(n log n) per row; Birkhoff: O(T n^2)
+        prediction's Jacobian (Birkhoff: implicit differentiation, exact at convergence; the
+        permutahedron's forward mode and higher orders also go through the soft rank). Permutahedron: O(n log n) per row; Birkhoff: O(T n^2)
         Sinkhorn iterations, and a warning when some problem did not converge (raise ``max_iter``
         or ``regularization_strength``). A target outside the polytope (e.g. 0-based ranks, rows
         that do not sum to 1) has :math:`\Omega(y) = +\infty`: its loss is ``inf`` and its
@@ -331,7 +369,7 @@ def fenchel_young_loss(
         rows, _ = to_rows(fn, theta, dim)
         target_rows, _ = to_rows(fn, target.to(rows.dtype), dim)
         lead = theta.movedim(dim, -1).shape[:-1]
-        loss = torch.ops.diffcomb.fenchel_young_permutahedron(rows, target_rows, eps, kl)[0]
+        loss = FY_PERMUTAHEDRON(rows, target_rows, eps, kl)[0]
         return reduce(loss.reshape(lead).to(theta.dtype), reduction)
     if theta.dim() < 2 or theta.shape[-1] != theta.shape[-2]:
         raise ValueError(message(fn, f"polytope='birkhoff' needs square score matrices theta of shape (..., n, n), "
@@ -342,9 +380,5 @@ def fenchel_young_loss(
     rows = theta.to(dtype).reshape(batch, n, n).contiguous()
     target_rows = target.to(dtype).reshape(batch, n, n).contiguous()
     tol_value = _DEFAULT_TOL[dtype] if tol is None else tol
-    loss, _, _, converged = torch.ops.diffcomb.fenchel_young_birkhoff(rows, target_rows, eps, max_iter, tol_value)
-    if not torch.compiler.is_compiling() and theta.device.type != "meta" and batch and not bool(converged.all()):
-        warnings.warn(message(fn, f"Sinkhorn did not converge within max_iter={max_iter} for "
-                                  f"{int((~converged).sum())} of {batch} problem(s); the loss and its gradient are "
-                                  "inexact (raise max_iter or regularization_strength)"), RuntimeWarning, stacklevel=2)
+    loss = FY_BIRKHOFF(rows, target_rows, eps, max_iter, tol_value)[0]
     return reduce(loss.reshape(lead).to(theta.dtype), reduction)

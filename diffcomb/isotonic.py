@@ -20,7 +20,9 @@ from torch import Tensor
 
 from ._checks import as_float, check_dim, check_flag, check_int, check_same_device, check_tensor, message
 from ._isotonic_checks import check_quantile_levels, check_regularization, check_strength
-from ._isotonic_ops import to_rows
+from . import _isotonic_lean as lean
+from ._autodiff import lean_ready
+from ._isotonic_ops import ISOTONIC, PROJECT_RANK, PROJECT_SORT, to_rows
 
 __all__ = [
     "isotonic_regression",
@@ -91,12 +93,15 @@ def soft_rank(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
+    kl = lean.sort_args(x, dim, descending, regularization_strength, regularization)
+    if kl is not None:
+        return lean.soft_rank(x, descending, float(regularization_strength), kl)
     rows, restore, descending, eps, kl = _prepare("soft_rank", x, dim, descending, regularization_strength,
                                                   regularization)
     n = rows.shape[-1]
     rho = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device)
     scale = (-1.0 if descending else 1.0) / eps
-    out = torch.ops.diffcomb.project_rank(rows, rho.log() if kl else rho, scale, kl)[0]
+    out = PROJECT_RANK(rows, rho.log() if kl else rho, scale, kl)[0]
     return restore(out.exp() if kl else out)
 
 
@@ -145,12 +150,15 @@ def soft_sort(
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
+    kl = lean.sort_args(x, dim, descending, regularization_strength, regularization)
+    if kl is not None:
+        return lean.soft_sort(x, descending, float(regularization_strength), kl)
     rows, restore, descending, eps, kl = _prepare("soft_sort", x, dim, descending, regularization_strength,
                                                   regularization)
     n = rows.shape[-1]
     c = torch.arange(n, 0, -1, dtype=rows.dtype, device=rows.device) / eps
     sign = 1.0 if descending else -1.0
-    out = torch.ops.diffcomb.project_sort(rows, c, sign, kl)[0]
+    out = PROJECT_SORT(rows, c, sign, kl)[0]
     return restore(out)
 
 
@@ -185,6 +193,9 @@ def soft_topk(x: Tensor, k: int, dim: int = -1, regularization_strength: float =
         M. Blondel, O. Teboul, Q. Berthet, J. Djolonga. Fast Differentiable Sorting and Ranking.
         ICML 2020. arXiv:2002.08871
     """
+    if (lean_ready(x) and lean.common(x, dim, regularization_strength) and type(k) is int
+            and 0 <= k <= x.shape[-1]):
+        return lean.soft_topk(x, k, float(regularization_strength))
     fn = "soft_topk"
     x = check_tensor(fn, "x", as_float(x))
     dim = check_dim(fn, x, dim)
@@ -193,7 +204,7 @@ def soft_topk(x: Tensor, k: int, dim: int = -1, regularization_strength: float =
     check_int(fn, "k", k, 0, n)
     rows, restore = to_rows(fn, x, dim)
     w = (torch.arange(n, device=rows.device) < k).to(rows.dtype)
-    out = torch.ops.diffcomb.project_rank(rows, w, 1.0 / eps, False)[0]
+    out = PROJECT_RANK(rows, w, 1.0 / eps, False)[0]
     return restore(out)
 
 
@@ -301,6 +312,8 @@ def isotonic_regression(
         R. E. Barlow, D. J. Bartholomew, J. M. Bremner, H. D. Brunk. Statistical Inference under
         Order Restrictions. Wiley, 1972.
     """
+    if sample_weight is None and lean_ready(y) and lean.common(y, dim) and (increasing is True or increasing is False):
+        return lean.isotonic(y, increasing)
     fn = "isotonic_regression"
     check_same_device(fn, y=y, sample_weight=sample_weight)
     y = check_tensor(fn, "y", as_float(y))
@@ -316,5 +329,5 @@ def isotonic_regression(
             raise ValueError(message(fn, f"sample_weight of shape {tuple(sample_weight.shape)} does not broadcast "
                                          f"to y's shape {tuple(y.shape)}")) from exc
         weight_rows, _ = to_rows(fn, expanded.to(y.dtype), dim)
-    out = torch.ops.diffcomb.isotonic(rows, weight_rows, increasing)[0]
+    out = ISOTONIC(rows, weight_rows, increasing)[0]
     return restore(out)

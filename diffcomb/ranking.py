@@ -426,7 +426,7 @@ def soft_auc(
         Tensor[...]: AUC per query.
 
     Note:
-        O(n log n) per query and O(n) memory, against O(|P| |N|) for the pairwise sigmoid surrogate.
+        O(n log n) per query and O(n) memory, against ``O(|P| |N|)`` for the pairwise sigmoid surrogate.
         As :math:`\varepsilon \to 0` the value is the hard AUC (ties count 1/2); as
         :math:`\varepsilon \to \infty` (l2) it tends to 1/2. A query with no positive or no negative
         item (or n = 0) gives NaN. NaN or infinite scores give NaN for their query.

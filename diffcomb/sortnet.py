@@ -9,7 +9,8 @@ P^T x``). The pieces, one concern a file:
 - diffcomb/_sortnet_layout.py: the networks' comparators, layer by layer (SPEC 5.1),
   built once per ``(network, n)``;
 - diffcomb/_sortnet_ops.py: the custom ops over the native kernels (csrc/sortnet),
-  with fake implementations and autograd;
+  with fake implementations and their autograd in every mode (diffcomb/_autodiff.py);
+- diffcomb/_sortnet_tangent.py: forward mode and second derivatives (torch ops);
 - this module: :func:`sorting_network` (validation, ``dim``, the batch);
 - diffcomb/nn/sortnet.py: :class:`DiffSortNet`, :class:`RankingLoss`;
 - diffcomb/losses/sortnet.py: :func:`ranking_loss`.
@@ -31,10 +32,10 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import _sortnet_ops  # noqa: F401  (registers the custom ops)
+from . import _sortnet_lean as lean
 from ._checks import as_float, check_choice, check_dim, check_flag, check_float, check_tensor, compute_dtype
 from ._sortnet_layout import BITONIC_PADDINGS, NETWORKS, NetworkLayout, network_layout
-from ._sortnet_ops import SIGMOIDS
+from ._sortnet_ops import SIGMOIDS, SORTING_NETWORK
 
 __all__ = [
     "BITONIC_PADDINGS",
@@ -51,7 +52,17 @@ __all__ = [
 
 
 class SortingNetworkResult(NamedTuple):
-    """What :func:`sorting_network` returns."""
+    """What :func:`sorting_network` returns.
+
+    Example:
+        >>> res = diffcomb.sorting_network(torch.tensor([2.0, 0.0, 1.0]), steepness=100.0)
+        >>> res.values.round(decimals=2)
+        tensor([0.0100, 1.0000, 1.9900])
+        >>> res.matrix.round(decimals=2)
+        tensor([[0.0000, 0.0000, 1.0000],
+                [1.0000, 0.0000, 0.0000],
+                [0.0000, 0.9900, 0.0000]])
+    """
 
     values: Tensor
     """Tensor[..., n]: the relaxed sorted values."""
@@ -163,6 +174,11 @@ def sorting_network(
         Scalable Sorting and Ranking Supervision. ICML 2021. arXiv:2105.04019;
         Monotonic Differentiable Sorting Networks. ICLR 2022. arXiv:2203.09630
     """
+    codes = lean.args(x, network, sigmoid, steepness, art_lambda, return_matrix, descending, bitonic_padding, dim)
+    if codes is not None:
+        result = lean.sorting_network(x, codes, steepness, art_lambda, return_matrix, descending)
+        if result is not None:
+            return SortingNetworkResult(*result)
     fn = "sorting_network"
     x = check_tensor(fn, "x", as_float(x))
     check_options(fn, network, sigmoid, steepness, art_lambda, bitonic_padding)
@@ -173,7 +189,7 @@ def sorting_network(
     n = moved.shape[-1]
     lead = moved.shape[:-1]
     rows = moved.reshape(math.prod(lead), n).to(compute_dtype(x.dtype)).contiguous()
-    values, Pt, _ = torch.ops.diffcomb.sorting_network(
+    values, Pt, _ = SORTING_NETWORK(
         rows, NETWORKS.index(network), BITONIC_PADDINGS.index(bitonic_padding), SIGMOIDS.index(sigmoid),
         float(steepness), float(art_lambda), with_matrix)
     values = values.reshape(*lead, n).to(x.dtype)

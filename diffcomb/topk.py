@@ -13,9 +13,10 @@ directly as the root of one monotone equation. The backward is the O(n) block
 vector-Jacobian product of the same family.
 
 This module shares the permutahedron family's native kernels, custom ops and checks
-(``diffcomb._isotonic_ops``, ``diffcomb._isotonic_checks``); its op is a ``torch.library`` custom
-op with a fake implementation and autograd, so it works under ``torch.compile(fullgraph=True)``,
-gradcheck and opcheck.
+(``diffcomb._isotonic_ops``, ``diffcomb._isotonic_checks``); its op is wired by
+``diffcomb._autodiff.define`` (a ``torch.library`` custom op with a fake implementation and autograd,
+forward mode, a folding vmap rule and exact second derivatives), so it works under every autodiff
+mode, ``torch.compile(fullgraph=True)``, gradcheck and opcheck.
 
 Math: M. E. Sander, J. Puigcerver, J. Djolonga, G. Peyre, M. Blondel. Fast, Differentiable and
 Sparse Top-k: a Convex Analysis Perspective. ICML 2023, arXiv:2302.01425.
@@ -32,7 +33,9 @@ from torch import Tensor
 from . import _native
 from ._checks import as_float, check_dim, check_flag, check_int, check_op, check_tensor
 from ._isotonic_checks import check_p, check_strength
-from ._isotonic_ops import VJP_RANK, argsort_descending, check_op_rows, to_rows
+from ._autodiff import ROW, define, save
+from ._isotonic_ops import (VJP, VJP_PLAIN, VJP_RANK, argsort_descending, block_sum, check_op_rows, from_sorted,
+                            to_rows, to_sorted, vjp_transpose)
 
 __all__ = ["TopKRouting", "sparse_soft_topk", "topk_routing"]
 
@@ -86,40 +89,83 @@ def sparse_topk_rows(x: Tensor, k: int, scale: float, method: int, exponent: flo
     return out, perm, starts, weights, deriv
 
 
-@torch.library.custom_op("diffcomb::sparse_topk", mutates_args=())
-def _sparse_topk_op(x: Tensor, k: int, scale: float, method: int,
-                    exponent: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _sparse_topk_impl(x: Tensor, k: int, scale: float, method: int,
+                      exponent: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The sparse soft top-k mask of rows x (B, n) with z = scale * x; method and exponent as _method."""
     _check_op_args(x, k, scale, method, exponent)
     return sparse_topk_rows(x, k, scale, method, exponent)
 
 
-@_sparse_topk_op.register_fake
-def _(x: Tensor, k: int, scale: float, method: int, exponent: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _sparse_topk_fake(x: Tensor, k: int, scale: float, method: int,
+                      exponent: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     _check_op_args(x, k, scale, method, exponent)
     rows, n = x.shape
     return (torch.empty_like(x), x.new_empty((rows, n), dtype=torch.int32),
             x.new_empty((rows, n + 1), dtype=torch.int32), torch.empty_like(x), torch.empty_like(x))
 
 
+# Derivatives. With P the gather through perm, S the block sums and a, pi as above, the mask's
+# Jacobian is J = scale D_a P^T (I - S D_pi) P: the backward is the family's rank-mode block VJP of
+# a * g, the jvp its transpose times a. On a mixed block a = r |y|^(2 - p) (y the mask), so a and
+# pi = P a / S P a are functions of the mask: differentiable outputs (da = (2 - p) a / y dy, dpi =
+# (dPa - pi S dPa) / S P a) whose cotangents fold into the mask's, which makes the backward's VJP
+# call exactly differentiable (double backward). p = 2: a and pi are piecewise constant.
+
+
 def _setup_sparse_topk(ctx, inputs, output) -> None:
-    _, _, scale, _, _ = inputs
-    _, perm, starts, weights, deriv = output
-    ctx.mark_non_differentiable(perm, starts, weights, deriv)
-    ctx.save_for_backward(perm, starts, weights, deriv)
+    _, _, scale, _, exponent = inputs
+    out, perm, starts, weights, deriv = output
+    ctx.power = 1.0 - 1.0 / exponent  # 2 - p
+    ctx.mark_non_differentiable(perm, starts, *(() if ctx.power else (weights, deriv)))
+    ctx.set_materialize_grads(False)
+    save(ctx, perm, starts, weights, deriv, out)
     ctx.scale = scale
 
 
-def _backward_sparse_topk(ctx, grad_out, *_):
-    perm, starts, weights, deriv = ctx.saved_tensors
-    g = torch.zeros_like(deriv) if grad_out is None else grad_out
-    # dx = scale * (u - pi * sum_B u) with u = a * g: the permutahedron family's rank-mode block VJP.
-    u = (deriv * g).contiguous()
-    dx = torch.ops.diffcomb.isotonic_vjp(u, perm, starts, weights, ctx.scale, VJP_RANK)
+def _deriv_ratio(deriv: Tensor, out: Tensor, power: float) -> Tensor:
+    """d a / d y = (2 - p) a / y (0 where y = 0, where a = 0 too)."""
+    return power * deriv / torch.where(out == 0, torch.ones_like(out), out)
+
+
+def _block_total(deriv: Tensor, perm: Tensor, starts: Tensor) -> Tensor:
+    """S P a, 1 on pure blocks (where a = pi = 0)."""
+    total = block_sum(to_sorted(deriv, perm), starts)
+    return torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _backward_sparse_topk(ctx, grad_out, _perm, _starts, grad_weights, grad_deriv):
+    perm, starts, weights, deriv, out = ctx.saved_tensors
+    u = grad_out
+    if grad_weights is not None or grad_deriv is not None:  # second derivatives (p < 2)
+        dderiv = torch.zeros_like(deriv) if grad_deriv is None else grad_deriv
+        if grad_weights is not None:
+            dsorted = (grad_weights - block_sum(weights * grad_weights, starts)) / _block_total(deriv, perm, starts)
+            dderiv = dderiv + from_sorted(dsorted, perm)
+        dy = dderiv * _deriv_ratio(deriv, out, ctx.power)
+        u = dy if u is None else u + dy
+    if u is None:
+        return None, None, None, None, None
+    dx = VJP((deriv * u).contiguous(), perm, starts, weights, ctx.scale, VJP_RANK)
     return dx, None, None, None, None
 
 
-torch.library.register_autograd("diffcomb::sparse_topk", _backward_sparse_topk, setup_context=_setup_sparse_topk)
+def _jvp_sparse_topk(ctx, tx, *_):
+    perm, starts, weights, deriv, out = ctx.saved_tensors
+    if tx is None:
+        zeros = torch.zeros_like(deriv)
+        return (zeros, None, None) + ((zeros, zeros) if ctx.power else (None, None))
+    tx = tx.contiguous()
+    if not ctx.power:  # p = 2: pi = 1/|B| on the mixed block (0 elsewhere) is block-constant, S D_pi = D_pi S
+        return deriv * VJP(tx, perm, starts, weights, ctx.scale, VJP_RANK), None, None, None, None
+    tout = deriv * vjp_transpose(tx, perm, starts, weights, ctx.scale, VJP_RANK)
+    tderiv = _deriv_ratio(deriv, out, ctx.power) * tout
+    tsorted = to_sorted(tderiv, perm).contiguous()
+    tweights = (tsorted - VJP(tsorted, starts, starts, weights, 1.0, VJP_PLAIN)) / _block_total(deriv, perm, starts)
+    return tout, None, None, tweights, tderiv
+
+
+SPARSE_TOPK = define("sparse_topk", _sparse_topk_impl, _sparse_topk_fake, kinds=(ROW, None, None, None, None),
+                     setup=_setup_sparse_topk, backward=_backward_sparse_topk, jvp=_jvp_sparse_topk)
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +242,7 @@ def sparse_soft_topk(
         x = x.abs()
     rows, restore = to_rows(fn, x, dim)
     method, exponent = _method(p)
-    out = torch.ops.diffcomb.sparse_topk(rows, k, 1.0 / eps, method, exponent)[0]
+    out = SPARSE_TOPK(rows, k, 1.0 / eps, method, exponent)[0]
     return restore(out)
 
 
@@ -216,6 +262,13 @@ class TopKRouting(NamedTuple):
             coefficient to the training loss to balance the experts.
         experts_per_token (Tensor[]): the mean number of experts a token uses (>= k: tokens whose
             k-th and (k+1)-th experts score closely use both, with fractional weights).
+
+    Example:
+        >>> r = diffcomb.topk_routing(torch.tensor([[2.0, 0.0, 1.0, -1.0]]), k=1, regularization_strength=0.1)
+        >>> r.mask
+        tensor([[1., 0., 0., 0.]])
+        >>> r.load
+        tensor([1., 0., 0., 0.])
     """
 
     combine_weights: Tensor

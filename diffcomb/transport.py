@@ -37,6 +37,12 @@ class SinkhornResult(NamedTuple):
     f (Tensor[..., n]), g (Tensor[..., m]): dual potentials (0 at zero weights).
     n_iter (Tensor[...], int64): iterations executed.
     converged (Tensor[...], bool): whether the row-marginal error reached ``tol``.
+
+    Example:
+        >>> out = diffcomb.sinkhorn(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), epsilon=0.1)
+        >>> out.plan.sum(), out.converged, out.plan.round(decimals=3)
+        (tensor(1.), tensor(True), tensor([[0.5000, 0.0000],
+                [0.0000, 0.5000]]))
     """
 
     plan: Optional[Tensor]
@@ -143,6 +149,13 @@ def sinkhorn(cost: Optional[Tensor] = None, a: Optional[Tensor] = None, b: Optio
         the exact transport between ``a`` and ``b`` is the forward's own error, about
         ``tol / epsilon`` relative on well-conditioned problems (up to ``tol * n_iter / epsilon``
         on slowly converging ones): lower ``tol`` when that matters.
+
+        Autodiff: every mode (``torch.func`` transforms, ``vmap``, forward mode, double backward).
+        Forward mode and the second derivatives solve the implicit system again (one conjugate
+        gradient per direction); with ``backward="unroll"`` they replay the recorded iterations with
+        torch ops (``O(T n m)`` time and memory). The cost's second derivative is that of its envelope
+        gradient (symmetric at convergence). They hold zero weights at 0 (reverse mode gives the
+        one-sided derivative of moving mass onto them).
 
         Convergence: a problem that stops at ``max_iter`` with a marginal error above ``tol`` has
         ``converged = False``, and the call emits one ``UserWarning`` naming the worst error (raise

@@ -64,7 +64,8 @@ def gumbel_sinkhorn(log_alpha: Tensor, tau: float = 1.0, n_iter: int = 20, noise
         permutation. ``hard`` solves the assignment exactly on the input's device
         (:func:`diffcomb.linear_assignment`, ``O(n^3)``). NaN or infinite scores make their matrix
         NaN. The ``L`` iterations are a fixed count by design: there is no convergence test and no
-        warning (the rows sum to 1 only approximately).
+        warning (the rows sum to 1 only approximately). With ``hard``, every autodiff mode (forward mode,
+        ``torch.func``, double backward) gives the soft sample's derivatives.
 
     Example:
         >>> gumbel_sinkhorn(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), noise=False)

@@ -117,3 +117,23 @@ def test_undefined_mode_raises(data):
     x, _ = data
     with pytest.raises(RuntimeError, match="diffcomb._test_toy_no_jvp: the forward-mode derivative is not defined"):
         F.jvp(NO_JVP, (x,), (torch.ones_like(x),))
+
+
+def test_forward_over_forward_raises_instead_of_zeros(data):
+    x, w = data
+    with pytest.raises(RuntimeError, match="forward mode over forward mode"):
+        F.jacfwd(F.jacfwd(lambda x: _value(x, w).sum()))(x)
+    hess = F.jacrev(F.jacfwd(lambda x: _value(x, w).sum()))(x)  # reverse over forward holds
+    torch.testing.assert_close(hess.reshape(12, 12), torch.diag((4 * w).expand(3, 4).reshape(12)))
+
+
+def test_untracked_and_tracked_calls_agree(data):
+    x, w = data
+    plain = TOY(x, w, 2.0)[0]
+    assert not plain.requires_grad
+    leaf = x.clone().requires_grad_()
+    tracked = TOY(leaf, w, 2.0)[0]
+    assert tracked.requires_grad
+    torch.testing.assert_close(plain, tracked.detach())
+    with torch.no_grad():
+        torch.testing.assert_close(TOY(leaf, w, 2.0)[0], plain)

@@ -17,8 +17,8 @@ from diffcomb.bench import cli, memory, peers, report, runner
 from diffcomb.bench.progress import Progress
 from diffcomb.bench.suites import SUITES, select
 from diffcomb.bench.timing import Budget
-from diffcomb.bench.workloads import (PerturbWorkload, SinkhornWorkload, SortNetWorkload, TopKWorkload, Workload,
-                                      Unsupported)
+from diffcomb.bench.workloads import (PerturbWorkload, SinkhornWorkload, SoftDTWWorkload, SortNetWorkload,
+                                      TopKWorkload, Workload, Unsupported)
 
 # The smallest workload of each suite (the team compares tables by these names: they must stay).
 SMALLEST = {
@@ -29,6 +29,7 @@ SMALLEST = {
     "perturb": "grid_shortest_path/64x12x12",
     "ranking": "ndcg_loss/256x100",
     "topk": "sparse_soft_topk/p1.333/k2/4096x64",
+    "latency": "soft_rank/l2/1x8",
 }
 TINY = ["--quick", "--repeat", "1", "--warmup", "0", "--min-time", "0", "--max-time", "0.01", "--no-progress"]
 TINY_BUDGET = Budget(repeat=1, min_time=0.0, max_time=0.01, warmup=0)
@@ -92,15 +93,22 @@ def test_suite_runs_its_smallest_workload_through_the_cli(suite, tmp_path, capsy
         elif "note" not in c["check"]:  # compared with the reference
             assert c["check"]["max_abs_diff"] is not None
 
-    # The table: the standard header and one row per contender, also in the saved .md.
-    head = "| workload | contender | fwd ms | fwd+bwd ms | fwd ratio | fwd+bwd ratio | max abs diff | grad diff |"
+    # The table: the standard header and one row per contender, also in the saved .md. Suite
+    # latency shows microseconds and leaves out the contenders that cannot run the workload.
+    unit = "us" if suite == "latency" else "ms"
+    head = (f"| workload | contender | fwd {unit} | fwd+bwd {unit} | fwd ratio | fwd+bwd ratio | max abs diff | "
+            "grad diff |")
+    shown = [c["name"] for c in result["contenders"]
+             if not (suite == "latency" and c["status"].startswith("unsupported"))]
     lines = table.splitlines()
     assert lines[0].startswith(f"diffcomb-bench suite={suite} device=cpu")
     header = next(i for i, line in enumerate(lines) if line.startswith("| workload "))
     assert " ".join(lines[header].split()) == head
-    rows = lines[header + 2:header + 2 + len(names)]
+    rows = lines[header + 2:header + 2 + len(shown)]
     assert rows[0].split("|")[1].strip() == SMALLEST[suite]
-    assert [r.split("|")[2].strip() for r in rows] == names
+    assert [r.split("|")[2].strip() for r in rows] == shown
+    if suite == "latency":  # a row of diffcomb in microseconds, and nothing after the rows shown
+        assert float(rows[0].split("|")[3]) > 0 and not lines[header + 2 + len(shown)].startswith("|")
     assert path.with_suffix(".md").read_text() == table
 
 
@@ -230,3 +238,18 @@ def test_peak_memory_is_measured_in_a_fresh_process():
     assert result["status"] == "ok", result
     # At least the output P (64, 64, 64) in float32, 1 MiB; far below a GiB.
     assert 64**3 * 4 <= result["peak_bytes"] < 2**30
+
+
+def test_latency_floors_run_where_the_output_has_the_input_shape():
+    floors = [peers.CONTENDERS[n] for n in ("diffcomb", "torch.softmax", "torch.sort")]
+    res = _run(Workload(op="soft_rank", batch=2, n=5), floors)
+    assert [c.status for c in res.contenders] == ["ok", "ok", "ok"]
+    assert all(c.fwd is not None and c.fwd_bwd is not None for c in res.contenders)
+    assert [c.is_floor for c in res.contenders] == [False, True, True]
+    assert res.contenders[1].max_abs_diff is None  # a floor is not compared
+    res = _run(SoftDTWWorkload(batch=2, n=4, m=3, d=1), floors)
+    assert res.contenders[0].status == "ok"
+    assert all(c.status.startswith("unsupported: ") for c in res.contenders[1:])
+    micro = report.format_table([res], micro=True)
+    assert "fwd us" in micro and "torch.softmax" not in micro and "torch.sort" not in micro
+    assert "torch.softmax" in report.format_table([res])  # the other suites list every contender

@@ -9,10 +9,12 @@ CPU-vs-CUDA agreement lives in test_isotonic_cuda.py.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.func as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -878,6 +880,100 @@ def test_chunked_isotonic_entry_matches_sequential(dtype, weighted, sign, n, gen
             torch.testing.assert_close(w, w0, rtol=rtol, atol=atol, msg=where)
 
 
+# The CPU's team path: chunk < 0 runs the chunked PAV with its chunks on a team of threads (every
+# row at least LONG_ROW long does, with chunk LONG_ROW_CHUNK: csrc/isotonic/cpu.cpp). It must give
+# exactly the serial chunked result, whatever the thread count.
+LONG_ROW, LONG_ROW_CHUNK = 1 << 16, 1 << 14
+
+
+def _project_all(a, c, perm, out_scale, rank, kl, chunk, threads):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return ops.project(a, c, perm, out_scale, rank, kl, chunk=chunk)
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind, reg", KIND_REG)
+@pytest.mark.parametrize("n", [1, 2, 33, 1000, 5000])
+def test_team_pav_equals_the_serial_chunked_pav(dtype, kind, reg, n, gen):
+    for row, x in adversarial_rows(n, gen).items():
+        a, c, perm, out_scale, rank, kl = chunk_inputs(kind, x.to(dtype), reg, 1.0)
+        _, starts0, _ = ops.project(a, c, perm, out_scale, rank, kl, chunk=0)
+        for chunk in (1, 3, 64, 777, n):
+            serial = ops.project(a, c, perm, out_scale, rank, kl, chunk=chunk)
+            assert torch.equal(serial[1], starts0), (row, chunk)  # the blocks of the sequential PAV
+            for threads in (1, 2, 3):
+                team = _project_all(a, c, perm, out_scale, rank, kl, -chunk, threads)
+                for got, want in zip(team, serial):
+                    assert torch.equal(got, want), (row, chunk, threads)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_team_isotonic_regression_equals_the_serial_chunked_fit(weighted, gen):
+    n = 3000
+    rows = torch.stack(list(adversarial_rows(n, gen).values())).contiguous()
+    w = torch.rand(rows.shape, generator=gen, dtype=torch.float64) + 0.1 if weighted else None
+    for sign in (1.0, -1.0):
+        for chunk in (5, 512):
+            serial = ops.fit(rows, w, sign, chunk=chunk)
+            team = ops.fit(rows, w, sign, chunk=-chunk)
+            assert all(torch.equal(t, s) for t, s in zip(team, serial))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reg", REGULARIZATIONS)
+def test_long_rows_run_on_the_team(dtype, reg, gen):
+    # One long row (the team argsort and the team PAV) gives the serial chunked result with the
+    # same chunk on any number of threads, the sequential PAV's blocks, and a stable argsort.
+    n = LONG_ROW + 4321
+    x = torch.randn(2, n, generator=gen, dtype=torch.float64)
+    x[1] = torch.round(x[1] * 8)  # many exact ties
+    x = x.to(dtype)
+    for r in range(2):
+        row = x[r:r + 1].contiguous()
+        for threads in (1, 2, 3):
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                values, perm = ops.argsort_descending(row, -1.0)
+            finally:
+                torch.set_num_threads(saved)
+            ref = torch.sort(row, dim=-1, stable=True)
+            assert torch.equal(perm.long(), ref.indices) and torch.equal(-values, ref.values)
+        for kind in ("rank", "sort"):
+            a, c, perm, out_scale, rank, kl = chunk_inputs(kind, row[0], reg, 1.0)
+            serial = ops.project(a, c, perm, out_scale, rank, kl, chunk=LONG_ROW_CHUNK)
+            sequential = ops.project(a, c, perm, out_scale, rank, kl, chunk=n)  # one chunk: solve_row
+            assert torch.equal(serial[1], sequential[1])
+            scale = max(1.0, float(sequential[0].abs().max()))
+            tol = 1e-12 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(serial[0], sequential[0], rtol=tol, atol=tol * scale)
+            for threads in (1, 2, 3):
+                auto = _project_all(a, c, perm, out_scale, rank, kl, 0, threads)
+                assert all(torch.equal(u, v) for u, v in zip(auto, serial)), (kind, threads)
+    # the public function on a long row (values within rounding of the sequential solve)
+    out = diffcomb.soft_sort(x, regularization=reg)
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+
+
+def test_team_pav_non_finite_rows():
+    n = LONG_ROW + 7
+    x = torch.randn(3, n, dtype=torch.float64)
+    x[0, 5] = float("nan")
+    x[2, n - 1] = float("inf")
+    rho = torch.arange(n, 0, -1, dtype=torch.float64)
+    a, perm = ops.argsort_descending(x, 1.0)
+    for threads in (1, 2):
+        out, starts, w = _project_all(a, rho, perm, 1.0, True, False, 0, threads)
+        assert torch.isnan(out[0]).all() and torch.isnan(out[2]).all() and torch.isfinite(out[1]).all()
+        assert int(starts[0, -1]) == -1 and int(starts[2, -1]) == -1 and int(starts[1, -1]) > 0
+        assert torch.equal(starts[0, :-1], torch.full((n,), n, dtype=torch.int32))
+        assert torch.isnan(w[0]).all()
+
+
 def test_chunked_pav_non_finite_row():
     x = torch.tensor([[1.0, float("nan"), 2.0, 3.0, 0.5], [1.0, 2.0, 3.0, 4.0, 5.0]], dtype=torch.float64)
     rho = torch.arange(5, 0, -1, dtype=torch.float64)
@@ -1463,3 +1559,74 @@ def test_vjp_index_values_out_of_range_give_nan_rows(device, mode, n, gen):
         out = torch.ops.diffcomb.isotonic_vjp(g, bad_perm, starts, weights, 1.0, mode)
         assert torch.isnan(out[[1, 3, 4]]).all()
         assert torch.equal(out[[0, 2, 5]], good[[0, 2, 5]])
+
+
+# ---------------------------------------------------------------------------
+# Autodiff beyond the op x mode matrix (tests/autodiff_cases/isotonic.py): derivatives under vmap
+# (per-sample gradients, batched Hessians) fold into the native batch, third derivatives, and
+# second derivatives against closed forms.
+
+_SMOOTH = {
+    "soft_rank-kl": lambda x: diffcomb.soft_rank(x, regularization_strength=0.6, regularization="kl"),
+    "soft_sort-kl": lambda x: diffcomb.soft_sort(x, descending=True, regularization_strength=1.3,
+                                                 regularization="kl"),
+    "isotonic-weighted": lambda x: diffcomb.isotonic_regression(x[..., :3], x[..., 3:].exp()),
+    "sparse_topk-p4/3": lambda x: diffcomb.sparse_soft_topk(x, 2, regularization_strength=1.5),
+    "fenchel_young-kl": lambda x: diffcomb.fenchel_young_loss(
+        x, torch.arange(1.0, 7.0, dtype=x.dtype).expand(x.shape), regularization="kl", regularization_strength=0.6,
+        reduction="none"),
+}
+
+
+def _smooth_loss(name):
+    return lambda x: _SMOOTH[name](x).sin().sum()
+
+
+@pytest.mark.parametrize("name", list(_SMOOTH))
+def test_vmap_of_derivatives_folds(name, gen):
+    loss = _smooth_loss(name)
+    x = randn(gen, 4, 3, 6)
+    ones = torch.ones_like(x[0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")  # no per-sample fallback
+        grads = F.vmap(F.grad(loss))(x)
+        tangents = F.vmap(lambda x: F.jvp(loss, (x,), (ones,))[1])(x)
+        hessians = F.vmap(F.hessian(loss))(x[:, :1])
+    assert_close(grads, torch.stack([F.grad(loss)(s) for s in x]))
+    assert_close(tangents, torch.stack([F.jvp(loss, (s,), (ones,))[1] for s in x]))
+    assert_close(hessians, torch.stack([F.hessian(loss)(s) for s in x[:, :1]]))
+    assert hessians.abs().max() > 0.1  # a smooth op: a real second derivative
+
+
+@pytest.mark.parametrize("name", list(_SMOOTH))
+def test_third_derivatives(name, gen):
+    loss = _smooth_loss(name)
+    x = randn(gen, 2, 6, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: torch.autograd.grad(loss(x), x, create_graph=True)[0], (x,))
+
+
+def test_second_derivatives_single_block_closed_forms(gen):
+    # One KL block (SPEC 1.7): the descending soft sort is rho/eps - LSE(rho/eps) + LSE(x) once eps >=
+    # 1 / (smallest gap) (every leaf pools), and the ascending soft rank is n(n+1)/2 softmax(x/eps) once
+    # the spread of x/eps is below log(rho_i / rho_{i+1}).
+    x = torch.tensor([0.3, -1.2, 2.0, 0.9, -0.4], dtype=torch.float64)
+    w = randn(gen, 5)
+    n, rho = 5, torch.arange(5, 0, -1, dtype=torch.float64)
+    cases = [
+        (lambda x: diffcomb.soft_sort(x, descending=True, regularization_strength=10.0, regularization="kl"),
+         lambda x: rho / 10.0 - torch.logsumexp(rho / 10.0, -1) + torch.logsumexp(x, -1)),
+        (lambda x: diffcomb.soft_rank(x, regularization_strength=50.0, regularization="kl"),
+         lambda x: n * (n + 1) / 2 * torch.softmax(x / 50.0, -1)),
+    ]
+    v = randn(gen, 5)
+    for op, closed in cases:
+        assert_close(op(x), closed(x))
+        hess_op = F.hessian(lambda x: (op(x) * w).sum())(x)
+        hess_closed = F.hessian(lambda x: (closed(x) * w).sum())(x)
+        assert hess_closed.abs().max() > 1e-4
+        assert_close(hess_op, hess_closed)
+        assert_close(F.jvp(op, (x,), (v,))[1], F.jvp(closed, (x,), (v,))[1])
+        # Double backward (reverse over reverse) gives the same Hessian-vector product.
+        xr = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad((op(xr) * w).sum(), xr, create_graph=True)
+        assert_close(torch.autograd.grad(g, xr, v)[0], hess_closed @ v)

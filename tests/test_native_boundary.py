@@ -78,6 +78,10 @@ def _right(s):
     return (s["batch"], s["m"])
 
 
+def _lines(s):
+    return (s["batch"], s["n"] + s["m"])
+
+
 ROWS = {"rows": 2, "n": 3}
 PLANS = {"batch": 2, "n": 3, "m": 4}
 PAIRS = {"batch": 2, "m": 3, "n": 4}
@@ -127,6 +131,10 @@ ENTRIES = [
            "g": (F64, _right), "dC": (F64, _plans), "da": (F64, _left), "db": (F64, _right)}, PLANS,
           {"eps": 1.0, "cg_tol": 1e-10, "cg_max_iter": 10, "dtype": 1}, optional=("G", "gcost"),
           empty=("batch", "n", "m"), codes={"dtype": 2}, work=("sinkhorn_work_bytes", _plans)),
+    Entry("sinkhorn_implicit_solve",
+          {"P": (F64, _plans), "rhs": (F64, _lines), "wt": (F64, _lines), "x": (F64, _lines)}, PLANS,
+          {"cg_tol": 1e-10, "cg_max_iter": 10, "dtype": 1}, empty=("batch", "n", "m"), codes={"dtype": 2},
+          work=("sinkhorn_work_bytes", _plans)),
     Entry("sinkhorn_unrolled_backward",
           {"C": (F64, _plans), "a": (F64, _left), "b": (F64, _right),
            "f_hist": (F64, lambda s: (s["batch"], s["max_iter"], s["n"])),

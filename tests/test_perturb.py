@@ -8,6 +8,7 @@ import doctest
 import functools
 import importlib
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -1255,3 +1256,89 @@ def test_decorator_bad_arguments():
         @diffcomb.imle
         def top3(scores):
             return diffcomb.topk_mask(scores, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.func beyond the op x mode matrix (tests/autodiff_cases/perturb.py): vmap's randomness,
+# per-sample gradients in one solver call, the modes an estimator does not define.
+
+_TOP3 = functools.partial(diffcomb.topk_mask, k=3)
+
+
+def _estimators(solver):
+    return {"perturbed": diffcomb.perturbed(solver, num_samples=4, sigma=0.7),
+            "imle": diffcomb.imle(solver, noise="gumbel", num_samples=2, lambda_=2.0),
+            "blackbox": diffcomb.blackbox(solver, lambda_=2.0)}
+
+
+@pytest.mark.parametrize("name", ["perturbed", "imle"])
+def test_vmap_randomness(name, gen):
+    est = _estimators(_TOP3)[name]
+    theta = torch.randn(5, 3, 8, generator=gen, dtype=torch.float64)
+    seeded = lambda t: est(t, generator=torch.Generator().manual_seed(11))  # noqa: E731
+    # "same": one noise draw for every vmapped sample, as a loop with the same seed.
+    same = torch.vmap(seeded, randomness="same")(theta)
+    assert torch.equal(same, torch.stack([seeded(t) for t in theta]))
+    # "different": independent noise per sample (a seed per sample, drawn from the generator); the
+    # first sample's seed is the generator's first draw, as in an unbatched call.
+    repeated = theta[:1].expand(5, 3, 8)
+    different = torch.vmap(seeded, randomness="different")(repeated)
+    assert torch.equal(different[0], seeded(theta[0]))
+    assert all(not torch.equal(different[0], different[i]) for i in range(1, 5))
+    with pytest.raises(RuntimeError, match="randomness"):
+        torch.vmap(seeded)(theta)
+
+
+@pytest.mark.parametrize("name", ["perturbed", "imle", "blackbox"])
+def test_per_sample_gradients_fold_into_one_solver_call(name, gen):
+    solver = CountingSolver(_TOP3)
+    est = _estimators(solver)[name]
+    theta = torch.randn(6, 2, 8, generator=gen, dtype=torch.float64)
+    weights = torch.randn(8, generator=gen, dtype=torch.float64)
+
+    def loss(t):
+        if name == "blackbox":  # deterministic: no generator
+            return (est(t) * weights).sum()
+        return (est(t, generator=torch.Generator().manual_seed(3)) * weights).sum()
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")  # a batching rule, no fallback
+        batched = torch.vmap(torch.func.grad(loss), randomness="same")(theta)
+    # the forward, and the backward unless it is perturbed's (no solver call), each once for all 6 x 2 rows
+    samples = {"perturbed": 4, "imle": 2, "blackbox": 1}[name]
+    assert solver.calls == [(samples * 12, 8)] * (1 if name == "perturbed" else 2)
+    looped = torch.stack([torch.func.grad(loss)(t) for t in theta])
+    assert_close(batched, looped)
+
+
+@pytest.mark.parametrize("name", ["imle", "blackbox"])
+def test_surrogate_gradients_raise_for_forward_mode_and_second_derivatives(name, gen):
+    est = _estimators(_TOP3)[name]
+    theta = torch.randn(2, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match=f"diffcomb.{name}: the forward-mode derivative is not defined"):
+        torch.func.jvp(est, (theta,), (torch.ones_like(theta),))
+    (g,) = torch.autograd.grad((est(theta) * torch.arange(8.0)).sum(), theta, create_graph=True)
+    with pytest.raises(RuntimeError, match=f"diffcomb.{name}: the second derivative is not defined"):
+        g.sum().backward()
+    with pytest.raises(RuntimeError, match=f"diffcomb.{name}: the .* is not defined: .*gradient estimate"):
+        torch.func.jacfwd(torch.func.grad(lambda t: (est(t) * torch.arange(8.0)).sum()),
+                          randomness="same")(theta.detach())
+
+
+def test_perturbed_jvp_is_the_transpose_of_its_vjp(gen):
+    """Forward mode uses the same Monte-Carlo Jacobian as the backward: <u, J v> = <J^T u, v>, and the
+    Jacobian estimate has the closed form (1/(sigma M)) sum_m (y_m - y_hat) grad nu(Z_m)^T."""
+    sigma, m = 0.6, 5
+    est = diffcomb.perturbed(_TOP3, num_samples=m, sigma=sigma, noise="normal")
+    theta = torch.randn(8, generator=gen, dtype=torch.float64)
+    f = lambda t: est(t, generator=torch.Generator().manual_seed(4))  # noqa: E731
+    jf = torch.func.jacfwd(f, randomness="same")(theta)
+    jr = torch.func.jacrev(f)(theta)
+    assert_close(jf, jr)
+    z = diffcomb.sample_normal((m, 1, 8), generator=torch.Generator().manual_seed(4), dtype=torch.float64)[:, 0]
+    ys = torch.stack([diffcomb.topk_mask(theta + sigma * zm, 3) for zm in z])
+    expected = ((ys - ys.mean(0)).unsqueeze(-1) * z.unsqueeze(1)).mean(0) / sigma
+    assert_close(jf, expected)
+    # its derivative in theta is 0 (the samples are fixed), in the cotangent the Jacobian itself
+    hess = torch.func.jacfwd(torch.func.jacrev(f), randomness="same")(theta)
+    assert torch.equal(hess, torch.zeros_like(hess))

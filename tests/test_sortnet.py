@@ -1167,3 +1167,66 @@ def test_moved_names_stay_importable():
     assert diffcomb.sortnet.SIGMOIDS == tuple(SIGMOIDS) and diffcomb.sortnet.NETWORKS == tuple(NETWORKS)
     with pytest.raises(AttributeError):
         diffcomb.sortnet.not_a_name
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.func beyond the op x mode matrix (tests/autodiff_cases/sortnet.py).
+
+
+def _sorted_rows(gen, *shape):
+    ranks = torch.argsort(torch.rand(*shape, generator=gen, dtype=torch.float64), dim=-1)
+    return 0.5 * ranks + 0.1 * torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("network,padding", LAYOUTS)
+def test_per_sample_gradients_and_hessians(network, padding):
+    gen = torch.Generator().manual_seed(21)
+    x = _sorted_rows(gen, 4, 2, 7)
+    w = torch.randn(7, 7, generator=gen, dtype=torch.float64)
+
+    def loss(t):
+        r = diffcomb.sorting_network(t, network=network, bitonic_padding=padding, sigmoid="cauchy", steepness=2.0)
+        return (r.values * w[0]).sum() + (r.matrix * w).sum()
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")  # a batching rule, no fallback
+        per_sample = torch.vmap(torch.func.grad(loss))(x)
+        hessians = torch.vmap(torch.func.hessian(loss))(x)
+    assert_close(per_sample, torch.stack([torch.func.grad(loss)(t) for t in x]))
+    rev_rev = torch.stack([torch.func.jacrev(torch.func.jacrev(loss))(t) for t in x])
+    rev_fwd = torch.stack([torch.func.jacrev(torch.func.jacfwd(loss))(t) for t in x])
+    assert_close(hessians, rev_rev)
+    assert_close(rev_fwd, rev_rev)
+    # forward over forward: torch drops the outer tangent of a custom Function's jvp; a clear error
+    with pytest.raises(RuntimeError, match="diffcomb.sorting_network: forward mode over forward mode"):
+        torch.func.jacfwd(torch.func.jacfwd(loss))(x[0])
+    assert_close(hessians, hessians.permute(0, 3, 4, 1, 2), atol=1e-12, rtol=0)  # symmetric
+
+
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+def test_tangent_recurrences_match_the_kernels(sigmoid):
+    """diffcomb/_sortnet_tangent.py replays the network in torch ops: its forward mode gives the
+    kernels' Jacobian (jacfwd = jacrev), and its Hessian-vector product the finite difference of
+    the kernels' VJP."""
+    from diffcomb import _sortnet_tangent
+    from diffcomb._sortnet_ops import BACKWARD, SIGMOIDS as CODES, SORTING_NETWORK
+
+    gen = torch.Generator().manual_seed(zlib.crc32(sigmoid.encode()))
+    x = _sorted_rows(gen, 3, 6)
+    params = (1, 1, CODES.index(sigmoid), 1.5, 0.3)  # bitonic, padded with +inf: renamed outputs
+    gv = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    gP = torch.randn(3, 6, 6, generator=gen, dtype=torch.float64)
+    u = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+
+    def vjp(t):
+        alpha = SORTING_NETWORK(t, *params, True)[2]
+        return BACKWARD(t, alpha, gv, gP, *params)
+
+    h = 1e-6
+    expected = (vjp(x + h * u) - vjp(x - h * u)) / (2 * h)
+    assert_close(_sortnet_tangent.hvp(x, u, gv, gP, *params), expected, rtol=1e-6, atol=1e-7)
+    tv, tPt = _sortnet_tangent.jvp(x, u, *params, True)
+    values, Pt, _ = SORTING_NETWORK(x, *params, True)
+    plus, minus = SORTING_NETWORK(x + h * u, *params, True), SORTING_NETWORK(x - h * u, *params, True)
+    assert_close(tv, (plus[0] - minus[0]) / (2 * h), rtol=1e-6, atol=1e-7)
+    assert_close(tPt, (plus[1] - minus[1]) / (2 * h), rtol=1e-6, atol=1e-7)

@@ -20,6 +20,26 @@
 
 namespace diffcomb {
 
+// Inside a parallel region (a team splitting one problem): the calling thread's index and the
+// team's size ({0, 1} without OpenMP), and a barrier of the team (orphaned: it binds to the
+// innermost enclosing region).
+struct TeamMember {
+  int t;
+  int team;
+};
+inline TeamMember team_member() {
+#if defined(_OPENMP)
+  return {omp_get_thread_num(), omp_get_num_threads()};
+#else
+  return {0, 1};
+#endif
+}
+inline void team_barrier() {
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
+}
+
 // Splits [0, rows) into one contiguous range per thread and calls
 // f(begin, end) once per range, so f can allocate its scratch once.
 // Small problems (rows * row_cost below a few tens of microseconds of work)

@@ -31,6 +31,14 @@ void project_cpu(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::u
                  std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double out_scale,
                  bool rank, bool kl, int dtype, int threads, int64_t chunk);
 
+// argsort_descending_cpu then project_cpu in one call (the sorted rows are
+// scratch of the call): the soft rank / sort / top-k forward. scale: the
+// argsort's (a = sort_desc(scale * x)); out_scale, rank, kl: project_cpu's.
+// The same outputs as the two calls.
+void sort_project_cpu(std::uintptr_t x, std::uintptr_t c, std::uintptr_t out, std::uintptr_t perm,
+                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double scale,
+                      double out_scale, bool rank, bool kl, int dtype, int threads);
+
 // Weighted isotonic regression, non-increasing fit of sign * y times sign;
 // c = sample weights (0: unweighted).
 void isotonic_cpu(std::uintptr_t y, std::uintptr_t c, std::uintptr_t out, std::uintptr_t starts,

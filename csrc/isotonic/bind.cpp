@@ -13,6 +13,7 @@ DC_BIND_CPU(isotonic) {
         py::arg("x"), py::arg("sorted"), py::arg("perm"), py::arg("rows"), py::arg("n"), py::arg("scale"),
         py::arg("dtype"), threads, nogil);
   iso::def_project(m, &iso::project_cpu, threads, chunk, nogil);
+  iso::def_sort_project(m, &iso::sort_project_cpu, threads, nogil);
   iso::def_regression(m, &iso::isotonic_cpu, threads, chunk, nogil);
   iso::def_vjp(m, &iso::vjp_cpu, threads, nogil);
   iso::def_sparse_topk(m, &iso::sparse_topk_cpu, threads, chunk, nogil);

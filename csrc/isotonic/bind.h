@@ -22,6 +22,16 @@ void def_project(py::module_& m, F f, const Context&... context) {
 }
 
 template <class F, class... Context>
+void def_sort_project(py::module_& m, F f, const Context&... context) {
+  m.def("isotonic_sort_project", f,
+        "The stable descending argsort of scale * x (rows, n), then the permutahedron projection of isotonic_project, "
+        "in one call (the sorted rows are scratch).",
+        py::arg("x"), py::arg("c"), py::arg("out"), py::arg("perm"), py::arg("starts"), py::arg("weights"),
+        py::arg("rows"), py::arg("n"), py::arg("scale"), py::arg("out_scale"), py::arg("rank"), py::arg("kl"),
+        py::arg("dtype"), context...);
+}
+
+template <class F, class... Context>
 void def_regression(py::module_& m, F f, const Context&... context) {
   m.def("isotonic_regression", f,
         "Weighted isotonic regression of rows y (rows, n): the non-increasing fit of sign * y, times sign.",

@@ -48,6 +48,15 @@ inline void check_project(std::uintptr_t a, std::uintptr_t c, std::uintptr_t per
   check_entry(entry, {{"rows", rows}, {"n", n}}, scratch);
 }
 
+inline void check_sort_project(std::uintptr_t x, std::uintptr_t c, std::uintptr_t out, std::uintptr_t perm,
+                               std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, int dtype) {
+  const char* entry = "isotonic_sort_project";
+  check_rows(entry, rows, n, dtype);
+  check_starts(entry, rows, starts);
+  check_entry(entry, {{"rows", rows}, {"n", n}},
+              {{"x", x}, {"c", c}, {"out", out}, {"perm", perm}, {"weights", weights}});
+}
+
 // c: the sample weights, optional.
 inline void check_regression(std::uintptr_t y, std::uintptr_t out, std::uintptr_t starts, std::uintptr_t weights,
                              int64_t rows, int64_t n, int dtype, std::initializer_list<ArrayArg> scratch = {}) {

@@ -1,6 +1,17 @@
 // Batched CPU kernels of the isotonic family: OpenMP over the rows, the math
 // from isotonic.h (and sparse_topk.h's block solves), the stable argsort from
 // common/radix_sort.h.
+//
+// Long rows (n >= kLongRow) use every thread even when the batch has fewer
+// rows than threads: the argsort's radix passes are split over a team
+// (radix_sort.h: the same permutation), and PAV runs as the chunked
+// algorithm of the CUDA long-row kernel (isotonic.h, solve_row_chunked) with
+// chunks of kLongRowChunk elements solved by the team, the chunk stacks
+// merged by one thread, and the emission split over the team again. The chunk
+// size does not depend on the thread count and the path only on n, so a row's
+// result depends neither on torch.get_num_threads() nor on its batch.
+#include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "../common/common.h"
@@ -16,11 +27,131 @@ namespace diffcomb {
 namespace isotonic {
 namespace {
 
-// Solves every row of a batch (isotonic.h, ProjectionBatch / IsotonicBatch).
+constexpr int64_t kLongRow = int64_t{1} << 16;       // rows at least this long: the team paths
+constexpr int64_t kLongRowChunk = int64_t{1} << 14;  // the chunk of their PAV
+
+// Work arrays of the team's chunked PAV of one row of length n (chunk c).
+template <class Stats>
+struct TeamWork {
+  std::unique_ptr<int32_t[]> start;  // (n): the chunks' stacks, in place
+  std::unique_ptr<Stats[]> stats;    // (n)
+  std::vector<int32_t> count;        // (chunks): stack size of each chunk
+  std::vector<Piece> pieces;         // (chunks + 1): the merged stack
+  std::vector<int32_t> first;        // (chunks + 1): block index of each piece's first entry
+  TeamWork(int64_t n, int64_t c)
+      : start(new int32_t[n]), stats(new Stats[n]), count((n + c - 1) / c), pieces((n + c - 1) / c + 1),
+        first((n + c - 1) / c + 1) {}
+};
+
+// Emits the elements [i0, i1) of a row from the merged stack (pieces of the work arrays, block
+// b of piece p at first[p] + k - pieces[p].begin) and writes the block starts found there: what
+// solve_row_chunked writes for them.
+template <class Problem, class Stats>
+void emit_range(const Problem& problem, const TeamWork<Stats>& w, int32_t npieces, int32_t n, int32_t i0,
+                int32_t i1, int32_t* starts) {
+  if (i0 >= i1) return;
+  const int32_t* start = w.start.get();
+  const Piece* pieces = w.pieces.data();
+  int32_t lo = 0, hi = npieces;  // the piece holding i0: the last p with start[pieces[p].begin] <= i0
+  while (hi - lo > 1) {
+    const int32_t mid = lo + (hi - lo) / 2;
+    if (start[pieces[mid].begin] <= i0) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  int32_t p = lo;
+  int32_t k = pieces[p].begin + find_block(start + pieces[p].begin, pieces[p].end - pieces[p].begin, i0);
+  int32_t b = w.first[p] + (k - pieces[p].begin);
+  auto block_end = [&]() {
+    if (k + 1 < pieces[p].end) return start[k + 1];
+    return p + 1 < npieces ? start[pieces[p + 1].begin] : n;
+  };
+  int32_t end = block_end();
+  for (int32_t i = i0; i < i1; ++i) {
+    if (i == end) {
+      if (++k == pieces[p].end) k = pieces[++p].begin;
+      ++b;
+      end = block_end();
+    }
+    if (i == start[k]) starts[b] = i;
+    problem.emit(i, w.stats[k]);
+  }
+}
+
+// solve_row_chunked's result for one row, its phases run by a team of up to `threads` threads.
+template <class Problem>
+void solve_row_team(const Problem& problem, int32_t n, int32_t chunk, int32_t* starts, int threads,
+                    TeamWork<typename Problem::Stats>& w) {
+  const int32_t chunks = (n + chunk - 1) / chunk;
+  bool bad = false;
+  int32_t nblocks = 0, merged = 0;  // the merged stack's blocks and pieces
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(std::max(threads, 1)) if (threads > 1)
+#endif
+  {
+    const auto [t, team] = team_member();
+    const int32_t i0 = static_cast<int32_t>(int64_t{n} * t / team);
+    const int32_t i1 = static_cast<int32_t>(int64_t{n} * (t + 1) / team);
+    bool mine = false;
+    for (int32_t i = i0; i < i1; ++i) mine = mine || !problem.finite(i);
+#if defined(_OPENMP)
+#pragma omp critical(diffcomb_isotonic_team)
+#endif
+    bad = bad || mine;
+    team_barrier();
+    if (bad) {  // a non-finite row is NaN (finite_or_fail)
+      for (int32_t i = i0; i < i1; ++i) problem.fail(i);
+    } else {
+      for (int32_t c = chunks * t / team; c < chunks * (t + 1) / team; ++c) {
+        const int32_t begin = c * chunk, end = std::min(n, begin + chunk);
+        w.count[c] = pav_run(problem, begin, end, w.start.get() + begin, w.stats.get() + begin);
+      }
+      team_barrier();
+#if defined(_OPENMP)
+#pragma omp single
+#endif
+      {
+        int32_t npieces = 0;
+        for (int32_t c = 0; c < chunks; ++c) {
+          npieces = pav_merge_stack(w.pieces.data(), npieces, w.start.get(), w.stats.get(), c * chunk,
+                                    c * chunk + w.count[c]);
+        }
+        for (int32_t p = 0; p < npieces; ++p) {
+          w.first[p] = nblocks;
+          nblocks += w.pieces[p].end - w.pieces[p].begin;
+        }
+        merged = npieces;
+      }  // implicit barrier
+      emit_range(problem, w, merged, n, i0, i1, starts);
+    }
+  }
+  finish_starts(starts, bad ? -1 : nblocks, n);
+}
+
+// Solves every row of a batch (isotonic.h, ProjectionBatch / IsotonicBatch). chunk (a test hook
+// of the entry points): 0 chooses by length (the team's chunked PAV for rows of at least
+// kLongRow), > 0 runs solve_row_chunked with that chunk (the CUDA algorithm), < 0 the team's
+// chunked PAV with chunk -chunk (the same result as solve_row_chunked with that chunk).
 template <class Batch>
 void solve_rows(const Batch& batch, int64_t rows, int64_t n, int threads, int64_t chunk, int32_t* starts) {
   using Stats = typename Batch::Problem::Stats;
   const int32_t len = static_cast<int32_t>(n);
+  const int64_t team_chunk = chunk < 0 ? -chunk : (chunk == 0 && n >= kLongRow ? kLongRowChunk : 0);
+  if (team_chunk > 0 && n > 0) {
+    const int32_t c = static_cast<int32_t>(std::min<int64_t>(team_chunk, n));
+    if (rows < threads) {  // a team per row
+      TeamWork<Stats> w(n, c);
+      for (int64_t r = 0; r < rows; ++r) solve_row_team(batch.row(r), len, c, starts + r * (n + 1), threads, w);
+      return;
+    }
+    parallel_rows(rows, threads, 8 * n, [&](int64_t begin, int64_t end) {
+      TeamWork<Stats> w(n, c);
+      for (int64_t r = begin; r < end; ++r) solve_row_team(batch.row(r), len, c, starts + r * (n + 1), 1, w);
+    });
+    return;
+  }
   parallel_rows(rows, threads, 8 * n, [&](int64_t begin, int64_t end) {
     std::vector<Stats> stats(n);
     std::vector<int32_t> ws_start;
@@ -50,6 +181,13 @@ void argsort_descending_cpu(std::uintptr_t x, std::uintptr_t sorted, std::uintpt
   check_argsort(x, sorted, perm, rows, n, dtype);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
+    if (n >= kLongRow && rows < threads) {  // a team per row
+      for (int64_t r = 0; r < rows; ++r) {
+        argsort_descending_row_parallel<T>(as_ptr<const T>(x) + r * n, T(scale), n, as_ptr<T>(sorted) + r * n,
+                                           as_ptr<int32_t>(perm) + r * n, threads);
+      }
+      return;
+    }
     parallel_rows(rows, threads, 16 * n, [&](int64_t begin, int64_t end) {
       ArgsortScratch<T> scratch;
       for (int64_t r = begin; r < end; ++r) {
@@ -66,6 +204,42 @@ void project_cpu(std::uintptr_t a, std::uintptr_t c, std::uintptr_t perm, std::u
   check_project(a, c, perm, out, starts, weights, rows, n, dtype);
   with_projection_batch(a, c, perm, out, weights, n, out_scale, rank, kl, dtype, [&](const auto& batch) {
     solve_rows(batch, rows, n, threads, chunk, as_ptr<int32_t>(starts));
+  });
+}
+
+void sort_project_cpu(std::uintptr_t x, std::uintptr_t c, std::uintptr_t out, std::uintptr_t perm,
+                      std::uintptr_t starts, std::uintptr_t weights, int64_t rows, int64_t n, double scale,
+                      double out_scale, bool rank, bool kl, int dtype, int threads) {
+  check_sort_project(x, c, out, perm, starts, weights, rows, n, dtype);
+  if (n >= kLongRow) {  // the team paths: the two phases on a sorted copy
+    dispatch_float(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      std::unique_ptr<T[]> sorted(new T[rows * n]);
+      const auto a = reinterpret_cast<std::uintptr_t>(sorted.get());
+      argsort_descending_cpu(x, a, perm, rows, n, scale, dtype, threads);
+      project_cpu(a, c, perm, out, starts, weights, rows, n, out_scale, rank, kl, dtype, threads, 0);
+    });
+    return;
+  }
+  // Each row sorted into a row of scratch, then solved while it is in cache (solve_row, as
+  // solve_rows does for rows shorter than kLongRow).
+  with_projection_batch(x, c, perm, out, weights, n, out_scale, rank, kl, dtype, [&](const auto& batch) {
+    using Problem = typename std::decay_t<decltype(batch)>::Problem;
+    using T = std::decay_t<decltype(*batch.out)>;
+    const int32_t len = static_cast<int32_t>(n);
+    parallel_rows(rows, threads, 24 * n, [&](int64_t begin, int64_t end) {
+      ArgsortScratch<T> scratch;
+      std::vector<T> sorted(n);
+      std::vector<typename Problem::Stats> stats(n);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t off = r * n;
+        int32_t* row_perm = as_ptr<int32_t>(perm) + off;
+        argsort_descending_row<T>(as_ptr<const T>(x) + off, T(scale), len, sorted.data(), row_perm, scratch);
+        const Problem problem{sorted.data(), batch.c, row_perm, batch.out + off, batch.weights + off,
+                              batch.out_scale};
+        solve_row(problem, len, as_ptr<int32_t>(starts) + r * (n + 1), stats.data());
+      }
+    });
   });
 }
 

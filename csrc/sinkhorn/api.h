@@ -70,6 +70,12 @@ void cloud_backward_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t a, st
                         std::uintptr_t da, std::uintptr_t db, std::uintptr_t params, int64_t batch, int64_t n,
                         int64_t m, int64_t d, int metric, int dtype, int threads);
 
+// The implicit system alone: x = H^-1 rhs (backward.h, solve_problem) for
+// rhs, wt, x: (B, n + m) float64, wt the plan P's row and column sums; used
+// by the derivatives of the implicit backward (forward mode, second order).
+void implicit_solve_cpu(std::uintptr_t P, std::uintptr_t rhs, std::uintptr_t wt, std::uintptr_t x, int64_t batch,
+                        int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype, int threads);
+
 // CUDA versions (csrc/sinkhorn/cuda.cu, cuda_cloud.cu): the same arguments as device
 // addresses, then the execution context: work, device scratch of
 // cuda_work_bytes(batch, n, m) bytes; the device index; the stream.
@@ -84,6 +90,9 @@ void implicit_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b
                             std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,
                             int64_t m, double eps, double cg_tol, int64_t cg_max_iter, int dtype, std::uintptr_t work,
                             int device, std::uintptr_t stream);
+void implicit_solve_cuda(std::uintptr_t P, std::uintptr_t rhs, std::uintptr_t wt, std::uintptr_t x, int64_t batch,
+                         int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype, std::uintptr_t work,
+                         int device, std::uintptr_t stream);
 void unrolled_backward_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
                             std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t G, std::uintptr_t gcost,
                             std::uintptr_t dC, std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n,

@@ -44,6 +44,9 @@ namespace sinkhorn {
   py::arg("x"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("f"), py::arg("g"), py::arg("gcost"),          \
       py::arg("dx"), py::arg("dy"), py::arg("da"), py::arg("db"), py::arg("params"), py::arg("batch"),           \
       py::arg("n"), py::arg("m"), py::arg("d"), py::arg("metric"), py::arg("dtype")
+#define DC_SINKHORN_SOLVE_ARGS                                                                                \
+  py::arg("P"), py::arg("rhs"), py::arg("wt"), py::arg("x"), py::arg("batch"), py::arg("n"), py::arg("m"),        \
+      py::arg("cg_tol"), py::arg("cg_max_iter"), py::arg("dtype")
 
 constexpr const char* kForwardDoc =
     "Log-domain Sinkhorn on a contiguous batch (B, n, m): plan P, potentials f, g, cost, n_iter, err and, "
@@ -51,6 +54,9 @@ constexpr const char* kForwardDoc =
 constexpr const char* kImplicitDoc =
     "Implicit backward (SPEC 4.3 b): dC, da, db from the plan P, potentials f, g and the upstream G, gcost "
     "(address 0: zero) by preconditioned conjugate gradient.";
+constexpr const char* kSolveDoc =
+    "The implicit system alone: x = H^-1 rhs for the plan P (B, n, m) and rhs, its marginals wt, x: (B, n + m) "
+    "float64, by the implicit backward's preconditioned conjugate gradient.";
 constexpr const char* kUnrolledDoc =
     "Unrolled backward (SPEC 4.3 a): dC, da, db through the n_iter recorded iterations f_hist, g_hist.";
 

@@ -39,6 +39,52 @@ namespace sinkhorn {
 // ---------------------------------------------------------------------------
 // Implicit backward.
 
+// Preconditioned conjugate gradient on H x = rhs from x = 0 (SPEC 4.3 b),
+// H = [[diag(wt_u), P], [P^T, diag(wt_v)]] with wt = [P 1; P^T 1] the plan's
+// own marginals (also the preconditioner; a zero marginal keeps its variable
+// at 0), P applied by s.plan_matvec. rhs2 = |rhs|^2 (finite); cg: 4 N
+// doubles of scratch (r, z, d, hd). To relative residual cg_tol, at most
+// cg_max_iter steps.
+DC_SWEEP_TEMPLATE
+template <class S>
+DC_HOST_DEVICE void conjugate_gradient(S& s, int64_t N, const double* rhs, const double* wt, double rhs2, double* x,
+                                       double* cg, double cg_tol, int64_t cg_max_iter) {
+  double* r = cg;
+  double* z = r + N;
+  double* d = z + N;  // the search direction
+  double* hd = d + N;
+  s.lines(N, [&](int64_t k) {
+    x[k] = 0.0;
+    r[k] = rhs[k];
+    z[k] = precondition(r[k], wt[k]);
+    d[k] = z[k];
+  });
+  double rz = line_sum(s, N, [&](int64_t k) { return r[k] * z[k]; });
+  const double stop = cg_tol * cg_tol * rhs2;
+  s.sync();
+  for (int64_t it = 0; it < cg_max_iter && rhs2 > 0; ++it) {
+    if (line_sum(s, N, [&](int64_t k) { return r[k] * r[k]; }) <= stop) break;
+    s.plan_matvec(d, hd);
+    const double dhd = line_sum(s, N, [&](int64_t k) {
+      hd[k] += wt[k] * d[k];
+      return d[k] * hd[k];
+    });
+    if (!(dhd > 0)) break;
+    const double alpha = rz / dhd;
+    const double rz_new = line_sum(s, N, [&](int64_t k) {
+      x[k] += alpha * d[k];
+      r[k] -= alpha * hd[k];
+      z[k] = precondition(r[k], wt[k]);
+      return r[k] * z[k];
+    });
+    const double beta = rz_new / rz;
+    rz = rz_new;
+    s.lines(N, [&](int64_t k) { d[k] = z[k] + beta * d[k]; });
+    s.sync();
+  }
+  s.sync();
+}
+
 // The entry point's arguments (api.h).
 struct ImplicitBatch {
   std::uintptr_t C, a, b, P, f, g, G, gcost, dC, da, db;
@@ -126,11 +172,9 @@ DC_HOST_DEVICE void implicit_problem(S& s, const ImplicitProblem<T>& p) {
   }
   double* rhs = p.work;
   double* x = rhs + N;
-  double* r = x + N;
-  double* z = r + N;
-  double* d = z + N;  // the search direction
-  double* hd = d + N;
-  double* wt = hd + N;  // the plan's marginals: H's diagonal and the preconditioner
+  double* cg = x + N;      // r, z, d, hd: 4 N
+  double* hd = cg + 3 * N;
+  double* wt = cg + 4 * N;  // the plan's marginals: H's diagonal and the preconditioner
   s.plan_line_sums(rhs, wt);
   // Unbalanced: H's diagonal r / lambda_a, c / lambda_b (the weight read-outs then divide by a, b).
   const double lam_a = damping(o.rho_a, eps), lam_b = damping(o.rho_b, eps);
@@ -139,42 +183,12 @@ DC_HOST_DEVICE void implicit_problem(S& s, const ImplicitProblem<T>& p) {
     s.cols([&](int64_t j) { wt[n + j] = lam_b < 1.0 ? wt[n + j] / lam_b : wt[n + j]; });
     s.sync();
   }
-  s.lines(N, [&](int64_t k) {
-    x[k] = 0.0;
-    r[k] = rhs[k];
-    z[k] = precondition(r[k], wt[k]);
-    d[k] = z[k];
-  });
   const double rhs2 = line_sum(s, N, [&](int64_t k) { return rhs[k] * rhs[k]; });
   if (!(rhs2 < INFINITY)) {  // non-finite problem or upstream gradient
     fill_nan_gradients(s, p.dC, p.da, p.db);
     return;
   }
-  // Preconditioned CG on H [u; v] = rhs from x = 0.
-  double rz = line_sum(s, N, [&](int64_t k) { return r[k] * z[k]; });
-  const double stop = p.cg_tol * p.cg_tol * rhs2;
-  s.sync();
-  for (int64_t it = 0; it < p.cg_max_iter && rhs2 > 0; ++it) {
-    if (line_sum(s, N, [&](int64_t k) { return r[k] * r[k]; }) <= stop) break;
-    s.plan_matvec(d, hd);
-    const double dhd = line_sum(s, N, [&](int64_t k) {
-      hd[k] += wt[k] * d[k];
-      return d[k] * hd[k];
-    });
-    if (!(dhd > 0)) break;
-    const double alpha = rz / dhd;
-    const double rz_new = line_sum(s, N, [&](int64_t k) {
-      x[k] += alpha * d[k];
-      r[k] -= alpha * hd[k];
-      z[k] = precondition(r[k], wt[k]);
-      return r[k] * z[k];
-    });
-    const double beta = rz_new / rz;
-    rz = rz_new;
-    s.lines(N, [&](int64_t k) { d[k] = z[k] + beta * d[k]; });
-    s.sync();
-  }
-  s.sync();
+  conjugate_gradient(s, N, rhs, wt, rhs2, x, cg, p.cg_tol, p.cg_max_iter);
   const double* u = x;
   const double* v = x + n;
   const double* pv = hd;       // P v
@@ -213,6 +227,46 @@ DC_HOST_DEVICE void implicit_problem(S& s, const ImplicitProblem<T>& p) {
     p.db[j] = T(implicit_weight_gradient(rhs[n + j] - ptu[j], marginal, limit) +
                 gc * unbalanced_weight_gradient(h, eps, o.rho_b, mass_a));
   });
+}
+
+// ---------------------------------------------------------------------------
+// The implicit system alone (the derivatives of the implicit backward, for
+// forward mode and second derivatives): x = H^-1 rhs for a given right-hand
+// side rhs and the plan's marginals wt (each (B, n + m), float64), the same
+// conjugate gradient; a non-finite rhs gives NaN.
+
+struct SolveBatch {
+  std::uintptr_t P, rhs, wt, x;
+  int64_t n, m;
+  double cg_tol;
+  int64_t cg_max_iter;
+};
+
+// Problem bi of a solve: the plan, for the sweeper's plan_matvec.
+template <class T>
+DC_HOST_DEVICE ImplicitProblem<T> solve_problem_at(const SolveBatch& A, int64_t bi) {
+  ImplicitProblem<T> p{};
+  p.P = reinterpret_cast<const T*>(A.P) + bi * A.n * A.m;
+  p.n = A.n;
+  p.m = A.m;
+  p.cg_tol = A.cg_tol;
+  p.cg_max_iter = A.cg_max_iter;
+  return p;
+}
+
+DC_SWEEP_TEMPLATE
+template <class S, class T>
+DC_HOST_DEVICE void solve_problem(S& s, const ImplicitProblem<T>& p, const SolveBatch& A, int64_t bi, double* cg) {
+  const int64_t N = p.n + p.m;
+  const double* rhs = reinterpret_cast<const double*>(A.rhs) + bi * N;
+  const double* wt = reinterpret_cast<const double*>(A.wt) + bi * N;
+  double* x = reinterpret_cast<double*>(A.x) + bi * N;
+  const double rhs2 = line_sum(s, N, [&](int64_t k) { return rhs[k] * rhs[k]; });
+  if (!(rhs2 < INFINITY)) {
+    s.lines(N, [&](int64_t k) { x[k] = quiet_nan<double>(); });
+    return;
+  }
+  conjugate_gradient(s, N, rhs, wt, rhs2, x, cg, p.cg_tol, p.cg_max_iter);
 }
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@ DC_BIND_CPU(sinkhorn) {
         nogil);
   m.def("sinkhorn_implicit_backward", &skh::implicit_backward_cpu, skh::kImplicitDoc, DC_SINKHORN_IMPLICIT_ARGS,
         py::arg("threads"), nogil);
+  m.def("sinkhorn_implicit_solve", &skh::implicit_solve_cpu, skh::kSolveDoc, DC_SINKHORN_SOLVE_ARGS,
+        py::arg("threads"), nogil);
   m.def("sinkhorn_unrolled_backward", &skh::unrolled_backward_cpu, skh::kUnrolledDoc, DC_SINKHORN_UNROLLED_ARGS,
         py::arg("threads"), nogil);
   m.def("sinkhorn_forward_ext", &skh::forward_ext_cpu, skh::kForwardExtDoc, DC_SINKHORN_FORWARD_EXT_ARGS,

@@ -15,6 +15,8 @@ DC_BIND_CUDA(sinkhorn) {
         py::arg("device"), py::arg("stream"), nogil);
   m.def("sinkhorn_implicit_backward", &skh::implicit_backward_cuda, skh::kImplicitDoc, DC_SINKHORN_IMPLICIT_ARGS,
         py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
+  m.def("sinkhorn_implicit_solve", &skh::implicit_solve_cuda, skh::kSolveDoc, DC_SINKHORN_SOLVE_ARGS,
+        py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
   m.def("sinkhorn_unrolled_backward", &skh::unrolled_backward_cuda, skh::kUnrolledDoc, DC_SINKHORN_UNROLLED_ARGS,
         py::arg("work"), py::arg("device"), py::arg("stream"), nogil);
   m.def("sinkhorn_forward_ext", &skh::forward_ext_cuda, skh::kForwardExtDoc, DC_SINKHORN_FORWARD_EXT_ARGS,

@@ -111,6 +111,14 @@ inline void check_implicit_backward(std::uintptr_t C, std::uintptr_t a, std::uin
   check_range(entry, "cg_max_iter", cg_max_iter, 0, INT64_MAX);
 }
 
+inline void check_implicit_solve(std::uintptr_t P, std::uintptr_t rhs, std::uintptr_t wt, std::uintptr_t x,
+                                 int64_t batch, int64_t n, int64_t m, int64_t cg_max_iter, int dtype) {
+  const char* entry = "sinkhorn_implicit_solve";
+  check_entry(entry, {{"batch", batch}, {"n", n}, {"m", m}}, {{"P", P}, {"rhs", rhs}, {"wt", wt}, {"x", x}});
+  check_code(entry, "dtype", dtype, kDTypeCount);
+  check_range(entry, "cg_max_iter", cg_max_iter, 0, INT64_MAX);
+}
+
 inline void check_unrolled_backward(std::uintptr_t C, std::uintptr_t a, std::uintptr_t b, std::uintptr_t f_hist,
                                     std::uintptr_t g_hist, std::uintptr_t n_iter, std::uintptr_t dC,
                                     std::uintptr_t da, std::uintptr_t db, int64_t batch, int64_t n, int64_t m,

@@ -145,6 +145,15 @@ __global__ void __launch_bounds__(kThreads) implicit_kernel(ImplicitBatch A, dou
   implicit_problem(s, p);
 }
 
+// The implicit system alone (backward.h, solve_problem).
+template <class T>
+__global__ void __launch_bounds__(kThreads) solve_kernel(SolveBatch A, double* work) {
+  __shared__ double scratch[kWarps];
+  const ImplicitProblem<T> p = solve_problem_at<T>(A, blockIdx.x);
+  ImplicitSweeper<T> s(p, scratch);
+  solve_problem(s, p, A, blockIdx.x, problem_work(work, A.n, A.m));
+}
+
 // ---------------------------------------------------------------------------
 // Unrolled backward (backward.h).
 
@@ -291,6 +300,17 @@ void implicit_backward_ext_cuda(std::uintptr_t C, std::uintptr_t a, std::uintptr
   A.params = params;
   dispatch_float(dtype, [&](auto tag) {
     launch(implicit_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn implicit_kernel (ext)");
+  });
+}
+
+void implicit_solve_cuda(std::uintptr_t P, std::uintptr_t rhs, std::uintptr_t wt, std::uintptr_t x, int64_t batch,
+                         int64_t n, int64_t m, double cg_tol, int64_t cg_max_iter, int dtype, std::uintptr_t work,
+                         int device, std::uintptr_t stream) {
+  check_implicit_solve(P, rhs, wt, x, batch, n, m, cg_max_iter, dtype);
+  if (batch == 0 || n == 0 || m == 0) return;
+  const SolveBatch A{P, rhs, wt, x, n, m, cg_tol, cg_max_iter};
+  dispatch_float(dtype, [&](auto tag) {
+    launch(solve_kernel<decltype(tag)>, A, batch, work, device, stream, "sinkhorn solve_kernel");
   });
 }
 

@@ -9,6 +9,7 @@ Examples::
     python -m benchmarks --suite perturb          # I-MLE top-k, grid shortest path, assignment
     python -m benchmarks --suite ranking          # ranking-metric losses vs pairwise, with peak memory
     python -m benchmarks --suite topk             # sparse soft top-k vs PyTorch alternatives, torch.topk
+    python -m benchmarks --suite latency          # small calls (microseconds) vs peers, torch.softmax
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --out /tmp/gpu-results
@@ -73,6 +74,9 @@ SUITE_BUDGETS: Mapping[str, tuple[Budget, Budget]] = {
     # unsupported for them: ~400 GiB); diffcomb 1-300 ms.
     "ranking": (Budget(repeat=3, min_time=0.3, max_time=3.0, warmup=1, max_call=120.0),
                 Budget(repeat=1, min_time=0.0, max_time=0.5, warmup=0, max_call=60.0)),
+    # Calls of tens of microseconds: many samples, so the medians hold through a busy machine's noise.
+    "latency": (Budget(repeat=300, min_time=0.3, max_time=1.0, warmup=20),
+                Budget(repeat=30, min_time=0.0, max_time=0.1, warmup=3)),
     # diffcomb takes milliseconds, the one-hot O(n^2) port up to a second per call.
     "topk": (Budget(repeat=7, min_time=0.3, max_time=2.0, warmup=1, max_call=60.0),
              Budget(repeat=2, min_time=0.0, max_time=0.3, warmup=0, max_call=30.0)),
@@ -307,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(most of all multi-threaded ones). Rerun on a quiet machine.")
     if "cuda_device" in machine:
         header.insert(2, f"gpu: {machine['cuda_device']} (CUDA {machine['cuda_runtime']})")
-    table = report.format_table(results, header, report.table_notes(args.suite))
+    table = report.format_table(results, header, report.table_notes(args.suite), micro=args.suite == "latency")
     memory_rows = []
     measure_memory = args.suite in MEMORY_SUITES if args.memory is None else args.memory
     if measure_memory and dev.type == "cpu":

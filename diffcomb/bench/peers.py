@@ -25,11 +25,12 @@ import torch
 # The contenders of suites perturb (outputs are random samples or solver answers, checked by
 # validity and optimal cost: workloads.PerturbWorkload.check), ranking (the O(n^2) pairwise
 # formulations) and topk (plain-PyTorch top-k) live in their own modules.
+from . import latency_suite as _latency_suite
 from . import perturb_suite as _perturb_suite
 from . import ranking_suite as _ranking_suite
 from . import topk_peers as _topk_peers
 from .workloads import (DTYPES, AnyWorkload, PerturbWorkload, RankLossWorkload, SinkhornWorkload, TopKWorkload,
-                        Unsupported)
+                        Unsupported, Workload)
 
 __all__ = ["Contender", "Loaded", "ManualBackward", "CONTENDERS", "SUITE_CONTENDERS", "ON_REQUEST_CONTENDERS",
            "UNLIMITED_BUILDERS", "load", "Unsupported"]
@@ -143,6 +144,8 @@ def _torch_sort_values(x: torch.Tensor) -> torch.Tensor:
 
 
 def _build_torch_sort(mod: ModuleType, w: AnyWorkload) -> OpFn:
+    if not isinstance(w, Workload):
+        raise Unsupported("the sort workloads' floor")
     return _torch_sort_values
 
 
@@ -469,6 +472,7 @@ CONTENDERS: Mapping[str, Contender] = {
         Contender("torch bisection", "torch", "torch", ("cpu", "cuda"), _build_threshold_topk),
         Contender("one-hot O(n^2)", "torch", "torch", ("cpu", "cuda"), _build_onehot_topk),
         Contender("torch.topk", "torch", "torch", ("cpu", "cuda"), _build_hard_topk, is_floor=True),
+        Contender("torch.softmax", "torch", "torch", ("cpu", "cuda"), _latency_suite.build_softmax, is_floor=True),
     )
 }
 
@@ -482,6 +486,8 @@ SUITE_CONTENDERS: Mapping[str, tuple[str, ...]] = {
     "ranking": ("diffcomb", "pairwise (torch)"),
     "topk": ("diffcomb.sparse_soft_topk", "diffcomb.soft_topk (p=2)", "torch bisection", "one-hot O(n^2)",
              "torch.topk"),
+    "latency": ("diffcomb", "diffcomb-implicit", "torchsort", "fast-soft-sort", "POT-torch", "tslearn", "pysdtw",
+                "diffsort", "torch (noise + topk)", "torch.softmax", "torch.sort"),
 }
 
 # Contenders of a suite that run only when ``-c`` names them (slow peers measured on request).

@@ -131,13 +131,18 @@ def _ms(t: float) -> str:
     return f"{v:.4f}"
 
 
+def _us(t: float) -> str:
+    v = t * 1e6
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+
+
 def _ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}"
 
 
 def _check(c, grad: bool) -> str:
     if c.is_floor:
-        return "(hard sort)" if not grad else ""
+        return "(floor)" if not grad else ""
     if c.note is not None:  # the workload's own verdict (e.g. valid random samples)
         return "" if grad else c.note + (" !" if c.agree is False else "")
     if c.is_reference:
@@ -179,6 +184,17 @@ def table_notes(suite: str) -> list[str]:
             "rounding by 1/gamma, so their grad '!' reflects the peers' precision, not a different "
             "quantity. In float64 they still differ by ~3e-8 relative in the values and up to ~2e-3 relative in the "
             "gradients, while diffcomb matches the float64 numpy oracle (tests/reference) to 1e-16.",
+        ]
+    if suite == "latency":
+        return [
+            "Median times in microseconds of many calls (the budget line says how many). ratio = "
+            "contender time / diffcomb time in this run (> 1: diffcomb is faster). fwd+bwd = forward, then "
+            "(out * g).sum().backward() (out.sum() for soft-DTW). torch.softmax (along the last dimension) "
+            "and torch.sort are plain torch ops on the same tensor, no value check: the fixed cost of the "
+            "cheapest differentiable call. Sinkhorn: exactly 20 iterations (tol 0) for every contender; "
+            "diffcomb unrolls, diffcomb-implicit differentiates implicitly. imle_topk: random samples, "
+            "checked for validity.",
+            f"max abs diff / grad diff: as in suite sort ({tol}).",
         ]
     if suite == "perturb":
         return [
@@ -229,16 +245,20 @@ def table_notes(suite: str) -> list[str]:
 
 
 def format_table(results: Sequence[WorkloadResult], header: Sequence[str] = (),
-                 footer: Sequence[str] | None = None) -> str:
+                 footer: Sequence[str] | None = None, micro: bool = False) -> str:
     """A Markdown table: one row per (workload, contender), then the
-    footnotes of failed rows and ``footer`` (default: ``table_notes("sort")``)."""
-    cols = ["workload", "contender", "fwd ms", "fwd+bwd ms",
+    footnotes of failed rows and ``footer`` (default: ``table_notes("sort")``). ``micro``: times
+    in microseconds, and contenders that cannot run a workload left out of its rows."""
+    unit, fmt = ("us", _us) if micro else ("ms", _ms)
+    cols = ["workload", "contender", f"fwd {unit}", f"fwd+bwd {unit}",
             "fwd ratio", "fwd+bwd ratio", "max abs diff", "grad diff"]
     rows = []
     notes: dict[str, None] = {}  # ordered set of full status messages
     for wr in results:
         first = True
         for c in wr.contenders:
+            if micro and c.status.startswith("unsupported"):
+                continue
             name = wr.workload.name if first else ""
             first = False
             if c.fwd is None:
@@ -254,8 +274,8 @@ def format_table(results: Sequence[WorkloadResult], header: Sequence[str] = (),
             if c.status != "ok":  # timed, then failed (e.g. the backward)
                 notes[f"{c.name} ({wr.workload.name}): {c.status}"] = None
             rows.append([
-                name, c.name, _ms(c.fwd.median),
-                "-" if c.fwd_bwd is None else _ms(c.fwd_bwd.median),
+                name, c.name, fmt(c.fwd.median),
+                "-" if c.fwd_bwd is None else fmt(c.fwd_bwd.median),
                 _ratio(c.ratio_fwd), _ratio(c.ratio_fwd_bwd), _check(c, False),
                 _check(c, True) if wr.workload.backward else "",
             ])

@@ -12,7 +12,7 @@ from .workloads import (AnyWorkload, PerturbWorkload, RankLossWorkload, Sinkhorn
 
 __all__ = [
     "SORT_SHAPES", "SORT_SUITE", "SOFTDTW_SHAPES", "SOFTDTW_SUITE", "SORTNET_SHAPES", "SORTNET_SUITE",
-    "SINKHORN_SUITE", "PERTURB_SUITE", "RANKING_SUITE", "TOPK_SUITE", "SUITES", "select",
+    "SINKHORN_SUITE", "PERTURB_SUITE", "RANKING_SUITE", "TOPK_SUITE", "LATENCY_SUITE", "SUITES", "select",
 ]
 
 # (batch, n): one short row, many short rows, many medium rows, a few long
@@ -97,9 +97,22 @@ TOPK_SUITE: tuple[TopKWorkload, ...] = (
     TopKWorkload(16, 10000, 1000, p=4.0 / 3.0),
 )
 
+# Small calls (diffcomb/bench/latency_suite.py): soft rank and sort of (1, 8), (1, 100) and
+# (32, 32); each other family's smallest realistic case: Sinkhorn between 16 slots (20
+# iterations, about what the default tolerance takes there), soft-DTW of short 2-D series, a
+# sorting network over 8 values, I-MLE top-2 of 16 experts.
+LATENCY_SUITE: tuple[AnyWorkload, ...] = (
+    *(Workload(op=op, batch=batch, n=n) for batch, n in ((1, 8), (1, 100), (32, 32))
+      for op in ("soft_rank", "soft_sort")),
+    SinkhornWorkload(op="sinkhorn", batch=4, n=16, m=16, n_iter=20),
+    SoftDTWWorkload(batch=4, n=16, m=16, d=2, gamma=0.1),
+    SortNetWorkload(network="odd_even", batch=32, n=8),
+    PerturbWorkload("imle_topk", 16, 16, k=2, samples=4, noise="gumbel"),
+)
+
 SUITES: Mapping[str, tuple[AnyWorkload, ...]] = {
     "sort": SORT_SUITE, "softdtw": SOFTDTW_SUITE, "sortnet": SORTNET_SUITE, "sinkhorn": SINKHORN_SUITE,
-    "perturb": PERTURB_SUITE, "ranking": RANKING_SUITE, "topk": TOPK_SUITE,
+    "perturb": PERTURB_SUITE, "ranking": RANKING_SUITE, "topk": TOPK_SUITE, "latency": LATENCY_SUITE,
 }
 
 

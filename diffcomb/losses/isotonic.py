@@ -21,7 +21,12 @@ __all__ = ["average_ranks", "soft_lts", "soft_spearman", "spearman_loss"]
 
 
 def average_ranks(t: Tensor, dim: int = -1) -> Tensor:
-    """Hard 1-based ranks of ``t`` along ``dim``, ties given their average rank (no gradient)."""
+    """Hard 1-based ranks of ``t`` along ``dim``, ties given their average rank (no gradient).
+
+    Example:
+        >>> diffcomb.losses.average_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0]))
+        tensor([3.5000, 1.0000, 3.5000, 2.0000], dtype=torch.float64)
+    """
     moved = t.detach().movedim(dim, -1)
     lead, n = moved.shape[:-1], moved.shape[-1]
     rows = moved.reshape(math.prod(lead), n)

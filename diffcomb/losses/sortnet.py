@@ -100,7 +100,8 @@ def ranking_loss(P: Tensor, target_ranks: Tensor, reduction: str = "mean", dim: 
     # float16/bfloat16 in float32 (binary_cross_entropy's 1e-12 and -100 are float32 numbers)
     out_dtype = P.dtype
     P = P.float() if P.dtype in (torch.float16, torch.bfloat16) else P
-    Q = torch.zeros_like(P).scatter_(-2, order.unsqueeze(-2), 1.0)
+    # Q[..., i, k] = 1 iff order[..., k] == i (a comparison rather than a scatter: vmap batches it)
+    Q = (order.unsqueeze(-2) == torch.arange(P.shape[-1], device=P.device).unsqueeze(-1)).to(P.dtype)
     # binary_cross_entropy requires every entry in [0, 1] and checks it by reading the values (a
     # device-side assert on CUDA): NaN entries are replaced here and their rows made NaN after.
     p = P.clamp(0.0, 1.0)

@@ -45,7 +45,12 @@ class _Permutahedron(nn.Module):
 
 
 class SoftSort(_Permutahedron):
-    """Module form of :func:`diffcomb.soft_sort`."""
+    """Module form of :func:`diffcomb.soft_sort`.
+
+    Example:
+        >>> diffcomb.SoftSort(regularization_strength=2.0)(torch.tensor([3.0, 1.0, 2.0]))
+        tensor([1.5000, 2.0000, 2.5000])
+    """
 
     def __init__(self, dim: int = -1, descending: bool = False, regularization_strength: float = 1.0,
                  regularization: str = "l2") -> None:
@@ -57,7 +62,12 @@ class SoftSort(_Permutahedron):
 
 
 class SoftRank(_Permutahedron):
-    """Module form of :func:`diffcomb.soft_rank`."""
+    """Module form of :func:`diffcomb.soft_rank`.
+
+    Example:
+        >>> diffcomb.SoftRank(descending=True, regularization_strength=0.1)(torch.tensor([3.0, 1.0, 2.0]))
+        tensor([1., 3., 2.])
+    """
 
     def __init__(self, dim: int = -1, descending: bool = False, regularization_strength: float = 1.0,
                  regularization: str = "l2") -> None:
@@ -70,7 +80,12 @@ class SoftRank(_Permutahedron):
 
 class SoftTopK(_Permutahedron):
     """Module form of :func:`diffcomb.soft_topk`: the soft top-k mask of ``x`` along ``dim``
-    (``k <= n`` is checked against the input)."""
+    (``k <= n`` is checked against the input).
+
+    Example:
+        >>> diffcomb.SoftTopK(k=2, regularization_strength=0.1)(torch.tensor([0.1, 2.0, -1.0, 1.5, 0.3]))
+        tensor([0., 1., 0., 1., 0.])
+    """
 
     def __init__(self, k: int, dim: int = -1, regularization_strength: float = 1.0) -> None:
         super().__init__("SoftTopK", dim, regularization_strength)
@@ -86,7 +101,12 @@ class SoftTopK(_Permutahedron):
 class SoftQuantile(_Permutahedron):
     """Module form of :func:`diffcomb.soft_quantile`: the soft quantile(s) ``q`` of ``x`` along ``dim``.
     A tensor ``q`` is read once, here, and kept as Python floats (so the module follows its input
-    to any device)."""
+    to any device).
+
+    Example:
+        >>> diffcomb.SoftQuantile([0.25, 0.75], regularization_strength=0.01)(torch.tensor([5.0, 1.0, 4.0, 2.0, 3.0]))
+        tensor([2., 4.])
+    """
 
     def __init__(self, q: Union[float, Sequence[float], Tensor], dim: int = -1, regularization_strength: float = 1.0,
                  regularization: str = "l2") -> None:
@@ -102,7 +122,15 @@ class SoftQuantile(_Permutahedron):
 
 
 class IsotonicRegression(nn.Module):
-    """Module form of :func:`diffcomb.isotonic_regression`: ``forward(y, sample_weight=None)``."""
+    """Module form of :func:`diffcomb.isotonic_regression`: ``forward(y, sample_weight=None)``.
+
+    Example:
+        >>> iso = diffcomb.IsotonicRegression(increasing=False)
+        >>> iso(torch.tensor([4.0, 1.0, 3.0, 2.0]))
+        tensor([4., 2., 2., 2.])
+        >>> iso(torch.tensor([4.0, 1.0, 3.0, 2.0]), sample_weight=torch.tensor([1.0, 1.0, 2.0, 1.0]))
+        tensor([4.0000, 2.3333, 2.3333, 2.0000])
+    """
 
     def __init__(self, dim: int = -1, increasing: bool = True) -> None:
         super().__init__()
@@ -118,7 +146,13 @@ class IsotonicRegression(nn.Module):
 
 class SoftSpearman(_Permutahedron):
     """Module form of :func:`diffcomb.soft_spearman`: ``forward(pred, target)``, the correlation per
-    slice (a metric; :class:`SpearmanLoss` is the loss, one minus it, reduced)."""
+    slice (a metric; :class:`SpearmanLoss` is the loss, one minus it, reduced).
+
+    Example:
+        >>> metric = diffcomb.SoftSpearman(regularization_strength=0.1)
+        >>> metric(torch.tensor([[0.1, 0.4, 0.3], [3.0, 2.0, 1.0]]), torch.tensor([[1.0, 3.0, 2.0], [1.0, 2.0, 3.0]]))
+        tensor([ 1.0000, -1.0000])
+    """
 
     def __init__(self, dim: int = -1, regularization_strength: float = 1.0, regularization: str = "l2") -> None:
         super().__init__("SoftSpearman", dim, regularization_strength, regularization)
@@ -128,7 +162,13 @@ class SoftSpearman(_Permutahedron):
 
 
 class SpearmanLoss(_Permutahedron):
-    """Module form of :func:`diffcomb.spearman_loss`: ``forward(pred, target)``."""
+    """Module form of :func:`diffcomb.spearman_loss`: ``forward(pred, target)``.
+
+    Example:
+        >>> loss = diffcomb.SpearmanLoss(regularization_strength=0.01, reduction='none')
+        >>> loss(torch.tensor([[1.0, 3.0, 2.0], [3.0, 2.0, 1.0]]), torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
+        tensor([0.5000, 2.0000])
+    """
 
     def __init__(self, dim: int = -1, regularization_strength: float = 1.0, regularization: str = "l2",
                  reduction: str = "mean") -> None:
@@ -140,7 +180,12 @@ class SpearmanLoss(_Permutahedron):
 
 
 class SoftLTSLoss(_Permutahedron):
-    """Module form of :func:`diffcomb.soft_lts`: ``forward(losses)``."""
+    """Module form of :func:`diffcomb.soft_lts`: ``forward(losses)``.
+
+    Example:
+        >>> diffcomb.SoftLTSLoss(k=2, regularization_strength=0.01)(torch.tensor([0.5, 0.1, 9.0, 0.3]))
+        tensor(0.2000)
+    """
 
     def __init__(self, k: int, dim: int = -1, regularization_strength: float = 1.0,
                  reduction: str = "mean") -> None:

@@ -46,7 +46,13 @@ class _TopKModule(_AlongDim):
 
 class PerturbedTopK(_TopKModule):
     """Perturbed top-k: the expected k-subset mask :math:`\\mathbb E[\\mathrm{topk}(\\theta + \\sigma Z)]`
-    (:func:`diffcomb.perturbed` around :func:`diffcomb.topk_mask`) along ``dim``."""
+    (:func:`diffcomb.perturbed` around :func:`diffcomb.topk_mask`) along ``dim``.
+
+    Example:
+        >>> layer = diffcomb.PerturbedTopK(k=1, num_samples=1000, sigma=0.5)
+        >>> layer(torch.tensor([0.0, 3.0, 0.0]), generator=torch.Generator().manual_seed(0))
+        tensor([0.0030, 0.9960, 0.0010])
+    """
 
     def __init__(self, k: int, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel",
                  dim: int = -1) -> None:
@@ -63,7 +69,15 @@ class PerturbedTopK(_TopKModule):
 
 class PerturbedArgmax(_AlongDim):
     """Perturbed one-hot argmax along ``dim`` (with Gumbel noise, the softmax of theta / sigma in
-    expectation)."""
+    expectation).
+
+    Example:
+        >>> layer = diffcomb.PerturbedArgmax(num_samples=10000)
+        >>> layer(torch.tensor([0.0, 1.0, 2.0]), generator=torch.Generator().manual_seed(0)).round(decimals=2)
+        tensor([0.0900, 0.2500, 0.6700])
+        >>> torch.softmax(torch.tensor([0.0, 1.0, 2.0]), -1).round(decimals=2)
+        tensor([0.0900, 0.2400, 0.6700])
+    """
 
     def __init__(self, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel", dim: int = -1) -> None:
         super().__init__("PerturbedArgmax", dim)
@@ -79,7 +93,16 @@ class PerturbedArgmax(_AlongDim):
 
 class PerturbedShortestPath(nn.Module):
     """Perturbed grid shortest path on vertex costs ``(..., H, W)``: the expected path mask under
-    cost noise (:func:`diffcomb.perturbed` with ``minimize=True``)."""
+    cost noise (:func:`diffcomb.perturbed` with ``minimize=True``).
+
+    Example:
+        >>> w = torch.tensor([[1.0, 1.0, 1.0], [1.0, 9.0, 1.0], [1.0, 1.0, 1.0]])
+        >>> layer = diffcomb.PerturbedShortestPath(num_samples=1000, sigma=0.5)
+        >>> layer(w, generator=torch.Generator().manual_seed(0)).round(decimals=1)
+        tensor([[1.0000, 0.5000, 0.0000],
+                [0.5000, 0.0000, 0.5000],
+                [0.0000, 0.5000, 1.0000]])
+    """
 
     def __init__(self, num_samples: int = 100, sigma: float = 1.0, noise: str = "normal") -> None:
         super().__init__()
@@ -96,7 +119,17 @@ class PerturbedShortestPath(nn.Module):
 class IMLETopK(_TopKModule):
     """I-MLE top-k: a sampled k-subset mask forward, the I-MLE estimate backward
     (:func:`diffcomb.imle` around :func:`diffcomb.topk_mask`, Sum-of-Gamma noise by default),
-    along ``dim``."""
+    along ``dim``.
+
+    Example:
+        >>> theta = torch.tensor([[0.5, 3.0, 2.0, -1.0]], requires_grad=True)
+        >>> mask = diffcomb.IMLETopK(k=2, noise='none', lambda_=2.0)(theta)
+        >>> mask.detach()
+        tensor([[0., 1., 1., 0.]])
+        >>> mask.backward(torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
+        >>> theta.grad
+        tensor([[-1.,  0.,  1.,  0.]])
+    """
 
     def __init__(self, k: int, num_samples: int = 1, noise: str = "sum_of_gamma", lambda_: float = 1.0,
                  tau: float = 1.0, s: int = 10, dim: int = -1) -> None:
@@ -115,7 +148,16 @@ class IMLETopK(_TopKModule):
 
 class IMLEShortestPath(nn.Module):
     """I-MLE grid shortest path on vertex costs ``(..., H, W)``: a sampled path forward, the I-MLE
-    estimate backward (:func:`diffcomb.imle` with ``minimize=True``)."""
+    estimate backward (:func:`diffcomb.imle` with ``minimize=True``).
+
+    Example:
+        >>> w = torch.tensor([[1.0, 9.0, 9.0], [1.0, 1.0, 9.0], [9.0, 1.0, 1.0]], requires_grad=True)
+        >>> path = diffcomb.IMLEShortestPath(noise='none')(w)
+        >>> path.detach()
+        tensor([[1., 0., 0.],
+                [0., 1., 0.],
+                [0., 0., 1.]])
+    """
 
     def __init__(self, num_samples: int = 1, noise: str = "gumbel", lambda_: float = 1.0, tau: float = 1.0,
                  k: Optional[float] = None, s: int = 10) -> None:
@@ -133,7 +175,21 @@ class IMLEShortestPath(nn.Module):
 
 class BlackboxShortestPath(nn.Module):
     """Grid shortest path on vertex costs with the blackbox (interpolation) gradient
-    (:func:`diffcomb.blackbox` with ``minimize=True``)."""
+    (:func:`diffcomb.blackbox` with ``minimize=True``).
+
+    Example:
+        >>> w = torch.tensor([[1.0, 9.0, 9.0], [1.0, 1.0, 9.0], [9.0, 1.0, 1.0]], requires_grad=True)
+        >>> path = diffcomb.BlackboxShortestPath(lambda_=10.0)(w)
+        >>> path.detach()
+        tensor([[1., 0., 0.],
+                [0., 1., 0.],
+                [0., 0., 1.]])
+        >>> path.backward(torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+        >>> w.grad
+        tensor([[-0.0000, -0.0000, -0.0000],
+                [ 0.1000, -0.1000, -0.0000],
+                [-0.0000,  0.1000, -0.0000]])
+    """
 
     def __init__(self, lambda_: float = 10.0, straight_through: bool = False) -> None:
         super().__init__()
@@ -148,7 +204,15 @@ class BlackboxShortestPath(nn.Module):
 
 
 class PerturbedFenchelYoungLoss(nn.Module):
-    """Module form of :func:`diffcomb.perturbed_fenchel_young_loss`: ``forward(theta, target)``."""
+    """Module form of :func:`diffcomb.perturbed_fenchel_young_loss`: ``forward(theta, target)``.
+
+    Example:
+        >>> loss = diffcomb.PerturbedFenchelYoungLoss(diffcomb.argmax_onehot, num_samples=1000, reduction='none')
+        >>> theta = torch.tensor([[0.0, 3.0, 0.0], [0.0, 3.0, 0.0]])
+        >>> target = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+        >>> loss(theta, target, generator=torch.Generator().manual_seed(0)).round(decimals=2)
+        tensor([0.6200, 3.6800])
+    """
 
     def __init__(self, solver, num_samples: int = 100, sigma: float = 1.0, noise: str = "gumbel",
                  minimize: bool = False, event_dims: Optional[int] = None, reduction: str = "mean") -> None:

@@ -18,7 +18,15 @@ __all__ = ["AUCLoss", "AveragePrecisionLoss", "FenchelYoungLoss", "NDCGLoss", "R
 
 
 class NDCGLoss(_Permutahedron):
-    """Module form of :func:`diffcomb.ndcg_loss`: ``forward(scores, relevance)``."""
+    """Module form of :func:`diffcomb.ndcg_loss`: ``forward(scores, relevance)``.
+
+    Example:
+        >>> loss = diffcomb.NDCGLoss(k=3, regularization_strength=0.01)
+        >>> loss(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[3.0, 2.0, 0.0]]))
+        tensor(0.)
+        >>> loss(torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[3.0, 2.0, 0.0]])).round(decimals=4)
+        tensor(0.3936)
+    """
 
     def __init__(self, k: Optional[int] = None, dim: int = -1, regularization_strength: float = 1.0,
                  regularization: str = "l2", gain: str = "exponential", reduction: str = "mean") -> None:
@@ -35,7 +43,13 @@ class NDCGLoss(_Permutahedron):
 
 
 class AveragePrecisionLoss(_Permutahedron):
-    """Module form of :func:`diffcomb.average_precision_loss`: ``forward(scores, labels)``."""
+    """Module form of :func:`diffcomb.average_precision_loss`: ``forward(scores, labels)``.
+
+    Example:
+        >>> loss = diffcomb.AveragePrecisionLoss(regularization_strength=0.01)
+        >>> loss(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 1.0]])).round(decimals=4)
+        tensor(0.1667)
+    """
 
     def __init__(self, dim: int = -1, regularization_strength: float = 1.0, regularization: str = "l2",
                  reduction: str = "mean") -> None:
@@ -47,7 +61,13 @@ class AveragePrecisionLoss(_Permutahedron):
 
 
 class RecallAtKLoss(_Permutahedron):
-    """Module form of :func:`diffcomb.recall_at_k_loss`: ``forward(scores, labels)``."""
+    """Module form of :func:`diffcomb.recall_at_k_loss`: ``forward(scores, labels)``.
+
+    Example:
+        >>> loss = diffcomb.RecallAtKLoss(k=1, regularization_strength=0.01)
+        >>> loss(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[0.0, 1.0, 1.0]])).round(decimals=4)
+        tensor(1.)
+    """
 
     def __init__(self, k: int, dim: int = -1, regularization_strength: float = 1.0, reduction: str = "mean") -> None:
         super().__init__("RecallAtKLoss", dim, regularization_strength, reduction=reduction)
@@ -62,7 +82,13 @@ class RecallAtKLoss(_Permutahedron):
 
 
 class AUCLoss(_Permutahedron):
-    """Module form of :func:`diffcomb.auc_loss`: ``forward(scores, labels)``."""
+    """Module form of :func:`diffcomb.auc_loss`: ``forward(scores, labels)``.
+
+    Example:
+        >>> loss = diffcomb.AUCLoss(regularization_strength=0.01)
+        >>> loss(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 1.0]])).round(decimals=4)
+        tensor(0.5000)
+    """
 
     def __init__(self, dim: int = -1, regularization_strength: float = 1.0, regularization: str = "l2",
                  reduction: str = "mean") -> None:
@@ -74,7 +100,13 @@ class AUCLoss(_Permutahedron):
 
 
 class FenchelYoungLoss(nn.Module):
-    """Module form of :func:`diffcomb.fenchel_young_loss`: ``forward(theta, target)``."""
+    """Module form of :func:`diffcomb.fenchel_young_loss`: ``forward(theta, target)``.
+
+    Example:
+        >>> loss = diffcomb.FenchelYoungLoss()
+        >>> loss(torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([[3.0, 1.0, 2.0]])).round(decimals=4)
+        tensor(0.)
+    """
 
     def __init__(self, polytope: str = "permutahedron", regularization: Optional[str] = None,
                  regularization_strength: float = 1.0, reduction: str = "mean", dim: int = -1, *,

@@ -63,7 +63,13 @@ class DiffSortNet(nn.Module):
 
 
 class RankingLoss(nn.Module):
-    """Module form of :func:`ranking_loss`: ``forward(P, target_ranks)``, sorted along ``dim``."""
+    """Module form of :func:`ranking_loss`: ``forward(P, target_ranks)``, sorted along ``dim``.
+
+    Example:
+        >>> P = diffcomb.sorting_network(torch.tensor([[2.0, 0.0, 1.0]]), steepness=20.0).matrix
+        >>> diffcomb.RankingLoss()(P, torch.tensor([[2, 0, 1]])).round(decimals=4)
+        tensor(0.0179)
+    """
 
     def __init__(self, reduction: str = "mean", dim: int = -1) -> None:
         super().__init__()

@@ -14,7 +14,12 @@ __all__ = ["SparseSoftTopK", "TopKRouter"]
 
 
 class SparseSoftTopK(nn.Module):
-    """Module form of :func:`diffcomb.sparse_soft_topk`: the sparse soft top-k mask along ``dim``."""
+    """Module form of :func:`diffcomb.sparse_soft_topk`: the sparse soft top-k mask along ``dim``.
+
+    Example:
+        >>> diffcomb.SparseSoftTopK(k=2, regularization_strength=0.1)(torch.tensor([0.1, 2.0, -1.0, 1.5, 0.3]))
+        tensor([0., 1., 0., 1., 0.])
+    """
 
     def __init__(self, k: int, dim: int = -1, regularization_strength: float = 1.0, p: float = 4.0 / 3.0,
                  magnitude: bool = False) -> None:
@@ -53,6 +58,17 @@ class TopKRouter(nn.Module):
 
     A sparse dispatch runs expert ``e`` only on ``r.combine_weights[:, e].nonzero()``
     (examples/moe_router.py).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> router = diffcomb.TopKRouter(16, num_experts=4, k=2)
+        >>> r = router(torch.randn(10, 16))
+        >>> r.combine_weights.shape
+        torch.Size([10, 4])
+        >>> bool(r.experts_per_token >= 2), bool((r.combine_weights == 0).any())
+        (True, True)
+        >>> r.balance_loss.requires_grad
+        True
     """
 
     def __init__(self, in_features: int, num_experts: int, k: int, regularization_strength: float = 1.0,

@@ -7,11 +7,12 @@ form), the flattening of theta to that batch, and the estimator objects' common 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, TypeVar, Union
 
 import torch
 from torch import Tensor
 
+from .._autodiff import fast_apply, one_forward_level
 from .._checks import as_float, check_int, check_tensor, message
 
 Solver = Callable[[Tensor], Tensor]
@@ -97,3 +98,78 @@ def prepare_theta(fn: str, theta: Tensor, event_dims: int) -> tuple[Tensor, torc
     if rows.dtype not in (torch.float32, torch.float64):
         rows = rows.float()
     return rows, shape, theta.dtype
+
+
+# ---------------------------------------------------------------------------------------------------
+# The estimators' autograd.Functions under torch.func (see DESIGN.md, "Autodiff"): a batching rule that
+# folds a vmapped dimension into the batch of the solver call (the solvers are arbitrary callables, so
+# the estimators are not custom ops and do not go through _autodiff.define).
+
+ROW = "row"  # a tensor (B, *S): the batch is dimension 0
+SAMPLES = "samples"  # a tensor (M, B, *S), sample-major: the batch is dimension 1
+
+
+def _fold(a: Tensor, dim: Optional[int], kind: str, size: int) -> Tensor:
+    axis = 0 if kind == ROW else 1
+    if dim is None:
+        a = a.unsqueeze(axis).expand(*a.shape[:axis], size, *a.shape[axis:])
+    else:
+        a = a.movedim(dim, axis)
+    return a.flatten(axis, axis + 1)
+
+
+def fold_rule(function: type, kinds: tuple, out_kinds: Union[tuple, Callable[..., tuple]]) -> Callable:
+    """The vmap staticmethod of an estimator's autograd.Function: every vmapped ROW / SAMPLES argument
+    has its vmapped dimension folded into its batch dimension (an unbatched one is expanded), so the
+    Function runs once on the whole batch (one solver call); outputs of kind ROW / SAMPLES are unfolded,
+    outputs of kind None are returned unbatched. ``out_kinds`` may be a function of the arguments."""
+
+    def rule(info, in_dims: tuple, *args):
+        size = info.batch_size
+        outputs = out_kinds(*args) if callable(out_kinds) else out_kinds
+        folded = [_fold(a, d, k, size) if k is not None and isinstance(a, Tensor) else a
+                  for a, d, k in zip(args, in_dims, kinds)]
+        outs = function.apply(*folded)
+        single = not isinstance(outs, tuple)
+        outs = (outs,) if single else outs
+        result, dims = [], []
+        for o, k in zip(outs, outputs):
+            if k is None:
+                result.append(o)
+                dims.append(None)
+            else:
+                axis = 0 if k == ROW else 1
+                result.append(o.unflatten(axis, (size, o.shape[axis] // size)))
+                dims.append(axis)
+        return (result[0], dims[0]) if single else (tuple(result), tuple(dims))
+
+    return rule
+
+
+
+def no_setup(ctx, inputs: tuple, output) -> None:
+    """The setup_context of a Function that saves nothing."""
+
+
+class EstimatorFunction:
+    """An estimator's autograd.Function in two classes: ``plain`` (forward, setup_context, backward), which
+    torch.compile traces (Dynamo does not trace a Function with a custom jvp), and ``full``, the same
+    with the jvp and the folding vmap rule, which eager calls and torch.func use. ``fn`` is the public
+    function (in error messages), ``name`` the classes' name. Call it with the Function's arguments."""
+
+    __slots__ = ("plain", "full", "_apply")
+
+    def __init__(self, fn: str, name: str, forward: Callable, setup: Callable, backward: Callable, jvp: Callable,
+                 kinds: tuple, out_kinds: Union[tuple, Callable[..., tuple]]) -> None:
+        body = {"forward": staticmethod(forward), "setup_context": staticmethod(setup),
+                "backward": staticmethod(backward), "__module__": forward.__module__}
+        self.plain = type(f"{name}_compiled", (torch.autograd.Function,), body)
+        self.full = type(name, (self.plain,), {"jvp": staticmethod(one_forward_level(fn, jvp)),
+                                               "__module__": forward.__module__})
+        self.full.vmap = staticmethod(fold_rule(self.full, kinds, out_kinds))
+        self._apply = fast_apply(self.full)
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self.plain.apply(*args)
+        return self._apply(*args)

@@ -8,34 +8,68 @@ from typing import Callable, Optional, overload
 import torch
 from torch import Tensor
 
+from .._autodiff import not_differentiable
 from .._checks import check_flag, check_float, check_int
-from ._common import Estimator, Solver, call_solver, check_solver, event_dims_of, prepare_theta, wrap_or_decorate
+from ._common import (ROW, Estimator, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
+                      no_setup, prepare_theta, wrap_or_decorate)
 
 __all__ = ["BlackboxSolver", "blackbox"]
 
 
-class _BlackboxFn(torch.autograd.Function):
-    """y = y*(theta); dtheta = (y - y*(theta - lambda g)) / lambda, or g (straight-through)."""
+_SURROGATE = ("blackbox differentiation defines a gradient estimate (the VJP, an interpolation of the piecewise "
+              "constant solver, or the identity with straight_through=True), not the derivative of a function of "
+              "theta, so it has no forward mode and no second derivative")
 
-    @staticmethod
-    def forward(ctx, theta: Tensor, solver: Solver, lambda_: float, straight_through: bool,
-                minimize: bool) -> Tensor:
-        y = call_solver("blackbox", solver, theta, minimize)
-        ctx.save_for_backward(theta, y)
-        ctx.solver, ctx.lambda_, ctx.straight_through, ctx.minimize = solver, lambda_, straight_through, minimize
-        return y
 
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        if ctx.straight_through:
-            return g, None, None, None, None
-        theta, y = ctx.saved_tensors
-        y_lambda = call_solver("blackbox", ctx.solver, theta - ctx.lambda_ * g, ctx.minimize)
-        return (y - y_lambda) / ctx.lambda_, None, None, None, None
+def _blackbox_forward(theta: Tensor, solver: Solver, lambda_: float, straight_through: bool,
+                      minimize: bool) -> Tensor:
+    return call_solver("blackbox", solver, theta, minimize)
+
+
+def _blackbox_setup(ctx, inputs: tuple, output: Tensor) -> None:
+    theta, solver, lambda_, straight_through, minimize = inputs
+    ctx.save_for_backward(theta, output)
+    ctx.params = (solver, lambda_, straight_through, minimize)
+
+
+def _blackbox_backward(ctx, g: Tensor):
+    theta, y = ctx.saved_tensors
+    return _BLACKBOX_GRAD(g, theta, y, *ctx.params), None, None, None, None
+
+
+# y = y*(theta). The VJP is _BLACKBOX_GRAD; forward mode raises (a surrogate gradient, no Jacobian);
+# vmap folds into the batch.
+_BLACKBOX = EstimatorFunction("blackbox", "_BlackboxFn", _blackbox_forward, _blackbox_setup, _blackbox_backward,
+                              not_differentiable("blackbox", "forward-mode derivative", _SURROGATE),
+                              (ROW, None, None, None, None), (ROW,))
+
+
+def _blackbox_grad(g: Tensor, theta: Tensor, y: Tensor, solver: Solver, lambda_: float, straight_through: bool,
+                   minimize: bool) -> Tensor:
+    """dtheta = (y - y*(theta - lambda g)) / lambda, or g (straight-through)."""
+    if straight_through:
+        return g.clone()
+    return (y - call_solver("blackbox", solver, theta - lambda_ * g, minimize)) / lambda_
+
+
+# The blackbox estimate as a function of the upstream gradient: one solver call, folded under vmap
+# (per-sample gradients); differentiating it again raises (see _SURROGATE).
+_BLACKBOX_GRAD = EstimatorFunction("blackbox", "_BlackboxGrad", _blackbox_grad, no_setup,
+                                   not_differentiable("blackbox", "second derivative", _SURROGATE),
+                                   not_differentiable("blackbox", "second derivative", _SURROGATE),
+                                   (ROW, ROW, ROW, None, None, None, None), (ROW,))
 
 
 class BlackboxSolver(Estimator):
-    """The callable returned by :func:`blackbox`."""
+    """The callable returned by :func:`blackbox`.
+
+    Example:
+        >>> solver = diffcomb.blackbox(diffcomb.argmax_onehot, lambda_=5.0)
+        >>> type(solver).__name__
+        'BlackboxSolver'
+        >>> solver(torch.tensor([0.0, 10.0]))
+        tensor([0., 1.])
+    """
 
     def __init__(self, solver: Solver, lambda_: float, straight_through: bool, minimize: bool,
                  event_dims: int) -> None:
@@ -50,7 +84,7 @@ class BlackboxSolver(Estimator):
     def __call__(self, theta: Tensor) -> Tensor:
         rows, shape, dtype = prepare_theta("blackbox", theta, self.event_dims)
         sign = -1.0 if self.minimize else 1.0
-        out = _BlackboxFn.apply(sign * rows, self.solver, self.lambda_, self.straight_through, self.minimize)
+        out = _BLACKBOX(sign * rows, self.solver, self.lambda_, self.straight_through, self.minimize)
         return out.reshape(shape).to(dtype)
 
 
@@ -94,6 +128,9 @@ def blackbox(solver: Optional[Solver] = None, lambda_: float = 10.0, straight_th
     Note:
         One extra solver call per backward. Small lambda gives zero gradients almost everywhere;
         larger lambda gives coarser but informative ones.
+        Autodiff: the backward is a gradient estimate, not the derivative of a function of theta:
+        reverse mode (grad, vjp, jacrev) and vmap work; forward mode (jvp, jacfwd) and second
+        derivatives raise an error.
 
     Example:
         >>> f = diffcomb.blackbox(lambda t: diffcomb.topk_mask(t, 2), lambda_=1.0)

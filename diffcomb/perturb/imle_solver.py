@@ -10,9 +10,10 @@ from typing import Callable, Optional, overload
 import torch
 from torch import Tensor
 
+from .._autodiff import not_differentiable
 from .._checks import check_choice, check_flag, check_float, check_int, message
-from ._common import (MAX_INT32, Estimator, Solver, call_solver, check_solver, event_dims_of, prepare_theta,
-                      wrap_or_decorate)
+from ._common import (MAX_INT32, ROW, SAMPLES, Estimator, EstimatorFunction, Solver, call_solver, check_solver,
+                      event_dims_of, no_setup, prepare_theta, wrap_or_decorate)
 from .noise import sample_noise
 
 __all__ = ["IMLESolver", "imle"]
@@ -20,37 +21,72 @@ __all__ = ["IMLESolver", "imle"]
 IMLE_NOISES = ("sum_of_gamma", "gumbel", "none")
 
 
-class _IMLEFn(torch.autograd.Function):
-    """z_s = y*(theta + tau_in eps_s); dtheta = mean_s (z_s - y*(alpha theta - lambda g_s + tau_tgt eps_s))."""
+_SURROGATE = ("I-MLE defines a gradient estimate (its VJP, a difference of two MAP solutions), not the "
+              "derivative of a function of theta, so it has no forward mode and no second derivative")
 
-    @staticmethod
-    def forward(ctx, theta: Tensor, eps: Tensor, solver: Solver, lambda_: float, alpha: float, tau: float,
-                tau_target: float, minimize: bool, return_samples: bool, divide_by_lambda: bool) -> Tensor:
-        s = eps.shape[0]
-        scores = torch.add(theta.unsqueeze(0), eps, alpha=tau).flatten(0, 1)
-        z = call_solver("imle", solver, scores, minimize).reshape(s, *theta.shape)
-        ctx.save_for_backward(theta, eps, z)
-        ctx.solver, ctx.lambda_, ctx.alpha, ctx.tau_target = solver, lambda_, alpha, tau_target
-        ctx.minimize, ctx.return_samples, ctx.divide_by_lambda = minimize, return_samples, divide_by_lambda
-        return z if return_samples else z.mean(0)
 
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        theta, eps, z = ctx.saved_tensors
-        g_s = g if ctx.return_samples else g.unsqueeze(0)
-        # target = alpha theta - lambda g_s + tau' eps, in two fused passes over (S, B, *S).
-        target = torch.add(eps, g_s, alpha=-ctx.lambda_) if ctx.tau_target == 1.0 else \
-            torch.add(ctx.tau_target * eps, g_s, alpha=-ctx.lambda_)
-        target.add_(theta.unsqueeze(0) if ctx.alpha == 1.0 else ctx.alpha * theta.unsqueeze(0))
-        z_target = call_solver("imle", ctx.solver, target.flatten(0, 1), ctx.minimize).reshape(z.shape)
-        dtheta = (z - z_target).mean(0)
-        if ctx.divide_by_lambda:
-            dtheta = dtheta / ctx.lambda_
-        return dtheta, None, None, None, None, None, None, None, None, None
+def _imle_forward(theta: Tensor, eps: Tensor, solver: Solver, lambda_: float, alpha: float, tau: float,
+                  tau_target: float, minimize: bool, return_samples: bool,
+                  divide_by_lambda: bool) -> tuple[Tensor, Tensor]:
+    """(the samples z (S, B, *S) or their mean (B, *S); z again when the mean is returned, else an
+    empty placeholder): the samples are saved for the backward either way."""
+    s = eps.shape[0]
+    scores = torch.add(theta.unsqueeze(0), eps, alpha=tau).flatten(0, 1)
+    z = call_solver("imle", solver, scores, minimize).reshape(s, *theta.shape)
+    return (z, z.new_empty((s, 0))) if return_samples else (z.mean(0), z)
+
+
+def _imle_setup(ctx, inputs: tuple, output: tuple) -> None:
+    theta, eps, solver, lambda_, alpha, _, tau_target, minimize, return_samples, divide_by_lambda = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(theta, eps, output[0] if return_samples else output[1])
+    ctx.params = (solver, lambda_, alpha, tau_target, minimize, divide_by_lambda)
+    ctx.return_samples = return_samples
+
+
+def _imle_backward(ctx, g: Tensor, _g_placeholder):
+    theta, eps, z = ctx.saved_tensors
+    g_s = g if ctx.return_samples else g.unsqueeze(0)
+    return _IMLE_GRAD(g_s, theta, eps, z, *ctx.params), *([None] * 9)
+
+
+# z_s = y*(theta + tau_in eps_s); returns (z or its mean, z or a placeholder). The VJP is _IMLE_GRAD;
+# forward mode raises (a surrogate gradient, no Jacobian); vmap folds into the batch.
+_IMLE = EstimatorFunction("imle", "_IMLEFn", _imle_forward, _imle_setup, _imle_backward,
+                          not_differentiable("imle", "forward-mode derivative", _SURROGATE),
+                          (ROW, SAMPLES, *[None] * 8), lambda *args: (SAMPLES if args[8] else ROW, SAMPLES))
+
+
+def _imle_grad(g_s: Tensor, theta: Tensor, eps: Tensor, z: Tensor, solver: Solver, lambda_: float, alpha: float,
+               tau_target: float, minimize: bool, divide_by_lambda: bool) -> Tensor:
+    """dtheta = mean_s (z_s - y*(alpha theta - lambda g_s + tau' eps_s)) (/ lambda)."""
+    # target = alpha theta - lambda g_s + tau' eps, in two fused passes over (S, B, *S).
+    target = torch.add(eps, g_s, alpha=-lambda_) if tau_target == 1.0 else \
+        torch.add(tau_target * eps, g_s, alpha=-lambda_)
+    target = target.add_(theta.unsqueeze(0) if alpha == 1.0 else alpha * theta.unsqueeze(0))
+    z_target = call_solver("imle", solver, target.flatten(0, 1), minimize).reshape(z.shape)
+    dtheta = (z - z_target).mean(0)
+    return dtheta / lambda_ if divide_by_lambda else dtheta
+
+
+# The I-MLE estimate as a function of the upstream gradient: one solver call, folded under vmap
+# (per-sample gradients); differentiating it again raises (see _SURROGATE).
+_IMLE_GRAD = EstimatorFunction("imle", "_IMLEGrad", _imle_grad, no_setup,
+                               not_differentiable("imle", "second derivative", _SURROGATE),
+                               not_differentiable("imle", "second derivative", _SURROGATE),
+                               (SAMPLES, ROW, SAMPLES, SAMPLES, *[None] * 6), (ROW,))
 
 
 class IMLESolver(Estimator):
-    """The callable returned by :func:`imle`."""
+    """The callable returned by :func:`imle`.
+
+    Example:
+        >>> solver = diffcomb.imle(diffcomb.argmax_onehot, noise='none')
+        >>> type(solver).__name__
+        'IMLESolver'
+        >>> solver(torch.tensor([0.0, 10.0]))
+        tensor([0., 1.])
+    """
 
     def __init__(self, solver: Solver, num_samples: int, noise: str, lambda_: float, k: Optional[float],
                  tau: float, tau_target: float, s: int, alpha: float, return_samples: bool,
@@ -79,8 +115,8 @@ class IMLESolver(Estimator):
         else:
             eps = sample_noise(fn, self.noise, sample_shape, gen, rows.dtype, rows.device)
         sign = -1.0 if self.minimize else 1.0
-        out = _IMLEFn.apply(sign * rows, eps, self.solver, self.lambda_, self.alpha, self.tau, self.tau_target,
-                            self.minimize, self.return_samples, self.divide_by_lambda)
+        out, _ = _IMLE(sign * rows, eps, self.solver, self.lambda_, self.alpha, self.tau, self.tau_target,
+                               self.minimize, self.return_samples, self.divide_by_lambda)
         if self.return_samples:
             return out.reshape(self.num_samples, *shape).to(dtype)
         return out.reshape(shape).to(dtype)
@@ -119,20 +155,20 @@ def imle(solver: Optional[Solver] = None, num_samples: int = 1, noise: str = "su
     ``k``, so this form raises an error that asks for ``@diffcomb.imle(k=...)``, or
     ``noise="gumbel"`` for one-hot solvers). torch-imle's decorator arguments map as follows:
 
-    =====================================================  =========================================
-    torch-imle ``@imle(...)``                              diffcomb ``@diffcomb.imle(...)``
-    =====================================================  =========================================
-    ``nb_samples=S``                                       ``num_samples=S``
-    ``theta_noise_temperature=t``                          ``tau=t``
+    =======================================================  =========================================
+    torch-imle ``@imle(...)``                                diffcomb ``@diffcomb.imle(...)``
+    =======================================================  =========================================
+    ``nb_samples=S``                                         ``num_samples=S``
+    ``theta_noise_temperature=t``                            ``tau=t``
     (``input_noise_temperature`` in older releases)
-    ``target_noise_temperature=t``                         ``tau_target=t``
+    ``target_noise_temperature=t``                           ``tau_target=t``
     ``target_distribution=TargetDistribution(alpha, beta)``  ``alpha=alpha, lambda_=beta``
-    ``TargetDistribution(..., do_gradient_scaling=True)``  ``divide_by_lambda=True``
-    ``noise_distribution=SumOfGammaNoiseDistribution(k,    ``noise="sum_of_gamma", k=k, s=n``
-    nb_iterations=n)``
-    ``noise_distribution=GumbelNoiseDistribution()``       ``noise="gumbel"``
-    ``noise_distribution=None``                            ``noise="none"``
-    =====================================================  =========================================
+    ``TargetDistribution(..., do_gradient_scaling=True)``    ``divide_by_lambda=True``
+    ``noise_distribution=SumOfGammaNoiseDistribution(k,``    ``noise="sum_of_gamma", k=k, s=n``
+    ``nb_iterations=n)``
+    ``noise_distribution=GumbelNoiseDistribution()``         ``noise="gumbel"``
+    ``noise_distribution=None``                              ``noise="none"``
+    =======================================================  =========================================
 
     torch-imle's other options (marginal samples, gradient dumps) have no counterpart; its solver
     takes the same ``(B', *S)`` batch of scores. diffcomb's decorated function also takes a
@@ -167,6 +203,9 @@ def imle(solver: Optional[Solver] = None, num_samples: int = 1, noise: str = "su
 
     Note:
         2 S solver calls per forward+backward, memory O(S numel).
+        Autodiff: the backward is a gradient estimate, not the derivative of a function of theta:
+        reverse mode (grad, vjp, jacrev) and vmap work (vmap's randomness as in :func:`perturbed`);
+        forward mode (jvp, jacfwd) and second derivatives raise an error.
 
     Example:
         >>> f = diffcomb.imle(lambda t: diffcomb.topk_mask(t, 2), noise="none")

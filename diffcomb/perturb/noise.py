@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _native
+from .._autodiff import eager_call
 from .._checks import check_float, check_int, check_op, check_op_tensor, compute_dtype, message
 from ._common import FLOATS, MAX_INT32
 
@@ -68,6 +69,18 @@ def _(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: in
     return seed.new_empty(tuple(shape), dtype=dtype)
 
 
+@_noise_op.register_vmap
+def _(info, in_dims, seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: int,
+      dtype: torch.dtype):
+    """Under torch.vmap(randomness="different") the seed drawn for the noise is batched: one stream per
+    vmapped sample (independent noise), stacked. With randomness="same" the seed is not batched and
+    every sample sees the same noise; with "error" torch raises at the draw of the seed."""
+    if in_dims[0] is None:
+        return _noise_op(seed, shape, kind, k, tau, s, dtype), None
+    seeds = seed.movedim(in_dims[0], 0)
+    return torch.stack([_noise_op(one, shape, kind, k, tau, s, dtype) for one in seeds]), 0
+
+
 def sample_noise(fn: str, kind: str, shape: Sequence[int], generator: Optional[torch.Generator],
                  dtype: Optional[torch.dtype], device: Union[str, torch.device, None], k: float = 1.0,
                  tau: float = 1.0, s: int = 1) -> Tensor:
@@ -88,7 +101,7 @@ def sample_noise(fn: str, kind: str, shape: Sequence[int], generator: Optional[t
     if device.type == "cuda":
         _native.cuda(fn)
     seed = _draw_seed(generator, device)
-    out = _noise_op(seed, list(shape), NOISE_CODES[kind], float(k), float(tau), int(s), compute_dtype(dtype))
+    out = eager_call(_noise_op, seed, list(shape), NOISE_CODES[kind], float(k), float(tau), int(s), compute_dtype(dtype))
     return out.to(dtype)
 
 

@@ -9,9 +9,10 @@ from typing import Callable, Optional, overload
 import torch
 from torch import Tensor
 
+from .._autodiff import save
 from .._checks import check_choice, check_flag, check_float, check_int
-from ._common import (Estimator, Solver, call_solver, check_solver, event_dims_of, flatten_event, prepare_theta,
-                      wrap_or_decorate)
+from ._common import (ROW, SAMPLES, Estimator, EstimatorFunction, Solver, call_solver, check_solver, event_dims_of,
+                      flatten_event, prepare_theta, wrap_or_decorate)
 from .noise import sample_noise
 
 __all__ = ["PerturbedSolver", "perturbed"]
@@ -31,34 +32,66 @@ def _grad_nu(z: Tensor, noise: str) -> Tensor:
     return z if noise == "normal" else 1.0 - torch.exp(-z)
 
 
-class _PerturbedFn(torch.autograd.Function):
-    """y_hat = mean_m y*(theta + sigma Z_m); VJP (1/(sigma M)) sum_m <g, y_m - b> grad nu(Z_m)."""
+def _perturbed_forward(theta: Tensor, z: Tensor, solver: Solver, sigma: float, noise: str, minimize: bool,
+                       baseline: bool, event_dims: int, fn: str) -> tuple[Tensor, Tensor]:
+    """(y_hat, y): the mean solution (B, *S) and the M solutions (M, B, *S)."""
+    m = z.shape[0]
+    scores = (theta.unsqueeze(0) + sigma * z).flatten(0, 1)  # (M * B, *S), also for an empty S
+    y = call_solver(fn, solver, scores, minimize).reshape(m, *theta.shape)
+    return y.mean(0), y
 
-    @staticmethod
-    def forward(ctx, theta: Tensor, z: Tensor, solver: Solver, sigma: float, noise: str, minimize: bool,
-                baseline: bool, event_dims: int, fn: str) -> Tensor:
-        m = z.shape[0]
-        scores = (theta.unsqueeze(0) + sigma * z).flatten(0, 1)  # (M * B, *S), also for an empty S
-        y = call_solver(fn, solver, scores, minimize).reshape(m, *theta.shape)
-        y_hat = y.mean(0)
-        ctx.save_for_backward(z, y, y_hat)
-        ctx.sigma, ctx.noise, ctx.baseline, ctx.event_dims = sigma, noise, baseline, event_dims
-        return y_hat
 
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        z, y, y_hat = ctx.saved_tensors
-        if ctx.baseline:
-            y = y - y_hat
-        d = ctx.event_dims
-        dots = (flatten_event(y, d) * flatten_event(g, d).unsqueeze(0)).sum(-1)  # (M, B)
-        weights = dots.reshape(*dots.shape, *([1] * d))
-        dtheta = (weights * _grad_nu(z, ctx.noise)).mean(0) / ctx.sigma
-        return dtheta, None, None, None, None, None, None, None, None
+def _perturbed_setup(ctx, inputs: tuple, output: tuple) -> None:
+    _, z, _, sigma, noise, _, baseline, event_dims, _ = inputs
+    y = output[1]
+    ctx.mark_non_differentiable(y)
+    save(ctx, z, y)  # the baseline is y.mean(0) again: y_hat itself is differentiable
+    ctx.sigma, ctx.noise, ctx.baseline, ctx.event_dims = sigma, noise, baseline, event_dims
+
+
+def _centred(ctx) -> tuple[Tensor, Tensor]:
+    """(the solutions, minus the baseline when it is on (M, B, *S); grad nu(Z) (M, B, *S))."""
+    z, y = ctx.saved_tensors
+    return (y - y.mean(0) if ctx.baseline else y), _grad_nu(z, ctx.noise)
+
+
+def _perturbed_backward(ctx, g: Tensor, _g_samples):
+    """J^T g = (1/(sigma M)) sum_m <g, y_m - b> grad nu(Z_m), torch ops of g (double backward: its
+    derivative w.r.t. g is the jvp below; w.r.t. theta it is 0, the samples being fixed)."""
+    y, grad_nu = _centred(ctx)
+    d = ctx.event_dims
+    dots = (flatten_event(y, d) * flatten_event(g, d).unsqueeze(0)).sum(-1)  # (M, B)
+    dtheta = (dots.reshape(*dots.shape, *([1] * d)) * grad_nu).mean(0) / ctx.sigma
+    return dtheta, None, None, None, None, None, None, None, None
+
+
+def _perturbed_jvp(ctx, t_theta: Optional[Tensor], *_):
+    """J t = (1/(sigma M)) sum_m (y_m - b) <grad nu(Z_m), t>: the Monte-Carlo Jacobian of the
+    backward, applied to t (the same samples)."""
+    y, grad_nu = _centred(ctx)
+    if t_theta is None:
+        return torch.zeros_like(y[0]), None
+    d = ctx.event_dims
+    dots = (flatten_event(grad_nu, d) * flatten_event(t_theta, d).unsqueeze(0)).sum(-1)  # (M, B)
+    return (dots.reshape(*dots.shape, *([1] * d)) * y).mean(0) / ctx.sigma, None
+
+
+# y_hat = mean_m y*(theta + sigma Z_m); VJP (1/(sigma M)) sum_m <g, y_m - b> grad nu(Z_m); JVP its
+# transpose; vmap folds the vmapped dimension into the batch (one solver call). Returns (y_hat, y).
+_PERTURBED = EstimatorFunction("perturbed", "_PerturbedFn", _perturbed_forward, _perturbed_setup,
+                               _perturbed_backward, _perturbed_jvp, (ROW, SAMPLES, *[None] * 7), (ROW, SAMPLES))
 
 
 class PerturbedSolver(Estimator):
-    """The callable returned by :func:`perturbed`."""
+    """The callable returned by :func:`perturbed`.
+
+    Example:
+        >>> solver = diffcomb.perturbed(diffcomb.argmax_onehot, num_samples=1000)
+        >>> type(solver).__name__
+        'PerturbedSolver'
+        >>> solver(torch.tensor([0.0, 10.0]), generator=torch.Generator().manual_seed(0))
+        tensor([0., 1.])
+    """
 
     def __init__(self, solver: Solver, num_samples: int, sigma: float, noise: str, baseline: bool,
                  minimize: bool, event_dims: int, generator: Optional[torch.Generator]) -> None:
@@ -76,8 +109,8 @@ class PerturbedSolver(Estimator):
         sign = -1.0 if self.minimize else 1.0
         z = sample_noise(fn, self.noise, (self.num_samples, *rows.shape), generator or self.generator, rows.dtype,
                          rows.device)
-        out = _PerturbedFn.apply(sign * rows, z, self.solver, self.sigma, self.noise, self.minimize,
-                                 self.baseline, self.event_dims, fn)
+        out, _ = _PERTURBED(sign * rows, z, self.solver, self.sigma, self.noise, self.minimize, self.baseline,
+                            self.event_dims, fn)
         return out.reshape(shape).to(dtype)
 
 
@@ -129,6 +162,12 @@ def perturbed(solver: Optional[Solver] = None, num_samples: int = 100, sigma: fl
     Note:
         Memory O(M numel) (noise and solutions are saved for the backward). The gradient is
         unbiased for the smoothed map; sigma -> 0 tends to the hard solver.
+        Autodiff: every mode differentiates the estimator with its samples fixed: forward mode gives
+        J t with the same Monte-Carlo Jacobian J as the backward; the second derivative is that of
+        the estimate (linear in the cotangent, 0 in theta: the samples being fixed, J does not
+        change with theta), not an estimate of the smoothed map's own second derivative. Under
+        ``torch.vmap``, ``randomness="same"`` gives every vmapped sample the same noise,
+        ``"different"`` independent noise, ``"error"`` (the default) raises.
 
     Example:
         >>> f = diffcomb.perturbed(diffcomb.argmax_onehot, num_samples=20000, sigma=0.5,

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _native
+from .._autodiff import eager_call
 from .._checks import (as_float, check_dim, check_flag, check_int, check_op, check_op_tensor, check_tensor,
                        compute_dtype, message)
 from ._common import FLOATS, MAX_INT32
@@ -101,7 +102,7 @@ for _op, _name in ((_argmax_op, "argmax_onehot"), (_topk_op, "topk_mask"), (_ran
 
 def _solve(x: Tensor, event_dims: int, op: Callable[..., Tensor], *args) -> Tensor:
     rows = _rows(x, event_dims)
-    return op(rows, *args).reshape(x.shape).to(x.dtype)
+    return eager_call(op, rows, *args).reshape(x.shape).to(x.dtype)
 
 
 def _solve_along(x: Tensor, dim: int, op: Callable[..., Tensor], *args) -> Tensor:

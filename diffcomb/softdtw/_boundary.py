@@ -59,11 +59,20 @@ def check_lengths(fn: str, name: str, lengths: Optional[Tensor], batch_shape: to
         raise ValueError(message(fn, f"{name} of shape {tuple(lengths.shape)} does not match the batch shape "
                                      f"{tuple(batch_shape)}")) from exc
     flat = lengths.reshape(-1).to(torch.int64).contiguous()
-    if values and flat.numel() and flat.device.type != "meta" and not torch.compiler.is_compiling() \
-            and (int(flat.min()) < 1 or int(flat.max()) > size):
-        raise ValueError(message(fn, f"{name} must lie in [1, {size}], got values in "
-                                     f"[{int(flat.min())}, {int(flat.max())}]"))
+    if values and flat.numel() and flat.device.type != "meta" and not torch.compiler.is_compiling():
+        every = _unbatched(flat)
+        low, high = int(every.min()), int(every.max())
+        if low < 1 or high > size:
+            raise ValueError(message(fn, f"{name} must lie in [1, {size}], got values in [{low}, {high}]"))
     return flat
+
+
+def _unbatched(t: Tensor) -> Tensor:
+    """The values behind torch.func's wrappers (under vmap: the lengths of every vmapped sample), which
+    can be read on the host where a batched wrapper cannot."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
 
 
 def check_series(fn: str, x: Tensor, y: Tensor) -> None:

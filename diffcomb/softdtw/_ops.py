@@ -1,6 +1,13 @@
 """The soft-DTW custom ops (torch.ops.diffcomb.*) on (B, N, M) cost batches and (B, N, D) series
 batches: their argument checks, native calls (csrc/softdtw, through diffcomb._native.launch), fake
-implementations and autograd formulas.
+implementations and derivative formulas, wired for every autodiff mode by diffcomb._autodiff.define.
+
+Derivatives (SPEC 3.3, 3.8): the gradient of the value is the expected alignment E (ALIGNMENT), the
+derivative of E is the Hessian-vector product (HVP), linear in its direction. The formulas are written
+with these differentiable ops, so first derivatives hold in every mode (reverse, forward, vmap) and
+second derivatives of the value (double backward, Hessian-vector products, forward-over-reverse) follow.
+A third derivative of soft-DTW (the derivative of HVP with respect to the costs: the second derivative of
+E and of the sharp variant) has no kernel and raises.
 
 The ops trust neither their callers nor torch.ops users: each checks what the kernels rely on
 (ranks, sizes, dtypes, devices, contiguity, the scalar arguments' ranges) before the native call
@@ -16,10 +23,12 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from .. import _native
+from .._autodiff import ROW, define, save
 from .._checks import check_op, check_op_tensor
-from ._boundary import COSTS, GAMMA_MIN
+from ._boundary import COSTS, GAMMA_MIN, zero_padding
 from .costs import cost_vjp, pairwise
 
 _FLOATS = (torch.float32, torch.float64)
@@ -88,11 +97,12 @@ def _derivative(like: Tensor, shape: tuple[int, ...], partial: bool) -> Tensor:
 
 def _value_and_alignment(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
                          band: int, alignment: bool) -> tuple[Tensor, Tensor]:
-    """Values (B,) and, when asked, expected alignments (B, N, M) (else an empty tensor)."""
+    """Values (B,) and, when asked, expected alignments (B, N, M) (else an empty (B, 0, 0), which keeps the
+    batch dimension for vmap)."""
     batch, m, n = C.shape
     partial = band >= 0 or lengths_x is not None or lengths_y is not None
     value = C.new_empty(batch)
-    E = _derivative(C, (batch, m, n), partial) if alignment else C.new_empty(0)
+    E = _derivative(C, (batch, m, n), partial) if alignment else C.new_empty((batch, 0, 0))
     _native.launch("soft_dtw", "softdtw_value_and_alignment", C, _address(C), _address(value), _address(E),
                    _address(lengths_x), _address(lengths_y), batch, m, n, gamma, band, _native.dtype_code(C),
                    workspace=("softdtw_work_bytes", (batch, m, n, band, False)))
@@ -114,197 +124,269 @@ def _second_order(C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: 
 
 
 # ---------------------------------------------------------------------------
-# Ops on cost batches.
+# Ops on cost batches: the Hessian-vector product, the expected alignment, the value, the sharp value.
+
+_THIRD = ("diffcomb: third derivatives of soft-DTW are not implemented (the derivative of a Hessian-vector "
+          "product with respect to the costs: the second derivative of soft_dtw_alignment and of the sharp "
+          "soft-DTW, or a third derivative of soft-DTW)")
+_NONE4 = (None, None, None, None)
 
 
-@torch.library.custom_op("diffcomb::soft_dtw_cost", mutates_args=())
-def _soft_dtw_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-                 band: int, alignment: bool) -> tuple[Tensor, Tensor]:
+def _hvp_impl(C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+              band: int) -> Tensor:
+    """Hessian-vector products H Z (B, N, M) of soft-DTW at costs C."""
+    _check_hvp(C, Z, lengths_x, lengths_y, gamma, band)
+    return _second_order(C, Z, lengths_x, lengths_y, gamma, band)[2]
+
+
+def _hvp_fake(C, Z, lengths_x, lengths_y, gamma, band):
+    _check_hvp(C, Z, lengths_x, lengths_y, gamma, band)
+    return torch.empty_like(Z)
+
+
+def _setup_costs(ctx, inputs, output) -> None:
+    """Saves C and the lengths (the second-order ops' derivatives need nothing else)."""
+    C, lengths_x, lengths_y = inputs[0], inputs[-4], inputs[-3]
+    save(ctx, C, lengths_x, lengths_y)
+    ctx.gamma, ctx.band = inputs[-2], inputs[-1]
+
+
+def _guard_impl(C: Tensor) -> Tensor:
+    """Zeros (B,): added to an HVP, it carries the HVP's dependence on the costs C in its own node."""
+    return C.new_zeros(C.shape[0])
+
+
+def _guard_fake(C):
+    return C.new_empty(C.shape[0])
+
+
+def _raise_third():
+    raise NotImplementedError(_THIRD)
+
+
+THIRD = define("soft_dtw_third_derivative", _guard_impl, _guard_fake, kinds=(ROW,),
+               backward=lambda ctx, _: _raise_third(), jvp=lambda ctx, _: _raise_third())
+
+
+def _recorded(C: Tensor) -> bool:
+    """Whether a backward formula's result may be differentiated again: grad mode is on (create_graph,
+    torch.func) or C carries a forward-mode tangent (forward AD over a plain backward)."""
+    return torch.is_grad_enabled() or forward_ad.unpack_dual(C).tangent is not None
+
+
+def _hvp(ctx, C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor],
+         guard: bool = True) -> Tensor:
+    """H Z inside a derivative formula, differentiable in Z. Its derivative in C (a third derivative)
+    goes through THIRD, which raises only when that derivative is taken, not when autograd merely
+    differentiates the product in Z (as the double-vjp trick does). ``guard=False`` (a backward whose
+    result is not differentiated again) skips THIRD."""
+    HZ = HVP(C.detach(), Z.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
+    return HZ + THIRD(C)[:, None, None] if guard else HZ
+
+
+def _backward_hvp(ctx, grad):
+    # H Z is linear in Z with the symmetric H: its VJP in Z is H grad. Its derivative in C would be the
+    # third derivative of soft-DTW.
+    if ctx.needs_input_grad[0]:
+        raise NotImplementedError(_THIRD)
+    C, lengths_x, lengths_y = ctx.saved_tensors
+    return None, _hvp(ctx, C, grad, lengths_x, lengths_y, _recorded(C)), *_NONE4
+
+
+def _jvp_hvp(ctx, dC, dZ, *_):
+    if dC is not None:
+        raise NotImplementedError(_THIRD)
+    C, lengths_x, lengths_y = ctx.saved_tensors
+    return _hvp(ctx, C, dZ, lengths_x, lengths_y)
+
+
+HVP = define("soft_dtw_hvp", _hvp_impl, _hvp_fake, kinds=(ROW, ROW, ROW, ROW, None, None), setup=_setup_costs,
+             backward=_backward_hvp, jvp=_jvp_hvp)
+
+
+def _alignment_impl(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                    band: int) -> Tensor:
+    """Expected alignments E (B, N, M) of costs C."""
+    _check_costs("soft_dtw_alignment_cost", C, lengths_x, lengths_y, gamma, band)
+    return _value_and_alignment(C, lengths_x, lengths_y, gamma, band, True)[1]
+
+
+def _alignment_fake(C, lengths_x, lengths_y, gamma, band):
+    _check_costs("soft_dtw_alignment_cost", C, lengths_x, lengths_y, gamma, band)
+    return torch.empty_like(C)
+
+
+def _backward_alignment(ctx, grad_E):
+    # E = grad sdtw, so its VJP in the direction G is H G (the Hessian is symmetric), and its JVP H dC.
+    C, lengths_x, lengths_y = ctx.saved_tensors
+    return _hvp(ctx, C, grad_E, lengths_x, lengths_y, _recorded(C)), *_NONE4
+
+
+def _jvp_alignment(ctx, dC, *_):
+    C, lengths_x, lengths_y = ctx.saved_tensors
+    return _hvp(ctx, C, dC, lengths_x, lengths_y)
+
+
+ALIGNMENT = define("soft_dtw_alignment_cost", _alignment_impl, _alignment_fake, kinds=(ROW, ROW, ROW, None, None),
+                   setup=_setup_costs, backward=_backward_alignment, jvp=_jvp_alignment)
+
+
+def _alignment(ctx, C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor]) -> Tensor:
+    """E of the saved costs as a differentiable op (its derivative is HVP)."""
+    return ALIGNMENT(C, lengths_x, lengths_y, ctx.gamma, ctx.band)
+
+
+def _soft_dtw_impl(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float, band: int,
+                   alignment: bool) -> tuple[Tensor, Tensor]:
     """Soft-DTW values (B,) of costs C (B, N, M) and, when ``alignment``, their gradients, the expected
-    alignments (B, N, M) (else an empty tensor), computed in the same pass."""
+    alignments (B, N, M) (else an empty (B, 0, 0)), computed in the same pass."""
     _check_costs("soft_dtw_cost", C, lengths_x, lengths_y, gamma, band)
     return _value_and_alignment(C, lengths_x, lengths_y, gamma, band, alignment)
 
 
-@torch.library.custom_op("diffcomb::sharp_soft_dtw_cost", mutates_args=())
-def _sharp_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-              band: int) -> tuple[Tensor, Tensor]:
+def _soft_dtw_fake(C, lengths_x, lengths_y, gamma, band, alignment):
+    _check_costs("soft_dtw_cost", C, lengths_x, lengths_y, gamma, band)
+    batch, m, n = C.shape
+    return C.new_empty(batch), C.new_empty((batch, m, n) if alignment else (batch, 0, 0))
+
+
+def _setup_cached(ctx, inputs, output) -> None:
+    """The value ops (C, lengths_x, lengths_y, gamma, band, ...) -> (value, derivative): saves C, the
+    lengths and the derivative that the forward computed (a cache for the plain backward)."""
+    C, lengths_x, lengths_y, gamma, band = inputs[:5]
+    ctx.mark_non_differentiable(output[1])
+    save(ctx, C, output[1], lengths_x, lengths_y)
+    ctx.gamma, ctx.band = gamma, band
+
+
+def _backward_soft_dtw(ctx, grad_value, _grad_E):
+    C, E, lengths_x, lengths_y = ctx.saved_tensors
+    if grad_value is None:
+        return None, *_NONE4, None
+    if E.shape[1] == 0 or _recorded(C):
+        # Double backward (create_graph=True, torch.func), or a forward that did not compute E: E from
+        # the alignment op is differentiable (its backward is the Hessian-vector product).
+        E = _alignment(ctx, C, lengths_x, lengths_y)
+    return grad_value[:, None, None] * E, *_NONE4, None
+
+
+def _jvp_soft_dtw(ctx, dC, *_):
+    # The directional derivative <E, dC> (SPEC 3.8), through the differentiable E (reverse over forward).
+    C, _E, lengths_x, lengths_y = ctx.saved_tensors
+    return (_alignment(ctx, C, lengths_x, lengths_y) * dC).sum((1, 2)), None
+
+
+SOFT_DTW = define("soft_dtw_cost", _soft_dtw_impl, _soft_dtw_fake, kinds=(ROW, ROW, ROW, None, None, None),
+                  setup=_setup_cached, backward=_backward_soft_dtw, jvp=_jvp_soft_dtw)
+
+
+def _sharp_impl(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                band: int) -> tuple[Tensor, Tensor]:
     """Sharp soft-DTW values <E, C> (B,) and their gradients E + H C (B, N, M)."""
     _check_costs("sharp_soft_dtw_cost", C, lengths_x, lengths_y, gamma, band)
     sharp, E, HC = _second_order(C, C, lengths_x, lengths_y, gamma, band)
     return sharp, E + HC
 
 
-@torch.library.custom_op("diffcomb::soft_dtw_alignment_cost", mutates_args=())
-def _alignment_op(C: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-                  band: int) -> Tensor:
-    """Expected alignments E (B, N, M) of costs C."""
-    _check_costs("soft_dtw_alignment_cost", C, lengths_x, lengths_y, gamma, band)
-    return _value_and_alignment(C, lengths_x, lengths_y, gamma, band, True)[1]
-
-
-@torch.library.custom_op("diffcomb::soft_dtw_hvp", mutates_args=())
-def _hvp_op(C: Tensor, Z: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-            band: int) -> Tensor:
-    """Hessian-vector products H Z (B, N, M) of soft-DTW at costs C."""
-    _check_hvp(C, Z, lengths_x, lengths_y, gamma, band)
-    return _second_order(C, Z, lengths_x, lengths_y, gamma, band)[2]
-
-
-@_soft_dtw_op.register_fake
-def _(C, lengths_x, lengths_y, gamma, band, alignment):
-    _check_costs("soft_dtw_cost", C, lengths_x, lengths_y, gamma, band)
-    batch, m, n = C.shape
-    return C.new_empty(batch), C.new_empty((batch, m, n) if alignment else (0,))
-
-
-@_sharp_op.register_fake
-def _(C, lengths_x, lengths_y, gamma, band):
+def _sharp_fake(C, lengths_x, lengths_y, gamma, band):
     _check_costs("sharp_soft_dtw_cost", C, lengths_x, lengths_y, gamma, band)
     return C.new_empty(C.shape[0]), torch.empty_like(C)
 
 
-@_alignment_op.register_fake
-def _(C, lengths_x, lengths_y, gamma, band):
-    _check_costs("soft_dtw_alignment_cost", C, lengths_x, lengths_y, gamma, band)
-    return torch.empty_like(C)
-
-
-@_hvp_op.register_fake
-def _(C, Z, lengths_x, lengths_y, gamma, band):
-    _check_hvp(C, Z, lengths_x, lengths_y, gamma, band)
-    return torch.empty_like(Z)
-
-
-def _setup(ctx, inputs, output) -> None:
-    C, lengths_x, lengths_y, gamma, band, _ = inputs
-    _, E = output
-    ctx.mark_non_differentiable(E)
-    ctx.save_for_backward(C, E, lengths_x, lengths_y)
-    ctx.gamma, ctx.band = gamma, band
-
-
-def _backward(ctx, grad_value, _grad_E):
-    C, E, lengths_x, lengths_y = ctx.saved_tensors
-    if grad_value is None:
-        return None, None, None, None, None, None
-    if torch.is_grad_enabled() or E.dim() != 3:
-        # Double backward (create_graph=True), or a forward that did not compute E: the
-        # alignment op's E is differentiable (its backward is the Hessian-vector product).
-        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)
-    return grad_value[:, None, None] * E, None, None, None, None, None
-
-
-torch.library.register_autograd("diffcomb::soft_dtw_cost", _backward, setup_context=_setup)
-
-
-def _setup_sharp(ctx, inputs, output) -> None:
-    _, grad = output
-    ctx.mark_non_differentiable(grad)
-    ctx.save_for_backward(grad)
-
-
 def _backward_sharp(ctx, grad_value, _grad_grad):
-    (grad,) = ctx.saved_tensors
-    g = torch.zeros(grad.shape[0], dtype=grad.dtype, device=grad.device) if grad_value is None else grad_value
-    return g[:, None, None] * grad, None, None, None, None
+    C, grad, lengths_x, lengths_y = ctx.saved_tensors
+    if grad_value is None:
+        return None, *_NONE4
+    if _recorded(C):
+        # Recorded for a higher derivative: E + H C from the differentiable ops, whose derivative in C
+        # (a third derivative of soft-DTW) raises instead of silently missing.
+        grad = _alignment(ctx, C, lengths_x, lengths_y) + _hvp(ctx, C, C, lengths_x, lengths_y)
+    return grad_value[:, None, None] * grad, *_NONE4
 
 
-torch.library.register_autograd("diffcomb::sharp_soft_dtw_cost", _backward_sharp, setup_context=_setup_sharp)
+def _jvp_sharp(ctx, dC, *_):
+    # <E + H C, dC> = <E, dC> + <C, H dC> (H symmetric), through the differentiable ops.
+    C, _grad, lengths_x, lengths_y = ctx.saved_tensors
+    E = _alignment(ctx, C, lengths_x, lengths_y)
+    return (E * dC + C * _hvp(ctx, C, dC, lengths_x, lengths_y)).sum((1, 2)), None
 
 
-def _setup_alignment(ctx, inputs, output) -> None:
-    C, lengths_x, lengths_y, gamma, band = inputs
-    ctx.save_for_backward(C, lengths_x, lengths_y)
-    ctx.gamma, ctx.band = gamma, band
-
-
-def _backward_alignment(ctx, grad_E):
-    # E = grad sdtw, so its VJP in the direction G is H G (the Hessian is symmetric).
-    C, lengths_x, lengths_y = ctx.saved_tensors
-    if grad_E is None:
-        return None, None, None, None, None
-    HG = torch.ops.diffcomb.soft_dtw_hvp(C, grad_E.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
-    return HG, None, None, None, None
-
-
-torch.library.register_autograd("diffcomb::soft_dtw_alignment_cost", _backward_alignment,
-                                setup_context=_setup_alignment)
-
-
-def _setup_hvp(ctx, inputs, output) -> None:
-    C, _, lengths_x, lengths_y, gamma, band = inputs
-    ctx.save_for_backward(C, lengths_x, lengths_y)
-    ctx.gamma, ctx.band = gamma, band
-
-
-def _backward_hvp(ctx, grad):
-    # H Z is linear in Z with the symmetric H: its VJP in Z is H grad. Its derivative in C would
-    # be the third derivative of soft-DTW.
-    C, lengths_x, lengths_y = ctx.saved_tensors
-    if ctx.needs_input_grad[0]:
-        raise NotImplementedError("diffcomb: third derivatives of soft-DTW (the gradient of a Hessian-vector "
-                                  "product with respect to the costs) are not implemented")
-    if grad is None or not ctx.needs_input_grad[1]:
-        return None, None, None, None, None, None
-    HG = torch.ops.diffcomb.soft_dtw_hvp(C, grad.contiguous(), lengths_x, lengths_y, ctx.gamma, ctx.band)
-    return None, HG, None, None, None, None
-
-
-torch.library.register_autograd("diffcomb::soft_dtw_hvp", _backward_hvp, setup_context=_setup_hvp)
+SHARP = define("sharp_soft_dtw_cost", _sharp_impl, _sharp_fake, kinds=(ROW, ROW, ROW, None, None),
+               setup=_setup_cached, backward=_backward_sharp, jvp=_jvp_sharp)
 
 
 # ---------------------------------------------------------------------------
 # The op on series (costs formed inside the kernel).
 
 
-@torch.library.custom_op("diffcomb::soft_dtw_series", mutates_args=())
-def _series_op(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
-               band: int, cost: int, grad_x: bool, grad_y: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Soft-DTW values (B,) between series x (B, N, D) and y (B, M, D), the costs computed
-    inside the kernel; with grad_x / grad_y also the gradients (B, N, D) / (B, M, D) (else empty)."""
+def _series_impl(x: Tensor, y: Tensor, lengths_x: Optional[Tensor], lengths_y: Optional[Tensor], gamma: float,
+                 band: int, cost: int, grad_x: bool, grad_y: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft-DTW values (B,) between series x (B, N, D) and y (B, M, D), the costs computed inside the
+    kernel; with grad_x / grad_y also the gradients (B, N, D) / (B, M, D) (else empty (B, 0, D))."""
     _check_series(x, y, lengths_x, lengths_y, gamma, band, cost)
     batch, m, d = x.shape
     n = y.shape[1]
     partial = band >= 0 or lengths_x is not None or lengths_y is not None
     value = x.new_empty(batch)
-    gx = _derivative(x, (batch, m, d), partial) if grad_x else x.new_empty(0)
-    gy = _derivative(y, (batch, n, d), partial) if grad_y else y.new_empty(0)
+    gx = _derivative(x, (batch, m, d), partial) if grad_x else x.new_empty((batch, 0, d))
+    gy = _derivative(y, (batch, n, d), partial) if grad_y else y.new_empty((batch, 0, d))
     _native.launch("soft_dtw", "softdtw_series", x, _address(x), _address(y), _address(value), _address(gx),
                    _address(gy), _address(lengths_x), _address(lengths_y), batch, m, n, d, cost, gamma, band,
                    _native.dtype_code(x), workspace=("softdtw_work_bytes", (batch, m, n, band, False)))
     return value, gx, gy
 
 
-@_series_op.register_fake
-def _(x, y, lengths_x, lengths_y, gamma, band, cost, grad_x, grad_y):
+def _series_fake(x, y, lengths_x, lengths_y, gamma, band, cost, grad_x, grad_y):
     _check_series(x, y, lengths_x, lengths_y, gamma, band, cost)
-    return (x.new_empty(x.shape[0]), x.new_empty(x.shape if grad_x else (0,)),
-            y.new_empty(y.shape if grad_y else (0,)))
+    batch, _, d = x.shape
+    return (x.new_empty(batch), x.new_empty(x.shape if grad_x else (batch, 0, d)),
+            y.new_empty(y.shape if grad_y else (batch, 0, d)))
 
 
 def _setup_series(ctx, inputs, output) -> None:
     x, y, lengths_x, lengths_y, gamma, band, cost, _, _ = inputs
     _, gx, gy = output
     ctx.mark_non_differentiable(gx, gy)
-    ctx.save_for_backward(x, y, gx, gy, lengths_x, lengths_y)
+    save(ctx, x, y, gx, gy, lengths_x, lengths_y)
     ctx.gamma, ctx.band, ctx.cost = gamma, band, COSTS[cost]
+
+
+def _series_gradients(ctx, x: Tensor, y: Tensor, lengths_x: Optional[Tensor],
+                      lengths_y: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """The gradients of the values with respect to x and y as differentiable torch ops around the
+    alignment op (SPEC 3.3): the route of every derivative beyond the kernel's own first gradient.
+    Padding past the lengths is zeroed (the kernel never reads it; here it would meet E = 0)."""
+    x = zero_padding(x, None if lengths_x is None else lengths_x.clamp(1, x.shape[1]))
+    y = zero_padding(y, None if lengths_y is None else lengths_y.clamp(1, y.shape[1]))
+    E = _alignment(ctx, pairwise(x, y, ctx.cost), lengths_x, lengths_y)
+    return cost_vjp(x, y, E, ctx.cost)
 
 
 def _backward_series(ctx, grad_value, _grad_gx, _grad_gy):
     x, y, gx, gy, lengths_x, lengths_y = ctx.saved_tensors
     need_x, need_y = ctx.needs_input_grad[:2]
     if grad_value is None:
-        return None, None, None, None, None, None, None, None, None
+        return None, None, *_NONE4, None, None, None
+    if (need_x and gx.shape[1] == 0) or (need_y and gy.shape[1] == 0) or _recorded(x) or _recorded(y):
+        # Double backward (create_graph=True, torch.func), or a forward that did not compute the
+        # gradients: the differentiable route.
+        gx, gy = _series_gradients(ctx, x, y, lengths_x, lengths_y)
     g = grad_value[:, None, None]
-    if torch.is_grad_enabled() or (need_x and gx.dim() != 3) or (need_y and gy.dim() != 3):
-        # Double backward (create_graph=True), or a forward that did not compute the gradients:
-        # E from the alignment op is differentiable (its backward is the Hessian-vector product).
-        C = pairwise(x, y, ctx.cost)
-        E = torch.ops.diffcomb.soft_dtw_alignment_cost(C, lengths_x, lengths_y, ctx.gamma, ctx.band)
-        gx, gy = cost_vjp(x, y, g * E, ctx.cost)
-        return gx, gy, None, None, None, None, None, None, None
-    return (g * gx if need_x else None), (g * gy if need_y else None), None, None, None, None, None, None, None
+    return (g * gx if need_x else None), (g * gy if need_y else None), *_NONE4, None, None, None
 
 
-torch.library.register_autograd("diffcomb::soft_dtw_series", _backward_series, setup_context=_setup_series)
+def _jvp_series(ctx, dx, dy, *_):
+    # <grad_x, dx> + <grad_y, dy> = <E, dC> (SPEC 3.8), through the differentiable route.
+    x, y, _gx, _gy, lengths_x, lengths_y = ctx.saved_tensors
+    gx, gy = _series_gradients(ctx, x, y, lengths_x, lengths_y)
+    tangent = x.new_zeros(x.shape[0])
+    if dx is not None:
+        tangent = tangent + (gx * dx).sum((1, 2))
+    if dy is not None:
+        tangent = tangent + (gy * dy).sum((1, 2))
+    return tangent, None, None
+
+
+SERIES = define("soft_dtw_series", _series_impl, _series_fake,
+                kinds=(ROW, ROW, ROW, ROW, None, None, None, None, None), setup=_setup_series,
+                backward=_backward_series, jvp=_jvp_series)

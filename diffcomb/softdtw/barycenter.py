@@ -20,6 +20,20 @@ from .functional import _divergence, _soft_dtw_series
 __all__ = ["soft_dtw_barycenter"]
 
 
+def objective(fn: str, X: Tensor, Y: Tensor, w: Tensor, gamma: float, cost: str, bandwidth: Optional[int],
+              y_lengths: Optional[Tensor], divergence: bool) -> Tensor:
+    r"""The barycenter's objective :math:`\sum_k w_k f(X, Y_k)` (arguments checked by the caller): one
+    batched soft-DTW (or divergence) call over the K pairs, differentiable in X, Y and w in every
+    autodiff mode (the soft-DTW ops' own)."""
+
+    def values(a: Tensor, b: Tensor, la: Optional[Tensor], lb: Optional[Tensor]) -> Tensor:
+        return _soft_dtw_series(fn, a, b, gamma, cost, bandwidth, la, lb)
+
+    Xs = X.expand(Y.shape[0], *X.shape)
+    f = _divergence(fn, values, Xs, Y, None, y_lengths) if divergence else values(Xs, Y, None, y_lengths)
+    return (w * f).sum()
+
+
 def soft_dtw_barycenter(
     Y: Tensor,
     gamma: float = 1.0,
@@ -56,6 +70,13 @@ def soft_dtw_barycenter(
         All K pairs go through one batched soft-DTW call per evaluation. The weights' values are
         not checked (that would synchronize with the device): negative weights make the objective
         unbounded below.
+
+    Example:
+        >>> Y = torch.tensor([[[0.0], [1.0], [2.0]], [[0.0], [2.0], [4.0]]])
+        >>> diffcomb.soft_dtw_barycenter(Y, gamma=0.1).round(decimals=2)
+        tensor([[0.0000],
+                [1.5200],
+                [3.0000]])
     """
     fn = "soft_dtw_barycenter"
     check_same_device(fn, Y=Y, weights=weights, y_lengths=y_lengths, init=init)
@@ -92,14 +113,9 @@ def soft_dtw_barycenter(
     X = init.detach().clone().requires_grad_()
     optimizer = torch.optim.LBFGS([X], max_iter=max_iter, tolerance_grad=tol, line_search_fn="strong_wolfe")
 
-    def values(a: Tensor, b: Tensor, la: Optional[Tensor], lb: Optional[Tensor]) -> Tensor:
-        return _soft_dtw_series(fn, a, b, gamma, cost, bandwidth, la, lb)
-
     def closure():
         optimizer.zero_grad()
-        Xs = X.expand(K, *X.shape)
-        f = _divergence(fn, values, Xs, Y, None, y_lengths) if divergence else values(Xs, Y, None, y_lengths)
-        loss = (w * f).sum()
+        loss = objective(fn, X, Y, w, gamma, cost, bandwidth, y_lengths, divergence)
         loss.backward()
         return loss
 

@@ -10,8 +10,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .._autodiff import lean_ready
 from .._checks import as_float, check_same_device
-from . import _ops  # noqa: F401  (registers torch.ops.diffcomb.soft_dtw_*)
+from . import _lean
+from ._ops import ALIGNMENT, SERIES, SHARP, SOFT_DTW
 from ._boundary import (COSTS, check_cost, check_pair, check_series, cost_batch, self_pair, series_batch,
                         zero_padding)
 from .costs import pairwise
@@ -38,21 +40,21 @@ def _sdtw_from_cost(fn: str, C: Tensor, gamma: float, bandwidth: Optional[int], 
                     y_lengths: Optional[Tensor]) -> Tensor:
     b = cost_batch(fn, C, gamma, bandwidth, x_lengths, y_lengths)
     alignment = b.rows.requires_grad and torch.is_grad_enabled()
-    value = torch.ops.diffcomb.soft_dtw_cost(b.rows, b.lengths_x, b.lengths_y, b.gamma, b.band, alignment)[0]
+    value = SOFT_DTW(b.rows, b.lengths_x, b.lengths_y, b.gamma, b.band, alignment)[0]
     return b.restore(value, C.dtype)
 
 
 def _alignment_from_cost(fn: str, C: Tensor, gamma: float, bandwidth: Optional[int], x_lengths: Optional[Tensor],
                          y_lengths: Optional[Tensor]) -> Tensor:
     b = cost_batch(fn, C, gamma, bandwidth, x_lengths, y_lengths)
-    E = torch.ops.diffcomb.soft_dtw_alignment_cost(b.rows, b.lengths_x, b.lengths_y, b.gamma, b.band)
+    E = ALIGNMENT(b.rows, b.lengths_x, b.lengths_y, b.gamma, b.band)
     return E.reshape(C.shape).to(C.dtype)
 
 
 def _sharp_from_cost(fn: str, C: Tensor, gamma: float, bandwidth: Optional[int], x_lengths: Optional[Tensor],
                      y_lengths: Optional[Tensor]) -> Tensor:
     b = cost_batch(fn, C, gamma, bandwidth, x_lengths, y_lengths)
-    value = torch.ops.diffcomb.sharp_soft_dtw_cost(b.rows, b.lengths_x, b.lengths_y, b.gamma, b.band)[0]
+    value = SHARP(b.rows, b.lengths_x, b.lengths_y, b.gamma, b.band)[0]
     return b.restore(value, C.dtype)
 
 
@@ -60,8 +62,7 @@ def _mean_from_cost(fn: str, C: Tensor, bandwidth: Optional[int], x_lengths: Opt
                     y_lengths: Optional[Tensor]) -> Tensor:
     b = cost_batch(fn, C, 1.0, bandwidth, x_lengths, y_lengths)
     # One pass on zero costs gives both the reachability (the value) and E_bar (its alignment).
-    reachable, E_bar = torch.ops.diffcomb.soft_dtw_cost(torch.zeros_like(b.rows), b.lengths_x, b.lengths_y, 1.0,
-                                                        b.band, True)
+    reachable, E_bar = SOFT_DTW(torch.zeros_like(b.rows), b.lengths_x, b.lengths_y, 1.0, b.band, True)
     E_bar = E_bar.reshape(C.shape).to(C.dtype)
     # Padding and out-of-band cells (E_bar = 0) may hold anything, NaN included; a non-finite
     # used cell makes the pair NaN (SPEC 0).
@@ -80,9 +81,8 @@ def _soft_dtw_series(fn: str, x: Tensor, y: Tensor, gamma: float, cost: str, ban
         return _sdtw_from_cost(fn, pairwise(x, y, check_cost(fn, cost)), gamma, bandwidth, x_lengths, y_lengths)
     b = series_batch(fn, x, y, gamma, cost, bandwidth, x_lengths, y_lengths)
     grad = torch.is_grad_enabled()
-    value = torch.ops.diffcomb.soft_dtw_series(b.x, b.y, b.lengths_x, b.lengths_y, b.gamma, b.band,
-                                               COSTS.index(cost), grad and b.x.requires_grad,
-                                               grad and b.y.requires_grad)[0]
+    value = SERIES(b.x, b.y, b.lengths_x, b.lengths_y, b.gamma, b.band, COSTS.index(cost),
+                   grad and b.x.requires_grad, grad and b.y.requires_grad)[0]
     return b.restore(value, x.dtype)
 
 
@@ -197,6 +197,11 @@ def soft_dtw_alignment(
         lengths and the band). Differentiable in ``C``: the backward is the Hessian-vector
         product of soft-DTW (SPEC 3.8), O(N M).
 
+    Note:
+        Autodiff: first derivatives in every mode (reverse, forward, vmap); a second derivative
+        (double backward, Hessian) is a third derivative of soft-DTW and raises
+        NotImplementedError.
+
     Example:
         >>> diffcomb.soft_dtw_alignment(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
         tensor([[1.0000, 0.0132],
@@ -241,6 +246,9 @@ def soft_dtw(
         >>> diffcomb.soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
         tensor(0.6734)
     """
+    if (bandwidth is None and x_lengths is None and y_lengths is None and lean_ready(x) and lean_ready(y)
+            and _lean.common(x, y, gamma, cost)):
+        return _lean.soft_dtw(x, y, float(gamma), cost)
     check_same_device("soft_dtw", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _soft_dtw_series("soft_dtw", as_float(x), as_float(y), gamma, cost, bandwidth, x_lengths, y_lengths)
 
@@ -275,6 +283,12 @@ def soft_dtw_divergence(
         Three soft-DTW evaluations. Non-negative for the ``"log_augmented"`` cost; with the
         squared Euclidean cost it is typically, but not provably, non-negative.
 
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0]])
+        >>> y = torch.tensor([[0.0], [2.0]])
+        >>> diffcomb.soft_dtw_divergence(x, x), diffcomb.soft_dtw_divergence(x, y)
+        (tensor(0.), tensor(0.9671))
+
     References:
         M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
         AISTATS 2021. arXiv:2010.08354
@@ -307,7 +321,16 @@ def sharp_soft_dtw_from_cost(
         Tends to the DTW as :math:`\gamma \to 0` and to the mean alignment cost as
         :math:`\gamma \to \infty`. Three O(N M) passes. An unreachable end (band narrower than
         ``|N - M|``) gives +inf and a zero gradient; finite costs whose sums overflow double
-        give NaN (value and gradient).
+        give NaN (value and gradient). Autodiff: first derivatives in every mode; a second
+        derivative needs the third derivative of soft-DTW and raises NotImplementedError (also
+        for :func:`sharp_soft_dtw` and :func:`sharp_soft_dtw_divergence`).
+
+    Example:
+        >>> C = torch.tensor([[0.0, 4.0], [1.0, 1.0]])
+        >>> diffcomb.sharp_soft_dtw_from_cost(C, gamma=1.0)
+        tensor(1.3182)
+        >>> diffcomb.sharp_soft_dtw_from_cost(C, gamma=0.01)
+        tensor(1.)
 
     References:
         M. Blondel, A. Mensch, J.-P. Vert. Differentiable Divergences Between Time Series.
@@ -329,7 +352,12 @@ def sharp_soft_dtw(
 ) -> Tensor:
     """Sharp soft-DTW between series: :func:`sharp_soft_dtw_from_cost` of :func:`pairwise_cost`
     (arguments as in :func:`soft_dtw`; integer and bool series are computed in torch's default
-    float dtype)."""
+    float dtype). Autodiff: first derivatives in every mode; second derivatives raise.
+
+    Example:
+        >>> diffcomb.sharp_soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
+        tensor(1.3182)
+    """
     check_same_device("sharp_soft_dtw", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _on_series("sharp_soft_dtw", _sharp_from_cost, as_float(x), as_float(y), cost, gamma=gamma,
                       bandwidth=bandwidth, x_lengths=x_lengths, y_lengths=y_lengths)
@@ -347,7 +375,14 @@ def sharp_soft_dtw_divergence(
 ) -> Tensor:
     r"""Sharp soft-DTW divergence: :math:`s(x, y) - \tfrac12 s(x, x) - \tfrac12 s(y, y)` with
     :math:`s` = :func:`sharp_soft_dtw` (arguments as in :func:`soft_dtw_divergence`); 0 when x
-    equals y."""
+    equals y. Autodiff: first derivatives in every mode; second derivatives raise.
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0]])
+        >>> y = torch.tensor([[0.0], [2.0]])
+        >>> diffcomb.sharp_soft_dtw_divergence(x, x), diffcomb.sharp_soft_dtw_divergence(x, y)
+        (tensor(0.), tensor(1.0356))
+    """
     fn = "sharp_soft_dtw_divergence"
     return _divergence(fn, lambda a, b, la, lb: _on_series(fn, _sharp_from_cost, a, b, cost, gamma=gamma,
                                                            bandwidth=bandwidth, x_lengths=la, y_lengths=lb),
@@ -370,6 +405,10 @@ def mean_cost_from_cost(
         transition weights are the counting weights of SPEC 3.9 and :math:`\bar E` is the
         alignment of a zero cost matrix, computed in the log domain (no overflow of the path
         counts). An unreachable end gives +inf and a zero gradient.
+
+    Example:
+        >>> diffcomb.mean_cost_from_cost(torch.tensor([[0.0, 4.0], [1.0, 1.0]]))
+        tensor(2.6667)
     """
     check_same_device("mean_cost_from_cost", C=C, x_lengths=x_lengths, y_lengths=y_lengths)
     return _mean_from_cost("mean_cost_from_cost", C, bandwidth, x_lengths, y_lengths)
@@ -385,7 +424,12 @@ def mean_cost(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     """:func:`mean_cost_from_cost` of :func:`pairwise_cost` (arguments as in :func:`soft_dtw`;
-    integer and bool series are computed in torch's default float dtype)."""
+    integer and bool series are computed in torch's default float dtype).
+
+    Example:
+        >>> diffcomb.mean_cost(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
+        tensor(2.6667)
+    """
     check_same_device("mean_cost", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
     return _on_series("mean_cost", _mean_from_cost, as_float(x), as_float(y), cost, bandwidth=bandwidth,
                       x_lengths=x_lengths, y_lengths=y_lengths)
@@ -401,7 +445,14 @@ def mean_cost_divergence(
     y_lengths: Optional[Tensor] = None,
 ) -> Tensor:
     r""":math:`m(x, y) - \tfrac12 m(x, x) - \tfrac12 m(y, y)` with :math:`m` = :func:`mean_cost`
-    (arguments as in :func:`soft_dtw_divergence`)."""
+    (arguments as in :func:`soft_dtw_divergence`).
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0]])
+        >>> y = torch.tensor([[0.0], [2.0]])
+        >>> diffcomb.mean_cost_divergence(x, x), diffcomb.mean_cost_divergence(x, y)
+        (tensor(0.), tensor(1.))
+    """
     fn = "mean_cost_divergence"
     return _divergence(fn, lambda a, b, la, lb: _on_series(fn, _mean_from_cost, a, b, cost, bandwidth=bandwidth,
                                                            x_lengths=la, y_lengths=lb), x, y, x_lengths, y_lengths)

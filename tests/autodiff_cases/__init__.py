@@ -35,6 +35,10 @@ class Case:
         vmap_size: the size of the vmapped dimension (every input gets one).
         randomness: torch.vmap's ``randomness`` for stochastic ops.
         atol: per dtype, the absolute tolerance of the comparisons (default: tests/conftest.py's).
+        finite_differences: compare forward mode with finite differences (float64) as well as with
+            reverse mode. False for a gradient estimator whose Jacobian is not the derivative of its
+            forward (the perturbed optimizer: with its samples fixed the forward is piecewise
+            constant, its Monte-Carlo Jacobian is not).
     """
 
     name: str
@@ -44,3 +48,4 @@ class Case:
     vmap_size: int = 3
     randomness: str = "error"
     atol: dict = field(default_factory=dict)
+    finite_differences: bool = True
