@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["cost_tangent", "hvp", "jvp_by_vjp", "marginals", "plan_cotangent", "plan_tangent", "project", "replay",
-           "solve_derivatives", "unrolled_first_order"]
+           "solve_derivatives", "system_tangent", "unrolled_first_order"]
 
 
 def _zeros(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -69,31 +69,46 @@ def marginals(P: Tensor) -> Tensor:
 # The implicit system.
 
 
-def solve_derivatives(solve: Callable[[Tensor, Tensor], Tensor]):
-    """backward and jvp of the op ``solve(P, w) = x = H(P)^+ w`` (min-norm on H's range):
-    dx = H^+ (dw - dH x); the cotangent l = H^+ xbar gives wbar = l and
-    Pbar_ij = -(l_i + l_{n+j}) (x_i + x_{n+j})."""
+def solve_derivatives(solve: Callable[[Tensor, Tensor, Tensor], Tensor]):
+    """backward and jvp of the op ``solve(P, w, lam) = x = H(P)^+ w`` (min-norm on H's range; H's
+    diagonal divided by the damping lam = (lam_a, lam_b), which is a constant): dx = H^+ (dw - dH x);
+    the cotangent l = H^+ xbar gives wbar = l and
+    Pbar_ij = -(l_i (u_i / lam_a + v_j) + l_{n+j} (u_i + v_j / lam_b))."""
 
     def backward(ctx, xbar: Tensor):
-        P, x = ctx.saved_tensors
+        P, x, lam = ctx.saved_tensors
         n = P.shape[-2]
-        lam = solve(P, xbar)
-        Pbar = -_outer_sum(lam, n) * _outer_sum(x, n)
-        return Pbar, lam
+        l = solve(P, xbar, lam)
+        Pbar = -_damped_outer(l, x, lam.to(P.dtype), n)
+        return Pbar, l, None
 
-    def jvp(ctx, tP: Optional[Tensor], tw: Optional[Tensor]) -> Tensor:
-        P, x = ctx.saved_tensors
+    def jvp(ctx, tP: Optional[Tensor], tw: Optional[Tensor], _tlam: Optional[Tensor]) -> Tensor:
+        P, x, lam = ctx.saved_tensors
         rhs = _zeros(tw, x)
         if tP is not None:
-            rhs = rhs - _system_tangent(tP, x, P.shape[-2])
-        return solve(P, rhs)
+            rhs = rhs - system_tangent(tP, x, P.shape[-2], lam.to(P.dtype))
+        return solve(P, rhs, lam)
 
     return backward, jvp
 
 
-def _system_tangent(dP: Tensor, x: Tensor, n: int) -> Tensor:
-    """dH x = [dr o u + dP v; dP^T u + dc o v] for x = [u; v], i.e. the line sums of dP o (u_i + v_j)."""
-    return _line_sums(dP * _outer_sum(x, n))
+def _damped_outer(l: Tensor, x: Tensor, lam: Tensor, n: int) -> Tensor:
+    """l_i (u_i / lam_a + v_j) + l_{n+j} (u_i + v_j / lam_b) of l, x = [u; v] (B, n + m): (B, n, m)."""
+    u, v = x[..., :n], x[..., n:]
+    la, lb = lam[..., :1], lam[..., 1:]
+    return (l[..., :n, None] * (u / la)[..., :, None] + l[..., :n, None] * v[..., None, :]
+            + l[..., None, n:] * u[..., :, None] + l[..., None, n:] * (v / lb)[..., None, :])
+
+
+def system_tangent(dP: Tensor, x: Tensor, n: int, lam: Optional[Tensor] = None) -> Tensor:
+    """dH x = [dr o u / lam_a + dP v; dP^T u + dc o v / lam_b] for x = [u; v] (lam None: 1)."""
+    if lam is None:
+        return _line_sums(dP * _outer_sum(x, n))
+    u, v = x[..., :n], x[..., n:]
+    la, lb = lam[..., :1], lam[..., 1:]
+    rows = (dP * ((u / la)[..., :, None] + v[..., None, :])).sum(-1)
+    cols = (dP * (u[..., :, None] + (v / lb)[..., None, :])).sum(-2)
+    return torch.cat((rows, cols), -1)
 
 
 def plan_tangent(solve: Callable[[Tensor, Tensor], Tensor], P: Tensor, eps: float, tC: Optional[Tensor],
@@ -161,7 +176,7 @@ def hvp(solve: Callable[[Tensor, Tensor], Tensor], C: Tensor, a: Tensor, b: Tens
         out_ab = out_ab + gcost[..., None] * eps * (x - tab)
     if G is not None:
         dQ = G * dP
-        dw = _line_sums(dQ) - _system_tangent(dP, u, n)
+        dw = _line_sums(dQ) - system_tangent(dP, u, n)
         du = solve(P, dw)
         out_C = out_C + (dP * _outer_sum(u, n) + P * _outer_sum(du, n) - dQ) / eps
         out_ab = out_ab + du

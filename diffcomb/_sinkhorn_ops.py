@@ -288,49 +288,62 @@ def _unrolled_backward_fake(C, a, b, f_hist, g_hist, n_iter, G, gcost, eps):
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
 
-def _check_solve_args(P: Tensor, w: Tensor) -> None:
+def _check_solve_args(P: Tensor, w: Tensor, lam: Tensor) -> None:
     op = "sinkhorn_implicit_solve"
     check_op_tensor(op, "P", P, _FLOATS, 3)
     batch, n, m = P.shape
     _check_side(op, "w", w, (batch, n + m), P)
+    _check_side(op, "lam", lam, (batch, 2), P, torch.float64)
 
 
-def _solve_impl(P: Tensor, w: Tensor) -> Tensor:
-    """x = H^+ w (B, n + m) for the plan P (B, n, m), H = [[diag(P 1), P], [P^T, diag(P^T 1)]]: the
-    solution on H's range (w projected onto it first: _sinkhorn_derivatives.project), by the implicit
-    backward's conjugate gradient."""
-    _check_solve_args(P, w)
+def _solve_impl(P: Tensor, w: Tensor, lam: Tensor) -> Tensor:
+    """x = H^+ w (B, n + m) for the plan P (B, n, m), H = [[diag(P 1) / lam_a, P], [P^T, diag(P^T 1) / lam_b]]
+    with each problem's damping lam = (lam_a, lam_b) (B, 2) float64 in (0, 1] (1, 1: balanced
+    transport; below 1: a KL-relaxed marginal, sinkhorn.h): by the implicit backward's conjugate
+    gradient. A balanced H is singular (the null vector e, _sinkhorn_derivatives.project): the
+    solution is the one on its range, w projected onto it first; a relaxed one is definite on the
+    plan's support. Lines with a zero marginal get 0."""
+    _check_solve_args(P, w, lam)
     batch, n, m = P.shape
     if P.numel() == 0:
         return torch.zeros_like(w)
     wt = marginals(P)
     support = (wt > 0).to(torch.float64)
-    rhs = project(w.to(torch.float64), support, n).contiguous()
+    balanced = (lam == 1.0).all(-1, keepdim=True)
+    w64 = w.to(torch.float64)
+    rhs = torch.where(balanced, project(w64, support, n), w64 * support).contiguous()
+    diagonal = (wt / torch.cat((lam[:, :1].expand(batch, n), lam[:, 1:].expand(batch, m)), -1)).contiguous()
     x = torch.zeros_like(rhs)
     addr = _native.address
-    _native.launch("sinkhorn_implicit_solve", "sinkhorn_implicit_solve", P, addr(P), addr(rhs), addr(wt), addr(x),
-                   batch, n, m, _CG_TOL[P.dtype], 10 * (n + m) + 100, _native.dtype_code(P),
+    _native.launch("sinkhorn_implicit_solve", "sinkhorn_implicit_solve", P, addr(P), addr(rhs), addr(diagonal),
+                   addr(x), batch, n, m, _CG_TOL[P.dtype], 10 * (n + m) + 100, _native.dtype_code(P),
                    workspace=("sinkhorn_work_bytes", (batch, n, m)))
-    return project(x, support, n).to(P.dtype)
+    return torch.where(balanced, project(x, support, n), x).to(P.dtype)
 
 
-def _solve_fake(P, w):
-    _check_solve_args(P, w)
+def _solve_fake(P, w, lam):
+    _check_solve_args(P, w, lam)
     return torch.empty_like(w)
 
 
 def _solve_setup(ctx, inputs, output) -> None:
-    save(ctx, inputs[0], output)
+    save(ctx, inputs[0], output, inputs[2])
 
 
-def solve_system(P: Tensor, w: Tensor) -> Tensor:
-    """SOLVE on contiguous arguments (cotangents and tangents may be expanded): the callable that the
-    derivative formulas (diffcomb._sinkhorn_derivatives) receive."""
-    return SOLVE(P.contiguous(), w.contiguous())
+def balanced_damping(P: Tensor) -> Tensor:
+    """lam = (1, 1) for each problem of P (B, n, m): balanced transport."""
+    return torch.ones(P.shape[:-2] + (2,), dtype=torch.float64, device=P.device)
+
+
+def solve_system(P: Tensor, w: Tensor, lam: Optional[Tensor] = None) -> Tensor:
+    """SOLVE on contiguous arguments (cotangents and tangents may be expanded), balanced when lam is
+    None: the callable that the derivative formulas (diffcomb._sinkhorn_derivatives) receive."""
+    lam = balanced_damping(P) if lam is None else lam
+    return SOLVE(P.contiguous(), w.contiguous(), lam.contiguous())
 
 
 _solve_backward, _solve_jvp = solve_derivatives(solve_system)
-SOLVE = define("sinkhorn_implicit_solve", _solve_impl, _solve_fake, kinds=(ROW, ROW), setup=_solve_setup,
+SOLVE = define("sinkhorn_implicit_solve", _solve_impl, _solve_fake, kinds=(ROW, ROW, ROW), setup=_solve_setup,
                backward=_solve_backward, jvp=_solve_jvp)
 
 

@@ -13,8 +13,10 @@
   memory; no plan. Its backward is the envelope gradient ``sinkhorn_cloud_grad`` of the cost in
   ``x``, ``y``, ``a`` and ``b``, and its jvp the same gradient against the tangents.
 
-The public functions (diffcomb.transport) validate, broadcast and flatten, then call these ops. The
-second derivatives are not implemented: the backward ops raise a clear error when differentiated.
+The public functions (diffcomb.transport) validate, broadcast and flatten, then call these ops.
+Forward mode and the backward ops' own derivatives are diffcomb._transport_derivatives (the implicit
+system with the dampings of relaxed marginals; the recorded iterations replayed with torch ops; between
+point clouds, the (n, m) cost and plan formed for the second derivatives only).
 """
 
 from __future__ import annotations
@@ -26,16 +28,17 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._autodiff import ROW, define, not_differentiable, save
+from ._autodiff import ROW, define, save
 from ._checks import check_op, check_op_tensor, message
 from ._sinkhorn_ops import _CG_TOL, _capturing, _warn_not_converged, _weights_error
+from ._transport_derivatives import (cloud_first, cost_tangent, implicit_first, jvp_by_vjp, point, replay, tangent,
+                                     unrolled_first)
 
 __all__ = ["CLOUD", "METRICS", "SOLVE", "PARAMS"]
 
 PARAMS = 5  # eps, eps0, rho_a, rho_b, symmetric (csrc/sinkhorn/sinkhorn.h, Options)
 METRICS = {"sqeuclidean": 0, "euclidean": 1}
 _FLOATS = tuple(_native.DTYPE_CODES)
-_NO_SECOND = "second derivatives of Sinkhorn are not implemented"
 
 
 def _unbalanced(params: Tensor) -> bool:
@@ -209,10 +212,67 @@ def _unrolled_fake(C, a, b, params, f_hist, g_hist, n_iter, G, gcost):
     return torch.empty_like(C), torch.empty_like(a), torch.empty_like(b)
 
 
-_SECOND = {"backward": not_differentiable("sinkhorn", "second derivative", _NO_SECOND)}
-IMPLICIT = define("sinkhorn_ext_implicit", _implicit_impl, _implicit_fake,
-                  kinds=(ROW,) * 9, **_SECOND)
-UNROLLED = define("sinkhorn_ext_unrolled", _unrolled_impl, _unrolled_fake, kinds=(ROW,) * 9, **_SECOND)
+def _or_zeros(t: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if t is None else t
+
+
+def _backward_of_backward(first, primals: tuple, G: Optional[Tensor], gcost: Optional[Tensor], cotangents: tuple,
+                          count: int) -> tuple:
+    """The vector-Jacobian product of a first-order backward ``first(*primals, G, gcost)`` (a torch
+    function) with its cotangents: the gradients of primals, then None for the ``count`` constants,
+    then those of G and gcost (None where they were None)."""
+    G0 = torch.zeros_like(primals[0]) if G is None else G
+    gc0 = primals[0].new_zeros(primals[0].shape[0]) if gcost is None else gcost
+    out, pull = torch.func.vjp(first, *primals, G0, gc0)
+    grads = pull(tuple(_or_zeros(c, o) for c, o in zip(cotangents, out)))
+    k = len(primals)
+    return (grads[:k] + (None,) * count + (grads[k] if G is not None else None,)
+            + (grads[k + 1] if gcost is not None else None,))
+
+
+def _forward_of_backward(first, primals: tuple, G: Optional[Tensor], gcost: Optional[Tensor], tangents: tuple,
+                         tG: Optional[Tensor], tgcost: Optional[Tensor]) -> tuple:
+    """The Jacobian-vector product of ``first(*primals, G, gcost)`` (reverse mode only: it runs inside a
+    forward-mode level)."""
+    G0 = torch.zeros_like(primals[0]) if G is None else G
+    gc0 = primals[0].new_zeros(primals[0].shape[0]) if gcost is None else gcost
+    return jvp_by_vjp(first, primals + (G0, gc0), tuple(tangents) + (tG, tgcost))
+
+
+def _save_all(ctx, inputs, output) -> None:
+    save(ctx, *inputs)
+
+
+def _derivatives(parts):
+    """backward and jvp of a first-order backward op (9 inputs: C, a, b, params, three saved
+    tensors, G, gcost) from ``parts(saved) = (first, G, gcost)``: its torch formula, differentiated."""
+
+    def backward(ctx, sC, sa, sb):
+        C, a, b, *_ = ctx.saved_tensors
+        first, G, gcost = parts(*ctx.saved_tensors)
+        return _backward_of_backward(first, (C, a, b), G, gcost, (sC, sa, sb), 4)
+
+    def jvp(ctx, tC, ta, tb, _t3, _t4, _t5, _t6, tG, tgcost):
+        C, a, b, *_ = ctx.saved_tensors
+        first, G, gcost = parts(*ctx.saved_tensors)
+        return _forward_of_backward(first, (C, a, b), G, gcost, (tC, ta, tb), tG, tgcost)
+
+    return dict(setup=_save_all, backward=backward, jvp=jvp)
+
+
+def _implicit_parts(C, a, b, params, P, f, g, G, gcost):
+    return (lambda C, a, b, G, gc: implicit_first(C, a, b, params, P, f, g, G, gc)), G, gcost
+
+
+def _unrolled_parts(C, a, b, params, f_hist, g_hist, n_iter, G, gcost):
+    g0, steps = g_hist[:, 0], f_hist.shape[1]
+    return (lambda C, a, b, G, gc: unrolled_first(C, a, b, params, g0, n_iter, steps, G, gc)), G, gcost
+
+
+IMPLICIT = define("sinkhorn_ext_implicit", _implicit_impl, _implicit_fake, kinds=(ROW,) * 9,
+                  **_derivatives(_implicit_parts))
+UNROLLED = define("sinkhorn_ext_unrolled", _unrolled_impl, _unrolled_fake, kinds=(ROW,) * 9,
+                  **_derivatives(_unrolled_parts))
 
 
 def _ext_setup(ctx, inputs, output) -> None:
@@ -221,10 +281,7 @@ def _ext_setup(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(f, g, n_iter, err, f_hist, g_hist)
     ctx.set_materialize_grads(False)
     ctx.unroll = unroll
-    if unroll:
-        save(ctx, C, a, b, params, f_hist, g_hist, n_iter)
-    else:
-        save(ctx, C, a, b, params, P, f, g)
+    save(ctx, C, a, b, params, P, f, g, f_hist, g_hist, n_iter)
 
 
 def _ext_backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
@@ -233,21 +290,30 @@ def _ext_backward(ctx, gP, _gf, _gg, gcost, _gn, _gerr, _gfh, _ggh):
         return (None, None, None) + none
     G = None if gP is None else gP.contiguous()
     gc = None if gcost is None else gcost.contiguous()
+    C, a, b, params, P, f, g, f_hist, g_hist, n_iter = ctx.saved_tensors
     if ctx.unroll:
-        C, a, b, params, f_hist, g_hist, n_iter = ctx.saved_tensors
         dC, da, db = UNROLLED(C, a, b, params, f_hist, g_hist, n_iter, G, gc)
     else:
-        C, a, b, params, P, f, g = ctx.saved_tensors
         dC, da, db = IMPLICIT(C, a, b, params, P, f, g, G, gc)
     need = ctx.needs_input_grad
     return (dC if need[0] else None, da if need[1] else None, db if need[2] else None) + none
 
 
+def _ext_jvp(ctx, tC, ta, tb, *_):
+    """Forward mode: the plan's tangent (implicit: the implicit system; unrolled: the replayed
+    iterations) and the cost's envelope derivative."""
+    C, a, b, params, P, f, g, f_hist, g_hist, n_iter = ctx.saved_tensors
+    if ctx.unroll:
+        dP = jvp_by_vjp(lambda C, a, b: replay(C, a, b, params, g_hist[:, 0], n_iter, f_hist.shape[1])[0],
+                        (C, a, b), (tC, ta, tb))
+    else:
+        dP = tangent(point(C, a, b, params, P, f, g), tC, ta, tb)[0]
+    dcost = cost_tangent(point(C, a, b, params, P, f, g), tC, ta, tb)
+    return dP, None, None, dcost, None, None, None, None
+
+
 SOLVE = define("sinkhorn_ext", _ext_impl, _ext_fake, kinds=(ROW,) * 6 + (None,) * 7, setup=_ext_setup,
-               backward=_ext_backward,
-               jvp=not_differentiable("sinkhorn", "forward-mode derivative",
-                                      "the plan's tangent needs a forward-mode implicit solve, not implemented; "
-                                      "use reverse mode"))
+               backward=_ext_backward, jvp=_ext_jvp)
 
 
 # ---------------------------------------------------------------------------
@@ -319,8 +385,32 @@ def _cloud_grad_fake(x, y, a, b, params, f, g, gcost, metric):
     return torch.empty_like(x), torch.empty_like(y), torch.empty_like(a), torch.empty_like(b)
 
 
+def _cloud_grad_setup(ctx, inputs, output) -> None:
+    x, y, a, b, params, f, g, gcost, metric = inputs
+    ctx.metric = metric
+    save(ctx, x, y, a, b, params, f, g, gcost)
+
+
+def _cloud_grad_parts(ctx):
+    x, y, a, b, params, f, g, gcost = ctx.saved_tensors
+    metric = ctx.metric
+    return (lambda x, y, a, b, gc: cloud_first(x, y, a, b, params, f, g, gc, metric)), (x, y, a, b), gcost
+
+
+def _cloud_grad_backward(ctx, sx, sy, sa, sb):
+    first, primals, gcost = _cloud_grad_parts(ctx)
+    out, pull = torch.func.vjp(first, *primals, gcost)
+    grads = pull(tuple(_or_zeros(c, o) for c, o in zip((sx, sy, sa, sb), out)))
+    return grads[:4] + (None, None, None, grads[4], None)
+
+
+def _cloud_grad_jvp(ctx, tx, ty, ta, tb, _tparams, _tf, _tg, tgcost, _tmetric):
+    first, primals, gcost = _cloud_grad_parts(ctx)
+    return jvp_by_vjp(first, primals + (gcost,), (tx, ty, ta, tb, tgcost))
+
+
 CLOUD_GRAD = define("sinkhorn_cloud_grad", _cloud_grad_impl, _cloud_grad_fake, kinds=(ROW,) * 8 + (None,),
-                    **_SECOND)
+                    setup=_cloud_grad_setup, backward=_cloud_grad_backward, jvp=_cloud_grad_jvp)
 
 
 def _cloud_setup(ctx, inputs, output) -> None:

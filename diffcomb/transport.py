@@ -155,7 +155,10 @@ def sinkhorn(cost: Optional[Tensor] = None, a: Optional[Tensor] = None, b: Optio
         gradient per direction); with ``backward="unroll"`` they replay the recorded iterations with
         torch ops (``O(T n m)`` time and memory). The cost's second derivative is that of its envelope
         gradient (symmetric at convergence). They hold zero weights at 0 (reverse mode gives the
-        one-sided derivative of moving mass onto them).
+        one-sided derivative of moving mass onto them). Unbalanced problems, epsilon scaling and warm
+        starts have every mode too (the implicit system with the relaxed marginals' damping). Between
+        point clouds, forward mode and the second derivatives form the ``(n, m)`` cost and plan
+        (``O(n m)`` memory for them only; the first-order gradient stays matrix-free).
 
         Convergence: a problem that stops at ``max_iter`` with a marginal error above ``tol`` has
         ``converged = False``, and the call emits one ``UserWarning`` naming the worst error (raise

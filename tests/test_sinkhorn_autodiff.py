@@ -13,7 +13,7 @@ import torch
 import torch.func as F
 
 import diffcomb
-from diffcomb._sinkhorn_ops import SOLVE
+from diffcomb._sinkhorn_ops import balanced_damping, solve_system
 from tests.conftest import CUDA_SKIP_REASON, HAS_CUDA, assert_close
 
 F64 = torch.float64
@@ -27,11 +27,14 @@ def _plan(gen, batch=2, n=4, m=5, dtype=F64, device="cpu"):
     return P.to(dtype=dtype, device=device)
 
 
-def _dense(P: torch.Tensor) -> torch.Tensor:
-    """H = [[diag(P 1), P], [P^T, diag(P^T 1)]] (B, n + m, n + m)."""
-    top = torch.cat((torch.diag_embed(P.sum(-1)), P), -1)
-    bottom = torch.cat((P.transpose(-1, -2), torch.diag_embed(P.sum(-2))), -1)
+def _dense(P: torch.Tensor, lam=(1.0, 1.0)) -> torch.Tensor:
+    """H = [[diag(P 1) / lam_a, P], [P^T, diag(P^T 1) / lam_b]] (B, n + m, n + m)."""
+    top = torch.cat((torch.diag_embed(P.sum(-1) / lam[0]), P), -1)
+    bottom = torch.cat((P.transpose(-1, -2), torch.diag_embed(P.sum(-2) / lam[1])), -1)
     return torch.cat((top, bottom), -2)
+
+
+SOLVE = solve_system
 
 
 def test_solve_is_the_pseudo_inverse(gen):
@@ -51,7 +54,24 @@ def test_solve_derivatives(gen):
     dense = lambda P, w: (torch.linalg.pinv(_dense(P)) @ w.unsqueeze(-1)).squeeze(-1)
     assert_close(F.jvp(SOLVE, (P.detach(), w.detach()), (tP, tw))[1],
                  F.jvp(dense, (P.detach(), w.detach()), (tP, tw))[1], rtol=1e-6, atol=1e-8)
-    torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_solve, (P, w))
+    torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_solve, (P, w, balanced_damping(P)))
+
+
+@pytest.mark.parametrize("lam", [(0.7, 0.4), (1.0, 0.6), (0.5, 1.0)])
+def test_damped_solve_and_its_derivatives(gen, lam):
+    # unbalanced transport: H's diagonal divided by the damping; H is definite, so x = H^-1 w
+    P = _plan(gen).requires_grad_()
+    w = torch.randn(2, 9, generator=gen, dtype=F64, requires_grad=True)
+    damping = torch.tensor(lam, dtype=F64).expand(2, 2).contiguous()
+    dense = lambda P, w: torch.linalg.solve(_dense(P, lam), w.unsqueeze(-1)).squeeze(-1)
+    assert_close(SOLVE(P, w, damping), dense(P, w), rtol=1e-8, atol=1e-9)
+    solve = lambda P, w: SOLVE(P, w, damping)
+    assert torch.autograd.gradcheck(solve, (P, w))
+    assert torch.autograd.gradgradcheck(solve, (P, w))
+    tP, tw = torch.randn_like(P), torch.randn_like(w)
+    assert_close(F.jvp(solve, (P.detach(), w.detach()), (tP, tw))[1],
+                 F.jvp(dense, (P.detach(), w.detach()), (tP, tw))[1], rtol=1e-6, atol=1e-8)
+    torch.library.opcheck(torch.ops.diffcomb.sinkhorn_implicit_solve, (P, w, damping))
 
 
 def test_forward_mode_with_a_zero_weight_matches_finite_differences(gen):

@@ -1,23 +1,13 @@
-"""Cases of the op x mode matrix for the extended optimal transport solvers (diffcomb.sinkhorn with
-unbalanced marginals, with point clouds, and diffcomb.sinkhorn_divergence).
-
-The dense extended solver has no forward mode (the plan's tangent needs a forward-mode implicit
-solve, not implemented) and no second derivatives; between point clouds only the cost is
-differentiable, with a jvp (its envelope gradient against the tangents) and no second derivatives.
-The matrix checks jvp and forward_ad against a reverse-mode Jacobian built by double backward, which
-needs the second derivatives: for the point-cloud cases those two modes are therefore listed with the
-second-derivative error, and the jvp itself is checked against reverse mode and finite differences in
-tests/test_transport_ext.py (test_cloud_jvp_and_forward_ad).
-"""
+"""Cases of the op x mode matrix for the extended optimal transport solvers: diffcomb.sinkhorn with
+unbalanced marginals (implicit and unrolled), with epsilon scaling and relative epsilon, with a warm
+start, between point clouds (both metrics), and diffcomb.sinkhorn_divergence between point clouds. No
+cell is undefined: forward mode and the second derivatives solve the damped implicit system again
+(between point clouds with the (n, m) cost and plan formed for them)."""
 
 import torch
 
 import diffcomb
 from tests.autodiff_cases import Case
-
-_NO_FORWARD = "sinkhorn: the forward-mode derivative is not defined"
-_NO_SECOND = "sinkhorn: the second derivative is not defined"
-
 
 def _tight(t):
     """Converged to the dtype's precision (the envelope gradients are exact at convergence)."""
@@ -46,10 +36,42 @@ def _divergence(x, y):
     return diffcomb.sinkhorn_divergence(x, y, 0.5, metric="euclidean", **_tight(x))
 
 
+def _unbalanced_unrolled(C):
+    out = diffcomb.sinkhorn(C, epsilon=0.5, reg_m=(0.7, float("inf")), max_iter=12, tol=0, backward="unroll")
+    return out.plan, out.cost
+
+
+def _weights(dtype, device, gen):
+    return (torch.rand(4, 3, generator=gen, dtype=dtype, device=device),
+            torch.randn(4, generator=gen, dtype=dtype, device=device),
+            torch.randn(3, generator=gen, dtype=dtype, device=device))
+
+
+def _unbalanced_weights(C, la, lb):
+    # positive weights of different masses (unbalanced transport allows them)
+    out = diffcomb.sinkhorn(C, la.exp(), 0.5 * lb.exp(), epsilon=0.5, tau_a=0.7, tau_b=0.8, **_tight(C))
+    return out.plan, out.cost
+
+
+def _scaled(C, la, lb):
+    # balanced, with epsilon scaling and a warm start: the extended solver's balanced derivatives
+    # (weights through a softmax: equal masses; a relative epsilon's scale is a constant, so finite
+    # differences would see what the derivatives leave out by design)
+    out = diffcomb.sinkhorn(C, la.softmax(-1), lb.softmax(-1), epsilon=0.5, epsilon_scaling=0.7, init=(None, torch.zeros(3, dtype=C.dtype, device=C.device)),
+                            **_tight(C))
+    return out.plan, out.cost
+
+
+def _cloud_euclidean(x, y):
+    return diffcomb.sinkhorn(x=x, y=y, epsilon=0.5, metric="euclidean", reg_m=1.0, **_tight(x)).cost
+
+
 CASES = [
-    Case("sinkhorn-unbalanced", _unbalanced, _cost,
-         undefined={"jacfwd": _NO_FORWARD, "jvp": _NO_FORWARD, "forward_ad": _NO_FORWARD, "gradgrad": _NO_SECOND}),
-    Case("sinkhorn-clouds", _cloud, _clouds, undefined=dict.fromkeys(("jvp", "forward_ad", "gradgrad"), _NO_SECOND)),
-    Case("sinkhorn_divergence-euclidean", _divergence, _clouds,
-         undefined=dict.fromkeys(("jvp", "forward_ad", "gradgrad"), _NO_SECOND)),
+    Case("sinkhorn-unbalanced", _unbalanced, _cost),
+    Case("sinkhorn-unbalanced-unroll", _unbalanced_unrolled, _cost),
+    Case("sinkhorn-unbalanced-weights", _unbalanced_weights, _weights),
+    Case("sinkhorn-scaling-warm", _scaled, _weights),
+    Case("sinkhorn-clouds", _cloud, _clouds),
+    Case("sinkhorn-clouds-euclidean-unbalanced", _cloud_euclidean, _clouds),
+    Case("sinkhorn_divergence-euclidean", _divergence, _clouds),
 ]
