@@ -253,3 +253,10 @@ def test_latency_floors_run_where_the_output_has_the_input_shape():
     micro = report.format_table([res], micro=True)
     assert "fwd us" in micro and "torch.softmax" not in micro and "torch.sort" not in micro
     assert "torch.softmax" in report.format_table([res])  # the other suites list every contender
+
+
+def test_ot_suite_delegates_to_the_ot_runner(capsys):
+    # suite ot is benchmarks/ot/run.py (one process per case and contender); an unknown case is refused
+    from diffcomb.bench.cli import main
+    assert main(["--suite", "ot", "--cases", "nosuchcase"]) == 2
+    assert "unknown case" in capsys.readouterr().err

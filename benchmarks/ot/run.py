@@ -69,14 +69,18 @@ def table(records):
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="dense,cloud1e4,cloud1e5")
-    parser.add_argument("--ottjax", default="/work/venvs/ottjax/bin/python")
+    parser.add_argument("--ottjax", default=os.environ.get("DIFFCOMB_OTTJAX_PYTHON", "/work/venvs/ottjax/bin/python"))
     parser.add_argument("--baseline", default=os.environ.get("DIFFCOMB_BASELINE"))
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ot-cpu"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.cases.split(",") if c not in CASES]
+    if unknown:
+        print(f"benchmarks/ot/run.py: unknown case(s) {unknown}; choose from {sorted(CASES)}", file=sys.stderr)
+        return 2
     records = []
     for case in args.cases.split(","):
         argv, contenders = CASES[case]
@@ -101,7 +105,8 @@ def main():
             records.append(record)
             Path(args.out + ".json").write_text(json.dumps(records, indent=1))
     print(table(records))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

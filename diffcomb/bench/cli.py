@@ -10,6 +10,7 @@ Examples::
     python -m benchmarks --suite ranking          # ranking-metric losses vs pairwise, with peak memory
     python -m benchmarks --suite topk             # sparse soft top-k vs PyTorch alternatives, torch.topk
     python -m benchmarks --suite latency          # small calls (microseconds) vs peers, torch.softmax
+    python -m benchmarks --suite ot               # OT at scale vs ott-jax and geomloss, with peak memory
     python -m benchmarks --list                   # workloads and contenders
     python -m benchmarks --quick --workload 128x1000
     python -m benchmarks --device cuda --out /tmp/gpu-results
@@ -34,6 +35,8 @@ import torch
 from . import memory, peers, ranking_suite, report, runner
 from .progress import Progress
 from .suites import SUITES, select
+
+OT_SUITE = "ot"
 from .timing import Budget
 from .workloads import DTYPES
 
@@ -94,7 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time diffcomb against peer libraries on named workloads "
         "(median forward and forward+backward, same run).",
     )
-    p.add_argument("--suite", default="sort", choices=sorted(SUITES), help="workload suite (default: sort)")
+    p.add_argument("--suite", default="sort", choices=sorted((*SUITES, OT_SUITE)),
+                   help="workload suite (default: sort); suite ot: the optimal-transport cases at scale "
+                   "(benchmarks/ot/run.py, from a clone: one process per case and contender, for their peak memory; "
+                   "see benchmarks/ot/README.md)")
+    p.add_argument("--ottjax", default=None, metavar="PYTHON",
+                   help="suite ot: the python of the environment that has ott-jax (default: "
+                   "$DIFFCOMB_OTTJAX_PYTHON, else /work/venvs/ottjax/bin/python)")
+    p.add_argument("--cases", default=None, metavar="LIST",
+                   help="suite ot: the cases to run (default: dense,cloud1e4,cloud1e5)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="override the workloads' dtype (default: the suite's, float32)")
@@ -220,9 +231,31 @@ def _list(suite_names: Sequence[str], loaded_by_name: dict) -> str:
     return "\n".join(lines)
 
 
+def _run_ot(args: argparse.Namespace) -> int:
+    """Suite ot: benchmarks/ot/run.py (it lives in the clone's benchmarks/ folder, with the ott-jax
+    contender script that runs in ott-jax's own environment)."""
+    try:
+        from benchmarks.ot import run as ot_run
+    except ImportError:
+        print("diffcomb-bench: suite ot runs from a clone of diffcomb (python -m benchmarks --suite ot)",
+              file=sys.stderr)
+        return 2
+    forwarded = []
+    if args.cases:
+        forwarded += ["--cases", args.cases]
+    ottjax = args.ottjax or os.environ.get("DIFFCOMB_OTTJAX_PYTHON")
+    if ottjax:
+        forwarded += ["--ottjax", ottjax]
+    if args.out != DEFAULT_OUT:
+        forwarded += ["--out", str(args.out / "ot-cpu")]
+    return ot_run.main(forwarded)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv_list = list(sys.argv[1:] if argv is None else argv)
+    if args.suite == OT_SUITE:
+        return _run_ot(args)
 
     if args.plot and args.no_save:
         print("diffcomb-bench: --plot writes files; it cannot be combined with --no-save", file=sys.stderr)
