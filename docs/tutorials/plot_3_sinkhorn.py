@@ -129,3 +129,39 @@ for ax in axes:
     ax.set_xlabel("position in the shuffled sequence")
 axes[0].set_ylabel("position in the sorted sequence")
 fig.tight_layout()
+
+# %%
+# Choosing epsilon: data on an arbitrary scale
+# --------------------------------------------
+# ``epsilon`` is in the units of the cost, and Sinkhorn needs about ``scale / epsilon``
+# iterations. Points in :math:`[0, 100]^2` have squared distances up to :math:`2 \cdot 10^4`:
+# the default ``epsilon=0.1`` is then a tiny fraction of the cost and the iteration limit stops
+# far from the marginals (``converged`` is False and a warning says so). Set epsilon relative to
+# the cost's scale (``relative_epsilon="mean"``, as ott-jax does by default) and anneal it from
+# the cost's range (``epsilon_scaling``, as POT and geomloss do).
+gen = torch.Generator().manual_seed(0)
+p = 100 * torch.rand(200, 2, generator=gen, dtype=torch.float64)
+q = 100 * torch.rand(200, 2, generator=gen, dtype=torch.float64)
+C = torch.cdist(p, q) ** 2
+for options in (dict(epsilon=1e-2, relative_epsilon="mean"),
+                dict(epsilon=1e-2, relative_epsilon="mean", epsilon_scaling=0.9)):
+    out = diffcomb.sinkhorn(C, max_iter=5000, **options)
+    print(options, f"cost {out.cost.item():.1f},", int(out.n_iter), "iterations, converged:",
+          bool(out.converged))
+
+# %%
+# Unbalanced transport and point clouds
+# -------------------------------------
+# ``tau_a``/``tau_b`` (ott-jax's convention) or ``reg_m`` (POT's) relax the marginals into KL
+# penalties: masses may differ, and outliers can be left untransported. Given the points
+# themselves (``x``, ``y``) instead of a cost, the cost is computed inside the kernels and never
+# stored: memory grows linearly with the number of points (``plan`` is then None; the potentials
+# ``f``, ``g`` describe it).
+heavy = torch.cat((torch.full((199,), 1 / 200, dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)))
+balanced = diffcomb.sinkhorn(x=p, y=q, epsilon=1e-2, relative_epsilon="mean", max_iter=5000)
+relaxed = diffcomb.sinkhorn(x=p, y=q, b=heavy, epsilon=1e-2, relative_epsilon="mean", tau_b=0.9,
+                            max_iter=5000)
+print(f"balanced cost {balanced.cost.item():.1f}; unbalanced with a heavy target point "
+      f"{relaxed.cost.item():.1f}")
+print("sinkhorn_divergence(p, q):",
+      round(diffcomb.sinkhorn_divergence(p, q, 1e-2, relative_epsilon="mean").item(), 2))
