@@ -1,7 +1,10 @@
 // The CPU driver of log-domain Sinkhorn: the algorithms are forward.h and
 // backward.h; this file chooses how they run on CPU threads.
 //
-// Forward: batches of at least `threads` problems run one problem per
+// Forward: small problems of the plain entry point (n m < 2^14, cost range
+// (max C - min C) / eps <= 100) iterate in the kernel domain, with no
+// exponential per iteration (cpu_scaling.h; the log domain where that is not
+// safe). Batches of at least `threads` problems run one problem per
 // thread; smaller batches split the rows and columns of each problem over a
 // team (barriers between the half-iterations, per-thread partial sums reduced
 // in a fixed order, so results do not depend on timing). Each problem keeps a
