@@ -178,6 +178,12 @@ def _sinkhorn_impl(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     compiled graphs raise and warn as eager calls do. caller: the public function those messages name. A
     problem with n = 0 or m = 0 has no transport between masses 0 and 1: its cost, potentials and err
     are NaN."""
+    return _forward(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights, caller, True)
+
+
+def _forward(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int, unroll: bool,
+             check_weights: bool, caller: str, history: bool) -> tuple:
+    """_sinkhorn_impl; history=False (the lean path of solve): f_hist and g_hist are None, not allocated."""
     _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
     if check_weights and not _capturing(C):
         error = _weights_error(caller, a, b)
@@ -197,9 +203,10 @@ def _sinkhorn_impl(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     cost = C.new_empty(batch)
     n_iter = torch.empty(batch, dtype=torch.int64, device=C.device)
     err = torch.empty(batch, dtype=torch.float64, device=C.device)
-    new = C.new_zeros if unroll else C.new_empty  # rows past a problem's n_iter stay 0; else empty
-    f_hist = new(fh_shape)
-    g_hist = new(gh_shape)
+    f_hist = g_hist = None
+    if history:
+        new = C.new_zeros if unroll else C.new_empty  # rows past a problem's n_iter stay 0; else empty
+        f_hist, g_hist = new(fh_shape), new(gh_shape)
     addr = _native.address
     _native.launch(caller, "sinkhorn_forward", C, addr(C), addr(a), addr(b), addr(P), addr(f), addr(g), addr(cost),
                    addr(n_iter), addr(err), addr(f_hist), addr(g_hist), batch, n, m, eps, max_iter, tol, check_every,
@@ -490,7 +497,8 @@ def solve(fn: str, C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     if lean_ready(C) and lean_ready(a) and lean_ready(b) and not (
             torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)):
         # Nothing to differentiate, nothing traces the call: the op's implementation directly (the
-        # NativeOp's own untracked path, without its generic argument scan).
-        return _sinkhorn_impl(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights, fn)[:6]
+        # NativeOp's own untracked path, without its generic argument scan), and no iterates recorded
+        # for an unrolled backward that cannot happen.
+        return _forward(C, a, b, eps, max_iter, tol, check_every, False, check_weights, fn, False)[:6]
     P, f, g, cost, n_iter, err, _, _ = FORWARD(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights, fn)
     return P, f, g, cost, n_iter, err
