@@ -209,3 +209,26 @@ def test_gradients_match_the_log_domain(backward, max_iter, tol):
     assert_close(ok.plan, ol.plan, rtol=1e-11, atol=1e-13)
     for x, y in zip(gk, gl):
         assert_close(x, y, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("backward", ["implicit", "unroll"])
+def test_untracked_calls_take_the_implementation_directly(backward):
+    """solve() without anything to differentiate calls the op's implementation (no iterates
+    recorded); lean_path(False) takes the NativeOp: the same bits, the same warning, and the
+    differentiable calls unchanged."""
+    from diffcomb._autodiff import lean_path
+
+    gen = torch.Generator().manual_seed(8)
+    C, a, b = _problems(gen, 3, 6, 7, torch.float32, zeros=True)
+    results = []
+    for lean in (True, False):
+        with lean_path(lean):
+            with pytest.warns(UserWarning, match="did not converge in 3 of 3") as record:
+                out = diffcomb.sinkhorn(C, a, b, 0.05, max_iter=4, tol=1e-9, backward=backward)
+            rank = diffcomb.sinkhorn_rank(C[:, 0], 0.1, backward=backward)
+            Cg = C.clone().requires_grad_()
+            tracked = diffcomb.sinkhorn(Cg, a, b, 0.05, max_iter=30, tol=0.0, backward=backward)
+            (grad,) = torch.autograd.grad((tracked.plan * C).sum(), Cg)
+            results.append((*out, rank, tracked.plan.detach(), grad, str(record[0].message)))
+    for x, y in zip(*results):
+        assert x == y if isinstance(x, str) else torch.equal(x, y)
