@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._autodiff import ROW, define, save
+from ._autodiff import ROW, define, lean_ready, save
 from ._checks import check_op, check_op_tensor, message
 from ._sinkhorn_derivatives import (cost_tangent, hvp, jvp_by_vjp, marginals, plan_tangent, project, replay,
                                     solve_derivatives, unrolled_first_order)
@@ -87,17 +87,25 @@ def warn(text: str, category: type = UserWarning) -> None:
 
 
 def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None:
-    """One warning when some problem stopped at max_iter above tol (err on the CPU costs nothing to
-    read, on CUDA one synchronization; NaN problems are not counted, their results are NaN)."""
-    bad = err > tol
-    count = int(bad.sum())
-    if count:
+    """One warning when some problem stopped at max_iter above tol (a small batch on the CPU is read
+    as a list, no torch op; on CUDA one synchronization; NaN problems are not counted, their results
+    are NaN)."""
+    if err.is_cpu and err.numel() <= 256:
+        above = [e for e in err.tolist() if e > tol]
+        if not above:
+            return
+        count, worst = len(above), max(above)
+    else:
+        bad = err > tol
+        count = int(bad.sum())
+        if not count:
+            return
         worst = float(err[bad].max())
-        warn(message(fn, f"Sinkhorn did not converge in {count} of {err.numel()} problem(s): stopped at "
-              f"max_iter={max_iter} with a row-marginal error sum_i |sum_j P_ij - a_i| of up to {worst:.3g} > "
-              f"tol={tol:g}, so the plan (and its gradient) is that far from the transport between a and b. "
-              f"Increase max_iter, or epsilon (it is on the scale of the cost: rescale a large cost); "
-              f"`converged` reports each problem"))
+    warn(message(fn, f"Sinkhorn did not converge in {count} of {err.numel()} problem(s): stopped at "
+          f"max_iter={max_iter} with a row-marginal error sum_i |sum_j P_ij - a_i| of up to {worst:.3g} > "
+          f"tol={tol:g}, so the plan (and its gradient) is that far from the transport between a and b. "
+          f"Increase max_iter, or epsilon (it is on the scale of the cost: rescale a large cost); "
+          f"`converged` reports each problem"))
 
 
 
@@ -170,6 +178,12 @@ def _sinkhorn_impl(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     compiled graphs raise and warn as eager calls do. caller: the public function those messages name. A
     problem with n = 0 or m = 0 has no transport between masses 0 and 1: its cost, potentials and err
     are NaN."""
+    return _forward(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights, caller, True)
+
+
+def _forward(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: float, check_every: int, unroll: bool,
+             check_weights: bool, caller: str, history: bool) -> tuple:
+    """_sinkhorn_impl; history=False (the lean path of solve): f_hist and g_hist are None, not allocated."""
     _check_forward_args(C, a, b, eps, max_iter, tol, check_every)
     if check_weights and not _capturing(C):
         error = _weights_error(caller, a, b)
@@ -189,8 +203,10 @@ def _sinkhorn_impl(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     cost = C.new_empty(batch)
     n_iter = torch.empty(batch, dtype=torch.int64, device=C.device)
     err = torch.empty(batch, dtype=torch.float64, device=C.device)
-    f_hist = C.new_zeros(fh_shape)  # rows past a problem's n_iter stay 0
-    g_hist = C.new_zeros(gh_shape)
+    f_hist = g_hist = None
+    if history:
+        new = C.new_zeros if unroll else C.new_empty  # rows past a problem's n_iter stay 0; else empty
+        f_hist, g_hist = new(fh_shape), new(gh_shape)
     addr = _native.address
     _native.launch(caller, "sinkhorn_forward", C, addr(C), addr(a), addr(b), addr(P), addr(f), addr(g), addr(cost),
                    addr(n_iter), addr(err), addr(f_hist), addr(g_hist), batch, n, m, eps, max_iter, tol, check_every,
@@ -490,6 +506,12 @@ def solve(fn: str, C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, t
     """(P, f, g, cost, n_iter, err) of contiguous (B, n, m) problems through the custom op, which
     checks the weights when asked and warns (on the CPU) about problems that did not converge, in
     the name of the public function fn."""
-    P, f, g, cost, n_iter, err, _, _ = FORWARD(C.contiguous(), a.contiguous(), b.contiguous(), eps, max_iter, tol,
-                                               check_every, unroll, check_weights, fn)
+    C, a, b = C.contiguous(), a.contiguous(), b.contiguous()
+    if lean_ready(C) and lean_ready(a) and lean_ready(b) and not (
+            torch.is_grad_enabled() and (C.requires_grad or a.requires_grad or b.requires_grad)):
+        # Nothing to differentiate, nothing traces the call: the op's implementation directly (the
+        # NativeOp's own untracked path, without its generic argument scan), and no iterates recorded
+        # for an unrolled backward that cannot happen.
+        return _forward(C, a, b, eps, max_iter, tol, check_every, False, check_weights, fn, False)[:6]
+    P, f, g, cost, n_iter, err, _, _ = FORWARD(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights, fn)
     return P, f, g, cost, n_iter, err

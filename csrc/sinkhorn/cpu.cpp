@@ -1,7 +1,10 @@
 // The CPU driver of log-domain Sinkhorn: the algorithms are forward.h and
 // backward.h; this file chooses how they run on CPU threads.
 //
-// Forward: batches of at least `threads` problems run one problem per
+// Forward: small problems of the plain entry point (n m < 2^14, cost range
+// (max C - min C) / eps <= 100) iterate in the kernel domain, with no
+// exponential per iteration (cpu_scaling.h; the log domain where that is not
+// safe). Batches of at least `threads` problems run one problem per
 // thread; smaller batches split the rows and columns of each problem over a
 // team (barriers between the half-iterations, per-thread partial sums reduced
 // in a fixed order, so results do not depend on timing). Each problem keeps a
@@ -22,6 +25,7 @@
 #include "api.h"
 #include "checks.h"
 #include "backward.h"
+#include "cpu_scaling.h"
 #include "cpu_sweeps.h"
 #include "cpu_team.h"
 #include "forward.h"
@@ -203,18 +207,31 @@ struct UnrolledSweeper : Team {
 
 namespace {
 
+// Problems below this many entries run one per thread (never on a team), and those of the plain
+// entry point in the kernel domain where it is safe (cpu_scaling.h).
+constexpr int64_t kSmallProblem = 1 << 14;
+
+template <class T>
+struct DenseWork : ForwardWork<T> {
+  ScalingWork scaling;
+  DenseWork(int64_t n, int64_t m, int nt) : ForwardWork<T>(n, m, n * m, nt) {}
+};
+
 void run_forward(const ForwardBatch& A, int64_t batch, int dtype, int threads) {
   const int64_t n = A.n, m = A.m;
+  const bool small = n * m < kSmallProblem;
+  const bool plain = !A.params && !A.f_init && !A.g_init && A.P;
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     // The work estimate counts the iterations a run is likely to do: with a tolerance, the first
     // checks (tiny problems converge in a few tens of iterations; waking threads for them costs
     // more than it saves, and far more on a busy machine), else max_iter.
     const int64_t iterations = A.tol > 0 && A.scaling >= 1.0 ? std::min<int64_t>(A.max_iter, 2 * A.check_every) : A.max_iter;
-    run_batch(batch, threads, n * m * std::max<int64_t>(iterations, 1), std::min(n, m), n * m < (1 << 14),
-              [&](int nt) { return ForwardWork<T>(n, m, n * m, nt); },
-              [&](ForwardWork<T>& w, int64_t bi, int tid, int nt) {
+    run_batch(batch, threads, n * m * std::max<int64_t>(iterations, 1), std::min(n, m), small,
+              [&](int nt) { return DenseWork<T>(n, m, nt); },
+              [&](DenseWork<T>& w, int64_t bi, int tid, int nt) {
                 const ForwardProblem<T, T> p = w.problem(A, bi);
+                if (small && plain && scaling_problem(p, w.scaling)) return;
                 ForwardSweeper<T> s(p, w.CT.data(), tid, nt, w.partial.data());
                 forward_problem(s, p);
               });

@@ -154,7 +154,7 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
   // n = 1 or m = 1 is solved by one balanced iteration (not by an unbalanced or annealed one).
   const bool plain = is_balanced(o) && annealed_eps(o, p.scaling, 1) == eps;
   const int64_t last = plain ? iteration_limit(n, m, p.max_iter) : p.max_iter;
-  const bool check = p.tol > 0;
+  const StopRule stop{last, p.check_every, p.tol};
   const bool symmetric = o.symmetric && n == m;
   const double inv_rho_a = inverse(o.rho_a);
   double lam_a = damping(o.rho_a, eps), lam_b = damping(o.rho_b, eps);
@@ -162,7 +162,7 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
   int64_t iters = 0;
   double err = NAN;
   for (int64_t t = 1;; ++t) {
-    if (t > last && !check) {
+    if (stop.counted(t)) {
       iters = last;
       break;
     }
@@ -180,19 +180,13 @@ DC_HOST_DEVICE void forward_problem(S& s, const ForwardProblem<T, W>& p) {
     s.row_lse(p.wb, [&](int64_t i, double mx, double sum) { p.f_new[i] = potential(mx, sum, eps_t); });
     // The marginal error of iteration t - 1 comes with this update (sinkhorn.h, row_error); it is
     // only tested at the target eps.
-    if (t >= 2 && check && eps_t == eps && is_check(t - 1, last, p.check_every)) {
+    const bool tested = stop.tests(t) && eps_t == eps;
+    if (tested) {
       double e = 0.0;
       s.rows([&](int64_t i) { e += row_error_ext(double(p.a[i]), p.f_cur[i], p.f_new[i], inv_eps, inv_rho_a); });
       err = s.sum(e);
-      if (err <= p.tol) {
-        iters = t - 1;
-        break;
-      }
     }
-    if (t > last) {
-      iters = last;
-      break;
-    }
+    if (stop.stops(t, tested, err, &iters)) break;
     if (symmetric) {  // g = f: the symmetrized update, no column sweep (rows and columns coincide)
       s.rows([&](int64_t i) {
         p.f_cur[i] = 0.5 * (p.f_cur[i] + lam_a * p.f_new[i]);

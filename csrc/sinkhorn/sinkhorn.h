@@ -135,6 +135,34 @@ DC_HOST_DEVICE DC_INLINE bool is_check(int64_t t, int64_t last, int64_t check_ev
   return t == last || t % check_every == 0;
 }
 
+// The forward's stopping rule (forward.h, cpu_scaling.h) for a run of at most
+// `last` iterations: with tol > 0 the f-update of iteration t carries the
+// convergence test of iteration t - 1 (at the checks, is_check), and the run
+// stops at the first tested error <= tol (n_iter = t - 1) or after `last`
+// iterations; with tol <= 0 it runs exactly `last`.
+struct StopRule {
+  int64_t last, check_every;
+  double tol;
+  // Before iteration t: whether a fixed count is complete.
+  DC_HOST_DEVICE DC_INLINE bool counted(int64_t t) const { return t > last && !(tol > 0); }
+  // Whether the f-update of iteration t tests iteration t - 1.
+  DC_HOST_DEVICE DC_INLINE bool tests(int64_t t) const {
+    return t >= 2 && tol > 0 && is_check(t - 1, last, check_every);
+  }
+  // After that f-update (err: the tested error, when tested): whether the run stops, and its n_iter.
+  DC_HOST_DEVICE DC_INLINE bool stops(int64_t t, bool tested, double err, int64_t* iters) const {
+    if (tested && err <= tol) {
+      *iters = t - 1;
+      return true;
+    }
+    if (t > last) {
+      *iters = last;
+      return true;
+    }
+    return false;
+  }
+};
+
 // n = 1 or m = 1: one iteration gives the exact plan a b^T (SPEC 4.4).
 DC_HOST_DEVICE DC_INLINE int64_t iteration_limit(int64_t n, int64_t m, int64_t max_iter) {
   return (n == 1 || m == 1) ? (max_iter < 1 ? max_iter : 1) : max_iter;
