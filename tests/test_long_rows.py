@@ -33,11 +33,14 @@ def with_threads(threads, f):
 
 
 def make_rows(n, dtype, gen):
-    """Three rows: Gaussian, many exact ties (with signed zeros), wide range (exponents far apart)."""
-    x = torch.randn(3, n, generator=gen, dtype=torch.float64)
+    """Gaussian; many exact ties (with signed zeros); a wide range (exponents far apart: many small
+    buckets of the top digit); one top digit for every value (one bucket); one value."""
+    x = torch.randn(5, n, generator=gen, dtype=torch.float64)
     x[1] = torch.round(x[1] * 4)
     x[1, ::7] = -0.0
     x[2] = x[2] * torch.exp(8 * torch.randn(n, generator=gen, dtype=torch.float64))
+    x[3] = 1.0 + 0.4 * torch.rand(n, generator=gen, dtype=torch.float64)
+    x[4] = 2.5
     return x.to(dtype)
 
 

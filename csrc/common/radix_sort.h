@@ -300,4 +300,118 @@ KeyIndex<typename RadixKey<T>::type>* argsort_descending_team(const T* x, T scal
   return a;
 }
 
+// ---------------------------------------------------------------------------
+// Rows of kMsdRow elements and more: the top 8 bits of the key first (one pass over the whole
+// row, by a team like argsort_descending_team: stable), then every bucket of equal top digit
+// (contiguous) sorted on its own by the low bits: a least-significant-digit radix of 12-bit
+// digits on the bucket, or std::sort of its (key, index) elements when it is small (the index
+// breaks ties: the same stable order). A bucket is far smaller than the row (a row of 10^6
+// Gaussian float32 values fills tens of buckets of at most about 1/10 of it), so its passes run
+// in the core's cache instead of memory; the members of a team sort the buckets that start in
+// their range of the row, with no barrier, and unpack each bucket while it is in cache.
+
+constexpr int kMsdBits = 8;
+constexpr int kMsdBuckets = 1 << kMsdBits;
+constexpr int64_t kSmallBucket = 256;  // buckets up to this size: std::sort
+
+template <class K>
+struct LowDigits {
+  static constexpr int kBits = 8 * static_cast<int>(sizeof(K)) - kMsdBits;  // below the top digit
+  static constexpr int kPasses = (kBits + 11) / 12;
+  static constexpr int kDigit = (kBits + kPasses - 1) / kPasses;  // 12 bits (float32: 2 passes, float64: 5)
+  static constexpr int kBuckets = 1 << kDigit;
+  static uint32_t digit(K key, int pass) { return static_cast<uint32_t>(key >> (kDigit * pass)) & (kBuckets - 1); }
+};
+
+// Entries of argsort_descending_msd_team's counts per thread.
+template <class K>
+constexpr int msd_counts() {
+  return kMsdBuckets + LowDigits<K>::kPasses * LowDigits<K>::kBuckets;
+}
+
+template <class K>
+inline uint32_t msd_digit(K key) {
+  return static_cast<uint32_t>(key >> (8 * sizeof(K) - kMsdBits));
+}
+
+// Sorts the m elements of a bucket src by their low bits, stably, with dst (m entries) as the
+// other buffer and hist (LowDigits<K>::kPasses * kBuckets entries) as scratch; returns the
+// buffer holding the result (src or dst).
+template <class K>
+KeyIndex<K>* sort_bucket(KeyIndex<K>* src, KeyIndex<K>* dst, int64_t m, uint32_t* hist) {
+  using L = LowDigits<K>;
+  if (m <= kSmallBucket) {
+    std::sort(src, src + m);
+    return src;
+  }
+  std::fill(hist, hist + L::kPasses * L::kBuckets, 0u);
+  for (int64_t i = 0; i < m; ++i) {
+    const K key = key_of(src[i]);
+    for (int p = 0; p < L::kPasses; ++p) ++hist[p * L::kBuckets + L::digit(key, p)];
+  }
+  for (int p = 0; p < L::kPasses; ++p) {
+    uint32_t* h = hist + p * L::kBuckets;
+    if (h[L::digit(key_of(src[0]), p)] == static_cast<uint64_t>(m)) continue;  // one digit only
+    uint32_t sum = 0;
+    for (int d = 0; d < L::kBuckets; ++d) {
+      const uint32_t count = h[d];
+      h[d] = sum;
+      sum += count;
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      const KeyIndex<K> e = src[i];
+      dst[h[L::digit(key_of(e), p)]++] = e;
+    }
+    std::swap(src, dst);
+  }
+  return src;
+}
+
+// argsort_descending_team's sort for long rows, unpacked: sorted and perm of the whole row, every
+// member writing the buckets it sorts (a barrier must follow before any reads another member's
+// part). a, b: element buffers of n entries; counts: team * msd_counts<K>() entries.
+template <class T>
+void argsort_descending_msd_team(const T* x, T scale, int64_t n, KeyIndex<typename RadixKey<T>::type>* a,
+                                 KeyIndex<typename RadixKey<T>::type>* b, uint32_t* counts, T* sorted,
+                                 int32_t* perm) {
+  using K = typename RadixKey<T>::type;
+  constexpr int kStride = msd_counts<K>();
+  const auto [t, team] = team_member();
+  const int64_t begin = n * t / team, end = n * (t + 1) / team;
+  uint32_t* mine = counts + static_cast<int64_t>(kStride) * t;
+  std::fill(mine, mine + kMsdBuckets, 0u);
+  for (int64_t i = begin; i < end; ++i) {
+    const K key = descending_key<T>(scale * x[i]);
+    a[i] = KeyIndex<K>::make(key, static_cast<int32_t>(i));
+    ++mine[msd_digit(key)];
+  }
+  team_barrier();
+  // Digit d of thread t starts after every smaller digit and after digit d of threads t' < t.
+  uint32_t offsets[kMsdBuckets], bucket[kMsdBuckets + 1];
+  uint32_t sum = 0;
+  for (int d = 0; d < kMsdBuckets; ++d) {
+    uint32_t total = 0, before = 0;
+    for (int u = 0; u < team; ++u) {
+      const uint32_t c = counts[static_cast<int64_t>(kStride) * u + d];
+      total += c;
+      before += u < t ? c : 0;
+    }
+    bucket[d] = sum;
+    offsets[d] = sum + before;
+    sum += total;
+  }
+  bucket[kMsdBuckets] = sum;
+  for (int64_t i = begin; i < end; ++i) {
+    const KeyIndex<K> e = a[i];
+    b[offsets[msd_digit(key_of(e))]++] = e;
+  }
+  team_barrier();
+  for (int d = 0; d < kMsdBuckets; ++d) {  // the buckets that start in this member's range
+    const int64_t s = bucket[d], m = int64_t{bucket[d + 1]} - s;
+    if (m == 0 || s < begin || s >= end) continue;
+    const KeyIndex<K>* e = sort_bucket(b + s, a + s, m, mine + kMsdBuckets);
+    wide_unpack<T>(e - s, s, s + m, sorted, perm);
+  }
+}
+
 }  // namespace diffcomb
