@@ -15,6 +15,11 @@ the median and the minimum over the rounds, in ms. Steps:
   ``native PAV``: ``isotonic_project`` alone on the sorted row.
 - ``allocations``: the tensors one call allocates (output, the saved state, the shared vector).
 
+With ``--pair BEFORE_TREE`` it instead compares two source trees (each with its native module
+built) on the public call: two worker processes, one per tree, run ``soft_sort`` (and numpy's
+argsort) one call at a time, in turn (before, after, numpy, ...), so both trees see the same
+machine; the table gives the median and minimum of each.
+
 Neither numpy's argsort nor diffcomb calls BLAS, so the OPENBLAS_* variables (unset above, as the
 numpy comparison asks) affect no step.
 """
@@ -22,7 +27,11 @@ numpy comparison asks) affect no step.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -81,12 +90,64 @@ def steps(n: int):
     }
 
 
+def worker() -> None:
+    """--worker: answers lines "n threads step" with the time of one call in ms."""
+    torch.set_num_threads(1)
+    made = {}
+    for line in sys.stdin:
+        n, t, step = json.loads(line)
+        torch.set_num_threads(t)
+        if (n, t) not in made:
+            made[(n, t)] = steps(n)
+            for f in made[(n, t)].values():  # warm-up
+                f()
+        f = made[(n, t)][step]
+        t0 = time.perf_counter_ns()
+        f()
+        print(json.dumps((time.perf_counter_ns() - t0) / 1e6), flush=True)
+
+
+def pair(args) -> None:
+    """--pair: the public call of this tree and of another, alternating."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"before": os.path.abspath(args.pair), "after": here}
+    procs = {}
+    for name, tree in trees.items():
+        env = dict(os.environ, PYTHONPATH=tree)
+        procs[name] = subprocess.Popen([sys.executable, os.path.join(here, "benchmarks", "longrow_profile.py"),
+                                        "--worker"], cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True)
+    calls = [("before", "soft_sort"), ("after", "soft_sort"), ("after", "numpy.argsort"),
+             ("before", "soft_sort, x.requires_grad"), ("after", "soft_sort, x.requires_grad")]
+    print("| row | threads | tree | step | median ms | min ms |\n| --- | --: | --- | --- | --: | --: |")
+    for n in args.n:
+        for t in args.threads:
+            times = {c: [] for c in calls}
+            for _ in range(args.calls):
+                for tree, step in calls:
+                    proc = procs[tree]
+                    proc.stdin.write(json.dumps((n, t, step)) + "\n")
+                    proc.stdin.flush()
+                    times[(tree, step)].append(json.loads(proc.stdout.readline()))
+            for (tree, step), v in times.items():
+                print(f"| (1, {n}) | {t} | {tree} | {step} | {statistics.median(v):.3f} | {min(v):.3f} |", flush=True)
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=21)
     parser.add_argument("--n", type=int, nargs="+", default=[100000, 1000000])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--pair", help="another source tree (built): compare the public call, alternating")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker()
+    if args.pair:
+        return pair(args)
     print("| row | threads | step | median ms | min ms |\n| --- | --: | --- | --: | --: |")
     for n in args.n:
         for t in args.threads:
