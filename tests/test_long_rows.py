@@ -84,11 +84,15 @@ def test_long_row_argsort_is_numpys_stable_order(n, dtype, gen):
     x = make_rows(n, dtype, gen)
     for scale in (1.0, -1.0, 0.5):
         want = numpy_order(x, scale)
+        expected = torch.gather(x * scale, 1, torch.from_numpy(want)) + 0.0  # -0 sorts and returns as +0
         for threads in (1, 2, 3):
             values, perm = with_threads(threads, lambda: ops.argsort_descending(x, scale))
             assert np.array_equal(perm.numpy(), want), (scale, threads)
-            expected = torch.gather(x * scale, 1, torch.from_numpy(want)) + 0.0  # -0 sorts and returns as +0
             assert torch.equal(values, expected), (scale, threads)
+        for r in range(x.shape[0]):  # one row: sorted by a team of every thread
+            for threads in (2, 3):
+                values, perm = with_threads(threads, lambda: ops.argsort_descending(x[r:r + 1], scale))
+                assert np.array_equal(perm[0].numpy(), want[r]) and torch.equal(values[0], expected[r]), (r, threads)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -111,8 +115,12 @@ def test_fused_long_row_equals_the_separate_steps(n, dtype, reg, kind, gen):
         for threads in (1, 2, 3):
             got = with_threads(threads, lambda: sort_project(x, c, scale, out_scale, rank, kl))
             for name, u, v in zip(("out", "perm", "starts", "weights"), got, want):
-                assert torch.equal(u, v) or (u.is_floating_point() and torch.equal(u.isnan(), v.isnan()) and torch.equal(
-                    torch.nan_to_num(u, 7.0), torch.nan_to_num(v, 7.0))), (name, descending, threads)
+                assert torch.equal(u, v), (name, descending, threads)
+        for r in range(x.shape[0]):  # one row: a team of every thread
+            for threads in (2, 3):
+                got = with_threads(threads, lambda: sort_project(x[r:r + 1], c, scale, out_scale, rank, kl))
+                for name, u, v in zip(("out", "perm", "starts", "weights"), got, want):
+                    assert torch.equal(u[0], v[r]), (name, r, descending, threads)
         # the values are the projection's (a sequential PAV agrees to rounding)
         if n < 2 * LONG_ROW:
             seq = ops.project(want[4], c, want[1], out_scale, rank, kl, chunk=n)
@@ -129,6 +137,9 @@ def test_fused_long_row_non_finite_rows(dtype, gen):
     x[3, 0] = -float("inf")
     c = shared("sort", n, dtype, 1.0)
     want = separate(x, c, 1.0, 1.0, False, False)
+    for r in range(4):  # one row: a team of every thread
+        got = with_threads(2, lambda: sort_project(x[r:r + 1], c, 1.0, 1.0, False, False))
+        assert all(torch.equal(u[0].nan_to_num(7.0), v[r].nan_to_num(7.0)) for u, v in zip(got, want)), r
     for threads in (1, 2, 3):
         out, perm, starts, weights = with_threads(threads, lambda: sort_project(x, c, 1.0, 1.0, False, False))
         for r in (0, 1, 3):
