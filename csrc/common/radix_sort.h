@@ -7,8 +7,8 @@
 // std::sort instead: a radix pass costs its 256-entry histogram whatever n is
 // (a radix sort of 32 keys took 5x the comparison sort). Ties are broken by
 // the index, so the result is the stable order: every path gives the same
-// permutation. One long row can also be sorted by a team of threads with wider digits
-// (argsort_descending_team, the same permutation).
+// permutation. One long row can also be sorted by a team of threads, most digit first
+// (argsort_descending_msd_team, the same permutation).
 #pragma once
 
 #include <algorithm>
@@ -175,140 +175,26 @@ void argsort_descending_row(const T* x, T scale, int32_t n, T* sorted, int32_t* 
 }
 
 // ---------------------------------------------------------------------------
-// Long rows (csrc/isotonic/cpu.cpp's long-row path): the same stable order from a least-significant-
-// digit radix sort with 11-bit digits (float32: 3 passes instead of 4, float64: 6 instead of 8) on
-// (key, index) elements (KeyIndex: for float32 one uint64, so each pass moves one 8-byte word per
-// element instead of a key and an index), the first histogram pass fused with the key transform.
-// The 2048-entry histograms cost about 8 KiB each, which only long rows repay. The caller provides
-// the two element buffers and runs the phases, alone or as a team (one contiguous range per thread).
-
-constexpr int kWideBits = 11;
-constexpr int kWideBuckets = 1 << kWideBits;
-
-template <class K>
-constexpr int wide_passes() {
-  return (8 * static_cast<int>(sizeof(K)) + kWideBits - 1) / kWideBits;
-}
-
-// Entries of argsort_descending_team's counts per thread.
-template <class K>
-constexpr int wide_counts() {
-  return (wide_passes<K>() + 1) * kWideBuckets;
-}
-
-template <class K>
-inline uint32_t wide_digit(K key, int pass) {
-  return static_cast<uint32_t>(key >> (kWideBits * pass)) & (kWideBuckets - 1);
-}
-
-// elems[i] = (descending key of scale * x[i], i) for i in [begin, end); hist (wide_passes x 2048,
-// zeroed by the caller) += the digits of every pass.
-template <class T>
-void wide_keys(const T* x, T scale, int64_t begin, int64_t end, KeyIndex<typename RadixKey<T>::type>* elems,
-               uint32_t* hist) {
-  using K = typename RadixKey<T>::type;
-  constexpr int kPasses = wide_passes<K>();
-  for (int64_t i = begin; i < end; ++i) {
-    const K key = descending_key<T>(scale * x[i]);
-    elems[i] = KeyIndex<K>::make(key, static_cast<int32_t>(i));
-    for (int p = 0; p < kPasses; ++p) ++hist[p * kWideBuckets + wide_digit(key, p)];
-  }
-}
-
-// Counts (zeroed by the caller) of pass p's digits over elems [begin, end).
-template <class K>
-void wide_count(const KeyIndex<K>* elems, int64_t begin, int64_t end, int pass, uint32_t* counts) {
-  for (int64_t i = begin; i < end; ++i) ++counts[wide_digit(key_of(elems[i]), pass)];
-}
-
-// Scatters elems [begin, end) by pass p's digit to dst[offsets[digit]++].
-template <class K>
-void wide_scatter(const KeyIndex<K>* src, int64_t begin, int64_t end, int pass, uint32_t* offsets,
-                  KeyIndex<K>* dst) {
-  for (int64_t i = begin; i < end; ++i) {
-    const KeyIndex<K> e = src[i];
-    dst[offsets[wide_digit(key_of(e), pass)]++] = e;
-  }
-}
+// Long rows (csrc/isotonic/cpu.cpp's rows of at least 2^16 elements): the same stable order from
+// sorting packed (key, index) elements (KeyIndex: for float32 one uint64, so each pass moves one
+// 8-byte word per element instead of a key and an index) by the top 8 bits of the key first (one
+// pass over the whole row, by a team like the per-pass team scatter of a radix sort: stable), then
+// every bucket of equal top digit (contiguous) on its own by the low bits: a least-significant-
+// digit radix of 12-bit digits on the bucket, or std::sort of its elements when it is small (the
+// index breaks ties: the same stable order). A bucket is far smaller than the row (a row of 10^6
+// Gaussian float32 values fills tens of buckets of at most about 1/10 of it), so its passes run
+// in the core's cache instead of memory; the members of a team sort the buckets that start in
+// their range of the row, with no barrier, and unpack each bucket while it is in cache.
 
 // sorted[i] = the value of elems[i]'s key, perm[i] = its index, for i in [begin, end).
 template <class T>
-void wide_unpack(const KeyIndex<typename RadixKey<T>::type>* elems, int64_t begin, int64_t end, T* sorted,
+void unpack_elements(const KeyIndex<typename RadixKey<T>::type>* elems, int64_t begin, int64_t end, T* sorted,
                  int32_t* perm) {
   for (int64_t i = begin; i < end; ++i) {
     perm[i] = index_of(elems[i]);
     sorted[i] = from_descending_key<T>(key_of(elems[i]));
   }
 }
-
-// The sort of one long row by the calling team (inside a parallel region, every member calls it;
-// a team of one outside any region): every pass splits the row into one contiguous range per
-// thread, each thread counts its range's digits (pass 0 in the key pass; a team of one counts
-// every pass there), and thread t scatters its elements of digit d after those of threads t' < t,
-// so the scatter keeps the input order: stable, the same permutation as argsort_descending_row on
-// any number of threads. a, b: element buffers of n entries; counts: team * wide_counts<K>()
-// entries (per thread: the key pass's counts of every pass, then the recount of the current pass). Returns the buffer holding the sorted elements (a or b), the same for every member.
-template <class T>
-KeyIndex<typename RadixKey<T>::type>* argsort_descending_team(const T* x, T scale, int64_t n,
-                                                              KeyIndex<typename RadixKey<T>::type>* a,
-                                                              KeyIndex<typename RadixKey<T>::type>* b,
-                                                              uint32_t* counts) {
-  using K = typename RadixKey<T>::type;
-  constexpr int kPasses = wide_passes<K>();
-  constexpr int kStride = wide_counts<K>();
-  const auto [t, team] = team_member();
-  const int64_t begin = n * t / team, end = n * (t + 1) / team;
-  uint32_t* mine = counts + static_cast<int64_t>(kStride) * t;
-  std::fill(mine, mine + kPasses * kWideBuckets, 0u);
-  wide_keys<T>(x, scale, begin, end, a, mine);
-  team_barrier();
-  if (n == 0) return a;
-  bool skip[kPasses];  // a pass whose digit is the same for every key
-  for (int p = 0; p < kPasses; ++p) {
-    const uint32_t d = wide_digit(key_of(a[0]), p);
-    uint64_t total = 0;
-    for (int u = 0; u < team; ++u) total += counts[static_cast<int64_t>(kStride) * u + p * kWideBuckets + d];
-    skip[p] = total == static_cast<uint64_t>(n);
-  }
-  for (int p = 0; p < kPasses; ++p) {
-    if (skip[p]) continue;
-    int slot = p;
-    if (team > 1 && p > 0) {  // the range's elements changed: count them again
-      slot = kPasses;
-      uint32_t* own = mine + slot * kWideBuckets;
-      std::fill(own, own + kWideBuckets, 0u);
-      wide_count(a, begin, end, p, own);
-      team_barrier();
-    }
-    // Digit d of thread t starts after every smaller digit and after digit d of threads t' < t.
-    uint32_t offsets[kWideBuckets];
-    uint32_t sum = 0;
-    for (int d = 0; d < kWideBuckets; ++d) {
-      uint32_t total = 0, before = 0;
-      for (int u = 0; u < team; ++u) {
-        const uint32_t c = counts[static_cast<int64_t>(kStride) * u + slot * kWideBuckets + d];
-        total += c;
-        before += u < t ? c : 0;
-      }
-      offsets[d] = sum + before;
-      sum += total;
-    }
-    wide_scatter(a, begin, end, p, offsets, b);
-    team_barrier();
-    std::swap(a, b);
-  }
-  return a;
-}
-
-// ---------------------------------------------------------------------------
-// Rows of kMsdRow elements and more: the top 8 bits of the key first (one pass over the whole
-// row, by a team like argsort_descending_team: stable), then every bucket of equal top digit
-// (contiguous) sorted on its own by the low bits: a least-significant-digit radix of 12-bit
-// digits on the bucket, or std::sort of its (key, index) elements when it is small (the index
-// breaks ties: the same stable order). A bucket is far smaller than the row (a row of 10^6
-// Gaussian float32 values fills tens of buckets of at most about 1/10 of it), so its passes run
-// in the core's cache instead of memory; the members of a team sort the buckets that start in
-// their range of the row, with no barrier, and unpack each bucket while it is in cache.
 
 constexpr int kMsdBits = 8;
 constexpr int kMsdBuckets = 1 << kMsdBits;
@@ -367,8 +253,9 @@ KeyIndex<K>* sort_bucket(KeyIndex<K>* src, KeyIndex<K>* dst, int64_t m, uint32_t
   return src;
 }
 
-// argsort_descending_team's sort for long rows, unpacked: sorted and perm of the whole row, every
-// member writing the buckets it sorts (a barrier must follow before any reads another member's
+// The sort of one long row by the calling team (inside a parallel region, every member calls it;
+// a team of one outside any region), unpacked: sorted = (scale * x) sorted descending and perm of
+// the whole row, every member writing the buckets it sorts (a barrier must follow before any reads another member's
 // part). a, b: element buffers of n entries; counts: team * msd_counts<K>() entries.
 template <class T>
 void argsort_descending_msd_team(const T* x, T scale, int64_t n, KeyIndex<typename RadixKey<T>::type>* a,
@@ -410,7 +297,7 @@ void argsort_descending_msd_team(const T* x, T scale, int64_t n, KeyIndex<typena
     const int64_t s = bucket[d], m = int64_t{bucket[d + 1]} - s;
     if (m == 0 || s < begin || s >= end) continue;
     const KeyIndex<K>* e = sort_bucket(b + s, a + s, m, mine + kMsdBuckets);
-    wide_unpack<T>(e - s, s, s + m, sorted, perm);
+    unpack_elements<T>(e - s, s, s + m, sorted, perm);
   }
 }
 

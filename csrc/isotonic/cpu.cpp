@@ -3,9 +3,9 @@
 // common/radix_sort.h.
 //
 // Long rows (n >= kLongRow) use every thread even when the batch has fewer
-// rows than threads: the argsort's radix passes (11-bit digits on packed
-// (key, index) elements, argsort_descending_team) are split over a team
-// (radix_sort.h: the same permutation), and PAV runs as the chunked
+// rows than threads: the argsort (packed (key, index) elements, the top
+// digit first, then each bucket in cache: argsort_descending_msd_team) runs
+// on a team (radix_sort.h: the same permutation), and PAV runs as the chunked
 // algorithm of the CUDA long-row kernel (isotonic.h, solve_row_chunked) with
 // chunks of kLongRowChunk elements solved by the team, the chunk stacks
 // merged by one thread, and the emission split over the team again. The chunk
@@ -35,7 +35,6 @@ namespace {
 
 constexpr int64_t kLongRow = int64_t{1} << 16;       // rows at least this long: the team paths
 constexpr int64_t kLongRowChunk = int64_t{1} << 14;  // the chunk of their PAV
-constexpr int64_t kMsdRow = int64_t{1} << 16;        // long rows at least this long: the MSD-first argsort
 
 // Work arrays of the team's chunked PAV of one row of length n (chunk c), and the values the
 // team shares. start and stats (n entries each) come from a Workspace.
@@ -152,7 +151,7 @@ void solve_row_team(const Problem& problem, int32_t n, int32_t chunk, int32_t* s
   team_solve_row(problem, n, chunk, starts, w);
 }
 
-// The long-row argsort's buffers (argsort_descending_team) and sorted row of one worker.
+// The long-row argsort's buffers (argsort_descending_msd_team) and sorted row of one worker.
 template <class T>
 struct SortWork {
   using Elem = KeyIndex<typename RadixKey<T>::type>;
@@ -164,9 +163,7 @@ struct SortWork {
     return 2 * Workspace::size_of<Elem>(n) + Workspace::size_of<uint32_t>(int64_t{team} * counts_per_thread()) +
            Workspace::size_of<T>(n);
   }
-  static constexpr int counts_per_thread() {
-    return std::max(wide_counts<typename RadixKey<T>::type>(), msd_counts<typename RadixKey<T>::type>());
-  }
+  static constexpr int counts_per_thread() { return msd_counts<typename RadixKey<T>::type>(); }
   SortWork(int64_t n, int team, Workspace& space)
       : a(space.take<Elem>(n)), b(space.take<Elem>(n)),
         counts(space.take<uint32_t>(int64_t{team} * counts_per_thread())), sorted(space.take<T>(n)) {}
@@ -177,13 +174,7 @@ struct SortWork {
 // another member's range.
 template <class T>
 void team_argsort_row(const T* x, T scale, int64_t n, T* sorted, int32_t* perm, SortWork<T>& w) {
-  if (n >= kMsdRow) {
-    argsort_descending_msd_team<T>(x, scale, n, w.a, w.b, w.counts, sorted, perm);
-    return;
-  }
-  const auto* elems = argsort_descending_team<T>(x, scale, n, w.a, w.b, w.counts);
-  const auto [t, team] = team_member();
-  wide_unpack<T>(elems, n * t / team, n * (t + 1) / team, sorted, perm);
+  argsort_descending_msd_team<T>(x, scale, n, w.a, w.b, w.counts, sorted, perm);
 }
 
 // Runs f(begin, end, team) over the rows of a long-row batch: the rows one after the other on a
