@@ -39,7 +39,7 @@ def make_rows(n, dtype, gen):
     x[1] = torch.round(x[1] * 4)
     x[1, ::7] = -0.0
     x[2] = x[2] * torch.exp(8 * torch.randn(n, generator=gen, dtype=torch.float64))
-    x[3] = 1.0 + 0.4 * torch.rand(n, generator=gen, dtype=torch.float64)
+    x[3] = 1.0 + 0.2 * torch.rand(n, generator=gen, dtype=torch.float64)  # top 11 bits: one bucket
     x[4] = 2.5
     return x.to(dtype)
 

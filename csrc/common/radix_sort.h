@@ -177,26 +177,27 @@ void argsort_descending_row(const T* x, T scale, int32_t n, T* sorted, int32_t* 
 // ---------------------------------------------------------------------------
 // Long rows (csrc/isotonic/cpu.cpp's rows of at least 2^16 elements): the same stable order from
 // sorting packed (key, index) elements (KeyIndex: for float32 one uint64, so each pass moves one
-// 8-byte word per element instead of a key and an index) by the top 8 bits of the key first (one
-// pass over the whole row, by a team like the per-pass team scatter of a radix sort: stable), then
-// every bucket of equal top digit (contiguous) on its own by the low bits: a least-significant-
-// digit radix of 12-bit digits on the bucket, or std::sort of its elements when it is small (the
-// index breaks ties: the same stable order). A bucket is far smaller than the row (a row of 10^6
-// Gaussian float32 values fills tens of buckets of at most about 1/10 of it), so its passes run
-// in the core's cache instead of memory; the members of a team sort the buckets that start in
-// their range of the row, with no barrier, and unpack each bucket while it is in cache.
+// 8-byte word per element instead of a key and an index) by the top 11 bits of the key first
+// (sign, exponent, 2 mantissa bits; one pass over the whole row, by a team like the per-pass team
+// scatter of a radix sort: stable), then every bucket of equal top digit (contiguous) on its own
+// by the low bits: a least-significant-digit radix on the bucket (float32: 2 passes of 11 bits,
+// float64: 5), or std::sort of its elements when it is small (the index breaks ties: the same
+// stable order). A bucket is far smaller than the row (a row of 10^6 Gaussian float32 values
+// fills about 150 buckets of at most 5.3% of it), so its passes run in the core's cache instead
+// of memory; the members of a team sort the buckets that start in their range of the row, with
+// no barrier, and unpack each bucket while it is in cache.
 
 // sorted[i] = the value of elems[i]'s key, perm[i] = its index, for i in [begin, end).
 template <class T>
 void unpack_elements(const KeyIndex<typename RadixKey<T>::type>* elems, int64_t begin, int64_t end, T* sorted,
-                 int32_t* perm) {
+                     int32_t* perm) {
   for (int64_t i = begin; i < end; ++i) {
     perm[i] = index_of(elems[i]);
     sorted[i] = from_descending_key<T>(key_of(elems[i]));
   }
 }
 
-constexpr int kMsdBits = 8;
+constexpr int kMsdBits = 11;
 constexpr int kMsdBuckets = 1 << kMsdBits;
 constexpr int64_t kSmallBucket = 256;  // buckets up to this size: std::sort
 
@@ -204,7 +205,7 @@ template <class K>
 struct LowDigits {
   static constexpr int kBits = 8 * static_cast<int>(sizeof(K)) - kMsdBits;  // below the top digit
   static constexpr int kPasses = (kBits + 11) / 12;
-  static constexpr int kDigit = (kBits + kPasses - 1) / kPasses;  // 12 bits (float32: 2 passes, float64: 5)
+  static constexpr int kDigit = (kBits + kPasses - 1) / kPasses;  // float32: 2 passes of 11, float64: 5 of 11
   static constexpr int kBuckets = 1 << kDigit;
   static uint32_t digit(K key, int pass) { return static_cast<uint32_t>(key >> (kDigit * pass)) & (kBuckets - 1); }
 };
