@@ -40,7 +40,7 @@ __all__ = ["common", "isotonic", "soft_rank", "soft_sort", "soft_topk", "sort_ar
 
 _FLOATS = (torch.float32, torch.float64)
 _CODES = _native.DTYPE_CODES
-_CACHE_MAX_N = 4096  # longer shared vectors are built per call (their cost is small against the solve)
+_CACHE_MAX_N = 4096  # longer shared vectors: one slot (_long), not the LRU cache
 
 
 def common(x: Tensor, dim: object, strength: object = 1.0) -> bool:
@@ -85,10 +85,18 @@ def _shared(kind: str, n: int, dtype: torch.dtype, device: torch.device, param: 
     return rho / param if kind == "rho_over" else rho
 
 
+_long: list = [None]  # the last longer shared vector, as one (key, tensor) entry
+
+
 def _vector(kind: str, x: Tensor, param: float = 0.0) -> Tensor:
     n = x.shape[-1]
-    if n > _CACHE_MAX_N:
-        return _shared(kind, n, x.dtype, x.device, param)
+    if n > _CACHE_MAX_N:  # one slot: repeated calls on one long row reuse it, and at most one is kept
+        key = (kind, n, x.dtype, x.device, param)
+        entry = _long[0]
+        if entry is None or entry[0] != key:
+            entry = (key, _shared(kind, n, x.dtype, x.device, param))
+            _long[0] = entry
+        return entry[1]
     return _cached(kind, n, x.dtype, x.device, param)
 
 

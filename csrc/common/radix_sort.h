@@ -7,8 +7,8 @@
 // std::sort instead: a radix pass costs its 256-entry histogram whatever n is
 // (a radix sort of 32 keys took 5x the comparison sort). Ties are broken by
 // the index, so the result is the stable order: every path gives the same
-// permutation. One long row can also be sorted by a team of threads
-// (argsort_descending_row_parallel, the same passes split over the threads).
+// permutation. One long row can also be sorted by a team of threads, most digit first
+// (argsort_descending_msd_team, the same permutation).
 #pragma once
 
 #include <algorithm>
@@ -174,65 +174,131 @@ void argsort_descending_row(const T* x, T scale, int32_t n, T* sorted, int32_t* 
   }
 }
 
-// The same sort of one long row by a team of up to `threads` threads: every
-// pass splits the row into one contiguous range per thread, each thread
-// counts its range's digits, and thread t scatters its keys of digit d after
-// those of threads t' < t (so the scatter keeps the input order: stable, the
-// same permutation as argsort_descending_row). Called outside any parallel
-// region.
+// ---------------------------------------------------------------------------
+// Long rows (csrc/isotonic/cpu.cpp's rows of at least 2^16 elements): the same stable order from
+// sorting packed (key, index) elements (KeyIndex: for float32 one uint64, so each pass moves one
+// 8-byte word per element instead of a key and an index) by the top 11 bits of the key first
+// (sign, exponent, 2 mantissa bits; one pass over the whole row, by a team like the per-pass team
+// scatter of a radix sort: stable), then every bucket of equal top digit (contiguous) on its own
+// by the low bits: a least-significant-digit radix on the bucket (float32: 2 passes of 11 bits,
+// float64: 5), or std::sort of its elements when it is small (the index breaks ties: the same
+// stable order). A bucket is far smaller than the row (a row of 10^6 Gaussian float32 values
+// fills about 150 buckets of at most 5.3% of it), so its passes run in the core's cache instead
+// of memory; the members of a team sort the buckets that start in their range of the row, with
+// no barrier, and unpack each bucket while it is in cache.
+
+// sorted[i] = the value of elems[i]'s key, perm[i] = its index, for i in [begin, end).
 template <class T>
-void argsort_descending_row_parallel(const T* x, T scale, int64_t n, T* sorted, int32_t* perm, int threads) {
+void unpack_elements(const KeyIndex<typename RadixKey<T>::type>* elems, int64_t begin, int64_t end, T* sorted,
+                     int32_t* perm) {
+  for (int64_t i = begin; i < end; ++i) {
+    perm[i] = index_of(elems[i]);
+    sorted[i] = from_descending_key<T>(key_of(elems[i]));
+  }
+}
+
+constexpr int kMsdBits = 11;
+constexpr int kMsdBuckets = 1 << kMsdBits;
+constexpr int64_t kSmallBucket = 256;  // buckets up to this size: std::sort
+
+template <class K>
+struct LowDigits {
+  static constexpr int kBits = 8 * static_cast<int>(sizeof(K)) - kMsdBits;  // below the top digit
+  static constexpr int kPasses = (kBits + 11) / 12;
+  static constexpr int kDigit = (kBits + kPasses - 1) / kPasses;  // float32: 2 passes of 11, float64: 5 of 11
+  static constexpr int kBuckets = 1 << kDigit;
+  static uint32_t digit(K key, int pass) { return static_cast<uint32_t>(key >> (kDigit * pass)) & (kBuckets - 1); }
+};
+
+// Entries of argsort_descending_msd_team's counts per thread.
+template <class K>
+constexpr int msd_counts() {
+  return kMsdBuckets + LowDigits<K>::kPasses * LowDigits<K>::kBuckets;
+}
+
+template <class K>
+inline uint32_t msd_digit(K key) {
+  return static_cast<uint32_t>(key >> (8 * sizeof(K) - kMsdBits));
+}
+
+// Sorts the m elements of a bucket src by their low bits, stably, with dst (m entries) as the
+// other buffer and hist (LowDigits<K>::kPasses * kBuckets entries) as scratch; returns the
+// buffer holding the result (src or dst).
+template <class K>
+KeyIndex<K>* sort_bucket(KeyIndex<K>* src, KeyIndex<K>* dst, int64_t m, uint32_t* hist) {
+  using L = LowDigits<K>;
+  if (m <= kSmallBucket) {
+    std::sort(src, src + m);
+    return src;
+  }
+  std::fill(hist, hist + L::kPasses * L::kBuckets, 0u);
+  for (int64_t i = 0; i < m; ++i) {
+    const K key = key_of(src[i]);
+    for (int p = 0; p < L::kPasses; ++p) ++hist[p * L::kBuckets + L::digit(key, p)];
+  }
+  for (int p = 0; p < L::kPasses; ++p) {
+    uint32_t* h = hist + p * L::kBuckets;
+    if (h[L::digit(key_of(src[0]), p)] == static_cast<uint64_t>(m)) continue;  // one digit only
+    uint32_t sum = 0;
+    for (int d = 0; d < L::kBuckets; ++d) {
+      const uint32_t count = h[d];
+      h[d] = sum;
+      sum += count;
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      const KeyIndex<K> e = src[i];
+      dst[h[L::digit(key_of(e), p)]++] = e;
+    }
+    std::swap(src, dst);
+  }
+  return src;
+}
+
+// The sort of one long row by the calling team (inside a parallel region, every member calls it;
+// a team of one outside any region), unpacked: sorted = (scale * x) sorted descending and perm of
+// the whole row, every member writing the buckets it sorts (a barrier must follow before any reads another member's
+// part). a, b: element buffers of n entries; counts: team * msd_counts<K>() entries.
+template <class T>
+void argsort_descending_msd_team(const T* x, T scale, int64_t n, KeyIndex<typename RadixKey<T>::type>* a,
+                                 KeyIndex<typename RadixKey<T>::type>* b, uint32_t* counts, T* sorted,
+                                 int32_t* perm) {
   using K = typename RadixKey<T>::type;
-  constexpr int kPasses = sizeof(K);
-  std::unique_ptr<K[]> key_buf(new K[2 * n]);
-  std::unique_ptr<int32_t[]> index_buf(new int32_t[2 * n]);
-  std::vector<uint32_t> counts(static_cast<size_t>(std::max(threads, 1)) * 256);
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(std::max(threads, 1))
-#endif
-  {
-    const auto [t, team] = team_member();
-    const int64_t begin = n * t / team, end = n * (t + 1) / team;
-    K* keys = key_buf.get();
-    K* keys_out = keys + n;
-    int32_t* index = index_buf.get();
-    int32_t* index_out = index + n;
-    for (int64_t i = begin; i < end; ++i) {
-      keys[i] = descending_key<T>(scale * x[i]);
-      index[i] = static_cast<int32_t>(i);
+  constexpr int kStride = msd_counts<K>();
+  const auto [t, team] = team_member();
+  const int64_t begin = n * t / team, end = n * (t + 1) / team;
+  uint32_t* mine = counts + static_cast<int64_t>(kStride) * t;
+  std::fill(mine, mine + kMsdBuckets, 0u);
+  for (int64_t i = begin; i < end; ++i) {
+    const K key = descending_key<T>(scale * x[i]);
+    a[i] = KeyIndex<K>::make(key, static_cast<int32_t>(i));
+    ++mine[msd_digit(key)];
+  }
+  team_barrier();
+  // Digit d of thread t starts after every smaller digit and after digit d of threads t' < t.
+  uint32_t offsets[kMsdBuckets], bucket[kMsdBuckets + 1];
+  uint32_t sum = 0;
+  for (int d = 0; d < kMsdBuckets; ++d) {
+    uint32_t total = 0, before = 0;
+    for (int u = 0; u < team; ++u) {
+      const uint32_t c = counts[static_cast<int64_t>(kStride) * u + d];
+      total += c;
+      before += u < t ? c : 0;
     }
-    uint32_t* mine = counts.data() + 256 * t;
-    for (int p = 0; p < kPasses; ++p) {
-      const int shift = 8 * p;
-      std::fill(mine, mine + 256, 0u);
-      for (int64_t i = begin; i < end; ++i) ++mine[(keys[i] >> shift) & 0xff];
-      team_barrier();
-      // Digit d of thread t starts after every smaller digit and after digit d of threads t' < t.
-      uint32_t offsets[256];
-      uint32_t sum = 0;
-      bool one_digit = false;
-      for (int d = 0; d < 256; ++d) {
-        uint32_t total = 0, before = 0;
-        for (int u = 0; u < team; ++u) {
-          const uint32_t c = counts[256 * u + d];
-          total += c;
-          before += u < t ? c : 0;
-        }
-        one_digit = one_digit || total == static_cast<uint64_t>(n);
-        offsets[d] = sum + before;
-        sum += total;
-      }
-      if (!one_digit) radix_scatter(keys, index, begin, end, shift, offsets, keys_out, index_out);
-      team_barrier();
-      if (!one_digit) {  // every thread takes the same decision from the same counts
-        std::swap(keys, keys_out);
-        std::swap(index, index_out);
-      }
-    }
-    for (int64_t i = begin; i < end; ++i) {
-      perm[i] = index[i];
-      sorted[i] = from_descending_key<T>(keys[i]);
-    }
+    bucket[d] = sum;
+    offsets[d] = sum + before;
+    sum += total;
+  }
+  bucket[kMsdBuckets] = sum;
+  for (int64_t i = begin; i < end; ++i) {
+    const KeyIndex<K> e = a[i];
+    b[offsets[msd_digit(key_of(e))]++] = e;
+  }
+  team_barrier();
+  for (int d = 0; d < kMsdBuckets; ++d) {  // the buckets that start in this member's range
+    const int64_t s = bucket[d], m = int64_t{bucket[d + 1]} - s;
+    if (m == 0 || s < begin || s >= end) continue;
+    const KeyIndex<K>* e = sort_bucket(b + s, a + s, m, mine + kMsdBuckets);
+    unpack_elements<T>(e - s, s, s + m, sorted, perm);
   }
 }
 

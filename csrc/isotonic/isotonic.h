@@ -52,7 +52,11 @@ struct MeanStats {
   DC_HOST_DEVICE DC_INLINE static MeanStats projection_leaf(double s, double w) { return {s - w, 1.0, s - w, s, w}; }
   DC_HOST_DEVICE DC_INLINE double value() const { return mean; }
   // A projection's s - value for an element s of this block, as s - mean(s) + mean(w).
-  DC_HOST_DEVICE DC_INLINE double projection_residual(double s) const { return (s - sum_s / weight) + sum_w / weight; }
+  // A block of one element (most blocks of a long row) skips the divisions by weight 1 (exact).
+  DC_HOST_DEVICE DC_INLINE double projection_residual(double s) const {
+    if (weight == 1.0) return (s - sum_s) + sum_w;
+    return (s - sum_s / weight) + sum_w / weight;
+  }
   DC_HOST_DEVICE DC_INLINE MeanStats pooled(const MeanStats& right) const {
     const double s = sum + right.sum;
     const double w = weight + right.weight;
@@ -231,7 +235,7 @@ struct Projection {
       out[i] = T(double(out_scale) * p);
     }
     if constexpr (R == Reg::L2) {
-      weights[i] = T(1.0 / block.weight);
+      weights[i] = block.weight == 1.0 ? T(1) : T(1.0 / block.weight);
     } else {
       const AnchoredLse& lse = kRank ? block.s : block.w;
       weights[i] = T(exp(double(a[i]) - lse.anchor) / lse.sum);
