@@ -294,3 +294,55 @@ def test_perturb_solvers_and_noise_bit_for_bit():
                             diffcomb.sample_sum_of_gamma((5,), 2.0, generator=torch.Generator().manual_seed(2))))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------
+# Sinkhorn: the lean path of diffcomb.sinkhorn (uniform weights, no option).
+
+_SINKHORN_CALLS = [
+    ("default", dict(epsilon=0.1)),
+    ("fixed", dict(epsilon=0.1, max_iter=20, tol=0)),
+    ("unroll", dict(epsilon=0.3, max_iter=15, tol=0, backward="unroll")),
+    ("int-eps", dict(epsilon=1, tol=1e-5, max_iter=500, check_every=3)),
+    ("not-converged", dict(epsilon=0.01, max_iter=5)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 16, 16), (1, 5), (3, 1), (2, 3, 4, 6), (7, 7)], ids=str)
+@pytest.mark.parametrize("name,kwargs", _SINKHORN_CALLS, ids=[c[0] for c in _SINKHORN_CALLS])
+def test_sinkhorn_bit_for_bit(name, kwargs, shape, dtype):
+    gen = torch.Generator().manual_seed(3)
+    C = torch.rand(shape, generator=gen, dtype=dtype)
+    G = torch.randn(shape, generator=gen, dtype=dtype)
+    results = []
+    for lean in (True, False):
+        with lean_path(lean), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            leaf = C.clone().requires_grad_()
+            out = diffcomb.sinkhorn(leaf, **kwargs)
+            ((out.plan * G).sum() + out.cost.sum()).backward()
+            untracked = diffcomb.sinkhorn(C, **kwargs)
+        results.append((out, leaf.grad, untracked, [str(w.message) for w in caught]))
+    (lean_out, lean_grad, lean_plain, lean_warn), (out, grad, plain, warned) = results
+    for x, y in zip((*lean_out, lean_grad, *lean_plain), (*out, grad, *plain)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert torch.equal(x, y)
+    assert lean_warn == warned
+    if shape == (4, 16, 16):  # n, m > 1: only the truncated run stops above tol
+        assert bool(warned) == (name == "not-converged")
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda C: diffcomb.sinkhorn(C, epsilon=0.0), ValueError, "epsilon"),
+    (lambda C: diffcomb.sinkhorn(C, epsilon=0.1, max_iter=0), ValueError, "max_iter"),
+    (lambda C: diffcomb.sinkhorn(C, epsilon=0.1, tol=-1.0), ValueError, "tol"),
+    (lambda C: diffcomb.sinkhorn(C, epsilon=0.1, backward="adjoint"), ValueError, "backward"),
+    (lambda C: diffcomb.sinkhorn(C, epsilon=float("nan")), ValueError, "epsilon"),
+    (lambda C: diffcomb.sinkhorn(C[0, 0], epsilon=0.1), ValueError, "cost"),
+])
+def test_sinkhorn_errors_are_those_of_the_checked_path(call, error, match):
+    C = torch.rand(2, 3, 4)
+    for lean in (True, False):
+        with lean_path(lean), pytest.raises(error, match=match):
+            call(C)
