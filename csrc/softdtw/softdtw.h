@@ -78,12 +78,13 @@ struct LibMath {
 // Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
 enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
 
-// h = |x_i - y_j|^2 / 2 of two steps of D features, in double.
+// h = |x_i - y_j|^2 / 2 of two steps of D features (feature d at
+// xi[d * stride], yj[d * stride]), in double.
 template <class T>
-DC_HOST_DEVICE DC_INLINE double half_sq(const T* xi, const T* yj, int64_t D) {
+DC_HOST_DEVICE DC_INLINE double half_sq(const T* xi, const T* yj, int64_t D, int64_t stride = 1) {
   double h = 0.0;
   for (int64_t d = 0; d < D; ++d) {
-    const double diff = double(xi[d]) - double(yj[d]);
+    const double diff = double(xi[d * stride]) - double(yj[d * stride]);
     h += diff * diff;
   }
   return 0.5 * h;
@@ -108,25 +109,28 @@ DC_HOST_DEVICE DC_INLINE double step_cost_factor(double h, int kind) {
 // A pair of series x (mb, D), y (nb, D) under a cost code: the cost of cell
 // (i, j) (1-based), and the weight w of the cell's share of the gradients
 // (SPEC 3.3) with E_ij = e: gx_i += w (x_i - y_j), gy_j -= w (x_i - y_j).
+// Feature d of a step is at d * stride (1: (m, D) rows; the lane layout of
+// cpu_lanes.cpp interleaves the pairs of a group).
 template <class T>
 struct SeriesPair {
   const T* x;
   const T* y;
   int64_t D;
   int kind;
-  DC_HOST_DEVICE DC_INLINE const T* xi(int64_t i) const { return x + (i - 1) * D; }
-  DC_HOST_DEVICE DC_INLINE const T* yj(int64_t j) const { return y + (j - 1) * D; }
+  int64_t stride = 1;
+  DC_HOST_DEVICE DC_INLINE const T* xi(int64_t i) const { return x + (i - 1) * D * stride; }
+  DC_HOST_DEVICE DC_INLINE const T* yj(int64_t j) const { return y + (j - 1) * D * stride; }
   template <class M>
   DC_HOST_DEVICE DC_INLINE double cost(int64_t i, int64_t j) const {
-    return step_cost<M>(half_sq(xi(i), yj(j), D), kind);
+    return step_cost<M>(half_sq(xi(i), yj(j), D, stride), kind);
   }
   template <class M>
   DC_HOST_DEVICE DC_INLINE double weight(double e, int64_t i, int64_t j) const {
-    return e * step_cost_factor<M>(kind == kCostLogAugmented ? half_sq(xi(i), yj(j), D) : 0.0, kind);
+    return e * step_cost_factor<M>(kind == kCostLogAugmented ? half_sq(xi(i), yj(j), D, stride) : 0.0, kind);
   }
   // x_i[d] - y_j[d] in double.
   DC_HOST_DEVICE DC_INLINE double difference(int64_t i, int64_t j, int64_t d) const {
-    return double(xi(i)[d]) - double(yj(j)[d]);
+    return double(xi(i)[d * stride]) - double(yj(j)[d * stride]);
   }
 };
 
@@ -245,7 +249,10 @@ DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, doubl
 // diagonal k. A step holds the diagonals it reads and writes as pointers
 // indexed by i (built once per diagonal), so the CPU sweeps run it as the
 // body of a vector loop over a diagonal's rows and the CUDA wavefront as one
-// thread's cell: one definition of each update for both devices. The steps
+// thread's cell: one definition of each update for both devices. With
+// interleaved pairs (layout.h, Arrays::lanes = w > 1) the index is i * w + l
+// (pair l) and the neighbouring rows are w apart: a diagonal of the group is
+// one vector loop over all its lanes. The steps
 // are forced inline: the CPU's row loops are compiled once per instruction
 // set (cpu.cpp), and a step left out of line would be compiled only for the
 // baseline one (about 3x slower).
@@ -271,11 +278,13 @@ struct ForwardStep {
   const double *r1, *r2;  // R of diagonals k - 1 (left at i, up at i - 1) and k - 2 (diag at i - 1)
   double *r, *b;           // R and B of diagonal k
   Smoothing s;
+  int64_t w;  // lanes
   DC_HOST_DEVICE DC_STEP_INLINE ForwardStep(const Arrays& a, int64_t k, Smoothing s)
-      : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), r(a.A + a.start[k]), b(a.B + a.start[k]), s(s) {}
+      : r1(a.A + a.start[k - 1] * a.lanes), r2(a.A + a.start[k - 2] * a.lanes), r(a.A + a.start[k] * a.lanes),
+        b(a.B + a.start[k] * a.lanes), s(s), w(a.lanes) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     double code;
-    r[i] = forward_value<M, Hard>(r1[i], r2[i - 1], r1[i - 1], b[i], s.gamma, s.inv_gamma, &code);
+    r[i] = forward_value<M, Hard>(r1[i], r2[i - w], r1[i - w], b[i], s.gamma, s.inv_gamma, &code);
     b[i] = code;
   }
 };
@@ -288,15 +297,17 @@ struct TangentStep {
   const double *d1, *d2;  // dR of diagonals k - 1 and k - 2
   double *r, *b, *d, *z;  // R, B, dR and Z of diagonal k
   Smoothing s;
+  int64_t w;  // lanes
   DC_HOST_DEVICE DC_STEP_INLINE TangentStep(const Arrays& a, int64_t k, Smoothing s)
-      : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), d1(a.D + a.start[k - 1]), d2(a.D + a.start[k - 2]),
-        r(a.A + a.start[k]), b(a.B + a.start[k]), d(a.D + a.start[k]), z(a.Z + a.start[k]), s(s) {}
+      : r1(a.A + a.start[k - 1] * a.lanes), r2(a.A + a.start[k - 2] * a.lanes), d1(a.D + a.start[k - 1] * a.lanes),
+        d2(a.D + a.start[k - 2] * a.lanes), r(a.A + a.start[k] * a.lanes), b(a.B + a.start[k] * a.lanes),
+        d(a.D + a.start[k] * a.lanes), z(a.Z + a.start[k] * a.lanes), s(s), w(a.lanes) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
-    const double l = r1[i], g = r2[i - 1], u = r1[i - 1];
+    const double l = r1[i], g = r2[i - w], u = r1[i - w];
     double code;
     r[i] = forward_value<M, Hard>(l, g, u, b[i], s.gamma, s.inv_gamma, &code);
     b[i] = code;
-    const double mu = tangent_mu<M, Hard>(code, l, g, u, d1[i], d2[i - 1], d1[i - 1], s.inv_gamma);
+    const double mu = tangent_mu<M, Hard>(code, l, g, u, d1[i], d2[i - w], d1[i - w], s.inv_gamma);
     d[i] = z[i] + mu;
     z[i] = mu;
   }
@@ -311,14 +322,16 @@ struct BackwardStep {
   const double* r0;       // R of the successors' diagonal predecessors, on diagonal k - 1
   double* a;              // R of diagonal k, overwritten by E
   Smoothing s;
-  DC_HOST_DEVICE DC_STEP_INLINE BackwardStep(const Arrays& w, int64_t k, Smoothing s)
-      : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), e2(w.A + w.start[k + 2]), b2(w.B + w.start[k + 2]),
-        r0(w.A + w.start[k - 1]), a(w.A + w.start[k]), s(s) {}
+  int64_t w;  // lanes
+  DC_HOST_DEVICE DC_STEP_INLINE BackwardStep(const Arrays& x, int64_t k, Smoothing s)
+      : e1(x.A + x.start[k + 1] * x.lanes), b1(x.B + x.start[k + 1] * x.lanes), e2(x.A + x.start[k + 2] * x.lanes),
+        b2(x.B + x.start[k + 2] * x.lanes), r0(x.A + x.start[k - 1] * x.lanes), a(x.A + x.start[k] * x.lanes), s(s),
+        w(x.lanes) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     const double r = a[i];
-    a[i] = share<M, Hard>(e1[i], b1[i], r0[i - 1], r, s.inv_gamma, kLeft) +
-           share<M, Hard>(e1[i + 1], b1[i + 1], r0[i], r, s.inv_gamma, kUp) +
-           share<M, Hard>(e2[i + 1], b2[i + 1], r, r, s.inv_gamma, kDiag);
+    a[i] = share<M, Hard>(e1[i], b1[i], r0[i - w], r, s.inv_gamma, kLeft) +
+           share<M, Hard>(e1[i + w], b1[i + w], r0[i], r, s.inv_gamma, kUp) +
+           share<M, Hard>(e2[i + w], b2[i + w], r, r, s.inv_gamma, kDiag);
   }
 };
 
@@ -330,16 +343,18 @@ struct SecondBackwardStep {
   const double* r0;                 // as in BackwardStep
   double *a, *d;                    // R and dR of diagonal k, overwritten by E and dE
   Smoothing s;
-  DC_HOST_DEVICE DC_STEP_INLINE SecondBackwardStep(const Arrays& w, int64_t k, Smoothing s)
-      : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), d1(w.D + w.start[k + 1]), z1(w.Z + w.start[k + 1]),
-        e2(w.A + w.start[k + 2]), b2(w.B + w.start[k + 2]), d2(w.D + w.start[k + 2]), z2(w.Z + w.start[k + 2]),
-        r0(w.A + w.start[k - 1]), a(w.A + w.start[k]), d(w.D + w.start[k]), s(s) {}
+  int64_t w;  // lanes
+  DC_HOST_DEVICE DC_STEP_INLINE SecondBackwardStep(const Arrays& x, int64_t k, Smoothing s)
+      : e1(x.A + x.start[k + 1] * x.lanes), b1(x.B + x.start[k + 1] * x.lanes), d1(x.D + x.start[k + 1] * x.lanes),
+        z1(x.Z + x.start[k + 1] * x.lanes), e2(x.A + x.start[k + 2] * x.lanes), b2(x.B + x.start[k + 2] * x.lanes),
+        d2(x.D + x.start[k + 2] * x.lanes), z2(x.Z + x.start[k + 2] * x.lanes), r0(x.A + x.start[k - 1] * x.lanes),
+        a(x.A + x.start[k] * x.lanes), d(x.D + x.start[k] * x.lanes), s(s), w(x.lanes) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     const double r = a[i], dr = d[i], g = s.inv_gamma;
     double e = 0.0, de = 0.0;
-    second_share<M, Hard>(e1[i], d1[i], z1[i], b1[i], r0[i - 1], r, dr, g, kLeft, &e, &de);
-    second_share<M, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r0[i], r, dr, g, kUp, &e, &de);
-    second_share<M, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, r, dr, g, kDiag, &e, &de);
+    second_share<M, Hard>(e1[i], d1[i], z1[i], b1[i], r0[i - w], r, dr, g, kLeft, &e, &de);
+    second_share<M, Hard>(e1[i + w], d1[i + w], z1[i + w], b1[i + w], r0[i], r, dr, g, kUp, &e, &de);
+    second_share<M, Hard>(e2[i + w], d2[i + w], z2[i + w], b2[i + w], r, r, dr, g, kDiag, &e, &de);
     a[i] = e;
     d[i] = de;
   }
