@@ -229,9 +229,11 @@ void solve_group(const Diagonals& g, const T* x, const T* y, T* value, T* gx, T*
   }
 }
 
-// Work of one group's cell per pair (load, both passes, gradients), in the units of
-// parallel_rows' threshold (about ns): a call runs on the calling thread below ~30 us of work.
-constexpr int64_t kCellCost = 10;
+// Work of one cell of one pair (load, both passes, gradients), kCellCost * (D + 2), in the
+// units of parallel_rows' threshold (about ns; measured ~13 ns at D = 2, generous here): a
+// call runs on the calling thread below kParallelWork.
+constexpr int64_t kCellCost = 5;
+constexpr int64_t kParallelWork = int64_t(1) << 15;
 
 }  // namespace
 
@@ -250,8 +252,11 @@ void series_lanes(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std:
       std::fill_n(as_ptr<T>(value), batch, T(INFINITY));
       return;
     }
-    const int64_t groups = (batch + kMaxLanes - 1) / kMaxLanes;
-    parallel_rows(groups, threads, kCellCost * kMaxLanes * m * n * (D + 1), [&](int64_t begin, int64_t end) {
+    // Groups of at most kMaxLanes pairs, at least one per thread when the batch is worth threads.
+    const int64_t work = kCellCost * batch * m * n * (D + 2);
+    int64_t groups = (batch + kMaxLanes - 1) / kMaxLanes;
+    if (work >= kParallelWork) groups = std::max<int64_t>(groups, std::min<int64_t>(batch, threads));
+    parallel_rows(groups, threads, work / groups, [&](int64_t begin, int64_t end) {
       for (int64_t q = begin; q < end; ++q) {  // groups of equal size (to one pair)
         const int64_t b0 = batch * q / groups, b1 = batch * (q + 1) / groups;
         solve_group(g, as_ptr<const T>(x), as_ptr<const T>(y), as_ptr<T>(value), as_ptr<T>(gx), as_ptr<T>(gy), b0,

@@ -9,7 +9,7 @@
 namespace diffcomb {
 namespace softdtw {
 
-constexpr int64_t kLaneCells = 1024;
+constexpr int64_t kLaneCells = 16384;  // 128 x 128
 
 // Whether series_lanes serves a batch of pairs of m x n cells (lengths:
 // per-pair lengths were given).
