@@ -200,7 +200,7 @@ void solve_group(const Diagonals& g, const T* x, const T* y, T* value, T* gx, T*
   bool bad[kMaxLanes] = {};
   if (!load_group(g, a, q, D, kind)) poisoned_lanes(g, a, bad);
   const bool hard = s.gamma == 0.0;
-  const RowsFn fwd = hard ? forward_hard : forward_soft;
+  const RowsFn fwd = hard ? forward_hard_lanes : forward_soft_lanes;
   for (int64_t k = 2; k <= g.last(); ++k) fwd(a, s, k, g.lo(k) * w, g.hi(k) * w + w - 1);
   double ends[kMaxLanes];
   bool finite = false;
@@ -216,7 +216,7 @@ void solve_group(const Diagonals& g, const T* x, const T* y, T* value, T* gx, T*
     }
     return;
   }
-  const RowsFn bwd = hard ? backward_hard : backward_soft;
+  const RowsFn bwd = hard ? backward_hard_lanes : backward_soft_lanes;
   for (int64_t k = g.last() - 1; k >= 2; --k) bwd(a, s, k, g.lo(k) * w, g.hi(k) * w + w - 1);
   q.GX.resize(m * D * w);
   q.GY.resize(n * D * w);

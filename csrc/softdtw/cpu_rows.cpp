@@ -36,5 +36,18 @@ DC_DEFINE_ROWS(soft, false)
 DC_DEFINE_ROWS(hard, true)
 #undef DC_DEFINE_ROWS
 
+// The passes of interleaved groups (the lane count read from the arrays).
+#define DC_DEFINE_GROUP_ROWS(NAME, HARD)                                                                        \
+  DC_SIMD_CLONES void forward_##NAME##_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1) {  \
+    run_rows(ForwardStep<VecMath, HARD, 0>(a, k, s), i0, i1);                                                    \
+  }                                                                                                              \
+  DC_SIMD_CLONES void backward_##NAME##_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1) { \
+    run_rows(BackwardStep<VecMath, HARD, 0>(a, k, s), i0, i1);                                                   \
+  }
+
+DC_DEFINE_GROUP_ROWS(soft, false)
+DC_DEFINE_GROUP_ROWS(hard, true)
+#undef DC_DEFINE_GROUP_ROWS
+
 }  // namespace softdtw
 }  // namespace diffcomb

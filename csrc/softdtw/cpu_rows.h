@@ -34,6 +34,13 @@ void backward_hard(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t 
 void second_backward_soft(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
 void second_backward_hard(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
 
+// The forward and the backward of an interleaved group (Arrays::lanes pairs; the one-pair
+// functions above take a single pair, lanes = 1, with the stride a constant).
+void forward_soft_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
+void forward_hard_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
+void backward_soft_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
+void backward_hard_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
+
 }  // namespace softdtw
 }  // namespace diffcomb
 

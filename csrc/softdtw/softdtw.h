@@ -250,9 +250,10 @@ DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, doubl
 // indexed by i (built once per diagonal), so the CPU sweeps run it as the
 // body of a vector loop over a diagonal's rows and the CUDA wavefront as one
 // thread's cell: one definition of each update for both devices. With
-// interleaved pairs (layout.h, Arrays::lanes = w > 1) the index is i * w + l
-// (pair l) and the neighbouring rows are w apart: a diagonal of the group is
-// one vector loop over all its lanes. The steps
+// interleaved pairs (layout.h, Arrays::lanes = w > 1; Lanes = 0: w read from
+// the arrays, else the constant Lanes) the index is i * w + l (pair l) and
+// the neighbouring rows are w apart: a diagonal of the group is one vector
+// loop over all its lanes. The steps
 // are forced inline: the CPU's row loops are compiled once per instruction
 // set (cpu.cpp), and a step left out of line would be compiled only for the
 // baseline one (about 3x slower).
@@ -273,15 +274,15 @@ struct Smoothing {
 };
 
 // Forward: R and B's normalizer (or code) of cell (k, i), from diagonals k - 1 and k - 2.
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct ForwardStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *r1, *r2;  // R of diagonals k - 1 (left at i, up at i - 1) and k - 2 (diag at i - 1)
   double *r, *b;           // R and B of diagonal k
   Smoothing s;
-  int64_t w;  // lanes
   DC_HOST_DEVICE DC_STEP_INLINE ForwardStep(const Arrays& a, int64_t k, Smoothing s)
-      : r1(a.A + a.start[k - 1] * a.lanes), r2(a.A + a.start[k - 2] * a.lanes), r(a.A + a.start[k] * a.lanes),
-        b(a.B + a.start[k] * a.lanes), s(s), w(a.lanes) {}
+      : w(Lanes > 0 ? Lanes : a.lanes), r1(a.A + a.start[k - 1] * w), r2(a.A + a.start[k - 2] * w),
+        r(a.A + a.start[k] * w), b(a.B + a.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     double code;
     r[i] = forward_value<M, Hard>(r1[i], r2[i - w], r1[i - w], b[i], s.gamma, s.inv_gamma, &code);
@@ -291,17 +292,17 @@ struct ForwardStep {
 
 // Forward with its tangent for the direction Z (SPEC 3.8): also dR = Z + mu
 // into D and mu into Z.
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct TangentStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *r1, *r2;  // R of diagonals k - 1 and k - 2
   const double *d1, *d2;  // dR of diagonals k - 1 and k - 2
   double *r, *b, *d, *z;  // R, B, dR and Z of diagonal k
   Smoothing s;
-  int64_t w;  // lanes
   DC_HOST_DEVICE DC_STEP_INLINE TangentStep(const Arrays& a, int64_t k, Smoothing s)
-      : r1(a.A + a.start[k - 1] * a.lanes), r2(a.A + a.start[k - 2] * a.lanes), d1(a.D + a.start[k - 1] * a.lanes),
-        d2(a.D + a.start[k - 2] * a.lanes), r(a.A + a.start[k] * a.lanes), b(a.B + a.start[k] * a.lanes),
-        d(a.D + a.start[k] * a.lanes), z(a.Z + a.start[k] * a.lanes), s(s), w(a.lanes) {}
+      : w(Lanes > 0 ? Lanes : a.lanes), r1(a.A + a.start[k - 1] * w), r2(a.A + a.start[k - 2] * w),
+        d1(a.D + a.start[k - 1] * w), d2(a.D + a.start[k - 2] * w), r(a.A + a.start[k] * w),
+        b(a.B + a.start[k] * w), d(a.D + a.start[k] * w), z(a.Z + a.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     const double l = r1[i], g = r2[i - w], u = r1[i - w];
     double code;
@@ -315,18 +316,18 @@ struct TangentStep {
 
 // Backward: E of cell (k, i) (overwriting its R) from its successors on
 // diagonals k + 1 and k + 2 (above, "The successors of cell (k, i)").
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct BackwardStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *e1, *b1;  // E and B of diagonal k + 1 (right successor at i, down at i + 1)
   const double *e2, *b2;  // E and B of diagonal k + 2 (diagonal successor at i + 1)
   const double* r0;       // R of the successors' diagonal predecessors, on diagonal k - 1
   double* a;              // R of diagonal k, overwritten by E
   Smoothing s;
-  int64_t w;  // lanes
   DC_HOST_DEVICE DC_STEP_INLINE BackwardStep(const Arrays& x, int64_t k, Smoothing s)
-      : e1(x.A + x.start[k + 1] * x.lanes), b1(x.B + x.start[k + 1] * x.lanes), e2(x.A + x.start[k + 2] * x.lanes),
-        b2(x.B + x.start[k + 2] * x.lanes), r0(x.A + x.start[k - 1] * x.lanes), a(x.A + x.start[k] * x.lanes), s(s),
-        w(x.lanes) {}
+      : w(Lanes > 0 ? Lanes : x.lanes), e1(x.A + x.start[k + 1] * w), b1(x.B + x.start[k + 1] * w),
+        e2(x.A + x.start[k + 2] * w), b2(x.B + x.start[k + 2] * w), r0(x.A + x.start[k - 1] * w),
+        a(x.A + x.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     const double r = a[i];
     a[i] = share<M, Hard>(e1[i], b1[i], r0[i - w], r, s.inv_gamma, kLeft) +
@@ -336,19 +337,20 @@ struct BackwardStep {
 };
 
 // Backward with its tangent (SPEC 3.8): E into A, dE = H Z into D.
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct SecondBackwardStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *e1, *b1, *d1, *z1;  // E, B, dE and mu of diagonal k + 1
   const double *e2, *b2, *d2, *z2;  // the same of diagonal k + 2
   const double* r0;                 // as in BackwardStep
   double *a, *d;                    // R and dR of diagonal k, overwritten by E and dE
   Smoothing s;
-  int64_t w;  // lanes
   DC_HOST_DEVICE DC_STEP_INLINE SecondBackwardStep(const Arrays& x, int64_t k, Smoothing s)
-      : e1(x.A + x.start[k + 1] * x.lanes), b1(x.B + x.start[k + 1] * x.lanes), d1(x.D + x.start[k + 1] * x.lanes),
-        z1(x.Z + x.start[k + 1] * x.lanes), e2(x.A + x.start[k + 2] * x.lanes), b2(x.B + x.start[k + 2] * x.lanes),
-        d2(x.D + x.start[k + 2] * x.lanes), z2(x.Z + x.start[k + 2] * x.lanes), r0(x.A + x.start[k - 1] * x.lanes),
-        a(x.A + x.start[k] * x.lanes), d(x.D + x.start[k] * x.lanes), s(s), w(x.lanes) {}
+      : w(Lanes > 0 ? Lanes : x.lanes), e1(x.A + x.start[k + 1] * w), b1(x.B + x.start[k + 1] * w),
+        d1(x.D + x.start[k + 1] * w), z1(x.Z + x.start[k + 1] * w), e2(x.A + x.start[k + 2] * w),
+        b2(x.B + x.start[k + 2] * w),
+        d2(x.D + x.start[k + 2] * w), z2(x.Z + x.start[k + 2] * w), r0(x.A + x.start[k - 1] * w),
+        a(x.A + x.start[k] * w), d(x.D + x.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     const double r = a[i], dr = d[i], g = s.inv_gamma;
     double e = 0.0, de = 0.0;
