@@ -97,7 +97,7 @@ DC_STEP_INLINE bool load_costs(const Diagonals& g, const Arrays& a, const Group&
   return poison == 0.0;
 }
 
-// The gradients from E in A into GX, GY (cpu.cpp store_series_gradients and SeriesPair::weight:
+// The gradients from E in A into GX, GY (cpu.cpp store_series_gradients, softdtw.h SeriesPair::weight:
 // the same sums in the same order, for every pair of the group).
 template <int Kind>
 DC_STEP_INLINE void lane_gradients(const Diagonals& g, const Arrays& a, Group& q, int64_t D) {

@@ -78,13 +78,12 @@ struct LibMath {
 // Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
 enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
 
-// h = |x_i - y_j|^2 / 2 of two steps of D features (feature d at
-// xi[d * stride], yj[d * stride]), in double.
+// h = |x_i - y_j|^2 / 2 of two steps of D features, in double.
 template <class T>
-DC_HOST_DEVICE DC_INLINE double half_sq(const T* xi, const T* yj, int64_t D, int64_t stride = 1) {
+DC_HOST_DEVICE DC_INLINE double half_sq(const T* xi, const T* yj, int64_t D) {
   double h = 0.0;
   for (int64_t d = 0; d < D; ++d) {
-    const double diff = double(xi[d * stride]) - double(yj[d * stride]);
+    const double diff = double(xi[d]) - double(yj[d]);
     h += diff * diff;
   }
   return 0.5 * h;
@@ -109,28 +108,25 @@ DC_HOST_DEVICE DC_INLINE double step_cost_factor(double h, int kind) {
 // A pair of series x (mb, D), y (nb, D) under a cost code: the cost of cell
 // (i, j) (1-based), and the weight w of the cell's share of the gradients
 // (SPEC 3.3) with E_ij = e: gx_i += w (x_i - y_j), gy_j -= w (x_i - y_j).
-// Feature d of a step is at d * stride (1: (m, D) rows; the lane layout of
-// cpu_lanes.cpp interleaves the pairs of a group).
 template <class T>
 struct SeriesPair {
   const T* x;
   const T* y;
   int64_t D;
   int kind;
-  int64_t stride = 1;
-  DC_HOST_DEVICE DC_INLINE const T* xi(int64_t i) const { return x + (i - 1) * D * stride; }
-  DC_HOST_DEVICE DC_INLINE const T* yj(int64_t j) const { return y + (j - 1) * D * stride; }
+  DC_HOST_DEVICE DC_INLINE const T* xi(int64_t i) const { return x + (i - 1) * D; }
+  DC_HOST_DEVICE DC_INLINE const T* yj(int64_t j) const { return y + (j - 1) * D; }
   template <class M>
   DC_HOST_DEVICE DC_INLINE double cost(int64_t i, int64_t j) const {
-    return step_cost<M>(half_sq(xi(i), yj(j), D, stride), kind);
+    return step_cost<M>(half_sq(xi(i), yj(j), D), kind);
   }
   template <class M>
   DC_HOST_DEVICE DC_INLINE double weight(double e, int64_t i, int64_t j) const {
-    return e * step_cost_factor<M>(kind == kCostLogAugmented ? half_sq(xi(i), yj(j), D, stride) : 0.0, kind);
+    return e * step_cost_factor<M>(kind == kCostLogAugmented ? half_sq(xi(i), yj(j), D) : 0.0, kind);
   }
   // x_i[d] - y_j[d] in double.
   DC_HOST_DEVICE DC_INLINE double difference(int64_t i, int64_t j, int64_t d) const {
-    return double(xi(i)[d * stride]) - double(yj(j)[d * stride]);
+    return double(xi(i)[d]) - double(yj(j)[d]);
   }
 };
 
