@@ -21,25 +21,18 @@ struct VecMath {
   static inline double log(double x) { return vmath::log_positive(x); }
 };
 
-using RowsFn = void (*)(const Arrays&, Smoothing, int64_t k, int64_t i0, int64_t i1);
+// Rows [i0, i1] of diagonal k of the arrays under one pass's step.
+using Rows = void(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
+using RowsFn = Rows*;
 
 // One function per (pass, mode): the forward, the forward with its tangent,
 // the backward and the second-order backward; soft (gamma > 0) and hard.
-void forward_soft(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void forward_hard(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void tangent_soft(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void tangent_hard(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void backward_soft(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void backward_hard(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void second_backward_soft(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void second_backward_hard(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
+Rows forward_soft, forward_hard, tangent_soft, tangent_hard, backward_soft, backward_hard, second_backward_soft,
+    second_backward_hard;
 
 // The forward and the backward of an interleaved group (Arrays::lanes pairs; the one-pair
 // functions above take a single pair, lanes = 1, with the stride a constant).
-void forward_soft_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void forward_hard_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void backward_soft_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
-void backward_hard_lanes(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
+Rows forward_soft_lanes, forward_hard_lanes, backward_soft_lanes, backward_hard_lanes;
 
 }  // namespace softdtw
 }  // namespace diffcomb
