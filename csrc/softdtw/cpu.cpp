@@ -3,11 +3,13 @@
 //
 // Each pair's costs are copied (cost matrix) or computed (series) into the
 // diagonal layout; each diagonal is then one vectorized loop of a step
-// (common/vmath.h exp/log, compiled for x86-64-v4 (AVX-512), v3 (AVX2) and
-// the baseline, the best picked at load time). Pairs run in parallel over the
-// batch; a batch smaller than the thread count instead runs one pair at a
-// time on all threads, cut into the tiles of layout.h (as the CUDA driver
-// does), processed along tile anti-diagonals.
+// (cpu_rows.h: common/vmath.h exp/log, compiled for x86-64-v4 (AVX-512), v3
+// (AVX2) and the baseline, the best picked at load time). Pairs run in
+// parallel over the batch; a batch smaller than the thread count instead runs
+// one pair at a time on all threads, cut into the tiles of layout.h (as the
+// CUDA driver does), processed along tile anti-diagonals. Batches of small
+// series without per-pair lengths go to cpu_lanes.cpp (lanes.h), which
+// sweeps groups of pairs interleaved with the same steps.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -18,56 +20,16 @@
 
 #include "../common/common.h"
 #include "../common/parallel.h"
-#include "../common/vmath.h"
 #include "api.h"
 #include "checks.h"
+#include "cpu_rows.h"
+#include "lanes.h"
 #include "layout.h"
 #include "softdtw.h"
 
 namespace diffcomb {
 namespace softdtw {
 namespace {
-
-struct VecMath {
-  static inline double exp(double x) { return vmath::exp(x); }
-  static inline double log(double x) { return vmath::log_positive(x); }
-};
-
-// Rows [i0, i1] of one diagonal under a step: one vector loop. Forced inline
-// (as the steps are) into the per-instruction-set entry points below.
-template <class Step>
-DC_STEP_INLINE void run_rows(const Step& step, int64_t i0, int64_t i1) {
-#pragma omp simd
-  for (int64_t i = i0; i <= i1; ++i) step(i);
-}
-
-// The entry points the sweeps call: one function per (pass, mode), each
-// compiled for several instruction sets (GCC function multiversioning).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DC_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DC_SIMD_CLONES
-#endif
-
-#define DC_DEFINE_ROWS(NAME, HARD)                                                                          \
-  DC_SIMD_CLONES void forward_##NAME(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1) {     \
-    run_rows(ForwardStep<VecMath, HARD>(a, k, s), i0, i1);                                                  \
-  }                                                                                                         \
-  DC_SIMD_CLONES void tangent_##NAME(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1) {     \
-    run_rows(TangentStep<VecMath, HARD>(a, k, s), i0, i1);                                                  \
-  }                                                                                                         \
-  DC_SIMD_CLONES void backward_##NAME(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1) {    \
-    run_rows(BackwardStep<VecMath, HARD>(a, k, s), i0, i1);                                                 \
-  }                                                                                                         \
-  DC_SIMD_CLONES void second_backward_##NAME(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1) { \
-    run_rows(SecondBackwardStep<VecMath, HARD>(a, k, s), i0, i1);                                           \
-  }
-
-DC_DEFINE_ROWS(soft, false)
-DC_DEFINE_ROWS(hard, true)
-#undef DC_DEFINE_ROWS
-
-using RowsFn = void (*)(const Arrays&, Smoothing, int64_t, int64_t, int64_t);
 
 // ---------------------------------------------------------------------------
 // One pair.
@@ -345,6 +307,10 @@ void series_cpu(std::uintptr_t x, std::uintptr_t y, std::uintptr_t value, std::u
                 std::uintptr_t lengths_x, std::uintptr_t lengths_y, int64_t batch, int64_t m, int64_t n, int64_t D,
                 int cost, double gamma, int64_t band, int dtype, int threads) {
   check_series(x, y, value, batch, m, n, D, cost, dtype);
+  if (lanes_serve(batch, m, n, lengths_x != 0 || lengths_y != 0)) {
+    series_lanes(x, y, value, gx, gy, batch, m, n, D, cost, gamma, band, dtype, threads);
+    return;
+  }
   const Problem p{as_ptr<const int64_t>(lengths_x), as_ptr<const int64_t>(lengths_y), m, n, band};
   const Smoothing s = Smoothing::of(gamma);
   dispatch_float(dtype, [&](auto tag) {

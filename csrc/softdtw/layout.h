@@ -105,29 +105,38 @@ struct Problem {
   }
 };
 
-// The arrays of one pair (softdtw.h, "Arrays") and its diagonal offsets.
+// The arrays of one pair (softdtw.h, "Arrays") and its diagonal offsets; or
+// of a group of `lanes` pairs of the same geometry (cpu_lanes.cpp), stored
+// interleaved: cell (k, i) of the group's pair l at (start[k] + i) * lanes +
+// l, so that a diagonal of the group is one contiguous run of lanes * length
+// values, pads included (each pad slot is `lanes` values).
 struct Arrays {
   double* A;
   double* B;
   double* D;  // second order only (else null)
   double* Z;  // second order only (else null)
   const int64_t* start;
+  int64_t lanes = 1;
 };
 
 // The two pads of diagonal k: +inf in A and B (an unreachable predecessor, a
 // masked successor), 0 in D and Z.
 DC_HOST_DEVICE DC_INLINE void set_pads(const Arrays& a, const Diagonals& g, int64_t k) {
   const int64_t pads[2] = {a.start[k] + g.lo(k) - 1, a.start[k] + g.hi(k) + 1};
-  for (int64_t p : pads) {
-    a.A[p] = a.B[p] = INFINITY;
-    if (a.D) a.D[p] = a.Z[p] = 0.0;
+  for (int64_t slot : pads) {
+    for (int64_t p = slot * a.lanes; p < (slot + 1) * a.lanes; ++p) {
+      a.A[p] = a.B[p] = INFINITY;
+      if (a.D) a.D[p] = a.Z[p] = 0.0;
+    }
   }
 }
 
 // The origin R[0][0] = 0 (and its tangent 0) on diagonal 0; not a pad slot.
 DC_HOST_DEVICE DC_INLINE void set_origin(const Arrays& a) {
-  a.A[a.start[0]] = 0.0;
-  if (a.D) a.D[a.start[0]] = a.Z[a.start[0]] = 0.0;
+  for (int64_t p = a.start[0] * a.lanes; p < (a.start[0] + 1) * a.lanes; ++p) {
+    a.A[p] = 0.0;
+    if (a.D) a.D[p] = a.Z[p] = 0.0;
+  }
 }
 
 // The results of a forward: R[mb][nb] and, second order, dR[mb][nb].
@@ -136,10 +145,10 @@ struct Ends {
   double tangent;
 };
 
-// Between the passes: reads the forward's results at (mb, nb) and seeds the
-// backward there, E[mb][nb] = 1 and dE[mb][nb] = 0.
-DC_HOST_DEVICE DC_INLINE Ends finish_forward(const Arrays& a, const Diagonals& g) {
-  const int64_t end = a.start[g.last()] + g.mb;
+// Between the passes: reads the forward's results at (mb, nb) (of the pair
+// in lane `lane`) and seeds the backward there, E[mb][nb] = 1 and dE[mb][nb] = 0.
+DC_HOST_DEVICE DC_INLINE Ends finish_forward(const Arrays& a, const Diagonals& g, int64_t lane = 0) {
+  const int64_t end = (a.start[g.last()] + g.mb) * a.lanes + lane;
   Ends ends{a.A[end], 0.0};
   a.A[end] = 1.0;
   if (a.D) {

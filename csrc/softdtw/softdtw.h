@@ -245,7 +245,11 @@ DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, doubl
 // diagonal k. A step holds the diagonals it reads and writes as pointers
 // indexed by i (built once per diagonal), so the CPU sweeps run it as the
 // body of a vector loop over a diagonal's rows and the CUDA wavefront as one
-// thread's cell: one definition of each update for both devices. The steps
+// thread's cell: one definition of each update for both devices. With
+// interleaved pairs (layout.h, Arrays::lanes = w > 1; Lanes = 0: w read from
+// the arrays, else the constant Lanes) the index is i * w + l (pair l) and
+// the neighbouring rows are w apart: a diagonal of the group is one vector
+// loop over all its lanes. The steps
 // are forced inline: the CPU's row loops are compiled once per instruction
 // set (cpu.cpp), and a step left out of line would be compiled only for the
 // baseline one (about 3x slower).
@@ -266,37 +270,41 @@ struct Smoothing {
 };
 
 // Forward: R and B's normalizer (or code) of cell (k, i), from diagonals k - 1 and k - 2.
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct ForwardStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *r1, *r2;  // R of diagonals k - 1 (left at i, up at i - 1) and k - 2 (diag at i - 1)
   double *r, *b;           // R and B of diagonal k
   Smoothing s;
   DC_HOST_DEVICE DC_STEP_INLINE ForwardStep(const Arrays& a, int64_t k, Smoothing s)
-      : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), r(a.A + a.start[k]), b(a.B + a.start[k]), s(s) {}
+      : w(Lanes > 0 ? Lanes : a.lanes), r1(a.A + a.start[k - 1] * w), r2(a.A + a.start[k - 2] * w),
+        r(a.A + a.start[k] * w), b(a.B + a.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     double code;
-    r[i] = forward_value<M, Hard>(r1[i], r2[i - 1], r1[i - 1], b[i], s.gamma, s.inv_gamma, &code);
+    r[i] = forward_value<M, Hard>(r1[i], r2[i - w], r1[i - w], b[i], s.gamma, s.inv_gamma, &code);
     b[i] = code;
   }
 };
 
 // Forward with its tangent for the direction Z (SPEC 3.8): also dR = Z + mu
 // into D and mu into Z.
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct TangentStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *r1, *r2;  // R of diagonals k - 1 and k - 2
   const double *d1, *d2;  // dR of diagonals k - 1 and k - 2
   double *r, *b, *d, *z;  // R, B, dR and Z of diagonal k
   Smoothing s;
   DC_HOST_DEVICE DC_STEP_INLINE TangentStep(const Arrays& a, int64_t k, Smoothing s)
-      : r1(a.A + a.start[k - 1]), r2(a.A + a.start[k - 2]), d1(a.D + a.start[k - 1]), d2(a.D + a.start[k - 2]),
-        r(a.A + a.start[k]), b(a.B + a.start[k]), d(a.D + a.start[k]), z(a.Z + a.start[k]), s(s) {}
+      : w(Lanes > 0 ? Lanes : a.lanes), r1(a.A + a.start[k - 1] * w), r2(a.A + a.start[k - 2] * w),
+        d1(a.D + a.start[k - 1] * w), d2(a.D + a.start[k - 2] * w), r(a.A + a.start[k] * w),
+        b(a.B + a.start[k] * w), d(a.D + a.start[k] * w), z(a.Z + a.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
-    const double l = r1[i], g = r2[i - 1], u = r1[i - 1];
+    const double l = r1[i], g = r2[i - w], u = r1[i - w];
     double code;
     r[i] = forward_value<M, Hard>(l, g, u, b[i], s.gamma, s.inv_gamma, &code);
     b[i] = code;
-    const double mu = tangent_mu<M, Hard>(code, l, g, u, d1[i], d2[i - 1], d1[i - 1], s.inv_gamma);
+    const double mu = tangent_mu<M, Hard>(code, l, g, u, d1[i], d2[i - w], d1[i - w], s.inv_gamma);
     d[i] = z[i] + mu;
     z[i] = mu;
   }
@@ -304,42 +312,47 @@ struct TangentStep {
 
 // Backward: E of cell (k, i) (overwriting its R) from its successors on
 // diagonals k + 1 and k + 2 (above, "The successors of cell (k, i)").
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct BackwardStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *e1, *b1;  // E and B of diagonal k + 1 (right successor at i, down at i + 1)
   const double *e2, *b2;  // E and B of diagonal k + 2 (diagonal successor at i + 1)
   const double* r0;       // R of the successors' diagonal predecessors, on diagonal k - 1
   double* a;              // R of diagonal k, overwritten by E
   Smoothing s;
-  DC_HOST_DEVICE DC_STEP_INLINE BackwardStep(const Arrays& w, int64_t k, Smoothing s)
-      : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), e2(w.A + w.start[k + 2]), b2(w.B + w.start[k + 2]),
-        r0(w.A + w.start[k - 1]), a(w.A + w.start[k]), s(s) {}
+  DC_HOST_DEVICE DC_STEP_INLINE BackwardStep(const Arrays& x, int64_t k, Smoothing s)
+      : w(Lanes > 0 ? Lanes : x.lanes), e1(x.A + x.start[k + 1] * w), b1(x.B + x.start[k + 1] * w),
+        e2(x.A + x.start[k + 2] * w), b2(x.B + x.start[k + 2] * w), r0(x.A + x.start[k - 1] * w),
+        a(x.A + x.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     const double r = a[i];
-    a[i] = share<M, Hard>(e1[i], b1[i], r0[i - 1], r, s.inv_gamma, kLeft) +
-           share<M, Hard>(e1[i + 1], b1[i + 1], r0[i], r, s.inv_gamma, kUp) +
-           share<M, Hard>(e2[i + 1], b2[i + 1], r, r, s.inv_gamma, kDiag);
+    a[i] = share<M, Hard>(e1[i], b1[i], r0[i - w], r, s.inv_gamma, kLeft) +
+           share<M, Hard>(e1[i + w], b1[i + w], r0[i], r, s.inv_gamma, kUp) +
+           share<M, Hard>(e2[i + w], b2[i + w], r, r, s.inv_gamma, kDiag);
   }
 };
 
 // Backward with its tangent (SPEC 3.8): E into A, dE = H Z into D.
-template <class M, bool Hard>
+template <class M, bool Hard, int Lanes = 1>
 struct SecondBackwardStep {
+  int64_t w;  // lanes: Lanes, or Arrays::lanes when Lanes = 0 (groups)
   const double *e1, *b1, *d1, *z1;  // E, B, dE and mu of diagonal k + 1
   const double *e2, *b2, *d2, *z2;  // the same of diagonal k + 2
   const double* r0;                 // as in BackwardStep
   double *a, *d;                    // R and dR of diagonal k, overwritten by E and dE
   Smoothing s;
-  DC_HOST_DEVICE DC_STEP_INLINE SecondBackwardStep(const Arrays& w, int64_t k, Smoothing s)
-      : e1(w.A + w.start[k + 1]), b1(w.B + w.start[k + 1]), d1(w.D + w.start[k + 1]), z1(w.Z + w.start[k + 1]),
-        e2(w.A + w.start[k + 2]), b2(w.B + w.start[k + 2]), d2(w.D + w.start[k + 2]), z2(w.Z + w.start[k + 2]),
-        r0(w.A + w.start[k - 1]), a(w.A + w.start[k]), d(w.D + w.start[k]), s(s) {}
+  DC_HOST_DEVICE DC_STEP_INLINE SecondBackwardStep(const Arrays& x, int64_t k, Smoothing s)
+      : w(Lanes > 0 ? Lanes : x.lanes), e1(x.A + x.start[k + 1] * w), b1(x.B + x.start[k + 1] * w),
+        d1(x.D + x.start[k + 1] * w), z1(x.Z + x.start[k + 1] * w), e2(x.A + x.start[k + 2] * w),
+        b2(x.B + x.start[k + 2] * w),
+        d2(x.D + x.start[k + 2] * w), z2(x.Z + x.start[k + 2] * w), r0(x.A + x.start[k - 1] * w),
+        a(x.A + x.start[k] * w), d(x.D + x.start[k] * w), s(s) {}
   DC_HOST_DEVICE DC_STEP_INLINE void operator()(int64_t i) const {
     const double r = a[i], dr = d[i], g = s.inv_gamma;
     double e = 0.0, de = 0.0;
-    second_share<M, Hard>(e1[i], d1[i], z1[i], b1[i], r0[i - 1], r, dr, g, kLeft, &e, &de);
-    second_share<M, Hard>(e1[i + 1], d1[i + 1], z1[i + 1], b1[i + 1], r0[i], r, dr, g, kUp, &e, &de);
-    second_share<M, Hard>(e2[i + 1], d2[i + 1], z2[i + 1], b2[i + 1], r, r, dr, g, kDiag, &e, &de);
+    second_share<M, Hard>(e1[i], d1[i], z1[i], b1[i], r0[i - w], r, dr, g, kLeft, &e, &de);
+    second_share<M, Hard>(e1[i + w], d1[i + w], z1[i + w], b1[i + w], r0[i], r, dr, g, kUp, &e, &de);
+    second_share<M, Hard>(e2[i + w], d2[i + w], z2[i + w], b2[i + w], r, r, dr, g, kDiag, &e, &de);
     a[i] = e;
     d[i] = de;
   }

@@ -30,13 +30,14 @@ _FLOATS = (torch.float32, torch.float64)
 
 def common(x: Tensor, y: Tensor, gamma: object, cost: object) -> bool:
     """The call needs no check and no reshaping (see the module docstring)."""
-    return (type(y) is type(x) and x.dtype in _FLOATS and y.dtype == x.dtype and x.dim() == 3 and y.dim() == 3
-            and x.shape[0] == y.shape[0] and x.shape[2] == y.shape[2] and x.numel() > 0 and y.numel() > 0
-            and x.is_contiguous() and y.is_contiguous()
+    if type(y) is not type(x) or type(gamma) not in (float, int) or type(cost) is not str:
+        return False
+    xs, ys = x.shape, y.shape
+    return (len(xs) == 3 and len(ys) == 3 and xs[0] == ys[0] and xs[2] == ys[2] and 0 not in xs and 0 not in ys
+            and x.dtype in _FLOATS and y.dtype == x.dtype and x.is_contiguous() and y.is_contiguous()
             and ((x.is_cpu and y.is_cpu) or (x.is_cuda and y.is_cuda and x.device == y.device
                                              and _native.cuda_available()))
-            and type(gamma) in (float, int) and (gamma == 0 or GAMMA_MIN <= gamma < math.inf)
-            and type(cost) is str and cost in COSTS)
+            and (gamma == 0 or GAMMA_MIN <= gamma < math.inf) and cost in COSTS)
 
 
 def _series(x: Tensor, y: Tensor, gamma: float, cost: int, grad_x: bool,
