@@ -74,7 +74,7 @@ class _Series(torch.autograd.Function):
         if not lean_backward_ready(g):
             # The differentiable route of the NativeOp path (double backward, transforms).
             gx, gy = _series_gradients(ctx, x, y, None, None)
-        g = g[:, None, None]
+        g = g.view(-1, 1, 1)
         return (None if gx is None else g * gx), (None if gy is None else g * gy), None, None
 
 
