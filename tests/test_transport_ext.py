@@ -535,3 +535,13 @@ def test_divergence_hessian_matches_the_dense_solver(gen, metric):
         return diffcomb.sinkhorn(x=x, y=y, epsilon=0.5, reg_m=0.8, metric=metric, **tight).cost
 
     assert_close(torch.func.hessian(clouds)(x), torch.func.hessian(dense)(x), rtol=1e-7, atol=1e-9)
+
+
+def test_opcheck_of_the_solution_op(gen):
+    # diffcomb::sinkhorn_ext_point hands out a solution with the implicit derivatives
+    EXT, C, a, b, params = _ext_problem(gen, (0.5, 0.7))
+    P, f, g = EXT(C, a, b, params, None, None, 1.0, 100000, 1e-14, 10, False, False, "sinkhorn")[:3]
+    args = (C.requires_grad_(), a.requires_grad_(), b.requires_grad_(), params, P, f, g)
+    # (its values are the given solution, so a numerical Jacobian of the op alone is 0: its derivatives
+    # are checked against the solver's finite differences by the op x mode matrix)
+    torch.library.opcheck(torch.ops.diffcomb.sinkhorn_ext_point, args)
