@@ -303,13 +303,13 @@ def _ext_jvp(ctx, tC, ta, tb, *_):
     """Forward mode: the plan's tangent (implicit: the implicit system; unrolled: the replayed
     iterations) and the cost's envelope derivative."""
     C, a, b, params, P, f, g, f_hist, g_hist, n_iter = ctx.saved_tensors
+    pt = point(C, a, b, params, P, f, g)
     if ctx.unroll:
         dP = jvp_by_vjp(lambda C, a, b: replay(C, a, b, params, g_hist[:, 0], n_iter, f_hist.shape[1])[0],
                         (C, a, b), (tC, ta, tb))
     else:
-        dP = tangent(point(C, a, b, params, P, f, g), tC, ta, tb)[0]
-    dcost = cost_tangent(point(C, a, b, params, P, f, g), tC, ta, tb)
-    return dP, None, None, dcost, None, None, None, None
+        dP = tangent(pt, tC, ta, tb)[0]
+    return dP, None, None, cost_tangent(pt, tC, ta, tb), None, None, None, None
 
 
 SOLVE = define("sinkhorn_ext", _ext_impl, _ext_fake, kinds=(ROW,) * 6 + (None,) * 7, setup=_ext_setup,
