@@ -64,6 +64,10 @@ def perturb_topk(x: int, out: int, rows: int, n: int, k: int, dtype: int, thread
     """out (rows, n) = 0/1 mask of the k largest entries of each row of x (lower index on ties)."""
     ...
 
+def scale_rows(g: int, g_stride: int, x: int, out: int, rows: int, cols: int, dtype: int, threads: int) -> None:
+    """out[r, j] = g[r * g_stride] * x[r, j] for r < rows, j < cols (out may be x)."""
+    ...
+
 def sinkhorn_cloud_backward(x: int, y: int, a: int, b: int, f: int, g: int, gcost: int, dx: int, dy: int, da: int, db: int, params: int, batch: int, n: int, m: int, d: int, metric: int, dtype: int, threads: int) -> None:
     """Envelope gradients dx, dy, da, db of sinkhorn_cloud_forward's costs for the upstream gcost (B)."""
     ...

@@ -32,7 +32,7 @@ from torch._functorch.utils import unwrap_dead_wrappers
 from torch.autograd import forward_ad
 
 __all__ = ["NativeOp", "ROW", "SHARED", "define", "eager_call", "fast_apply", "lean_apply", "lean_backward_ready", "lean_path",
-           "lean_ready", "not_differentiable", "one_forward_level", "save"]
+           "lean_ready", "lean_ready_pair", "not_differentiable", "one_forward_level", "save"]
 
 ROW = "row"  # a tensor argument whose leading dimension is the op's batch (vmap folds into it)
 SHARED = "shared"  # a tensor argument common to the whole batch (vmap over it calls the op per sample)
@@ -145,6 +145,12 @@ def lean_ready(x: Tensor) -> bool:
     functorch wrapper left by a finished transform)."""
     return (_LEAN[0] and not _is_compiling() and type(x) in _REAL and not _transforms_active()
             and forward_ad._current_level < 0 and not _wrapped(x))
+
+
+def lean_ready_pair(x: Tensor, y: Tensor) -> bool:
+    """``lean_ready(x) and lean_ready(y)``, the global state read once."""
+    return (_LEAN[0] and type(x) in _REAL and type(y) in _REAL and not _is_compiling() and not _transforms_active()
+            and forward_ad._current_level < 0 and not _wrapped(x) and not _wrapped(y))
 
 
 def lean_backward_ready(grad: Tensor) -> bool:

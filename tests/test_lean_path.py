@@ -95,9 +95,16 @@ def test_soft_dtw_bit_for_bit(cost, gamma, dtype):
             graph = torch.autograd.grad(diffcomb.soft_dtw(xs, ys, gamma, cost=cost), (xs, ys), g, create_graph=True)
             hvp = (torch.autograd.grad(graph[0].sum(), (xs, ys)) if gamma > 0 else ())
             only_x = torch.autograd.grad(diffcomb.soft_dtw(xs, y, gamma, cost=cost).sum(), xs)
+            # One graph, three backward passes (the lean one hands its gradients to the first).
+            kept = diffcomb.soft_dtw(xs, ys, gamma, cost=cost)
+            again = [torch.autograd.grad(kept, (xs, ys), g, retain_graph=True) for _ in range(2)]
+            again.append(torch.autograd.grad(kept, (xs, ys), 2 * g))
+            for first, second in zip(again[0], again[1]):
+                assert torch.equal(first, second)
             with torch.no_grad():
                 plain = diffcomb.soft_dtw(x, y, gamma, cost=cost)
-            results.append((out.detach(), *grads, *(t.detach() for t in graph), *hvp, *only_x, plain))
+            results.append((out.detach(), *grads, *(t.detach() for t in graph), *hvp, *only_x, *again[0], *again[2],
+                            plain))
             assert (type(out.grad_fn).__name__ == "_SeriesBackward") == lean
     for a, b in zip(*results):
         assert torch.equal(a, b)

@@ -157,6 +157,9 @@ ENTRIES = [
           {"cost": (F64, lambda s: (s["rows"], s["n"], s["m"])), "out": (F64, lambda s: (s["rows"], s["n"], s["m"]))},
           {"rows": 2, "n": 3, "m": 4}, {"maximize": False, "dtype": 1}, empty=("rows", "n", "m"), codes={"dtype": 2},
           work=("perturb_assignment_work_bytes", lambda s: (s["rows"], s["n"], s["m"]))),
+    Entry("scale_rows", {"g": (F64, lambda s: (s["rows"],)), "x": (F64, lambda s: (s["rows"], s["cols"])),
+                         "out": (F64, lambda s: (s["rows"], s["cols"]))}, {"rows": 3, "cols": 4},
+          {"g_stride": 1, "dtype": 1}, empty=("rows", "cols"), codes={"dtype": 2}, cpu_only=True),
 ]
 
 
@@ -400,3 +403,26 @@ def test_optional_arrays_zero_values(device):
     torch.testing.assert_close(call.tensors["dx"], 2.0 * torch.arange(6, dtype=F64, device=device).view(2, 3))
     with pytest.raises(ValueError, match=_message(vjp, "perm is null")):
         Call(vjp, device, null=("perm",), mode=0)()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stride", [0, 1, 3])
+def test_scale_rows_values(dtype, stride):
+    """scale_rows (csrc/common/scale_rows.h): out[r] = g[r * g_stride] * x[r], into a new array and in
+    place, on one thread and on several (a problem big enough to be split)."""
+    gen = torch.Generator().manual_seed(5)
+    for rows, cols in ((4, 7), (300, 1000)):
+        g = torch.randn(rows * max(stride, 1), generator=gen, dtype=dtype)
+        x = torch.randn(rows, cols, generator=gen, dtype=dtype)
+        factors = g[0].expand(rows) if stride == 0 else g[::stride]
+        expected = factors[:, None] * x
+        code = _native.DTYPE_CODES[dtype]
+        for threads in (1, 2):
+            out = torch.empty_like(x)
+            _native.cpu().scale_rows(g.data_ptr(), stride, x.data_ptr(), out.data_ptr(), rows, cols, code, threads)
+            assert torch.equal(out, expected)
+        inplace = x.clone()
+        _native.cpu().scale_rows(g.data_ptr(), stride, inplace.data_ptr(), inplace.data_ptr(), rows, cols, code, 2)
+        assert torch.equal(inplace, expected)
+    with pytest.raises(ValueError, match="^diffcomb native scale_rows: g_stride = -1 is outside"):
+        _native.cpu().scale_rows(0, -1, 0, 0, 1, 1, 1, 1)

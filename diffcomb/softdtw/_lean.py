@@ -4,8 +4,8 @@
 float64 tensors x (B, N, D) and y (B, M, D) of one dtype and device, contiguous, with N, M, B >= 1,
 no band and no lengths, gamma a Python float or int that is 0 or in [GAMMA_MIN, inf), and a known
 cost name. One native call (``softdtw_series``) gives the values and, where a gradient is needed,
-the gradients; a small autograd.Function saves them and its backward scales them by the upstream
-gradient. Where the backward itself is recorded (create_graph=True) or runs under a transform or a
+the gradients; a small autograd.Function keeps them on its node and its backward scales them in
+place by the upstream gradient (on the CPU one native loop, ``scale_rows``). Where the backward itself is recorded (create_graph=True) or runs under a transform or a
 forward-AD level, it takes the NativeOp path's differentiable route instead (the alignment op, whose
 derivative is the Hessian-vector product). The results, and every error (the other calls take the
 checked path), are those of the NativeOp path. Math: SPEC.md section 3.
@@ -44,41 +44,66 @@ def _series(x: Tensor, y: Tensor, gamma: float, cost: int, grad_x: bool,
             grad_y: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Values (B,) and, when asked, the gradients of x (B, N, D) and y (B, M, D) (softdtw_series)."""
     batch, m, d = x.shape
-    n = y.shape[1]
     value = x.new_empty(batch)
     gx = torch.empty_like(x) if grad_x else None
     gy = torch.empty_like(y) if grad_y else None
     args = (x.data_ptr(), y.data_ptr(), value.data_ptr(), 0 if gx is None else gx.data_ptr(),
-            0 if gy is None else gy.data_ptr(), 0, 0, batch, m, n, d, cost, gamma, -1, _native.DTYPE_CODES[x.dtype])
+            0 if gy is None else gy.data_ptr(), 0, 0, batch, m, y.shape[1], d, cost, gamma, -1, _CODES[x.dtype])
     if x.is_cuda:
-        _native.launch("soft_dtw", "softdtw_series", x, *args, workspace=("softdtw_work_bytes", (batch, m, n, -1, False)))
+        _native.launch("soft_dtw", "softdtw_series", x, *args, workspace=("softdtw_work_bytes", (batch, m, y.shape[1],
+                                                                                                 -1, False)))
     else:
-        _native.cpu().softdtw_series(*args, torch.get_num_threads())
+        _native.cpu().softdtw_series(*args, _threads())
     return value, gx, gy
 
 
+def _scaled(g: Tensor, grad: Tensor) -> Tensor:
+    """grad (B, N, D) times the per-pair upstream gradient g (B,), in place (the backward owns grad)."""
+    if grad.is_cuda:
+        return grad.mul_(g.view(-1, 1, 1))
+    batch = grad.shape[0]
+    _native.cpu().scale_rows(g.data_ptr(), g.stride(0) if batch > 1 else 0, grad.data_ptr(), grad.data_ptr(), batch,
+                    grad.numel() // batch if batch else 0, _CODES[grad.dtype], _threads())
+    return grad
+
+
 class _Series(torch.autograd.Function):
-    """soft-DTW values of series on the lean path; the forward computes the gradients it will need."""
+    """soft-DTW values of series on the lean path; the forward computes the gradients it will need.
+
+    The gradients are kept on the node (not saved tensors: nothing else sees them) and handed to
+    the first lean backward, which scales them in place and lets go of them; a second backward of
+    the same graph (retain_graph=True) computes them again with the same kernel (the same bits). A
+    recorded backward (create_graph=True) or one under a transform takes the differentiable route
+    of the NativeOp path from the saved x and y instead."""
 
     @staticmethod
     def forward(ctx, x, y, gamma, cost):
         need_x, need_y = ctx.needs_input_grad[:2]
-        value, gx, gy = _series(x, y, gamma, cost, need_x, need_y)
-        ctx.save_for_backward(x, y, gx, gy)
+        value, ctx.gx, ctx.gy = _series(x, y, gamma, cost, need_x, need_y)
+        ctx.save_for_backward(x, y)
         ctx.gamma, ctx.band, ctx.cost = gamma, -1, COSTS[cost]
         return value
 
     @staticmethod
     def backward(ctx, g):
-        x, y, gx, gy = ctx.saved_tensors
+        gx, gy = ctx.gx, ctx.gy
+        ctx.gx = ctx.gy = None
+        need_x, need_y = ctx.needs_input_grad[:2]
         if not lean_backward_ready(g):
             # The differentiable route of the NativeOp path (double backward, transforms).
+            x, y = ctx.saved_tensors
             gx, gy = _series_gradients(ctx, x, y, None, None)
-        g = g.view(-1, 1, 1)
-        return (None if gx is None else g * gx), (None if gy is None else g * gy), None, None
+            g = g.view(-1, 1, 1)
+            return (g * gx if need_x else None), (g * gy if need_y else None), None, None
+        if (need_x and gx is None) or (need_y and gy is None):  # a second backward: the kernel again
+            x, y = ctx.saved_tensors
+            _, gx, gy = _series(x, y, ctx.gamma, COSTS.index(ctx.cost), need_x, need_y)
+        return (_scaled(g, gx) if need_x else None), (_scaled(g, gy) if need_y else None), None, None
 
 
 _apply = lean_apply(_Series)
+_CODES = _native.DTYPE_CODES
+_threads = torch.get_num_threads
 
 
 def soft_dtw(x: Tensor, y: Tensor, gamma: float, cost: str) -> Tensor:

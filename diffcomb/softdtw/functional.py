@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .._autodiff import lean_ready
+from .._autodiff import lean_ready_pair
 from .._checks import as_float, check_same_device
 from . import _lean
 from ._ops import ALIGNMENT, SERIES, SHARP, SOFT_DTW
@@ -246,7 +246,7 @@ def soft_dtw(
         >>> diffcomb.soft_dtw(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]))
         tensor(0.6734)
     """
-    if (bandwidth is None and x_lengths is None and y_lengths is None and lean_ready(x) and lean_ready(y)
+    if (bandwidth is None and x_lengths is None and y_lengths is None and lean_ready_pair(x, y)
             and _lean.common(x, y, gamma, cost)):
         return _lean.soft_dtw(x, y, float(gamma), cost)
     check_same_device("soft_dtw", x=x, y=y, x_lengths=x_lengths, y_lengths=y_lengths)
