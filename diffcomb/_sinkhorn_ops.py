@@ -91,7 +91,7 @@ def _warn_not_converged(fn: str, err: Tensor, tol: float, max_iter: int) -> None
     as a list, no torch op; on CUDA one synchronization; NaN problems are not counted, their results
     are NaN)."""
     if err.is_cpu and err.numel() <= 256:
-        above = [e for e in err.tolist() if e > tol]
+        above = [e for e in (err if err.dim() == 1 else err.reshape(-1)).tolist() if e > tol]
         if not above:
             return
         count, worst = len(above), max(above)
@@ -207,13 +207,38 @@ def _forward(C: Tensor, a: Tensor, b: Tensor, eps: float, max_iter: int, tol: fl
     if history:
         new = C.new_zeros if unroll else C.new_empty  # rows past a problem's n_iter stay 0; else empty
         f_hist, g_hist = new(fh_shape), new(gh_shape)
-    addr = _native.address
-    _native.launch(caller, "sinkhorn_forward", C, addr(C), addr(a), addr(b), addr(P), addr(f), addr(g), addr(cost),
-                   addr(n_iter), addr(err), addr(f_hist), addr(g_hist), batch, n, m, eps, max_iter, tol, check_every,
-                   _native.dtype_code(C), workspace=("sinkhorn_work_bytes", (batch, n, m)))
-    if tol > 0 and not _capturing(C):  # on CUDA: one synchronization, the price of never failing silently
-        _warn_not_converged(caller, err, tol, max_iter)
+    _launch_forward(caller, C, a, b, (P, f, g, cost, n_iter, err, f_hist, g_hist), batch, n, m, eps, max_iter, tol,
+                    check_every)
     return P, f, g, cost, n_iter, err, f_hist, g_hist
+
+
+def _launch_forward(caller: str, C: Tensor, a: Tensor, b: Tensor, outputs: tuple, batch: int, n: int, m: int,
+                    eps: float, max_iter: int, tol: float, check_every: int) -> None:
+    """The native forward into ``outputs`` (P, f, g, cost, n_iter, err, f_hist, g_hist; contiguous,
+    any shape of the right size; the histories may be None), then the convergence warning."""
+    addr = _native.address
+    _native.launch(caller, "sinkhorn_forward", C, addr(C), addr(a), addr(b), *(addr(t) for t in outputs), batch, n, m,
+                   eps, max_iter, tol, check_every, _native.dtype_code(C),
+                   workspace=("sinkhorn_work_bytes", (batch, n, m)))
+    if tol > 0 and not _capturing(C):  # on CUDA: one synchronization, the price of never failing silently
+        _warn_not_converged(caller, outputs[5], tol, max_iter)
+
+
+def untracked_forward(caller: str, C: Tensor, eps: float, max_iter: int, tol: float,
+                      check_every: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(P, f, g, cost, n_iter, err) of a contiguous cost C (..., n, m) with n, m >= 1 and valid
+    arguments, between uniform weights, when nothing is differentiated or traced (the lean path of
+    diffcomb.sinkhorn): the native forward written straight into outputs of the caller's shapes, with
+    no history and no argument check (the caller's are those of the op)."""
+    *lead, n, m = C.shape
+    batch = C.numel() // (n * m)
+    a = C.new_full((batch, n), 1.0 / n)
+    b = C.new_full((batch, m), 1.0 / m)
+    outputs = (torch.empty_like(C), C.new_empty((*lead, n)), C.new_empty((*lead, m)), C.new_empty(lead),
+               torch.empty(lead, dtype=torch.int64, device=C.device),
+               torch.empty(lead, dtype=torch.float64, device=C.device), None, None)
+    _launch_forward(caller, C, a, b, outputs, batch, n, m, eps, max_iter, tol, check_every)
+    return outputs[:6]
 
 
 def _sinkhorn_fake(C, a, b, eps, max_iter, tol, check_every, unroll, check_weights=False, caller="sinkhorn"):

@@ -22,7 +22,7 @@ from . import _transport_options as options
 from ._checks import as_float, check_choice, check_float, check_int, check_same_device, check_tensor, check_tol
 from ._autodiff import lean_ready
 from ._checks import compute_dtype, message
-from ._sinkhorn_ops import BACKWARDS, default_tol, solve
+from ._sinkhorn_ops import BACKWARDS, default_tol, solve, untracked_forward
 from ._transport_ops import CLOUD, METRICS, SOLVE
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_divergence"]
@@ -243,9 +243,12 @@ def _lean(fn: str, cost: Tensor, epsilon: float, max_iter: int, tol: Optional[fl
           backward: str) -> SinkhornResult:
     """sinkhorn on the lean path: the same solve and results as the checked path, without the
     checks, the broadcasts and the zero-weight masking (uniform weights have none)."""
+    tol = default_tol(cost.dtype) if tol is None else float(tol)
+    if not (cost.requires_grad and torch.is_grad_enabled()):
+        P, f, g, value, n_iter, err = untracked_forward(fn, cost, float(epsilon), max_iter, tol, check_every)
+        return SinkhornResult(P, value, f, g, n_iter, err <= tol)
     *lead, n, m = cost.shape
     batch = cost.numel() // (n * m)
-    tol = default_tol(cost.dtype) if tol is None else float(tol)
     a = cost.new_full((batch, n), 1.0 / n)
     b = cost.new_full((batch, m), 1.0 / m)
     P, f, g, value, n_iter, err = solve(fn, cost.view(batch, n, m), a, b, float(epsilon), max_iter, tol, check_every,
