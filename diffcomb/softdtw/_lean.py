@@ -53,7 +53,7 @@ def _series(x: Tensor, y: Tensor, gamma: float, cost: int, grad_x: bool,
         _native.launch("soft_dtw", "softdtw_series", x, *args, workspace=("softdtw_work_bytes", (batch, m, y.shape[1],
                                                                                                  -1, False)))
     else:
-        _native.cpu().softdtw_series(*args, _threads())
+        _cpu().softdtw_series(*args, _threads())
     return value, gx, gy
 
 
@@ -62,7 +62,7 @@ def _scaled(g: Tensor, grad: Tensor) -> Tensor:
     if grad.is_cuda:
         return grad.mul_(g.view(-1, 1, 1))
     batch = grad.shape[0]
-    _native.cpu().scale_rows(g.data_ptr(), g.stride(0) if batch > 1 else 0, grad.data_ptr(), grad.data_ptr(), batch,
+    _cpu().scale_rows(g.data_ptr(), g.stride(0) if batch > 1 else 0, grad.data_ptr(), grad.data_ptr(), batch,
                     grad.numel() // batch if batch else 0, _CODES[grad.dtype], _threads())
     return grad
 
@@ -78,8 +78,17 @@ class _Series(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, gamma, cost):
-        need_x, need_y = ctx.needs_input_grad[:2]
-        value, ctx.gx, ctx.gy = _series(x, y, gamma, cost, need_x, need_y)
+        need_x, need_y, _, _ = ctx.needs_input_grad
+        if x.is_cuda:
+            value, ctx.gx, ctx.gy = _series(x, y, gamma, cost, need_x, need_y)
+        else:  # _series inlined: a call of a few microseconds pays for every line here
+            batch, m, d = x.shape
+            value = x.new_empty(batch)
+            ctx.gx = gx = torch.empty_like(x) if need_x else None
+            ctx.gy = gy = torch.empty_like(y) if need_y else None
+            _cpu().softdtw_series(x.data_ptr(), y.data_ptr(), value.data_ptr(), gx.data_ptr() if need_x else 0,
+                                  gy.data_ptr() if need_y else 0, 0, 0, batch, m, y.shape[1], d, cost, gamma, -1,
+                                  _CODES[x.dtype], _threads())
         ctx.save_for_backward(x, y)
         ctx.gamma, ctx.band, ctx.cost = gamma, -1, COSTS[cost]
         return value
@@ -88,7 +97,7 @@ class _Series(torch.autograd.Function):
     def backward(ctx, g):
         gx, gy = ctx.gx, ctx.gy
         ctx.gx = ctx.gy = None
-        need_x, need_y = ctx.needs_input_grad[:2]
+        need_x, need_y, _, _ = ctx.needs_input_grad
         if not lean_backward_ready(g):
             # The differentiable route of the NativeOp path (double backward, transforms).
             x, y = ctx.saved_tensors
@@ -104,6 +113,7 @@ class _Series(torch.autograd.Function):
 _apply = lean_apply(_Series)
 _CODES = _native.DTYPE_CODES
 _threads = torch.get_num_threads
+_cpu = _native.cpu
 
 
 def soft_dtw(x: Tensor, y: Tensor, gamma: float, cost: str) -> Tensor:
