@@ -32,7 +32,7 @@ from torch._functorch.utils import unwrap_dead_wrappers
 from torch.autograd import forward_ad
 
 __all__ = ["NativeOp", "ROW", "SHARED", "define", "eager_call", "fast_apply", "lean_apply", "lean_backward_ready", "lean_path",
-           "lean_ready", "lean_ready_pair", "not_differentiable", "one_forward_level", "save"]
+           "lean_ready", "lean_ready_pair", "not_differentiable", "one_forward_level", "save", "untracked"]
 
 ROW = "row"  # a tensor argument whose leading dimension is the op's batch (vmap folds into it)
 SHARED = "shared"  # a tensor argument common to the whole batch (vmap over it calls the op per sample)
@@ -104,7 +104,7 @@ def fast_apply(function: type) -> Callable[..., Any]:
     return apply
 
 
-def _untracked(args: tuple) -> bool:
+def untracked(args: tuple) -> bool:
     """No derivative of the call can be taken: no torch.func transform is active, no forward-AD dual
     level is entered, and no tensor argument requires a gradient under grad mode."""
     if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
@@ -196,7 +196,7 @@ class NativeOp:
     def __call__(self, *args: Any) -> Any:
         if torch.compiler.is_compiling():
             return self.op(*args)
-        if _untracked(args):
+        if untracked(args):
             # Nothing to differentiate: skip the autograd.Function's cost. As Function.apply does,
             # unwrap the wrappers that a finished torch.func transform left (a vjp's pullback).
             return self._forward(*unwrap_dead_wrappers(args))

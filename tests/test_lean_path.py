@@ -303,6 +303,60 @@ def test_perturb_solvers_and_noise_bit_for_bit():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_solvers_and_untracked_estimators_bit_for_bit(dtype):
+    """topk_mask and argmax_onehot along the last axis call their native entry point directly on the
+    lean path, and an estimator called with nothing to differentiate runs its forward without the
+    autograd.Function: the same values as the checked path, for every shape, k and sense."""
+    gen = torch.Generator().manual_seed(41)
+    xs = [torch.randn(shape, generator=gen, dtype=dtype) for shape in ((9,), (4, 7), (2, 3, 5))]
+    xs.append(torch.tensor([[1.0, 3.0, 3.0, -1.0], [0.0, 0.0, 0.0, 0.0]], dtype=dtype))  # ties
+    results = []
+    for lean in (True, False):
+        with lean_path(lean):
+            out = []
+            for x in xs:
+                n = x.shape[-1]
+                for k in (0, 1, n - 1, n):
+                    out += [diffcomb.topk_mask(x, k), diffcomb.topk_mask(x, k, dim=x.dim() - 1)]
+                out += [diffcomb.argmax_onehot(x), diffcomb.topk_mask(x.mT if x.dim() > 1 else x, 1)]
+                for minimize in (False, True):
+                    for return_samples in (False, True):
+                        torch.manual_seed(3)
+                        estimator = diffcomb.imle(lambda t: diffcomb.topk_mask(t, k=1), num_samples=2,
+                                                  noise="sum_of_gamma", k=1, minimize=minimize,
+                                                  return_samples=return_samples)
+                        untracked = estimator(x)
+                        torch.manual_seed(3)
+                        tracked = estimator(x.clone().requires_grad_())
+                        assert torch.equal(untracked, tracked.detach()) and tracked.requires_grad
+                        out.append(untracked)
+            out.append(diffcomb.sample_gumbel((3, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float16))
+            results.append(out)
+    for a, b in zip(*results):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda x: diffcomb.topk_mask(x, 5), ValueError, "k"),
+    (lambda x: diffcomb.topk_mask(x, -1), ValueError, "k"),
+    (lambda x: diffcomb.topk_mask(x, True), TypeError, "k"),
+    (lambda x: diffcomb.topk_mask(x, 2.0), TypeError, "k"),
+    (lambda x: diffcomb.topk_mask(x, 1, dim=2), IndexError, "dim"),
+    (lambda x: diffcomb.topk_mask(x[0, 0], 1), ValueError, "theta"),
+    (lambda x: diffcomb.argmax_onehot(x[:, :0]), ValueError, "theta"),
+    (lambda x: diffcomb.argmax_onehot(x, dim=-3), IndexError, "dim"),
+])
+def test_row_solver_errors_are_those_of_the_checked_path(call, error, match):
+    x = torch.randn(3, 4)
+    messages = []
+    for lean in (True, False):
+        with lean_path(lean), pytest.raises(error, match=match) as caught:
+            call(x)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+
+
 # ---------------------------------------------------------------------------
 # Sinkhorn: the lean path of diffcomb.sinkhorn (uniform weights, no option).
 

@@ -12,7 +12,7 @@ from typing import Callable, Optional, TypeVar, Union
 import torch
 from torch import Tensor
 
-from .._autodiff import fast_apply, one_forward_level
+from .._autodiff import fast_apply, one_forward_level, untracked
 from .._checks import as_float, check_int, check_tensor, message
 
 Solver = Callable[[Tensor], Tensor]
@@ -157,7 +157,7 @@ class EstimatorFunction:
     with the jvp and the folding vmap rule, which eager calls and torch.func use. ``fn`` is the public
     function (in error messages), ``name`` the classes' name. Call it with the Function's arguments."""
 
-    __slots__ = ("plain", "full", "_apply")
+    __slots__ = ("plain", "full", "_apply", "_forward")
 
     def __init__(self, fn: str, name: str, forward: Callable, setup: Callable, backward: Callable, jvp: Callable,
                  kinds: tuple, out_kinds: Union[tuple, Callable[..., tuple]]) -> None:
@@ -168,8 +168,11 @@ class EstimatorFunction:
                                                "__module__": forward.__module__})
         self.full.vmap = staticmethod(fold_rule(self.full, kinds, out_kinds))
         self._apply = fast_apply(self.full)
+        self._forward = forward
 
     def __call__(self, *args):
         if torch.compiler.is_compiling():
             return self.plain.apply(*args)
+        if untracked(args):  # nothing to differentiate, no transform: the forward alone (the lean path)
+            return self._forward(*args)
         return self._apply(*args)

@@ -114,8 +114,7 @@ class IMLESolver(Estimator):
                                self.s)
         else:
             eps = sample_noise(fn, self.noise, sample_shape, gen, rows.dtype, rows.device)
-        sign = -1.0 if self.minimize else 1.0
-        out, _ = _IMLE(sign * rows, eps, self.solver, self.lambda_, self.alpha, self.tau, self.tau_target,
+        out, _ = _IMLE(-rows if self.minimize else rows, eps, self.solver, self.lambda_, self.alpha, self.tau, self.tau_target,
                                self.minimize, self.return_samples, self.divide_by_lambda)
         if self.return_samples:
             return out.reshape(self.num_samples, *shape).to(dtype)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _native
-from .._autodiff import eager_call
+from .._autodiff import eager_call, lean_ready
 from .._checks import check_float, check_int, check_op, check_op_tensor, compute_dtype, message
 from ._common import FLOATS, MAX_INT32
 
@@ -56,6 +56,11 @@ def _noise_op(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: floa
               dtype: torch.dtype) -> Tensor:
     """Noise of `shape` from the counter-based stream of `seed` (a one-element int64 tensor)."""
     _check_noise_args(seed, shape, kind, k, tau, s, dtype)
+    return _noise(seed, shape, kind, k, tau, s, dtype)
+
+
+def _noise(seed: Tensor, shape: Sequence[int], kind: int, k: float, tau: float, s: int, dtype: torch.dtype) -> Tensor:
+    """perturb_noise's implementation on valid arguments (sample_noise's lean path calls it directly)."""
     out = torch.empty(tuple(shape), dtype=dtype, device=seed.device)
     if out.numel() > 0:
         _native.launch("sample_noise", "perturb_noise", seed, _native.address(seed), _native.address(out), out.numel(),
@@ -101,8 +106,10 @@ def sample_noise(fn: str, kind: str, shape: Sequence[int], generator: Optional[t
     if device.type == "cuda":
         _native.cuda(fn)
     seed = _draw_seed(generator, device)
-    out = eager_call(_noise_op, seed, list(shape), NOISE_CODES[kind], float(k), float(tau), int(s), compute_dtype(dtype))
-    return out.to(dtype)
+    args = (list(shape), NOISE_CODES[kind], float(k), float(tau), int(s), compute_dtype(dtype))
+    # The arguments are valid here: the lean path runs the implementation without the op's checks.
+    out = _noise(seed, *args) if lean_ready(seed) else eager_call(_noise_op, seed, *args)
+    return out if out.dtype == dtype else out.to(dtype)
 
 
 def sample_gumbel(shape: Sequence[int], generator: Optional[torch.Generator] = None,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _native
-from .._autodiff import eager_call
+from .._autodiff import eager_call, lean_ready
 from .._checks import (as_float, check_dim, check_flag, check_int, check_op, check_op_tensor, check_tensor,
                        compute_dtype, message)
 from ._common import FLOATS, MAX_INT32
@@ -100,6 +100,26 @@ for _op, _name in ((_argmax_op, "argmax_onehot"), (_topk_op, "topk_mask"), (_ran
     _op.register_fake(_fake_solver(_name))
 
 
+def _lean_rows(theta: object, dim: object) -> bool:
+    """The lean eager path of a row solver serves the call (diffcomb._autodiff, "The lean eager
+    path"): a plain contiguous float32/float64 tensor with at least one dimension, a non-empty last
+    axis along which to solve (dim -1 or its index), no gradient recorded through it (the solvers are
+    not differentiable: the custom op records the error), on the CPU or a CUDA device diffcomb
+    serves. Every other call takes the checked path, which raises the errors."""
+    return (type(theta) is Tensor and type(dim) is int and theta.dtype in FLOATS and lean_ready(theta)
+            and 0 < theta.dim() and (dim == -1 or dim == theta.dim() - 1) and 0 < theta.shape[-1] < MAX_INT32
+            and theta.is_contiguous() and not (theta.requires_grad and torch.is_grad_enabled())
+            and (theta.is_cpu or (theta.is_cuda and _native.cuda_available())))
+
+
+def _lean_launch(fn: str, entry: str, x: Tensor, *scalars: object) -> Tensor:
+    """A row solver's native entry point on x (..., n) directly, out of x's shape (the lean path)."""
+    n = x.shape[-1]
+    out = torch.empty_like(x)
+    _native.launch(fn, entry, x, x.data_ptr(), out.data_ptr(), x.numel() // n, n, *scalars, _native.DTYPE_CODES[x.dtype])
+    return out
+
+
 def _solve(x: Tensor, event_dims: int, op: Callable[..., Tensor], *args) -> Tensor:
     rows = _rows(x, event_dims)
     return eager_call(op, rows, *args).reshape(x.shape).to(x.dtype)
@@ -139,6 +159,8 @@ def argmax_onehot(theta: Tensor, dim: int = -1) -> Tensor:
                 [1., 0.]])
     """
     fn = "argmax_onehot"
+    if _lean_rows(theta, dim):
+        return _lean_launch(fn, "perturb_argmax", theta)
     theta = check_tensor(fn, "theta", as_float(theta))
     axis = check_dim(fn, theta, dim)
     if theta.shape[axis] == 0:
@@ -172,6 +194,8 @@ def topk_mask(theta: Tensor, k: int, dim: int = -1) -> Tensor:
         tensor([1., 0., 1., 0.])
     """
     fn = "topk_mask"
+    if type(k) is int and _lean_rows(theta, dim) and 0 <= k <= theta.shape[-1]:
+        return _lean_launch(fn, "perturb_topk", theta, k)
     theta = check_tensor(fn, "theta", as_float(theta))
     dim = check_dim(fn, theta, dim)
     check_int(fn, "k", k, 0, theta.shape[dim])
