@@ -3,7 +3,7 @@
 Usage (from anywhere; each tree must have its extension built in place or be importable as is):
 
     python benchmarks/ab.py --a /path/to/after --b /path/to/before --suite sort [--suite topk ...]
-        [-c diffcomb ...] [--rounds 7] [--block 0.2] [--threads 2] [--out table.md]
+        [-c diffcomb ...] [-w WORKLOAD ...] [--rounds 7] [--block 0.2] [--threads 2] [--out table.md]
 
 Why paired: on a shared machine the speed of the same code drifts by 10-30% within minutes, more than
 the 5% a regression gate must resolve. Here two worker processes (one per tree, each importing its own
@@ -113,13 +113,15 @@ class _Side:
 
 
 def _compare(a_tree: str, b_tree: str, suite: str, contenders: list[str], rounds: int, block: float,
-             threads: int) -> list[tuple]:
+             threads: int, patterns: list[str]) -> list[tuple]:
     a, b = _Side(a_tree, suite, contenders, threads), _Side(b_tree, suite, contenders, threads)
     rows = []
     try:
         for i, name in enumerate(a.workloads):
+            if patterns and not any(p in name for p in patterns):
+                continue
             if i >= len(b.workloads) or b.workloads[i] != name:
-                rows.append((suite, name, "-", "-", None, None, None, None, None))
+                rows.append((suite, name, "-", "-", None, None, None, None, None, None))
                 continue
             steps_a = {tuple(s) for s in a.ask(op="prepare", w=i)["steps"]}
             steps_b = {tuple(s) for s in b.ask(op="prepare", w=i)["steps"]}
@@ -133,7 +135,7 @@ def _compare(a_tree: str, b_tree: str, suite: str, contenders: list[str], rounds
                     tb.append(got[id(b)])
                     ratios.append(got[id(a)] / got[id(b)])
                 rows.append((suite, name, c, mode, statistics.median(tb), statistics.median(ta),
-                             statistics.median(ratios), min(ratios), max(ratios)))
+                             statistics.median(ratios), min(ratios), max(ratios), sum(r > 1 for r in ratios)))
                 print(f"{suite} {name} {c} {mode}: A/B {rows[-1][6]:.3f} [{min(ratios):.3f}, {max(ratios):.3f}]",
                       file=sys.stderr, flush=True)
     finally:
@@ -152,6 +154,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--block", type=float, default=0.2, help="seconds of calls per block")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-w", "--workload", action="append", default=[],
+                   help="only the workloads whose name contains this text (repeatable)")
     p.add_argument("--out", help="write the markdown table here too")
     args = p.parse_args()
     contenders = args.contender or ["diffcomb"]
@@ -160,16 +164,17 @@ def main() -> int:
         return 0
     lines = [f"A = {args.a}, B = {args.b}; {args.rounds} paired rounds of {args.block} s blocks, "
              f"{args.threads} threads; median time per call (ms) and the A/B ratio per round: median [min, max].",
-             "", "| suite | workload | contender | mode | B ms | A ms | A/B | lowest | highest |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "Slower in: the rounds in which A was slower than B.",
+             "", "| suite | workload | contender | mode | B ms | A ms | A/B | lowest | highest | slower in |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for suite in args.suite:
-        for row in _compare(args.a, args.b, suite, contenders, args.rounds, args.block, args.threads):
-            s, w, c, mode, tb, ta, med, lo, hi = row
+        for row in _compare(args.a, args.b, suite, contenders, args.rounds, args.block, args.threads, args.workload):
+            s, w, c, mode, tb, ta, med, lo, hi, slower = row
             if med is None:
-                lines.append(f"| {s} | {w} | - | - | not in both trees | | | | |")
+                lines.append(f"| {s} | {w} | - | - | not in both trees | | | | | |")
                 continue
             lines.append(f"| {s} | {w} | {c} | {mode} | {tb * 1e3:.4g} | {ta * 1e3:.4g} | {med:.3f} | {lo:.3f} | "
-                         f"{hi:.3f} |")
+                         f"{hi:.3f} | {slower}/{args.rounds} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
