@@ -61,7 +61,7 @@ inline T from_descending_key(typename RadixKey<T>::type key) {
 // Rows up to this length are sorted by comparisons (see the top of the file). At 1 thread, 128
 // rows: comparisons took about 0.3x the radix time at n = 32 and 0.7x at n = 64, but about 2x at
 // n = 200 (and more at 256, the first threshold), so radix takes over above 64.
-constexpr int32_t kComparisonSortMax = 64;
+constexpr int32_t kComparisonSortMax = 32;
 
 // A key and its index as one comparable value: for float32 keys one uint64
 // (key in the high half), for float64 a pair compared key first.

@@ -81,7 +81,10 @@ bool load_matrix(const Diagonals& g, const T* M, int64_t ld, const int64_t* star
 // Costs of a pair of series into B, from the differences (no N x M matrix);
 // false when a cost is not finite.
 template <class T>
-bool load_series(const Diagonals& g, const SeriesPair<T>& pair, const Arrays& a) {
+bool load_series(const Diagonals& g, const SeriesPair<T>& pair_in, const Arrays& a) {
+  // A local copy: the stores to b cannot alias its fields, so they stay in registers and the loop
+  // vectorizes (through the reference they were reloaded after every store, a scalar loop).
+  const SeriesPair<T> pair = pair_in;
   double poison = 0.0;
   for (int64_t k = 2; k <= g.last(); ++k) {
     double* b = a.B + a.start[k];
@@ -116,18 +119,22 @@ void fill_used(const Diagonals& g, T* M, int64_t ld, T value) {
 // Gradients of the value with respect to the series from E in A (softdtw.h,
 // SeriesPair), accumulated in double along the diagonals.
 template <class T>
-void store_series_gradients(const Diagonals& g, const Arrays& a, const SeriesPair<T>& pair, Scratch& s, T* gx,
+void store_series_gradients(const Diagonals& g, const Arrays& a, const SeriesPair<T>& pair_in, Scratch& s, T* gx,
                             T* gy) {
+  const SeriesPair<T> pair = pair_in;  // a local copy, as in load_series
   const int64_t D = pair.D;
   s.gx.assign(g.mb * D, 0.0);
   s.gy.assign(g.nb * D, 0.0);
+  double* ax = s.gx.data();
+  double* ay = s.gy.data();
   for (int64_t k = 2; k <= g.last(); ++k) {
     const double* e = a.A + a.start[k];
-    for (int64_t i = g.lo(k); i <= g.hi(k); ++i) {
+    const int64_t i0 = g.lo(k), i1 = g.hi(k);
+    for (int64_t i = i0; i <= i1; ++i) {
       const int64_t j = k - i;
       const double w = pair.template weight<VecMath>(e[i], i, j);
-      double* gxi = s.gx.data() + (i - 1) * D;
-      double* gyj = s.gy.data() + (j - 1) * D;
+      double* gxi = ax + (i - 1) * D;
+      double* gyj = ay + (j - 1) * D;
       for (int64_t d = 0; d < D; ++d) {
         const double t = w * pair.difference(i, j, d);
         gxi[d] += t;
