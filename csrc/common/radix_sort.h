@@ -59,8 +59,9 @@ inline T from_descending_key(typename RadixKey<T>::type key) {
 }
 
 // Rows up to this length are sorted by comparisons (see the top of the file). At 1 thread, 128
-// rows: comparisons took about 0.3x the radix time at n = 32 and 0.7x at n = 64, but about 2x at
-// n = 200 (and more at 256, the first threshold), so radix takes over above 64.
+// rows: comparisons took about 0.3x the radix time at n = 32, but about 2x at n = 200. At n = 64
+// one measurement (128 rows) gave 0.7x, but 4096 rows of 64 (the sparse top-k suite, 2 threads)
+// spent 1.6x the radix time in std::sort, so radix takes over above 32.
 constexpr int32_t kComparisonSortMax = 32;
 
 // A key and its index as one comparable value: for float32 keys one uint64
