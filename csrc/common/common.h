@@ -18,6 +18,16 @@
 #define DC_INLINE inline
 #endif
 
+// Forced inline on both devices: for a hot loop whose caller must see its body (a CPU compiler
+// may keep a plain `inline` function out of line once it has several callers).
+#if defined(__CUDACC__)
+#define DC_FORCE_INLINE __forceinline__
+#elif defined(__GNUC__)
+#define DC_FORCE_INLINE inline __attribute__((always_inline))
+#else
+#define DC_FORCE_INLINE inline
+#endif
+
 namespace diffcomb {
 
 // dtype codes shared with diffcomb/_native.py (DTYPE_CODES there).

@@ -148,10 +148,12 @@ void argsort_descending_row(const T* x, T scale, int32_t n, T* sorted, int32_t* 
   int32_t* index = scratch.index.data();
   uint32_t hist[kPasses][256];
   std::memset(hist, 0, sizeof hist);
-  for (int32_t i = 0; i < n; ++i) {
-    const K key = descending_key<T>(scale * x[i]);
-    keys[i] = key;
+  for (int32_t i = 0; i < n; ++i) {  // the keys first: a vector loop
+    keys[i] = descending_key<T>(scale * x[i]);
     index[i] = i;
+  }
+  for (int32_t i = 0; i < n; ++i) {
+    const K key = keys[i];
     for (int p = 0; p < kPasses; ++p) ++hist[p][(key >> (8 * p)) & 0xff];
   }
   K* keys_out = scratch.keys_alt.data();

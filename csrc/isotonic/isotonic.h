@@ -126,7 +126,7 @@ DC_HOST_DEVICE DC_INLINE void pav_push(int32_t* start, Stats* stats, int32_t& to
 // Runs PAV over the leaves [begin, end) of a row; the stack is written at
 // start[0..), stats[0..) and its size returned.
 template <class Stats, class Problem>
-DC_HOST_DEVICE DC_INLINE int32_t pav_run(const Problem& problem, int32_t begin, int32_t end,
+DC_HOST_DEVICE DC_FORCE_INLINE int32_t pav_run(const Problem& problem, int32_t begin, int32_t end,
                                          int32_t* start, Stats* stats) {
   int32_t top = 0;
   for (int32_t i = begin; i < end; ++i) pav_push(start, stats, top, i, problem.leaf(i));
