@@ -254,13 +254,7 @@ DC_HOST_DEVICE DC_INLINE double tangent_mu(double b_c, double l, double d, doubl
 // set (cpu.cpp), and a step left out of line would be compiled only for the
 // baseline one (about 3x slower).
 
-#if defined(__CUDACC__)
-#define DC_STEP_INLINE __forceinline__
-#elif defined(__GNUC__)
-#define DC_STEP_INLINE inline __attribute__((always_inline))
-#else
-#define DC_STEP_INLINE inline
-#endif
+#define DC_STEP_INLINE DC_FORCE_INLINE
 
 // gamma and the 1 / gamma the weights use (0 for the hard DTW), computed in
 // one place so that every pass and device rounds it alike.
