@@ -3,7 +3,8 @@
 Usage (from anywhere; each tree must have its extension built in place or be importable as is):
 
     python benchmarks/ab.py --a /path/to/after --b /path/to/before --suite sort [--suite topk ...]
-        [-c diffcomb ...] [-w WORKLOAD ...] [--rounds 7] [--block 0.2] [--threads 2] [--out table.md]
+        [-c diffcomb ...] [-w WORKLOAD ...] [--rounds 9] [--processes 3] [--block 0.2] [--threads 2]
+        [--out table.md]
 
 Why paired: on a shared machine the speed of the same code drifts by 10-30% within minutes, more than
 the 5% a regression gate must resolve. Here two worker processes (one per tree, each importing its own
@@ -13,6 +14,13 @@ block = calls until ``--block`` seconds, at least one; the first block of each s
 per call of each block. Only one worker runs at a time. The ratio A/B is taken round by round (adjacent
 blocks see the same machine), and the table reports its median over the rounds with the lowest and
 highest round; a median above 1.05 with a lowest round above 1 is a real slowdown.
+
+Why several pairs of processes (``--processes``): a process's speed also depends on where it was
+placed (address-space layout, the alignment of its buffers and code), and that offset lasts its
+whole life. Measured on the perturb suite's grid_shortest_path/64x30x30 (one thread), the same two
+trees gave A/B 1.11-1.13 in every round of one pair of workers and 0.85-0.98 in four other pairs. The
+rounds are therefore spread over ``--processes`` pairs of fresh workers (each warms up in its first
+round); the table pools their rounds and lists each pair's median ("pairs").
 
 The workloads and contenders are each tree's own ``diffcomb.bench`` suites (``python -m benchmarks``).
 """
@@ -113,35 +121,37 @@ class _Side:
 
 
 def _compare(a_tree: str, b_tree: str, suite: str, contenders: list[str], rounds: int, block: float,
-             threads: int, patterns: list[str]) -> list[tuple]:
+             threads: int, patterns: list[str], measured: dict) -> None:
+    """One pair of fresh workers, ``rounds`` paired rounds per workload, contender and mode; the
+    times and ratios are appended to ``measured`` (key: (suite, workload, contender, mode); value:
+    lists of A times, B times, ratios and one ratio median per pair of workers)."""
     a, b = _Side(a_tree, suite, contenders, threads), _Side(b_tree, suite, contenders, threads)
-    rows = []
     try:
         for i, name in enumerate(a.workloads):
             if patterns and not any(p in name for p in patterns):
                 continue
             if i >= len(b.workloads) or b.workloads[i] != name:
-                rows.append((suite, name, "-", "-", None, None, None, None, None, None))
+                measured.setdefault((suite, name, "-", "-"), None)
                 continue
             steps_a = {tuple(s) for s in a.ask(op="prepare", w=i)["steps"]}
             steps_b = {tuple(s) for s in b.ask(op="prepare", w=i)["steps"]}
             for c, mode in sorted(steps_a & steps_b):
-                ta, tb, ratios = [], [], []
+                ta, tb, ratios, pairs = measured.setdefault((suite, name, c, mode), ([], [], [], []))
+                mine = []
                 for r in range(rounds):
                     order = (a, b) if r % 2 == 0 else (b, a)
-                    got = {id(side): side.ask(op="time", c=c, mode=mode, block=block, warm=r < 2)["median"]
+                    got = {id(side): side.ask(op="time", c=c, mode=mode, block=block, warm=r == 0)["median"]
                            for side in order}
                     ta.append(got[id(a)])
                     tb.append(got[id(b)])
-                    ratios.append(got[id(a)] / got[id(b)])
-                rows.append((suite, name, c, mode, statistics.median(tb), statistics.median(ta),
-                             statistics.median(ratios), min(ratios), max(ratios), sum(r > 1 for r in ratios)))
-                print(f"{suite} {name} {c} {mode}: A/B {rows[-1][6]:.3f} [{min(ratios):.3f}, {max(ratios):.3f}]",
-                      file=sys.stderr, flush=True)
+                    mine.append(got[id(a)] / got[id(b)])
+                ratios.extend(mine)
+                pairs.append(statistics.median(mine))
+                print(f"{suite} {name} {c} {mode}: A/B {statistics.median(mine):.3f} [{min(mine):.3f}, "
+                      f"{max(mine):.3f}]", file=sys.stderr, flush=True)
     finally:
         a.close()
         b.close()
-    return rows
 
 
 def main() -> int:
@@ -152,6 +162,8 @@ def main() -> int:
     p.add_argument("--suite", action="append", required=True)
     p.add_argument("-c", "--contender", action="append", default=None, help="contenders (default: diffcomb)")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--processes", type=int, default=1,
+                   help="pairs of fresh worker processes the rounds are spread over (default 1)")
     p.add_argument("--block", type=float, default=0.2, help="seconds of calls per block")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-w", "--workload", action="append", default=[],
@@ -162,19 +174,28 @@ def main() -> int:
     if args.worker:
         _worker(args.suite[0], contenders, args.threads)
         return 0
-    lines = [f"A = {args.a}, B = {args.b}; {args.rounds} paired rounds of {args.block} s blocks, "
-             f"{args.threads} threads; median time per call (ms) and the A/B ratio per round: median [min, max].",
-             "Slower in: the rounds in which A was slower than B.",
-             "", "| suite | workload | contender | mode | B ms | A ms | A/B | lowest | highest | slower in |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    per_pair = -(-args.rounds // args.processes)  # rounds per pair of workers (ceil)
+    total = per_pair * args.processes
+    lines = [f"A = {args.a}, B = {args.b}; {args.processes} pair(s) of fresh worker processes x {per_pair} paired "
+             f"rounds of {args.block} s blocks = {total} rounds, {args.threads} threads; median time per call (ms) "
+             "and the A/B ratio per round: median over all rounds [min, max].",
+             "Slower in: the rounds in which A was slower than B. Pairs: the median A/B of each pair of workers "
+             "(a process's placement in memory can shift its speed by 10% for its whole life).",
+             "", "| suite | workload | contender | mode | B ms | A ms | A/B | lowest | highest | slower in | pairs |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for suite in args.suite:
-        for row in _compare(args.a, args.b, suite, contenders, args.rounds, args.block, args.threads, args.workload):
-            s, w, c, mode, tb, ta, med, lo, hi, slower = row
-            if med is None:
-                lines.append(f"| {s} | {w} | - | - | not in both trees | | | | | |")
+        measured: dict = {}
+        for _ in range(args.processes):
+            _compare(args.a, args.b, suite, contenders, per_pair, args.block, args.threads, args.workload, measured)
+        for (s, w, c, mode), got in measured.items():
+            if got is None:
+                lines.append(f"| {s} | {w} | - | - | not in both trees | | | | | | |")
                 continue
-            lines.append(f"| {s} | {w} | {c} | {mode} | {tb * 1e3:.4g} | {ta * 1e3:.4g} | {med:.3f} | {lo:.3f} | "
-                         f"{hi:.3f} | {slower}/{args.rounds} |")
+            ta, tb, ratios, pairs = got
+            pair_text = " ".join(f"{r:.3f}" for r in pairs)
+            lines.append(f"| {s} | {w} | {c} | {mode} | {statistics.median(tb) * 1e3:.4g} | "
+                         f"{statistics.median(ta) * 1e3:.4g} | {statistics.median(ratios):.3f} | {min(ratios):.3f} | "
+                         f"{max(ratios):.3f} | {sum(r > 1 for r in ratios)}/{len(ratios)} | {pair_text} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
