@@ -426,7 +426,7 @@ def test_sampler_reproducibility():
     torch.manual_seed(11)
     assert torch.equal(d, diffcomb.sample_gumbel((100,)))
     # Normal noise: the dtype changes only the rounding of the same stream (Gumbel noise has a
-    # float32 stream of its own, 24-bit uniforms and float logs, for speed).
+    # float32 stream of its own, one 24-bit uniform per 32-bit word, for speed).
     e = diffcomb.sample_normal((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     f = diffcomb.sample_normal((101,), generator=torch.Generator().manual_seed(5), dtype=torch.float32)
     assert torch.equal(e.float(), f)
@@ -443,17 +443,38 @@ def test_sampler_reproducibility():
     assert diffcomb.sample_gumbel((0, 3)).shape == (0, 3)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", [0x123456789ABCDEF0, -5])
+@pytest.mark.parametrize("numel", [1, 3, 4, 5, 255, 257, 10_007])
+def test_gumbel_stream_is_philox_and_the_formula(device, dtype, seed, numel):
+    """The Gumbel stream is -log(-log(u)) of the uniforms of Philox-4x32-10 (the numpy reference,
+    itself checked against the generator's published answers), rounded once to the dtype."""
+    seed_t = torch.tensor([seed], dtype=torch.int64, device=device)
+    kind = diffcomb.perturb.noise.NOISE_CODES["gumbel"]
+    out = diffcomb.perturb.noise._noise_op(seed_t, (numel,), kind, 1.0, 1.0, 1, dtype).cpu().double().numpy()
+    expected = ref.gumbel_stream(seed % 2**64, numel, single=dtype == torch.float32)
+    if dtype == torch.float32:  # float32 rounding of the float64 value: equal up to a tie at the last bit
+        np.testing.assert_allclose(out, expected.astype(np.float32).astype(np.float64), rtol=1.2e-7, atol=1e-30)
+    else:
+        np.testing.assert_allclose(out, expected, rtol=1e-14, atol=1e-15)
+    assert np.isfinite(out).all()
+
+
 def test_sampler_independent_of_threads():
     g = lambda: torch.Generator().manual_seed(9)  # noqa: E731
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         a = diffcomb.sample_sum_of_gamma((4000,), k=2, generator=g())
+        a_gumbel = [diffcomb.sample_gumbel((200_003,), generator=g(), dtype=dt) for dt in (torch.float32, torch.float64)]
         torch.set_num_threads(2)
         b = diffcomb.sample_sum_of_gamma((4000,), k=2, generator=g())
+        b_gumbel = [diffcomb.sample_gumbel((200_003,), generator=g(), dtype=dt) for dt in (torch.float32, torch.float64)]
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(a, b)
+    assert all(torch.equal(x, y) for x, y in zip(a_gumbel, b_gumbel))
 
 
 def test_sampler_bad_input():

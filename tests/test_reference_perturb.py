@@ -139,3 +139,27 @@ def test_imle_expected_gradient_limit():
     approx = ref.imle_expected_gradient_argmax_gumbel(theta, g, lam) / lam
     exact = ref.perturbed_argmax_gumbel_jacobian(theta, 1.0).T @ g
     np.testing.assert_allclose(approx, exact, atol=1e-4)
+
+
+def test_philox_known_answers():
+    """Philox-4x32-10's published known-answer vectors (counter, key) -> output: zeros, all ones,
+    and the digits of pi; the counter is (index low, index high, term, attempt)."""
+    def words(key, index, term, attempt):
+        return [int(v) for v in ref.philox4x32(key, np.array([index], dtype=np.uint64), term, attempt)[0]]
+
+    assert words(0, 0, 0, 0) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert words(2**64 - 1, 2**64 - 1, 0xFFFFFFFF, 0xFFFFFFFF) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+    assert words(0x299F31D0A4093822, 0x85A308D3243F6A88, 0x13198A2E, 0x03707344) == [
+        0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
+
+
+def test_gumbel_stream_uniforms_are_open_and_the_values_gumbel():
+    x = ref.gumbel_stream(7, 100_000, single=True)
+    y = ref.gumbel_stream(7, 100_000, single=False)
+    for v in (x, y):
+        assert np.isfinite(v).all()
+        assert abs(v.mean() - ref.EULER_GAMMA) < 4 * math.sqrt(math.pi**2 / 6 / v.size)
+    # The float32 stream's extreme uniforms: (0 + 1/2) / 2^24 and (2^24 - 1/2) / 2^24.
+    words = np.array([0, 0xFFFFFFFF], dtype=np.uint64)
+    u = ((words >> np.uint64(8)).astype(np.float64) + 0.5) / 16777216.0
+    assert 0.0 < u[0] and u[1] < 1.0 and np.isfinite(-np.log(-np.log(u))).all()

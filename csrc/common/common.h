@@ -28,6 +28,16 @@
 #define DC_FORCE_INLINE inline
 #endif
 
+// A CPU entry point compiled for several instruction sets (GCC function multiversioning), the
+// best picked at load time: its vector loops use AVX-512 or AVX2 where the machine has them,
+// in a wheel built for the baseline x86-64. What it calls must be inlined into it (a function
+// left out of line is compiled for the baseline only).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define DC_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DC_SIMD_CLONES
+#endif
+
 namespace diffcomb {
 
 // dtype codes shared with diffcomb/_native.py (DTYPE_CODES there).

@@ -9,6 +9,7 @@
 #include "../common/common.h"
 #include "../common/parallel.h"
 #include "../common/radix_sort.h"
+#include "../common/vmath.h"
 #include "api.h"
 #include "checks.h"
 #include "cpu_util.h"
@@ -16,6 +17,44 @@
 
 namespace diffcomb {
 namespace perturb {
+
+namespace {
+
+// perturb.h's log in the vector loops below (the C library's keeps a loop scalar).
+struct VecMath {
+  static inline double log(double x) { return vmath::log_positive(x); }
+};
+
+constexpr int64_t kGumbelBlock = 64;  // Philox blocks per pass of gumbel_groups
+
+// The Gumbel noise of groups [q0, q0 + n), n <= kGumbelBlock, into g: noise_group's values in
+// its order (G = 4 a group for float output, 2 for double), before the rounding to the output
+// dtype. One vector loop draws the Philox blocks and forms the uniforms, another takes the logs.
+template <int G>
+DC_FORCE_INLINE void gumbel_groups(uint64_t key, uint64_t q0, int64_t n, double* g) {
+  double u[G * kGumbelBlock];
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const U32x4 r = philox(key, q0 + static_cast<uint64_t>(i), 0, 0);
+    if (G == 4) {
+      for (int l = 0; l < 4; ++l) u[4 * i + l] = open_uniform24(r.v[l]);
+    } else {
+      u[2 * i] = open_uniform(r.v[0], r.v[1]);
+      u[2 * i + 1] = open_uniform(r.v[2], r.v[3]);
+    }
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < G * n; ++j) g[j] = gumbel_of<VecMath>(u[j]);
+}
+
+DC_SIMD_CLONES void gumbel_groups_f32(uint64_t key, uint64_t q0, int64_t n, double* g) {
+  gumbel_groups<4>(key, q0, n, g);
+}
+DC_SIMD_CLONES void gumbel_groups_f64(uint64_t key, uint64_t q0, int64_t n, double* g) {
+  gumbel_groups<2>(key, q0, n, g);
+}
+
+}  // namespace
 
 void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind, double k, double tau, int64_t s,
                int dtype, int threads) {
@@ -28,6 +67,20 @@ void noise_cpu(std::uintptr_t seed, std::uintptr_t out, int64_t numel, int kind,
     const int64_t group = noise_group_size<T>(kind);
     const int64_t groups = (numel + group - 1) / group;
     const int64_t cost = kind == kSumOfGamma ? 40 * s : 8;
+    if (kind == kGumbel) {  // noise_group's values, vectorized
+      const auto draw = sizeof(T) == 4 ? gumbel_groups_f32 : gumbel_groups_f64;
+      parallel_rows(groups, threads, cost, [&](int64_t begin, int64_t end) {
+        double g[4 * kGumbelBlock];
+        for (int64_t q = begin; q < end; q += kGumbelBlock) {
+          const int64_t n = std::min(kGumbelBlock, end - q);
+          draw(key, static_cast<uint64_t>(q), n, g);
+          const int64_t first = q * group;
+          const int64_t count = std::min(n * group, numel - first);
+          for (int64_t j = 0; j < count; ++j) o[first + j] = static_cast<T>(g[j]);
+        }
+      });
+      return;
+    }
     parallel_rows(groups, threads, cost, [&](int64_t begin, int64_t end) {
       T values[4];
       for (int64_t q = begin; q < end; ++q) {

@@ -105,12 +105,6 @@ constexpr int kVecs = 1;
 constexpr int kLanes = kVecLanes * kVecs;
 constexpr int kMaxSweeps = 64;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DC_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DC_SIMD_CLONES
-#endif
-
 // kVecLanes lanes of one cell as a GCC vector (one AVX-512 register, two
 // AVX2 or four SSE2 registers, depending on the clone). The helpers are
 // always inlined into the clones, so no vector crosses a call (hence no

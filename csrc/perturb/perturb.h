@@ -96,10 +96,29 @@ DC_HOST_DEVICE DC_INLINE double sum_of_gamma(uint64_t seed, uint64_t index, doub
   return (tau / k) * (sum - log(double(s)));
 }
 
+// The log of the noise formulas: the C library's (CUDA, and the CPU's scalar
+// draws) or, in the CPU's vector loops, common/vmath.h's (cpu.cpp).
+struct LibMath {
+  DC_HOST_DEVICE DC_INLINE static double log(double x) { return ::log(x); }
+};
+
+// A uniform in (0, 1) from the top 24 bits of a word, exact in double (its
+// largest value is 1 - 2^-25, so the Gumbel variate below stays finite).
+DC_HOST_DEVICE DC_INLINE double open_uniform24(uint32_t a) {
+  return (double(a >> 8) + 0.5) * (1.0 / 16777216.0);
+}
+
+// A standard Gumbel variate -log(-log(u)) of a uniform u in (0, 1), in double.
+template <class M>
+DC_HOST_DEVICE DC_INLINE double gumbel_of(double u) {
+  return -M::log(-M::log(u));
+}
+
 // Noise values come in groups: group q of the stream fills elements
 // [q G, q G + G) from one Philox block, G = noise_group_size<T>(kind):
-//   Gumbel, float output: G = 4, one 24-bit uniform per element, float logs;
-//   Gumbel, double output: G = 2, one 53-bit uniform per element;
+//   Gumbel, float output: G = 4, one 24-bit uniform per element;
+//   Gumbel, double output: G = 2, one 53-bit uniform per element
+//   (both: -log(-log(u)) in double, rounded once to the output dtype);
 //   normal: G = 2, Box-Muller's pair (cos and sin), in double for both dtypes;
 //   Sum-of-Gamma: G = 1 (its own Philox blocks per Gamma term and attempt).
 template <class T>
@@ -122,13 +141,10 @@ DC_HOST_DEVICE DC_INLINE void noise_group(int kind, uint64_t seed, uint64_t q, d
     values[0] = static_cast<T>(radius * cos(angle));
     values[1] = static_cast<T>(radius * sin(angle));
   } else if (sizeof(T) == 4) {
-    for (int l = 0; l < 4; ++l) {
-      const float u = (float(r.v[l] >> 8) + 0.5f) * (1.0f / 16777216.0f);
-      values[l] = static_cast<T>(-logf(-logf(u)));
-    }
+    for (int l = 0; l < 4; ++l) values[l] = static_cast<T>(gumbel_of<LibMath>(open_uniform24(r.v[l])));
   } else {
-    values[0] = static_cast<T>(-log(-log(open_uniform(r.v[0], r.v[1]))));
-    values[1] = static_cast<T>(-log(-log(open_uniform(r.v[2], r.v[3]))));
+    values[0] = static_cast<T>(gumbel_of<LibMath>(open_uniform(r.v[0], r.v[1])));
+    values[1] = static_cast<T>(gumbel_of<LibMath>(open_uniform(r.v[2], r.v[3])));
   }
 }
 

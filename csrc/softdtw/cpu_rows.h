@@ -36,11 +36,3 @@ Rows forward_soft_lanes, forward_hard_lanes, backward_soft_lanes, backward_hard_
 
 }  // namespace softdtw
 }  // namespace diffcomb
-
-// A CPU entry point compiled for several instruction sets (GCC function
-// multiversioning), the best picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DC_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DC_SIMD_CLONES
-#endif

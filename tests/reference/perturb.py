@@ -281,3 +281,43 @@ def blackbox_gradient(solver, theta: np.ndarray, g: np.ndarray, lambda_: float) 
     """Maximize form: (y(theta) - y(theta - lambda g)) / lambda."""
     theta = np.asarray(theta, dtype=np.float64)
     return (solver(theta) - solver(theta - lambda_ * np.asarray(g))) / lambda_
+
+
+# ------------------------------------------------------------------------------------------------
+# The noise stream (csrc/perturb/perturb.h): Philox-4x32-10 (Salmon et al., SC 2011) of the
+# counter (index, term, attempt) under the 64-bit key, and the Gumbel variates drawn from it.
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32(key: int, index: np.ndarray, term: int = 0, attempt: int = 0) -> np.ndarray:
+    """The four 32-bit words (as uint64, shape index.shape + (4,)) of Philox-4x32-10 for the
+    counter (index low, index high, term, attempt) and the key (key low, key high)."""
+    index = np.asarray(index, dtype=np.uint64)
+    c0, c1 = index & _MASK32, index >> np.uint64(32)
+    c2 = np.full_like(index, term)
+    c3 = np.full_like(index, attempt)
+    k0, k1 = np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32)
+    m0, m1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+    for _ in range(10):
+        p0, p1 = m0 * c0, m1 * c2  # < 2^64: exact in uint64
+        c0, c1, c2, c3 = ((p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & _MASK32, (p0 >> np.uint64(32)) ^ c3 ^ k1,
+                          p0 & _MASK32)
+        k0 = (k0 + np.uint64(0x9E3779B9)) & _MASK32
+        k1 = (k1 + np.uint64(0xBB67AE85)) & _MASK32
+    return np.stack([c0, c1, c2, c3], axis=-1)
+
+
+def gumbel_stream(key: int, numel: int, single: bool) -> np.ndarray:
+    """The first numel Gumbel values of the stream of `key`, in float64 before the rounding to the
+    output dtype: float32 output (single) takes one uniform (top 24 bits + 1/2) / 2^24 per word,
+    four per Philox block; float64 output one 53-bit uniform per two words, two per block."""
+    per = 4 if single else 2
+    words = philox4x32(key, np.arange(-(-numel // per), dtype=np.uint64))
+    if single:
+        u = ((words >> np.uint64(8)).astype(np.float64) + 0.5) / 16777216.0
+    else:
+        pairs = words.reshape(-1, 2, 2)
+        bits = ((pairs[..., 0] << np.uint64(21)) ^ (pairs[..., 1] >> np.uint64(11))) & np.uint64((1 << 53) - 1)
+        u = (bits.astype(np.float64) + 0.5) / 9007199254740992.0
+    return -np.log(-np.log(u.reshape(-1)[:numel]))
