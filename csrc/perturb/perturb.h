@@ -7,8 +7,9 @@
 // Randomness. Every noise value is a pure function of (seed, element index,
 // term, attempt) through Philox-4x32-10, so a sample does not depend on how
 // the work is split over threads, and the CPU and the GPU draw the same
-// numbers for the same seed. The Python layer draws the seed from the user's
-// torch.Generator.
+// numbers for the same seed (to the rounding of their exp/log: the CPU's
+// Gumbel draws use common/vmath.h's log, within 2 ulp). The Python layer
+// draws the seed from the user's torch.Generator.
 #pragma once
 
 #include <cmath>

@@ -1,6 +1,7 @@
 """Noise samplers of the perturb family (SPEC.md 6.2): native on CPU and CUDA, counter-based
 (Philox), so a sample is a pure function of a seed drawn from the caller's ``torch.Generator``;
-the same seed gives the same numbers on both devices. One custom op, ``diffcomb::perturb_noise``."""
+the same seed gives the same numbers on both devices (to the rounding of their logarithms). One custom
+op, ``diffcomb::perturb_noise``."""
 
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def sample_gumbel(shape: Sequence[int], generator: Optional[torch.Generator] = N
 
     Note:
         Counter-based (Philox-4x32-10): each value depends only on the seed and its flat
-        index, so CPU and CUDA draw the same values for the same seed. O(numel).
+        index, so CPU and CUDA draw the same values for the same seed (to the last bits of the
+        logarithms' rounding). O(numel).
 
     Example:
         >>> g = diffcomb.sample_gumbel((2, 3), generator=torch.Generator().manual_seed(0))
