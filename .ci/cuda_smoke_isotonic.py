@@ -3,13 +3,19 @@ CPU: row-per-thread rows (n <= 32) and block-per-row rows, NaN rows, n = 0, KL a
 rank/sort/top-k/isotonic (unweighted and weighted), the sparse soft top-k's three block solves
 (p = 2, p = 4/3 and the threshold solve of any other p), forward and backward, large blocks in the
 backward, forward mode and double backward, float64 and float32. Meant for compute-sanitizer
-(.ci/gpu); exits non-zero on a mismatch. The other families' kernels have their own .ci/cuda_smoke_<family>.py."""
+(.ci/gpu); exits non-zero on a mismatch, and without a GPU (saying that nothing was run). The other
+families' kernels have their own .ci/cuda_smoke_<family>.py."""
 
 import sys
 
 import torch
 
 import diffcomb
+from diffcomb import _native
+
+if not (torch.cuda.is_available() and _native.cuda_available()):
+    sys.exit("cuda smoke (isotonic): CUDA is unavailable (torch.cuda.is_available() = "
+             f"{torch.cuda.is_available()}, diffcomb._C_cuda built = {_native.cuda_available()}); nothing was run")
 
 torch.manual_seed(0)
 failures = []

@@ -3,14 +3,19 @@ CPU: noise (Gumbel float32/float64, normal, Sum-of-Gamma), argmax, top-k, ranks,
 path (NaN grid, 1-row and 1-column grids; float64 and float32), linear assignment (square, wide,
 tall, NaN; float64 and float32), the solvers along a non-last dim=, and the estimators on CUDA
 (I-MLE module, decorated I-MLE, perturbed argmax, blackbox shortest path: forward+backward).
-Meant for compute-sanitizer (add it beside .ci/cuda_smoke.py in .ci/gpu); exits non-zero on a
-mismatch."""
+Meant for compute-sanitizer (.ci/gpu); exits non-zero on a mismatch, and without a GPU (saying
+that nothing was run)."""
 
 import sys
 
 import torch
 
 import diffcomb
+from diffcomb import _native
+
+if not (torch.cuda.is_available() and _native.cuda_available()):
+    sys.exit("cuda smoke (perturb): CUDA is unavailable (torch.cuda.is_available() = "
+             f"{torch.cuda.is_available()}, diffcomb._C_cuda built = {_native.cuda_available()}); nothing was run")
 
 torch.manual_seed(0)
 failures = []

@@ -143,14 +143,15 @@ def lean_ready(x: Tensor) -> bool:
     """The lean eager path may serve a call on ``x``: it is on, nothing traces or transforms the
     call (torch.compile, torch.func, forward-mode AD), and x is a plain tensor (no subclass, no
     functorch wrapper left by a finished transform)."""
-    return (_LEAN[0] and not _is_compiling() and type(x) in _REAL and not _transforms_active()
+    return (_LEAN[0] and not _is_compiling() and type(x) in _REAL and not x.is_meta and not _transforms_active()
             and forward_ad._current_level < 0 and not _wrapped(x))
 
 
 def lean_ready_pair(x: Tensor, y: Tensor) -> bool:
     """``lean_ready(x) and lean_ready(y)``, the global state read once."""
-    return (_LEAN[0] and type(x) in _REAL and type(y) in _REAL and not _is_compiling() and not _transforms_active()
-            and forward_ad._current_level < 0 and not _wrapped(x) and not _wrapped(y))
+    return (_LEAN[0] and type(x) in _REAL and type(y) in _REAL and not x.is_meta and not y.is_meta
+            and not _is_compiling() and not _transforms_active() and forward_ad._current_level < 0
+            and not _wrapped(x) and not _wrapped(y))
 
 
 def lean_backward_ready(grad: Tensor) -> bool:
@@ -212,7 +213,7 @@ def _eager_forward(impl: Callable[..., Any], op: Any) -> Callable[..., Any]:
 
     def forward(*args: Any) -> Any:
         for a in args:
-            if isinstance(a, Tensor) and type(a) not in _REAL:
+            if isinstance(a, Tensor) and (type(a) not in _REAL or a.is_meta):
                 return op(*args)
         return impl(*args)
 

@@ -8,6 +8,7 @@ missing. Family modules call it; nothing here knows about a family's math.
 
 from __future__ import annotations
 
+import importlib.util
 from types import ModuleType
 from typing import Optional
 
@@ -44,10 +45,13 @@ except ImportError as exc:  # pragma: no cover - only without a build
 try:
     from . import _C_cuda as _cuda_module  # type: ignore[attr-defined]
 
-    _cuda_error: Optional[BaseException] = None
+    _cuda_error: Optional[object] = None
 except ImportError as exc:
     _cuda_module = None
-    _cuda_error = exc
+    # A module that is absent (not built) or present but failing to load (say, a missing library):
+    # Python words the first as a circular import while the package initializes, so name it here.
+    _cuda_error = ("no such module was built" if importlib.util.find_spec(f"{__package__}._C_cuda") is None
+                   else exc)
 
 
 def cpu() -> ModuleType:

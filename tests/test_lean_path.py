@@ -407,3 +407,40 @@ def test_sinkhorn_errors_are_those_of_the_checked_path(call, error, match):
     for lean in (True, False):
         with lean_path(lean), pytest.raises(error, match=match):
             call(C)
+
+
+def _meta_cases():
+    x, C = torch.randn(4, 6), torch.rand(2, 5, 6)
+    s, w = torch.randn(2, 5, 3), torch.rand(3, 4, 4) + 0.1
+    return [
+        ("soft_rank", diffcomb.soft_rank, (x,)),
+        ("soft_sort", diffcomb.soft_sort, (x,)),
+        ("soft_topk", lambda t: diffcomb.soft_topk(t, k=2), (x,)),
+        ("sparse_soft_topk", lambda t: diffcomb.sparse_soft_topk(t, k=2), (x,)),
+        ("isotonic_regression", diffcomb.isotonic_regression, (x,)),
+        ("spearman_loss", diffcomb.spearman_loss, (x, x)),
+        ("ndcg_loss", diffcomb.ndcg_loss, (x, x.abs())),
+        ("soft_dtw", diffcomb.soft_dtw, (s, s)),
+        ("soft_dtw-band", lambda a, b: diffcomb.soft_dtw(a, b, bandwidth=2), (s, s)),
+        ("soft_dtw_from_cost", diffcomb.soft_dtw_from_cost, (C,)),
+        ("sinkhorn", lambda c: diffcomb.sinkhorn(c).plan, (C,)),
+        ("sinkhorn-cloud", lambda a, b: diffcomb.sinkhorn(x=a, y=b, epsilon=0.5).cost, (s, s)),
+        ("sorting_network", lambda t: diffcomb.sorting_network(t)[0], (x,)),
+        ("topk_mask", lambda t: diffcomb.topk_mask(t, 2), (x,)),
+        ("argmax_onehot", diffcomb.argmax_onehot, (x,)),
+        ("grid_shortest_path", diffcomb.grid_shortest_path, (w,)),
+        ("linear_assignment", diffcomb.linear_assignment, (w,)),
+    ]
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "checked"])
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+def test_meta_tensors_propagate_shapes(lean, grad):
+    """Meta tensors (shape propagation, as torch ops do) take the ops' fake implementations on both
+    paths: the result's shape, dtype and device, no native call (it would get null addresses)."""
+    for name, fn, args in _meta_cases():
+        ref = fn(*args)
+        meta = [a.to("meta").requires_grad_(grad and i == 0) for i, a in enumerate(args)]
+        with lean_path(lean):
+            out = fn(*meta)
+        assert (out.device.type, out.shape, out.dtype) == ("meta", ref.shape, ref.dtype), name
