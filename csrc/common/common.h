@@ -40,6 +40,13 @@
 
 namespace diffcomb {
 
+// exp and log for math written once over a math policy M (M::exp, M::log): the C library's here
+// (CUDA, and CPU code that stays scalar); common/vmath.h's VecMath for CPU vector loops.
+struct LibMath {
+  DC_HOST_DEVICE DC_INLINE static double exp(double x) { return ::exp(x); }
+  DC_HOST_DEVICE DC_INLINE static double log(double x) { return ::log(x); }
+};
+
 // dtype codes shared with diffcomb/_native.py (DTYPE_CODES there).
 enum class DType : int { Float32 = 0, Float64 = 1 };
 constexpr int64_t kDTypeCount = 2;  // the number of dtype codes (check_code)

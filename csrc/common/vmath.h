@@ -114,4 +114,12 @@ DC_INLINE double log_positive(double x) {
 }
 
 }  // namespace vmath
+
+// The math policy of common.h's LibMath with these functions, inlined into vector loops (log of
+// positive normal numbers only).
+struct VecMath {
+  static inline double exp(double x) { return vmath::exp(x); }
+  static inline double log(double x) { return vmath::log_positive(x); }
+};
+
 }  // namespace diffcomb

@@ -20,11 +20,6 @@ namespace perturb {
 
 namespace {
 
-// perturb.h's log in the vector loops below (the C library's keeps a loop scalar).
-struct VecMath {
-  static inline double log(double x) { return vmath::log_positive(x); }
-};
-
 constexpr int64_t kGumbelBlock = 64;  // Philox blocks per pass of gumbel_groups
 
 // The Gumbel noise of groups [q0, q0 + n), n <= kGumbelBlock, into g: noise_group's values in

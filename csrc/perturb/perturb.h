@@ -97,19 +97,14 @@ DC_HOST_DEVICE DC_INLINE double sum_of_gamma(uint64_t seed, uint64_t index, doub
   return (tau / k) * (sum - log(double(s)));
 }
 
-// The log of the noise formulas: the C library's (CUDA, and the CPU's scalar
-// draws) or, in the CPU's vector loops, common/vmath.h's (cpu.cpp).
-struct LibMath {
-  DC_HOST_DEVICE DC_INLINE static double log(double x) { return ::log(x); }
-};
-
 // A uniform in (0, 1) from the top 24 bits of a word, exact in double (its
 // largest value is 1 - 2^-25, so the Gumbel variate below stays finite).
 DC_HOST_DEVICE DC_INLINE double open_uniform24(uint32_t a) {
   return (double(a >> 8) + 0.5) * (1.0 / 16777216.0);
 }
 
-// A standard Gumbel variate -log(-log(u)) of a uniform u in (0, 1), in double.
+// A standard Gumbel variate -log(-log(u)) of a uniform u in (0, 1), in double, with the log of
+// M: common.h's LibMath (CUDA, the CPU's scalar draws) or vmath.h's VecMath (cpu.cpp's vector loops).
 template <class M>
 DC_HOST_DEVICE DC_INLINE double gumbel_of(double u) {
   return -M::log(-M::log(u));

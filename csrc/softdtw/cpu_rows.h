@@ -15,12 +15,6 @@
 namespace diffcomb {
 namespace softdtw {
 
-// exp and log of the cell functions (softdtw.h), inlined into vector loops.
-struct VecMath {
-  static inline double exp(double x) { return vmath::exp(x); }
-  static inline double log(double x) { return vmath::log_positive(x); }
-};
-
 // Rows [i0, i1] of diagonal k of the arrays under one pass's step.
 using Rows = void(const Arrays& a, Smoothing s, int64_t k, int64_t i0, int64_t i1);
 using RowsFn = Rows*;

@@ -68,12 +68,8 @@
 namespace diffcomb {
 namespace softdtw {
 
-// exp and log for the cell functions: the C library's (CUDA) or the
-// vectorizable ones of common/vmath.h (CPU sweeps).
-struct LibMath {
-  DC_HOST_DEVICE DC_INLINE static double exp(double x) { return ::exp(x); }
-  DC_HOST_DEVICE DC_INLINE static double log(double x) { return ::log(x); }
-};
+// The cell functions take exp and log from a math policy M: common.h's
+// LibMath (CUDA) or common/vmath.h's VecMath (CPU sweeps).
 
 // Cost codes shared with diffcomb/softdtw.py (SPEC 3.1).
 enum CostCode : int { kCostSqEuclidean = 0, kCostHalfSqEuclidean = 1, kCostLogAugmented = 2 };
